@@ -1,21 +1,468 @@
-//! PLACEHOLDER: the sharded engine is being written.
+//! The sharded engine: the keyspace split over [`Machine`]s, each behind its
+//! own lock, driven by connection tasks directly (no hop to another thread on
+//! the hot path), with the write-ahead log as the only shared writer.
+//!
+//! The path of one pipeline (`execute_batch`):
+//! 1. for each command, lock its shard, apply it to the machine, append the
+//!    resulting changes to the log *while still holding the lock* (so a key's
+//!    log order is its apply order), unlock;
+//! 2. once the whole pipeline is applied, wait once for the log to make the
+//!    highest LSN it produced or observed durable (group commit: one
+//!    fdatasync covers every connection's records written meanwhile);
+//! 3. release the replies.
+//!
+//! A read waits too, for the last appended record: it may have observed state
+//! whose record is not yet durable, and must not reveal it before it is.
+//!
+//! A command that parks (WAIT) registers a one-shot channel in its shard
+//! under the same lock as the apply, so no wake-up can be lost; commands after
+//! it in the same pipeline run only after it has its answer.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command};
+use idem_core::machine::{self, Applied, Effects, Env, Machine, WaiterId};
+use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits};
+use parking_lot::Mutex;
+use rand::RngCore;
+use tokio::sync::oneshot;
 
-use crate::{StoreConfig, StoreError};
+use crate::wal::{Log, LogOptions, Lsn};
+use crate::{FsyncMode, StoreConfig, StoreError};
 
-/// The embedded store: implements [`Backend`].
+/// How often the ticker looks for expired leases, passed WAIT deadlines and
+/// records to reclaim. It bounds the latency of a lease-expiry handover to a
+/// parked waiter; handovers on COMMIT, ABORT and UNLOCK are immediate.
+const TICK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Fences are reserved in blocks: before the first fence of a block is handed
+/// out, a high-water mark for the whole block is logged, so after a crash the
+/// sequence resumes above anything that could have been granted.
+const FENCE_BLOCK: u64 = 1 << 20;
+
+/// Most shards a store may be configured with.
+pub const SHARDS_MAX: usize = 1024;
+
+/// The engine's clock: monotonic milliseconds that resume, after a restart,
+/// from the highest time in the log. Downtime therefore does not count against
+/// leases and TTLs (the conservative rule: a lease never ends early).
+#[derive(Debug)]
+struct Clock {
+    base_ms: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// The server-wide fence sequence.
+#[derive(Debug)]
+struct Fences {
+    /// The next fence to hand out.
+    next: AtomicU64,
+    /// Every fence below this is covered by a logged high-water mark.
+    reserved: Mutex<u64>,
+}
+
+impl Fences {
+    fn next(&self, log: Option<&Log>, now_ms: u64) -> u64 {
+        let fence = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = log {
+            let mut reserved = self.reserved.lock();
+            if fence >= *reserved {
+                let high = fence + FENCE_BLOCK;
+                // A failed append leaves the log failed; the change record that
+                // follows fails too and the caller is answered READONLY, so the
+                // fence is never acknowledged.
+                if log.append_fence_high(now_ms, high).is_ok() {
+                    *reserved = high;
+                }
+            }
+        }
+        fence
+    }
+
+    /// Every fence handed out so far is below this.
+    fn high(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+}
+
+/// A parked caller's answer: the reply, and the LSN it depends on.
+type Wake = (CmdResult, Lsn);
+
+struct ShardState {
+    machine: Machine,
+    waiters: std::collections::HashMap<WaiterId, oneshot::Sender<Wake>>,
+    fx: Effects,
+}
+
+struct Shard {
+    state: Mutex<ShardState>,
+}
+
+struct Inner {
+    shards: Box<[Shard]>,
+    log: Option<Log>,
+    clock: Clock,
+    fences: Fences,
+    limits: Limits,
+    next_waiter: AtomicU64,
+    stop: AtomicBool,
+    data_dir: Option<PathBuf>,
+    fsync: FsyncMode,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    snapshotting: AtomicBool,
+}
+
+/// The embedded store: implements [`Backend`]. Open it with [`Store::open`].
 pub struct Store {
-    _config: StoreConfig,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("shards", &self.inner.shards.len()).field("data_dir", &self.inner.data_dir).finish()
+    }
+}
+
+struct EngineEnv<'a> {
+    fences: &'a Fences,
+    log: Option<&'a Log>,
+    now_ms: u64,
+}
+
+impl Env for EngineEnv<'_> {
+    fn next_fence(&mut self) -> u64 {
+        self.fences.next(self.log, self.now_ms)
+    }
+    fn random_token(&mut self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut b);
+        b
+    }
+}
+
+/// FNV-1a: keys are short, and the shard choice needs speed, not DoS
+/// resistance (a client can only crowd its own keys into one shard).
+fn shard_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+enum Step {
+    /// Finished: the result and the LSN that must be durable before it is released.
+    Done(CmdResult, Lsn),
+    /// Parked on a WAIT.
+    Parked(WaiterId, usize, oneshot::Receiver<Wake>),
 }
 
 impl Store {
-    /// Opens (recovering) the store described by `config`. Must be called
-    /// from within a tokio runtime.
+    /// Opens the store described by `config`, recovering its data directory
+    /// (when it has one). Starts the ticker thread.
     pub fn open(config: StoreConfig) -> Result<Arc<Store>, StoreError> {
-        Ok(Arc::new(Store { _config: config }))
+        let shard_count = config.shards.clamp(1, SHARDS_MAX);
+        let mut machines: Vec<Machine> = (0..shard_count).map(|_| Machine::new(config.limits.clone())).collect();
+        let (log, clock_ms, fence_high) = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+                let opts = LogOptions { fsync: config.fsync, snapshot_after_bytes: config.snapshot_after_bytes };
+                let (log, recovered) = Log::open(dir, &opts, &mut |_now_ms, change| {
+                    let i = (shard_hash(change.route_key()) % shard_count as u64) as usize;
+                    machines[i].replay(&change);
+                })?;
+                (Some(log), recovered.clock_ms, recovered.fence_high)
+            }
+            None => (None, 0, 0),
+        };
+        let shards = machines
+            .into_iter()
+            .map(|machine| Shard {
+                state: Mutex::new(ShardState {
+                    machine,
+                    waiters: std::collections::HashMap::new(),
+                    fx: Effects::default(),
+                }),
+            })
+            .collect();
+        let first_fence = fence_high + 1;
+        let inner = Arc::new(Inner {
+            shards,
+            log,
+            clock: Clock { base_ms: clock_ms, start: Instant::now() },
+            // `reserved == next` makes the first grant log a new high-water mark.
+            fences: Fences { next: AtomicU64::new(first_fence), reserved: Mutex::new(first_fence) },
+            limits: config.limits.clone(),
+            next_waiter: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            data_dir: config.data_dir.clone(),
+            fsync: config.fsync,
+            ticker: Mutex::new(None),
+            snapshotting: AtomicBool::new(false),
+        });
+        let ticker_inner = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("idem-ticker".into())
+            .spawn(move || ticker_inner.run_ticker())
+            .map_err(|source| StoreError::Io { path: PathBuf::from("<ticker thread>"), source })?;
+        *inner.ticker.lock() = Some(handle);
+        Ok(Arc::new(Store { inner }))
+    }
+
+    /// The engine's current time in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// The limits the store enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Writes a snapshot now (normally triggered by log growth) and compacts the log.
+    pub fn snapshot(&self) -> Result<(), StoreError> {
+        self.inner.snapshot()
+    }
+}
+
+impl Inner {
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (shard_hash(key) % self.shards.len() as u64) as usize
+    }
+
+    fn read_only_error(&self) -> Option<CmdError> {
+        let log = self.log.as_ref()?;
+        log.failure().map(|why| CmdError::read_only(format!("storage failed, writes are refused until restart: {why}")))
+    }
+
+    /// The LSN a reply that observed state (a read, or a write that changed
+    /// nothing) must wait for.
+    fn observed_lsn(&self) -> Lsn {
+        match &self.log {
+            Some(log) if log.failure().is_none() => log.last_appended(),
+            _ => Lsn(0),
+        }
+    }
+
+    /// Logs the changes in `fx` (if any) and hands woken waiters their
+    /// answers. Must be called with the shard's lock held.
+    fn settle(&self, st: &mut ShardState, now_ms: u64) -> Result<Lsn, CmdError> {
+        let lsn = if st.fx.changes.is_empty() {
+            Ok(self.observed_lsn())
+        } else {
+            match &self.log {
+                Some(log) => log.append(now_ms, &st.fx.changes).map_err(|e| CmdError::read_only(e.to_string())),
+                None => Ok(Lsn(0)),
+            }
+        };
+        let ShardState { waiters, fx, .. } = st;
+        for (id, result) in fx.woken.drain(..) {
+            if let Some(tx) = waiters.remove(&id) {
+                let answer = match &lsn {
+                    Ok(l) => (result, *l),
+                    Err(e) => (Err(e.clone()), Lsn(0)),
+                };
+                // The receiver is gone if its caller hung up; nothing to do then.
+                let _ = tx.send(answer);
+            }
+        }
+        fx.changes.clear();
+        lsn
+    }
+
+    fn apply(&self, cmd: &Command) -> Step {
+        if cmd.is_write() {
+            if let Some(e) = self.read_only_error() {
+                return Step::Done(Err(e), Lsn(0));
+            }
+        }
+        let key = match cmd.route_key() {
+            Some(k) => k,
+            None => return self.apply_multi(cmd),
+        };
+        let idx = self.shard_of(key);
+        let mut guard = self.shards[idx].state.lock();
+        let st = &mut *guard;
+        let now_ms = self.clock.now_ms();
+        let waiter = (cmd.wait_ms() > 0).then(|| WaiterId(self.next_waiter.fetch_add(1, Ordering::Relaxed)));
+        let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
+        let applied = st.machine.apply(now_ms, cmd, waiter, &mut env, &mut st.fx);
+        let lsn = self.settle(st, now_ms);
+        match applied {
+            Applied::Done(result) => match lsn {
+                Ok(lsn) => Step::Done(result, lsn),
+                Err(e) => Step::Done(Err(e), Lsn(0)),
+            },
+            Applied::Parked => {
+                let id = waiter.expect("the machine parks only callers that gave a waiter id");
+                let (tx, rx) = oneshot::channel();
+                st.waiters.insert(id, tx);
+                Step::Parked(id, idx, rx)
+            }
+        }
+    }
+
+    /// CLAIM.ALL: lock every shard its keys live on, in index order (so two
+    /// CLAIM.ALLs never deadlock), and apply it across them at once.
+    fn apply_multi(&self, cmd: &Command) -> Step {
+        let Command::ClaimAll { owner, keys } = cmd else {
+            return Step::Done(Err(CmdError::syntax("command has no key")), Lsn(0));
+        };
+        let mut idxs: Vec<usize> = keys.iter().map(|k| self.shard_of(k)).collect();
+        idxs.sort_unstable();
+        idxs.dedup();
+        let mut guards: Vec<_> = idxs.iter().map(|&i| self.shards[i].state.lock()).collect();
+        let now_ms = self.clock.now_ms();
+        let mut fx = Effects::default();
+        let result = {
+            let mut machines: Vec<&mut Machine> = guards.iter_mut().map(|g| &mut g.machine).collect();
+            let shard_of = |k: &[u8]| idxs.binary_search(&self.shard_of(k)).expect("every key's shard is locked");
+            machine::claim_all(now_ms, owner, keys, &mut machines, &shard_of, &mut fx)
+        };
+        // Log under every lock so the record is ordered after the previous
+        // changes of each key and before the next.
+        let first = &mut guards[0];
+        std::mem::swap(&mut first.fx.changes, &mut fx.changes);
+        let lsn = self.settle(first, now_ms);
+        drop(guards);
+        match lsn {
+            Ok(lsn) => Step::Done(result, lsn),
+            Err(e) => Step::Done(Err(e), Lsn(0)),
+        }
+    }
+
+    fn cancel(&self, idx: usize, id: WaiterId) {
+        let mut st = self.shards[idx].state.lock();
+        st.machine.cancel(id);
+        st.waiters.remove(&id);
+    }
+
+    async fn execute_batch(&self, cmds: Vec<Command>) -> Vec<CmdResult> {
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut wait_for = Lsn(0);
+        for cmd in &cmds {
+            match self.apply(cmd) {
+                Step::Done(result, lsn) => {
+                    wait_for = wait_for.max(lsn);
+                    results.push(result);
+                }
+                Step::Parked(id, idx, rx) => {
+                    // If this future is dropped while parked (the client hung
+                    // up), the guard withdraws the waiter from its machine.
+                    let guard = CancelGuard { inner: self, idx, id, armed: true };
+                    let answer = rx.await;
+                    let mut guard = guard;
+                    guard.armed = false;
+                    match answer {
+                        Ok((result, lsn)) => {
+                            wait_for = wait_for.max(lsn);
+                            results.push(result);
+                        }
+                        Err(_) => results.push(Err(CmdError::busy("store shut down while waiting"))),
+                    }
+                }
+            }
+        }
+        if let Some(log) = &self.log {
+            if wait_for > Lsn(0) {
+                if let Err(e) = log.durable(wait_for).await {
+                    // Nothing that depended on the lost records may be acknowledged.
+                    let err = CmdError::read_only(e.to_string());
+                    for r in results.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(err.clone());
+                        }
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    fn run_ticker(self: Arc<Self>) {
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK_INTERVAL);
+            for shard in self.shards.iter() {
+                let mut guard = shard.state.lock();
+                let st = &mut *guard;
+                let now_ms = self.clock.now_ms();
+                if st.machine.next_deadline_ms().is_none_or(|d| d > now_ms) {
+                    continue;
+                }
+                let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
+                st.machine.tick(now_ms, &mut env, &mut st.fx);
+                if let Err(e) = self.settle(st, now_ms) {
+                    tracing::error!(error = %e, "could not log expiry handovers");
+                }
+            }
+            if let Some(log) = &self.log {
+                if log.snapshot_due() && !self.snapshotting.swap(true, Ordering::AcqRel) {
+                    let me = Arc::clone(&self);
+                    let spawned = std::thread::Builder::new().name("idem-snapshot".into()).spawn(move || {
+                        if let Err(e) = me.snapshot() {
+                            tracing::error!(error = %e, "snapshot failed; the log keeps growing until one succeeds");
+                        }
+                        me.snapshotting.store(false, Ordering::Release);
+                    });
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "could not start the snapshot thread");
+                        self.snapshotting.store(false, Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Result<(), StoreError> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let started = Instant::now();
+        let mut writer = log.begin_snapshot()?;
+        let mut records = 0u64;
+        for shard in self.shards.iter() {
+            // One shard at a time: the others keep serving meanwhile.
+            let st = shard.state.lock();
+            let now_ms = self.clock.now_ms();
+            let mut err = None;
+            st.machine.dump(now_ms, &mut |change| {
+                if err.is_none() {
+                    records += 1;
+                    err = writer.add(&change).err();
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        // Read after every shard is dumped: covers every fence they hold.
+        let fence_high = self.fences.high();
+        writer.finish(fence_high, self.clock.now_ms())?;
+        tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+        Ok(())
+    }
+}
+
+struct CancelGuard<'a> {
+    inner: &'a Inner,
+    idx: usize,
+    id: WaiterId,
+    armed: bool,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.cancel(self.idx, self.id);
+        }
     }
 }
 
@@ -23,10 +470,69 @@ impl Backend for Store {
     fn name(&self) -> &'static str {
         "embedded"
     }
+
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(async move { cmds.iter().map(|_| Err(CmdError::busy("not implemented"))).collect() })
+        Box::pin(self.inner.execute_batch(cmds))
     }
+
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
-        Box::pin(async { Ok(0) })
+        let n: usize = self.inner.shards.iter().map(|s| s.state.lock().machine.len()).sum();
+        Box::pin(async move { Ok(n as u64) })
+    }
+
+    fn info(&self) -> Vec<(String, String)> {
+        let inner = &self.inner;
+        let mut v = vec![
+            ("store".to_string(), "embedded".to_string()),
+            ("shards".to_string(), inner.shards.len().to_string()),
+            (
+                "data_dir".to_string(),
+                inner.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "(memory only)".into()),
+            ),
+            (
+                "fsync".to_string(),
+                match (&inner.log, inner.fsync) {
+                    (None, _) => "none (memory only)",
+                    (Some(_), FsyncMode::Always) => "always",
+                    (Some(_), FsyncMode::EverySecond) => "every-second",
+                }
+                .to_string(),
+            ),
+            ("engine_time_ms".to_string(), inner.clock.now_ms().to_string()),
+            ("fence_next".to_string(), inner.fences.high().to_string()),
+        ];
+        let failure = inner.log.as_ref().and_then(|l| l.failure());
+        v.push(("storage_ok".to_string(), if failure.is_some() { "0" } else { "1" }.to_string()));
+        if let Some(why) = failure {
+            v.push(("storage_failure".to_string(), why));
+        }
+        v
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.stop.store(true, Ordering::Relaxed);
+            if let Some(log) = &self.inner.log {
+                if let Err(e) = log.flush().await {
+                    tracing::error!(error = %e, "final log flush failed");
+                }
+            }
+            // Parked callers get an answer instead of hanging.
+            for shard in self.inner.shards.iter() {
+                let mut st = shard.state.lock();
+                for (_, tx) in st.waiters.drain() {
+                    let _ = tx.send((Err(CmdError::busy("server shutting down")), Lsn(0)));
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.inner.ticker.lock().take() {
+            let _ = h.join();
+        }
     }
 }
