@@ -1,0 +1,321 @@
+//! S1 — replayed registration (seed 000).
+//!
+//! An axum HTTP service registers users by `openid` in MariaDB with the
+//! original check-then-insert handler: `SELECT ... WHERE openid = ?`, then
+//! `INSERT`. There is no unique index on `openid`. Between the check and the
+//! insert the handler awaits (as the original coroutine yielded at the
+//! `await` of its existence check), so two concurrent replays both see
+//! "absent". The load is the write-up's batch test: N users, each registration
+//! sent twice concurrently.
+//!
+//! The idem variant keeps the very same handler body and wraps it:
+//! `IDEM.BEGIN register:<openid> FP <hash of body> WAIT ..`; `started` → run
+//! the handler and `IDEM.COMMIT` its JSON response; `done` → return the stored
+//! response (the replay gets the first request's response, byte for byte);
+//! `running` after the wait → a clear 409 "in progress" (never a 500).
+//!
+//! Anomaly = an `openid` present more than once in the table afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::StreamExt;
+use mysql_async::prelude::*;
+use serde::Deserialize;
+
+use crate::harness::{count, exec, fingerprint, rate, Ctx};
+use crate::idem_client::{Begin, Finish, IdemPool};
+use crate::report::{summary, VariantReport};
+use crate::Scenario;
+
+/// Users in the write-up's batch test.
+pub const USERS_DEFAULT: usize = 50;
+/// The pause between the existence check and the insert: the await point at
+/// which the original coroutine yielded to its concurrent replay.
+const CHECK_TO_INSERT_PAUSE: Duration = Duration::from_millis(20);
+/// Registration pairs in flight at once (the write-up fired all 100 requests
+/// at once; for 10,000 users the client keeps this many pairs in flight).
+const PAIRS_IN_FLIGHT_MAX: usize = 100;
+/// MariaDB connections of the service.
+const SERVICE_CONNS: usize = 32;
+/// idem: how long a registration may take before its lease runs out, and how
+/// long a replay waits for the first request to finish.
+const LEASE_MS: u64 = 10_000;
+const WAIT_MS: u64 = 5_000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Naive,
+    Idem,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Naive => "naive",
+            Variant::Idem => "idem",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RegisterReq {
+    openid: String,
+    username: String,
+    password: String,
+}
+
+struct App {
+    pool: mysql_async::Pool,
+    table: String,
+    idem: Option<IdemPool>,
+    key_prefix: String,
+}
+
+pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
+    let users = ctx.size(USERS_DEFAULT);
+    let naive = run_variant(ctx, Variant::Naive, users).await?;
+    let idem = run_variant(ctx, Variant::Idem, users).await?;
+    let extra = vec![
+        ("users".to_string(), users.to_string()),
+        ("naive_http_5xx".to_string(), naive.field("http_5xx").unwrap_or("na").to_string()),
+        ("idem_http_5xx".to_string(), idem.field("http_5xx").unwrap_or("na").to_string()),
+        ("idem_same_response_pairs".to_string(), idem.field("same_response_pairs").unwrap_or("na").to_string()),
+    ];
+    let s = summary(Scenario::S1, &naive, &idem, extra);
+    Ok(vec![naive, idem, s])
+}
+
+async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Result<VariantReport> {
+    let table = ctx.table(&format!("s1_users_{}", variant.name()));
+    let pool = ctx.mysql(SERVICE_CONNS)?;
+    // No unique index on openid: only a plain one, as a lookup would have.
+    exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, openid VARCHAR(64) NOT NULL, \
+             username VARCHAR(64) NOT NULL, password VARCHAR(128) NOT NULL, \
+             created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY idx_openid (openid)) ENGINE=InnoDB"
+        ),
+    )
+    .await?;
+
+    let idem = match variant {
+        Variant::Naive => None,
+        // One connection per in-flight request at most: a replay parks on WAIT.
+        Variant::Idem => Some(ctx.idem(2 * PAIRS_IN_FLIGHT_MAX)?),
+    };
+    let app = Arc::new(App {
+        pool: pool.clone(),
+        table: table.clone(),
+        idem,
+        key_prefix: format!("s1:{}:register:", ctx.run_id),
+    });
+    let router = match variant {
+        Variant::Naive => axum::Router::new().route("/register", post(register_naive)),
+        Variant::Idem => axum::Router::new().route("/register", post(register_idem)),
+    }
+    .with_state(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the HTTP service")?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(2 * PAIRS_IN_FLIGHT_MAX).build()?;
+    let url = format!("http://{addr}/register");
+    let run_id = ctx.run_id.clone();
+    let started = Instant::now();
+    let outcomes: Vec<(Reply, Reply)> = futures::stream::iter(0..users)
+        .map(|i| {
+            let client = client.clone();
+            let url = url.clone();
+            let body = serde_json::json!({
+                "openid": format!("o{i}-{run_id}"),
+                "username": format!("user{i}"),
+                "password": format!("pw{i}"),
+            })
+            .to_string();
+            async move {
+                // The replay: the same registration twice, concurrently.
+                tokio::join!(post_once(&client, &url, body.clone()), post_once(&client, &url, body))
+            }
+        })
+        .buffer_unordered(PAIRS_IN_FLIGHT_MAX)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    server.abort();
+
+    let requests = (2 * users) as u64;
+    let mut http_5xx = 0u64;
+    let mut http_409 = 0u64;
+    let mut transport_errors = 0u64;
+    let mut registered = 0u64;
+    let mut already = 0u64;
+    let mut same_response_pairs = 0u64;
+    for (a, b) in &outcomes {
+        for r in [a, b] {
+            match r.status {
+                Some(s) if s >= 500 => http_5xx += 1,
+                Some(409) => http_409 += 1,
+                Some(_) => {}
+                None => transport_errors += 1,
+            }
+            match r.code {
+                Some(0) => registered += 1,
+                Some(-1) => already += 1,
+                _ => {}
+            }
+        }
+        if a.status == Some(200) && a.status == b.status && a.body == b.body {
+            same_response_pairs += 1;
+        }
+    }
+
+    // The verdict comes from the table, not from the handler's replies.
+    let rows = count(&pool, &format!("SELECT COUNT(*) FROM {table}")).await?;
+    let dup_openids = count(
+        &pool,
+        &format!("SELECT COUNT(*) FROM (SELECT openid FROM {table} GROUP BY openid HAVING COUNT(*) > 1) d"),
+    )
+    .await?;
+    let distinct = count(&pool, &format!("SELECT COUNT(DISTINCT openid) FROM {table}")).await?;
+    pool.disconnect().await?;
+
+    Ok(VariantReport::new(Scenario::S1, variant.name())
+        .with("requests", requests)
+        .with("elapsed_ms", elapsed.as_millis())
+        .with_rate("ops_per_s", rate(requests, elapsed))
+        .with("anomalies", dup_openids)
+        .with("rows", rows)
+        .with("extra_rows", rows.saturating_sub(distinct))
+        .with("missing_users", (users as u64).saturating_sub(distinct))
+        .with("replies_registered", registered)
+        .with("replies_already", already)
+        .with("same_response_pairs", same_response_pairs)
+        .with("http_409", http_409)
+        .with("http_5xx", http_5xx)
+        .with("transport_errors", transport_errors))
+}
+
+/// What a client saw for one request.
+struct Reply {
+    status: Option<u16>,
+    body: Vec<u8>,
+    /// The `code` field of the JSON body.
+    code: Option<i64>,
+}
+
+async fn post_once(client: &reqwest::Client, url: &str, body: String) -> Reply {
+    let res = client.post(url).header(header::CONTENT_TYPE, "application/json").body(body).send().await;
+    match res {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            let code = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["code"].as_i64());
+            Reply { status: Some(status), body, code }
+        }
+        Err(_) => Reply { status: None, body: Vec::new(), code: None },
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json_value(status: StatusCode, v: serde_json::Value) -> Response {
+    json(status, v.to_string().into_bytes())
+}
+
+/// The original handler's body: check, await, insert. Returns the JSON reply.
+async fn check_then_insert(app: &App, req: &RegisterReq) -> anyhow::Result<serde_json::Value> {
+    let exists: Option<i64> = {
+        let mut conn = app.pool.get_conn().await?;
+        conn.exec_first(format!("SELECT id FROM {} WHERE openid = ? LIMIT 1", app.table), (&req.openid,)).await?
+    };
+    if exists.is_some() {
+        return Ok(serde_json::json!({"code": -1, "message": "openid already registered"}));
+    }
+    // The await between check and insert: the concurrent replay runs here.
+    tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
+    let mut conn = app.pool.get_conn().await?;
+    conn.exec_drop(
+        format!("INSERT INTO {} (openid, username, password) VALUES (?, ?, ?)", app.table),
+        (&req.openid, &req.username, &req.password),
+    )
+    .await?;
+    let id = conn.last_insert_id().unwrap_or(0);
+    Ok(serde_json::json!({"code": 0, "message": "registered", "user_id": id}))
+}
+
+async fn register_naive(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req: RegisterReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_value(StatusCode::BAD_REQUEST, serde_json::json!({"code": -9, "message": e.to_string()}))
+        }
+    };
+    match check_then_insert(&app, &req).await {
+        Ok(v) => json_value(StatusCode::OK, v),
+        // What the original service did on a database error.
+        Err(e) => {
+            json_value(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"code": -3, "message": e.to_string()}))
+        }
+    }
+}
+
+async fn register_idem(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let req: RegisterReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_value(StatusCode::BAD_REQUEST, serde_json::json!({"code": -9, "message": e.to_string()}))
+        }
+    };
+    let idem = app.idem.as_ref().expect("idem variant has an idem pool");
+    let key = format!("{}{}", app.key_prefix, req.openid);
+    let fp = fingerprint(&body);
+    let unavailable = |why: String| {
+        json_value(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"code": -3, "message": why, "retry": true}))
+    };
+    match idem.begin(&key, Some(&fp), LEASE_MS, WAIT_MS).await {
+        // `attempt > 1` means an earlier attempt's lease ran out mid-way; the
+        // handler's own existence check then finds any half-done insert.
+        Ok(Begin::Started { fence, .. }) => match check_then_insert(&app, &req).await {
+            Ok(v) => {
+                let bytes = v.to_string().into_bytes();
+                match idem.commit(&key, fence, &bytes).await {
+                    Ok(Finish::Ok) => json(StatusCode::OK, bytes),
+                    // Our lease ran out and another attempt took over: its
+                    // outcome is the one on record, so answer "in progress".
+                    Ok(Finish::Stale) => json_value(
+                        StatusCode::CONFLICT,
+                        serde_json::json!({"code": -2, "message": "registration in progress, retry"}),
+                    ),
+                    Err(e) => unavailable(e.to_string()),
+                }
+            }
+            Err(e) => {
+                // A retryable failure: free the key so a retry can run.
+                let _ = idem.abort(&key, fence).await;
+                unavailable(e.to_string())
+            }
+        },
+        Ok(Begin::Done(stored)) => json(StatusCode::OK, stored),
+        Ok(Begin::Running { .. }) => json_value(
+            StatusCode::CONFLICT,
+            serde_json::json!({"code": -2, "message": "registration in progress, retry"}),
+        ),
+        Ok(Begin::Mismatch) => json_value(
+            StatusCode::CONFLICT,
+            serde_json::json!({"code": -1, "message": "openid already registered with different details"}),
+        ),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
