@@ -4,6 +4,26 @@
 //! carries out the [`Effects`] (log the changes, deliver the woken replies).
 //!
 //! API CONTRACT (stable; the store and the server are written against it).
+//!
+//! # Layout
+//! One file per primitive (`idem.rs`, `claim.rs`, `lock.rs`, `token.rs`,
+//! `counter.rs`, `value.rs`, `fsm.rs`, `slots.rs`); this file dispatches.
+//! `expiry.rs` orders record deadlines so that [`Machine::tick`] touches only
+//! what is due; `waiters.rs` holds parked callers.
+//!
+//! # Time
+//! Records store absolute deadlines. A record is expired when
+//! `now_ms >= deadline`; an expired record behaves as absent on access even
+//! if `tick` has not reclaimed it yet, and reclaiming it logs nothing,
+//! because replaying its last change gives a record that is just as expired.
+//!
+//! Events that answer parked callers (a lease running out under waiters, a
+//! WAIT passing) are processed in time order by `tick` *and* at the start of
+//! every `apply`, so that no reply ever depends on whether `tick` ran before
+//! it. Such an event may hand a key to a waiter, which logs a change of that
+//! key from inside an unrelated `apply`.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -11,6 +31,24 @@ use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::command::Command;
 use crate::limits::Limits;
+use crate::reply::Reply;
+
+mod claim;
+mod counter;
+mod expiry;
+mod fsm;
+mod idem;
+mod lock;
+mod slots;
+mod token;
+mod value;
+mod waiters;
+
+#[cfg(test)]
+mod testkit;
+
+use expiry::{Expiry, Kind};
+use waiters::{Due, Prim, Waiters};
 
 /// Identifies a parked caller (a WAIT on IDEM.BEGIN or LOCK). Chosen by the
 /// caller of [`Machine::apply`]; unique among live waiters of a machine.
@@ -57,12 +95,39 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct Machine {
     limits: Limits,
+    idem: HashMap<Bytes, crate::change::IdemRecord>,
+    claims: HashMap<Bytes, claim::ClaimEntry>,
+    locks: HashMap<Bytes, lock::LockEntry>,
+    /// Key: `pair_key(scope, token)`; value: expiry time.
+    tokens: HashMap<Bytes, u64>,
+    /// A counter at 0 is not stored: 0 is what an absent counter reads.
+    counters: HashMap<Bytes, i64>,
+    /// Key: `pair_key(counter key, op id)`.
+    counter_ops: HashMap<Bytes, counter::OpEntry>,
+    values: HashMap<Bytes, value::ValueEntry>,
+    fsm: HashMap<Bytes, Bytes>,
+    slots: HashMap<Bytes, slots::Resource>,
+    expiry: Expiry,
+    waiters: Waiters,
 }
 
 impl Machine {
     /// An empty shard.
     pub fn new(limits: Limits) -> Self {
-        Machine { limits }
+        Machine {
+            limits,
+            idem: HashMap::new(),
+            claims: HashMap::new(),
+            locks: HashMap::new(),
+            tokens: HashMap::new(),
+            counters: HashMap::new(),
+            counter_ops: HashMap::new(),
+            values: HashMap::new(),
+            fsm: HashMap::new(),
+            slots: HashMap::new(),
+            expiry: Expiry::default(),
+            waiters: Waiters::default(),
+        }
     }
 
     /// The limits this machine enforces.
@@ -74,6 +139,8 @@ impl Machine {
     /// when `cmd.wait_ms() > 0`; the machine then parks it when it would
     /// otherwise reply `running`/`busy`. CLAIM.ALL whose keys all live in this
     /// shard may be applied here; otherwise use [`claim_all`].
+    ///
+    /// Wake-ups that are due at `now_ms` (see the module docs) run first.
     pub fn apply(
         &mut self,
         now_ms: u64,
@@ -82,44 +149,157 @@ impl Machine {
         env: &mut dyn Env,
         fx: &mut Effects,
     ) -> Applied {
-        let _ = (now_ms, cmd, waiter, env, fx);
-        todo!("machine")
+        self.run_due(now_ms, env, fx);
+        let waiter = if cmd.wait_ms() > 0 { waiter } else { None };
+        let now = now_ms;
+        let r = match cmd {
+            Command::IdemBegin { key, fingerprint, lease_ms, wait_ms } => {
+                return self.idem_begin(now, key, fingerprint.as_ref(), *lease_ms, *wait_ms, waiter, env, fx)
+            }
+            Command::IdemCommit { key, fence, result, keep_ms } => {
+                self.idem_commit(now, key, *fence, result, *keep_ms, fx)
+            }
+            Command::IdemAbort { key, fence } => self.idem_abort(now, key, *fence, env, fx),
+            Command::IdemGet { key } => self.idem_get(now, key),
+            Command::IdemDel { key } => self.idem_del(now, key, env, fx),
+            Command::Claim { key, owner, ttl_ms } => self.claim(now, key, owner, *ttl_ms, fx),
+            Command::ClaimAll { owner, keys } => {
+                let mut shards = [&mut *self];
+                claim_all(now, owner, keys, &mut shards, &|_| 0, fx)
+            }
+            Command::Release { key, owner } => self.release(now, key, owner, fx),
+            Command::Owner { key } => self.owner(now, key),
+            Command::Lock { name, owner, lease_ms, wait_ms } => {
+                return self.lock(now, name, owner, *lease_ms, *wait_ms, waiter, env, fx)
+            }
+            Command::Renew { name, owner, lease_ms } => self.renew(now, name, owner, *lease_ms, fx),
+            Command::Unlock { name, owner } => self.unlock(now, name, owner, env, fx),
+            Command::LockInfo { name } => self.lock_info(now, name),
+            Command::TokenNew { scope, ttl_ms } => self.token_new(now, scope, *ttl_ms, env, fx),
+            Command::TokenUse { scope, token } => self.token_use(now, scope, token, fx),
+            Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
+                self.counter_add(now, key, *delta, *min, *max, op.as_ref(), *keep_ms, fx)
+            }
+            Command::CounterGet { key } => self.counter_get(key),
+            Command::ValueGet { key } => self.value_get(key),
+            Command::ValueSet { key, value, if_version } => self.value_set(key, value, *if_version, fx),
+            Command::FsmMove { key, to, from } => self.fsm_move(key, to, from, fx),
+            Command::FsmGet { key } => self.fsm_get(key),
+            Command::SlotsReserve { resource, first, last, holder, size } => {
+                self.slots_reserve(resource, *first, *last, holder, *size, fx)
+            }
+            Command::SlotsRelease { resource, first, last, holder } => {
+                self.slots_release(resource, *first, *last, holder, fx)
+            }
+            Command::SlotsGet { resource } => self.slots_get(resource),
+        };
+        Applied::Done(r)
     }
 
     /// Advances time: expired leases hand over to the first waiter, waits that
     /// passed their deadline are answered, expired records are reclaimed.
     pub fn tick(&mut self, now_ms: u64, env: &mut dyn Env, fx: &mut Effects) {
-        let _ = (now_ms, env, fx);
-        todo!("machine")
+        self.run_due(now_ms, env, fx);
+        while let Some((at, kind, key)) = self.expiry.pop_due(now_ms) {
+            // The entry is popped already; each `reclaim_*` removes the
+            // record only if its deadline is the one popped (it always is,
+            // since deadlines are unindexed before they change).
+            match kind {
+                Kind::Idem => self.reclaim_idem(at, &key),
+                Kind::Claim => self.reclaim_claim(at, &key),
+                Kind::Lock => self.reclaim_lock(at, &key),
+                Kind::Token => self.reclaim_token(at, &key),
+                Kind::CounterOp => self.reclaim_counter_op(at, &key),
+            }
+        }
+    }
+
+    /// Answers parked callers whose events are due, in time order.
+    fn run_due(&mut self, now_ms: u64, env: &mut dyn Env, fx: &mut Effects) {
+        while let Some(due) = self.waiters.pop_due(now_ms) {
+            match due {
+                Due::Handover(Prim::Idem, key) => self.idem_lease_ran_out(now_ms, &key, env, fx),
+                Due::Handover(Prim::Lock, key) => self.lock_lease_ran_out(now_ms, &key, env, fx),
+                Due::Timeout(Prim::Idem, key, w) => {
+                    let reply = self.idem_running_reply(now_ms, &key);
+                    fx.woken.push((w.id, reply));
+                }
+                Due::Timeout(Prim::Lock, key, w) => {
+                    let reply = self.lock_busy_reply(now_ms, &key);
+                    fx.woken.push((w.id, reply));
+                }
+            }
+        }
     }
 
     /// The earliest engine time at which `tick` has work to do.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        todo!("machine")
+        match (self.expiry.first_ms(), self.waiters.next_deadline_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Forgets a parked waiter whose caller went away.
     pub fn cancel(&mut self, waiter: WaiterId) {
-        let _ = waiter;
-        todo!("machine")
+        self.waiters.cancel(waiter);
     }
 
     /// Applies a logged change during recovery (no waiters exist then).
     pub fn replay(&mut self, change: &Change) {
-        let _ = change;
-        todo!("machine")
+        match change {
+            Change::IdemPut { key, record } => self.idem_put(key, record.clone()),
+            Change::IdemDel { key } => self.idem_remove(key),
+            Change::ClaimPut { key, owner, expires_at_ms } => self.claim_put(key, owner, *expires_at_ms),
+            Change::ClaimDel { key } => self.claim_remove(key),
+            Change::LockPut { name, owner, fence, lease_until_ms } => {
+                self.lock_put(name, owner, *fence, *lease_until_ms)
+            }
+            Change::LockDel { name } => self.lock_remove(name),
+            Change::TokenPut { scope, token, expires_at_ms } => self.token_put(pair_key(scope, token), *expires_at_ms),
+            Change::TokenDel { scope, token } => self.token_remove(&pair_key(scope, token)),
+            Change::CounterPut { key, value } => self.counter_put(key, *value),
+            Change::CounterOpPut { key, op, value, expires_at_ms } => {
+                self.counter_op_put(pair_key(key, op), *value, *expires_at_ms)
+            }
+            Change::ValuePut { key, value, version } => self.value_put(key, value, *version),
+            Change::FsmPut { key, state } => self.fsm_put(key, state),
+            Change::SlotsReserve { resource, size, first, last, holder } => {
+                self.slots_put(resource, *size, *first, *last, holder);
+            }
+            Change::SlotsRelease { resource, first, last, holder } => {
+                self.slots_free(resource, *first, *last, holder);
+            }
+        }
     }
 
     /// Calls `out` with changes that rebuild every live record at `now_ms`
     /// (for snapshots); replaying them into an empty machine gives this state.
+    /// Records already expired at `now_ms` are left out. The order is
+    /// unspecified.
     pub fn dump(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        let _ = (now_ms, out);
-        todo!("machine")
+        self.dump_idem(now_ms, out);
+        self.dump_claims(now_ms, out);
+        self.dump_locks(now_ms, out);
+        self.dump_tokens(now_ms, out);
+        self.dump_counters(now_ms, out);
+        self.dump_values(out);
+        self.dump_fsm(out);
+        self.dump_slots(out);
     }
 
-    /// Live records held (all primitives).
+    /// Live records held (all primitives). Expired records count until `tick`
+    /// reclaims them.
     pub fn len(&self) -> usize {
-        todo!("machine")
+        self.idem.len()
+            + self.claims.len()
+            + self.locks.len()
+            + self.tokens.len()
+            + self.counters.len()
+            + self.counter_ops.len()
+            + self.values.len()
+            + self.fsm.len()
+            + self.slots.len()
     }
 
     /// Whether the shard holds no record.
@@ -131,6 +311,10 @@ impl Machine {
 /// CLAIM.ALL across shards: all or nothing. `shards[shard_of(key)]` owns each
 /// key. Either every key is claimed by `owner` (reply `["claimed"]`) or none
 /// changes and the reply lists every conflicting key and its owner.
+///
+/// A key listed twice is claimed once and, if held by someone else, reported
+/// once. Claims made by CLAIM.ALL have no TTL (a TTL of an earlier CLAIM by
+/// the same owner is dropped, as by a CLAIM without TTL).
 pub fn claim_all(
     now_ms: u64,
     owner: &Bytes,
@@ -139,6 +323,53 @@ pub fn claim_all(
     shard_of: &dyn Fn(&[u8]) -> usize,
     fx: &mut Effects,
 ) -> CmdResult {
-    let _ = (now_ms, owner, keys, shards, shard_of, fx);
-    todo!("machine")
+    let mut conflicts: Vec<Reply> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in keys {
+        if let Some(holder) = shards[shard_of(key)].claim_conflict(now_ms, key, owner) {
+            if seen.insert(key.clone()) {
+                conflicts.push(Reply::Bulk(key.clone()));
+                conflicts.push(Reply::Bulk(holder));
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(Reply::status_with("held", conflicts));
+    }
+    for key in keys {
+        shards[shard_of(key)].claim_set(now_ms, key, owner, None, fx);
+    }
+    Ok(Reply::status("claimed"))
+}
+
+/// A copy of `b` in its own allocation. Records outlive requests; keeping a
+/// slice of a request buffer would pin the whole buffer in memory.
+fn own(b: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+/// One map key made of two byte strings: `len(a)` as 4 bytes big-endian,
+/// then `a`, then `b`. Unambiguous for any `a` and `b`.
+fn pair_key(a: &[u8], b: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(4 + a.len() + b.len());
+    v.extend_from_slice(&(a.len() as u32).to_be_bytes());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    Bytes::from(v)
+}
+
+/// The two parts of a `pair_key`.
+fn split_pair(k: &Bytes) -> (Bytes, Bytes) {
+    let n = u32::from_be_bytes([k[0], k[1], k[2], k[3]]) as usize;
+    (k.slice(4..4 + n), k.slice(4 + n..))
+}
+
+/// `["word", int]`.
+fn word_int(word: &'static str, v: i64) -> Reply {
+    Reply::status_with(word, [Reply::Int(v)])
+}
+
+/// Milliseconds left until `until_ms`, 0 when passed.
+fn left_ms(now_ms: u64, until_ms: u64) -> Reply {
+    Reply::uint(until_ms.saturating_sub(now_ms))
 }

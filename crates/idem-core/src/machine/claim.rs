@@ -1,0 +1,122 @@
+//! Unique claims: CLAIM, CLAIM.ALL (see `claim_all` in mod.rs), RELEASE, OWNER.
+//!
+//! A CLAIM sets the claim's expiry from its own TTL: a re-claim by the owner
+//! with a TTL refreshes it, and one without TTL makes the claim last until
+//! released.
+
+use bytes::Bytes;
+
+use super::expiry::Kind;
+use super::{own, Effects, Machine};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::reply::Reply;
+
+/// One claim.
+#[derive(Debug)]
+pub(super) struct ClaimEntry {
+    owner: Bytes,
+    expires_at_ms: Option<u64>,
+}
+
+impl Machine {
+    pub(super) fn claim_put(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>) {
+        let k = match self.claims.get_key_value(key.as_ref()) {
+            Some((k, old)) => {
+                let k = k.clone();
+                if let Some(at) = old.expires_at_ms {
+                    self.expiry.remove(at, Kind::Claim, &k);
+                }
+                k
+            }
+            None => own(key),
+        };
+        if let Some(at) = expires_at_ms {
+            self.expiry.insert(at, Kind::Claim, &k);
+        }
+        // Keep the stored owner's allocation when it does not change.
+        let owner = match self.claims.get(key.as_ref()) {
+            Some(old) if old.owner == owner => old.owner.clone(),
+            _ => own(owner),
+        };
+        self.claims.insert(k, ClaimEntry { owner, expires_at_ms });
+    }
+
+    pub(super) fn claim_remove(&mut self, key: &[u8]) {
+        if let Some((k, old)) = self.claims.remove_entry(key) {
+            if let Some(at) = old.expires_at_ms {
+                self.expiry.remove(at, Kind::Claim, &k);
+            }
+        }
+    }
+
+    /// The live claim of `key`; forgets an expired one (lazy expiry).
+    fn claim_live(&mut self, now_ms: u64, key: &[u8]) -> Option<&ClaimEntry> {
+        if self.claims.get(key)?.expires_at_ms.is_some_and(|at| now_ms >= at) {
+            self.claim_remove(key);
+            return None;
+        }
+        self.claims.get(key)
+    }
+
+    /// The owner of `key` if someone other than `owner` holds it.
+    pub(super) fn claim_conflict(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes) -> Option<Bytes> {
+        self.claim_live(now_ms, key).filter(|c| c.owner != owner).map(|c| c.owner.clone())
+    }
+
+    /// Gives `key` to `owner` (the caller checked for conflicts) and logs it
+    /// unless nothing changes.
+    pub(super) fn claim_set(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, ttl_ms: Option<u64>, fx: &mut Effects) {
+        let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
+        if let Some(c) = self.claim_live(now_ms, key) {
+            debug_assert!(c.owner == owner, "a claim has one owner");
+            if c.expires_at_ms == expires_at_ms {
+                return;
+            }
+        }
+        self.claim_put(key, owner, expires_at_ms);
+        fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+    }
+
+    pub(super) fn claim(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        owner: &Bytes,
+        ttl_ms: Option<u64>,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
+            return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
+        }
+        self.claim_set(now_ms, key, owner, ttl_ms, fx);
+        Ok(Reply::status("claimed"))
+    }
+
+    pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, fx: &mut Effects) -> CmdResult {
+        if self.claim_live(now_ms, key).is_none_or(|c| c.owner != owner) {
+            return Ok(Reply::Int(0));
+        }
+        self.claim_remove(key);
+        fx.changes.push(Change::ClaimDel { key: key.clone() });
+        Ok(Reply::Int(1))
+    }
+
+    pub(super) fn owner(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
+        Ok(self.claim_live(now_ms, key).map_or(Reply::Nil, |c| Reply::Bulk(c.owner.clone())))
+    }
+
+    pub(super) fn reclaim_claim(&mut self, at_ms: u64, key: &Bytes) {
+        if self.claims.get(key.as_ref()).is_some_and(|c| c.expires_at_ms == Some(at_ms)) {
+            self.claims.remove(key.as_ref());
+        }
+    }
+
+    pub(super) fn dump_claims(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
+        for (key, c) in &self.claims {
+            if c.expires_at_ms.is_none_or(|at| now_ms < at) {
+                out(Change::ClaimPut { key: key.clone(), owner: c.owner.clone(), expires_at_ms: c.expires_at_ms });
+            }
+        }
+    }
+}

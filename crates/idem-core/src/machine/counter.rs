@@ -1,0 +1,110 @@
+//! Bounded counters: COUNTER.ADD, COUNTER.GET.
+//!
+//! Decisions where SEMANTICS.md is silent:
+//! - Only an applied ADD (`ok`) records its op id. A refused ADD records
+//!   nothing, so its retry is evaluated afresh against the current value.
+//! - An op id is remembered per counter key, for KEEP from the time it was
+//!   applied; its `replayed` value is the value right after that ADD.
+//! - A counter at 0 is not stored (0 is what an absent counter reads), so
+//!   `CounterPut { value: 0 }` removes it.
+
+use bytes::Bytes;
+
+use super::expiry::Kind;
+use super::{own, pair_key, split_pair, word_int, Effects, Machine};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::reply::Reply;
+
+/// An applied op id of a counter.
+#[derive(Debug)]
+pub(super) struct OpEntry {
+    /// The counter's value right after the op was applied.
+    value: i64,
+    expires_at_ms: u64,
+}
+
+impl Machine {
+    pub(super) fn counter_put(&mut self, key: &Bytes, value: i64) {
+        if value == 0 {
+            self.counters.remove(key.as_ref());
+        } else if let Some(v) = self.counters.get_mut(key.as_ref()) {
+            *v = value;
+        } else {
+            self.counters.insert(own(key), value);
+        }
+    }
+
+    pub(super) fn counter_op_put(&mut self, k: Bytes, value: i64, expires_at_ms: u64) {
+        if let Some(old) = self.counter_ops.get(&k) {
+            self.expiry.remove(old.expires_at_ms, Kind::CounterOp, &k);
+        }
+        self.expiry.insert(expires_at_ms, Kind::CounterOp, &k);
+        self.counter_ops.insert(k, OpEntry { value, expires_at_ms });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn counter_add(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        delta: i64,
+        min: Option<i64>,
+        max: Option<i64>,
+        op: Option<&Bytes>,
+        keep_ms: u64,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        let op_key = op.map(|op| pair_key(key, op));
+        if let Some(k) = &op_key {
+            if let Some(e) = self.counter_ops.get(k) {
+                if now_ms < e.expires_at_ms {
+                    return Ok(word_int("replayed", e.value));
+                }
+                // Expired: forget it (lazy expiry) and apply afresh.
+                let at = e.expires_at_ms;
+                self.counter_ops.remove(k);
+                self.expiry.remove(at, Kind::CounterOp, k);
+            }
+        }
+        let current = self.counters.get(key.as_ref()).copied().unwrap_or(0);
+        let Some(value) = current.checked_add(delta) else {
+            return Ok(word_int("refused", current));
+        };
+        if min.is_some_and(|m| value < m) || max.is_some_and(|m| value > m) {
+            return Ok(word_int("refused", current));
+        }
+        if value != current {
+            self.counter_put(key, value);
+            fx.changes.push(Change::CounterPut { key: key.clone(), value });
+        }
+        if let (Some(k), Some(op)) = (op_key, op) {
+            let expires_at_ms = now_ms.saturating_add(keep_ms);
+            self.counter_op_put(k, value, expires_at_ms);
+            fx.changes.push(Change::CounterOpPut { key: key.clone(), op: op.clone(), value, expires_at_ms });
+        }
+        Ok(word_int("ok", value))
+    }
+
+    pub(super) fn counter_get(&mut self, key: &Bytes) -> CmdResult {
+        Ok(Reply::Int(self.counters.get(key.as_ref()).copied().unwrap_or(0)))
+    }
+
+    pub(super) fn reclaim_counter_op(&mut self, at_ms: u64, k: &Bytes) {
+        if self.counter_ops.get(k).is_some_and(|e| e.expires_at_ms == at_ms) {
+            self.counter_ops.remove(k);
+        }
+    }
+
+    pub(super) fn dump_counters(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
+        for (key, &value) in &self.counters {
+            out(Change::CounterPut { key: key.clone(), value });
+        }
+        for (k, e) in &self.counter_ops {
+            if now_ms < e.expires_at_ms {
+                let (key, op) = split_pair(k);
+                out(Change::CounterOpPut { key, op, value: e.value, expires_at_ms: e.expires_at_ms });
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! State machines: FSM.MOVE, FSM.GET. `already` is checked before FROM, so a
+//! replayed transition is harmless; `none` (normalised by the parser) stands
+//! for an absent key and is never stored.
+
+use bytes::Bytes;
+
+use super::{own, Effects, Machine};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::command::FSM_NONE;
+use crate::reply::Reply;
+
+impl Machine {
+    pub(super) fn fsm_put(&mut self, key: &Bytes, state: &Bytes) {
+        if let Some(s) = self.fsm.get_mut(key.as_ref()) {
+            *s = own(state);
+        } else {
+            self.fsm.insert(own(key), own(state));
+        }
+    }
+
+    pub(super) fn fsm_move(&mut self, key: &Bytes, to: &Bytes, from: &[Bytes], fx: &mut Effects) -> CmdResult {
+        let current = self.fsm.get(key.as_ref());
+        if current == Some(to) {
+            return Ok(Reply::status_with("already", [Reply::Bulk(to.clone())]));
+        }
+        let current: &[u8] = current.map_or(FSM_NONE, |s| s.as_ref());
+        if !from.iter().any(|f| f.as_ref() == current) {
+            return Ok(Reply::status_with("refused", [Reply::Bulk(Bytes::copy_from_slice(current))]));
+        }
+        self.fsm_put(key, to);
+        fx.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
+        Ok(Reply::status_with("moved", [Reply::Bulk(to.clone())]))
+    }
+
+    pub(super) fn fsm_get(&mut self, key: &Bytes) -> CmdResult {
+        Ok(self.fsm.get(key.as_ref()).map_or(Reply::Nil, |s| Reply::Bulk(s.clone())))
+    }
+
+    pub(super) fn dump_fsm(&self, out: &mut dyn FnMut(Change)) {
+        for (key, state) in &self.fsm {
+            out(Change::FsmPut { key: key.clone(), state: state.clone() });
+        }
+    }
+}

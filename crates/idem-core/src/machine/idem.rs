@@ -1,0 +1,531 @@
+//! Idempotency keys: IDEM.BEGIN, IDEM.COMMIT, IDEM.ABORT, IDEM.GET, IDEM.DEL.
+//!
+//! Decisions where SEMANTICS.md is silent:
+//! - A running record whose lease ran out is kept for `KEEP_MS_DEFAULT` after
+//!   the lease ended, so that a later BEGIN takes over with `attempt + 1`;
+//!   after that it is forgotten and the next BEGIN starts at attempt 1.
+//! - The record keeps the FP of the BEGIN that created it, also across
+//!   takeovers. `MISMATCH` iff both the record and the request carry an FP
+//!   and they differ (running, lease ran out, or done).
+//! - ABORT and DEL remove the record, so the caller that starts next (the
+//!   first parked waiter, or the next BEGIN) gets attempt 1 and the record
+//!   takes *its* FP. Parked waiters whose FP differs from that new FP are
+//!   answered `MISMATCH` at once.
+//! - IDEM.GET of a running record whose lease ran out replies `["absent"]`:
+//!   the key is available again. IDEM.DEL of such a record still removes it
+//!   (and its attempt count) and replies 1.
+
+use bytes::Bytes;
+
+use super::expiry::Kind;
+use super::waiters::{Prim, Waiter};
+use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
+use crate::backend::CmdResult;
+use crate::change::{Change, IdemRecord, IdemState};
+use crate::command::KEEP_MS_DEFAULT;
+use crate::error::CmdError;
+use crate::reply::Reply;
+
+/// When a record is forgotten.
+fn reclaim_at(rec: &IdemRecord) -> u64 {
+    match rec.state {
+        IdemState::Running { lease_until_ms, .. } => lease_until_ms.saturating_add(KEEP_MS_DEFAULT),
+        IdemState::Done { keep_until_ms, .. } => keep_until_ms,
+    }
+}
+
+fn started(fence: u64, attempt: u32) -> Reply {
+    Reply::status_with("started", [Reply::uint(fence), Reply::Int(i64::from(attempt))])
+}
+
+fn running(now_ms: u64, fence: u64, lease_until_ms: u64) -> Reply {
+    Reply::status_with("running", [Reply::uint(fence), left_ms(now_ms, lease_until_ms)])
+}
+
+fn done(result: &Bytes) -> Reply {
+    Reply::status_with("done", [Reply::Bulk(result.clone())])
+}
+
+fn stale() -> CmdError {
+    CmdError::stale("the fence is not the current one, or its lease ran out")
+}
+
+fn mismatch() -> CmdError {
+    CmdError::mismatch("this key was begun with a different fingerprint")
+}
+
+fn fp_conflict(stored: Option<&Bytes>, req: Option<&Bytes>) -> bool {
+    matches!((stored, req), (Some(a), Some(b)) if a != b)
+}
+
+impl Machine {
+    /// Stores `rec` under `key`, keeping the expiry index and the waiters'
+    /// handover entry in step.
+    pub(super) fn idem_put(&mut self, key: &Bytes, rec: IdemRecord) {
+        let k = match self.idem.get_key_value(key.as_ref()) {
+            Some((k, old)) => {
+                let k = k.clone();
+                self.expiry.remove(reclaim_at(old), Kind::Idem, &k);
+                k
+            }
+            None => own(key),
+        };
+        self.expiry.insert(reclaim_at(&rec), Kind::Idem, &k);
+        if let IdemState::Running { lease_until_ms, .. } = rec.state {
+            self.waiters.lease_changed(Prim::Idem, &k, lease_until_ms);
+        }
+        self.idem.insert(k, rec);
+    }
+
+    /// Removes the record of `key` (waiters are the caller's business).
+    pub(super) fn idem_remove(&mut self, key: &[u8]) {
+        if let Some((k, old)) = self.idem.remove_entry(key) {
+            self.expiry.remove(reclaim_at(&old), Kind::Idem, &k);
+        }
+    }
+
+    /// Forgets the record of `key` if it expired (lazy expiry; logs nothing).
+    fn idem_settle(&mut self, now_ms: u64, key: &[u8]) {
+        if self.idem.get(key).is_some_and(|r| now_ms >= reclaim_at(r)) {
+            debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
+            self.idem_remove(key);
+        }
+    }
+
+    /// Creates a running record with a new fence and returns the `started` reply.
+    #[allow(clippy::too_many_arguments)]
+    fn idem_start(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        fingerprint: Option<Bytes>,
+        attempt: u32,
+        lease_ms: u64,
+        prev_fence: Option<u64>,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> Reply {
+        let fence = env.next_fence();
+        debug_assert!(prev_fence.is_none_or(|p| fence > p), "fences only grow per key");
+        let record = IdemRecord {
+            fingerprint,
+            state: IdemState::Running { fence, attempt, lease_until_ms: now_ms.saturating_add(lease_ms) },
+        };
+        self.idem_put(key, record.clone());
+        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        started(fence, attempt)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn idem_begin(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        fp: Option<&Bytes>,
+        lease_ms: u64,
+        wait_ms: u64,
+        waiter: Option<WaiterId>,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> Applied {
+        self.idem_settle(now_ms, key);
+        let Some(rec) = self.idem.get(key.as_ref()) else {
+            return Applied::Done(Ok(self.idem_start(now_ms, key, fp.map(|f| own(f)), 1, lease_ms, None, env, fx)));
+        };
+        if fp_conflict(rec.fingerprint.as_ref(), fp) {
+            return Applied::Done(Err(mismatch()));
+        }
+        match rec.state {
+            IdemState::Done { ref result, .. } => Applied::Done(Ok(done(result))),
+            IdemState::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => match waiter {
+                Some(id) if wait_ms > 0 => {
+                    let w =
+                        Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: fp.map(|f| own(f)) };
+                    let max = self.limits.waiters_per_key_max;
+                    match self.waiters.park(Prim::Idem, key, lease_until_ms, w, max) {
+                        Ok(()) => Applied::Parked,
+                        Err(e) => Applied::Done(Err(e)),
+                    }
+                }
+                _ => Applied::Done(Ok(running(now_ms, fence, lease_until_ms))),
+            },
+            IdemState::Running { fence, attempt, .. } => {
+                // The lease ran out: take over with a new fence.
+                let fingerprint = rec.fingerprint.clone();
+                let attempt = attempt.saturating_add(1);
+                Applied::Done(Ok(self.idem_start(now_ms, key, fingerprint, attempt, lease_ms, Some(fence), env, fx)))
+            }
+        }
+    }
+
+    /// Whether `fence` is the fence of a live lease on `key`.
+    fn idem_holds(&self, now_ms: u64, key: &[u8], fence: u64) -> bool {
+        matches!(
+            self.idem.get(key).map(|r| &r.state),
+            Some(IdemState::Running { fence: f, lease_until_ms, .. }) if *f == fence && now_ms < *lease_until_ms
+        )
+    }
+
+    pub(super) fn idem_commit(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        fence: u64,
+        result: &Bytes,
+        keep_ms: u64,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        self.idem_settle(now_ms, key);
+        if !self.idem_holds(now_ms, key, fence) {
+            return Err(stale());
+        }
+        let fingerprint = self.idem.get(key.as_ref()).and_then(|r| r.fingerprint.clone());
+        let result = own(result);
+        let record = IdemRecord {
+            fingerprint,
+            state: IdemState::Done { result: result.clone(), keep_until_ms: now_ms.saturating_add(keep_ms) },
+        };
+        self.idem_put(key, record.clone());
+        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        for w in self.waiters.take_all(Prim::Idem, key) {
+            fx.woken.push((w.id, Ok(done(&result))));
+        }
+        Ok(Reply::status("ok"))
+    }
+
+    pub(super) fn idem_abort(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        fence: u64,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        self.idem_settle(now_ms, key);
+        if !self.idem_holds(now_ms, key, fence) {
+            return Err(stale());
+        }
+        self.idem_remove(key);
+        fx.changes.push(Change::IdemDel { key: key.clone() });
+        self.idem_start_waiter(now_ms, key, env, fx);
+        Ok(Reply::status("ok"))
+    }
+
+    /// After the record of `key` was removed: the first waiter starts a new
+    /// record (attempt 1, its own FP); waiters whose FP conflicts with it
+    /// get `MISMATCH`.
+    fn idem_start_waiter(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+        let Some(w) = self.waiters.take_front(Prim::Idem, key) else {
+            return;
+        };
+        let fp = w.arg.clone();
+        let reply = self.idem_start(now_ms, key, fp.clone(), 1, w.lease_ms, None, env, fx);
+        fx.woken.push((w.id, Ok(reply)));
+        if fp.is_some() {
+            for other in self.waiters.take_where(Prim::Idem, key, |o| fp_conflict(fp.as_ref(), o.arg.as_ref())) {
+                fx.woken.push((other.id, Err(mismatch())));
+            }
+        }
+    }
+
+    pub(super) fn idem_get(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
+        self.idem_settle(now_ms, key);
+        Ok(match self.idem.get(key.as_ref()).map(|r| &r.state) {
+            Some(IdemState::Running { fence, lease_until_ms, .. }) if now_ms < *lease_until_ms => {
+                running(now_ms, *fence, *lease_until_ms)
+            }
+            Some(IdemState::Done { result, .. }) => done(result),
+            Some(IdemState::Running { .. }) | None => Reply::status("absent"),
+        })
+    }
+
+    pub(super) fn idem_del(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> CmdResult {
+        self.idem_settle(now_ms, key);
+        if !self.idem.contains_key(key.as_ref()) {
+            return Ok(Reply::Int(0));
+        }
+        self.idem_remove(key);
+        fx.changes.push(Change::IdemDel { key: key.clone() });
+        self.idem_start_waiter(now_ms, key, env, fx);
+        Ok(Reply::Int(1))
+    }
+
+    /// The reply of a waiter whose WAIT passed: the attempt still runs.
+    pub(super) fn idem_running_reply(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
+        match self.idem.get(key.as_ref()).map(|r| &r.state) {
+            Some(IdemState::Running { fence, lease_until_ms, .. }) => Ok(running(now_ms, *fence, *lease_until_ms)),
+            _ => self.idem_get(now_ms, key),
+        }
+    }
+
+    /// The lease of `key` ran out while callers wait: the first takes over.
+    pub(super) fn idem_lease_ran_out(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+        let Some(rec) = self.idem.get(key.as_ref()) else {
+            return;
+        };
+        let IdemState::Running { fence, attempt, lease_until_ms } = rec.state else {
+            return;
+        };
+        if now_ms < lease_until_ms {
+            // The record moved on without moving the handover entry; put it back.
+            self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
+            return;
+        }
+        let fingerprint = rec.fingerprint.clone();
+        if let Some(w) = self.waiters.take_front(Prim::Idem, key) {
+            let attempt = attempt.saturating_add(1);
+            let reply = self.idem_start(now_ms, key, fingerprint, attempt, w.lease_ms, Some(fence), env, fx);
+            fx.woken.push((w.id, Ok(reply)));
+        }
+    }
+
+    /// `tick` found the deadline `at_ms` of `key` due.
+    pub(super) fn reclaim_idem(&mut self, at_ms: u64, key: &Bytes) {
+        if self.idem.get(key.as_ref()).is_some_and(|r| reclaim_at(r) == at_ms) {
+            debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
+            self.idem.remove(key.as_ref());
+        }
+    }
+
+    pub(super) fn dump_idem(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
+        for (key, record) in &self.idem {
+            if now_ms < reclaim_at(record) {
+                out(Change::IdemPut { key: key.clone(), record: record.clone() });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+    use crate::command::KEEP_MS_DEFAULT;
+    use crate::limits::Limits;
+
+    #[test]
+    fn begin_commit_replay() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.GET k"), "[absent]");
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.last.len(), 1);
+        t.now += 10;
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[running 1 29990]");
+        assert!(t.last.is_empty(), "a `running` reply changes nothing");
+        assert_eq!(t.cmd("IDEM.GET k"), "[running 1 29990]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 1 res"), "[ok]");
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[done res]");
+        assert_eq!(t.cmd("IDEM.GET k"), "[done res]");
+        assert_eq!(t.m.len(), 1);
+        t.check_replay();
+    }
+
+    #[test]
+    fn commit_and_abort_need_the_current_live_fence() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.COMMIT nope 1 r"), "!STALE");
+        assert_eq!(t.cmd("IDEM.ABORT nope 1"), "!STALE");
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "!STALE");
+        assert_eq!(t.cmd("IDEM.ABORT k 2"), "!STALE");
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.COMMIT k 1 r"), "!STALE", "the lease ran out");
+        assert_eq!(t.cmd("IDEM.ABORT k 1"), "!STALE");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 2 2]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "[ok]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "!STALE", "done already");
+        assert_eq!(t.cmd("IDEM.ABORT k 2"), "!STALE");
+        t.check_replay();
+    }
+
+    #[test]
+    fn lease_running_out_allows_takeover_with_larger_attempt() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        t.now += 99;
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[running 1 1]");
+        t.now += 1;
+        assert_eq!(t.cmd("IDEM.GET k"), "[absent]", "an expired lease leaves the key available");
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 2 2]");
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 3 3]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn fingerprint_of_the_first_begin_is_kept() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k FP a LEASE 100"), "[started 1 1]");
+        assert_eq!(t.cmd("IDEM.BEGIN k FP b"), "!MISMATCH");
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[running 1 100]", "no FP: no check");
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.BEGIN k FP b"), "!MISMATCH", "also on takeover");
+        assert_eq!(t.cmd("IDEM.BEGIN k FP a"), "[started 2 2]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "[ok]");
+        assert_eq!(t.cmd("IDEM.BEGIN k FP b"), "!MISMATCH", "also when done");
+        assert_eq!(t.cmd("IDEM.BEGIN k FP a"), "[done r]");
+        assert_eq!(t.cmd("IDEM.BEGIN j"), "[started 3 1]");
+        assert_eq!(t.cmd("IDEM.BEGIN j FP z"), "[running 3 30000]", "a record without FP accepts any");
+        t.check_replay();
+    }
+
+    #[test]
+    fn abort_and_del_remove_the_record() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.cmd("IDEM.ABORT k 1"), "[ok]");
+        assert_eq!(t.cmd("IDEM.GET k"), "[absent]");
+        assert_eq!(t.m.len(), 0);
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 2 1]", "ABORT removed the attempt count");
+        assert_eq!(t.cmd("IDEM.DEL k"), "1");
+        assert_eq!(t.cmd("IDEM.DEL k"), "0");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 3 1]");
+        assert_eq!(t.cmd("IDEM.COMMIT k 3 r"), "[ok]");
+        assert_eq!(t.cmd("IDEM.DEL k"), "1");
+        assert_eq!(t.cmd("IDEM.GET k"), "[absent]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn commit_wakes_every_waiter_with_done() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 5000", 7), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 5000", 3), "parked");
+        assert!(t.last.is_empty(), "parking changes nothing");
+        assert_eq!(t.m.next_deadline_ms(), Some(t.now + 5000));
+        assert_eq!(t.cmd("IDEM.COMMIT k 1 r"), "[ok]");
+        assert_eq!(t.woken(), ["7=[done r]", "3=[done r]"]);
+        t.tick(t.now + 10_000);
+        assert!(t.woken().is_empty(), "served waiters do not time out");
+        t.check_replay();
+    }
+
+    #[test]
+    fn abort_hands_the_key_to_the_first_waiter() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 60000 LEASE 100", 1), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 60000", 2), "parked");
+        assert_eq!(t.cmd("IDEM.ABORT k 1"), "[ok]");
+        assert_eq!(t.woken(), ["1=[started 2 1]"]);
+        assert_eq!(t.cmd("IDEM.GET k"), "[running 2 100]");
+        // The new holder's lease runs out: the next waiter takes over in tick.
+        assert_eq!(t.m.next_deadline_ms(), Some(t.now + 100));
+        t.tick(t.now + 100);
+        assert_eq!(t.woken(), ["2=[started 3 2]"]);
+        assert_eq!(t.last.len(), 1, "the takeover is logged");
+        assert_eq!(t.cmd("IDEM.DEL k"), "1");
+        t.check_replay();
+    }
+
+    #[test]
+    fn del_wakes_the_first_waiter() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 100", 1), "parked");
+        assert_eq!(t.cmd("IDEM.DEL k"), "1");
+        assert_eq!(t.woken(), ["1=[started 2 1]"]);
+        t.check_replay();
+    }
+
+    #[test]
+    fn after_abort_waiters_with_another_fingerprint_get_mismatch() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k FP a WAIT 100", 1), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k FP b WAIT 100", 2), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 100", 3), "parked");
+        assert_eq!(t.cmd("IDEM.ABORT k 1"), "[ok]");
+        assert_eq!(t.woken(), ["1=[started 2 1]", "2=!MISMATCH"]);
+        t.tick(t.now + 100);
+        assert_eq!(t.woken(), ["3=[running 2 29900]"]);
+    }
+
+    #[test]
+    fn lazy_handover_happens_before_the_next_command() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 1000", 1), "parked");
+        t.now += 150;
+        // No tick ran: the waiter still comes first.
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[running 2 30000]");
+        assert_eq!(t.woken(), ["1=[started 2 2]"]);
+        t.check_replay();
+    }
+
+    #[test]
+    fn wait_timeout_replies_running() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 1), "parked");
+        t.tick(t.now + 499);
+        assert!(t.woken().is_empty());
+        t.tick(t.now + 1);
+        assert_eq!(t.woken(), ["1=[running 1 29500]"]);
+        assert!(t.last.is_empty());
+    }
+
+    #[test]
+    fn wait_ending_with_the_lease_is_served() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 500"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 1), "parked");
+        t.tick(t.now + 500);
+        assert_eq!(t.woken(), ["1=[started 2 2]"]);
+    }
+
+    #[test]
+    fn cancelled_waiters_are_forgotten() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 1), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 2), "parked");
+        t.m.cancel(super::WaiterId(1));
+        assert_eq!(t.cmd("IDEM.COMMIT k 1 r"), "[ok]");
+        assert_eq!(t.woken(), ["2=[done r]"]);
+    }
+
+    #[test]
+    fn waiter_queue_is_bounded() {
+        let mut t = T::with_limits(Limits { waiters_per_key_max: 1, ..Limits::default() });
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 1), "parked");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 500", 2), "!BUSY");
+        assert_eq!(t.cmd("IDEM.BEGIN k WAIT 500"), "[running 1 30000]", "no waiter id: no parking");
+    }
+
+    #[test]
+    fn done_records_expire_lazily_and_tick_reclaims_them() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN a"), "[started 1 1]");
+        assert_eq!(t.cmd("IDEM.COMMIT a 1 r KEEP 100"), "[ok]");
+        assert_eq!(t.cmd("IDEM.BEGIN b"), "[started 2 1]");
+        assert_eq!(t.cmd("IDEM.COMMIT b 2 r KEEP 200"), "[ok]");
+        assert_eq!(t.m.next_deadline_ms(), Some(t.now + 100));
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.GET b"), "[done r]");
+        assert_eq!(t.m.len(), 2);
+        t.check_replay();
+        t.tick(t.now);
+        assert_eq!(t.m.len(), 1, "tick reclaims the expired record");
+        assert_eq!(t.cmd("IDEM.BEGIN a"), "[started 3 1]");
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.GET b"), "[absent]", "expired before any tick");
+        t.check_replay();
+    }
+
+    #[test]
+    fn an_expired_attempt_is_remembered_for_keep_ms_default() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        let lease_end = t.now + 100;
+        t.tick(lease_end + KEEP_MS_DEFAULT - 1);
+        assert_eq!(t.m.len(), 1);
+        t.tick(lease_end + KEEP_MS_DEFAULT);
+        assert_eq!(t.m.len(), 0);
+        assert_eq!(t.m.next_deadline_ms(), None);
+        assert_eq!(t.cmd("IDEM.BEGIN k"), "[started 2 1]");
+    }
+}

@@ -1,0 +1,234 @@
+//! Leases with fencing: LOCK, RENEW, UNLOCK, LOCK.INFO.
+//!
+//! Decisions where SEMANTICS.md is silent:
+//! - A re-LOCK by the holder sets the lease to `now + LEASE` (like RENEW) and
+//!   keeps the fence.
+//! - A lock whose lease ran out with nobody waiting is free (and forgotten);
+//!   with waiters, the first one acquires it with a new fence the moment the
+//!   lease ends (in `tick`, or at the start of the next `apply`).
+
+use bytes::Bytes;
+
+use super::expiry::Kind;
+use super::waiters::{Prim, Waiter};
+use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::reply::Reply;
+
+/// One held lock.
+#[derive(Debug)]
+pub(super) struct LockEntry {
+    owner: Bytes,
+    fence: u64,
+    lease_until_ms: u64,
+}
+
+fn acquired(fence: u64) -> Reply {
+    Reply::status_with("acquired", [Reply::uint(fence)])
+}
+
+impl Machine {
+    pub(super) fn lock_put(&mut self, name: &Bytes, owner: &Bytes, fence: u64, lease_until_ms: u64) {
+        let (k, owner) = match self.locks.get_key_value(name.as_ref()) {
+            Some((k, old)) => {
+                let k = k.clone();
+                debug_assert!(fence >= old.fence, "fences only grow per lock");
+                self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+                let owner = if old.owner == owner { old.owner.clone() } else { own(owner) };
+                (k, owner)
+            }
+            None => (own(name), own(owner)),
+        };
+        self.expiry.insert(lease_until_ms, Kind::Lock, &k);
+        self.waiters.lease_changed(Prim::Lock, &k, lease_until_ms);
+        self.locks.insert(k, LockEntry { owner, fence, lease_until_ms });
+    }
+
+    pub(super) fn lock_remove(&mut self, name: &[u8]) {
+        if let Some((k, old)) = self.locks.remove_entry(name) {
+            self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+        }
+    }
+
+    /// The lock of `name` if its lease is live; forgets an expired one
+    /// nobody waits for (lazy expiry).
+    fn lock_live(&mut self, now_ms: u64, name: &[u8]) -> Option<&LockEntry> {
+        if now_ms >= self.locks.get(name)?.lease_until_ms {
+            if self.waiters.count(Prim::Lock, name) == 0 {
+                self.lock_remove(name);
+            }
+            return None;
+        }
+        self.locks.get(name)
+    }
+
+    /// Gives `name` to its first waiter with a new fence; false if none waits.
+    fn lock_grant_next(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> bool {
+        let Some(w) = self.waiters.take_front(Prim::Lock, name) else {
+            return false;
+        };
+        let owner = w.arg.clone().unwrap_or_default();
+        let fence = env.next_fence();
+        debug_assert!(self.locks.get(name.as_ref()).is_none_or(|l| fence > l.fence), "fences only grow per lock");
+        let lease_until_ms = now_ms.saturating_add(w.lease_ms);
+        self.lock_put(name, &owner, fence, lease_until_ms);
+        fx.changes.push(Change::LockPut { name: name.clone(), owner, fence, lease_until_ms });
+        fx.woken.push((w.id, Ok(acquired(fence))));
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn lock(
+        &mut self,
+        now_ms: u64,
+        name: &Bytes,
+        owner: &Bytes,
+        lease_ms: u64,
+        wait_ms: u64,
+        waiter: Option<WaiterId>,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> Applied {
+        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        let Some(l) = self.lock_live(now_ms, name) else {
+            // Free. Callers that queued earlier go first; this cannot normally
+            // happen, because a lock that is let go is handed over at once.
+            if self.lock_grant_next(now_ms, name, env, fx) {
+                return self.lock(now_ms, name, owner, lease_ms, wait_ms, waiter, env, fx);
+            }
+            let fence = env.next_fence();
+            self.lock_put(name, owner, fence, lease_until_ms);
+            fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+            return Applied::Done(Ok(acquired(fence)));
+        };
+        if l.owner == owner {
+            let fence = l.fence;
+            if l.lease_until_ms != lease_until_ms {
+                self.lock_put(name, owner, fence, lease_until_ms);
+                fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+            }
+            return Applied::Done(Ok(acquired(fence)));
+        }
+        match waiter {
+            Some(id) if wait_ms > 0 => {
+                let held_until_ms = l.lease_until_ms;
+                let w = Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: Some(own(owner)) };
+                let max = self.limits.waiters_per_key_max;
+                match self.waiters.park(Prim::Lock, name, held_until_ms, w, max) {
+                    Ok(()) => Applied::Parked,
+                    Err(e) => Applied::Done(Err(e)),
+                }
+            }
+            _ => Applied::Done(Ok(busy(now_ms, l))),
+        }
+    }
+
+    pub(super) fn renew(
+        &mut self,
+        now_ms: u64,
+        name: &Bytes,
+        owner: &Bytes,
+        lease_ms: u64,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        let Some(l) = self.lock_live(now_ms, name).filter(|l| l.owner == owner) else {
+            return Ok(Reply::status("lost"));
+        };
+        let (fence, old_until_ms) = (l.fence, l.lease_until_ms);
+        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        if lease_until_ms != old_until_ms {
+            self.lock_put(name, owner, fence, lease_until_ms);
+            fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+        }
+        Ok(Reply::status_with("renewed", [Reply::uint(fence)]))
+    }
+
+    pub(super) fn unlock(
+        &mut self,
+        now_ms: u64,
+        name: &Bytes,
+        owner: &Bytes,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        if self.lock_live(now_ms, name).is_none_or(|l| l.owner != owner) {
+            return Ok(Reply::Int(0));
+        }
+        self.lock_remove(name);
+        fx.changes.push(Change::LockDel { name: name.clone() });
+        self.lock_grant_next(now_ms, name, env, fx);
+        Ok(Reply::Int(1))
+    }
+
+    pub(super) fn lock_info(&mut self, now_ms: u64, name: &Bytes) -> CmdResult {
+        let waiters = self.waiters.count(Prim::Lock, name);
+        Ok(match self.lock_live(now_ms, name) {
+            None => Reply::status("free"),
+            Some(l) => Reply::status_with(
+                "held",
+                [
+                    Reply::Bulk(l.owner.clone()),
+                    Reply::uint(l.fence),
+                    left_ms(now_ms, l.lease_until_ms),
+                    Reply::uint(waiters as u64),
+                ],
+            ),
+        })
+    }
+
+    /// The reply of a waiter whose WAIT passed: someone else still holds it.
+    pub(super) fn lock_busy_reply(&mut self, now_ms: u64, name: &Bytes) -> CmdResult {
+        match self.locks.get(name.as_ref()) {
+            Some(l) => Ok(busy(now_ms, l)),
+            None => {
+                debug_assert!(false, "a waiter's lock is held until its WAIT passes");
+                Ok(Reply::status_with("busy", [Reply::Bulk(Bytes::new()), Reply::Int(0)]))
+            }
+        }
+    }
+
+    /// The lease of `name` ran out while callers wait: the first acquires.
+    pub(super) fn lock_lease_ran_out(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+        let Some(l) = self.locks.get(name.as_ref()) else {
+            return;
+        };
+        if now_ms < l.lease_until_ms {
+            // The lock moved on without moving the handover entry; put it back.
+            let until_ms = l.lease_until_ms;
+            self.waiters.lease_changed(Prim::Lock, name, until_ms);
+            return;
+        }
+        self.lock_grant_next(now_ms, name, env, fx);
+    }
+
+    pub(super) fn reclaim_lock(&mut self, at_ms: u64, name: &Bytes) {
+        if self.locks.get(name.as_ref()).is_some_and(|l| l.lease_until_ms == at_ms) {
+            // `tick` hands expired locks to their waiters before it reclaims,
+            // so none wait here; if one did, the next LOCK would serve it.
+            debug_assert_eq!(
+                self.waiters.count(Prim::Lock, name),
+                0,
+                "an expired lock with waiters is handed over first"
+            );
+            self.locks.remove(name.as_ref());
+        }
+    }
+
+    pub(super) fn dump_locks(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
+        for (name, l) in &self.locks {
+            if now_ms < l.lease_until_ms {
+                out(Change::LockPut {
+                    name: name.clone(),
+                    owner: l.owner.clone(),
+                    fence: l.fence,
+                    lease_until_ms: l.lease_until_ms,
+                });
+            }
+        }
+    }
+}
+
+fn busy(now_ms: u64, l: &LockEntry) -> Reply {
+    Reply::status_with("busy", [Reply::Bulk(l.owner.clone()), left_ms(now_ms, l.lease_until_ms)])
+}

@@ -1,0 +1,92 @@
+//! One-time tokens: TOKEN.NEW, TOKEN.USE. A token is 32 lowercase hex
+//! characters (128 random bits from `Env::random_token`), stored under
+//! `pair_key(scope, token)` with its expiry.
+
+use bytes::Bytes;
+
+use super::expiry::Kind;
+use super::{pair_key, split_pair, Effects, Env, Machine};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::reply::Reply;
+
+/// Lowercase hex of `raw`.
+fn hex(raw: &[u8; 16]) -> Bytes {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut v = Vec::with_capacity(32);
+    for b in raw {
+        v.push(DIGITS[usize::from(b >> 4)]);
+        v.push(DIGITS[usize::from(b & 15)]);
+    }
+    Bytes::from(v)
+}
+
+impl Machine {
+    pub(super) fn token_put(&mut self, k: Bytes, expires_at_ms: u64) {
+        if let Some(old) = self.tokens.get(&k) {
+            self.expiry.remove(*old, Kind::Token, &k);
+        }
+        self.expiry.insert(expires_at_ms, Kind::Token, &k);
+        self.tokens.insert(k, expires_at_ms);
+    }
+
+    pub(super) fn token_remove(&mut self, k: &Bytes) {
+        if let Some((k, at)) = self.tokens.remove_entry(k) {
+            self.expiry.remove(at, Kind::Token, &k);
+        }
+    }
+
+    pub(super) fn token_new(
+        &mut self,
+        now_ms: u64,
+        scope: &Bytes,
+        ttl_ms: u64,
+        env: &mut dyn Env,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        let token = hex(&env.random_token());
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        self.token_put(pair_key(scope, &token), expires_at_ms);
+        fx.changes.push(Change::TokenPut { scope: scope.clone(), token: token.clone(), expires_at_ms });
+        Ok(Reply::Bulk(token))
+    }
+
+    pub(super) fn token_use(&mut self, now_ms: u64, scope: &Bytes, token: &Bytes, fx: &mut Effects) -> CmdResult {
+        let k = pair_key(scope, token);
+        let Some(&at) = self.tokens.get(&k) else {
+            return Ok(Reply::Int(0));
+        };
+        self.token_remove(&k);
+        if now_ms >= at {
+            // Expired: forgotten without a log entry, like any expiry.
+            return Ok(Reply::Int(0));
+        }
+        fx.changes.push(Change::TokenDel { scope: scope.clone(), token: token.clone() });
+        Ok(Reply::Int(1))
+    }
+
+    pub(super) fn reclaim_token(&mut self, at_ms: u64, k: &Bytes) {
+        if self.tokens.get(k) == Some(&at_ms) {
+            self.tokens.remove(k);
+        }
+    }
+
+    pub(super) fn dump_tokens(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
+        for (k, &expires_at_ms) in &self.tokens {
+            if now_ms < expires_at_ms {
+                let (scope, token) = split_pair(k);
+                out(Change::TokenPut { scope, token, expires_at_ms });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_and_32_chars() {
+        let h = super::hex(&[0xAB; 16]);
+        assert_eq!(h.len(), 32);
+        assert_eq!(&h[..4], b"abab");
+    }
+}

@@ -1,0 +1,59 @@
+//! Versioned values: VALUE.GET, VALUE.SET. Every SET that succeeds bumps the
+//! version (even with the same bytes); IFVERSION 0 means "only if absent",
+//! and a conflict replies the current version (0 when absent).
+
+use bytes::Bytes;
+
+use super::{own, Effects, Machine};
+use crate::backend::CmdResult;
+use crate::change::Change;
+use crate::reply::Reply;
+
+/// A value and its version (1 for the first SET).
+#[derive(Debug)]
+pub(super) struct ValueEntry {
+    value: Bytes,
+    version: u64,
+}
+
+impl Machine {
+    pub(super) fn value_put(&mut self, key: &Bytes, value: &Bytes, version: u64) {
+        let entry = ValueEntry { value: own(value), version };
+        if let Some(e) = self.values.get_mut(key.as_ref()) {
+            debug_assert!(version > e.version, "versions only grow");
+            *e = entry;
+        } else {
+            self.values.insert(own(key), entry);
+        }
+    }
+
+    pub(super) fn value_get(&mut self, key: &Bytes) -> CmdResult {
+        Ok(match self.values.get(key.as_ref()) {
+            Some(e) => Reply::Array(vec![Reply::Bulk(e.value.clone()), Reply::uint(e.version)]),
+            None => Reply::Nil,
+        })
+    }
+
+    pub(super) fn value_set(
+        &mut self,
+        key: &Bytes,
+        value: &Bytes,
+        if_version: Option<u64>,
+        fx: &mut Effects,
+    ) -> CmdResult {
+        let current = self.values.get(key.as_ref()).map_or(0, |e| e.version);
+        if if_version.is_some_and(|v| v != current) {
+            return Ok(Reply::status_with("conflict", [Reply::uint(current)]));
+        }
+        let version = current + 1;
+        self.value_put(key, value, version);
+        fx.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
+        Ok(Reply::status_with("ok", [Reply::uint(version)]))
+    }
+
+    pub(super) fn dump_values(&self, out: &mut dyn FnMut(Change)) {
+        for (key, e) in &self.values {
+            out(Change::ValuePut { key: key.clone(), value: e.value.clone(), version: e.version });
+        }
+    }
+}
