@@ -1,1 +1,67 @@
-//! placeholder
+//! # idem-server
+//!
+//! idem over the network, on top of any [`idem_core::Backend`]:
+//! - RESP2/RESP3, so every Redis client (and `redis-cli`) can call it;
+//! - an HTTP/JSON API (`POST /v1/command`, `GET /healthz`), see `http`.
+//!
+//! ```no_run
+//! # async fn example(backend: std::sync::Arc<dyn idem_core::Backend>) -> Result<(), idem_server::ServerError> {
+//! use idem_server::{Server, ServerConfig};
+//! let server = Server::bind(ServerConfig::default()).await?;
+//! server.run(backend, idem_server::shutdown_signal()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Where things are
+//! - [`resp`]: framing. `resp::check` proves a whole request is buffered
+//!   (no allocation), `resp::parse` cuts its arguments out without copying;
+//!   `resp::encode` writes replies.
+//! - `conn`: one task per connection: pipelining, backpressure, timeouts.
+//! - `cmd`: the server commands (one file each): PING, ECHO, HELLO, AUTH,
+//!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT. Everything else is parsed
+//!   by `idem_core::Command::parse` and run by the backend.
+//! - `server`: bind, accept, connection bound, graceful shutdown.
+//! - `http`: the JSON API. `metrics`: counters.
+//!
+//! ## Bounds ([`ServerConfig`])
+//!
+//! | field | default | over the bound |
+//! |---|---|---|
+//! | `max_connections` | 10,000 | `-BUSY max connections reached`, then close (HTTP: waits in backlog) |
+//! | `bulk_bytes_max` | 2 MiB | `-ERR Protocol error: bulk length ...`, close |
+//! | `args_max` | 4096 | `-ERR Protocol error: request has N arguments ...`, close (HTTP: 413 `LIMIT`) |
+//! | `inline_bytes_max` | 64 KiB | `-ERR Protocol error: too big inline request`, close |
+//! | `query_buffer_bytes_max` | 8 MiB | `-ERR Protocol error: request of at least N bytes ...`, close |
+//! | `query_buffer_bytes_max_unauth` | 16 KiB | same, before AUTH when a password is set |
+//! | `output_buffer_bytes_max` | 64 MiB | disconnect |
+//! | `write_timeout_ms` | 10,000 | a write with no progress for this long: disconnect (0 = never) |
+//! | `idle_timeout_ms` | 0 (never) | no input for this long: close |
+//! | `batch_commands_max` | 1024 | the rest waits for the next batch |
+//! | `shutdown_grace_ms` | 30,000 | connections still busy at shutdown are cut |
+//! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT` |
+//! | `password` | none | commands before AUTH get `-NOAUTH Authentication required.` |
+//! | `limits` | `Limits::default()` | command errors from the parser (`LIMIT ...`) |
+//!
+//! Values are bounded twice on purpose: a value just over
+//! `limits.value_bytes_max` (1 MiB) passes framing (`bulk_bytes_max`, 2 MiB)
+//! and gets the parser's clear `-LIMIT ...` reply on a connection that stays
+//! usable; only absurd lengths are protocol errors.
+//!
+//! Every refused request gets an error reply, changes nothing and leaves
+//! the connection usable, except protocol errors, which close it after the
+//! reply (as in Redis: the server can no longer find the next request).
+#![warn(missing_docs)]
+
+mod base64;
+mod cmd;
+mod config;
+mod conn;
+mod error;
+mod http;
+mod metrics;
+pub mod resp;
+mod server;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use server::{shutdown_signal, Server};

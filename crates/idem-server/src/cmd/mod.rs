@@ -1,0 +1,122 @@
+//! Server commands: the ones the server answers itself, without the backend
+//! (PING, HELLO, AUTH, QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT, ECHO).
+//!
+//! One file per command, as in mini-redis: each has `parse` (from a
+//! [`Parse`] cursor that rejects leftover arguments) and `apply` (which
+//! returns the reply frame). Adding a command touches its file, the enum
+//! below and [`SERVER_COMMANDS`].
+
+mod auth;
+mod client;
+mod command;
+mod dbsize;
+mod echo;
+mod hello;
+mod info;
+mod parse;
+mod ping;
+mod quit;
+mod select;
+
+use bytes::Bytes;
+use idem_core::CmdError;
+
+use crate::resp::{Frame, Protocol};
+use crate::server::Shared;
+
+pub(crate) use auth::password_matches;
+use parse::Parse;
+
+/// Name (upper case) and Redis-style arity of every server command, for
+/// dispatch and for the `COMMAND` reply.
+pub(crate) const SERVER_COMMANDS: &[(&str, i64)] = &[
+    ("PING", -1),
+    ("ECHO", 2),
+    ("HELLO", -1),
+    ("AUTH", -2),
+    ("QUIT", -1),
+    ("INFO", -1),
+    ("CLIENT", -2),
+    ("COMMAND", -1),
+    ("DBSIZE", 1),
+    ("SELECT", 2),
+];
+
+/// The per-connection state server commands read and change.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Unique id of the connection (`CLIENT ID`).
+    pub(crate) id: u64,
+    /// `CLIENT SETNAME`.
+    pub(crate) name: Option<Bytes>,
+    /// The protocol chosen by `HELLO`.
+    pub(crate) proto: Protocol,
+    /// True once AUTH succeeded, or from the start when no password is set.
+    pub(crate) authenticated: bool,
+    /// Set by QUIT: close after writing the replies so far.
+    pub(crate) quit: bool,
+}
+
+/// A parsed server command.
+#[derive(Debug)]
+pub(crate) enum ServerCmd {
+    Ping(ping::Ping),
+    Echo(echo::Echo),
+    Hello(hello::Hello),
+    Auth(auth::Auth),
+    Quit(quit::Quit),
+    Info(info::Info),
+    Client(client::Client),
+    Command(command::CommandCmd),
+    DbSize(dbsize::DbSize),
+    Select(select::Select),
+}
+
+/// The upper-case name of the server command `name`, if it is one.
+pub(crate) fn lookup(name: &[u8]) -> Option<&'static str> {
+    SERVER_COMMANDS.iter().map(|(n, _)| *n).find(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+impl ServerCmd {
+    /// Parses `args` whose first element [`lookup`] recognised as `name`.
+    pub(crate) fn parse(name: &'static str, args: Vec<Bytes>) -> Result<ServerCmd, CmdError> {
+        let mut p = Parse::new(name, args);
+        let cmd = match name {
+            "PING" => ServerCmd::Ping(ping::Ping::parse(&mut p)?),
+            "ECHO" => ServerCmd::Echo(echo::Echo::parse(&mut p)?),
+            "HELLO" => ServerCmd::Hello(hello::Hello::parse(&mut p)?),
+            "AUTH" => ServerCmd::Auth(auth::Auth::parse(&mut p)?),
+            "QUIT" => ServerCmd::Quit(quit::Quit::parse(&mut p)?),
+            "INFO" => ServerCmd::Info(info::Info::parse(&mut p)?),
+            "CLIENT" => ServerCmd::Client(client::Client::parse(&mut p)?),
+            "COMMAND" => ServerCmd::Command(command::CommandCmd::parse(&mut p)?),
+            "DBSIZE" => ServerCmd::DbSize(dbsize::DbSize::parse(&mut p)?),
+            "SELECT" => ServerCmd::Select(select::Select::parse(&mut p)?),
+            other => return Err(CmdError::syntax(format!("unknown command '{other}'"))),
+        };
+        p.finish()?;
+        Ok(cmd)
+    }
+
+    /// Whether a client may run the command before authenticating: only the
+    /// ones that authenticate or leave, as in Redis.
+    pub(crate) fn allowed_unauthenticated(name: &str) -> bool {
+        matches!(name, "AUTH" | "HELLO" | "QUIT")
+    }
+
+    /// Runs the command and returns its reply.
+    pub(crate) async fn apply(self, session: &mut Session, shared: &Shared) -> Frame {
+        match self {
+            ServerCmd::Ping(c) => c.apply(),
+            ServerCmd::Echo(c) => c.apply(),
+            ServerCmd::Hello(c) => c.apply(session, shared),
+            ServerCmd::Auth(c) => c.apply(session, shared),
+            ServerCmd::Quit(c) => c.apply(session),
+            ServerCmd::Info(c) => c.apply(shared),
+            ServerCmd::Client(c) => c.apply(session),
+            ServerCmd::Command(c) => c.apply(),
+            ServerCmd::DbSize(c) => c.apply(shared).await,
+            ServerCmd::Select(c) => c.apply(),
+        }
+    }
+}

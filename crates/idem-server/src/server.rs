@@ -1,0 +1,274 @@
+//! The listener: binds, accepts, bounds the number of connections, spawns
+//! one task per connection and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idem_core::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::{conn, http, metrics};
+
+/// Backlog of the listening socket; the kernel caps it at `somaxconn`.
+/// Large so that a burst of thousands of connects is queued, not refused.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Most connections being turned away at once (each gets its `-BUSY` line
+/// from a short task); beyond this, extra ones are dropped without a word,
+/// so a connect flood cannot grow the number of tasks.
+const REJECTERS_MAX: usize = 64;
+
+/// How long a turned-away connection is given to read its `-BUSY` line.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A bound, not yet running, idem server.
+///
+/// ```no_run
+/// # async fn example(backend: std::sync::Arc<dyn idem_core::Backend>) -> Result<(), idem_server::ServerError> {
+/// let server = idem_server::Server::bind(idem_server::ServerConfig::default()).await?;
+/// println!("listening on {}", server.local_addr());
+/// server.run(backend, idem_server::shutdown_signal()).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    http: Option<(TcpListener, SocketAddr)>,
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) stats: Stats,
+    pub(crate) started: Instant,
+    pub(crate) port: u16,
+    next_client_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16) -> Shared {
+        Shared {
+            config,
+            backend,
+            stats: Stats::default(),
+            started: Instant::now(),
+            port,
+            next_client_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id; ids are never reused within a process.
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Relaxed)
+    }
+}
+
+/// Counters reported by INFO.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) connected_clients: AtomicU64,
+    pub(crate) connections_received: AtomicU64,
+    pub(crate) connections_rejected: AtomicU64,
+    pub(crate) commands_processed: AtomicU64,
+    pub(crate) error_replies: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) slow_clients_disconnected: AtomicU64,
+}
+
+impl Server {
+    /// Validates `config` and binds its RESP address (and its HTTP address,
+    /// if any). Bind port 0 to get a free port, then read [`Server::local_addr`].
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        validate(&config)?;
+        let listener = listen(config.bind)?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let http = match config.http_bind {
+            None => None,
+            Some(addr) => {
+                let l = listen(addr)?;
+                let a = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+                Some((l, a))
+            }
+        };
+        Ok(Server { config, listener, local_addr, http })
+    }
+
+    /// The RESP address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The HTTP address actually bound, when `http_bind` was set.
+    pub fn http_local_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Serves until `shutdown` completes. Then it stops accepting, lets each
+    /// connection finish the batch in flight and write its replies (for at
+    /// most `shutdown_grace_ms`), closes them, and finally calls
+    /// [`Backend::shutdown`].
+    pub async fn run<F>(self, backend: Arc<dyn Backend>, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let Server { config, listener, local_addr, http } = self;
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        let shared = Arc::new(Shared::new(config, backend.clone(), local_addr.port()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let http_task =
+            http.map(|(l, _)| tokio::spawn(http::serve(l, shared.clone(), permits.clone(), stop_rx.clone())));
+        let rejecters = Arc::new(Semaphore::new(REJECTERS_MAX));
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        shared.stats.connections_received.fetch_add(1, Relaxed);
+                        match permits.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+                                conns.spawn(async move {
+                                    conn::serve(stream, shared, stop_rx).await;
+                                    drop(permit);
+                                });
+                            }
+                            Err(_) => reject(stream, &shared, &rejecters),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; pausing");
+                        tokio::select! {
+                            _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                            _ = &mut shutdown => break,
+                        }
+                    }
+                },
+                // Reap finished connection tasks so the set holds only live ones.
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+
+        // Stop accepting: closing the listener makes new connects fail at once.
+        drop(listener);
+        tracing::info!(connections = conns.len(), "shutting down: finishing batches in flight");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            while conns.join_next().await.is_some() {}
+            if let Some(t) = http_task {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(left = conns.len(), "shutdown grace period over; cutting connections");
+            conns.shutdown().await;
+        }
+        backend.shutdown().await;
+        tracing::info!("shut down");
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: pass it to [`Server::run`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    // Lets a restarted server bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
+}
+
+fn validate(c: &ServerConfig) -> Result<(), ServerError> {
+    let positive = [
+        ("max_connections", c.max_connections),
+        ("bulk_bytes_max", c.bulk_bytes_max),
+        ("args_max", c.args_max),
+        ("inline_bytes_max", c.inline_bytes_max),
+        ("query_buffer_bytes_max", c.query_buffer_bytes_max),
+        ("query_buffer_bytes_max_unauth", c.query_buffer_bytes_max_unauth),
+        ("output_buffer_bytes_max", c.output_buffer_bytes_max),
+        ("batch_commands_max", c.batch_commands_max),
+        ("http_body_bytes_max", c.http_body_bytes_max),
+    ];
+    for (name, v) in positive {
+        if v == 0 {
+            return Err(ServerError::Config(format!("{name} must be at least 1")));
+        }
+    }
+    // The semaphore's documented maximum.
+    if c.max_connections > Semaphore::MAX_PERMITS {
+        return Err(ServerError::Config(format!("max_connections must be at most {}", Semaphore::MAX_PERMITS)));
+    }
+    if c.password.as_deref() == Some("") {
+        return Err(ServerError::Config("password must not be empty (use None for no password)".into()));
+    }
+    Ok(())
+}
+
+/// Turns a connection away with `-BUSY max connections reached`.
+fn reject(stream: TcpStream, shared: &Shared, rejecters: &Arc<Semaphore>) {
+    shared.stats.connections_rejected.fetch_add(1, Relaxed);
+    metrics::connection_rejected();
+    let Ok(permit) = rejecters.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        // A fresh socket's send buffer is empty, so this write completes at once.
+        let _ = stream.try_write(b"-BUSY max connections reached\r\n");
+        // Read (and discard) what the client sent meanwhile before closing:
+        // closing with unread input makes the kernel send a reset, which can
+        // destroy the BUSY line before the client reads it.
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(REJECT_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
+}
