@@ -117,16 +117,28 @@ struct EmbeddedIdem {
 impl EmbeddedIdem {
     async fn start(run_id: &str) -> anyhow::Result<EmbeddedIdem> {
         let dir = std::env::temp_dir().join(format!("idem-scenario-{run_id}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let _ = &dir;
-        anyhow::bail!("the in-process idem server is not available yet; pass idem_url")
+        let store = idem_store::Store::open(idem_store::StoreConfig { data_dir: Some(dir.clone()), ..Default::default() })
+            .with_context(|| format!("opening the embedded idem store in {}", dir.display()))?;
+        let config = idem_server::ServerConfig {
+            bind: "127.0.0.1:0".parse().expect("valid address"),
+            // Scenario clients are gone by the time the server stops.
+            shutdown_grace_ms: 2_000,
+            ..Default::default()
+        };
+        let server = idem_server::Server::bind(config).await.context("binding the in-process idem server")?;
+        let url = format!("redis://{}", server.local_addr());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let backend: std::sync::Arc<dyn idem_core::Backend> = store;
+        let task = tokio::spawn(server.run(backend, async move {
+            let _ = stopped.await;
+        }));
+        Ok(EmbeddedIdem { url, dir, shutdown, task })
     }
 
     async fn stop(self) {
         let _ = self.shutdown.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.url;
     }
 }
 

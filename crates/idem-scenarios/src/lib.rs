@@ -30,6 +30,7 @@ use std::str::FromStr;
 
 mod broker;
 mod harness;
+mod intx;
 pub mod idem_client;
 mod report;
 pub mod s1;
