@@ -83,4 +83,12 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another idem process")]
     Locked(PathBuf),
+    /// One record (the changes of one command) is larger than the log accepts.
+    #[error("log record of {bytes} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// The record's size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
 }

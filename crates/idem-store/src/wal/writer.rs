@@ -1,0 +1,467 @@
+//! Group commit: appenders encode records into one in-memory tail under a
+//! short mutex; one writer thread swaps the tail out, writes it with one
+//! `pwrite`, makes it durable with one `fdatasync`, and publishes the synced
+//! LSN, which wakes every waiter it covers.
+//!
+//! Back-of-envelope per batch (Always mode): 1 pwrite + 1 fdatasync + one
+//! wake-up of the waiters, however many records it holds; per record: one
+//! encode into a thread-local scratch buffer (no allocation once warm), one
+//! mutex acquisition, one memcpy, and at most one futex wake when the writer
+//! was idle. While one sync runs, the next batch accumulates, and the writer
+//! starts writing it as soon as the sync returns: it never sleeps on a timer
+//! in Always mode.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::io::{VFile, Vfs};
+use super::record::{self, Payload, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
+use super::segment::segment_name;
+use crate::{FsyncMode, StoreError};
+
+/// How often EverySecond mode syncs.
+const EVERY_SECOND_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A swapped-out tail buffer larger than this is not kept for reuse, so a
+/// burst of huge records does not pin memory forever.
+const SPARE_BYTES_KEPT_MAX: usize = 16 << 20;
+
+/// A thread's encode scratch larger than this is released after use.
+const SCRATCH_BYTES_KEPT_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Where a thread encodes a record's payload before taking the tail lock.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counters for observing group commit (batches, fsync latency).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Batches written (one write each).
+    pub batches: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written to segments.
+    pub bytes: u64,
+    /// fdatasync calls on segments.
+    pub syncs: u64,
+    /// Total time spent in those syncs, in microseconds.
+    pub sync_us_total: u64,
+    /// The slowest sync, in microseconds.
+    pub sync_us_max: u64,
+    /// The most records written in one batch.
+    pub batch_records_max: u64,
+    /// Segments started since open.
+    pub rotations: u64,
+}
+
+/// The part of the tail guarded by the mutex.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// Encoded records not yet handed to the writer.
+    pub buf: Vec<u8>,
+    /// The LSN the next record gets.
+    pub next_lsn: u64,
+    /// Snapshot cuts: start a new segment before record `lsn`, which begins
+    /// at byte `offset` of `buf`. At most a few entries (one per concurrent snapshot).
+    pub cuts: Vec<(u64, usize)>,
+    /// Why the log failed, once it has.
+    pub failure: Option<String>,
+    /// The log is being dropped: write what is left, then stop.
+    pub shutdown: bool,
+    /// The writer sleeps on `wake_writer` and needs a notify.
+    pub writer_waiting: bool,
+    /// `flush` wants a sync even in EverySecond mode.
+    pub sync_requested: bool,
+    /// Bytes appended since open (for snapshot scheduling).
+    pub appended_bytes: u64,
+}
+
+/// State shared by the appenders, the waiters and the writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub mode: FsyncMode,
+    pub tail: Mutex<Tail>,
+    pub wake_writer: Condvar,
+    /// Every record up to this LSN is on stable storage.
+    pub synced: AtomicU64,
+    /// Every record up to this LSN was handed to the OS.
+    pub written: AtomicU64,
+    /// The last LSN handed out by `append`.
+    pub appended: AtomicU64,
+    /// Mirrors `Tail::appended_bytes` for lock-free reads.
+    pub appended_bytes: AtomicU64,
+    pub failed: AtomicBool,
+    /// Bumped on every publish and on failure; async waiters watch it.
+    pub published: tokio::sync::watch::Sender<()>,
+    /// Blocking waiters (snapshot `finish`) sleep here.
+    pub blocking_lock: Mutex<()>,
+    pub blocking_cv: Condvar,
+    pub stats: Mutex<LogStats>,
+    pub snapshot: Mutex<super::snapshot::SnapshotState>,
+}
+
+impl Shared {
+    pub(crate) fn new(mode: FsyncMode, next_lsn: u64, appended_bytes: u64) -> Shared {
+        let (published, _) = tokio::sync::watch::channel(());
+        Shared {
+            mode,
+            tail: Mutex::new(Tail {
+                buf: Vec::with_capacity(64 << 10),
+                next_lsn,
+                cuts: Vec::new(),
+                failure: None,
+                shutdown: false,
+                writer_waiting: false,
+                sync_requested: false,
+                appended_bytes,
+            }),
+            wake_writer: Condvar::new(),
+            synced: AtomicU64::new(next_lsn - 1),
+            written: AtomicU64::new(next_lsn - 1),
+            appended: AtomicU64::new(next_lsn - 1),
+            appended_bytes: AtomicU64::new(appended_bytes),
+            failed: AtomicBool::new(false),
+            published,
+            blocking_lock: Mutex::new(()),
+            blocking_cv: Condvar::new(),
+            stats: Mutex::new(LogStats::default()),
+            snapshot: Mutex::new(Default::default()),
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.tail.lock().failure.clone()
+    }
+
+    pub(crate) fn failed_error(&self) -> StoreError {
+        StoreError::Failed(self.failure().unwrap_or_else(|| "the log failed".into()))
+    }
+
+    /// Appends a record holding `changes`. The payload and its checksum are
+    /// computed before the lock is taken.
+    pub(crate) fn append_changes(&self, now_ms: u64, changes: &[idem_core::Change]) -> Result<u64, StoreError> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            scratch.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+            for change in changes {
+                record::put_change(&mut scratch, change);
+            }
+            let result = self.append_payload(now_ms, record::KIND_CHANGES, &scratch);
+            if scratch.capacity() > SCRATCH_BYTES_KEPT_MAX {
+                *scratch = Vec::new();
+            }
+            result
+        })
+    }
+
+    /// Appends a record of `kind` with an already encoded payload.
+    pub(crate) fn append_payload(&self, now_ms: u64, kind: u8, payload: &[u8]) -> Result<u64, StoreError> {
+        let size = RECORD_FIXED_LEN + payload.len();
+        if size > RECORD_BYTES_MAX {
+            return Err(StoreError::RecordTooLarge { bytes: size as u64, max: RECORD_BYTES_MAX as u64 });
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(payload);
+        let payload = Payload { kind, bytes: payload, crc: &crc };
+        let mut tail = self.tail.lock();
+        if let Some(reason) = &tail.failure {
+            return Err(StoreError::Failed(reason.clone()));
+        }
+        let lsn = tail.next_lsn;
+        tail.next_lsn += 1;
+        // Reading the synced LSN at encode time under-states what is durable
+        // when the bytes reach the file, which is the safe direction: the
+        // field may fail to attest a synced record, never attest an unsynced one.
+        let synced = self.synced.load(Ordering::Acquire);
+        let before = tail.buf.len();
+        record::put_record(&mut tail.buf, lsn, synced, now_ms, &payload);
+        tail.appended_bytes += (tail.buf.len() - before) as u64;
+        self.appended_bytes.store(tail.appended_bytes, Ordering::Relaxed);
+        self.appended.store(lsn, Ordering::Release);
+        let wake = std::mem::take(&mut tail.writer_waiting);
+        drop(tail);
+        if wake {
+            self.wake_writer.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Asks the writer to sync soon (used by `flush` in EverySecond mode).
+    pub(crate) fn request_sync(&self) {
+        let mut tail = self.tail.lock();
+        tail.sync_requested = true;
+        let wake = std::mem::take(&mut tail.writer_waiting);
+        drop(tail);
+        if wake {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// Waits until `mark` reaches `lsn` or the log fails.
+    pub(crate) async fn wait_for(&self, mark: &AtomicU64, lsn: u64) -> Result<(), StoreError> {
+        if lsn <= mark.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Subscribing before the re-check below means a publish that happens
+        // in between still marks the receiver changed: no lost wake-up.
+        let mut rx = self.published.subscribe();
+        loop {
+            if lsn <= mark.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(self.failed_error());
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.failed_error());
+            }
+        }
+    }
+
+    /// Blocks the calling (non-async) thread until every record up to `lsn`
+    /// is synced or the log fails.
+    pub(crate) fn wait_synced_blocking(&self, lsn: u64) -> Result<(), StoreError> {
+        if self.mode == FsyncMode::EverySecond {
+            self.request_sync();
+        }
+        let mut guard = self.blocking_lock.lock();
+        loop {
+            if lsn <= self.synced.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(self.failed_error());
+            }
+            // The timeout only guards against a missed notify; publish
+            // notifies under this lock, so none should be missed.
+            self.blocking_cv.wait_for(&mut guard, Duration::from_millis(100));
+        }
+    }
+
+    fn publish(&self, written: u64, synced: u64) {
+        self.written.store(written, Ordering::Release);
+        self.synced.store(synced, Ordering::Release);
+        self.published.send_replace(());
+        let _guard = self.blocking_lock.lock();
+        self.blocking_cv.notify_all();
+    }
+}
+
+/// The segment the writer appends to.
+pub(crate) struct OpenSegment {
+    pub file: Box<dyn VFile>,
+    pub path: PathBuf,
+    pub base: u64,
+    /// Bytes in the file (header included).
+    pub len: u64,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub vfs: Arc<dyn Vfs>,
+    pub dir: PathBuf,
+    pub seg: OpenSegment,
+    pub segment_bytes_max: u64,
+    /// Last LSN handed to the OS.
+    pub written_lsn: u64,
+    /// Last LSN on stable storage.
+    pub synced_lsn: u64,
+    /// The last LSN recovered at open; a shutdown mark is written only if
+    /// something was written since.
+    pub opened_lsn: u64,
+    /// Whether the last record written is a shutdown mark.
+    pub last_is_mark: bool,
+    pub last_sync: Instant,
+}
+
+impl Writer {
+    /// The writer loop; returns at shutdown or after a failure.
+    pub(crate) fn run(mut self) {
+        let _guard = FailOnPanic(self.shared.clone());
+        let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
+        let mut cuts: Vec<(u64, usize)> = Vec::new();
+        loop {
+            let batch_end;
+            let mut sync_now;
+            let mut writing_mark = false;
+            {
+                let mut tail = self.shared.tail.lock();
+                loop {
+                    if tail.failure.is_some() {
+                        return;
+                    }
+                    if !tail.buf.is_empty() {
+                        break;
+                    }
+                    let unsynced = self.written_lsn > self.synced_lsn;
+                    let deadline = self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
+                    if unsynced && (tail.sync_requested || tail.shutdown || Instant::now() >= deadline) {
+                        break;
+                    }
+                    if tail.shutdown {
+                        if self.written_lsn > self.opened_lsn && !self.last_is_mark {
+                            // A final mark record attests every record before
+                            // it, so later damage anywhere in the log is
+                            // reported rather than mistaken for a torn tail.
+                            let lsn = tail.next_lsn;
+                            tail.next_lsn += 1;
+                            let crc = crc32fast::Hasher::new();
+                            let mark = Payload { kind: record::KIND_MARK, bytes: &[], crc: &crc };
+                            record::put_record(&mut tail.buf, lsn, self.synced_lsn, 0, &mark);
+                            self.shared.appended.store(lsn, Ordering::Release);
+                            writing_mark = true;
+                            break;
+                        }
+                        return;
+                    }
+                    tail.writer_waiting = true;
+                    if unsynced {
+                        self.shared.wake_writer.wait_until(&mut tail, deadline);
+                    } else {
+                        self.shared.wake_writer.wait(&mut tail);
+                    }
+                    tail.writer_waiting = false;
+                }
+                std::mem::swap(&mut tail.buf, &mut batch);
+                cuts.append(&mut tail.cuts);
+                batch_end = tail.next_lsn - 1;
+                sync_now = std::mem::take(&mut tail.sync_requested) || tail.shutdown;
+            }
+            if !batch.is_empty() {
+                self.last_is_mark = writing_mark;
+                if let Err(e) = self.write_batch(&batch, &cuts, batch_end) {
+                    return self.fail(e);
+                }
+            }
+            sync_now |=
+                self.shared.mode == FsyncMode::Always || Instant::now() >= self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
+            if sync_now && self.written_lsn > self.synced_lsn {
+                if let Err(e) = self.sync() {
+                    return self.fail(e);
+                }
+            }
+            self.shared.publish(self.written_lsn, self.synced_lsn);
+            batch.clear();
+            cuts.clear();
+            if batch.capacity() > SPARE_BYTES_KEPT_MAX {
+                batch = Vec::with_capacity(64 << 10);
+            }
+        }
+    }
+
+    /// Writes one swapped-out tail, starting new segments at snapshot cuts
+    /// and when the current one is full.
+    fn write_batch(&mut self, batch: &[u8], cuts: &[(u64, usize)], batch_end: u64) -> Result<(), String> {
+        let first_lsn = self.written_lsn + 1;
+        let mut start = 0;
+        for &(cut_lsn, offset) in cuts {
+            if offset > start {
+                self.write_chunk(&batch[start..offset], cut_lsn - 1)?;
+            }
+            // The current segment already begins at the cut when it was
+            // started there and holds nothing yet.
+            if self.seg.base != cut_lsn {
+                self.rotate(cut_lsn)?;
+            }
+            start = offset;
+        }
+        if start < batch.len() {
+            self.write_chunk(&batch[start..], batch_end)?;
+        }
+        let records = batch_end + 1 - first_lsn;
+        let mut stats = self.shared.stats.lock();
+        stats.batches += 1;
+        stats.records += records;
+        stats.batch_records_max = stats.batch_records_max.max(records);
+        stats.bytes += batch.len() as u64;
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, chunk: &[u8], last_lsn: u64) -> Result<(), String> {
+        if self.seg.len > SEGMENT_HEADER_LEN as u64 && self.seg.len + chunk.len() as u64 > self.segment_bytes_max {
+            let next = self.written_lsn + 1;
+            self.rotate(next)?;
+        }
+        self.seg
+            .file
+            .write_all_at(chunk, self.seg.len)
+            .map_err(|e| format!("write of {} bytes to {} failed: {e}", chunk.len(), self.seg.path.display()))?;
+        self.seg.len += chunk.len() as u64;
+        self.written_lsn = last_lsn;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        self.seg.file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", self.seg.path.display()))?;
+        let us = started.elapsed().as_micros() as u64;
+        self.last_sync = Instant::now();
+        self.synced_lsn = self.written_lsn;
+        let mut stats = self.shared.stats.lock();
+        stats.syncs += 1;
+        stats.sync_us_total += us;
+        stats.sync_us_max = stats.sync_us_max.max(us);
+        Ok(())
+    }
+
+    /// Starts segment `base`. The old segment is synced first and the new
+    /// one's header and directory entry are synced before any record goes
+    /// into it, so only the last segment can ever hold a torn write.
+    fn rotate(&mut self, base: u64) -> Result<(), String> {
+        if self.written_lsn > self.synced_lsn {
+            self.sync()?;
+            self.shared.publish(self.written_lsn, self.synced_lsn);
+        }
+        self.seg = create_segment(&*self.vfs, &self.dir, base)
+            .map_err(|e| format!("starting log segment {base} in {} failed: {e}", self.dir.display()))?;
+        self.shared.stats.lock().rotations += 1;
+        Ok(())
+    }
+
+    /// Marks the log failed. The data that failed to sync is never synced
+    /// again (after a failed fsync the kernel may have dropped the dirty
+    /// pages and a retry could report success falsely): recovery is by restart.
+    fn fail(&mut self, reason: String) {
+        tracing::error!(dir = %self.dir.display(), "write-ahead log failed: {reason}; \
+            every pending and later write is refused (READONLY) until idem is restarted");
+        self.shared.tail.lock().failure = Some(reason);
+        self.shared.failed.store(true, Ordering::Release);
+        self.shared.publish(self.written_lsn, self.synced_lsn);
+    }
+}
+
+/// Fails the log if the writer thread panics, so that waiters get an error
+/// instead of waiting forever.
+struct FailOnPanic(Arc<Shared>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the write-ahead log writer panicked; writes are refused until restart");
+            self.0.tail.lock().failure = Some("the log writer panicked".into());
+            self.0.failed.store(true, Ordering::Release);
+            self.0.published.send_replace(());
+        }
+    }
+}
+
+/// Creates segment `base` with its header, syncing the file and the directory.
+pub(crate) fn create_segment(vfs: &dyn Vfs, dir: &std::path::Path, base: u64) -> std::io::Result<OpenSegment> {
+    let path = dir.join(segment_name(base));
+    let mut file = vfs.create_new(&path)?;
+    file.write_all_at(&record::segment_header(base), 0)?;
+    file.sync_all()?;
+    vfs.sync_dir(dir)?;
+    Ok(OpenSegment { file, path, base, len: SEGMENT_HEADER_LEN as u64 })
+}
