@@ -120,3 +120,70 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn claim_release_owner() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("OWNER k"), "nil");
+        assert_eq!(t.cmd("CLAIM k alice"), "[claimed]");
+        assert_eq!(t.last.len(), 1);
+        assert_eq!(t.cmd("CLAIM k alice"), "[claimed]", "idempotent");
+        assert!(t.last.is_empty(), "a re-claim that changes nothing logs nothing");
+        assert_eq!(t.cmd("CLAIM k bob"), "[held alice]");
+        assert_eq!(t.cmd("OWNER k"), "alice");
+        assert_eq!(t.cmd("RELEASE k bob"), "0");
+        assert_eq!(t.cmd("RELEASE k alice"), "1");
+        assert_eq!(t.cmd("RELEASE k alice"), "0");
+        assert_eq!(t.cmd("CLAIM k bob"), "[claimed]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn ttl_expires_and_a_reclaim_sets_it_again() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("CLAIM k alice TTL 100"), "[claimed]");
+        t.now += 50;
+        assert_eq!(t.cmd("CLAIM k alice TTL 100"), "[claimed]", "refreshes the TTL");
+        t.now += 99;
+        assert_eq!(t.cmd("OWNER k"), "alice");
+        t.now += 1;
+        assert_eq!(t.cmd("OWNER k"), "nil");
+        assert_eq!(t.cmd("CLAIM k bob TTL 100"), "[claimed]");
+        assert_eq!(t.cmd("CLAIM k bob"), "[claimed]", "without TTL: until released");
+        t.tick(t.now + 1_000_000);
+        assert_eq!(t.cmd("OWNER k"), "bob");
+        assert_eq!(t.m.next_deadline_ms(), None);
+        t.check_replay();
+    }
+
+    #[test]
+    fn tick_reclaims_expired_claims() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("CLAIM a x TTL 10"), "[claimed]");
+        assert_eq!(t.cmd("CLAIM b x TTL 20"), "[claimed]");
+        assert_eq!(t.cmd("CLAIM c x"), "[claimed]");
+        t.tick(t.now + 10);
+        assert_eq!(t.m.len(), 2);
+        t.tick(t.now + 10);
+        assert_eq!(t.m.len(), 1);
+    }
+
+    #[test]
+    fn claim_all_is_all_or_nothing_and_lists_every_conflict() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("CLAIM b bob"), "[claimed]");
+        assert_eq!(t.cmd("CLAIM d carol"), "[claimed]");
+        assert_eq!(t.cmd("CLAIM.ALL alice a b c d b"), "[held b bob d carol]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("OWNER a"), "nil");
+        assert_eq!(t.cmd("CLAIM.ALL alice a c a"), "[claimed]");
+        assert_eq!(t.last.len(), 2, "a repeated key is claimed once");
+        assert_eq!(t.cmd("CLAIM.ALL alice a c"), "[claimed]");
+        assert!(t.last.is_empty());
+        t.check_replay();
+    }
+}

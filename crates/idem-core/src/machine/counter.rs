@@ -108,3 +108,42 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn add_within_bounds() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("COUNTER.GET c"), "0");
+        assert_eq!(t.cmd("COUNTER.ADD c 5 MAX 10"), "[ok 5]");
+        assert_eq!(t.cmd("COUNTER.ADD c 6 MAX 10"), "[refused 5]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("COUNTER.ADD c -6 MIN 0"), "[refused 5]");
+        assert_eq!(t.cmd("COUNTER.ADD c -5 MIN 0"), "[ok 0]");
+        assert_eq!(t.m.len(), 0, "a counter at 0 is not stored");
+        assert_eq!(t.cmd("COUNTER.ADD c 9223372036854775807"), "[ok 9223372036854775807]");
+        assert_eq!(t.cmd("COUNTER.ADD c 1"), "[refused 9223372036854775807]", "overflow");
+        assert_eq!(t.cmd("COUNTER.GET c"), "9223372036854775807");
+        t.check_replay();
+    }
+
+    #[test]
+    fn op_ids_apply_once_within_keep() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("COUNTER.ADD c 5 OP o1 KEEP 100"), "[ok 5]");
+        assert_eq!(t.cmd("COUNTER.ADD c 1"), "[ok 6]");
+        assert_eq!(t.cmd("COUNTER.ADD c 5 OP o1 KEEP 100"), "[replayed 5]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("COUNTER.ADD d 5 OP o1"), "[ok 5]", "op ids are per counter");
+        assert_eq!(t.cmd("COUNTER.ADD c 100 MAX 10 OP o2"), "[refused 6]");
+        assert_eq!(t.cmd("COUNTER.ADD c 1 MAX 10 OP o2"), "[ok 7]", "a refused op is not remembered");
+        t.check_replay();
+        t.now += 100;
+        assert_eq!(t.cmd("COUNTER.ADD c 5 OP o1 KEEP 100"), "[ok 12]", "KEEP passed");
+        t.tick(t.now + 86_400_000);
+        assert_eq!(t.m.len(), 2, "op ids are reclaimed, counters stay");
+        t.check_replay();
+    }
+}

@@ -43,3 +43,23 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn moves_follow_from() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("FSM.GET o"), "nil");
+        assert_eq!(t.cmd("FSM.MOVE o paid FROM new"), "[refused none]");
+        assert_eq!(t.cmd("FSM.MOVE o new FROM NONE"), "[moved new]");
+        assert_eq!(t.cmd("FSM.MOVE o new FROM none"), "[already new]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("FSM.MOVE o shipped FROM paid"), "[refused new]");
+        assert_eq!(t.cmd("FSM.MOVE o paid FROM new cart"), "[moved paid]");
+        assert_eq!(t.cmd("FSM.MOVE o paid FROM zzz"), "[already paid]", "already is checked first");
+        assert_eq!(t.cmd("FSM.GET o"), "paid");
+        t.check_replay();
+    }
+}

@@ -232,3 +232,92 @@ impl Machine {
 fn busy(now_ms: u64, l: &LockEntry) -> Reply {
     Reply::status_with("busy", [Reply::Bulk(l.owner.clone()), left_ms(now_ms, l.lease_until_ms)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+    use crate::limits::Limits;
+
+    #[test]
+    fn lock_renew_unlock_info() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("LOCK.INFO l"), "[free]");
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]");
+        assert_eq!(t.cmd("LOCK l b LEASE 100"), "[busy a 100]");
+        t.now += 40;
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held a 1 60 0]");
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]", "re-lock keeps the fence");
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held a 1 100 0]");
+        assert_eq!(t.cmd("RENEW l b LEASE 100"), "[lost]");
+        t.now += 10;
+        assert_eq!(t.cmd("RENEW l a LEASE 500"), "[renewed 1]");
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held a 1 500 0]");
+        assert_eq!(t.cmd("UNLOCK l b"), "0");
+        assert_eq!(t.cmd("UNLOCK l a"), "1");
+        assert_eq!(t.cmd("UNLOCK l a"), "0");
+        assert_eq!(t.cmd("LOCK.INFO l"), "[free]");
+        assert_eq!(t.cmd("LOCK l b LEASE 100"), "[acquired 2]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn an_expired_lease_is_lost_and_free() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]");
+        t.now += 100;
+        assert_eq!(t.cmd("LOCK.INFO l"), "[free]");
+        assert_eq!(t.cmd("RENEW l a LEASE 100"), "[lost]");
+        assert_eq!(t.cmd("UNLOCK l a"), "0");
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 2]", "a new lease gets a new fence");
+        t.tick(t.now + 100);
+        assert_eq!(t.m.len(), 0, "tick reclaims an expired lock");
+        t.check_replay();
+    }
+
+    #[test]
+    fn waiters_are_served_first_come_first_served() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]");
+        assert_eq!(t.wait("LOCK l b LEASE 100 WAIT 1000", 1), "parked");
+        assert_eq!(t.wait("LOCK l c LEASE 100 WAIT 1000", 2), "parked");
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held a 1 100 2]");
+        assert_eq!(t.cmd("UNLOCK l a"), "1");
+        assert_eq!(t.woken(), ["1=[acquired 2]"]);
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held b 2 100 1]");
+        // b's lease runs out: c acquires in tick.
+        t.tick(t.now + 100);
+        assert_eq!(t.woken(), ["2=[acquired 3]"]);
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held c 3 100 0]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn a_wait_that_passes_replies_busy() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("LOCK l a LEASE 1000"), "[acquired 1]");
+        assert_eq!(t.wait("LOCK l b LEASE 100 WAIT 300", 1), "parked");
+        assert_eq!(t.m.next_deadline_ms(), Some(t.now + 300));
+        t.tick(t.now + 300);
+        assert_eq!(t.woken(), ["1=[busy a 700]"]);
+        assert_eq!(t.cmd("LOCK.INFO l"), "[held a 1 700 0]");
+    }
+
+    #[test]
+    fn lazy_handover_before_a_command_when_tick_did_not_run() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]");
+        assert_eq!(t.wait("LOCK l b LEASE 100 WAIT 1000", 1), "parked");
+        t.now += 120;
+        assert_eq!(t.cmd("LOCK l c LEASE 100"), "[busy b 100]");
+        assert_eq!(t.woken(), ["1=[acquired 2]"]);
+        t.check_replay();
+    }
+
+    #[test]
+    fn waiter_limit_gives_busy() {
+        let mut t = T::with_limits(Limits { waiters_per_key_max: 0, ..Limits::default() });
+        assert_eq!(t.cmd("LOCK l a LEASE 100"), "[acquired 1]");
+        assert_eq!(t.wait("LOCK l b LEASE 100 WAIT 1000", 1), "!BUSY");
+        assert_eq!(t.wait("LOCK l a LEASE 100 WAIT 1000", 2), "[acquired 1]", "the holder never waits");
+    }
+}

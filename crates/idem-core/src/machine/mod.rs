@@ -373,3 +373,71 @@ fn word_int(word: &'static str, v: i64) -> Reply {
 fn left_ms(now_ms: u64, until_ms: u64) -> Reply {
     Reply::uint(until_ms.saturating_sub(now_ms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::{render, TestEnv, T};
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn claim_all_spans_shards_all_or_nothing() {
+        let (mut m0, mut m1) = (Machine::new(Limits::default()), Machine::new(Limits::default()));
+        let shard_of = |k: &[u8]| usize::from(k[0] % 2);
+        let mut fx = Effects::default();
+        let keys = [b("a"), b("b"), b("c")];
+        let r = claim_all(0, &b("x"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut fx);
+        assert_eq!(render(&r), "[claimed]");
+        assert_eq!(fx.changes.len(), 3);
+        assert_eq!((m0.len(), m1.len()), (1, 2), "each key lives in its shard");
+        fx.clear();
+        let keys = [b("d"), b("b"), b("c")];
+        let r = claim_all(0, &b("y"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut fx);
+        assert_eq!(render(&r), "[held b x c x]");
+        assert!(fx.changes.is_empty());
+        assert_eq!((m0.len(), m1.len()), (1, 2), "nothing changed");
+    }
+
+    #[test]
+    fn tick_is_ordered_and_next_deadline_covers_everything() {
+        let mut t = T::new();
+        assert_eq!(t.m.next_deadline_ms(), None);
+        t.cmd("TOKEN.NEW s TTL 300");
+        t.cmd("CLAIM c o TTL 200");
+        t.cmd("LOCK l o LEASE 100");
+        t.cmd("COUNTER.ADD n 1 OP x KEEP 400");
+        t.cmd("IDEM.BEGIN i LEASE 10000");
+        t.cmd("IDEM.COMMIT i 2 r KEEP 500");
+        t.cmd("VALUE.SET v x");
+        t.cmd("FSM.MOVE f a FROM none");
+        t.cmd("SLOTS.RESERVE s 0 0 h");
+        assert_eq!(t.m.len(), 9);
+        let start = t.now;
+        assert_eq!(t.m.next_deadline_ms(), Some(start + 100));
+        for (step, left) in [(100, 8), (200, 7), (300, 6), (400, 5), (500, 4)] {
+            t.tick(start + step);
+            assert_eq!(t.m.len(), left, "at +{step}");
+        }
+        assert_eq!(t.m.next_deadline_ms(), None);
+        assert!(t.log.len() >= 9);
+        t.check_replay();
+    }
+
+    #[test]
+    fn reads_log_nothing_and_waits_need_a_waiter() {
+        let mut t = T::new();
+        for c in ["IDEM.GET k", "OWNER k", "LOCK.INFO k", "COUNTER.GET k", "VALUE.GET k", "FSM.GET k", "SLOTS.GET k"] {
+            t.cmd(c);
+            assert!(t.last.is_empty(), "{c}");
+        }
+        assert!(t.m.is_empty());
+        let mut env = TestEnv::default();
+        let mut fx = Effects::default();
+        let cmd = Command::parse(&[b("IDEM.BEGIN"), b("k")], &Limits::default()).expect("parses");
+        let mut m = Machine::new(Limits::default());
+        assert!(matches!(m.apply(0, &cmd, Some(WaiterId(1)), &mut env, &mut fx), Applied::Done(Ok(_))));
+    }
+}

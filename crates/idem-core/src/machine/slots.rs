@@ -242,3 +242,55 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn reserve_release_get() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("SLOTS.GET r"), "[]");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 1 2 a SIZE 4"), "[reserved]");
+        assert_eq!(t.cmd("SLOTS.GET r"), "[nil a a nil]");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 1 2 a"), "[reserved]", "re-reserving one's own slots");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("SLOTS.RESERVE r 0 3 b"), "[conflict 1 a 2 a]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("SLOTS.RESERVE r 3 3 b"), "[reserved]");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 0 2 a"), "[reserved]");
+        assert_eq!(t.cmd("SLOTS.GET r"), "[a a a b]");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 0 0 a SIZE 5"), "!ERR");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 4 4 a"), "!ERR");
+        assert_eq!(t.cmd("SLOTS.RELEASE r 0 3 b"), "1");
+        assert_eq!(t.cmd("SLOTS.RELEASE r 2 3 a"), "1");
+        assert_eq!(t.cmd("SLOTS.RELEASE r 2 3 a"), "0");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("SLOTS.GET r"), "[a a nil nil]");
+        t.check_replay();
+        assert_eq!(t.cmd("SLOTS.RELEASE r 0 100 a"), "2");
+        assert_eq!(t.m.len(), 0, "a resource with no held slot is forgotten");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 40 47 a"), "[reserved]", "default size 48");
+        assert_eq!(t.cmd("SLOTS.RESERVE r 48 48 a"), "!ERR");
+        t.check_replay();
+    }
+
+    #[test]
+    fn holder_table_stays_small() {
+        let mut t = T::new();
+        for i in 0..10 {
+            assert_eq!(t.cmd(&format!("SLOTS.RESERVE r {i} {i} h{i}")), "[reserved]");
+        }
+        for i in 0..9 {
+            assert_eq!(t.cmd(&format!("SLOTS.RELEASE r {i} {i} h{i}")), "1");
+        }
+        let r = t.m.slots.get(b"r".as_ref()).expect("resource");
+        assert_eq!(r.holders.len(), 1);
+        assert_eq!(t.cmd("SLOTS.RESERVE r 0 0 h0"), "[reserved]");
+        let mut want = vec!["nil"; 48];
+        want[0] = "h0";
+        want[9] = "h9";
+        assert_eq!(t.cmd("SLOTS.GET r"), format!("[{}]", want.join(" ")));
+        t.check_replay();
+    }
+}

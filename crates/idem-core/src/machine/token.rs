@@ -90,3 +90,36 @@ mod tests {
         assert_eq!(&h[..4], b"abab");
     }
 }
+
+#[cfg(test)]
+mod machine_tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn a_token_is_used_once() {
+        let mut t = T::new();
+        let tok = t.cmd("TOKEN.NEW s TTL 100");
+        assert_eq!(tok, "01".repeat(16));
+        assert_eq!(t.cmd(&format!("TOKEN.USE other {tok}")), "0", "tokens belong to their scope");
+        t.check_replay();
+        assert_eq!(t.cmd(&format!("TOKEN.USE s {tok}")), "1");
+        assert_eq!(t.cmd(&format!("TOKEN.USE s {tok}")), "0");
+        assert_eq!(t.cmd("TOKEN.USE s nope"), "0");
+        assert_eq!(t.m.len(), 0);
+        t.check_replay();
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let mut t = T::new();
+        let a = t.cmd("TOKEN.NEW s TTL 100");
+        let b = t.cmd("TOKEN.NEW s TTL 200");
+        t.now += 100;
+        t.check_replay();
+        assert_eq!(t.cmd(&format!("TOKEN.USE s {a}")), "0");
+        assert!(t.last.is_empty());
+        t.tick(t.now + 100);
+        assert_eq!(t.m.len(), 0);
+        assert_eq!(t.cmd(&format!("TOKEN.USE s {b}")), "0");
+    }
+}

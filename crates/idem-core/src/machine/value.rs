@@ -57,3 +57,22 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::T;
+
+    #[test]
+    fn versions_guard_writes() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("VALUE.GET v"), "nil");
+        assert_eq!(t.cmd("VALUE.SET v a IFVERSION 1"), "[conflict 0]");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("VALUE.SET v a IFVERSION 0"), "[ok 1]");
+        assert_eq!(t.cmd("VALUE.SET v b IFVERSION 0"), "[conflict 1]");
+        assert_eq!(t.cmd("VALUE.SET v b"), "[ok 2]");
+        assert_eq!(t.cmd("VALUE.SET v c IFVERSION 2"), "[ok 3]");
+        assert_eq!(t.cmd("VALUE.GET v"), "[c 3]");
+        t.check_replay();
+    }
+}
