@@ -117,8 +117,9 @@ struct EmbeddedIdem {
 impl EmbeddedIdem {
     async fn start(run_id: &str) -> anyhow::Result<EmbeddedIdem> {
         let dir = std::env::temp_dir().join(format!("idem-scenario-{run_id}"));
-        let store = idem_store::Store::open(idem_store::StoreConfig { data_dir: Some(dir.clone()), ..Default::default() })
-            .with_context(|| format!("opening the embedded idem store in {}", dir.display()))?;
+        let store =
+            idem_store::Store::open(idem_store::StoreConfig { data_dir: Some(dir.clone()), ..Default::default() })
+                .with_context(|| format!("opening the embedded idem store in {}", dir.display()))?;
         let config = idem_server::ServerConfig {
             bind: "127.0.0.1:0".parse().expect("valid address"),
             // Scenario clients are gone by the time the server stops.

@@ -33,11 +33,7 @@ pub(crate) async fn migrate(url: &str) -> anyhow::Result<()> {
     bail!("idem_backends::mysql::tx is not available yet")
 }
 
-pub(crate) async fn claim(
-    tx: &mut mysql_async::Transaction<'_>,
-    key: &str,
-    owner: &str,
-) -> anyhow::Result<Claim> {
+pub(crate) async fn claim(tx: &mut mysql_async::Transaction<'_>, key: &str, owner: &str) -> anyhow::Result<Claim> {
     let _ = (tx, key, owner);
     bail!("idem_backends::mysql::tx is not available yet")
 }

@@ -30,8 +30,8 @@ use std::str::FromStr;
 
 mod broker;
 mod harness;
-mod intx;
 pub mod idem_client;
+mod intx;
 mod report;
 pub mod s1;
 pub mod s2;

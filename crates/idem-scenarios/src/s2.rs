@@ -62,7 +62,8 @@ const RECREATE_DUPLICATES: usize = 4;
 /// Bound on one variant's consumption.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-const UNLOCK_LUA: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+const UNLOCK_LUA: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -358,7 +359,10 @@ async fn claim_and_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::R
         Claim::Claimed => {
             tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
             tx.exec_drop(
-                format!("INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES (?, ?, ?, ?, ?)", shared.table),
+                format!(
+                    "INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES (?, ?, ?, ?, ?)",
+                    shared.table
+                ),
                 (brand, &p.name, &p.model, &hash, &owner),
             )
             .await?;
@@ -415,7 +419,8 @@ async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
         let mut good = true;
         for _ in 0..RECREATE_CYCLES {
             good &= logical_delete(shared, brand, p).await?;
-            let copies = futures::future::join_all((0..RECREATE_DUPLICATES).map(|_| copy_product(shared, brand, p))).await;
+            let copies =
+                futures::future::join_all((0..RECREATE_DUPLICATES).map(|_| copy_product(shared, brand, p))).await;
             let created = copies.iter().filter(|c| matches!(c, Ok(Copied::Created(_)))).count();
             let existing = copies.iter().filter(|c| matches!(c, Ok(Copied::Existing(id)) if *id != 0)).count();
             good &= created == 1 && existing == RECREATE_DUPLICATES - 1;

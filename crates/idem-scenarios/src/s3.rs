@@ -56,7 +56,8 @@ const PAIRS_IN_FLIGHT: usize = 8;
 /// Transactions retried after a deadlock, at most.
 const TX_RETRIES_MAX: usize = 5;
 
-const UNLOCK_LUA: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+const UNLOCK_LUA: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -249,9 +250,8 @@ impl Svc {
         let mut conn = self.pool.get_conn().await?;
         let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
         // The method's first read fixes the REPEATABLE READ snapshot.
-        let _owned: Option<i64> = tx
-            .exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,))
-            .await?;
+        let _owned: Option<i64> =
+            tx.exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,)).await?;
         let lock_key = format!("{}lock:prize:{user}:{prize}", self.key_prefix);
         let token = format!("{:032x}", rand::random::<u128>());
         if !self.try_lock(&lock_key, &token).await? {
@@ -299,9 +299,8 @@ impl Svc {
     async fn send_prize_idem(&self, user: u64, prize: u32, long_grant: bool) -> anyhow::Result<Outcome> {
         let mut conn = self.pool.get_conn().await?;
         let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
-        let _owned: Option<i64> = tx
-            .exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,))
-            .await?;
+        let _owned: Option<i64> =
+            tx.exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,)).await?;
         let key = format!("{}prize:{user}:{prize}", self.key_prefix);
         let fp = fingerprint(format!("{user}|{prize}|1").as_bytes());
         match intx::idem_begin(&mut tx, &key, &fp, IDEM_LEASE_MS).await? {
@@ -329,11 +328,8 @@ impl Svc {
 
     /// The grant: the record row and the user's prize row. Returns the record id.
     async fn grant_rows(&self, tx: &mut mysql_async::Transaction<'_>, user: u64, prize: u32) -> anyhow::Result<u64> {
-        tx.exec_drop(
-            format!("INSERT INTO {} (user_id, prize_type, num) VALUES (?, ?, 1)", self.record),
-            (user, prize),
-        )
-        .await?;
+        tx.exec_drop(format!("INSERT INTO {} (user_id, prize_type, num) VALUES (?, ?, 1)", self.record), (user, prize))
+            .await?;
         let id = tx.last_insert_id().unwrap_or(0);
         tx.exec_drop(
             format!("INSERT INTO {} (user_id, prize_type, num) VALUES (?, ?, 1)", self.user_prize),
@@ -369,7 +365,8 @@ impl Svc {
     /// Owner-checked unlock; a lock whose lease ran out is not ours any more.
     async fn unlock(&self, key: &str, token: &str) {
         let mut redis = self.redis.clone();
-        let r: redis::RedisResult<i64> = redis::Script::new(UNLOCK_LUA).key(key).arg(token).invoke_async(&mut redis).await;
+        let r: redis::RedisResult<i64> =
+            redis::Script::new(UNLOCK_LUA).key(key).arg(token).invoke_async(&mut redis).await;
         if let Err(e) = r {
             tracing::warn!("unlock {key}: {e}");
         }
