@@ -253,18 +253,26 @@ impl VFile for SimFile {
             if s.fail_write_at == Some(s.writes) {
                 return Err(io::Error::from_raw_os_error(libc::EIO));
             }
-            let end = offset as usize + buf.len();
+            let mut end = offset as usize + buf.len();
             let grow = end.saturating_sub(s.inodes[&ino].data.len()) as u64;
+            let mut full = false;
             if let Some(max) = s.space_bytes_max {
-                if s.used_bytes() + grow > max {
-                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                let used = s.used_bytes();
+                if used + grow > max {
+                    // Like a real file system, write what fits, then fail.
+                    full = true;
+                    end -= (used + grow - max).min(buf.len() as u64) as usize;
                 }
             }
             let data = &mut s.inodes.get_mut(&ino).expect("inode").data;
             if data.len() < end {
                 data.resize(end, 0);
             }
-            data[offset as usize..end].copy_from_slice(buf);
+            let n = end.saturating_sub(offset as usize);
+            data[offset as usize..end.max(offset as usize)].copy_from_slice(&buf[..n]);
+            if full {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
             Ok(())
         })
     }
