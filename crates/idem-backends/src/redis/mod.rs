@@ -1,33 +1,624 @@
-//! Placeholder: being written.
+//! The Redis and Redis Cluster backend (see `docs/backends-redis.md`).
+//!
+//! Each command runs as one Lua script (EVALSHA, loaded on first use), so it
+//! is atomic on the Redis server; time is the server's (`TIME` inside the
+//! script), never the client's. Every Redis key a command touches shares one
+//! hash tag derived from the idem key ([`keys`]), so on Redis Cluster each
+//! script runs on one slot. CLAIM.ALL touches several idem keys: on a cluster
+//! they must share a hash tag (`{user:1}:email`, `{user:1}:phone`), otherwise
+//! the command is refused with `ERR`.
+//!
+//! WAIT (IDEM.BEGIN and LOCK) is a poll: the caller enqueues itself in a
+//! per-key FIFO queue in Redis and polls with capped backoff
+//! ([`POLL_BACKOFF_MAX`]); a parked caller holds no connection (the
+//! connection is multiplexed) and no thread, only a timer.
 
-use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command};
+mod keys;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use idem_core::command::SLOTS_SIZE_DEFAULT;
+use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, ErrorCode, Limits, Reply};
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{Script, Value};
 
 use crate::BackendError;
+use keys::rkey;
+
+/// The first pause between two polls of a parked WAIT.
+pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
+/// The longest pause between two polls of a parked WAIT: the worst added
+/// latency between a key being freed and a parked caller noticing.
+pub const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// The scripts, one per primitive family, each prefixed with the shared prelude.
+struct Scripts {
+    idem: Script,
+    lock: Script,
+    claim: Script,
+    counter: Script,
+    value: Script,
+    fsm: Script,
+    slots: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            idem: s(include_str!("lua/idem.lua")),
+            lock: s(include_str!("lua/lock.lua")),
+            claim: s(include_str!("lua/claim.lua")),
+            counter: s(include_str!("lua/counter.lua")),
+            value: s(include_str!("lua/value.lua")),
+            fsm: s(include_str!("lua/fsm.lua")),
+            slots: s(include_str!("lua/slots.lua")),
+        }
+    }
+}
+
+/// A connection handle; both kinds multiplex many requests over few sockets.
+enum Conn {
+    Single(Single),
+    Cluster(ClusterConnection),
+}
+
+/// One multiplexed connection to a single Redis, replaced by a fresh one
+/// after it breaks. (The workspace builds `redis` without its
+/// `connection-manager` feature; this is the part of it idem needs.) A
+/// request that fails on a broken connection is not retried, because a
+/// script may have run before the connection broke: the caller gets `BUSY`
+/// and retries, which every idem command tolerates.
+struct Single {
+    client: redis::Client,
+    conn: tokio::sync::RwLock<MultiplexedConnection>,
+}
+
+impl Single {
+    async fn get(&self) -> MultiplexedConnection {
+        self.conn.read().await.clone()
+    }
+
+    async fn check(&self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+            if let Ok(fresh) = self.client.get_multiplexed_async_connection().await {
+                *self.conn.write().await = fresh;
+            }
+        }
+    }
+}
+
+impl Conn {
+    async fn script(&self, script: &Script, keys: &[Vec<u8>], args: &[Vec<u8>]) -> redis::RedisResult<Value> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        match self {
+            Conn::Single(s) => {
+                let r = inv.invoke_async(&mut s.get().await).await;
+                if let Err(e) = &r {
+                    s.check(e).await;
+                }
+                r
+            }
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+
+    async fn cmd(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(s) => {
+                let r = cmd.query_async(&mut s.get().await).await;
+                if let Err(e) = &r {
+                    s.check(e).await;
+                }
+                r
+            }
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
 
 /// The Redis / Redis Cluster backend.
-pub struct RedisBackend {}
+pub struct RedisBackend {
+    conn: Conn,
+    cluster: bool,
+    scripts: Scripts,
+    limits: Limits,
+}
+
+fn engine_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Engine { engine: "redis", message: e.to_string() }
+}
 
 impl RedisBackend {
-    /// Connects to a single Redis at `redis://…`.
+    /// Connects to a single Redis at `redis://…` (one multiplexed
+    /// connection, replaced after it breaks).
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let _ = url;
-        Err(BackendError::Engine { engine: "redis", message: "not implemented yet".into() })
+        let client = redis::Client::open(url).map_err(engine_error)?;
+        let conn = client.get_multiplexed_async_connection().await.map_err(engine_error)?;
+        let backend = RedisBackend {
+            conn: Conn::Single(Single { client, conn: tokio::sync::RwLock::new(conn) }),
+            cluster: false,
+            scripts: Scripts::new(),
+            limits: Limits::default(),
+        };
+        backend.check_version().await?;
+        Ok(backend)
     }
-    /// Connects to a Redis Cluster at `redis-cluster://host:port,host:port,…`.
+
+    /// Connects to a Redis Cluster at `redis-cluster://host:port,host:port,…`
+    /// (any reachable subset of the nodes; the rest are discovered).
     pub async fn connect_cluster(url: &str) -> Result<Self, BackendError> {
-        let _ = url;
-        Err(BackendError::Engine { engine: "redis", message: "not implemented yet".into() })
+        let rest = url
+            .strip_prefix("redis-cluster://")
+            .ok_or_else(|| engine_error(format!("'{url}' is not a redis-cluster:// URL")))?;
+        let nodes: Vec<String> =
+            rest.split(',').map(str::trim).filter(|n| !n.is_empty()).map(|n| format!("redis://{n}")).collect();
+        if nodes.is_empty() {
+            return Err(engine_error(format!("'{url}' names no node")));
+        }
+        let client = redis::cluster::ClusterClient::new(nodes).map_err(engine_error)?;
+        let conn = client.get_async_connection().await.map_err(engine_error)?;
+        let backend = RedisBackend {
+            conn: Conn::Cluster(conn),
+            cluster: true,
+            scripts: Scripts::new(),
+            limits: Limits::default(),
+        };
+        backend.check_version().await?;
+        Ok(backend)
+    }
+
+    /// Uses `limits` (only `waiters_per_key_max` matters here; the parser
+    /// enforces the rest) instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The scripts call TIME before writing, which needs effects replication:
+    /// the default from Redis 5 on and the only mode of Redis 7. Refuse older servers.
+    async fn check_version(&self) -> Result<(), BackendError> {
+        let v = self.conn.cmd(redis::cmd("INFO").arg("server")).await.map_err(engine_error)?;
+        let text = match v {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            Value::SimpleString(s) => s,
+            // A cluster answers with one reply per node; any node is representative.
+            Value::Map(m) => m.into_iter().next().map(|(_, v)| format!("{v:?}")).unwrap_or_default(),
+            other => format!("{other:?}"),
+        };
+        let major = text
+            .split("redis_version:")
+            .nth(1)
+            .and_then(|s| s.split('.').next())
+            .and_then(|s| s.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
+        match major {
+            Some(m) if m < 5 => Err(engine_error(format!("Redis {m}.x is too old: idem needs Redis 5 or newer"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn run(&self, cmd: Command) -> CmdResult {
+        match cmd {
+            Command::IdemBegin { key, fingerprint, lease_ms, wait_ms } => {
+                self.idem_begin(&key, fingerprint.as_ref(), lease_ms, wait_ms).await
+            }
+            Command::IdemCommit { key, fence, result, keep_ms } => {
+                let args = vec![b"commit".to_vec(), num(fence), result.to_vec(), num(keep_ms)];
+                let v = self.idem_script(&key, args).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::IdemAbort { key, fence } => {
+                let v = self.idem_script(&key, vec![b"abort".to_vec(), num(fence)]).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::IdemGet { key } => {
+                to_reply(self.idem_script(&key, vec![b"get".to_vec()]).await?, &[("running", &[1, 2])])
+            }
+            Command::IdemDel { key } => to_reply(self.idem_script(&key, vec![b"del".to_vec()]).await?, NO_INTS),
+            Command::Claim { key, owner, ttl_ms } => {
+                let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(num).unwrap_or_default()];
+                let v = self.script(&self.scripts.claim, vec![rkey("claim", &key, None)], args).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::ClaimAll { owner, keys } => self.claim_all(&owner, &keys).await,
+            Command::Release { key, owner } => {
+                let args = vec![b"release".to_vec(), owner.to_vec()];
+                let v = self.script(&self.scripts.claim, vec![rkey("claim", &key, None)], args).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::Owner { key } => {
+                let v = self.cmd(redis::cmd("GET").arg(rkey("claim", &key, None))).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::Lock { name, owner, lease_ms, wait_ms } => self.lock(&name, &owner, lease_ms, wait_ms).await,
+            Command::Renew { name, owner, lease_ms } => {
+                let v = self.lock_script(&name, vec![b"renew".to_vec(), owner.to_vec(), num(lease_ms)]).await?;
+                to_reply(v, &[("renewed", &[1])])
+            }
+            Command::Unlock { name, owner } => {
+                to_reply(self.lock_script(&name, vec![b"unlock".to_vec(), owner.to_vec()]).await?, NO_INTS)
+            }
+            Command::LockInfo { name } => {
+                to_reply(self.lock_script(&name, vec![b"info".to_vec()]).await?, &[("held", &[2, 3, 4])])
+            }
+            Command::TokenNew { scope, ttl_ms } => {
+                let token = new_token();
+                let k = rkey("token", &scope, Some(token.as_bytes()));
+                let set = redis::cmd("SET").arg(k).arg("1").arg("PX").arg(ttl_ms).arg("NX").clone();
+                match self.cmd(&set).await? {
+                    Value::Okay | Value::SimpleString(_) => Ok(Reply::Bulk(Bytes::from(token))),
+                    // 128 random bits do not collide; a nil here means the RNG is broken.
+                    other => Err(CmdError::busy(format!("redis: token not stored ({other:?})"))),
+                }
+            }
+            Command::TokenUse { scope, token } => {
+                let v = self.cmd(redis::cmd("DEL").arg(rkey("token", &scope, Some(&token)))).await?;
+                to_reply(v, NO_INTS)
+            }
+            Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
+                let keys = vec![rkey("counter", &key, None), rkey("counter-op", &key, op.as_deref())];
+                let opt = |v: Option<i64>| v.map(|v| v.to_string().into_bytes()).unwrap_or_default();
+                let args = vec![delta.to_string().into_bytes(), opt(min), opt(max), flag(op.is_some()), num(keep_ms)];
+                let v = self.script(&self.scripts.counter, keys, args).await?;
+                to_reply(v, &[("ok", &[1]), ("refused", &[1]), ("replayed", &[1])])
+            }
+            Command::CounterGet { key } => {
+                let v = self.cmd(redis::cmd("GET").arg(rkey("counter", &key, None))).await?;
+                match v {
+                    Value::Nil => Ok(Reply::Int(0)),
+                    Value::BulkString(b) => Ok(Reply::Int(parse_i64(&b)?)),
+                    other => Err(unexpected(&other)),
+                }
+            }
+            Command::ValueGet { key } => {
+                let v = self.cmd(redis::cmd("HMGET").arg(rkey("value", &key, None)).arg("v").arg("ver")).await?;
+                match v {
+                    Value::Array(items) => match items.as_slice() {
+                        [Value::Nil, _] | [_, Value::Nil] => Ok(Reply::Nil),
+                        [Value::BulkString(v), Value::BulkString(ver)] => {
+                            Ok(Reply::Array(vec![Reply::Bulk(Bytes::copy_from_slice(v)), Reply::Int(parse_i64(ver)?)]))
+                        }
+                        _ => Err(unexpected(&Value::Array(items))),
+                    },
+                    other => Err(unexpected(&other)),
+                }
+            }
+            Command::ValueSet { key, value, if_version } => {
+                let args = vec![value.to_vec(), if_version.map(num).unwrap_or_default()];
+                let v = self.script(&self.scripts.value, vec![rkey("value", &key, None)], args).await?;
+                to_reply(v, &[("ok", &[1]), ("conflict", &[1])])
+            }
+            Command::FsmMove { key, to, from } => {
+                let mut args = vec![to.to_vec()];
+                args.extend(from.iter().map(|s| s.to_vec()));
+                to_reply(self.script(&self.scripts.fsm, vec![rkey("fsm", &key, None)], args).await?, NO_INTS)
+            }
+            Command::FsmGet { key } => {
+                to_reply(self.cmd(redis::cmd("GET").arg(rkey("fsm", &key, None))).await?, NO_INTS)
+            }
+            Command::SlotsReserve { resource, first, last, holder, size } => {
+                let args = vec![
+                    b"reserve".to_vec(),
+                    num(first),
+                    num(last),
+                    holder.to_vec(),
+                    size.map(num).unwrap_or_default(),
+                    num(SLOTS_SIZE_DEFAULT),
+                ];
+                let v = self.script(&self.scripts.slots, vec![rkey("slots", &resource, None)], args).await?;
+                to_reply(v, NO_INTS).map(slot_ints)
+            }
+            Command::SlotsRelease { resource, first, last, holder } => {
+                let args = vec![b"release".to_vec(), num(first), num(last), holder.to_vec()];
+                to_reply(self.script(&self.scripts.slots, vec![rkey("slots", &resource, None)], args).await?, NO_INTS)
+            }
+            Command::SlotsGet { resource } => {
+                let v = self
+                    .script(&self.scripts.slots, vec![rkey("slots", &resource, None)], vec![b"get".to_vec()])
+                    .await?;
+                match v {
+                    Value::Array(items) => Ok(Reply::Array(items.into_iter().map(plain).collect::<Result<_, _>>()?)),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        }
+    }
+
+    async fn script(&self, script: &Script, keys: Vec<Vec<u8>>, args: Vec<Vec<u8>>) -> Result<Value, CmdError> {
+        self.conn.script(script, &keys, &args).await.map_err(redis_error)
+    }
+
+    async fn cmd(&self, cmd: &redis::Cmd) -> Result<Value, CmdError> {
+        self.conn.cmd(cmd).await.map_err(redis_error)
+    }
+
+    fn idem_keys(key: &[u8]) -> Vec<Vec<u8>> {
+        vec![
+            rkey("idem", key, None),
+            rkey("idem-fence", key, None),
+            rkey("idem-q", key, None),
+            rkey("idem-w", key, None),
+        ]
+    }
+
+    async fn idem_script(&self, key: &[u8], args: Vec<Vec<u8>>) -> Result<Value, CmdError> {
+        self.script(&self.scripts.idem, Self::idem_keys(key), args).await
+    }
+
+    async fn lock_script(&self, name: &[u8], args: Vec<Vec<u8>>) -> Result<Value, CmdError> {
+        let keys = vec![
+            rkey("lock", name, None),
+            rkey("lock-fence", name, None),
+            rkey("lock-q", name, None),
+            rkey("lock-w", name, None),
+        ];
+        self.script(&self.scripts.lock, keys, args).await
+    }
+
+    async fn idem_begin(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64, wait_ms: u64) -> CmdResult {
+        let fixed = (flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms));
+        let waiter = (wait_ms > 0).then(new_waiter_id);
+        let max = num(self.limits.waiters_per_key_max as u64);
+        self.park(wait_ms, |mode, left_ms| {
+            let args = vec![
+                b"begin".to_vec(),
+                fixed.0.clone(),
+                fixed.1.clone(),
+                fixed.2.clone(),
+                flag(waiter.is_some()),
+                waiter.clone().unwrap_or_default().into_bytes(),
+                mode.as_bytes().to_vec(),
+                num(left_ms),
+                max.clone(),
+            ];
+            async move { self.idem_script(key, args).await }
+        })
+        .await
+        .and_then(|v| to_reply(v, &[("started", &[1, 2]), ("running", &[1, 2])]))
+    }
+
+    async fn lock(&self, name: &[u8], owner: &[u8], lease_ms: u64, wait_ms: u64) -> CmdResult {
+        let waiter = (wait_ms > 0).then(new_waiter_id);
+        let max = num(self.limits.waiters_per_key_max as u64);
+        self.park(wait_ms, |mode, left_ms| {
+            let args = vec![
+                b"lock".to_vec(),
+                owner.to_vec(),
+                num(lease_ms),
+                flag(waiter.is_some()),
+                waiter.clone().unwrap_or_default().into_bytes(),
+                mode.as_bytes().to_vec(),
+                num(left_ms),
+                max.clone(),
+            ];
+            async move { self.lock_script(name, args).await }
+        })
+        .await
+        .and_then(|v| to_reply(v, &[("acquired", &[1]), ("busy", &[2])]))
+    }
+
+    /// Runs `call(mode, wait_left_ms)` until it answers something other than
+    /// `wait`: first with mode `first`, then `poll` with capped exponential
+    /// backoff, and a last `leave` once the WAIT has passed (the script then
+    /// dequeues the caller and answers `running`/`busy`, or hands it a grant
+    /// made meanwhile). Between polls the caller holds only a timer.
+    async fn park<F, Fut>(&self, wait_ms: u64, call: F) -> Result<Value, CmdError>
+    where
+        F: Fn(&'static str, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<Value, CmdError>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        let mut backoff = POLL_BACKOFF_MIN;
+        let mut mode = "first";
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let left_ms = left.as_millis() as u64;
+            if mode != "first" && left_ms == 0 {
+                mode = "leave";
+            }
+            let v = call(mode, left_ms.max(1)).await?;
+            if mode == "leave" || !is_word(&v, b"wait") {
+                return Ok(v);
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(POLL_BACKOFF_MAX);
+            mode = "poll";
+        }
+    }
+
+    async fn claim_all(&self, owner: &Bytes, keys: &[Bytes]) -> CmdResult {
+        let rkeys: Vec<Vec<u8>> = keys.iter().map(|k| rkey("claim", k, None)).collect();
+        if self.cluster {
+            let slot = keys::cluster_slot(&rkeys[0]);
+            if rkeys.iter().any(|k| keys::cluster_slot(k) != slot) {
+                return Err(CmdError::syntax(
+                    "CLAIM.ALL on Redis Cluster needs every key in one hash slot: give the keys a common hash tag, \
+                     e.g. {user:1}:email and {user:1}:phone",
+                ));
+            }
+        }
+        let mut args = vec![b"all".to_vec(), owner.to_vec()];
+        args.extend(keys.iter().map(|k| k.to_vec()));
+        to_reply(self.script(&self.scripts.claim, rkeys, args).await?, NO_INTS)
+    }
+}
+
+/// `conflict` lists `slot, holder` pairs: turn every odd position into an integer.
+fn slot_ints(r: Reply) -> Reply {
+    match r {
+        Reply::Array(v) if v.first() == Some(&Reply::Word("conflict")) => Reply::Array(
+            v.into_iter()
+                .enumerate()
+                .map(|(i, x)| match (i % 2, x) {
+                    (1, Reply::Bulk(b)) => std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .map(Reply::Int)
+                        .unwrap_or(Reply::Bulk(b)),
+                    (_, x) => x,
+                })
+                .collect(),
+        ),
+        other => other,
     }
 }
 
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
-        "redis"
+        if self.cluster {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
     }
+
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(async move { cmds.iter().map(|_| Err(CmdError::busy("not implemented"))).collect() })
+        Box::pin(async move {
+            // In order, one at a time: each command must see the effects of
+            // the ones before it, and a parked WAIT delays the rest.
+            let mut out = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                out.push(self.run(cmd).await);
+            }
+            out
+        })
     }
+
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
-        Box::pin(async { Ok(0) })
+        Box::pin(async move {
+            // Approximate: every key of the Redis database (on a cluster, the
+            // sum over the masters), including idem's fence counters and
+            // waiter queues and any key that is not idem's.
+            match self.cmd(&redis::cmd("DBSIZE")).await? {
+                Value::Int(n) => Ok(n.max(0) as u64),
+                other => Err(unexpected(&other)),
+            }
+        })
+    }
+
+    fn info(&self) -> Vec<(String, String)> {
+        vec![
+            ("backend".into(), self.name().into()),
+            ("wait_poll_backoff_max_ms".into(), POLL_BACKOFF_MAX.as_millis().to_string()),
+        ]
+    }
+}
+
+fn num(n: impl Into<u64>) -> Vec<u8> {
+    n.into().to_string().into_bytes()
+}
+
+fn flag(b: bool) -> Vec<u8> {
+    if b { b"1" } else { b"0" }.to_vec()
+}
+
+/// A random waiter id (only needs to be unique among one key's waiters).
+fn new_waiter_id() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+/// A one-time token: 128 random bits as 32 lower-case hex digits (URL-safe).
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn is_word(v: &Value, w: &[u8]) -> bool {
+    matches!(v, Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b == w))
+}
+
+fn unexpected(v: &Value) -> CmdError {
+    CmdError::busy(format!("redis: unexpected reply {v:?}"))
+}
+
+fn parse_i64(b: &[u8]) -> Result<i64, CmdError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| CmdError::busy(format!("redis: not an integer: {:?}", String::from_utf8_lossy(b))))
+}
+
+fn redis_error(e: redis::RedisError) -> CmdError {
+    if e.kind() == redis::ErrorKind::CrossSlot {
+        return CmdError::syntax(format!("redis: keys of one command must share a hash tag on Redis Cluster ({e})"));
+    }
+    CmdError::busy(format!("redis: {e}"))
+}
+
+/// The status words scripts answer with, as the `'static` words of [`Reply`].
+const WORDS: &[&str] = &[
+    "started", "running", "done", "ok", "absent", "claimed", "held", "acquired", "busy", "renewed", "lost", "free",
+    "refused", "replayed", "conflict", "moved", "already", "reserved",
+];
+
+/// Which positions of a reply are integers, per status word.
+type Shape<'a> = &'a [(&'a str, &'a [usize])];
+const NO_INTS: Shape = &[];
+
+/// Converts a script's reply: an array whose first element is a status word
+/// (or `!`, code, message for an error) becomes `Reply::Array` with the
+/// positions `ints` lists for its word parsed as integers (scripts answer numbers as decimal
+/// strings, because Lua numbers round past 2^53); integers and nil pass through.
+fn to_reply(v: Value, ints: Shape) -> CmdResult {
+    match v {
+        Value::Array(items) => {
+            let first = match items.first() {
+                Some(Value::BulkString(b)) => b.clone(),
+                _ => return Err(unexpected(&Value::Array(items))),
+            };
+            if first == b"!" {
+                let text = |i: usize| match items.get(i) {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                let code = match text(1).as_str() {
+                    "STALE" => ErrorCode::Stale,
+                    "MISMATCH" => ErrorCode::Mismatch,
+                    "BUSY" => ErrorCode::Busy,
+                    "LIMIT" => ErrorCode::Limit,
+                    _ => ErrorCode::Err,
+                };
+                return Err(CmdError::new(code, text(2)));
+            }
+            let word = WORDS.iter().find(|w| w.as_bytes() == first.as_slice()).ok_or_else(|| {
+                CmdError::busy(format!("redis: unknown status {:?}", String::from_utf8_lossy(&first)))
+            })?;
+            let ints: &[usize] = ints.iter().find(|(w, _)| w == word).map_or(&[], |(_, p)| p);
+            let mut out = vec![Reply::Word(word)];
+            for (i, item) in items.into_iter().enumerate().skip(1) {
+                out.push(match item {
+                    Value::BulkString(b) if ints.contains(&i) => Reply::Int(parse_i64(&b)?),
+                    other => plain(other)?,
+                });
+            }
+            Ok(Reply::Array(out))
+        }
+        other => plain(other),
+    }
+}
+
+/// A non-array reply value.
+fn plain(v: Value) -> CmdResult {
+    match v {
+        Value::Nil => Ok(Reply::Nil),
+        Value::Int(i) => Ok(Reply::Int(i)),
+        Value::BulkString(b) => Ok(Reply::Bulk(Bytes::from(b))),
+        Value::SimpleString(s) => Ok(Reply::Bulk(Bytes::from(s))),
+        Value::Okay => Ok(Reply::Bulk(Bytes::from_static(b"OK"))),
+        other => Err(unexpected(&other)),
     }
 }

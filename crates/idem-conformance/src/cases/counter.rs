@@ -40,7 +40,7 @@ pub async fn counter_bounds(b: &dyn Backend, c: &Ctx) {
     add(b, &["COUNTER.ADD", &k, "-1", "MIN", "0"], "refused", 0).await;
     add(b, &["COUNTER.ADD", &k, "5", "MIN", "7"], "refused", 0).await;
     add(b, &["COUNTER.ADD", &k, "7", "MIN", "7"], "ok", 7).await;
-    add(b, &["COUNTER.ADD", &k, "-100", "MIN", "-100"], "refused", 7).await;
+    add(b, &["COUNTER.ADD", &k, "-108", "MIN", "-100"], "refused", 7).await;
     add(b, &["COUNTER.ADD", &k, "-107", "MIN", "-100"], "ok", -100).await;
     assert_eq!(get(b, &k).await, -100);
 }
