@@ -11,6 +11,8 @@
 //!   failure is reported under the case's name.
 //! - [`run_all`]: runs every case against one backend and returns a
 //!   [`Report`] (for fixtures that are expensive to start, e.g. a cluster).
+//! - [`servers`]: races through two idem servers that share one external
+//!   store ([`servers::run_two_server_races`]).
 //! - [`Ctx`]: a random key prefix per case run, so runs are independent and
 //!   can share one engine with other runs in parallel.
 //!
@@ -28,6 +30,7 @@ pub use idem_core::Backend;
 use idem_core::{BoxFuture, CmdError, CmdResult, Command, ErrorCode, Limits, Reply};
 
 pub mod cases;
+pub mod servers;
 
 /// How long one case may run before it counts as failed (hung WAIT, lost wakeup).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -399,7 +402,7 @@ pub async fn try_case(case: Case, backend: Arc<dyn Backend>) -> Result<(), Strin
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -20,3 +20,12 @@ async fn backend() -> Arc<dyn Backend> {
 }
 
 idem_conformance::conformance_tests!(backend());
+
+/// Two idem servers, each with its own Redis backend on the same Redis,
+/// raced by clients of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sharing_one_redis() {
+    let report = idem_conformance::servers::run_two_server_races(backend().await, backend().await).await;
+    println!("{report}");
+    report.assert_ok();
+}
