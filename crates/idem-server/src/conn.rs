@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use idem_core::{CmdError, Command, ErrorCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -42,6 +42,11 @@ const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 const IDLE_BUFFER_BYTES_MAX: usize = 4 * 1024;
 
 const TRANSPORT: &str = "resp";
+
+/// After a protocol error, how long and how much in-flight input is
+/// discarded before closing (see `protocol_error`).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Serves one accepted connection until it closes, fails or shutdown.
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
@@ -307,9 +312,22 @@ impl Conn {
         tracing::debug!(client = self.session.id, error = %e, "protocol error");
         self.reply(Frame::Error(format!("ERR Protocol error: {e}"))).await?;
         self.flush().await?;
-        // Discarding unread input (e.g. the rest of a huge bulk) here keeps
-        // our memory flat; the close may reset the peer, as Redis's does.
         let _ = self.stream.shutdown().await;
+        // Closing with unread input makes the kernel reset the connection,
+        // and a client still sending (say, a 3 MiB value) would see "reset"
+        // instead of the error. So read and discard what is in flight, into
+        // a fixed buffer, for a bounded time and size, before closing.
+        let mut sink = [0u8; 16 * 1024];
+        let mut left = LINGER_BYTES_MAX;
+        let _ = tokio::time::timeout(LINGER, async {
+            while left > 0 {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
         Ok(())
     }
 

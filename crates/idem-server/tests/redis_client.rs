@@ -1,0 +1,191 @@
+//! The `redis` crate (redis-rs) drives idem through its generic command
+//! call, against the embedded store: reply shapes, error codes, pipelining,
+//! RESP3, AUTH.
+
+mod common;
+
+use common::TestServer;
+use idem_server::ServerConfig;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+
+async fn connect(srv: &TestServer, query: &str) -> MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://{}/{query}", srv.addr)).expect("client");
+    client.get_multiplexed_async_connection().await.expect("connect")
+}
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_round_trip_shapes() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut con = connect(&srv, "").await;
+
+    let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    let v: Value = redis::cmd("IDEM.BEGIN").arg("order:1").arg("LEASE").arg(5000).query_async(&mut con).await.unwrap();
+    let Value::Array(items) = &v else { panic!("{v:?}") };
+    assert_eq!(items[0], bulk("started"), "{v:?}");
+    let Value::Int(fence) = items[1] else { panic!("{v:?}") };
+    assert_eq!(items[2], Value::Int(1), "first attempt");
+
+    // Typed, as an application would read it.
+    let (word, f2, left): (String, u64, i64) =
+        redis::cmd("IDEM.BEGIN").arg("order:1").query_async(&mut con).await.unwrap();
+    assert_eq!((word.as_str(), f2), ("running", fence as u64));
+    assert!(left > 0);
+
+    let ok: Vec<String> =
+        redis::cmd("IDEM.COMMIT").arg("order:1").arg(fence).arg("receipt-7").query_async(&mut con).await.unwrap();
+    assert_eq!(ok, vec!["ok"]);
+    let done: (String, String) = redis::cmd("IDEM.BEGIN").arg("order:1").query_async(&mut con).await.unwrap();
+    assert_eq!(done, ("done".into(), "receipt-7".into()));
+    let got: Value = redis::cmd("IDEM.GET").arg("order:1").query_async(&mut con).await.unwrap();
+    assert_eq!(got, Value::Array(vec![bulk("done"), bulk("receipt-7")]));
+    let absent: Value = redis::cmd("IDEM.GET").arg("nope").query_async(&mut con).await.unwrap();
+    assert_eq!(absent, Value::Array(vec![bulk("absent")]));
+    let deleted: i64 = redis::cmd("IDEM.DEL").arg("order:1").query_async(&mut con).await.unwrap();
+    assert_eq!(deleted, 1);
+
+    let owner: Value = redis::cmd("OWNER").arg("email:a@b").query_async(&mut con).await.unwrap();
+    assert_eq!(owner, Value::Nil);
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+    assert!(n >= 0);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_replies_carry_their_code() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut con = connect(&srv, "").await;
+    let v: Value = redis::cmd("IDEM.BEGIN").arg("k").query_async(&mut con).await.unwrap();
+    let Value::Array(items) = v else { panic!() };
+    let Value::Int(fence) = items[1] else { panic!() };
+
+    let e =
+        redis::cmd("IDEM.COMMIT").arg("k").arg(fence + 1000).arg("r").query_async::<Value>(&mut con).await.unwrap_err();
+    assert_eq!(e.code(), Some("STALE"), "{e:?}");
+    let e = redis::cmd("IDEM.BEGIN").arg("fp").arg("FP").arg("a").query_async::<Value>(&mut con).await.unwrap();
+    let _ = e;
+    let e = redis::cmd("IDEM.BEGIN").arg("fp").arg("FP").arg("b").query_async::<Value>(&mut con).await.unwrap_err();
+    assert_eq!(e.code(), Some("MISMATCH"), "{e:?}");
+    let e =
+        redis::cmd("IDEM.BEGIN").arg("k").arg("LEASE").arg("soon").query_async::<Value>(&mut con).await.unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e:?}");
+    let e = redis::cmd("NOSUCH").query_async::<Value>(&mut con).await.unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e:?}");
+    let e = redis::cmd("VALUE.SET")
+        .arg("k")
+        .arg(vec![0u8; 1024 * 1024 + 1])
+        .query_async::<Value>(&mut con)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("LIMIT"), "{e:?}");
+    // The connection survives every error.
+    let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
+    assert_eq!(pong, "PONG");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut con = connect(&srv, "").await;
+    let replies: Vec<Value> = redis::pipe()
+        .cmd("COUNTER.ADD")
+        .arg("stock")
+        .arg(5)
+        .cmd("PING")
+        .cmd("COUNTER.ADD")
+        .arg("stock")
+        .arg(-2)
+        .arg("MIN")
+        .arg(0)
+        .cmd("COUNTER.ADD")
+        .arg("stock")
+        .arg(-9)
+        .arg("MIN")
+        .arg(0)
+        .cmd("COUNTER.GET")
+        .arg("stock")
+        .cmd("VALUE.SET")
+        .arg("cfg")
+        .arg("v1")
+        .arg("IFVERSION")
+        .arg(0)
+        .cmd("VALUE.GET")
+        .arg("cfg")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        replies,
+        vec![
+            Value::Array(vec![bulk("ok"), Value::Int(5)]),
+            Value::SimpleString("PONG".into()),
+            Value::Array(vec![bulk("ok"), Value::Int(3)]),
+            Value::Array(vec![bulk("refused"), Value::Int(3)]),
+            Value::Int(3),
+            Value::Array(vec![bulk("ok"), Value::Int(1)]),
+            Value::Array(vec![bulk("v1"), Value::Int(1)]),
+        ]
+    );
+    // A pipeline with an error in the middle: the client reports it, and
+    // the commands around it still ran.
+    let r: redis::RedisResult<Vec<Value>> = redis::pipe()
+        .cmd("FSM.MOVE")
+        .arg("o")
+        .arg("paid")
+        .arg("FROM")
+        .arg("none")
+        .cmd("IDEM.ABORT")
+        .arg("missing")
+        .arg(12345)
+        .cmd("FSM.MOVE")
+        .arg("o")
+        .arg("shipped")
+        .arg("FROM")
+        .arg("paid")
+        .query_async(&mut con)
+        .await;
+    assert_eq!(r.unwrap_err().code(), Some("STALE"));
+    let state: String = redis::cmd("FSM.GET").arg("o").query_async(&mut con).await.unwrap();
+    assert_eq!(state, "shipped");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_connection() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut con = connect(&srv, "?protocol=resp3").await;
+    let v: Value = redis::cmd("IDEM.BEGIN").arg("r3").query_async(&mut con).await.unwrap();
+    let Value::Array(items) = &v else { panic!("arrays stay arrays in RESP3: {v:?}") };
+    assert_eq!(items[0], bulk("started"));
+    let owner: Value = redis::cmd("OWNER").arg("nobody").query_async(&mut con).await.unwrap();
+    assert_eq!(owner, Value::Nil);
+    let hello: Value = redis::cmd("HELLO").arg(3).query_async(&mut con).await.unwrap();
+    let Value::Map(pairs) = hello else { panic!("HELLO 3 is a map: {hello:?}") };
+    assert!(pairs.contains(&(bulk("server"), bulk("idem"))));
+    let slots: Value = redis::cmd("SLOTS.GET").arg("room").query_async(&mut con).await.unwrap();
+    assert!(matches!(slots, Value::Array(_) | Value::Nil), "{slots:?}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_via_url() {
+    let config = ServerConfig { password: Some("hunter2".into()), ..ServerConfig::default() };
+    let srv = TestServer::with_store(config).await;
+    let mut con = connect(&srv, "").await;
+    let e = redis::cmd("IDEM.GET").arg("k").query_async::<Value>(&mut con).await.unwrap_err();
+    assert_eq!(e.code(), Some("NOAUTH"), "{e:?}");
+    let client = redis::Client::open(format!("redis://:hunter2@{}/", srv.addr)).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.expect("authenticated connect");
+    let v: Value = redis::cmd("IDEM.GET").arg("k").query_async(&mut con).await.unwrap();
+    assert_eq!(v, Value::Array(vec![bulk("absent")]));
+    let client = redis::Client::open(format!("redis://:wrong@{}/", srv.addr)).unwrap();
+    assert!(client.get_multiplexed_async_connection().await.is_err());
+    srv.stop().await;
+}
