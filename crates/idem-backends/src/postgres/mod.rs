@@ -1,34 +1,879 @@
-//! Placeholder: being written.
+//! idem on PostgreSQL.
+//!
+//! Every primitive is one PL/pgSQL function ([`schema`]), so every command is
+//! one statement and one round trip, atomic on its own; the same functions
+//! are what [`tx`] and other languages call inside their own transactions
+//! (docs/backends-sql.md).
+//!
+//! Guarantees, and where they come from:
+//! - **Time** is the database's: `clock_timestamp()` inside the functions
+//!   (real time at the statement, also inside a long transaction). Leases,
+//!   TTLs and KEEPs are compared with it in the same statement that acts on
+//!   them; the client's clock is never used for them. A jump of the database
+//!   host's clock shortens or lengthens them; fences stay safe.
+//! - **Fences** come from the one sequence `idem_fence_seq`, drawn while the
+//!   key's row is locked: strictly increasing across the whole database (so
+//!   per key too), never reused, also after a crash, because the sequence is
+//!   WAL-logged ahead of use and a grant's transaction commits before its
+//!   reply. Gaps are normal.
+//! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
+//!   [`sql_shared`]), woken by `LISTEN idem_wake` when another process ends a
+//!   watched attempt or lock. Typical latency: a NOTIFY round (about a
+//!   millisecond) after COMMIT/ABORT/DEL/UNLOCK, 1 ms after a lease runs out;
+//!   at worst [`POLL_BACKOFF_MAX_LISTENING`] (or 50 ms while the LISTEN
+//!   connection is down). Waiters are served first come, first served among
+//!   the callers of one idem process; across processes, whoever polls first.
+//! - A pipeline (`execute_batch`) is sent on one connection without waiting
+//!   for each reply; the server runs the statements in order, each in its own
+//!   transaction.
 
-use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt;
+use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits, Reply};
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use crate::BackendError;
 
-/// The postgres backend.
-pub struct PgBackend {}
+mod schema;
+pub(crate) mod sql_shared;
+pub mod tx;
 
-impl PgBackend {
-    /// Connects to the store at `url`.
-    pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let _ = url;
-        Err(BackendError::Engine { engine: "postgres", message: "not implemented yet".into() })
+use sql_shared::{to_i64, uint, Poll, WaitKind, Waits};
+
+/// Most connections one backend opens to PostgreSQL (plus one for LISTEN).
+pub const POOL_SIZE_MAX: usize = 16;
+/// How long a command waits for a pooled connection before replying `BUSY`.
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command waits for a row lock (held by a caller's long
+/// transaction using [`tx`]) before replying `BUSY`: `lock_timeout`.
+pub const LOCK_TIMEOUT_MS: u64 = 5_000;
+/// Longest pause between two polls of a parked WAIT while LISTEN works:
+/// NOTIFY normally wakes waiters first; this catches a missed one.
+pub const POLL_BACKOFF_MAX_LISTENING: Duration = Duration::from_millis(250);
+/// How often expired rows are deleted.
+pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(2);
+/// Most rows deleted per table per cleanup statement.
+pub const CLEANUP_BATCH_ROWS: i32 = 1_000;
+/// Most cleanup statements in one round (a backlog drains over several rounds).
+const CLEANUP_ROUNDS_MAX: usize = 16;
+/// Times a command is retried after a serialization failure or deadlock.
+const RETRIES_MAX: usize = 3;
+/// Pause before the LISTEN connection is opened again after it failed.
+const LISTEN_RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// The NOTIFY channel that wakes parked callers.
+const WAKE_CHANNEL: &str = "idem_wake";
+/// Session advisory lock that serialises concurrent migrations ("idemmigr").
+const MIGRATE_LOCK_KEY: i64 = 0x6964_656d_6d69_6772;
+
+const SQL_BEGIN: &str =
+    "SELECT status, fence, n, result FROM idem_begin($1::bytea, $2::bytea, $3::bigint, $4::boolean)";
+const SQL_COMMIT: &str = "SELECT idem_commit($1::bytea, $2::bigint, $3::bytea, $4::bigint)";
+const SQL_ABORT: &str = "SELECT idem_abort($1::bytea, $2::bigint)";
+const SQL_GET: &str = "SELECT status, fence, left_ms, result FROM idem_get($1::bytea)";
+const SQL_DEL: &str = "SELECT idem_del($1::bytea)";
+const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::bytea, $3::bigint)";
+const SQL_CLAIM_ALL: &str = "SELECT status, key, owner FROM idem_claim_all($1::bytea, $2::bytea[])";
+const SQL_RELEASE: &str = "SELECT idem_release($1::bytea, $2::bytea)";
+const SQL_OWNER: &str = "SELECT idem_owner($1::bytea)";
+const SQL_LOCK: &str =
+    "SELECT status, fence, holder, left_ms FROM idem_lock($1::bytea, $2::bytea, $3::bigint, $4::boolean)";
+const SQL_RENEW: &str = "SELECT status, fence FROM idem_renew($1::bytea, $2::bytea, $3::bigint)";
+const SQL_UNLOCK: &str = "SELECT idem_unlock($1::bytea, $2::bytea)";
+const SQL_LOCK_INFO: &str = "SELECT status, owner, fence, left_ms FROM idem_lock_info($1::bytea)";
+const SQL_TOKEN_NEW: &str = "SELECT idem_token_new($1::bytea, $2::bytea, $3::bigint)";
+const SQL_TOKEN_USE: &str = "SELECT idem_token_use($1::bytea, $2::bytea)";
+const SQL_COUNTER_ADD: &str =
+    "SELECT status, value FROM idem_counter_add($1::bytea, $2::bigint, $3::bigint, $4::bigint, $5::bytea, $6::bigint)";
+const SQL_COUNTER_GET: &str = "SELECT idem_counter_get($1::bytea)";
+const SQL_VALUE_GET: &str = "SELECT value, version FROM idem_values WHERE key = $1::bytea";
+const SQL_VALUE_SET: &str = "SELECT status, version FROM idem_value_set($1::bytea, $2::bytea, $3::bigint)";
+const SQL_FSM_MOVE: &str = "SELECT status, state FROM idem_fsm_move($1::bytea, $2::bytea, $3::bytea[])";
+const SQL_FSM_GET: &str = "SELECT state FROM idem_fsm WHERE key = $1::bytea";
+const SQL_SLOTS_RESERVE: &str =
+    "SELECT status, slot, holder FROM idem_slots_reserve($1::bytea, $2::integer, $3::integer, $4::bytea, $5::integer)";
+const SQL_SLOTS_RELEASE: &str = "SELECT idem_slots_release($1::bytea, $2::integer, $3::integer, $4::bytea)";
+const SQL_SLOTS_GET: &str = "SELECT size, slot, holder FROM idem_slots_get($1::bytea)";
+const SQL_CLEANUP: &str = "SELECT idem_cleanup($1::integer)";
+const SQL_DBSIZE: &str = "SELECT idem_dbsize()";
+
+/// The PostgreSQL backend: a connection pool, a LISTEN connection that wakes
+/// parked callers, and a task that deletes expired rows.
+pub struct PgBackend {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    pool: Pool,
+    waits: Arc<Waits>,
+    /// Whether the LISTEN connection is up (NOTIFY wake-ups arrive).
+    listening: Arc<AtomicBool>,
+}
+
+/// Why a statement failed: no connection, or the engine said no.
+enum ExecError {
+    Pool(deadpool_postgres::PoolError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for ExecError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ExecError::Db(e)
     }
 }
 
-/// Creates or upgrades the schema.
+impl ExecError {
+    /// Whether running the same command again may succeed at once.
+    fn retryable(&self) -> bool {
+        matches!(self, ExecError::Db(e) if is_retryable(e))
+    }
+
+    fn into_cmd_error(self) -> CmdError {
+        match self {
+            ExecError::Pool(e) => CmdError::busy(format!("postgres unreachable: {e}")),
+            ExecError::Db(e) => db_cmd_error(&e),
+        }
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}
+
+/// Every engine failure is `BUSY`: the request changed nothing (its
+/// statement rolled back) and may be retried.
+fn db_cmd_error(e: &tokio_postgres::Error) -> CmdError {
+    match e.code() {
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => {
+            CmdError::busy("postgres: the key is locked by a transaction still in progress; retry later")
+        }
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+            CmdError::busy("postgres: too much contention on this key; retry")
+        }
+        _ => match e.as_db_error() {
+            Some(db) => CmdError::busy(format!("postgres: {}", db.message())),
+            None => CmdError::busy(format!("postgres unreachable: {e}")),
+        },
+    }
+}
+
+fn engine_err(message: impl std::fmt::Display) -> BackendError {
+    BackendError::Engine { engine: "postgres", message: message.to_string() }
+}
+
+fn parse_config(url: &str) -> Result<tokio_postgres::Config, BackendError> {
+    url.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))
+}
+
+impl PgBackend {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`),
+    /// creating or upgrading idem's schema first when it is missing or older
+    /// than this build's, and starts the LISTEN and cleanup tasks. Must be
+    /// called inside a Tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let mut cfg = parse_config(url)?;
+        let version = schema_version(&cfg).await?;
+        if version > schema::SCHEMA_VERSION {
+            return Err(engine_err(format!(
+                "the schema is at version {version}, newer than this build's {}; upgrade idem",
+                schema::SCHEMA_VERSION
+            )));
+        }
+        if version < schema::SCHEMA_VERSION {
+            migrate_config(&cfg).await?;
+        }
+        let listen_cfg = cfg.clone();
+        // Commands must not wait forever on a row that a caller's own long
+        // transaction has locked; `lock_timeout` turns that into BUSY.
+        let options = format!("{} -c lock_timeout={LOCK_TIMEOUT_MS}", cfg.get_options().unwrap_or(""));
+        cfg.options(options.trim());
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("idem");
+        }
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_SIZE_MAX)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(POOL_WAIT_TIMEOUT))
+            .build()
+            .map_err(engine_err)?;
+        // Fail now, not on the first command, when the engine is unreachable.
+        drop(pool.get().await.map_err(engine_err)?);
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            waits: Arc::new(Waits::new(Limits::default().waiters_per_key_max)),
+            listening: Arc::new(AtomicBool::new(false)),
+        });
+        let tasks = vec![
+            tokio::spawn(listen_loop(listen_cfg, inner.waits.clone(), inner.listening.clone())),
+            tokio::spawn(cleanup_loop(pool)),
+        ];
+        Ok(PgBackend { inner, tasks })
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Creates or upgrades idem's schema in the database at `url`. Idempotent;
+/// concurrent runs (several idem processes starting at once) serialise on a
+/// session advisory lock, and each step commits together with its version.
 pub async fn migrate(url: &str) -> Result<(), BackendError> {
-    let _ = url;
-    Err(BackendError::Engine { engine: "postgres", message: "not implemented yet".into() })
+    migrate_config(&parse_config(url)?).await
+}
+
+async fn connect_one(cfg: &tokio_postgres::Config) -> Result<tokio_postgres::Client, BackendError> {
+    let (client, conn) = cfg.connect(NoTls).await.map_err(engine_err)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres: migration connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The version in `idem_schema_version`, 0 when the schema is absent.
+async fn schema_version(cfg: &tokio_postgres::Config) -> Result<i32, BackendError> {
+    let client = connect_one(cfg).await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('idem_schema_version') IS NOT NULL", &[])
+        .await
+        .map_err(engine_err)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row =
+        client.query_opt("SELECT version FROM idem_schema_version WHERE id = 1", &[]).await.map_err(engine_err)?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+async fn migrate_config(cfg: &tokio_postgres::Config) -> Result<(), BackendError> {
+    let client = connect_one(cfg).await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await.map_err(engine_err)?;
+    let result = apply_migrations(&client).await;
+    // The lock also ends with the session; unlocking early lets waiters go.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
+    result
+}
+
+async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), BackendError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS idem_schema_version (
+                 id integer PRIMARY KEY CHECK (id = 1),
+                 version integer NOT NULL)",
+        )
+        .await
+        .map_err(engine_err)?;
+    let current: i32 = client
+        .query_opt("SELECT version FROM idem_schema_version WHERE id = 1", &[])
+        .await
+        .map_err(engine_err)?
+        .map_or(0, |r| r.get(0));
+    if current > schema::SCHEMA_VERSION {
+        return Err(engine_err(format!(
+            "the schema is at version {current}, newer than this build's {}",
+            schema::SCHEMA_VERSION
+        )));
+    }
+    for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let step = format!(
+            "BEGIN;\n{sql}\nINSERT INTO idem_schema_version (id, version) VALUES (1, {version})
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version;\nCOMMIT;"
+        );
+        if let Err(e) = client.batch_execute(&step).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(engine_err(format!("migration to version {version} failed: {e}")));
+        }
+        tracing::info!(version, "postgres: idem schema migrated");
+    }
+    Ok(())
+}
+
+/// Keeps one connection LISTENing on [`WAKE_CHANNEL`] and wakes the parked
+/// callers whose key a NOTIFY names; reconnects after failures.
+async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<Waits>, listening: Arc<AtomicBool>) {
+    loop {
+        if let Err(e) = listen_once(&cfg, &waits, &listening).await {
+            tracing::warn!(error = %e, "postgres: LISTEN connection failed; parked waits fall back to polling");
+        }
+        listening.store(false, Ordering::Relaxed);
+        // Notifications may have been lost while the connection was down.
+        waits.wake_all();
+        tokio::time::sleep(LISTEN_RECONNECT_PAUSE).await;
+    }
+}
+
+async fn listen_once(
+    cfg: &tokio_postgres::Config,
+    waits: &Arc<Waits>,
+    listening: &AtomicBool,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let waits_for_driver = waits.clone();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(msg) = messages.next().await {
+            if let AsyncMessage::Notification(n) = msg? {
+                if let Some((kind, key)) = parse_wake(n.payload()) {
+                    waits_for_driver.wake(kind, &key);
+                }
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}")).await?;
+    listening.store(true, Ordering::Relaxed);
+    waits.wake_all();
+    let ended = driver.await;
+    drop(client);
+    match ended {
+        Ok(r) => r,
+        Err(join) => {
+            tracing::warn!(error = %join, "postgres: LISTEN driver task ended abnormally");
+            Ok(())
+        }
+    }
+}
+
+/// Parses a NOTIFY payload: `i` (idempotency record) or `l` (lock), then
+/// the key in hex.
+fn parse_wake(payload: &str) -> Option<(WaitKind, Bytes)> {
+    let kind = match payload.as_bytes().first()? {
+        b'i' => WaitKind::Idem,
+        b'l' => WaitKind::Lock,
+        _ => return None,
+    };
+    let hex = payload.get(1..)?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16);
+    let key: Option<Vec<u8>> = hex.chunks(2).map(|p| Some((nibble(p[0])? as u8) << 4 | nibble(p[1])? as u8)).collect();
+    Some((kind, Bytes::from(key?)))
+}
+
+/// Deletes expired rows in bounded batches, every [`CLEANUP_INTERVAL`].
+async fn cleanup_loop(pool: Pool) {
+    loop {
+        tokio::time::sleep(CLEANUP_INTERVAL).await;
+        for _ in 0..CLEANUP_ROUNDS_MAX {
+            let deleted = async {
+                let client = pool.get().await.map_err(ExecError::Pool)?;
+                let stmt = client.prepare_cached(SQL_CLEANUP).await?;
+                let row = client.query_one(&stmt, &[&CLEANUP_BATCH_ROWS]).await?;
+                Ok::<i64, ExecError>(row.try_get(0)?)
+            }
+            .await;
+            match deleted {
+                Ok(n) if n >= i64::from(CLEANUP_BATCH_ROWS) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e.into_cmd_error(), "postgres: cleanup failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The longest pause between polls of a parked WAIT right now.
+    fn poll_cap(&self) -> Duration {
+        if self.listening.load(Ordering::Relaxed) {
+            POLL_BACKOFF_MAX_LISTENING
+        } else {
+            sql_shared::POLL_BACKOFF_MAX
+        }
+    }
+
+    /// Runs commands that do not park, pipelined on one connection.
+    async fn run_pipeline(&self, cmds: &[Command]) -> Vec<CmdResult> {
+        let client = match self.pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                let err = ExecError::Pool(e).into_cmd_error();
+                return cmds.iter().map(|_| Err(err.clone())).collect();
+            }
+        };
+        if let [cmd] = cmds {
+            return vec![self.run_retrying(&client, cmd).await];
+        }
+        // Prepare first, so that every statement below is sent in its
+        // future's first poll, which `join_in_order` makes the batch order.
+        for cmd in cmds {
+            if let Err(e) = client.prepare_cached(sql_of(cmd)).await {
+                let err = db_cmd_error(&e);
+                return cmds.iter().map(|_| Err(err.clone())).collect();
+            }
+        }
+        let futs: Vec<BoxFuture<'_, CmdResult>> = cmds
+            .iter()
+            .map(|cmd| {
+                let client = &client;
+                Box::pin(async move {
+                    match run_cmd(client, cmd, false).await {
+                        Ok(Poll::Final(r)) => r,
+                        Ok(Poll::Blocked { reply, .. }) => Ok(reply),
+                        Err(e) => Err(e.into_cmd_error()),
+                    }
+                }) as BoxFuture<'_, CmdResult>
+            })
+            .collect();
+        let results = join_in_order(futs).await;
+        for (cmd, r) in cmds.iter().zip(&results) {
+            self.wake_after(cmd, r);
+        }
+        results
+    }
+
+    /// One command, retried after a serialization failure or deadlock (its
+    /// statement rolled back, so running it again is safe).
+    async fn run_retrying(&self, client: &deadpool_postgres::Client, cmd: &Command) -> CmdResult {
+        let mut tries = 0;
+        let result = loop {
+            match run_cmd(client, cmd, false).await {
+                Ok(Poll::Final(r)) => break r,
+                Ok(Poll::Blocked { reply, .. }) => break Ok(reply),
+                Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
+                Err(e) => break Err(e.into_cmd_error()),
+            }
+        };
+        self.wake_after(cmd, &result);
+        result
+    }
+
+    /// A parked IDEM.BEGIN or LOCK (WAIT > 0).
+    async fn run_waiting(&self, cmd: &Command) -> CmdResult {
+        let (kind, key) = match cmd {
+            Command::IdemBegin { key, .. } => (WaitKind::Idem, key),
+            Command::Lock { name, .. } => (WaitKind::Lock, name),
+            other => return self.run_pipeline(std::slice::from_ref(other)).await.pop().unwrap_or_else(no_reply),
+        };
+        let cap = || self.poll_cap();
+        self.waits
+            .park(kind, key, cmd.wait_ms(), &cap, |mark| async move {
+                let mut tries = 0;
+                loop {
+                    let client = self.pool.get().await.map_err(|e| ExecError::Pool(e).into_cmd_error())?;
+                    match run_cmd(&client, cmd, mark).await {
+                        Ok(p) => return Ok(p),
+                        Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
+                        Err(e) => return Err(e.into_cmd_error()),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Wakes local waiters after a command that may have ended what they wait on.
+    fn wake_after(&self, cmd: &Command, result: &CmdResult) {
+        if result.is_err() {
+            return;
+        }
+        match cmd {
+            Command::IdemCommit { key, .. } | Command::IdemAbort { key, .. } | Command::IdemDel { key } => {
+                self.waits.wake(WaitKind::Idem, key)
+            }
+            Command::Unlock { name, .. } => self.waits.wake(WaitKind::Lock, name),
+            _ => {}
+        }
+    }
+
+    fn lock_waiters(&self, name: &Bytes) -> usize {
+        self.waits.waiters(WaitKind::Lock, name)
+    }
+}
+
+fn no_reply() -> CmdResult {
+    Err(CmdError::busy("postgres: no reply"))
+}
+
+/// Polls every future in index order until all are ready, so that futures
+/// which send their request on their first poll send them in that order.
+async fn join_in_order<T>(mut futs: Vec<BoxFuture<'_, T>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    futures::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in out.iter_mut().zip(futs.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+fn sql_of(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::IdemBegin { .. } => SQL_BEGIN,
+        Command::IdemCommit { .. } => SQL_COMMIT,
+        Command::IdemAbort { .. } => SQL_ABORT,
+        Command::IdemGet { .. } => SQL_GET,
+        Command::IdemDel { .. } => SQL_DEL,
+        Command::Claim { .. } => SQL_CLAIM,
+        Command::ClaimAll { .. } => SQL_CLAIM_ALL,
+        Command::Release { .. } => SQL_RELEASE,
+        Command::Owner { .. } => SQL_OWNER,
+        Command::Lock { .. } => SQL_LOCK,
+        Command::Renew { .. } => SQL_RENEW,
+        Command::Unlock { .. } => SQL_UNLOCK,
+        Command::LockInfo { .. } => SQL_LOCK_INFO,
+        Command::TokenNew { .. } => SQL_TOKEN_NEW,
+        Command::TokenUse { .. } => SQL_TOKEN_USE,
+        Command::CounterAdd { .. } => SQL_COUNTER_ADD,
+        Command::CounterGet { .. } => SQL_COUNTER_GET,
+        Command::ValueGet { .. } => SQL_VALUE_GET,
+        Command::ValueSet { .. } => SQL_VALUE_SET,
+        Command::FsmMove { .. } => SQL_FSM_MOVE,
+        Command::FsmGet { .. } => SQL_FSM_GET,
+        Command::SlotsReserve { .. } => SQL_SLOTS_RESERVE,
+        Command::SlotsRelease { .. } => SQL_SLOTS_RELEASE,
+        Command::SlotsGet { .. } => SQL_SLOTS_GET,
+    }
+}
+
+fn bulk(b: Vec<u8>) -> Reply {
+    Reply::Bulk(Bytes::from(b))
+}
+
+fn stale(fence: u64) -> CmdResult {
+    Err(CmdError::stale(format!("fence {fence} is not the current one")))
+}
+
+/// Runs one command as one statement. `mark_wait` (IDEM.BEGIN and LOCK only)
+/// flags the row as watched by a parked caller. LOCK.INFO's waiter count is
+/// filled in by the caller of this function.
+async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: bool) -> Result<Poll, ExecError> {
+    let stmt = client.prepare_cached(sql_of(cmd)).await?;
+    let reply: CmdResult = match cmd {
+        Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
+            let fp = fingerprint.as_deref();
+            let row = client.query_one(&stmt, &[&key.as_ref(), &fp, &to_i64(*lease_ms), &mark_wait]).await?;
+            let status: &str = row.try_get(0)?;
+            match status {
+                "started" => Ok(Reply::status_with("started", [uint(row.try_get(1)?), uint(row.try_get(2)?)])),
+                "running" => {
+                    let left: i64 = row.try_get(2)?;
+                    let reply = Reply::status_with("running", [uint(row.try_get(1)?), uint(left)]);
+                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
+                }
+                "done" => Ok(Reply::status_with("done", [bulk(row.try_get(3)?)])),
+                _ => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
+            }
+        }
+        Command::IdemCommit { key, fence, result, keep_ms } => {
+            let row =
+                client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence), &result.as_ref(), &to_i64(*keep_ms)]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "ok" => Ok(Reply::status("ok")),
+                _ => stale(*fence),
+            }
+        }
+        Command::IdemAbort { key, fence } => {
+            let row = client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence)]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "ok" => Ok(Reply::status("ok")),
+                _ => stale(*fence),
+            }
+        }
+        Command::IdemGet { key } => {
+            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "running" => Ok(Reply::status_with("running", [uint(row.try_get(1)?), uint(row.try_get(2)?)])),
+                "done" => Ok(Reply::status_with("done", [bulk(row.try_get(3)?)])),
+                _ => Ok(Reply::status("absent")),
+            }
+        }
+        Command::IdemDel { key } => {
+            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
+            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        }
+        Command::Claim { key, owner, ttl_ms } => {
+            let ttl = ttl_ms.map(to_i64);
+            let row = client.query_one(&stmt, &[&key.as_ref(), &owner.as_ref(), &ttl]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "claimed" => Ok(Reply::status("claimed")),
+                _ => Ok(Reply::status_with("held", [bulk(row.try_get(1)?)])),
+            }
+        }
+        Command::ClaimAll { owner, keys } => {
+            let keys = sql_shared::distinct_keys(keys);
+            let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let rows = client.query(&stmt, &[&owner.as_ref(), &key_refs]).await?;
+            claim_all_reply(&rows)?
+        }
+        Command::Release { key, owner } => {
+            let row = client.query_one(&stmt, &[&key.as_ref(), &owner.as_ref()]).await?;
+            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        }
+        Command::Owner { key } => {
+            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
+            Ok(row.try_get::<_, Option<Vec<u8>>>(0)?.map_or(Reply::Nil, bulk))
+        }
+        Command::Lock { name, owner, lease_ms, .. } => {
+            let row =
+                client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms), &mark_wait]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "acquired" => Ok(Reply::status_with("acquired", [uint(row.try_get(1)?)])),
+                _ => {
+                    let left: i64 = row.try_get(3)?;
+                    let reply = Reply::status_with("busy", [bulk(row.try_get(2)?), uint(left)]);
+                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
+                }
+            }
+        }
+        Command::Renew { name, owner, lease_ms } => {
+            let row = client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms)]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "renewed" => Ok(Reply::status_with("renewed", [uint(row.try_get(1)?)])),
+                _ => Ok(Reply::status("lost")),
+            }
+        }
+        Command::Unlock { name, owner } => {
+            let row = client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref()]).await?;
+            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        }
+        Command::LockInfo { name } => {
+            let row = client.query_one(&stmt, &[&name.as_ref()]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "held" => Ok(Reply::status_with(
+                    "held",
+                    [bulk(row.try_get(1)?), uint(row.try_get(2)?), uint(row.try_get(3)?), Reply::Int(0)],
+                )),
+                _ => Ok(Reply::status("free")),
+            }
+        }
+        Command::TokenNew { scope, ttl_ms } => {
+            let token = sql_shared::new_token();
+            client.query_one(&stmt, &[&scope.as_ref(), &token.as_ref(), &to_i64(*ttl_ms)]).await?;
+            Ok(Reply::Bulk(token))
+        }
+        Command::TokenUse { scope, token } => {
+            let row = client.query_one(&stmt, &[&scope.as_ref(), &token.as_ref()]).await?;
+            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        }
+        Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
+            let row =
+                client.query_one(&stmt, &[&key.as_ref(), delta, min, max, &op.as_deref(), &to_i64(*keep_ms)]).await?;
+            let value = Reply::Int(row.try_get(1)?);
+            match row.try_get::<_, &str>(0)? {
+                "ok" => Ok(Reply::status_with("ok", [value])),
+                "replayed" => Ok(Reply::status_with("replayed", [value])),
+                _ => Ok(Reply::status_with("refused", [value])),
+            }
+        }
+        Command::CounterGet { key } => {
+            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
+            Ok(Reply::Int(row.try_get(0)?))
+        }
+        Command::ValueGet { key } => match client.query_opt(&stmt, &[&key.as_ref()]).await? {
+            Some(row) => Ok(Reply::Array(vec![bulk(row.try_get(0)?), uint(row.try_get(1)?)])),
+            None => Ok(Reply::Nil),
+        },
+        Command::ValueSet { key, value, if_version } => {
+            let ifv = if_version.map(to_i64);
+            let row = client.query_one(&stmt, &[&key.as_ref(), &value.as_ref(), &ifv]).await?;
+            let version = uint(row.try_get(1)?);
+            match row.try_get::<_, &str>(0)? {
+                "ok" => Ok(Reply::status_with("ok", [version])),
+                _ => Ok(Reply::status_with("conflict", [version])),
+            }
+        }
+        Command::FsmMove { key, to, from } => {
+            let from_refs: Vec<&[u8]> = from.iter().map(|s| s.as_ref()).collect();
+            let row = client.query_one(&stmt, &[&key.as_ref(), &to.as_ref(), &from_refs]).await?;
+            let state = bulk(row.try_get(1)?);
+            match row.try_get::<_, &str>(0)? {
+                "moved" => Ok(Reply::status_with("moved", [state])),
+                "already" => Ok(Reply::status_with("already", [state])),
+                _ => Ok(Reply::status_with("refused", [state])),
+            }
+        }
+        Command::FsmGet { key } => match client.query_opt(&stmt, &[&key.as_ref()]).await? {
+            Some(row) => Ok(bulk(row.try_get(0)?)),
+            None => Ok(Reply::Nil),
+        },
+        Command::SlotsReserve { resource, first, last, holder, size } => {
+            let size = size.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+            let (first, last) = (slot_i32(*first), slot_i32(*last));
+            let rows = client.query(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref(), &size]).await?;
+            slots_reserve_reply(&rows, last, size)?
+        }
+        Command::SlotsRelease { resource, first, last, holder } => {
+            let (first, last) = (slot_i32(*first), slot_i32(*last));
+            let row = client.query_one(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref()]).await?;
+            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        }
+        Command::SlotsGet { resource } => {
+            let rows = client.query(&stmt, &[&resource.as_ref()]).await?;
+            slots_get_reply(&rows)?
+        }
+    };
+    Ok(Poll::Final(reply))
+}
+
+fn slot_i32(v: u32) -> i32 {
+    // Slots are below `Limits::slots_size_max` (65 536 by default), far below i32::MAX.
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn claim_all_reply(rows: &[Row]) -> Result<CmdResult, ExecError> {
+    let mut out = vec![Reply::Word("held")];
+    for row in rows {
+        if row.try_get::<_, &str>(0)? == "claimed" {
+            return Ok(Ok(Reply::status("claimed")));
+        }
+        out.push(bulk(row.try_get(1)?));
+        out.push(bulk(row.try_get(2)?));
+    }
+    Ok(Ok(Reply::Array(out)))
+}
+
+fn slots_reserve_reply(rows: &[Row], last: i32, asked_size: Option<i32>) -> Result<CmdResult, ExecError> {
+    let mut out = vec![Reply::Word("conflict")];
+    for row in rows {
+        match row.try_get::<_, &str>(0)? {
+            "reserved" => return Ok(Ok(Reply::status("reserved"))),
+            "outside" => {
+                let size: i32 = row.try_get(1)?;
+                return Ok(Err(CmdError::syntax(format!("SLOTS.RESERVE: slot {last} is outside SIZE {size}"))));
+            }
+            "size" => {
+                let size: i32 = row.try_get(1)?;
+                let asked = asked_size.unwrap_or(size);
+                return Ok(Err(CmdError::syntax(format!(
+                    "SLOTS.RESERVE: SIZE {asked} differs from the resource's size {size}"
+                ))));
+            }
+            _ => {
+                out.push(Reply::Int(i64::from(row.try_get::<_, i32>(1)?)));
+                out.push(bulk(row.try_get(2)?));
+            }
+        }
+    }
+    Ok(Ok(Reply::Array(out)))
+}
+
+fn slots_get_reply(rows: &[Row]) -> Result<CmdResult, ExecError> {
+    let Some(first) = rows.first() else {
+        return Ok(Ok(Reply::Array(Vec::new())));
+    };
+    let size = usize::try_from(first.try_get::<_, i32>(0)?).unwrap_or(0);
+    let mut out = vec![Reply::Nil; size];
+    for row in rows {
+        if let (Some(slot), Some(holder)) = (row.try_get::<_, Option<i32>>(1)?, row.try_get::<_, Option<Vec<u8>>>(2)?) {
+            if let Some(cell) = usize::try_from(slot).ok().and_then(|s| out.get_mut(s)) {
+                *cell = bulk(holder);
+            }
+        }
+    }
+    Ok(Ok(Reply::Array(out)))
 }
 
 impl Backend for PgBackend {
     fn name(&self) -> &'static str {
         "postgres"
     }
+
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(async move { cmds.iter().map(|_| Err(CmdError::busy("not implemented"))).collect() })
+        Box::pin(async move {
+            let inner = &self.inner;
+            let mut results = Vec::with_capacity(cmds.len());
+            // Runs of commands that do not park go out pipelined; a command
+            // that may park runs alone, with no connection held while it waits.
+            let mut rest = &cmds[..];
+            while !rest.is_empty() {
+                let run = rest.iter().take_while(|c| c.wait_ms() == 0).count();
+                if run > 0 {
+                    let mut out = inner.run_pipeline(&rest[..run]).await;
+                    for (cmd, r) in rest[..run].iter().zip(out.iter_mut()) {
+                        fill_waiters(inner, cmd, r);
+                    }
+                    results.extend(out);
+                    rest = &rest[run..];
+                } else {
+                    results.push(inner.run_waiting(&rest[0]).await);
+                    rest = &rest[1..];
+                }
+            }
+            results
+        })
     }
+
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
-        Box::pin(async { Ok(0) })
+        Box::pin(async move {
+            let client = self.inner.pool.get().await.map_err(|e| ExecError::Pool(e).into_cmd_error())?;
+            let row = client.query_one(SQL_DBSIZE, &[]).await.map_err(|e| db_cmd_error(&e))?;
+            let n: i64 = row.try_get(0).map_err(|e| db_cmd_error(&e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn info(&self) -> Vec<(String, String)> {
+        let status = self.inner.pool.status();
+        vec![
+            ("postgres_pool_size".into(), status.size.to_string()),
+            ("postgres_pool_available".into(), status.available.to_string()),
+            ("postgres_listening".into(), self.inner.listening.load(Ordering::Relaxed).to_string()),
+            ("postgres_schema_version".into(), schema::SCHEMA_VERSION.to_string()),
+        ]
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for t in &self.tasks {
+                t.abort();
+            }
+            self.inner.pool.close();
+        })
+    }
+}
+
+/// LOCK.INFO's `waiters`: the callers of this process parked on the lock
+/// (the engine does not know about waiters of other processes).
+fn fill_waiters(inner: &Inner, cmd: &Command, result: &mut CmdResult) {
+    if let (Command::LockInfo { name }, Ok(Reply::Array(items))) = (cmd, result) {
+        if let Some(last) = items.get_mut(4) {
+            *last = Reply::Int(i64::try_from(inner.lock_waiters(name)).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_payloads_parse() {
+        assert_eq!(parse_wake("i6b31"), Some((WaitKind::Idem, Bytes::from_static(b"k1"))));
+        assert_eq!(parse_wake("l00ff"), Some((WaitKind::Lock, Bytes::from_static(&[0, 255]))));
+        assert_eq!(parse_wake("x00"), None);
+        assert_eq!(parse_wake("i0"), None);
+        assert_eq!(parse_wake("izz"), None);
+        assert_eq!(parse_wake(""), None);
     }
 }

@@ -1,0 +1,251 @@
+//! What the two SQL backends share: parked WAITs (first come, first served
+//! among the waiters of one idem process), one-time token text and small
+//! conversions. It lives under `postgres` because the crate's top-level
+//! module list is fixed; `mysql` uses it as `crate::postgres::sql_shared`.
+//!
+//! How a WAIT works on a SQL engine: the engine cannot park a caller, so the
+//! caller polls. Within one process, the waiters of one key queue on a fair
+//! (FIFO) async mutex; only the one at the head polls the engine, so a key
+//! with a thousand local waiters costs one poller. The head polls, then
+//! sleeps for the shortest of: its backoff (2 ms doubling up to a cap), the
+//! time until the holder's lease runs out, and what is left of its WAIT. A
+//! wake-up (this process ended the attempt or lock, or PostgreSQL sent
+//! NOTIFY) cuts the sleep short. No DB connection is held while sleeping:
+//! each poll takes one from the pool and gives it back.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use idem_core::{CmdError, CmdResult, Reply};
+use rand::RngCore;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// First pause between two polls of a parked WAIT.
+pub(crate) const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
+/// Longest pause between two polls when no wake-up signal crosses processes
+/// (MySQL; PostgreSQL while its LISTEN connection is down): the worst-case
+/// latency with which a waiter notices an attempt or lock ended by another
+/// idem process.
+pub(crate) const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
+/// Extra pause after a lease's end before polling, so that the engine's clock
+/// has surely passed it.
+const LEASE_END_SLACK: Duration = Duration::from_millis(1);
+
+/// What a parked caller waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum WaitKind {
+    /// IDEM.BEGIN on a running record.
+    Idem,
+    /// LOCK on a held lock.
+    Lock,
+}
+
+/// The outcome of one poll of a parked WAIT.
+pub(crate) enum Poll {
+    /// The command is answered (started, done, acquired, or an error reply).
+    Final(CmdResult),
+    /// Still blocked: the reply to give if the WAIT ends now (`running` or
+    /// `busy`), and when the holder's lease runs out.
+    Blocked {
+        /// `["running", ...]` or `["busy", ...]`.
+        reply: Reply,
+        /// Milliseconds until the holder's lease runs out.
+        left_ms: u64,
+    },
+}
+
+/// One key's local queue of parked callers.
+struct KeyQueue {
+    /// Fair mutex: its holder is the one waiter that polls the engine.
+    turn: tokio::sync::Mutex<()>,
+    /// Cuts the head's sleep short; `notify_one` keeps a permit when the head
+    /// is between polls, so a wake-up is never lost.
+    wake: Notify,
+    /// Parked callers, the head included (LOCK.INFO's `waiters`).
+    waiters: AtomicUsize,
+}
+
+/// The parked callers of one backend, per key.
+pub(crate) struct Waits {
+    queues: Mutex<HashMap<(WaitKind, Bytes), Arc<KeyQueue>>>,
+    per_key_max: usize,
+}
+
+impl Waits {
+    /// No waiters yet; at most `per_key_max` parked callers per key (the next gets `BUSY`).
+    pub(crate) fn new(per_key_max: usize) -> Self {
+        Waits { queues: Mutex::new(HashMap::new()), per_key_max }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<(WaitKind, Bytes), Arc<KeyQueue>>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every update is a single insert or remove), so poisoning is ignored.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Callers of this process parked on `key`.
+    pub(crate) fn waiters(&self, kind: WaitKind, key: &Bytes) -> usize {
+        self.map().get(&(kind, key.clone())).map_or(0, |q| q.waiters.load(Ordering::Relaxed))
+    }
+
+    /// Tells the head waiter of `key`, if any, to poll now.
+    pub(crate) fn wake(&self, kind: WaitKind, key: &Bytes) {
+        if let Some(q) = self.map().get(&(kind, key.clone())) {
+            q.wake.notify_one();
+        }
+    }
+
+    /// Tells every head waiter to poll now (after wake-ups may have been lost).
+    pub(crate) fn wake_all(&self) {
+        for q in self.map().values() {
+            q.wake.notify_one();
+        }
+    }
+
+    fn register(&self, kind: WaitKind, key: &Bytes) -> Result<Registration<'_>, CmdError> {
+        let mut map = self.map();
+        let q = map
+            .entry((kind, key.clone()))
+            .or_insert_with(|| {
+                Arc::new(KeyQueue {
+                    turn: tokio::sync::Mutex::new(()),
+                    wake: Notify::new(),
+                    waiters: AtomicUsize::new(0),
+                })
+            })
+            .clone();
+        if q.waiters.load(Ordering::Relaxed) >= self.per_key_max {
+            return Err(CmdError::busy(format!("too many callers waiting on this key (limit {})", self.per_key_max)));
+        }
+        q.waiters.fetch_add(1, Ordering::Relaxed);
+        Ok(Registration { waits: self, kind, key: key.clone(), queue: q })
+    }
+
+    /// Runs a WAIT of `wait_ms` on `key`: polls with `attempt` (its argument:
+    /// whether to mark the engine's row as watched) until it gives a final
+    /// reply or the WAIT passes, then returns the last blocked reply.
+    /// `poll_cap` gives the current longest pause between polls.
+    pub(crate) async fn park<F, Fut>(
+        &self,
+        kind: WaitKind,
+        key: &Bytes,
+        wait_ms: u64,
+        poll_cap: &(dyn Fn() -> Duration + Send + Sync),
+        mut attempt: F,
+    ) -> CmdResult
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: Future<Output = Result<Poll, CmdError>>,
+    {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        let reg = self.register(kind, key)?;
+        let queue = reg.queue.clone();
+        let _turn = match tokio::time::timeout_at(deadline, queue.turn.lock()).await {
+            Ok(turn) => turn,
+            // The WAIT passed before this caller's turn came: answer with the
+            // state as it is now.
+            Err(_) => {
+                drop(reg);
+                return match attempt(false).await? {
+                    Poll::Final(r) => r,
+                    Poll::Blocked { reply, .. } => Ok(reply),
+                };
+            }
+        };
+        let mut backoff = POLL_BACKOFF_MIN;
+        loop {
+            // Armed before the poll, so a wake-up sent while it runs is kept.
+            let notified = reg.queue.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (reply, left_ms) = match attempt(true).await? {
+                Poll::Final(r) => return r,
+                Poll::Blocked { reply, left_ms } => (reply, left_ms),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(reply);
+            }
+            let lease_end = Duration::from_millis(left_ms) + LEASE_END_SLACK;
+            let nap = backoff.min(lease_end).min(deadline - now);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => backoff = (backoff * 2).min(poll_cap().max(POLL_BACKOFF_MIN)),
+                _ = &mut notified => backoff = POLL_BACKOFF_MIN,
+            }
+        }
+    }
+}
+
+/// A parked caller's place in its key's count; leaving drops the queue when
+/// it was the last.
+struct Registration<'a> {
+    waits: &'a Waits,
+    kind: WaitKind,
+    key: Bytes,
+    queue: Arc<KeyQueue>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut map = self.waits.map();
+        if self.queue.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            map.remove(&(self.kind, self.key.clone()));
+        }
+    }
+}
+
+/// A new one-time token: 128 random bits from the OS as 32 lowercase hex
+/// characters (URL-safe; the same form the embedded store gives).
+pub(crate) fn new_token() -> Bytes {
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text: Vec<u8> = raw.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]).collect();
+    Bytes::from(text)
+}
+
+/// A duration or fence from the contract as the engines' signed 64-bit
+/// integer. Parsed durations are far below `i64::MAX`; a larger fence cannot
+/// exist in the engine, so saturating keeps it unequal to every real one.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An engine integer that is never negative by construction (fences,
+/// attempts, milliseconds left) as a reply integer.
+pub(crate) fn uint(v: i64) -> Reply {
+    Reply::uint(u64::try_from(v).unwrap_or(0))
+}
+
+/// CLAIM.ALL's keys without repeats, in first-seen order: the engines
+/// refuse to touch one row twice in one statement, and a repeated key adds
+/// nothing to an all-or-nothing claim.
+pub(crate) fn distinct_keys(keys: &[Bytes]) -> Vec<Bytes> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter().filter(|k| seen.insert(&k[..])).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_32_hex_chars_and_differ() {
+        let a = new_token();
+        let b = new_token();
+        assert_eq!(a.len(), 32);
+        assert!(a.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn distinct_keys_keeps_first_order() {
+        let k = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(distinct_keys(&[k("b"), k("a"), k("b"), k("c"), k("a")]), vec![k("b"), k("a"), k("c")]);
+    }
+}
