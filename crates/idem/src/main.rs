@@ -1,1 +1,251 @@
-fn main() {}
+//! `idem`: make operations happen exactly once under concurrency, replays and crashes.
+//!
+//! Subcommands: `serve` (the server, on the embedded durable store by default),
+//! `check` (verify a data directory offline), `migrate` (create or upgrade the
+//! schema of an external SQL store), `scenario` (reproduce S1–S5 side by side).
+
+mod settings;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use idem_core::Backend;
+
+use crate::settings::{Overrides, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "idem",
+    version,
+    about = "Make operations happen exactly once under concurrency, replays and crashes."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve RESP (and HTTP/JSON) on the embedded durable store, or on an external one with --store.
+    Serve(ServeArgs),
+    /// Verify a data directory offline: headers, checksums, record sequence.
+    Check {
+        /// The data directory to verify.
+        #[arg(long, default_value = "./idem-data")]
+        data: PathBuf,
+    },
+    /// Create or upgrade idem's schema in an external store (postgres://, mysql://).
+    Migrate {
+        /// The store URL.
+        #[arg(long)]
+        store: String,
+    },
+    /// Reproduce a scenario (s1..s5) naive vs idem against the real engines.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// TOML config file (also IDEM_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]. Anything beyond loopback must be asked for here.
+    #[arg(long)]
+    bind: Option<String>,
+    /// RESP port [default: 7379].
+    #[arg(long)]
+    port: Option<u16>,
+    /// HTTP/JSON port; 0 disables HTTP [default: 7380].
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Data directory of the embedded store [default: ./idem-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// External store instead of the embedded one: postgres://…, mysql://…, redis://…, redis-cluster://h:p,h:p,…
+    #[arg(long)]
+    store: Option<String>,
+    /// `always` (default; nothing is acknowledged before its fdatasync) or `every-second` (opt-in: a crash may lose about the last second).
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Shards of the embedded store [default: 4 × cores].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Require AUTH with this password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Most concurrent connections [default: 10000].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Close connections idle this many milliseconds; 0 = never [default: 0].
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Log filter, e.g. `info` or `idem_store=debug` [default: info].
+    #[arg(long)]
+    log: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ScenarioArgs {
+    /// Which scenario: s1, s2, s3, s4 or s5.
+    name: String,
+    /// Problem size (scenario-specific: users, messages, bookers, ...).
+    #[arg(long)]
+    size: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Cmd::Serve(args) => {
+            let overrides = Overrides {
+                bind: args.bind,
+                port: args.port,
+                http_port: args.http_port,
+                data: args.data,
+                store: args.store,
+                fsync: args.fsync,
+                shards: args.shards,
+                password: args.password,
+                max_connections: args.max_connections,
+                idle_timeout_ms: args.idle_timeout_ms,
+                log: args.log,
+            };
+            let settings = settings::load(args.config.as_ref(), &overrides)?;
+            init_tracing(&settings.log);
+            runtime.block_on(serve(settings))
+        }
+        Cmd::Check { data } => {
+            init_tracing("info");
+            let report = idem_store::wal::check(&data).with_context(|| format!("checking {}", data.display()))?;
+            print_check(&data, &report);
+            Ok(())
+        }
+        Cmd::Migrate { store } => {
+            init_tracing("info");
+            runtime.block_on(idem_backends::migrate(&store)).with_context(|| "migration failed")?;
+            println!("schema is up to date in {}", redact(&store));
+            Ok(())
+        }
+        Cmd::Scenario(args) => {
+            init_tracing("warn");
+            runtime.block_on(scenario(args))
+        }
+    }
+}
+
+fn print_check(data: &std::path::Path, r: &idem_store::wal::CheckReport) {
+    println!("data directory {}: OK", data.display());
+    match &r.snapshot {
+        Some(p) => println!(
+            "  snapshot       {} ({} records, covers LSN < {})",
+            p.display(),
+            r.snapshot_entries,
+            r.snapshot_lsn
+        ),
+        None => println!("  snapshot       none"),
+    }
+    println!(
+        "  log            {} segments, {} records, {} changes, {} bytes",
+        r.segments, r.records, r.changes, r.log_bytes
+    );
+    println!("  fence records  {}", r.fence_records);
+    println!("  resumes at     clock {} ms, fences above {}, next LSN {}", r.clock_ms, r.fence_high, r.next_lsn);
+    if let Some((file, offset, bytes)) = &r.torn_tail {
+        println!(
+            "  torn tail      {} at offset {offset}: {bytes} bytes never acknowledged, cut on next start",
+            file.display()
+        );
+    }
+    for f in &r.leftovers {
+        println!("  leftover       {} (removed on next start)", f.display());
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Hides a password in a URL before it is printed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    let ip: IpAddr = s.bind.parse().with_context(|| format!("--bind {} is not an IP address", s.bind))?;
+    if !ip.is_loopback() {
+        tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if s.password.is_none() { " (no password set!)" } else { "" });
+    }
+    let limits = idem_core::Limits {
+        key_bytes_max: s.key_bytes_max,
+        value_bytes_max: s.value_bytes_max,
+        ..idem_core::Limits::default()
+    };
+    let backend: Arc<dyn Backend> = match &s.store {
+        Some(url) => {
+            tracing::info!(store = %redact(url), "connecting to external store");
+            idem_backends::connect(url).await.with_context(|| format!("opening store {}", redact(url)))?
+        }
+        None => {
+            let mut cfg = idem_store::StoreConfig {
+                data_dir: Some(s.data.clone()),
+                fsync: match s.fsync.as_str() {
+                    "every-second" => idem_store::FsyncMode::EverySecond,
+                    _ => idem_store::FsyncMode::Always,
+                },
+                limits: limits.clone(),
+                ..Default::default()
+            };
+            if s.shards > 0 {
+                cfg.shards = s.shards;
+            }
+            if cfg.fsync == idem_store::FsyncMode::EverySecond {
+                tracing::warn!("fsync = every-second: a crash may lose about the last second of acknowledged writes");
+            }
+            let started = std::time::Instant::now();
+            let store =
+                idem_store::Store::open(cfg).with_context(|| format!("opening data directory {}", s.data.display()))?;
+            tracing::info!(data = %s.data.display(), elapsed_ms = started.elapsed().as_millis() as u64, "embedded store ready");
+            store
+        }
+    };
+    let config = idem_server::ServerConfig {
+        bind: SocketAddr::new(ip, s.port),
+        http_bind: (s.http_port != 0).then(|| SocketAddr::new(ip, s.http_port)),
+        max_connections: s.max_connections,
+        bulk_bytes_max: s.bulk_bytes_max,
+        args_max: s.args_max,
+        query_buffer_bytes_max: s.query_buffer_bytes_max,
+        query_buffer_bytes_max_unauth: s.query_buffer_bytes_max_unauth,
+        output_buffer_bytes_max: s.output_buffer_bytes_max,
+        write_timeout_ms: s.write_timeout_ms,
+        idle_timeout_ms: s.idle_timeout_ms,
+        password: s.password.clone(),
+        limits,
+        ..Default::default()
+    };
+    let server = idem_server::Server::bind(config).await.context("binding the listener")?;
+    tracing::info!(addr = %server.local_addr(), "idem is serving RESP");
+    server.run(backend, idem_server::shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn scenario(args: ScenarioArgs) -> anyhow::Result<()> {
+    let _ = args;
+    anyhow::bail!("scenarios are not wired yet")
+}

@@ -1,0 +1,180 @@
+//! Settings of `idem serve`, layered: built-in defaults, then a TOML config
+//! file (`--config FILE` or `IDEM_CONFIG`), then `IDEM_*` environment
+//! variables, then command-line flags. Every bound has a documented default;
+//! the README lists them.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Every setting of `idem serve`. Field names are the config-file keys and,
+/// upper-cased with an `IDEM_` prefix, the environment variables.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on. Loopback by default: listening beyond it must be asked for.
+    pub bind: String,
+    /// RESP port.
+    pub port: u16,
+    /// HTTP/JSON port; 0 serves no HTTP.
+    pub http_port: u16,
+    /// Data directory of the embedded store.
+    pub data: PathBuf,
+    /// An external store URL (postgres://, mysql://, redis://, redis-cluster://); unset = embedded.
+    pub store: Option<String>,
+    /// `always` (default: every reply waits for its fdatasync) or `every-second` (opt-in, may lose ~1 s).
+    pub fsync: String,
+    /// Shards of the embedded store; 0 = 4 × cores.
+    pub shards: usize,
+    /// Require AUTH with this password.
+    pub password: Option<String>,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Largest bulk string in a request, bytes.
+    pub bulk_bytes_max: usize,
+    /// Most arguments in a request.
+    pub args_max: usize,
+    /// Most unprocessed request bytes per client, bytes.
+    pub query_buffer_bytes_max: usize,
+    /// The same before authentication, bytes.
+    pub query_buffer_bytes_max_unauth: usize,
+    /// Most pending reply bytes per client before it is disconnected.
+    pub output_buffer_bytes_max: usize,
+    /// A write stalled this long disconnects the client (ms; 0 = never).
+    pub write_timeout_ms: u64,
+    /// Close connections idle this long (ms; 0 = never).
+    pub idle_timeout_ms: u64,
+    /// Longest key, owner, scope, ... in bytes (at most 512).
+    pub key_bytes_max: usize,
+    /// Longest result or value in bytes.
+    pub value_bytes_max: usize,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `idem_store=debug`.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let server = idem_server::ServerConfig::default();
+        let limits = idem_core::Limits::default();
+        Settings {
+            bind: "127.0.0.1".into(),
+            port: 7379,
+            http_port: 7380,
+            data: PathBuf::from("./idem-data"),
+            store: None,
+            fsync: "always".into(),
+            shards: 0,
+            password: None,
+            max_connections: server.max_connections,
+            bulk_bytes_max: server.bulk_bytes_max,
+            args_max: server.args_max,
+            query_buffer_bytes_max: server.query_buffer_bytes_max,
+            query_buffer_bytes_max_unauth: server.query_buffer_bytes_max_unauth,
+            output_buffer_bytes_max: server.output_buffer_bytes_max,
+            write_timeout_ms: server.write_timeout_ms,
+            idle_timeout_ms: server.idle_timeout_ms,
+            key_bytes_max: limits.key_bytes_max,
+            value_bytes_max: limits.value_bytes_max,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides: only flags the user gave are set.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// Loads settings: defaults < config file < `IDEM_*` environment < flags.
+pub fn load(config: Option<&PathBuf>, overrides: &Overrides) -> anyhow::Result<Settings> {
+    let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+    let config = config.cloned().or_else(|| std::env::var_os("IDEM_CONFIG").map(PathBuf::from));
+    if let Some(path) = config {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig.merge(Env::prefixed("IDEM_").ignore(&["CONFIG", "CRASH_CYCLES"])).merge(Serialized::defaults(overrides));
+    let s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    s.validate()?;
+    Ok(s)
+}
+
+impl Settings {
+    /// Rejects settings that cannot work, with a message that says which and why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.fsync.as_str(), "always" | "every-second") {
+            anyhow::bail!("fsync must be 'always' or 'every-second', got '{}'", self.fsync);
+        }
+        if self.key_bytes_max == 0 || self.key_bytes_max > idem_core::Limits::KEY_BYTES_CONTRACT_MAX {
+            anyhow::bail!("key_bytes_max must be 1..={}", idem_core::Limits::KEY_BYTES_CONTRACT_MAX);
+        }
+        if self.value_bytes_max == 0 || self.value_bytes_max >= self.bulk_bytes_max {
+            anyhow::bail!("value_bytes_max must be at least 1 and below bulk_bytes_max ({})", self.bulk_bytes_max);
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!("max_connections must be at least 1");
+        }
+        if self.http_port != 0 && self.http_port == self.port {
+            anyhow::bail!("http_port and port are both {}", self.port);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("idem.toml");
+        std::fs::write(&file, "port = 9000\nhttp_port = 9001\nmax_connections = 5\n").unwrap();
+        let over = Overrides { port: Some(9100), ..Default::default() };
+        let s = load(Some(&file), &over).unwrap();
+        assert_eq!(s.port, 9100, "a flag beats the file");
+        assert_eq!(s.http_port, 9001, "the file beats the default");
+        assert_eq!(s.max_connections, 5);
+        assert_eq!(s.bind, "127.0.0.1", "loopback unless asked");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("idem.toml");
+        std::fs::write(&file, "fsync = \"sometimes\"\n").unwrap();
+        let err = load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("fsync"), "{err}");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let err = load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("no_such_setting"), "{err}");
+        let missing = dir.path().join("missing.toml");
+        assert!(load(Some(&missing), &Overrides::default()).is_err());
+    }
+}
