@@ -67,7 +67,7 @@ pub(crate) async fn serve(
     };
     let listener = BoundedListener { inner: listener, permits };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!(error = %e, "HTTP server failed");
+        tracing::error!(error = %e, "HTTP server failed; RESP keeps serving");
     }
 }
 

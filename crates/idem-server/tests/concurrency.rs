@@ -116,3 +116,32 @@ async fn forty_decrements_against_ten_in_stock() {
     assert_eq!(left, 0);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_concurrent_connections() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let n = 2000;
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, barrier) = (srv.addr, barrier.clone());
+            tokio::spawn(async move {
+                let mut c = common::Raw::connect(addr).await;
+                barrier.wait().await;
+                let key = format!("conn:{i}");
+                let r = c.cmd(&["CLAIM", &key, "me"]).await;
+                assert_eq!(r, common::V::Array(vec![common::V::bulk("claimed")]));
+                assert_eq!(c.cmd(&["PING"]).await, common::V::Simple("PONG".into()));
+                c
+            })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.unwrap());
+    }
+    let mut c = common::Raw::connect(srv.addr).await;
+    assert_eq!(c.cmd(&["DBSIZE"]).await, common::V::Int(n as i64));
+    drop(conns);
+    srv.stop().await;
+}

@@ -189,3 +189,25 @@ async fn password_via_url() {
     assert!(client.get_multiplexed_async_connection().await.is_err());
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_wait_is_answered_when_the_attempt_ends() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut worker = connect(&srv, "").await;
+    let mut waiter = connect(&srv, "").await;
+    let v: Value = redis::cmd("IDEM.BEGIN").arg("w").arg("LEASE").arg(60_000).query_async(&mut worker).await.unwrap();
+    let Value::Array(items) = v else { panic!() };
+    let Value::Int(fence) = items[1] else { panic!() };
+    let parked = tokio::spawn(async move {
+        redis::cmd("IDEM.BEGIN").arg("w").arg("WAIT").arg(60_000).query_async::<Value>(&mut waiter).await.unwrap()
+    });
+    // Give the waiter a moment to park. Not a timing assertion: if it
+    // arrives after the commit instead, the reply is the same `done`.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let ok: Vec<String> =
+        redis::cmd("IDEM.COMMIT").arg("w").arg(fence).arg("R").query_async(&mut worker).await.unwrap();
+    assert_eq!(ok, vec!["ok"]);
+    let got = tokio::time::timeout(common::PATIENCE, parked).await.expect("waiter answered").unwrap();
+    assert_eq!(got, Value::Array(vec![bulk("done"), bulk("R")]));
+    srv.stop().await;
+}
