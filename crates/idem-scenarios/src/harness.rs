@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use mysql_async::prelude::*;
 
 use crate::idem_client::IdemPool;
+use crate::pg::PgPool;
 use crate::{Scenario, ScenarioOpts};
 
 /// Upper bound on MariaDB connections one pool of a scenario may open. The
@@ -17,7 +18,6 @@ pub(crate) const MYSQL_CONNS_MAX: usize = 40;
 
 /// One scenario run's context.
 pub(crate) struct Ctx {
-    pub scenario: Scenario,
     pub opts: ScenarioOpts,
     /// Lowercase alphanumeric, unique per run: suffix of every table, key,
     /// stream and subject the run creates.
@@ -27,10 +27,13 @@ pub(crate) struct Ctx {
     embedded: Mutex<Option<EmbeddedIdem>>,
     /// MariaDB tables to drop at the end.
     tables: Mutex<Vec<String>>,
+    /// PostgreSQL tables to drop at the end.
+    pg_tables: Mutex<Vec<String>>,
 }
 
 impl Ctx {
     pub async fn start(scenario: Scenario, opts: ScenarioOpts) -> anyhow::Result<Ctx> {
+        tracing::info!(%scenario, "starting scenario");
         let run_id = new_run_id();
         let (idem_url, embedded) = match &opts.idem_url {
             Some(url) => (url.clone(), None),
@@ -39,7 +42,14 @@ impl Ctx {
                 (e.url.clone(), Some(e))
             }
         };
-        Ok(Ctx { scenario, opts, run_id, idem_url, embedded: Mutex::new(embedded), tables: Mutex::new(Vec::new()) })
+        Ok(Ctx {
+            opts,
+            run_id,
+            idem_url,
+            embedded: Mutex::new(embedded),
+            tables: Mutex::new(Vec::new()),
+            pg_tables: Mutex::new(Vec::new()),
+        })
     }
 
     /// The load size, or `default`.
@@ -52,6 +62,18 @@ impl Ctx {
         let name = format!("{base}_{}", self.run_id);
         self.tables.lock().expect("tables mutex").push(name.clone());
         name
+    }
+
+    /// A name `<base>_<run id>` for a PostgreSQL table, dropped at the end.
+    pub fn pg_table(&self, base: &str) -> String {
+        let name = format!("{base}_{}", self.run_id);
+        self.pg_tables.lock().expect("tables mutex").push(name.clone());
+        name
+    }
+
+    /// A PostgreSQL pool of at most `max_conns` connections.
+    pub fn pg(&self, max_conns: usize) -> PgPool {
+        PgPool::new(&self.opts.pg_url, max_conns)
     }
 
     /// A MariaDB pool of at most `max_conns` connections.
@@ -78,6 +100,15 @@ impl Ctx {
                     }
                 }
                 let _ = pool.disconnect().await;
+            }
+        }
+        let pg_tables = std::mem::take(&mut *self.pg_tables.lock().expect("tables mutex"));
+        if !pg_tables.is_empty() {
+            let pool = self.pg(1);
+            for t in pg_tables {
+                if let Err(e) = pool.exec(&format!("DROP TABLE IF EXISTS {t}")).await {
+                    tracing::warn!("dropping {t}: {e:#}");
+                }
             }
         }
         let embedded = self.embedded.lock().expect("embedded mutex").take();
@@ -154,9 +185,6 @@ impl Latency {
         let us = (d.as_micros() as u64).clamp(1, 60_000_000);
         self.0.record(us).expect("value within bounds");
     }
-    pub fn add(&mut self, other: &Latency) {
-        self.0.add(&other.0).expect("same bounds");
-    }
     /// The `q` quantile (0..=1) in microseconds.
     pub fn quantile_us(&self, q: f64) -> u64 {
         self.0.value_at_quantile(q)
@@ -169,11 +197,6 @@ impl Latency {
 /// Operations per second.
 pub(crate) fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64().max(1e-9)
-}
-
-/// Milliseconds since `t`.
-pub(crate) fn ms_since(t: Instant) -> u128 {
-    t.elapsed().as_millis()
 }
 
 /// FNV-1a, 64 bits, as 16 hex digits: a stable fingerprint of a request body
@@ -199,8 +222,6 @@ pub(crate) fn mysql_code(e: &mysql_async::Error) -> Option<u16> {
 pub(crate) const ER_DUP_ENTRY: u16 = 1062;
 /// `ER_LOCK_DEADLOCK`: the transaction was rolled back; retrying is correct.
 pub(crate) const ER_LOCK_DEADLOCK: u16 = 1213;
-/// `ER_LOCK_WAIT_TIMEOUT`.
-pub(crate) const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 /// One integer from a query that returns one row and one column.
 pub(crate) async fn count(pool: &mysql_async::Pool, sql: &str) -> anyhow::Result<u64> {

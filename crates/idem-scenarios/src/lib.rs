@@ -31,7 +31,7 @@ use std::str::FromStr;
 mod broker;
 mod harness;
 pub mod idem_client;
-mod intx;
+mod pg;
 mod report;
 pub mod s1;
 pub mod s2;

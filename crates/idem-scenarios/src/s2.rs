@@ -4,19 +4,27 @@
 //! brand B") in a batch of 20, each request twice in a tight loop (its
 //! duplicate request records). The requests go through a real broker (NATS
 //! JetStream) to a consumer running many worker tasks, which copies every
-//! product of the default brand. The products table uses logical delete
-//! (`delete_status`), so there is no unique index. Variants, with identical
-//! messages and work:
+//! product of the default brand into a PostgreSQL products table. The table
+//! uses logical delete (`delete_status`), so there is no unique index.
+//! (PostgreSQL here and MariaDB in S3: the in-transaction API is shown on
+//! both engines.) Variants, with identical messages and work:
 //! - naive: per product `SELECT id ... WHERE hash = ? AND delete_status = 0`,
 //!   then `INSERT` if absent;
 //! - redis-lock: the same, inside a Redis lock per product (`SET key token NX
 //!   PX ttl`, retried until acquired; owner-checked unlock by a Lua script),
 //!   as the write-up tried;
-//! - idem: per product one MariaDB transaction that claims
+//! - idem-per-item: per product one PostgreSQL transaction that claims
 //!   `product:<brand>:<name>:<model>` with idem's in-transaction claim and
 //!   inserts the product; a claim held by another owner returns the existing
-//!   product's id instead. A logical delete releases the claim in the same
-//!   transaction, so delete → recreate → delete → recreate works.
+//!   product's id instead;
+//! - idem: the same claims, but one transaction per copy request: every
+//!   product's claim (pipelined, in a fixed order) and one insert of the
+//!   claimed products, committed together — the batch a lock per item cannot
+//!   give.
+//!
+//! In both idem variants a logical delete releases the claim in the same
+//! transaction, so delete → recreate → delete → recreate works (shown with
+//! concurrent duplicate recreations).
 //!
 //! Also shown: a unique index that includes `delete_status` (the write-up's
 //! rejected idea) fails on the second delete.
@@ -30,11 +38,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use futures::StreamExt;
-use mysql_async::prelude::*;
+use tokio_postgres::error::SqlState;
+
+use idem_backends::postgres::tx::{self, Claimed};
 
 use crate::broker::WorkQueue;
-use crate::harness::{count, exec, fingerprint, mysql_code, rate, Ctx, ER_DUP_ENTRY, ER_LOCK_DEADLOCK};
-use crate::intx::{self, Claim};
+use crate::harness::{fingerprint, rate, Ctx};
+use crate::pg::PgPool;
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
 
@@ -69,6 +79,10 @@ const UNLOCK_LUA: &str =
 enum Variant {
     Naive,
     RedisLock,
+    /// One transaction per product: claim + insert.
+    IdemPerItem,
+    /// One transaction per copy request: every product's claim and the
+    /// inserts of the claimed ones, committed together.
     Idem,
 }
 
@@ -77,8 +91,13 @@ impl Variant {
         match self {
             Variant::Naive => "naive",
             Variant::RedisLock => "redis-lock",
+            Variant::IdemPerItem => "idem-per-item",
             Variant::Idem => "idem",
         }
+    }
+
+    fn is_idem(self) -> bool {
+        matches!(self, Variant::Idem | Variant::IdemPerItem)
     }
 }
 
@@ -96,9 +115,22 @@ enum Copied {
     Existing(u64),
 }
 
+impl Shared {
+    fn count(&self, c: Copied) {
+        match c {
+            Copied::Created(_) => self.created.fetch_add(1, Ordering::Relaxed),
+            Copied::Existing(0) => {
+                self.existing.fetch_add(1, Ordering::Relaxed);
+                self.existing_id_missing.fetch_add(1, Ordering::Relaxed)
+            }
+            Copied::Existing(_) => self.existing.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
 struct Shared {
     variant: Variant,
-    pool: mysql_async::Pool,
+    pool: PgPool,
     table: String,
     products: Vec<Product>,
     redis: Option<redis::aio::MultiplexedConnection>,
@@ -116,6 +148,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
         (0..n).map(|i| Product { name: format!("product-{i}"), model: format!("m{}", i % 7) }).collect();
     let naive = run_variant(ctx, Variant::Naive, &products).await?;
     let lock = run_variant(ctx, Variant::RedisLock, &products).await?;
+    let per_item = run_variant(ctx, Variant::IdemPerItem, &products).await?;
     let idem = run_variant(ctx, Variant::Idem, &products).await?;
     let uk = unique_with_delete_status(ctx).await?;
     let get = |r: &VariantReport, k: &str| r.field(k).unwrap_or("na").to_string();
@@ -124,6 +157,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let extra = vec![
         ("redis_lock_anomalies".to_string(), get(&lock, "anomalies")),
         ("redis_lock_ops_per_s".to_string(), get(&lock, "ops_per_s")),
+        ("idem_per_item_anomalies".to_string(), get(&per_item, "anomalies")),
+        ("idem_per_item_ops_per_s".to_string(), get(&per_item, "ops_per_s")),
         ("idem_vs_redis_lock".to_string(), format!("{:.1}", idem_rate / lock_rate.max(1e-9))),
         ("idem_recreate_ok".to_string(), get(&idem, "recreate_ok")),
         ("idem_existing_ids_returned".to_string(), get(&idem, "existing_ids_returned")),
@@ -132,25 +167,21 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
         ("messages".to_string(), (REQUESTS * COPIES_PER_REQUEST).to_string()),
     ];
     let s = summary(Scenario::S2, &naive, &idem, extra);
-    Ok(vec![naive, lock, idem, s])
+    Ok(vec![naive, lock, per_item, idem, s])
 }
 
 async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyhow::Result<VariantReport> {
-    let table = ctx.table(&format!("s2_products_{}", variant.name().replace('-', "_")));
-    let pool = ctx.mysql(WORKERS + 4)?;
+    let table = ctx.pg_table(&format!("s2_products_{}", variant.name().replace('-', "_")));
+    let pool = ctx.pg(WORKERS + 4);
     // Logical delete: no unique index is possible on (brand, name, model).
-    exec(
-        &pool,
-        &format!(
-            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, brand_id INT NOT NULL, \
-             name VARCHAR(64) NOT NULL, model VARCHAR(32) NOT NULL, hash CHAR(16) NOT NULL, \
-             delete_status TINYINT NOT NULL DEFAULT 0, claim_owner VARCHAR(40) NULL, \
-             KEY idx_hash (hash, delete_status)) ENGINE=InnoDB"
-        ),
-    )
+    pool.exec(&format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, brand_id INT NOT NULL, name TEXT NOT NULL, \
+         model TEXT NOT NULL, hash TEXT NOT NULL, delete_status SMALLINT NOT NULL DEFAULT 0, \
+         claim_owner TEXT NULL); CREATE INDEX ON {table} (hash, delete_status)"
+    ))
     .await?;
-    if variant == Variant::Idem {
-        intx::migrate(&ctx.opts.mysql_url).await?;
+    if variant.is_idem() {
+        idem_backends::postgres::migrate(&ctx.opts.pg_url).await.context("installing idem's schema in PostgreSQL")?;
     }
     let redis = match variant {
         Variant::RedisLock => {
@@ -161,11 +192,11 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
     };
     let shared = Arc::new(Shared {
         variant,
-        pool: pool.clone(),
+        pool,
         table: table.clone(),
         products: products.to_vec(),
         redis,
-        key_prefix: format!("s2:{}:", ctx.run_id),
+        key_prefix: format!("s2:{}:{}:", ctx.run_id, variant.name()),
         created: AtomicU64::new(0),
         existing: AtomicU64::new(0),
         existing_id_missing: AtomicU64::new(0),
@@ -198,25 +229,23 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
     let item_ops = (messages * products.len()) as u64;
 
     let recreate_ok = match variant {
-        Variant::Idem => Some(delete_recreate(&shared).await?),
+        Variant::Idem | Variant::IdemPerItem => Some(delete_recreate(&shared).await?),
         _ => None,
     };
 
-    let dup_products = count(
-        &pool,
-        &format!(
+    let pool = &shared.pool;
+    let dup_products = pool
+        .count(&format!(
             "SELECT COUNT(*) FROM (SELECT brand_id, name, model FROM {table} WHERE delete_status = 0 \
              GROUP BY brand_id, name, model HAVING COUNT(*) > 1) d"
-        ),
-    )
-    .await?;
-    let live = count(&pool, &format!("SELECT COUNT(*) FROM {table} WHERE delete_status = 0")).await?;
-    let distinct = count(
-        &pool,
-        &format!("SELECT COUNT(*) FROM (SELECT DISTINCT brand_id, name, model FROM {table} WHERE delete_status = 0) x"),
-    )
-    .await?;
-    pool.disconnect().await?;
+        ))
+        .await?;
+    let live = pool.count(&format!("SELECT COUNT(*) FROM {table} WHERE delete_status = 0")).await?;
+    let distinct = pool
+        .count(&format!(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT brand_id, name, model FROM {table} WHERE delete_status = 0) x"
+        ))
+        .await?;
 
     let mut r = VariantReport::new(Scenario::S2, variant.name())
         .with("messages", messages)
@@ -251,20 +280,30 @@ async fn consume(
             async move {
                 let Ok(msg) = m else { return };
                 let brand: u32 = std::str::from_utf8(&msg.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                for p in &shared.products {
-                    match copy_product(&shared, brand, p).await {
-                        Ok(Copied::Created(_)) => shared.created.fetch_add(1, Ordering::Relaxed),
-                        Ok(Copied::Existing(id)) => {
-                            if id == 0 {
-                                shared.existing_id_missing.fetch_add(1, Ordering::Relaxed);
+                if shared.variant == Variant::Idem {
+                    match copy_batch(&shared, brand).await {
+                        Ok(copied) => {
+                            for c in copied {
+                                shared.count(c);
                             }
-                            shared.existing.fetch_add(1, Ordering::Relaxed)
                         }
                         Err(e) => {
-                            tracing::warn!("copy {brand}/{}: {e:#}", p.name);
-                            shared.errors.fetch_add(1, Ordering::Relaxed)
+                            tracing::warn!("copy batch {brand}: {e:#}");
+                            shared.errors.fetch_add(shared.products.len() as u64, Ordering::Relaxed);
                         }
-                    };
+                    }
+                    let _ = msg.ack().await;
+                    shared.done_messages.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                for p in &shared.products {
+                    match copy_product(&shared, brand, p).await {
+                        Ok(c) => shared.count(c),
+                        Err(e) => {
+                            tracing::warn!("copy {brand}/{}: {e:#}", p.name);
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
                 let _ = msg.ack().await;
                 shared.done_messages.fetch_add(1, Ordering::Relaxed);
@@ -307,12 +346,12 @@ async fn copy_product(shared: &Shared, brand: u32, p: &Product) -> anyhow::Resul
             let _: i64 = redis::Script::new(UNLOCK_LUA).key(&key).arg(&token).invoke_async(&mut redis).await?;
             r
         }
-        Variant::Idem => {
+        Variant::Idem | Variant::IdemPerItem => {
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 match claim_and_insert(shared, brand, p).await {
-                    Err(e) if attempt < TX_RETRIES_MAX && is_deadlock(&e) => continue,
+                    Err(e) if attempt < TX_RETRIES_MAX && is_retryable(&e) => continue,
                     r => return r,
                 }
             }
@@ -320,27 +359,34 @@ async fn copy_product(shared: &Shared, brand: u32, p: &Product) -> anyhow::Resul
     }
 }
 
-fn is_deadlock(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<mysql_async::Error>().and_then(mysql_code) == Some(ER_LOCK_DEADLOCK)
+/// A deadlock or serialization failure: the whole transaction may run again.
+fn is_retryable(e: &anyhow::Error) -> bool {
+    if let Some(e) = e.downcast_ref::<tx::Error>() {
+        return e.is_retryable();
+    }
+    e.downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code())
+        .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 /// The original: query by hash, insert when absent.
 async fn check_then_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     let hash = product_hash(brand, p);
-    let mut conn = shared.pool.get_conn().await?;
-    let found: Option<u64> = conn
-        .exec_first(format!("SELECT id FROM {} WHERE hash = ? AND delete_status = 0 LIMIT 1", shared.table), (&hash,))
+    let conn = shared.pool.get().await?;
+    let found = conn
+        .query_opt(&format!("SELECT id FROM {} WHERE hash = $1 AND delete_status = 0 LIMIT 1", shared.table), &[&hash])
         .await?;
-    if let Some(id) = found {
-        return Ok(Copied::Existing(id));
+    if let Some(row) = found {
+        return Ok(Copied::Existing(row.get::<_, i64>(0) as u64));
     }
     tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
-    conn.exec_drop(
-        format!("INSERT INTO {} (brand_id, name, model, hash) VALUES (?, ?, ?, ?)", shared.table),
-        (brand, &p.name, &p.model, &hash),
-    )
-    .await?;
-    Ok(Copied::Created(conn.last_insert_id().unwrap_or(0)))
+    let row = conn
+        .query_one(
+            &format!("INSERT INTO {} (brand_id, name, model, hash) VALUES ($1, $2, $3, $4) RETURNING id", shared.table),
+            &[&(brand as i32), &p.name, &p.model, &hash],
+        )
+        .await?;
+    Ok(Copied::Created(row.get::<_, i64>(0) as u64))
 }
 
 fn claim_key(shared: &Shared, brand: u32, p: &Product) -> String {
@@ -353,60 +399,138 @@ async fn claim_and_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::R
     let hash = product_hash(brand, p);
     let key = claim_key(shared, brand, p);
     let owner = format!("{:032x}", rand::random::<u128>());
-    let mut conn = shared.pool.get_conn().await?;
-    let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
-    match intx::claim(&mut tx, &key, &owner).await? {
-        Claim::Claimed => {
+    let mut conn = shared.pool.get().await?;
+    let t = conn.transaction().await?;
+    // A concurrent claimer of the same key waits here until this
+    // transaction ends, then sees `Held` (or `Claimed` if it rolled back).
+    match tx::claim(&t, key.as_bytes(), owner.as_bytes(), None).await? {
+        Claimed::Claimed => {
             tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
-            tx.exec_drop(
-                format!(
-                    "INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES (?, ?, ?, ?, ?)",
-                    shared.table
-                ),
-                (brand, &p.name, &p.model, &hash, &owner),
-            )
-            .await?;
-            let id = tx.last_insert_id().unwrap_or(0);
-            tx.commit().await?;
-            Ok(Copied::Created(id))
-        }
-        Claim::Held(holder) => {
-            tx.rollback().await?;
-            // The holder committed its claim and its product together.
-            let id: Option<u64> = conn
-                .exec_first(
-                    format!("SELECT id FROM {} WHERE claim_owner = ? AND delete_status = 0", shared.table),
-                    (&holder,),
+            let row = t
+                .query_one(
+                    &format!(
+                        "INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES ($1, $2, $3, $4, $5) \
+                         RETURNING id",
+                        shared.table
+                    ),
+                    &[&(brand as i32), &p.name, &p.model, &hash, &owner],
                 )
                 .await?;
-            Ok(Copied::Existing(id.unwrap_or(0)))
+            t.commit().await?;
+            Ok(Copied::Created(row.get::<_, i64>(0) as u64))
+        }
+        Claimed::Held { owner: holder } => {
+            t.rollback().await?;
+            // The holder committed its claim and its product together.
+            let holder = String::from_utf8_lossy(&holder).into_owned();
+            let row = conn
+                .query_opt(
+                    &format!("SELECT id FROM {} WHERE claim_owner = $1 AND delete_status = 0", shared.table),
+                    &[&holder],
+                )
+                .await?;
+            Ok(Copied::Existing(row.map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0)))
         }
     }
 }
 
+/// idem, batched: one transaction claims every product of the request and
+/// inserts the claimed ones; products claimed by others are answered with
+/// their existing ids. Claims are sent pipelined, in one fixed order, so two
+/// duplicate requests queue on the first key instead of deadlocking.
+async fn copy_batch(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match copy_batch_once(shared, brand).await {
+            Err(e) if attempt < TX_RETRIES_MAX && is_retryable(&e) => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
+    let token = format!("{:032x}", rand::random::<u128>());
+    let items: Vec<(&Product, String, String)> = shared
+        .products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p, claim_key(shared, brand, p), format!("{token}-{i}")))
+        .collect();
+    let mut conn = shared.pool.get().await?;
+    let t = conn.transaction().await?;
+    let claims = futures::future::try_join_all(
+        items.iter().map(|(_, key, owner)| tx::claim(&t, key.as_bytes(), owner.as_bytes(), None)),
+    )
+    .await?;
+    let mut to_insert = Vec::new();
+    let mut held = Vec::new();
+    for ((p, _, owner), c) in items.iter().zip(claims) {
+        match c {
+            Claimed::Claimed => to_insert.push((*p, owner)),
+            Claimed::Held { owner: holder } => held.push(String::from_utf8_lossy(&holder).into_owned()),
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    if !to_insert.is_empty() {
+        tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
+        let brands: Vec<i32> = vec![brand as i32; to_insert.len()];
+        let names: Vec<&str> = to_insert.iter().map(|(p, _)| p.name.as_str()).collect();
+        let models: Vec<&str> = to_insert.iter().map(|(p, _)| p.model.as_str()).collect();
+        let hashes: Vec<String> = to_insert.iter().map(|(p, _)| product_hash(brand, p)).collect();
+        let owners: Vec<&str> = to_insert.iter().map(|(_, o)| o.as_str()).collect();
+        let rows = t
+            .query(
+                &format!(
+                    "INSERT INTO {} (brand_id, name, model, hash, claim_owner) \
+                     SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) RETURNING id",
+                    shared.table
+                ),
+                &[&brands, &names, &models, &hashes, &owners],
+            )
+            .await?;
+        out.extend(rows.iter().map(|r| Copied::Created(r.get::<_, i64>(0) as u64)));
+    }
+    t.commit().await?;
+    if !held.is_empty() {
+        // The holders committed their claims and products together.
+        let rows = conn
+            .query(
+                &format!("SELECT id FROM {} WHERE claim_owner = ANY($1) AND delete_status = 0", shared.table),
+                &[&held],
+            )
+            .await?;
+        let found = rows.len();
+        out.extend(rows.iter().map(|r| Copied::Existing(r.get::<_, i64>(0) as u64)));
+        out.extend((found..held.len()).map(|_| Copied::Existing(0)));
+    }
+    Ok(out)
+}
+
 /// idem: logical delete, releasing the claim in the same transaction.
 async fn logical_delete(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
-    let mut conn = shared.pool.get_conn().await?;
-    let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
-    let row: Option<(u64, Option<String>)> = tx
-        .exec_first(
-            format!(
-                "SELECT id, claim_owner FROM {} WHERE brand_id = ? AND name = ? AND model = ? AND delete_status = 0 \
-                 FOR UPDATE",
+    let mut conn = shared.pool.get().await?;
+    let t = conn.transaction().await?;
+    let row = t
+        .query_opt(
+            &format!(
+                "SELECT id, claim_owner FROM {} WHERE brand_id = $1 AND name = $2 AND model = $3 \
+                 AND delete_status = 0 FOR UPDATE",
                 shared.table
             ),
-            (brand, &p.name, &p.model),
+            &[&(brand as i32), &p.name, &p.model],
         )
         .await?;
-    let Some((id, owner)) = row else {
-        tx.rollback().await?;
+    let Some(row) = row else {
+        t.rollback().await?;
         return Ok(false);
     };
-    tx.exec_drop(format!("UPDATE {} SET delete_status = 1 WHERE id = ?", shared.table), (id,)).await?;
+    let (id, owner): (i64, Option<String>) = (row.get(0), row.get(1));
+    t.execute(&format!("UPDATE {} SET delete_status = 1 WHERE id = $1", shared.table), &[&id]).await?;
     if let Some(owner) = owner {
-        intx::release(&mut tx, &claim_key(shared, brand, p), &owner).await?;
+        tx::release(&t, claim_key(shared, brand, p).as_bytes(), owner.as_bytes()).await?;
     }
-    tx.commit().await?;
+    t.commit().await?;
     Ok(true)
 }
 
@@ -425,22 +549,10 @@ async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
             let existing = copies.iter().filter(|c| matches!(c, Ok(Copied::Existing(id)) if *id != 0)).count();
             good &= created == 1 && existing == RECREATE_DUPLICATES - 1;
         }
-        let live = count(
-            &shared.pool,
-            &format!(
-                "SELECT COUNT(*) FROM {} WHERE brand_id = {brand} AND name = '{}' AND model = '{}' AND delete_status = 0",
-                shared.table, p.name, p.model
-            ),
-        )
-        .await?;
-        let all = count(
-            &shared.pool,
-            &format!(
-                "SELECT COUNT(*) FROM {} WHERE brand_id = {brand} AND name = '{}' AND model = '{}'",
-                shared.table, p.name, p.model
-            ),
-        )
-        .await?;
+        let filter =
+            format!("FROM {} WHERE brand_id = {brand} AND name = '{}' AND model = '{}'", shared.table, p.name, p.model);
+        let live = shared.pool.count(&format!("SELECT COUNT(*) {filter} AND delete_status = 0")).await?;
+        let all = shared.pool.count(&format!("SELECT COUNT(*) {filter}")).await?;
         good &= live == 1 && all == 1 + RECREATE_CYCLES as u64;
         ok += usize::from(good);
     }
@@ -451,30 +563,23 @@ async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
 /// delete works; recreate works; the second delete collides with the first
 /// deleted row. Returns what the second delete did.
 async fn unique_with_delete_status(ctx: &Ctx) -> anyhow::Result<String> {
-    let table = ctx.table("s2_uk_delete_status");
-    let pool = ctx.mysql(1)?;
-    exec(
-        &pool,
-        &format!(
-            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, hash CHAR(16) NOT NULL, \
-             delete_status TINYINT NOT NULL DEFAULT 0, UNIQUE KEY uk (hash, delete_status)) ENGINE=InnoDB"
-        ),
-    )
+    let table = ctx.pg_table("s2_uk_delete_status");
+    let pool = ctx.pg(1);
+    pool.exec(&format!(
+        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, hash TEXT NOT NULL, \
+         delete_status SMALLINT NOT NULL DEFAULT 0, UNIQUE (hash, delete_status))"
+    ))
     .await?;
-    let mut conn = pool.get_conn().await?;
-    let mut outcome = "ok".to_string();
-    for step in 0..2 {
-        conn.exec_drop(format!("INSERT INTO {table} (hash) VALUES ('p')"), ()).await?;
-        let id = conn.last_insert_id().unwrap_or(0);
-        if let Err(e) = conn.exec_drop(format!("UPDATE {table} SET delete_status = 1 WHERE id = ?"), (id,)).await {
-            outcome = match mysql_code(&e) {
-                Some(ER_DUP_ENTRY) => format!("duplicate_key_error_on_delete_{}", step + 1),
+    let conn = pool.get().await?;
+    for step in 1..=2 {
+        let id: i64 =
+            conn.query_one(&format!("INSERT INTO {table} (hash) VALUES ('p') RETURNING id"), &[]).await?.get(0);
+        if let Err(e) = conn.execute(&format!("UPDATE {table} SET delete_status = 1 WHERE id = $1"), &[&id]).await {
+            return Ok(match e.code() {
+                Some(c) if *c == SqlState::UNIQUE_VIOLATION => format!("duplicate_key_error_on_delete_{step}"),
                 _ => format!("error_{e}"),
-            };
-            break;
+            });
         }
     }
-    drop(conn);
-    pool.disconnect().await?;
-    Ok(outcome)
+    Ok("ok".to_string())
 }

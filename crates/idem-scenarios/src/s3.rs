@@ -14,10 +14,13 @@
 //! - naive: no unique key → double grants;
 //! - naive-uk: the unique key `(user_id, prize_type)` present → the losers get
 //!   a raw duplicate-key error (the write-up's DuplicateKeyException);
-//! - idem: no Redis lock; `idem_begin("prize:user:type")` inside the same
-//!   transaction, the grant, then `idem_commit` with the result in the same
-//!   transaction (the unique key stays as the last line of defence). A
-//!   repeat gets the first grant's result back.
+//! - idem-server: no Redis lock; `IDEM.BEGIN prize:user:type` on the idem
+//!   server decides who grants; concurrent and slow repeats wait for (or
+//!   find) the first grant's result; the grant transaction commits before
+//!   `IDEM.COMMIT` stores its result; a later attempt (after a lease ran out)
+//!   first looks for the earlier attempt's committed grant with a locking
+//!   read. The lease is longer than any grant transaction here. The unique
+//!   key stays as the last line of defence.
 //!
 //! Anomalies = (user, prize) pairs granted more than once (from the table) +
 //! raw duplicate-key errors that reached a caller.
@@ -29,7 +32,7 @@ use futures::StreamExt;
 use mysql_async::prelude::*;
 
 use crate::harness::{count, exec, fingerprint, mysql_code, rate, Ctx, ER_DUP_ENTRY, ER_LOCK_DEADLOCK};
-use crate::intx::{self, TxBegin};
+use crate::idem_client::{Begin, IdemPool};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
 
@@ -49,8 +52,10 @@ const UNLOCK_TO_COMMIT_PAUSE: Duration = Duration::from_millis(100);
 /// Every this many pairs, the first grant takes longer than the lease.
 const LONG_GRANT_EVERY: usize = 5;
 const LONG_GRANT: Duration = Duration::from_millis(700);
-/// idem lease of a grant attempt (longer than any grant here).
+/// idem lease of a grant attempt (longer than any grant here), and how long
+/// a concurrent duplicate waits for the first grant's result.
 const IDEM_LEASE_MS: u64 = 10_000;
+const IDEM_WAIT_MS: u64 = 5_000;
 /// Pairs in flight at once (each holds BURST + 1 connections at most).
 const PAIRS_IN_FLIGHT: usize = 8;
 /// Transactions retried after a deadlock, at most.
@@ -63,7 +68,8 @@ const UNLOCK_LUA: &str =
 enum Variant {
     Naive,
     NaiveUk,
-    Idem,
+    /// `IDEM.BEGIN` on the idem server around the MariaDB transaction.
+    IdemServer,
 }
 
 impl Variant {
@@ -71,7 +77,7 @@ impl Variant {
         match self {
             Variant::Naive => "naive",
             Variant::NaiveUk => "naive-uk",
-            Variant::Idem => "idem",
+            Variant::IdemServer => "idem-server",
         }
     }
 }
@@ -91,6 +97,7 @@ enum Outcome {
 
 struct Svc {
     variant: Variant,
+    idem: Option<IdemPool>,
     pool: mysql_async::Pool,
     record: String,
     user_prize: String,
@@ -102,18 +109,22 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let pairs = ctx.size(PAIRS_DEFAULT);
     let naive = run_variant(ctx, Variant::Naive, pairs).await?;
     let uk = run_variant(ctx, Variant::NaiveUk, pairs).await?;
-    let idem = run_variant(ctx, Variant::Idem, pairs).await?;
+    let server = run_variant(ctx, Variant::IdemServer, pairs).await?;
+    // The in-transaction variant (idem_backends::mysql::tx) joins when that
+    // API exists; until then the summary's idem side is the server variant.
+    let idem = server.clone();
     let get = |r: &VariantReport, k: &str| r.field(k).unwrap_or("na").to_string();
     let extra = vec![
         ("naive_double_grants".to_string(), get(&naive, "double_grants")),
         ("naive_uk_duplicate_key_errors".to_string(), get(&uk, "duplicate_key_errors")),
         ("idem_double_grants".to_string(), get(&idem, "double_grants")),
         ("idem_duplicate_key_errors".to_string(), get(&idem, "duplicate_key_errors")),
+        ("idem_server_anomalies".to_string(), get(&server, "anomalies")),
         ("pairs".to_string(), pairs.to_string()),
         ("lease_outliving_pairs".to_string(), pairs.div_ceil(LONG_GRANT_EVERY).to_string()),
     ];
     let s = summary(Scenario::S3, &naive, &idem, extra);
-    Ok(vec![naive, uk, idem, s])
+    Ok(vec![naive, uk, server, s])
 }
 
 async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Result<VariantReport> {
@@ -123,7 +134,7 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
     let pool = ctx.mysql(PAIRS_IN_FLIGHT * (BURST + 1) + 2)?;
     let uk = match variant {
         Variant::Naive => "",
-        Variant::NaiveUk | Variant::Idem => ", UNIQUE KEY uk_user_id_prize_type (user_id, prize_type)",
+        Variant::NaiveUk | Variant::IdemServer => ", UNIQUE KEY uk_user_id_prize_type (user_id, prize_type)",
     };
     exec(
         &pool,
@@ -142,13 +153,14 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
         ),
     )
     .await?;
-    if variant == Variant::Idem {
-        intx::migrate(&ctx.opts.mysql_url).await?;
-    }
     let client = redis::Client::open(ctx.opts.redis_url.as_str())?;
     let redis = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
     let svc = Svc {
         variant,
+        idem: match variant {
+            Variant::IdemServer => Some(ctx.idem(PAIRS_IN_FLIGHT * (BURST + 1))?),
+            _ => None,
+        },
         pool: pool.clone(),
         record: record.clone(),
         user_prize: user_prize.clone(),
@@ -227,7 +239,7 @@ impl Svc {
             attempt += 1;
             let r = match self.variant {
                 Variant::Naive | Variant::NaiveUk => self.send_prize_locked(user, prize, long_grant).await,
-                Variant::Idem => self.send_prize_idem(user, prize, long_grant).await,
+                Variant::IdemServer => self.send_prize_idem_server(user, prize, long_grant).await,
             };
             match r {
                 Ok(o) => return o,
@@ -295,34 +307,64 @@ impl Svc {
         }
     }
 
-    /// idem: the idempotency record lives in the same transaction as the grant.
-    async fn send_prize_idem(&self, user: u64, prize: u32, long_grant: bool) -> anyhow::Result<Outcome> {
-        let mut conn = self.pool.get_conn().await?;
-        let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
-        let _owned: Option<i64> =
-            tx.exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,)).await?;
+    /// idem on the server: `IDEM.BEGIN` decides who grants; the others wait
+    /// for the first grant and get its result. The lease is longer than any
+    /// grant transaction here; a transaction that could outlive it needs the
+    /// record inside the transaction (the `idem` variant).
+    async fn send_prize_idem_server(&self, user: u64, prize: u32, long_grant: bool) -> anyhow::Result<Outcome> {
+        let idem = self.idem.as_ref().expect("idem-server variant has an idem pool");
         let key = format!("{}prize:{user}:{prize}", self.key_prefix);
         let fp = fingerprint(format!("{user}|{prize}|1").as_bytes());
-        match intx::idem_begin(&mut tx, &key, &fp, IDEM_LEASE_MS).await? {
-            TxBegin::Started { fence } => {
-                if long_grant {
-                    tokio::time::sleep(LONG_GRANT).await;
+        match idem.begin(&key, Some(&fp), IDEM_LEASE_MS, IDEM_WAIT_MS).await? {
+            Begin::Started { fence, attempt } => {
+                let granted = async {
+                    let mut conn = self.pool.get_conn().await?;
+                    let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+                    let _owned: Option<i64> = tx
+                        .exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,))
+                        .await?;
+                    // A later attempt first looks for the grant of an attempt
+                    // whose lease ran out (a locking read sees committed rows).
+                    if attempt > 1 {
+                        let found: Option<u64> = tx
+                            .exec_first(
+                                format!(
+                                    "SELECT id FROM {} WHERE user_id = ? AND prize_type = ? FOR UPDATE",
+                                    self.record
+                                ),
+                                (user, prize),
+                            )
+                            .await?;
+                        if let Some(id) = found {
+                            tx.rollback().await?;
+                            return anyhow::Ok(id);
+                        }
+                    }
+                    if long_grant {
+                        tokio::time::sleep(LONG_GRANT).await;
+                    }
+                    let id = self.grant_rows(&mut tx, user, prize).await?;
+                    tokio::time::sleep(UNLOCK_TO_COMMIT_PAUSE).await;
+                    tx.commit().await?;
+                    Ok(id)
                 }
-                let record_id = self.grant_rows(&mut tx, user, prize).await?;
-                let result = serde_json::json!({"granted": true, "record_id": record_id}).to_string();
-                intx::idem_commit(&mut tx, &key, fence, result.as_bytes()).await?;
-                tokio::time::sleep(UNLOCK_TO_COMMIT_PAUSE).await;
-                tx.commit().await?;
-                Ok(Outcome::Granted)
+                .await;
+                match granted {
+                    Ok(record_id) => {
+                        let result = serde_json::json!({"granted": true, "record_id": record_id}).to_string();
+                        idem.commit(&key, fence, result.as_bytes()).await?;
+                        Ok(Outcome::Granted)
+                    }
+                    Err(e) => {
+                        // Nothing committed: let a retry run.
+                        let _ = idem.abort(&key, fence).await;
+                        Err(e)
+                    }
+                }
             }
-            TxBegin::Done(_) => {
-                tx.rollback().await?;
-                Ok(Outcome::Already)
-            }
-            TxBegin::Running => {
-                tx.rollback().await?;
-                Ok(Outcome::Busy)
-            }
+            Begin::Done(_) => Ok(Outcome::Already),
+            Begin::Running { .. } => Ok(Outcome::Busy),
+            Begin::Mismatch => Ok(Outcome::Error("MISMATCH".into())),
         }
     }
 

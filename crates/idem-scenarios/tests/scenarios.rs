@@ -35,6 +35,13 @@ fn summary(reports: &[VariantReport]) -> &VariantReport {
     reports.last().unwrap()
 }
 
+/// Every idem variant's line (`idem`, `idem-per-item`, `idem-server`, ...).
+fn idem_lines(reports: &[VariantReport]) -> Vec<&VariantReport> {
+    let v: Vec<_> = reports.iter().filter(|r| r.variant.starts_with("idem")).collect();
+    assert!(!v.is_empty());
+    v
+}
+
 fn field(r: &VariantReport, k: &str) -> u64 {
     r.u64(k).unwrap_or_else(|| panic!("field {k} in {r}"))
 }
@@ -60,10 +67,13 @@ async fn s2_product_copy_through_mq() {
     assert_eq!(s.field("idem_recreate_ok"), Some("5/5"), "delete and recreate many times: {s}");
     assert!(field(s, "idem_existing_ids_returned") > 0);
     assert!(s.field("uk_with_delete_status_second_delete").unwrap().starts_with("duplicate_key_error_on_delete_2"));
-    let idem = reports.iter().find(|r| r.variant == "idem").unwrap();
-    assert_eq!(field(idem, "errors"), 0);
-    assert_eq!(field(idem, "existing_id_missing"), 0);
-    assert_eq!(field(idem, "missing_products"), 0);
+    assert_eq!(field(s, "idem_per_item_anomalies"), 0);
+    for idem in idem_lines(&reports) {
+        assert_eq!(field(idem, "errors"), 0, "{idem}");
+        assert_eq!(field(idem, "existing_id_missing"), 0, "the caller gets the existing id: {idem}");
+        assert_eq!(field(idem, "missing_products"), 0, "{idem}");
+        assert_eq!(idem.field("recreate_ok"), Some("5/5"), "{idem}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -75,9 +85,12 @@ async fn s3_prize_grant() {
     assert_eq!(field(s, "idem_duplicate_key_errors"), 0);
     assert!(field(s, "naive_double_grants") > 0, "lock released before commit: {s}");
     assert!(field(s, "naive_uk_duplicate_key_errors") > 0, "the unique key surfaces as an error: {s}");
-    let idem = reports.iter().find(|r| r.variant == "idem").unwrap();
-    assert_eq!(field(idem, "pairs_never_granted"), 0);
-    assert_eq!(field(idem, "other_errors"), 0);
+    for idem in idem_lines(&reports) {
+        assert_eq!(field(idem, "anomalies"), 0, "{idem}");
+        assert_eq!(field(idem, "duplicate_key_errors"), 0, "{idem}");
+        assert_eq!(field(idem, "pairs_never_granted"), 0, "{idem}");
+        assert_eq!(field(idem, "other_errors"), 0, "{idem}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -103,7 +116,7 @@ async fn s5_points_budget_callbacks() {
     // only slower (throughput is measured, not asserted).
     assert_eq!(field(s, "budget_naive_anomalies"), 0);
     assert_eq!(field(s, "budget_idem_anomalies"), 0);
-    for r in reports.iter().filter(|r| r.variant == "idem") {
+    for r in idem_lines(&reports) {
         assert_eq!(r.u64("errors").unwrap_or(0), 0, "{r}");
         if r.field("part") == Some("callbacks") {
             assert_eq!(r.field("drained"), Some("true"), "{r}");
