@@ -131,11 +131,11 @@ impl Model {
     }
 
     fn waiters_of(&self, lock: bool, key: &Bytes) -> usize {
-        self.waiters.iter().filter(|w| w.lock == lock && &w.key == key).count()
+        self.waiters.iter().filter(|w| w.lock == lock && w.key == key).count()
     }
 
     fn take_first(&mut self, lock: bool, key: &Bytes) -> Option<MWaiter> {
-        let i = self.waiters.iter().position(|w| w.lock == lock && &w.key == key)?;
+        let i = self.waiters.iter().position(|w| w.lock == lock && w.key == key)?;
         Some(self.waiters.remove(i))
     }
 
@@ -160,7 +160,7 @@ impl Model {
         let mut i = 0;
         while i < self.waiters.len() {
             let o = &self.waiters[i];
-            if !o.lock && &o.key == key && Self::conflict(&w.arg, &o.arg) {
+            if !o.lock && o.key == key && Self::conflict(&w.arg, &o.arg) {
                 let o = self.waiters.remove(i);
                 self.woken.push((o.id, Err(ErrorCode::Mismatch)));
             } else {
@@ -302,7 +302,7 @@ impl Model {
                 }
             }
             Command::Claim { key, owner, ttl_ms } => match self.claim_holder(key) {
-                Some(h) if &h != owner => arr("held", vec![Reply::Bulk(h)]),
+                Some(h) if h != owner => arr("held", vec![Reply::Bulk(h)]),
                 _ => {
                     self.claims.insert(key.clone(), (owner.clone(), ttl_ms.map(|t| now + t)));
                     arr("claimed", vec![])
@@ -340,7 +340,7 @@ impl Model {
             Command::Owner { key } => self.claim_holder(key).map_or(Reply::Nil, Reply::Bulk),
             Command::Lock { name, owner, lease_ms, wait_ms } => loop {
                 match self.lock_rec(name) {
-                    Some((o, fence, _)) if &o == owner => {
+                    Some((o, fence, _)) if o == owner => {
                         self.locks.insert(name.clone(), (o, fence, now + lease_ms));
                         break arr("acquired", vec![int(fence)]);
                     }
@@ -361,14 +361,14 @@ impl Model {
                 }
             },
             Command::Renew { name, owner, lease_ms } => match self.lock_rec(name) {
-                Some((o, fence, _)) if &o == owner => {
+                Some((o, fence, _)) if o == owner => {
                     self.locks.insert(name.clone(), (o, fence, now + lease_ms));
                     arr("renewed", vec![int(fence)])
                 }
                 _ => arr("lost", vec![]),
             },
             Command::Unlock { name, owner } => match self.lock_rec(name) {
-                Some((o, _, _)) if &o == owner => {
+                Some((o, _, _)) if o == owner => {
                     self.locks.remove(name);
                     self.lock_grant_first(name);
                     Reply::Int(1)
@@ -399,7 +399,7 @@ impl Model {
             }
             Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
                 if let Some(op) = op {
-                    if let Some(o) = self.ops.iter().find(|o| &o.0 == key && &o.1 == op && now < o.3) {
+                    if let Some(o) = self.ops.iter().find(|o| o.0 == key && o.1 == op && now < o.3) {
                         return Some(Ok(arr("replayed", vec![Reply::Int(o.2)])));
                     }
                 }
@@ -408,7 +408,7 @@ impl Model {
                     Some(v) if min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m) => {
                         self.counters.insert(key.clone(), v);
                         if let Some(op) = op {
-                            self.ops.retain(|o| !(&o.0 == key && &o.1 == op));
+                            self.ops.retain(|o| !(o.0 == key && o.1 == op));
                             self.ops.push((key.clone(), op.clone(), v, now + keep_ms));
                         }
                         arr("ok", vec![Reply::Int(v)])
@@ -432,7 +432,7 @@ impl Model {
             }
             Command::FsmMove { key, to, from } => {
                 let cur = self.fsm.get(key).cloned().unwrap_or_else(|| Bytes::from_static(b"none"));
-                if &cur == to {
+                if cur == to {
                     arr("already", vec![Reply::Bulk(to.clone())])
                 } else if from.contains(&cur) {
                     self.fsm.insert(key.clone(), to.clone());
@@ -655,7 +655,7 @@ fn args(op: &Op, m: &Model) -> Vec<String> {
             _ => None,
         };
         match current {
-            Some(f) if pick % 4 != 0 => f.to_string(),
+            Some(f) if !pick.is_multiple_of(4) => f.to_string(),
             _ => (pick / 4 % 6).to_string(),
         }
     };
