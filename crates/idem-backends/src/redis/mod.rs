@@ -15,6 +15,7 @@
 
 mod keys;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -129,7 +130,7 @@ impl Conn {
 
 /// The Redis / Redis Cluster backend.
 pub struct RedisBackend {
-    conn: Conn,
+    conn: Arc<Conn>,
     cluster: bool,
     scripts: Scripts,
     limits: Limits,
@@ -146,7 +147,7 @@ impl RedisBackend {
         let client = redis::Client::open(url).map_err(engine_error)?;
         let conn = client.get_multiplexed_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
-            conn: Conn::Single(Single { client, conn: tokio::sync::RwLock::new(conn) }),
+            conn: Arc::new(Conn::Single(Single { client, conn: tokio::sync::RwLock::new(conn) })),
             cluster: false,
             scripts: Scripts::new(),
             limits: Limits::default(),
@@ -169,7 +170,7 @@ impl RedisBackend {
         let client = redis::cluster::ClusterClient::new(nodes).map_err(engine_error)?;
         let conn = client.get_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
-            conn: Conn::Cluster(conn),
+            conn: Arc::new(Conn::Cluster(conn)),
             cluster: true,
             scripts: Scripts::new(),
             limits: Limits::default(),
@@ -356,21 +357,30 @@ impl RedisBackend {
         self.script(&self.scripts.idem, Self::idem_keys(key), args).await
     }
 
-    async fn lock_script(&self, name: &[u8], args: Vec<Vec<u8>>) -> Result<Value, CmdError> {
-        let keys = vec![
+    fn lock_keys(name: &[u8]) -> Vec<Vec<u8>> {
+        vec![
             rkey("lock", name, None),
             rkey("lock-fence", name, None),
             rkey("lock-q", name, None),
             rkey("lock-w", name, None),
-        ];
-        self.script(&self.scripts.lock, keys, args).await
+        ]
+    }
+
+    async fn lock_script(&self, name: &[u8], args: Vec<Vec<u8>>) -> Result<Value, CmdError> {
+        self.script(&self.scripts.lock, Self::lock_keys(name), args).await
     }
 
     async fn idem_begin(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64, wait_ms: u64) -> CmdResult {
         let fixed = (flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms));
         let waiter = (wait_ms > 0).then(new_waiter_id);
         let max = num(self.limits.waiters_per_key_max as u64);
-        self.park(wait_ms, |mode, left_ms| {
+        let cancel = waiter.as_ref().map(|w| CancelOnDrop {
+            conn: self.conn.clone(),
+            script: self.scripts.idem.clone(),
+            keys: Self::idem_keys(key),
+            args: vec![b"cancel".to_vec(), w.clone().into_bytes()],
+        });
+        self.park(wait_ms, cancel, |mode, left_ms| {
             let args = vec![
                 b"begin".to_vec(),
                 fixed.0.clone(),
@@ -391,7 +401,13 @@ impl RedisBackend {
     async fn lock(&self, name: &[u8], owner: &[u8], lease_ms: u64, wait_ms: u64) -> CmdResult {
         let waiter = (wait_ms > 0).then(new_waiter_id);
         let max = num(self.limits.waiters_per_key_max as u64);
-        self.park(wait_ms, |mode, left_ms| {
+        let cancel = waiter.as_ref().map(|w| CancelOnDrop {
+            conn: self.conn.clone(),
+            script: self.scripts.lock.clone(),
+            keys: Self::lock_keys(name),
+            args: vec![b"cancel".to_vec(), w.clone().into_bytes()],
+        });
+        self.park(wait_ms, cancel, |mode, left_ms| {
             let args = vec![
                 b"lock".to_vec(),
                 owner.to_vec(),
@@ -413,7 +429,11 @@ impl RedisBackend {
     /// backoff, and a last `leave` once the WAIT has passed (the script then
     /// dequeues the caller and answers `running`/`busy`, or hands it a grant
     /// made meanwhile). Between polls the caller holds only a timer.
-    async fn park<F, Fut>(&self, wait_ms: u64, call: F) -> Result<Value, CmdError>
+    ///
+    /// If the caller goes away while parked (the future is dropped), `cancel`
+    /// runs in the background: it dequeues the waiter and gives back a grant
+    /// that was made for it but not yet picked up.
+    async fn park<F, Fut>(&self, wait_ms: u64, mut cancel: Option<CancelOnDrop>, call: F) -> Result<Value, CmdError>
     where
         F: Fn(&'static str, u64) -> Fut,
         Fut: std::future::Future<Output = Result<Value, CmdError>>,
@@ -427,8 +447,14 @@ impl RedisBackend {
             if mode != "first" && left_ms == 0 {
                 mode = "leave";
             }
+            // On an error the waiter may still be queued: returning drops
+            // `cancel` armed, which dequeues it.
             let v = call(mode, left_ms.max(1)).await?;
             if mode == "leave" || !is_word(&v, b"wait") {
+                // Answered: nothing to cancel (a final answer dequeued the waiter).
+                if let Some(c) = cancel.as_mut() {
+                    c.disarm();
+                }
                 return Ok(v);
             }
             tokio::time::sleep(backoff.min(left)).await;
@@ -451,6 +477,38 @@ impl RedisBackend {
         let mut args = vec![b"all".to_vec(), owner.to_vec()];
         args.extend(keys.iter().map(|k| k.to_vec()));
         to_reply(self.script(&self.scripts.claim, rkeys, args).await?, NO_INTS)
+    }
+}
+
+/// Dequeues a parked waiter whose caller went away (see [`RedisBackend::park`]).
+struct CancelOnDrop {
+    conn: Arc<Conn>,
+    script: Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        // Drop cannot await: run the cancel on the runtime, best effort. If
+        // it cannot run, the waiter is dropped after WAITER_STALE_MS without
+        // a poll and an unused grant ends with its lease.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (conn, script) = (self.conn.clone(), self.script.clone());
+            let (keys, args) = (std::mem::take(&mut self.keys), std::mem::take(&mut self.args));
+            rt.spawn(async move {
+                let _ = conn.script(&script, &keys, &args).await;
+            });
+        }
     }
 }
 

@@ -289,3 +289,22 @@ pub async fn idem_wait_fifo(b: &dyn Backend, c: &Ctx) {
     assert_eq!(status(&r3), "done", "third waiter sees the result: {}", show(&r3));
     assert_eq!(bulk_at(&r3, 1), "by-2");
 }
+
+/// A parked BEGIN whose caller goes away is forgotten: after ABORT the key is
+/// free, not handed to the departed caller.
+pub async fn idem_wait_cancelled(b: &dyn Backend, c: &Ctx) {
+    let k = c.key("k");
+    let (f, _) = start(b, &["IDEM.BEGIN", &k, "LEASE", "30000"]).await;
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        ok(b, &["IDEM.BEGIN", &k, "LEASE", "30000", "WAIT", "30000"]),
+    )
+    .await;
+    assert!(gone.is_err(), "the waiter was still parked when its caller left");
+    sleep_ms(300).await;
+    ok(b, &["IDEM.ABORT", &k, &f.to_string()]).await;
+    assert_eq!(status(&ok(b, &["IDEM.GET", &k]).await), "absent", "nobody was handed the key");
+    let (f2, attempt) = start(b, &["IDEM.BEGIN", &k, "LEASE", "30000"]).await;
+    assert!(f2 > f);
+    assert_eq!(attempt, 1);
+}

@@ -145,3 +145,23 @@ pub async fn lock_wait_times_out(b: &dyn Backend, c: &Ctx) {
     assert_eq!(text_at(&r, 1), "w1");
     assert_eq!(int_at(&r, 4), 0, "a waiter that gave up is not counted: {}", show(&r));
 }
+
+/// A parked LOCK whose caller goes away is forgotten: it is not counted and
+/// is not handed the lock on UNLOCK.
+pub async fn lock_wait_cancelled(b: &dyn Backend, c: &Ctx) {
+    let n = c.key("job");
+    acquire(b, &["LOCK", &n, "w1", "LEASE", "30000"]).await;
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        ok(b, &["LOCK", &n, "w2", "LEASE", "30000", "WAIT", "30000"]),
+    )
+    .await;
+    assert!(gone.is_err(), "the waiter was still parked when its caller left");
+    // Forgetting may happen in the background; give it a moment (well under
+    // any staleness timeout an engine might also use).
+    sleep_ms(300).await;
+    let r = expect(b, &["LOCK.INFO", &n], "held").await;
+    assert_eq!(int_at(&r, 4), 0, "a caller that left is not a waiter: {}", show(&r));
+    assert_eq!(int(&ok(b, &["UNLOCK", &n, "w1"]).await), 1);
+    assert_eq!(ok(b, &["LOCK.INFO", &n]).await, Reply::status("free"), "nobody was handed the lock");
+}

@@ -121,6 +121,23 @@ if op == 'begin' then
     return err('BUSY', 'too many parked waiters on this key')
   end
   return { 'wait', rec.fence, left }
+elseif op == 'cancel' then
+  -- ARGV: 2 waiter id. A parked caller went away: dequeue it, and if it
+  -- had been handed the key meanwhile, end that lease now and serve the
+  -- next waiter (as if the lease had run out).
+  local wid = ARGV[2]
+  wq_forget(Q, W, wid)
+  local g = wq_take_grant(W, wid)
+  if g then
+    local fence = string.sub(g, 1, string.find(g, ':', 1, true) - 1)
+    local rec = load()
+    if rec and rec.st == 'r' and rec.fence == fence and rec.untl > now then
+      redis.call('HSET', R, 'until', fmt(now))
+      rec.untl = now
+      handover(rec)
+    end
+  end
+  return { 'ok' }
 elseif op == 'commit' then
   -- ARGV: 2 fence, 3 result, 4 keep_ms
   local rec = load()

@@ -81,6 +81,20 @@ if op == 'lock' then
     return err('BUSY', 'too many parked waiters on this lock')
   end
   return { 'wait', rec.owner, left }
+elseif op == 'cancel' then
+  -- ARGV: 2 waiter id. A parked caller went away: dequeue it, and if it
+  -- had been handed the lock meanwhile, release it to the next waiter.
+  local wid = ARGV[2]
+  wq_forget(Q, W, wid)
+  local g = wq_take_grant(W, wid)
+  if g then
+    local rec = load()
+    if rec and rec.fence == g then
+      redis.call('DEL', L)
+      handover()
+    end
+  end
+  return { 'ok' }
 elseif op == 'renew' then
   -- ARGV: 2 owner, 3 lease_ms
   local rec = load()
