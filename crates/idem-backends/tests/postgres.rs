@@ -37,3 +37,25 @@ async fn unreachable_engine_is_an_error_not_a_hang() {
     let r = PgBackend::connect("postgres://postgres@127.0.0.1:1/test").await;
     assert!(r.is_err());
 }
+
+/// A fresh database gets every step and the functions; a second run is a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_installs_a_fresh_database() {
+    let (admin, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let db = format!("idem_fresh_{:016x}", rand::random::<u64>());
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    // The same server and user, another database (the URL ends in "/dbname").
+    let base = url();
+    let fresh_url = format!("{}/{db}", &base[..base.rfind('/').expect("URL with a database")]);
+    postgres::migrate(&fresh_url).await.expect("fresh migrate");
+    postgres::migrate(&fresh_url).await.expect("second migrate");
+    {
+        let b: Arc<dyn Backend> = Arc::new(PgBackend::connect(&fresh_url).await.unwrap());
+        let r = b.execute(sql_cases::cmd(&["CLAIM", "k", "o"])).await.unwrap();
+        assert_eq!(r, idem_core::Reply::status("claimed"));
+        b.shutdown().await;
+    }
+    // Connections close asynchronously; FORCE ends any that linger.
+    admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
+}

@@ -290,17 +290,22 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
             schema::SCHEMA_VERSION
         )));
     }
-    for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        let step = format!(
-            "BEGIN;\n{sql}\nINSERT INTO idem_schema_version (id, version) VALUES (1, {version})
-             ON CONFLICT (id) DO UPDATE SET version = excluded.version;\nCOMMIT;"
-        );
-        if let Err(e) = client.batch_execute(&step).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(engine_err(format!("migration to version {version} failed: {e}")));
-        }
-        tracing::info!(version, "postgres: idem schema migrated");
+    if current == schema::SCHEMA_VERSION {
+        return Ok(());
     }
+    let steps: String =
+        schema::MIGRATIONS.iter().filter(|(v, _)| *v > current).map(|(_, sql)| *sql).collect::<Vec<_>>().join("\n");
+    let upgrade = format!(
+        "BEGIN;\n{steps}\n{routines}\nINSERT INTO idem_schema_version (id, version) VALUES (1, {version})
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version;\nCOMMIT;",
+        routines = schema::ROUTINES,
+        version = schema::SCHEMA_VERSION,
+    );
+    if let Err(e) = client.batch_execute(&upgrade).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(engine_err(format!("migration from version {current} to {} failed: {e}", schema::SCHEMA_VERSION)));
+    }
+    tracing::info!(from = current, to = schema::SCHEMA_VERSION, "postgres: idem schema migrated");
     Ok(())
 }
 

@@ -29,13 +29,15 @@
 //!   uncontended commits never pay for NOTIFY's commit-time lock.
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
-/// Migration steps: `(version, SQL)`, applied in order, each in its own
-/// transaction together with the version bump.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+/// Migration steps: `(version, SQL)` for tables, indexes and the sequence.
+/// [`super::migrate`] applies the pending ones, then [`ROUTINES`], then
+/// records the version, all in one transaction (PostgreSQL's DDL is
+/// transactional, so a failed upgrade changes nothing).
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
-/// Step 1: tables, sequence and functions.
+/// Step 1: tables and the fence sequence.
 const V1: &str = r#"
 CREATE SEQUENCE IF NOT EXISTS idem_fence_seq AS bigint START 1 NO CYCLE;
 
@@ -123,6 +125,18 @@ CREATE TABLE IF NOT EXISTS idem_slots (
     PRIMARY KEY (resource, slot)
 );
 
+"#;
+
+/// Step 2: no table change; the functions read the clock after their row
+/// locks (a wait for a lock no longer ages the time they compare with).
+/// Drops a signature that step 1's first draft had.
+const V2: &str = r#"
+DROP FUNCTION IF EXISTS idem_cleanup(integer, bigint);
+"#;
+
+/// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
+/// moves, so a changed function only needs a new (possibly empty) step.
+pub(crate) const ROUTINES: &str = r#"
 -- The database clock in ms since the epoch: real time at the call, even
 -- inside a long transaction (now() would be the transaction's start).
 CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS bigint
@@ -294,17 +308,17 @@ RETURNS TABLE (status text, owner bytea)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_now    bigint := idem_now_ms();
     v_owner  bytea;
 BEGIN
     FOR i IN 1..8 LOOP
         -- ON CONFLICT DO UPDATE locks the existing row even when its WHERE
         -- refuses the update, so the owner read below cannot change under us.
+        -- The WHERE reads the clock after the lock is held.
         INSERT INTO idem_claims AS c (key, owner, expires_at_ms)
-        VALUES (p_key, p_owner, v_now + p_ttl_ms)
+        VALUES (p_key, p_owner, idem_now_ms() + p_ttl_ms)
         ON CONFLICT (key) DO UPDATE
-        SET owner = excluded.owner, expires_at_ms = excluded.expires_at_ms
-        WHERE c.owner = excluded.owner OR c.expires_at_ms <= v_now
+        SET owner = excluded.owner, expires_at_ms = idem_now_ms() + p_ttl_ms
+        WHERE c.owner = excluded.owner OR c.expires_at_ms <= idem_now_ms()
         RETURNING c.owner INTO v_owner;
         IF FOUND THEN
             RETURN QUERY SELECT 'claimed'::text, NULL::bytea;
@@ -328,13 +342,14 @@ RETURNS TABLE (status text, key bytea, owner bytea)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_now   bigint := idem_now_ms();
+    v_now   bigint;
     v_rows  bigint;
 BEGIN
     FOR i IN 1..8 LOOP
         -- Lock the rows that exist in key order: concurrent CLAIM.ALLs over
         -- overlapping keys then queue instead of deadlocking.
         PERFORM 1 FROM idem_claims c WHERE c.key = ANY (p_keys) ORDER BY c.key FOR UPDATE;
+        v_now := idem_now_ms();
         RETURN QUERY
             SELECT 'held'::text, k.k, c.owner
             FROM unnest(p_keys) WITH ORDINALITY AS k (k, ord)
@@ -444,11 +459,10 @@ RETURNS TABLE (status text, fence bigint)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_now    bigint := idem_now_ms();
     v_fence  bigint;
 BEGIN
-    UPDATE idem_locks SET expires_at_ms = v_now + p_lease_ms
-    WHERE name = p_name AND owner = p_owner AND expires_at_ms > v_now
+    UPDATE idem_locks SET expires_at_ms = idem_now_ms() + p_lease_ms
+    WHERE name = p_name AND owner = p_owner AND expires_at_ms > idem_now_ms()
     RETURNING fence INTO v_fence;
     IF FOUND THEN
         RETURN QUERY SELECT 'renewed'::text, v_fence;
@@ -528,7 +542,7 @@ RETURNS TABLE (status text, value bigint)
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_now      bigint := idem_now_ms();
+    v_now      bigint;
     v_cur      bigint;
     v_old      bigint;
     v_new      numeric;
@@ -543,6 +557,7 @@ BEGIN
     IF v_cur IS NULL THEN
         RAISE EXCEPTION 'idem_counter_add: counter changed too often while being read' USING ERRCODE = '40001';
     END IF;
+    v_now := idem_now_ms();
     IF p_op IS NOT NULL THEN
         SELECT o.value INTO v_old FROM idem_counter_ops o
         WHERE o.key = p_key AND o.op = p_op AND o.expires_at_ms > v_now;
