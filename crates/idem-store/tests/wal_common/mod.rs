@@ -21,12 +21,11 @@ pub fn sim_storage(fs: &SimFs, segment_bytes_max: u64) -> Storage {
     Storage { vfs: Arc::new(fs.clone()), segment_bytes_max }
 }
 
+/// An opened log, what recovery reported, and the replayed `(time, change)` pairs.
+pub type Opened = (Log, Recovered, Vec<(u64, Change)>);
+
 /// Opens a log, collecting the replayed `(time, change)` pairs.
-pub fn open_collect(
-    dir: &Path,
-    opts: &LogOptions,
-    storage: &Storage,
-) -> Result<(Log, Recovered, Vec<(u64, Change)>), StoreError> {
+pub fn open_collect(dir: &Path, opts: &LogOptions, storage: &Storage) -> Result<Opened, StoreError> {
     let mut seen = Vec::new();
     let (log, rec) = Log::open_on(dir, opts, storage, &mut |t, c| seen.push((t, c)))?;
     Ok((log, rec, seen))
