@@ -222,6 +222,19 @@ impl Conn {
         }
         let results = if cmds.is_empty() {
             Vec::new()
+        } else if cmds.iter().any(|c| c.wait_ms() > 0) {
+            // A WAIT may park for minutes. If the client goes away meanwhile,
+            // drop the batch (the backend abandons its parked waits) rather
+            // than hold a waiter slot for nobody, as Redis frees a blocked
+            // client that disconnects.
+            let backend = self.shared.backend.clone();
+            let batch = backend.execute_batch(mem::take(cmds));
+            tokio::select! {
+                results = batch => results,
+                _ = peer_closed(&self.stream) => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left during a WAIT"));
+                }
+            }
         } else {
             let backend = self.shared.backend.clone();
             backend.execute_batch(mem::take(cmds)).await
@@ -370,6 +383,19 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Completes when the peer has closed (or reset) the connection; stays
+/// pending while it is open, including when it has sent more requests,
+/// which are left unread for the next batch.
+async fn peer_closed(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        // Data is waiting: the client is alive. Readiness stays set while
+        // it is unread, so stop polling instead of spinning.
+        Ok(_) => std::future::pending::<()>().await,
     }
 }
 

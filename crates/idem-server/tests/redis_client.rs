@@ -211,3 +211,40 @@ async fn a_parked_wait_is_answered_when_the_attempt_ends() {
     assert_eq!(got, Value::Array(vec![bulk("done"), bulk("R")]));
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_during_a_wait_does_not_block_the_server() {
+    let srv = TestServer::with_store(ServerConfig::default()).await;
+    let mut holder = connect(&srv, "").await;
+    let v: Value =
+        redis::cmd("LOCK").arg("l").arg("a").arg("LEASE").arg(60_000).query_async(&mut holder).await.unwrap();
+    assert_eq!(v, Value::Array(vec![bulk("acquired"), v.as_sequence().unwrap()[1].clone()]));
+    // A raw client parks on the lock, then disconnects.
+    let mut gone = common::Raw::connect(srv.addr).await;
+    gone.send(&common::encode_cmd(&[b"LOCK", b"l", b"b", b"LEASE", b"1000", b"WAIT", b"60000"])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(gone);
+    // The server keeps serving, and the lock still works for others.
+    let pong: String = redis::cmd("PING").query_async(&mut holder).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let n: i64 = redis::cmd("UNLOCK").arg("l").arg("a").query_async(&mut holder).await.unwrap();
+    assert_eq!(n, 1);
+    // The departed waiter was dropped with its connection: the lock is
+    // free, not handed to nobody for a lease.
+    let info: Value = redis::cmd("LOCK.INFO").arg("l").query_async(&mut holder).await.unwrap();
+    assert_eq!(info, Value::Array(vec![bulk("free")]));
+    let mut next = connect(&srv, "").await;
+    let v: Value = redis::cmd("LOCK")
+        .arg("l")
+        .arg("c")
+        .arg("LEASE")
+        .arg(1000)
+        .arg("WAIT")
+        .arg(30_000)
+        .query_async(&mut next)
+        .await
+        .unwrap();
+    let Value::Array(items) = v else { panic!() };
+    assert_eq!(items[0], bulk("acquired"), "the departed waiter does not keep the lock");
+    srv.stop().await;
+}
