@@ -245,3 +245,48 @@ fn flush_on_an_empty_log_returns_at_once() {
     let (log, _, _) = open_collect(tmp.path(), &opts(), &Storage::default()).unwrap();
     runtime().block_on(log.flush()).unwrap();
 }
+
+/// Prints group-commit figures on the real disk (run by hand:
+/// `cargo test -p idem-store --test wal_log -- --ignored --nocapture`).
+/// A measurement, not a test: it asserts nothing about time.
+#[test]
+#[ignore]
+fn measure_group_commit() {
+    let tmp = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    for writers in [1usize, 8, 64, 256] {
+        let dir = tmp.path().join(format!("w{writers}"));
+        let (log, _, _) = open_collect(&dir, &opts(), &Storage::default()).unwrap();
+        let log = Arc::new(log);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let per_writer = 4000 / writers.min(40) as u64;
+        let started = std::time::Instant::now();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for w in 0..writers {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..per_writer {
+                        let lsn = log.append(i, &[counter(&format!("writer-{w}"), i as i64)]).unwrap();
+                        log.durable(lsn).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let s = log.stats();
+        eprintln!(
+            "{writers:>4} writers: {:>6} records in {secs:.2}s = {:>7.0} durable records/s; {} syncs, \
+             fdatasync mean {:.0} us max {} us; records/batch mean {:.1} max {}",
+            s.records,
+            s.records as f64 / secs,
+            s.syncs,
+            s.sync_us_total as f64 / s.syncs.max(1) as f64,
+            s.sync_us_max,
+            s.records as f64 / s.batches.max(1) as f64,
+            s.batch_records_max
+        );
+    }
+}
