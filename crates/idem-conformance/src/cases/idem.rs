@@ -308,3 +308,25 @@ pub async fn idem_wait_cancelled(b: &dyn Backend, c: &Ctx) {
     assert!(f2 > f);
     assert_eq!(attempt, 1);
 }
+
+/// WAIT never parks a caller that can be answered now: a done key replays at
+/// once, a different fingerprint is MISMATCH at once.
+pub async fn idem_wait_answers_at_once(b: &dyn Backend, c: &Ctx) {
+    let k = c.key("k");
+    let (f, _) = start(b, &["IDEM.BEGIN", &k, "FP", "a", "LEASE", "30000"]).await;
+    // Bounded well below the WAIT: a parked caller would hit this timeout.
+    let quick = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::time::timeout(std::time::Duration::from_secs(10), crate::exec(b, &args))
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} parked instead of answering"))
+    };
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let e = quick(owned(&["IDEM.BEGIN", &k, "FP", "b", "WAIT", "60000"])).await.expect_err("MISMATCH");
+    assert_eq!(e.code, ErrorCode::Mismatch, "got '{e}'");
+    ok(b, &["IDEM.COMMIT", &k, &f.to_string(), "r"]).await;
+    let r = quick(owned(&["IDEM.BEGIN", &k, "FP", "a", "WAIT", "60000"])).await.expect("done");
+    assert_eq!(status(&r), "done");
+    let e = quick(owned(&["IDEM.BEGIN", &k, "FP", "b", "WAIT", "60000"])).await.expect_err("MISMATCH");
+    assert_eq!(e.code, ErrorCode::Mismatch, "got '{e}'");
+}

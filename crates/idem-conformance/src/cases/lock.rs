@@ -165,3 +165,26 @@ pub async fn lock_wait_cancelled(b: &dyn Backend, c: &Ctx) {
     assert_eq!(int(&ok(b, &["UNLOCK", &n, "w1"]).await), 1);
     assert_eq!(ok(b, &["LOCK.INFO", &n]).await, Reply::status("free"), "nobody was handed the lock");
 }
+
+/// When the holder's lease runs out, waiters are served in arrival order.
+pub async fn lock_wait_fifo_expiry(b: &dyn Backend, c: &Ctx) {
+    let n = c.key("job");
+    let f1 = acquire(b, &["LOCK", &n, "w1", "LEASE", "400"]).await;
+    let (lock2, lock3) =
+        (["LOCK", &n, "w2", "LEASE", "30000", "WAIT", "30000"], ["LOCK", &n, "w3", "LEASE", "30000", "WAIT", "30000"]);
+    let w2 = ok(b, &lock2);
+    tokio::pin!(w2);
+    let w3 = ok(b, &lock3);
+    tokio::pin!(w3);
+    let r2 = tokio::select! { r = &mut w2 => r, _ = sleep_ms(100) => {
+        tokio::select! { r = &mut w2 => r, r = &mut w3 => panic!("w3 served before w2: {}", show(&r)) }
+    } };
+    assert_eq!(status(&r2), "acquired", "w2 first after the lease ran out: {}", show(&r2));
+    let f2 = int_at(&r2, 1) as u64;
+    assert!(f2 > f1);
+    tokio::select! { r = &mut w3 => panic!("w3 returned while w2 holds: {}", show(&r)), _ = sleep_ms(200) => {} }
+    assert_eq!(int(&ok(b, &["UNLOCK", &n, "w2"]).await), 1);
+    let r3 = w3.await;
+    assert_eq!(status(&r3), "acquired", "{}", show(&r3));
+    assert!(int_at(&r3, 1) as u64 > f2);
+}
