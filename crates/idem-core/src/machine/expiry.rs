@@ -1,4 +1,5 @@
-//! The ordered index of record deadlines. Each record with a deadline has
+//! The ordered index of record deadlines (idempotency records have their
+//! own, more compact one in `idem_table.rs`). Each record with a deadline has
 //! exactly one entry `(deadline_ms, kind, key)`; the owner of the record
 //! removes the old entry before it changes the deadline, so `tick` pops only
 //! entries that are really due and never scans the keyspace.
@@ -11,9 +12,6 @@ use bytes::Bytes;
 /// entries with the same deadline, so that reclaiming is deterministic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Kind {
-    /// An idempotency record: a done record's `keep_until_ms`, or a running
-    /// record's `lease_until_ms + KEEP_MS_DEFAULT` (retention of its attempt).
-    Idem,
     /// A claim with a TTL.
     Claim,
     /// A lock's lease.

@@ -17,22 +17,13 @@
 
 use bytes::Bytes;
 
-use super::expiry::Kind;
+use super::idem_table::St;
 use super::waiters::{Prim, Waiter};
 use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::{Change, IdemRecord, IdemState};
-use crate::command::KEEP_MS_DEFAULT;
 use crate::error::CmdError;
 use crate::reply::Reply;
-
-/// When a record is forgotten.
-fn reclaim_at(rec: &IdemRecord) -> u64 {
-    match rec.state {
-        IdemState::Running { lease_until_ms, .. } => lease_until_ms.saturating_add(KEEP_MS_DEFAULT),
-        IdemState::Done { keep_until_ms, .. } => keep_until_ms,
-    }
-}
 
 fn started(fence: u64, attempt: u32) -> Reply {
     Reply::status_with("started", [Reply::uint(fence), Reply::Int(i64::from(attempt))])
@@ -42,8 +33,8 @@ fn running(now_ms: u64, fence: u64, lease_until_ms: u64) -> Reply {
     Reply::status_with("running", [Reply::uint(fence), left_ms(now_ms, lease_until_ms)])
 }
 
-fn done(result: &Bytes) -> Reply {
-    Reply::status_with("done", [Reply::Bulk(result.clone())])
+fn done(result: Bytes) -> Reply {
+    Reply::status_with("done", [Reply::Bulk(result)])
 }
 
 fn stale() -> CmdError {
@@ -54,41 +45,43 @@ fn mismatch() -> CmdError {
     CmdError::mismatch("this key was begun with a different fingerprint")
 }
 
-fn fp_conflict(stored: Option<&Bytes>, req: Option<&Bytes>) -> bool {
+fn fp_conflict(stored: Option<&[u8]>, req: Option<&[u8]>) -> bool {
     matches!((stored, req), (Some(a), Some(b)) if a != b)
 }
 
 impl Machine {
-    /// Stores `rec` under `key`, keeping the expiry index and the waiters'
-    /// handover entry in step.
-    pub(super) fn idem_put(&mut self, key: &Bytes, rec: IdemRecord) {
-        let k = match self.idem.get_key_value(key.as_ref()) {
-            Some((k, old)) => {
-                let k = k.clone();
-                self.expiry.remove(reclaim_at(old), Kind::Idem, &k);
-                k
-            }
-            None => own(key),
-        };
-        self.expiry.insert(reclaim_at(&rec), Kind::Idem, &k);
-        if let IdemState::Running { lease_until_ms, .. } = rec.state {
-            self.waiters.lease_changed(Prim::Idem, &k, lease_until_ms);
+    /// Stores a record, keeping the waiters' handover entry in step.
+    fn idem_store(&mut self, key: &Bytes, fp: Option<&[u8]>, result: &[u8], st: St) {
+        self.idem.put(key, fp, result, st);
+        if let St::Running { lease_until_ms, .. } = st {
+            self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
         }
-        self.idem.insert(k, rec);
+    }
+
+    /// Replay of `IdemPut`.
+    pub(super) fn idem_put(&mut self, key: &Bytes, rec: &IdemRecord) {
+        let fp = rec.fingerprint.as_deref();
+        match &rec.state {
+            IdemState::Running { fence, attempt, lease_until_ms } => {
+                let st = St::Running { fence: *fence, attempt: *attempt, lease_until_ms: *lease_until_ms };
+                self.idem_store(key, fp, b"", st);
+            }
+            IdemState::Done { result, keep_until_ms } => {
+                self.idem_store(key, fp, result, St::Done { keep_until_ms: *keep_until_ms });
+            }
+        }
     }
 
     /// Removes the record of `key` (waiters are the caller's business).
     pub(super) fn idem_remove(&mut self, key: &[u8]) {
-        if let Some((k, old)) = self.idem.remove_entry(key) {
-            self.expiry.remove(reclaim_at(&old), Kind::Idem, &k);
-        }
+        self.idem.remove(key);
     }
 
     /// Forgets the record of `key` if it expired (lazy expiry; logs nothing).
     fn idem_settle(&mut self, now_ms: u64, key: &[u8]) {
-        if self.idem.get(key).is_some_and(|r| now_ms >= reclaim_at(r)) {
+        if self.idem.get(key).is_some_and(|r| now_ms >= r.state().reclaim_at()) {
             debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
-            self.idem_remove(key);
+            self.idem.remove(key);
         }
     }
 
@@ -107,11 +100,9 @@ impl Machine {
     ) -> Reply {
         let fence = env.next_fence();
         debug_assert!(prev_fence.is_none_or(|p| fence > p), "fences only grow per key");
-        let record = IdemRecord {
-            fingerprint,
-            state: IdemState::Running { fence, attempt, lease_until_ms: now_ms.saturating_add(lease_ms) },
-        };
-        self.idem_put(key, record.clone());
+        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        self.idem_store(key, fingerprint.as_deref(), b"", St::Running { fence, attempt, lease_until_ms });
+        let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
         fx.changes.push(Change::IdemPut { key: key.clone(), record });
         started(fence, attempt)
     }
@@ -129,15 +120,15 @@ impl Machine {
         fx: &mut Effects,
     ) -> Applied {
         self.idem_settle(now_ms, key);
-        let Some(rec) = self.idem.get(key.as_ref()) else {
+        let Some(rec) = self.idem.get(key) else {
             return Applied::Done(Ok(self.idem_start(now_ms, key, fp.map(|f| own(f)), 1, lease_ms, None, env, fx)));
         };
-        if fp_conflict(rec.fingerprint.as_ref(), fp) {
+        if fp_conflict(rec.fp(), fp.map(|f| f.as_ref())) {
             return Applied::Done(Err(mismatch()));
         }
-        match rec.state {
-            IdemState::Done { ref result, .. } => Applied::Done(Ok(done(result))),
-            IdemState::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => match waiter {
+        match rec.state() {
+            St::Done { .. } => Applied::Done(Ok(done(Bytes::copy_from_slice(rec.result())))),
+            St::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => match waiter {
                 Some(id) if wait_ms > 0 => {
                     let w =
                         Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: fp.map(|f| own(f)) };
@@ -149,9 +140,9 @@ impl Machine {
                 }
                 _ => Applied::Done(Ok(running(now_ms, fence, lease_until_ms))),
             },
-            IdemState::Running { fence, attempt, .. } => {
+            St::Running { fence, attempt, .. } => {
                 // The lease ran out: take over with a new fence.
-                let fingerprint = rec.fingerprint.clone();
+                let fingerprint = rec.fp().map(Bytes::copy_from_slice);
                 let attempt = attempt.saturating_add(1);
                 Applied::Done(Ok(self.idem_start(now_ms, key, fingerprint, attempt, lease_ms, Some(fence), env, fx)))
             }
@@ -161,8 +152,8 @@ impl Machine {
     /// Whether `fence` is the fence of a live lease on `key`.
     fn idem_holds(&self, now_ms: u64, key: &[u8], fence: u64) -> bool {
         matches!(
-            self.idem.get(key).map(|r| &r.state),
-            Some(IdemState::Running { fence: f, lease_until_ms, .. }) if *f == fence && now_ms < *lease_until_ms
+            self.idem.get(key).map(|r| r.state()),
+            Some(St::Running { fence: f, lease_until_ms, .. }) if f == fence && now_ms < lease_until_ms
         )
     }
 
@@ -179,16 +170,13 @@ impl Machine {
         if !self.idem_holds(now_ms, key, fence) {
             return Err(stale());
         }
-        let fingerprint = self.idem.get(key.as_ref()).and_then(|r| r.fingerprint.clone());
-        let result = own(result);
-        let record = IdemRecord {
-            fingerprint,
-            state: IdemState::Done { result: result.clone(), keep_until_ms: now_ms.saturating_add(keep_ms) },
-        };
-        self.idem_put(key, record.clone());
+        let fingerprint = self.idem.get(key).and_then(|r| r.fp()).map(Bytes::copy_from_slice);
+        let keep_until_ms = now_ms.saturating_add(keep_ms);
+        self.idem_store(key, fingerprint.as_deref(), result, St::Done { keep_until_ms });
+        let record = IdemRecord { fingerprint, state: IdemState::Done { result: result.clone(), keep_until_ms } };
         fx.changes.push(Change::IdemPut { key: key.clone(), record });
         for w in self.waiters.take_all(Prim::Idem, key) {
-            fx.woken.push((w.id, Ok(done(&result))));
+            fx.woken.push((w.id, Ok(done(result.clone()))));
         }
         Ok(Reply::status("ok"))
     }
@@ -205,7 +193,7 @@ impl Machine {
         if !self.idem_holds(now_ms, key, fence) {
             return Err(stale());
         }
-        self.idem_remove(key);
+        self.idem.remove(key);
         fx.changes.push(Change::IdemDel { key: key.clone() });
         self.idem_start_waiter(now_ms, key, env, fx);
         Ok(Reply::status("ok"))
@@ -222,7 +210,8 @@ impl Machine {
         let reply = self.idem_start(now_ms, key, fp.clone(), 1, w.lease_ms, None, env, fx);
         fx.woken.push((w.id, Ok(reply)));
         if fp.is_some() {
-            for other in self.waiters.take_where(Prim::Idem, key, |o| fp_conflict(fp.as_ref(), o.arg.as_ref())) {
+            let conflicts = |o: &Waiter| fp_conflict(fp.as_deref(), o.arg.as_deref());
+            for other in self.waiters.take_where(Prim::Idem, key, conflicts) {
                 fx.woken.push((other.id, Err(mismatch())));
             }
         }
@@ -230,21 +219,23 @@ impl Machine {
 
     pub(super) fn idem_get(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
         self.idem_settle(now_ms, key);
-        Ok(match self.idem.get(key.as_ref()).map(|r| &r.state) {
-            Some(IdemState::Running { fence, lease_until_ms, .. }) if now_ms < *lease_until_ms => {
-                running(now_ms, *fence, *lease_until_ms)
+        let Some(rec) = self.idem.get(key) else {
+            return Ok(Reply::status("absent"));
+        };
+        Ok(match rec.state() {
+            St::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => {
+                running(now_ms, fence, lease_until_ms)
             }
-            Some(IdemState::Done { result, .. }) => done(result),
-            Some(IdemState::Running { .. }) | None => Reply::status("absent"),
+            St::Done { .. } => done(Bytes::copy_from_slice(rec.result())),
+            St::Running { .. } => Reply::status("absent"),
         })
     }
 
     pub(super) fn idem_del(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> CmdResult {
         self.idem_settle(now_ms, key);
-        if !self.idem.contains_key(key.as_ref()) {
+        if !self.idem.remove(key) {
             return Ok(Reply::Int(0));
         }
-        self.idem_remove(key);
         fx.changes.push(Change::IdemDel { key: key.clone() });
         self.idem_start_waiter(now_ms, key, env, fx);
         Ok(Reply::Int(1))
@@ -252,18 +243,18 @@ impl Machine {
 
     /// The reply of a waiter whose WAIT passed: the attempt still runs.
     pub(super) fn idem_running_reply(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
-        match self.idem.get(key.as_ref()).map(|r| &r.state) {
-            Some(IdemState::Running { fence, lease_until_ms, .. }) => Ok(running(now_ms, *fence, *lease_until_ms)),
+        match self.idem.get(key).map(|r| r.state()) {
+            Some(St::Running { fence, lease_until_ms, .. }) => Ok(running(now_ms, fence, lease_until_ms)),
             _ => self.idem_get(now_ms, key),
         }
     }
 
     /// The lease of `key` ran out while callers wait: the first takes over.
     pub(super) fn idem_lease_ran_out(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
-        let Some(rec) = self.idem.get(key.as_ref()) else {
+        let Some(rec) = self.idem.get(key) else {
             return;
         };
-        let IdemState::Running { fence, attempt, lease_until_ms } = rec.state else {
+        let St::Running { fence, attempt, lease_until_ms } = rec.state() else {
             return;
         };
         if now_ms < lease_until_ms {
@@ -271,7 +262,7 @@ impl Machine {
             self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
             return;
         }
-        let fingerprint = rec.fingerprint.clone();
+        let fingerprint = rec.fp().map(Bytes::copy_from_slice);
         if let Some(w) = self.waiters.take_front(Prim::Idem, key) {
             let attempt = attempt.saturating_add(1);
             let reply = self.idem_start(now_ms, key, fingerprint, attempt, w.lease_ms, Some(fence), env, fx);
@@ -279,18 +270,18 @@ impl Machine {
         }
     }
 
-    /// `tick` found the deadline `at_ms` of `key` due.
-    pub(super) fn reclaim_idem(&mut self, at_ms: u64, key: &Bytes) {
-        if self.idem.get(key.as_ref()).is_some_and(|r| reclaim_at(r) == at_ms) {
-            debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
-            self.idem.remove(key.as_ref());
-        }
+    /// `tick`: forgets idempotency records whose time is up.
+    pub(super) fn reclaim_idem(&mut self, now_ms: u64) {
+        let waiters = &self.waiters;
+        self.idem.reclaim_due(now_ms, |key| {
+            debug_assert_eq!(waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
+        });
     }
 
     pub(super) fn dump_idem(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        for (key, record) in &self.idem {
-            if now_ms < reclaim_at(record) {
-                out(Change::IdemPut { key: key.clone(), record: record.clone() });
+        for rec in self.idem.iter() {
+            if now_ms < rec.state().reclaim_at() {
+                out(Change::IdemPut { key: Bytes::copy_from_slice(rec.key()), record: rec.to_record() });
             }
         }
     }

@@ -38,6 +38,7 @@ mod counter;
 mod expiry;
 mod fsm;
 mod idem;
+mod idem_table;
 mod lock;
 mod slots;
 mod token;
@@ -95,7 +96,7 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct Machine {
     limits: Limits,
-    idem: HashMap<Bytes, crate::change::IdemRecord>,
+    idem: idem_table::IdemTable,
     claims: HashMap<Bytes, claim::ClaimEntry>,
     locks: HashMap<Bytes, lock::LockEntry>,
     /// Key: `pair_key(scope, token)`; value: expiry time.
@@ -116,7 +117,7 @@ impl Machine {
     pub fn new(limits: Limits) -> Self {
         Machine {
             limits,
-            idem: HashMap::new(),
+            idem: idem_table::IdemTable::default(),
             claims: HashMap::new(),
             locks: HashMap::new(),
             tokens: HashMap::new(),
@@ -200,12 +201,12 @@ impl Machine {
     /// passed their deadline are answered, expired records are reclaimed.
     pub fn tick(&mut self, now_ms: u64, env: &mut dyn Env, fx: &mut Effects) {
         self.run_due(now_ms, env, fx);
+        self.reclaim_idem(now_ms);
         while let Some((at, kind, key)) = self.expiry.pop_due(now_ms) {
             // The entry is popped already; each `reclaim_*` removes the
             // record only if its deadline is the one popped (it always is,
             // since deadlines are unindexed before they change).
             match kind {
-                Kind::Idem => self.reclaim_idem(at, &key),
                 Kind::Claim => self.reclaim_claim(at, &key),
                 Kind::Lock => self.reclaim_lock(at, &key),
                 Kind::Token => self.reclaim_token(at, &key),
@@ -234,10 +235,10 @@ impl Machine {
 
     /// The earliest engine time at which `tick` has work to do.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        match (self.expiry.first_ms(), self.waiters.next_deadline_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.expiry.first_ms(), self.idem.first_deadline_ms(), self.waiters.next_deadline_ms()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Forgets a parked waiter whose caller went away.
@@ -248,7 +249,7 @@ impl Machine {
     /// Applies a logged change during recovery (no waiters exist then).
     pub fn replay(&mut self, change: &Change) {
         match change {
-            Change::IdemPut { key, record } => self.idem_put(key, record.clone()),
+            Change::IdemPut { key, record } => self.idem_put(key, record),
             Change::IdemDel { key } => self.idem_remove(key),
             Change::ClaimPut { key, owner, expires_at_ms } => self.claim_put(key, owner, *expires_at_ms),
             Change::ClaimDel { key } => self.claim_remove(key),
