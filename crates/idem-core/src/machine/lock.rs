@@ -6,6 +6,8 @@
 //! - A lock whose lease ran out with nobody waiting is free (and forgotten);
 //!   with waiters, the first one acquires it with a new fence the moment the
 //!   lease ends (in `tick`, or at the start of the next `apply`).
+//! - Waiters are plain FIFO: a parked LOCK whose owner got the lock through
+//!   an earlier parked request of the same owner keeps waiting for its turn.
 
 use bytes::Bytes;
 

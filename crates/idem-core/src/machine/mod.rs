@@ -8,8 +8,17 @@
 //! # Layout
 //! One file per primitive (`idem.rs`, `claim.rs`, `lock.rs`, `token.rs`,
 //! `counter.rs`, `value.rs`, `fsm.rs`, `slots.rs`); this file dispatches.
-//! `expiry.rs` orders record deadlines so that [`Machine::tick`] touches only
-//! what is due; `waiters.rs` holds parked callers.
+//! Each primitive's file documents the decisions taken where SEMANTICS.md is
+//! silent. `idem_table.rs` stores idempotency records compactly, `expiry.rs`
+//! orders the other records' deadlines, so that [`Machine::tick`] touches
+//! only what is due, and `waiters.rs` holds parked callers.
+//!
+//! # Changes
+//! Every mutation pushes the [`Change`]s that describe the new state; a
+//! command that changes nothing (including every read, a `running`/`busy`
+//! reply, a refused or conflicting request, a re-claim or re-reserve that
+//! is already in place) pushes none. Expiry is never logged. Waiters are
+//! never logged either: a restart forgets them, as their connections are gone.
 //!
 //! # Time
 //! Records store absolute deadlines. A record is expired when
@@ -382,6 +391,13 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_machine_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Machine>();
+        send_sync::<Effects>();
     }
 
     #[test]
