@@ -1,34 +1,655 @@
-//! Placeholder: being written.
+//! idem on MySQL 8.0+ and MariaDB 10.6+ (InnoDB).
+//!
+//! Every primitive is one stored procedure ([`schema`]); the backend runs
+//! each command as `START TRANSACTION; CALL idem_x(...); COMMIT` on a pooled
+//! connection (reads run without a transaction). The same procedures are
+//! what [`tx`] and other languages call inside their own transactions
+//! (docs/backends-sql.md).
+//!
+//! Guarantees, and where they come from:
+//! - **Time** is the database's: `UTC_TIMESTAMP(6)` inside the procedures
+//!   (`idem_now_ms()`), compared in the same call that acts on it; the
+//!   client's clock is never used for leases, TTLs or KEEPs.
+//! - **Fences** are AUTO_INCREMENT ids of `idem_fences`, drawn while the
+//!   key's row is locked: strictly increasing across the whole database (so
+//!   per key too). InnoDB never hands an id out twice, even when the
+//!   transaction that drew it rolls back; the counter survives a restart on
+//!   MariaDB 10.2.4+ / MySQL 8.0+, and cleanup always keeps the newest row, so
+//!   older servers, which restart the counter at MAX(id) + 1, cannot reuse one
+//!   either. Gaps are normal.
+//! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
+//!   [`crate::postgres::sql_shared`]) with backoff from 2 ms doubling to
+//!   50 ms, woken at once when this process ends the attempt or lock, and at
+//!   the holder's lease end. Latency: immediate within one idem process, at
+//!   most 50 ms across processes, 1 ms after a lease runs out. Waiters are
+//!   served first come, first served among the callers of one idem process.
+//! - Backend connections use READ COMMITTED (fewer gap locks, so fewer
+//!   deadlocks) and `innodb_lock_wait_timeout` = [`LOCK_WAIT_TIMEOUT_S`]; the
+//!   procedures are also correct under REPEATABLE READ (every deciding read
+//!   locks). A deadlock (error 1213) rolls the command back and it is retried
+//!   up to [`RETRIES_MAX`] times.
 
-use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command};
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits, Reply};
+use mysql_async::prelude::{FromValue, Queryable};
+use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
+use tokio::task::JoinHandle;
+
+use crate::postgres::sql_shared::{self, to_i64, Poll, SqlRunner, Waits};
 use crate::BackendError;
 
-/// The mysql backend.
-pub struct MySqlBackend {}
+mod schema;
+pub mod tx;
 
-impl MySqlBackend {
-    /// Connects to the store at `url`.
-    pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let _ = url;
-        Err(BackendError::Engine { engine: "mysql", message: "not implemented yet".into() })
+/// Most connections one backend opens to the server.
+pub const POOL_SIZE_MAX: usize = 16;
+/// `innodb_lock_wait_timeout` of backend connections, in seconds: how long a
+/// command waits for a row that a caller's own long transaction (see [`tx`])
+/// has locked before replying `BUSY`.
+pub const LOCK_WAIT_TIMEOUT_S: u32 = 5;
+/// Times a command is retried after a deadlock (error 1213).
+pub const RETRIES_MAX: usize = 3;
+/// How often expired rows are deleted.
+pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(2);
+/// Most rows deleted per table per cleanup call.
+pub const CLEANUP_BATCH_ROWS: i64 = 1_000;
+/// Most cleanup calls in one round (a backlog drains over several rounds).
+const CLEANUP_ROUNDS_MAX: usize = 16;
+/// How long `migrate` waits for another process's migration.
+const MIGRATE_LOCK_WAIT_S: u32 = 60;
+/// Prepared statements kept per connection (the backend uses about 25).
+const STMT_CACHE_SIZE: usize = 64;
+
+/// MySQL's error code for a deadlock, after which the transaction is rolled back.
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// MySQL's error code for a lock wait timeout.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+/// The MySQL / MariaDB backend: a connection pool and a cleanup task.
+pub struct MySqlBackend {
+    inner: Arc<Inner>,
+    cleanup: JoinHandle<()>,
+}
+
+struct Inner {
+    pool: Pool,
+    waits: Waits,
+}
+
+fn engine_err(message: impl std::fmt::Display) -> BackendError {
+    BackendError::Engine { engine: "mysql", message: message.to_string() }
+}
+
+/// `mariadb://` is accepted as a synonym of `mysql://`.
+fn parse_opts(url: &str) -> Result<Opts, BackendError> {
+    let url = match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
+    };
+    Opts::from_url(&url).map_err(|e| engine_err(format!("bad URL: {e}")))
+}
+
+fn is_deadlock(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == ER_LOCK_DEADLOCK)
+}
+
+/// Every engine failure is `BUSY`: the command's transaction rolled back, so
+/// it changed nothing and may be retried.
+fn cmd_error(e: &mysql_async::Error) -> CmdError {
+    match e {
+        mysql_async::Error::Server(s) if s.code == ER_LOCK_WAIT_TIMEOUT => {
+            CmdError::busy("mysql: the key is locked by a transaction still in progress; retry later")
+        }
+        mysql_async::Error::Server(s) if s.code == ER_LOCK_DEADLOCK => {
+            CmdError::busy("mysql: too much contention on this key; retry")
+        }
+        mysql_async::Error::Server(s) => CmdError::busy(format!("mysql: {}", s.message)),
+        other => CmdError::busy(format!("mysql unreachable: {other}")),
     }
 }
 
-/// Creates or upgrades the schema.
+impl MySqlBackend {
+    /// Connects to the database at `url` (`mysql://user:pass@host:port/db`,
+    /// or `mariadb://…`), creating or upgrading idem's schema first when it is
+    /// missing or older than this build's, and starts the cleanup task. Must
+    /// be called inside a Tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let opts = parse_opts(url)?;
+        let version = {
+            let mut conn = Conn::new(opts.clone()).await.map_err(engine_err)?;
+            let v = schema_version(&mut conn).await;
+            let _ = conn.disconnect().await;
+            v?
+        };
+        if version > schema::SCHEMA_VERSION {
+            return Err(engine_err(format!(
+                "the schema is at version {version}, newer than this build's {}; upgrade idem",
+                schema::SCHEMA_VERSION
+            )));
+        }
+        if version < schema::SCHEMA_VERSION {
+            migrate_opts(opts.clone()).await?;
+        }
+        let constraints = PoolConstraints::new(0, POOL_SIZE_MAX).ok_or_else(|| engine_err("bad pool bounds"))?;
+        // No COM_RESET_CONNECTION when a connection goes back to the pool:
+        // every command ends its transaction, and a reset would drop the
+        // session settings and the prepared statements.
+        let pool_opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(false);
+        let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts).stmt_cache_size(STMT_CACHE_SIZE).init(vec![
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
+            format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_S}"),
+        ]);
+        let pool = Pool::new(opts);
+        // Fail now, not on the first command, when the engine is unreachable.
+        drop(pool.get_conn().await.map_err(engine_err)?);
+        let inner = Arc::new(Inner { pool: pool.clone(), waits: Waits::new(Limits::default().waiters_per_key_max) });
+        let cleanup = tokio::spawn(cleanup_loop(pool));
+        Ok(MySqlBackend { inner, cleanup })
+    }
+}
+
+impl Drop for MySqlBackend {
+    fn drop(&mut self) {
+        self.cleanup.abort();
+    }
+}
+
+/// Creates or upgrades idem's schema in the database at `url`. Idempotent;
+/// concurrent runs serialise on `GET_LOCK('idem_migrate')`.
 pub async fn migrate(url: &str) -> Result<(), BackendError> {
-    let _ = url;
-    Err(BackendError::Engine { engine: "mysql", message: "not implemented yet".into() })
+    migrate_opts(parse_opts(url)?).await
+}
+
+async fn schema_version(conn: &mut Conn) -> Result<i32, BackendError> {
+    let exists: Option<i64> = conn
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = DATABASE() AND table_name = 'idem_schema_version'",
+        )
+        .await
+        .map_err(engine_err)?;
+    if exists.unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let v: Option<i32> =
+        conn.query_first("SELECT version FROM idem_schema_version WHERE id = 1").await.map_err(engine_err)?;
+    Ok(v.unwrap_or(0))
+}
+
+async fn migrate_opts(opts: Opts) -> Result<(), BackendError> {
+    let mut conn = Conn::new(opts).await.map_err(engine_err)?;
+    let locked: Option<i64> = conn
+        .query_first(format!("SELECT GET_LOCK('idem_migrate', {MIGRATE_LOCK_WAIT_S})"))
+        .await
+        .map_err(engine_err)?;
+    if locked != Some(1) {
+        let _ = conn.disconnect().await;
+        return Err(engine_err("another migration holds the lock 'idem_migrate'; try again"));
+    }
+    let result = apply_migrations(&mut conn).await;
+    // The lock also ends with the session; releasing early lets waiters go.
+    let _ = conn.query_drop("DO RELEASE_LOCK('idem_migrate')").await;
+    let _ = conn.disconnect().await;
+    result
+}
+
+async fn apply_migrations(conn: &mut Conn) -> Result<(), BackendError> {
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS idem_schema_version (
+             id INT NOT NULL PRIMARY KEY,
+             version INT NOT NULL
+         ) ENGINE = InnoDB",
+    )
+    .await
+    .map_err(engine_err)?;
+    let current = schema_version(conn).await?;
+    if current > schema::SCHEMA_VERSION {
+        return Err(engine_err(format!(
+            "the schema is at version {current}, newer than this build's {}",
+            schema::SCHEMA_VERSION
+        )));
+    }
+    if current == schema::SCHEMA_VERSION {
+        return Ok(());
+    }
+    let step_err = |what: &str, e: mysql_async::Error| engine_err(format!("migration: {what} failed: {e}"));
+    for (_, statements) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for sql in *statements {
+            conn.query_drop(*sql).await.map_err(|e| step_err(sql.lines().next().unwrap_or(sql), e))?;
+        }
+    }
+    for (kind, name, create) in schema::ROUTINES {
+        conn.query_drop(format!("DROP {kind} IF EXISTS {name}")).await.map_err(|e| step_err(name, e))?;
+        conn.query_drop(*create).await.map_err(|e| step_err(name, e))?;
+    }
+    conn.exec_drop(
+        "INSERT INTO idem_schema_version (id, version) VALUES (1, ?)
+         ON DUPLICATE KEY UPDATE version = VALUES(version)",
+        (schema::SCHEMA_VERSION,),
+    )
+    .await
+    .map_err(engine_err)?;
+    tracing::info!(from = current, to = schema::SCHEMA_VERSION, "mysql: idem schema migrated");
+    Ok(())
+}
+
+/// Deletes expired rows in bounded batches, every [`CLEANUP_INTERVAL`].
+async fn cleanup_loop(pool: Pool) {
+    loop {
+        tokio::time::sleep(CLEANUP_INTERVAL).await;
+        for _ in 0..CLEANUP_ROUNDS_MAX {
+            let deleted = async {
+                let mut conn = pool.get_conn().await?;
+                let n: Option<i64> = conn.exec_first("CALL idem_cleanup(?)", (CLEANUP_BATCH_ROWS,)).await?;
+                Ok::<i64, mysql_async::Error>(n.unwrap_or(0))
+            }
+            .await;
+            match deleted {
+                Ok(n) if n >= CLEANUP_BATCH_ROWS => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "mysql: cleanup failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Runs one command in its own short transaction (reads without one),
+    /// retrying after a deadlock, which rolled it back.
+    async fn run_one(&self, conn: &mut Conn, cmd: &Command) -> Result<Poll, CmdError> {
+        let mut tries = 0;
+        loop {
+            let attempt = if cmd.is_write() {
+                async {
+                    let mut t = conn.start_transaction(TxOpts::default()).await?;
+                    match call(&mut t, cmd).await {
+                        Ok(p) => {
+                            t.commit().await?;
+                            Ok(p)
+                        }
+                        Err(e) => {
+                            let _ = t.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+                .await
+            } else {
+                call(conn, cmd).await
+            };
+            match attempt {
+                Ok(p) => return Ok(p),
+                Err(e) if is_deadlock(&e) && tries < RETRIES_MAX => tries += 1,
+                Err(e) => return Err(cmd_error(&e)),
+            }
+        }
+    }
+}
+
+impl SqlRunner for Inner {
+    fn waits(&self) -> &Waits {
+        &self.waits
+    }
+
+    fn poll_cap(&self) -> Duration {
+        sql_shared::POLL_BACKOFF_MAX
+    }
+
+    fn run_plain<'a>(&'a self, cmds: &'a [Command]) -> BoxFuture<'a, Vec<CmdResult>> {
+        Box::pin(async move {
+            let mut conn = match self.pool.get_conn().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let err = cmd_error(&e);
+                    return cmds.iter().map(|_| Err(err.clone())).collect();
+                }
+            };
+            // mysql_async has no pipelining: one command after the other.
+            let mut out = Vec::with_capacity(cmds.len());
+            for cmd in cmds {
+                out.push(self.run_one(&mut conn, cmd).await.and_then(|p| match p {
+                    Poll::Final(r) => r,
+                    Poll::Blocked { reply, .. } => Ok(reply),
+                }));
+            }
+            out
+        })
+    }
+
+    fn poll_once<'a>(&'a self, cmd: &'a Command, _mark_wait: bool) -> BoxFuture<'a, Result<Poll, CmdError>> {
+        // MySQL has no NOTIFY, so there is nothing to mark: waiters poll.
+        Box::pin(async move {
+            let mut conn = self.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            self.run_one(&mut conn, cmd).await
+        })
+    }
 }
 
 impl Backend for MySqlBackend {
     fn name(&self) -> &'static str {
         "mysql"
     }
+
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(async move { cmds.iter().map(|_| Err(CmdError::busy("not implemented"))).collect() })
+        Box::pin(sql_shared::execute_batch(&*self.inner, cmds))
     }
+
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
-        Box::pin(async { Ok(0) })
+        Box::pin(async move {
+            let mut conn = self.inner.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            let n: Option<i64> = conn
+                .query_first(
+                    "SELECT (SELECT COUNT(*) FROM idem_records) + (SELECT COUNT(*) FROM idem_claims)
+                          + (SELECT COUNT(*) FROM idem_locks) + (SELECT COUNT(*) FROM idem_tokens)
+                          + (SELECT COUNT(*) FROM idem_counters) + (SELECT COUNT(*) FROM idem_values)
+                          + (SELECT COUNT(*) FROM idem_fsm) + (SELECT COUNT(*) FROM idem_slot_resources)",
+                )
+                .await
+                .map_err(|e| cmd_error(&e))?;
+            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        })
     }
+
+    fn info(&self) -> Vec<(String, String)> {
+        vec![("mysql_schema_version".into(), schema::SCHEMA_VERSION.to_string())]
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.cleanup.abort();
+            let _ = self.inner.pool.clone().disconnect().await;
+        })
+    }
+}
+
+// ------------------------------------------------------------ one command
+
+/// Column `i` of a result row.
+pub(crate) fn col<T: FromValue>(row: &Row, i: usize) -> Result<T, mysql_async::Error> {
+    match row.get_opt::<T, usize>(i) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(mysql_async::Error::Other(Box::new(e))),
+        None => Err(unexpected("a column is missing")),
+    }
+}
+
+pub(crate) fn unexpected(what: &'static str) -> mysql_async::Error {
+    mysql_async::Error::Other(what.into())
+}
+
+/// Calls a procedure that returns one row.
+pub(crate) async fn call_one<Q: Queryable>(
+    q: &mut Q,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Row, mysql_async::Error> {
+    let row: Option<Row> = q.exec_first(sql, Params::Positional(params)).await?;
+    row.ok_or_else(|| unexpected("the procedure returned no row"))
+}
+
+fn bytes(v: &[u8]) -> Value {
+    Value::Bytes(v.to_vec())
+}
+
+fn opt_i64(v: Option<i64>) -> Value {
+    v.map_or(Value::NULL, Value::Int)
+}
+
+fn bulk(b: Vec<u8>) -> Reply {
+    Reply::Bulk(Bytes::from(b))
+}
+
+fn status(row: &Row) -> Result<String, mysql_async::Error> {
+    col::<String>(row, 0)
+}
+
+fn stale(fence: u64) -> CmdResult {
+    Err(CmdError::stale(format!("fence {fence} is not the current one")))
+}
+
+/// Runs one command as one CALL (or SELECT) on `q`: a connection or a
+/// transaction the caller commits.
+async fn call<Q: Queryable>(q: &mut Q, cmd: &Command) -> Result<Poll, mysql_async::Error> {
+    let uint = sql_shared::uint;
+    let reply: CmdResult = match cmd {
+        Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
+            let fp = fingerprint.as_deref().map_or(Value::NULL, bytes);
+            let row =
+                call_one(q, "CALL idem_begin(?, ?, ?)", vec![bytes(key), fp, Value::Int(to_i64(*lease_ms))]).await?;
+            match status(&row)?.as_str() {
+                "started" => Ok(Reply::status_with("started", [uint(col(&row, 1)?), uint(col(&row, 2)?)])),
+                "running" => {
+                    let left: i64 = col(&row, 2)?;
+                    let reply = Reply::status_with("running", [uint(col(&row, 1)?), uint(left)]);
+                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
+                }
+                "done" => Ok(Reply::status_with("done", [bulk(col(&row, 3)?)])),
+                _ => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
+            }
+        }
+        Command::IdemCommit { key, fence, result, keep_ms } => {
+            let params = vec![bytes(key), Value::Int(to_i64(*fence)), bytes(result), Value::Int(to_i64(*keep_ms))];
+            let row = call_one(q, "CALL idem_commit(?, ?, ?, ?)", params).await?;
+            if status(&row)? == "ok" {
+                Ok(Reply::status("ok"))
+            } else {
+                stale(*fence)
+            }
+        }
+        Command::IdemAbort { key, fence } => {
+            let row = call_one(q, "CALL idem_abort(?, ?)", vec![bytes(key), Value::Int(to_i64(*fence))]).await?;
+            if status(&row)? == "ok" {
+                Ok(Reply::status("ok"))
+            } else {
+                stale(*fence)
+            }
+        }
+        Command::IdemGet { key } => {
+            let row = call_one(q, "CALL idem_get(?)", vec![bytes(key)]).await?;
+            match status(&row)?.as_str() {
+                "running" => Ok(Reply::status_with("running", [uint(col(&row, 1)?), uint(col(&row, 2)?)])),
+                "done" => Ok(Reply::status_with("done", [bulk(col(&row, 3)?)])),
+                _ => Ok(Reply::status("absent")),
+            }
+        }
+        Command::IdemDel { key } => {
+            let row = call_one(q, "CALL idem_del(?)", vec![bytes(key)]).await?;
+            Ok(Reply::Int(col(&row, 0)?))
+        }
+        Command::Claim { key, owner, ttl_ms } => {
+            let params = vec![bytes(key), bytes(owner), opt_i64(ttl_ms.map(to_i64))];
+            let row = call_one(q, "CALL idem_claim(?, ?, ?)", params).await?;
+            match status(&row)?.as_str() {
+                "claimed" => Ok(Reply::status("claimed")),
+                _ => Ok(Reply::status_with("held", [bulk(col(&row, 1)?)])),
+            }
+        }
+        Command::ClaimAll { owner, keys } => {
+            let keys = sql_shared::hex_json_array(&sql_shared::distinct_keys(keys));
+            let rows: Vec<Row> =
+                q.exec("CALL idem_claim_all(?, ?)", Params::Positional(vec![bytes(owner), Value::from(keys)])).await?;
+            let mut out = vec![Reply::Word("held")];
+            for row in &rows {
+                if status(row)? == "claimed" {
+                    return Ok(Poll::Final(Ok(Reply::status("claimed"))));
+                }
+                out.push(bulk(col(row, 1)?));
+                out.push(bulk(col(row, 2)?));
+            }
+            if rows.is_empty() {
+                return Err(unexpected("CLAIM.ALL returned no row"));
+            }
+            Ok(Reply::Array(out))
+        }
+        Command::Release { key, owner } => {
+            let row = call_one(q, "CALL idem_release(?, ?)", vec![bytes(key), bytes(owner)]).await?;
+            Ok(Reply::Int(col(&row, 0)?))
+        }
+        Command::Owner { key } => {
+            let row = call_one(q, "CALL idem_owner(?)", vec![bytes(key)]).await?;
+            Ok(col::<Option<Vec<u8>>>(&row, 0)?.map_or(Reply::Nil, bulk))
+        }
+        Command::Lock { name, owner, lease_ms, .. } => {
+            let params = vec![bytes(name), bytes(owner), Value::Int(to_i64(*lease_ms))];
+            let row = call_one(q, "CALL idem_lock(?, ?, ?)", params).await?;
+            match status(&row)?.as_str() {
+                "acquired" => Ok(Reply::status_with("acquired", [uint(col(&row, 1)?)])),
+                _ => {
+                    let left: i64 = col(&row, 3)?;
+                    let reply = Reply::status_with("busy", [bulk(col(&row, 2)?), uint(left)]);
+                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
+                }
+            }
+        }
+        Command::Renew { name, owner, lease_ms } => {
+            let params = vec![bytes(name), bytes(owner), Value::Int(to_i64(*lease_ms))];
+            let row = call_one(q, "CALL idem_renew(?, ?, ?)", params).await?;
+            match status(&row)?.as_str() {
+                "renewed" => Ok(Reply::status_with("renewed", [uint(col(&row, 1)?)])),
+                _ => Ok(Reply::status("lost")),
+            }
+        }
+        Command::Unlock { name, owner } => {
+            let row = call_one(q, "CALL idem_unlock(?, ?)", vec![bytes(name), bytes(owner)]).await?;
+            Ok(Reply::Int(col(&row, 0)?))
+        }
+        Command::LockInfo { name } => {
+            let row = call_one(q, "CALL idem_lock_info(?)", vec![bytes(name)]).await?;
+            match status(&row)?.as_str() {
+                "held" => Ok(Reply::status_with(
+                    "held",
+                    [bulk(col(&row, 1)?), uint(col(&row, 2)?), uint(col(&row, 3)?), Reply::Int(0)],
+                )),
+                _ => Ok(Reply::status("free")),
+            }
+        }
+        Command::TokenNew { scope, ttl_ms } => {
+            let token = sql_shared::new_token();
+            call_one(q, "CALL idem_token_new(?, ?, ?)", vec![bytes(scope), bytes(&token), Value::Int(to_i64(*ttl_ms))])
+                .await?;
+            Ok(Reply::Bulk(token))
+        }
+        Command::TokenUse { scope, token } => {
+            let row = call_one(q, "CALL idem_token_use(?, ?)", vec![bytes(scope), bytes(token)]).await?;
+            Ok(Reply::Int(col(&row, 0)?))
+        }
+        Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
+            let op = op.as_deref().map_or(Value::NULL, bytes);
+            let params =
+                vec![bytes(key), Value::Int(*delta), opt_i64(*min), opt_i64(*max), op, Value::Int(to_i64(*keep_ms))];
+            let row = call_one(q, "CALL idem_counter_add(?, ?, ?, ?, ?, ?)", params).await?;
+            let value = Reply::Int(col(&row, 1)?);
+            match status(&row)?.as_str() {
+                "ok" => Ok(Reply::status_with("ok", [value])),
+                "replayed" => Ok(Reply::status_with("replayed", [value])),
+                _ => Ok(Reply::status_with("refused", [value])),
+            }
+        }
+        Command::CounterGet { key } => {
+            let v: Option<i64> =
+                q.exec_first("SELECT value FROM idem_counters WHERE `key` = ?", (key.to_vec(),)).await?;
+            Ok(Reply::Int(v.unwrap_or(0)))
+        }
+        Command::ValueGet { key } => {
+            let row: Option<(Vec<u8>, i64)> = q
+                .exec_first("SELECT value, version FROM idem_values WHERE `key` = ? AND version > 0", (key.to_vec(),))
+                .await?;
+            Ok(row.map_or(Reply::Nil, |(v, ver)| Reply::Array(vec![bulk(v), uint(ver)])))
+        }
+        Command::ValueSet { key, value, if_version } => {
+            let params = vec![bytes(key), bytes(value), opt_i64(if_version.map(to_i64))];
+            let row = call_one(q, "CALL idem_value_set(?, ?, ?)", params).await?;
+            let version = uint(col(&row, 1)?);
+            match status(&row)?.as_str() {
+                "ok" => Ok(Reply::status_with("ok", [version])),
+                _ => Ok(Reply::status_with("conflict", [version])),
+            }
+        }
+        Command::FsmMove { key, to, from } => {
+            let params = vec![bytes(key), bytes(to), Value::from(sql_shared::hex_json_array(from))];
+            let row = call_one(q, "CALL idem_fsm_move(?, ?, ?)", params).await?;
+            let state = bulk(col(&row, 1)?);
+            match status(&row)?.as_str() {
+                "moved" => Ok(Reply::status_with("moved", [state])),
+                "already" => Ok(Reply::status_with("already", [state])),
+                _ => Ok(Reply::status_with("refused", [state])),
+            }
+        }
+        Command::FsmGet { key } => {
+            let v: Option<Vec<u8>> =
+                q.exec_first("SELECT state FROM idem_fsm WHERE `key` = ? AND state <> ''", (key.to_vec(),)).await?;
+            Ok(v.map_or(Reply::Nil, bulk))
+        }
+        Command::SlotsReserve { resource, first, last, holder, size } => {
+            let size_v = size.map_or(Value::NULL, |s| Value::Int(i64::from(s)));
+            let params = vec![
+                bytes(resource),
+                Value::Int(i64::from(*first)),
+                Value::Int(i64::from(*last)),
+                bytes(holder),
+                size_v,
+            ];
+            let rows: Vec<Row> = q.exec("CALL idem_slots_reserve(?, ?, ?, ?, ?)", Params::Positional(params)).await?;
+            let mut out = vec![Reply::Word("conflict")];
+            for row in &rows {
+                match status(row)?.as_str() {
+                    "reserved" => return Ok(Poll::Final(Ok(Reply::status("reserved")))),
+                    "outside" => {
+                        let real: i64 = col(row, 1)?;
+                        return Ok(Poll::Final(Err(CmdError::syntax(format!(
+                            "SLOTS.RESERVE: slot {last} is outside SIZE {real}"
+                        )))));
+                    }
+                    "size" => {
+                        let real: i64 = col(row, 1)?;
+                        return Ok(Poll::Final(Err(CmdError::syntax(format!(
+                            "SLOTS.RESERVE: SIZE {} differs from the resource's size {real}",
+                            size.map_or(real, i64::from)
+                        )))));
+                    }
+                    _ => {
+                        out.push(Reply::Int(col(row, 1)?));
+                        out.push(bulk(col(row, 2)?));
+                    }
+                }
+            }
+            if rows.is_empty() {
+                return Err(unexpected("SLOTS.RESERVE returned no row"));
+            }
+            Ok(Reply::Array(out))
+        }
+        Command::SlotsRelease { resource, first, last, holder } => {
+            let params =
+                vec![bytes(resource), Value::Int(i64::from(*first)), Value::Int(i64::from(*last)), bytes(holder)];
+            let row = call_one(q, "CALL idem_slots_release(?, ?, ?, ?)", params).await?;
+            Ok(Reply::Int(col(&row, 0)?))
+        }
+        Command::SlotsGet { resource } => {
+            let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = q
+                .exec(
+                    "SELECT r.size, s.slot, s.holder FROM idem_slot_resources r
+                     LEFT JOIN idem_slots s ON s.resource = r.resource
+                     WHERE r.resource = ? AND r.size > 0",
+                    (resource.to_vec(),),
+                )
+                .await?;
+            let size = rows.first().map_or(0, |r| usize::try_from(r.0).unwrap_or(0));
+            let mut cells = vec![Reply::Nil; size];
+            for (_, slot, holder) in rows {
+                if let (Some(slot), Some(holder)) = (slot, holder) {
+                    if let Some(cell) = usize::try_from(slot).ok().and_then(|s| cells.get_mut(s)) {
+                        *cell = bulk(holder);
+                    }
+                }
+            }
+            Ok(Reply::Array(cells))
+        }
+    };
+    Ok(Poll::Final(reply))
 }

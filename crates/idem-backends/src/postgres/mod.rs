@@ -45,7 +45,7 @@ mod schema;
 pub(crate) mod sql_shared;
 pub mod tx;
 
-use sql_shared::{to_i64, uint, Poll, WaitKind, Waits};
+use sql_shared::{to_i64, uint, Poll, SqlRunner, WaitKind, Waits};
 
 /// Most connections one backend opens to PostgreSQL (plus one for LISTEN).
 pub const POOL_SIZE_MAX: usize = 16;
@@ -397,16 +397,25 @@ async fn cleanup_loop(pool: Pool) {
 }
 
 impl Inner {
-    /// The longest pause between polls of a parked WAIT right now.
-    fn poll_cap(&self) -> Duration {
-        if self.listening.load(Ordering::Relaxed) {
-            POLL_BACKOFF_MAX_LISTENING
-        } else {
-            sql_shared::POLL_BACKOFF_MAX
+    /// One command, retried after a serialization failure or deadlock (its
+    /// statement rolled back, so running it again is safe).
+    async fn run_retrying(
+        &self,
+        client: &deadpool_postgres::Client,
+        cmd: &Command,
+        mark_wait: bool,
+    ) -> Result<Poll, CmdError> {
+        let mut tries = 0;
+        loop {
+            match run_cmd(client, cmd, mark_wait).await {
+                Ok(p) => return Ok(p),
+                Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
+                Err(e) => return Err(e.into_cmd_error()),
+            }
         }
     }
 
-    /// Runs commands that do not park, pipelined on one connection.
+    /// Runs commands pipelined on one connection.
     async fn run_pipeline(&self, cmds: &[Command]) -> Vec<CmdResult> {
         let client = match self.pool.get().await {
             Ok(c) => c,
@@ -416,10 +425,11 @@ impl Inner {
             }
         };
         if let [cmd] = cmds {
-            return vec![self.run_retrying(&client, cmd).await];
+            return vec![self.run_retrying(&client, cmd, false).await.and_then(final_reply)];
         }
         // Prepare first, so that every statement below is sent in its
         // future's first poll, which `join_in_order` makes the batch order.
+        // Pipelined commands are not retried: a retry would run out of order.
         for cmd in cmds {
             if let Err(e) = client.prepare_cached(sql_of(cmd)).await {
                 let err = db_cmd_error(&e);
@@ -431,81 +441,46 @@ impl Inner {
             .map(|cmd| {
                 let client = &client;
                 Box::pin(async move {
-                    match run_cmd(client, cmd, false).await {
-                        Ok(Poll::Final(r)) => r,
-                        Ok(Poll::Blocked { reply, .. }) => Ok(reply),
-                        Err(e) => Err(e.into_cmd_error()),
-                    }
+                    run_cmd(client, cmd, false).await.map_err(ExecError::into_cmd_error).and_then(final_reply)
                 }) as BoxFuture<'_, CmdResult>
             })
             .collect();
-        let results = join_in_order(futs).await;
-        for (cmd, r) in cmds.iter().zip(&results) {
-            self.wake_after(cmd, r);
-        }
-        results
-    }
-
-    /// One command, retried after a serialization failure or deadlock (its
-    /// statement rolled back, so running it again is safe).
-    async fn run_retrying(&self, client: &deadpool_postgres::Client, cmd: &Command) -> CmdResult {
-        let mut tries = 0;
-        let result = loop {
-            match run_cmd(client, cmd, false).await {
-                Ok(Poll::Final(r)) => break r,
-                Ok(Poll::Blocked { reply, .. }) => break Ok(reply),
-                Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
-                Err(e) => break Err(e.into_cmd_error()),
-            }
-        };
-        self.wake_after(cmd, &result);
-        result
-    }
-
-    /// A parked IDEM.BEGIN or LOCK (WAIT > 0).
-    async fn run_waiting(&self, cmd: &Command) -> CmdResult {
-        let (kind, key) = match cmd {
-            Command::IdemBegin { key, .. } => (WaitKind::Idem, key),
-            Command::Lock { name, .. } => (WaitKind::Lock, name),
-            other => return self.run_pipeline(std::slice::from_ref(other)).await.pop().unwrap_or_else(no_reply),
-        };
-        let cap = || self.poll_cap();
-        self.waits
-            .park(kind, key, cmd.wait_ms(), &cap, |mark| async move {
-                let mut tries = 0;
-                loop {
-                    let client = self.pool.get().await.map_err(|e| ExecError::Pool(e).into_cmd_error())?;
-                    match run_cmd(&client, cmd, mark).await {
-                        Ok(p) => return Ok(p),
-                        Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
-                        Err(e) => return Err(e.into_cmd_error()),
-                    }
-                }
-            })
-            .await
-    }
-
-    /// Wakes local waiters after a command that may have ended what they wait on.
-    fn wake_after(&self, cmd: &Command, result: &CmdResult) {
-        if result.is_err() {
-            return;
-        }
-        match cmd {
-            Command::IdemCommit { key, .. } | Command::IdemAbort { key, .. } | Command::IdemDel { key } => {
-                self.waits.wake(WaitKind::Idem, key)
-            }
-            Command::Unlock { name, .. } => self.waits.wake(WaitKind::Lock, name),
-            _ => {}
-        }
-    }
-
-    fn lock_waiters(&self, name: &Bytes) -> usize {
-        self.waits.waiters(WaitKind::Lock, name)
+        join_in_order(futs).await
     }
 }
 
-fn no_reply() -> CmdResult {
-    Err(CmdError::busy("postgres: no reply"))
+impl SqlRunner for Inner {
+    fn waits(&self) -> &Waits {
+        &self.waits
+    }
+
+    fn poll_cap(&self) -> Duration {
+        if self.listening.load(Ordering::Relaxed) {
+            POLL_BACKOFF_MAX_LISTENING
+        } else {
+            sql_shared::POLL_BACKOFF_MAX
+        }
+    }
+
+    fn run_plain<'a>(&'a self, cmds: &'a [Command]) -> BoxFuture<'a, Vec<CmdResult>> {
+        Box::pin(self.run_pipeline(cmds))
+    }
+
+    fn poll_once<'a>(&'a self, cmd: &'a Command, mark_wait: bool) -> BoxFuture<'a, Result<Poll, CmdError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(|e| ExecError::Pool(e).into_cmd_error())?;
+            self.run_retrying(&client, cmd, mark_wait).await
+        })
+    }
+}
+
+/// The reply of a command that does not park (a blocked IDEM.BEGIN or LOCK
+/// without WAIT answers `running` or `busy` at once).
+fn final_reply(p: Poll) -> CmdResult {
+    match p {
+        Poll::Final(r) => r,
+        Poll::Blocked { reply, .. } => Ok(reply),
+    }
 }
 
 /// Polls every future in index order until all are ready, so that futures
@@ -571,7 +546,7 @@ fn stale(fence: u64) -> CmdResult {
 
 /// Runs one command as one statement. `mark_wait` (IDEM.BEGIN and LOCK only)
 /// flags the row as watched by a parked caller. LOCK.INFO's waiter count is
-/// filled in by the caller of this function.
+/// filled in by [`sql_shared::execute_batch`].
 async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: bool) -> Result<Poll, ExecError> {
     let stmt = client.prepare_cached(sql_of(cmd)).await?;
     let reply: CmdResult = match cmd {
@@ -805,28 +780,7 @@ impl Backend for PgBackend {
     }
 
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let mut results = Vec::with_capacity(cmds.len());
-            // Runs of commands that do not park go out pipelined; a command
-            // that may park runs alone, with no connection held while it waits.
-            let mut rest = &cmds[..];
-            while !rest.is_empty() {
-                let run = rest.iter().take_while(|c| c.wait_ms() == 0).count();
-                if run > 0 {
-                    let mut out = inner.run_pipeline(&rest[..run]).await;
-                    for (cmd, r) in rest[..run].iter().zip(out.iter_mut()) {
-                        fill_waiters(inner, cmd, r);
-                    }
-                    results.extend(out);
-                    rest = &rest[run..];
-                } else {
-                    results.push(inner.run_waiting(&rest[0]).await);
-                    rest = &rest[1..];
-                }
-            }
-            results
-        })
+        Box::pin(sql_shared::execute_batch(&*self.inner, cmds))
     }
 
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
@@ -855,16 +809,6 @@ impl Backend for PgBackend {
             }
             self.inner.pool.close();
         })
-    }
-}
-
-/// LOCK.INFO's `waiters`: the callers of this process parked on the lock
-/// (the engine does not know about waiters of other processes).
-fn fill_waiters(inner: &Inner, cmd: &Command, result: &mut CmdResult) {
-    if let (Command::LockInfo { name }, Ok(Reply::Array(items))) = (cmd, result) {
-        if let Some(last) = items.get_mut(4) {
-            *last = Reply::Int(i64::try_from(inner.lock_waiters(name)).unwrap_or(i64::MAX));
-        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! What the two SQL backends share: parked WAITs (first come, first served
-//! among the waiters of one idem process), one-time token text and small
-//! conversions. It lives under `postgres` because the crate's top-level
+//! What the two SQL backends share: the driver of a pipeline
+//! ([`execute_batch`] over a [`SqlRunner`]), parked WAITs (first come, first
+//! served among the waiters of one idem process), one-time token text and
+//! small conversions. It lives under `postgres` because the crate's top-level
 //! module list is fixed; `mysql` uses it as `crate::postgres::sql_shared`.
 //!
 //! How a WAIT works on a SQL engine: the engine cannot park a caller, so the
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use idem_core::{CmdError, CmdResult, Reply};
+use idem_core::{BoxFuture, CmdError, CmdResult, Command, Reply};
 use rand::RngCore;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -199,13 +200,115 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// What a SQL backend provides to [`execute_batch`].
+pub(crate) trait SqlRunner: Send + Sync {
+    /// The backend's parked callers.
+    fn waits(&self) -> &Waits;
+    /// The longest pause between two polls of a parked WAIT right now.
+    fn poll_cap(&self) -> Duration;
+    /// Runs commands that never park, in order, each atomic on its own.
+    fn run_plain<'a>(&'a self, cmds: &'a [Command]) -> BoxFuture<'a, Vec<CmdResult>>;
+    /// One attempt of IDEM.BEGIN or LOCK on a connection of its own, given
+    /// back before returning; `mark_wait` tells the engine a caller watches.
+    fn poll_once<'a>(&'a self, cmd: &'a Command, mark_wait: bool) -> BoxFuture<'a, Result<Poll, CmdError>>;
+}
+
+/// Executes a pipeline: runs of commands that cannot park go to
+/// [`SqlRunner::run_plain`] together; a command with WAIT parks alone, with no
+/// connection held while it sleeps. Local waiters are woken after commands
+/// that may end what they wait on, and LOCK.INFO gets its waiter count.
+pub(crate) async fn execute_batch(runner: &dyn SqlRunner, cmds: Vec<Command>) -> Vec<CmdResult> {
+    let waits = runner.waits();
+    let mut results = Vec::with_capacity(cmds.len());
+    let mut rest = &cmds[..];
+    while let Some(first) = rest.first() {
+        let parks = parked_target(first);
+        let run = if parks.is_some() { 1 } else { rest.iter().take_while(|c| parked_target(c).is_none()).count() };
+        let out = match parks {
+            Some((kind, key)) => {
+                let attempt = |mark| runner.poll_once(first, mark);
+                let cap = || runner.poll_cap();
+                vec![waits.park(kind, key, first.wait_ms(), &cap, attempt).await]
+            }
+            None => runner.run_plain(&rest[..run]).await,
+        };
+        for (cmd, mut r) in rest[..run].iter().zip(out) {
+            after_command(waits, cmd, &mut r);
+            results.push(r);
+        }
+        rest = &rest[run..];
+    }
+    // A runner that lost replies (it never should) still answers every command.
+    results.resize_with(cmds.len(), || Err(CmdError::busy("the engine gave no reply")));
+    results
+}
+
+/// What a command that may park waits on, if it parks (WAIT > 0).
+fn parked_target(cmd: &Command) -> Option<(WaitKind, &Bytes)> {
+    match cmd {
+        Command::IdemBegin { key, wait_ms, .. } if *wait_ms > 0 => Some((WaitKind::Idem, key)),
+        Command::Lock { name, wait_ms, .. } if *wait_ms > 0 => Some((WaitKind::Lock, name)),
+        _ => None,
+    }
+}
+
+/// Wakes local waiters after a command that may have ended what they wait
+/// on, and fills in LOCK.INFO's `waiters`: the callers of this process
+/// parked on the lock (the engine does not know about other processes').
+fn after_command(waits: &Waits, cmd: &Command, result: &mut CmdResult) {
+    let Ok(reply) = result else {
+        return;
+    };
+    match cmd {
+        Command::IdemCommit { key, .. } | Command::IdemAbort { key, .. } | Command::IdemDel { key } => {
+            waits.wake(WaitKind::Idem, key)
+        }
+        Command::Unlock { name, .. } => waits.wake(WaitKind::Lock, name),
+        Command::LockInfo { name } => {
+            if let Reply::Array(items) = reply {
+                if let Some(n) = items.get_mut(4) {
+                    *n = Reply::Int(i64::try_from(waits.waiters(WaitKind::Lock, name)).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON array of hex strings that the MySQL procedures take for a list
+/// of binary keys (CLAIM.ALL's keys, FSM.MOVE's FROM states).
+pub(crate) fn hex_json_array(items: &[Bytes]) -> String {
+    let mut out = Vec::with_capacity(2 + items.iter().map(|i| i.len() * 2 + 3).sum::<usize>());
+    out.push(b'[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        push_hex(&mut out, item);
+        out.push(b'"');
+    }
+    out.push(b']');
+    // Only brackets, commas, quotes and hex digits: always ASCII.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends `data` as lowercase hex.
+fn push_hex(out: &mut Vec<u8>, data: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in data {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
 /// A new one-time token: 128 random bits from the OS as 32 lowercase hex
 /// characters (URL-safe; the same form the embedded store gives).
 pub(crate) fn new_token() -> Bytes {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let text: Vec<u8> = raw.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]).collect();
+    let mut text = Vec::with_capacity(32);
+    push_hex(&mut text, &raw);
     Bytes::from(text)
 }
 
@@ -241,6 +344,12 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hex_json_arrays() {
+        assert_eq!(hex_json_array(&[]), "[]");
+        assert_eq!(hex_json_array(&[Bytes::from_static(b"k1"), Bytes::from_static(&[0, 255])]), r#"["6b31","00ff"]"#);
     }
 
     #[test]

@@ -1,0 +1,671 @@
+//! idem's MySQL / MariaDB schema: tables, the fence table and one stored
+//! procedure per primitive, applied by [`super::migrate`].
+//!
+//! Layout (every name starts with `idem_`; docs/backends-sql.md has the full reference):
+//! - `idem_schema_version(id = 1, version)`: the last step applied;
+//! - `idem_fences(id AUTO_INCREMENT)`: every fence is a fresh id of it;
+//! - one InnoDB table per primitive, keys `VARBINARY(512)` (binary-safe,
+//!   compared byte by byte), results and values `MEDIUMBLOB`;
+//! - times are `BIGINT` milliseconds since the Unix epoch on the DATABASE
+//!   clock, read only inside the procedures through `idem_now_ms()`:
+//!   `TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) DIV 1000`,
+//!   which does not depend on the session's time zone (unlike
+//!   `UNIX_TIMESTAMP(NOW(6))`, which is ambiguous for an hour at a DST change).
+//!
+//! Every procedure is one `CALL` that returns exactly one result set whose
+//! first column is `status` (or the value asked for). Procedures contain no
+//! transaction control: the backend wraps each call in a short transaction,
+//! and an application calls them inside its own, so their writes commit or
+//! roll back with its rows.
+//!
+//! How they stay correct under concurrency and REPEATABLE READ (the InnoDB
+//! default), where a plain SELECT reads an old snapshot (SCENARIOS.md S3):
+//! - Every read that decides something is a locking read (`FOR UPDATE`),
+//!   which reads the newest committed row, never the snapshot.
+//! - A row that may be absent is first created-or-locked with
+//!   `INSERT ... ON DUPLICATE KEY UPDATE key = key` (a placeholder such as
+//!   state 'new', fence 0, size 0). A second caller of the same key waits on
+//!   the row lock, then finds the winner's row: never a duplicate-key error,
+//!   and no gap-lock deadlock as with SELECT-then-INSERT.
+//! - A fence is drawn (`INSERT INTO idem_fences`, `LAST_INSERT_ID()`) only
+//!   while the key's row is locked, so a key's fences grow.
+//! - `ROW_COUNT()` is used only after DELETE (whose count does not depend on
+//!   the client's CLIENT_FOUND_ROWS flag).
+
+/// The schema version this build writes and expects.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
+/// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
+/// interrupted half-way is simply run again.
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1)];
+
+/// Step 1: tables.
+const V1: &[&str] = &[
+    // Fences: only the newest row matters; cleanup deletes the others. InnoDB
+    // keeps the AUTO_INCREMENT counter across restarts (MariaDB 10.2.4+,
+    // MySQL 8.0+), and the newest row is never deleted, so on older servers
+    // too a restart cannot hand out an id again.
+    "CREATE TABLE IF NOT EXISTS idem_fences (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY
+    ) ENGINE = InnoDB",
+    // Idempotency records. state 'running': expires_at_ms is the lease end;
+    // 'done': the end of retention (KEEP); 'new': a placeholder that exists
+    // only inside the call that creates a record. A running record whose lease
+    // ran out is remembered (for its attempt number) for 86400000 ms (the
+    // default KEEP) after its lease end.
+    "CREATE TABLE IF NOT EXISTS idem_records (
+        `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
+        fingerprint    VARBINARY(512) NULL,
+        state          VARCHAR(8)     NOT NULL,
+        fence          BIGINT         NOT NULL,
+        attempt        INT            NOT NULL,
+        expires_at_ms  BIGINT         NOT NULL,
+        result         MEDIUMBLOB     NULL,
+        KEY idem_records_exp (state, expires_at_ms)
+    ) ENGINE = InnoDB",
+    // Unique claims. expires_at_ms NULL: until released.
+    "CREATE TABLE IF NOT EXISTS idem_claims (
+        `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
+        owner          VARBINARY(512) NOT NULL,
+        expires_at_ms  BIGINT         NULL,
+        KEY idem_claims_exp (expires_at_ms)
+    ) ENGINE = InnoDB",
+    // Leases with fencing. fence 0: a placeholder inside one call.
+    "CREATE TABLE IF NOT EXISTS idem_locks (
+        name           VARBINARY(512) NOT NULL PRIMARY KEY,
+        owner          VARBINARY(512) NOT NULL,
+        fence          BIGINT         NOT NULL,
+        expires_at_ms  BIGINT         NOT NULL,
+        KEY idem_locks_exp (expires_at_ms)
+    ) ENGINE = InnoDB",
+    "CREATE TABLE IF NOT EXISTS idem_tokens (
+        scope          VARBINARY(512) NOT NULL,
+        token          VARBINARY(512) NOT NULL,
+        expires_at_ms  BIGINT         NOT NULL,
+        PRIMARY KEY (scope, token),
+        KEY idem_tokens_exp (expires_at_ms)
+    ) ENGINE = InnoDB",
+    // Counters (0 is not stored: it is what an absent counter reads) and the
+    // op ids applied to them.
+    "CREATE TABLE IF NOT EXISTS idem_counters (
+        `key`  VARBINARY(512) NOT NULL PRIMARY KEY,
+        value  BIGINT         NOT NULL
+    ) ENGINE = InnoDB",
+    "CREATE TABLE IF NOT EXISTS idem_counter_ops (
+        `key`          VARBINARY(512) NOT NULL,
+        op             VARBINARY(512) NOT NULL,
+        value          BIGINT         NOT NULL,
+        expires_at_ms  BIGINT         NOT NULL,
+        PRIMARY KEY (`key`, op),
+        KEY idem_counter_ops_exp (expires_at_ms)
+    ) ENGINE = InnoDB",
+    // Versioned values. version 0: a placeholder inside one call.
+    "CREATE TABLE IF NOT EXISTS idem_values (
+        `key`    VARBINARY(512) NOT NULL PRIMARY KEY,
+        value    MEDIUMBLOB     NOT NULL,
+        version  BIGINT         NOT NULL
+    ) ENGINE = InnoDB",
+    // State machines. state '': a placeholder inside one call.
+    "CREATE TABLE IF NOT EXISTS idem_fsm (
+        `key`  VARBINARY(512) NOT NULL PRIMARY KEY,
+        state  VARBINARY(512) NOT NULL
+    ) ENGINE = InnoDB",
+    // Slot reservations: the resource row (its SIZE; size 0 is a placeholder
+    // inside one call) is the lock every reservation of it takes.
+    "CREATE TABLE IF NOT EXISTS idem_slot_resources (
+        resource  VARBINARY(512) NOT NULL PRIMARY KEY,
+        size      INT            NOT NULL
+    ) ENGINE = InnoDB",
+    "CREATE TABLE IF NOT EXISTS idem_slots (
+        resource  VARBINARY(512) NOT NULL,
+        slot      INT            NOT NULL,
+        holder    VARBINARY(512) NOT NULL,
+        PRIMARY KEY (resource, slot)
+    ) ENGINE = InnoDB",
+];
+
+/// Every stored routine as `(kind, name, CREATE statement)`. Re-created
+/// (DROP, then CREATE) whenever the version moves, so a changed routine only
+/// needs a new (possibly empty) step. Between the DROP and the CREATE a
+/// concurrent CALL of that routine fails; upgrades are rare and short.
+pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
+    (
+        "FUNCTION",
+        "idem_now_ms",
+        "CREATE FUNCTION idem_now_ms() RETURNS BIGINT NOT DETERMINISTIC NO SQL
+         RETURN TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000",
+    ),
+    // IDEM.BEGIN -> (status, fence, n, result): 'started' (fence, n = attempt),
+    // 'running' (fence, n = left_ms), 'done' (result) or 'mismatch'.
+    (
+        "PROCEDURE",
+        "idem_begin",
+        "CREATE PROCEDURE idem_begin(IN p_key VARBINARY(512), IN p_fp VARBINARY(512), IN p_lease_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_state VARCHAR(8);
+            DECLARE v_fp VARBINARY(512);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE v_attempt INT;
+            DECLARE v_result MEDIUMBLOB;
+            INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
+            VALUES (p_key, p_fp, 'new', 0, 0, 0)
+            ON DUPLICATE KEY UPDATE `key` = `key`;
+            SELECT state, fingerprint, fence, attempt, expires_at_ms, result
+            INTO v_state, v_fp, v_fence, v_attempt, v_exp, v_result
+            FROM idem_records WHERE `key` = p_key FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_state = 'new' OR (v_state = 'done' AND v_exp <= v_now)
+               OR (v_state = 'running' AND v_exp + 86400000 <= v_now) THEN
+                -- New, or forgotten: attempt 1 with this caller's fingerprint.
+                INSERT INTO idem_fences () VALUES ();
+                SET v_fence = LAST_INSERT_ID();
+                UPDATE idem_records
+                SET fingerprint = p_fp, state = 'running', fence = v_fence, attempt = 1,
+                    expires_at_ms = v_now + p_lease_ms, result = NULL
+                WHERE `key` = p_key;
+                SELECT 'started' AS status, v_fence AS fence, 1 AS n, NULL AS result;
+            ELSEIF p_fp IS NOT NULL AND v_fp IS NOT NULL AND v_fp <> p_fp THEN
+                SELECT 'mismatch' AS status, NULL AS fence, NULL AS n, NULL AS result;
+            ELSEIF v_state = 'done' THEN
+                SELECT 'done' AS status, NULL AS fence, NULL AS n, v_result AS result;
+            ELSEIF v_exp > v_now THEN
+                SELECT 'running' AS status, v_fence AS fence, v_exp - v_now AS n, NULL AS result;
+            ELSE
+                -- The lease ran out: take over with a new, larger fence.
+                INSERT INTO idem_fences () VALUES ();
+                SET v_fence = LAST_INSERT_ID();
+                UPDATE idem_records
+                SET fence = v_fence, attempt = v_attempt + 1, expires_at_ms = v_now + p_lease_ms,
+                    fingerprint = COALESCE(v_fp, p_fp)
+                WHERE `key` = p_key;
+                SELECT 'started' AS status, v_fence AS fence, v_attempt + 1 AS n, NULL AS result;
+            END IF;
+        END",
+    ),
+    // IDEM.COMMIT -> (status): 'ok' or 'stale' (not the fence of a live lease).
+    (
+        "PROCEDURE",
+        "idem_commit",
+        "CREATE PROCEDURE idem_commit(IN p_key VARBINARY(512), IN p_fence BIGINT, IN p_result MEDIUMBLOB,
+                                      IN p_keep_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_state VARCHAR(8);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT state, fence, expires_at_ms INTO v_state, v_fence, v_exp
+            FROM idem_records WHERE `key` = p_key FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > v_now THEN
+                UPDATE idem_records SET state = 'done', result = p_result, expires_at_ms = v_now + p_keep_ms
+                WHERE `key` = p_key;
+                SELECT 'ok' AS status;
+            ELSE
+                SELECT 'stale' AS status;
+            END IF;
+        END",
+    ),
+    // IDEM.ABORT -> (status): 'ok' (the record is removed) or 'stale'.
+    (
+        "PROCEDURE",
+        "idem_abort",
+        "CREATE PROCEDURE idem_abort(IN p_key VARBINARY(512), IN p_fence BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_state VARCHAR(8);
+            DECLARE v_fence, v_exp BIGINT;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT state, fence, expires_at_ms INTO v_state, v_fence, v_exp
+            FROM idem_records WHERE `key` = p_key FOR UPDATE;
+            IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > idem_now_ms() THEN
+                DELETE FROM idem_records WHERE `key` = p_key;
+                SELECT 'ok' AS status;
+            ELSE
+                SELECT 'stale' AS status;
+            END IF;
+        END",
+    ),
+    // IDEM.GET -> (status, fence, left_ms, result): 'absent', 'running', 'done'.
+    (
+        "PROCEDURE",
+        "idem_get",
+        "CREATE PROCEDURE idem_get(IN p_key VARBINARY(512))
+        READS SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_state VARCHAR(8);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE v_result MEDIUMBLOB;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT state, fence, expires_at_ms, result INTO v_state, v_fence, v_exp, v_result
+            FROM idem_records WHERE `key` = p_key;
+            SET v_now = idem_now_ms();
+            IF NOT v_found OR v_state NOT IN ('running', 'done') OR v_exp <= v_now THEN
+                SELECT 'absent' AS status, NULL AS fence, NULL AS left_ms, NULL AS result;
+            ELSEIF v_state = 'done' THEN
+                SELECT 'done' AS status, NULL AS fence, NULL AS left_ms, v_result AS result;
+            ELSE
+                SELECT 'running' AS status, v_fence AS fence, v_exp - v_now AS left_ms, NULL AS result;
+            END IF;
+        END",
+    ),
+    // IDEM.DEL -> (n): 1 if a record not yet forgotten was removed, else 0.
+    (
+        "PROCEDURE",
+        "idem_del",
+        "CREATE PROCEDURE idem_del(IN p_key VARBINARY(512))
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_now BIGINT DEFAULT idem_now_ms();
+            DELETE FROM idem_records
+            WHERE `key` = p_key
+              AND ((state = 'done' AND expires_at_ms > v_now)
+                   OR (state = 'running' AND expires_at_ms + 86400000 > v_now));
+            SELECT ROW_COUNT() AS n;
+        END",
+    ),
+    // CLAIM -> (status, owner): 'claimed' or 'held' (owner). p_ttl_ms NULL: until released.
+    (
+        "PROCEDURE",
+        "idem_claim",
+        "CREATE PROCEDURE idem_claim(IN p_key VARBINARY(512), IN p_owner VARBINARY(512), IN p_ttl_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_owner VARBINARY(512);
+            DECLARE v_exp, v_now BIGINT;
+            INSERT INTO idem_claims (`key`, owner, expires_at_ms) VALUES (p_key, p_owner, NULL)
+            ON DUPLICATE KEY UPDATE `key` = `key`;
+            SELECT owner, expires_at_ms INTO v_owner, v_exp FROM idem_claims WHERE `key` = p_key FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_owner = p_owner OR v_exp <= v_now THEN
+                UPDATE idem_claims SET owner = p_owner, expires_at_ms = v_now + p_ttl_ms WHERE `key` = p_key;
+                SELECT 'claimed' AS status, NULL AS owner;
+            ELSE
+                SELECT 'held' AS status, v_owner AS owner;
+            END IF;
+        END",
+    ),
+    // CLAIM.ALL -> (status, key, owner): one 'claimed' row, or one 'held' row
+    // per conflicting key in the order given. p_keys: a JSON array of the keys
+    // in hex, without repeats. All or nothing (a savepoint undoes the
+    // placeholders when some key is held).
+    (
+        "PROCEDURE",
+        "idem_claim_all",
+        "CREATE PROCEDURE idem_claim_all(IN p_owner VARBINARY(512), IN p_keys LONGTEXT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_now BIGINT;
+            DECLARE v_conflicts INT;
+            SAVEPOINT idem_claim_all;
+            -- Create or lock every row, in key order so that overlapping
+            -- CLAIM.ALLs queue instead of deadlocking.
+            INSERT INTO idem_claims (`key`, owner, expires_at_ms)
+            SELECT UNHEX(j.h), p_owner, NULL
+            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+            ORDER BY UNHEX(j.h)
+            ON DUPLICATE KEY UPDATE `key` = idem_claims.`key`;
+            SET v_now = idem_now_ms();
+            SELECT COUNT(*) INTO v_conflicts
+            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+            JOIN idem_claims c ON c.`key` = UNHEX(j.h)
+            WHERE c.owner <> p_owner AND (c.expires_at_ms IS NULL OR c.expires_at_ms > v_now);
+            IF v_conflicts > 0 THEN
+                -- Undo the placeholders; the conflicting rows stay as they are.
+                ROLLBACK TO SAVEPOINT idem_claim_all;
+                SELECT 'held' AS status, c.`key` AS `key`, c.owner AS owner
+                FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (ord FOR ORDINALITY, h VARCHAR(1100) PATH '$')) AS j
+                JOIN idem_claims c ON c.`key` = UNHEX(j.h)
+                WHERE c.owner <> p_owner AND (c.expires_at_ms IS NULL OR c.expires_at_ms > v_now)
+                ORDER BY j.ord;
+            ELSE
+                UPDATE idem_claims c
+                JOIN JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j ON c.`key` = UNHEX(j.h)
+                SET c.owner = p_owner, c.expires_at_ms = NULL;
+                RELEASE SAVEPOINT idem_claim_all;
+                SELECT 'claimed' AS status, NULL AS `key`, NULL AS owner;
+            END IF;
+        END",
+    ),
+    // RELEASE -> (n): 1 if the owner's live claim was removed, else 0.
+    (
+        "PROCEDURE",
+        "idem_release",
+        "CREATE PROCEDURE idem_release(IN p_key VARBINARY(512), IN p_owner VARBINARY(512))
+        MODIFIES SQL DATA
+        BEGIN
+            DELETE FROM idem_claims
+            WHERE `key` = p_key AND owner = p_owner AND (expires_at_ms IS NULL OR expires_at_ms > idem_now_ms());
+            SELECT ROW_COUNT() AS n;
+        END",
+    ),
+    // OWNER -> (owner): the live claim's owner, or NULL.
+    (
+        "PROCEDURE",
+        "idem_owner",
+        "CREATE PROCEDURE idem_owner(IN p_key VARBINARY(512))
+        READS SQL DATA
+        BEGIN
+            SELECT (SELECT owner FROM idem_claims
+                    WHERE `key` = p_key AND (expires_at_ms IS NULL OR expires_at_ms > idem_now_ms())) AS owner;
+        END",
+    ),
+    // LOCK -> (status, fence, holder, left_ms): 'acquired' (fence) or 'busy'
+    // (holder, left_ms). A re-LOCK by the live holder extends the lease and
+    // keeps the fence; after the lease ran out anyone gets a new fence.
+    (
+        "PROCEDURE",
+        "idem_lock",
+        "CREATE PROCEDURE idem_lock(IN p_name VARBINARY(512), IN p_owner VARBINARY(512), IN p_lease_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_owner VARBINARY(512);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            INSERT INTO idem_locks (name, owner, fence, expires_at_ms) VALUES (p_name, p_owner, 0, 0)
+            ON DUPLICATE KEY UPDATE name = name;
+            SELECT owner, fence, expires_at_ms INTO v_owner, v_fence, v_exp
+            FROM idem_locks WHERE name = p_name FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_exp <= v_now THEN
+                INSERT INTO idem_fences () VALUES ();
+                SET v_fence = LAST_INSERT_ID();
+                UPDATE idem_locks SET owner = p_owner, fence = v_fence, expires_at_ms = v_now + p_lease_ms
+                WHERE name = p_name;
+                SELECT 'acquired' AS status, v_fence AS fence, NULL AS holder, NULL AS left_ms;
+            ELSEIF v_owner = p_owner THEN
+                UPDATE idem_locks SET expires_at_ms = v_now + p_lease_ms WHERE name = p_name;
+                SELECT 'acquired' AS status, v_fence AS fence, NULL AS holder, NULL AS left_ms;
+            ELSE
+                SELECT 'busy' AS status, NULL AS fence, v_owner AS holder, v_exp - v_now AS left_ms;
+            END IF;
+        END",
+    ),
+    // RENEW -> (status, fence): 'renewed' (fence) while the owner's lease is live, else 'lost'.
+    (
+        "PROCEDURE",
+        "idem_renew",
+        "CREATE PROCEDURE idem_renew(IN p_name VARBINARY(512), IN p_owner VARBINARY(512), IN p_lease_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_owner VARBINARY(512);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT owner, fence, expires_at_ms INTO v_owner, v_fence, v_exp
+            FROM idem_locks WHERE name = p_name FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_found AND v_owner = p_owner AND v_exp > v_now THEN
+                UPDATE idem_locks SET expires_at_ms = v_now + p_lease_ms WHERE name = p_name;
+                SELECT 'renewed' AS status, v_fence AS fence;
+            ELSE
+                SELECT 'lost' AS status, NULL AS fence;
+            END IF;
+        END",
+    ),
+    // UNLOCK -> (n): 1 if the owner's live lock was released, else 0.
+    (
+        "PROCEDURE",
+        "idem_unlock",
+        "CREATE PROCEDURE idem_unlock(IN p_name VARBINARY(512), IN p_owner VARBINARY(512))
+        MODIFIES SQL DATA
+        BEGIN
+            DELETE FROM idem_locks WHERE name = p_name AND owner = p_owner AND expires_at_ms > idem_now_ms();
+            SELECT ROW_COUNT() AS n;
+        END",
+    ),
+    // LOCK.INFO -> (status, owner, fence, left_ms): 'free' or 'held'.
+    (
+        "PROCEDURE",
+        "idem_lock_info",
+        "CREATE PROCEDURE idem_lock_info(IN p_name VARBINARY(512))
+        READS SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_owner VARBINARY(512);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT owner, fence, expires_at_ms INTO v_owner, v_fence, v_exp FROM idem_locks WHERE name = p_name;
+            SET v_now = idem_now_ms();
+            IF v_found AND v_exp > v_now THEN
+                SELECT 'held' AS status, v_owner AS owner, v_fence AS fence, v_exp - v_now AS left_ms;
+            ELSE
+                SELECT 'free' AS status, NULL AS owner, NULL AS fence, NULL AS left_ms;
+            END IF;
+        END",
+    ),
+    // TOKEN.NEW: stores a token the caller generated (at least 128 random bits).
+    (
+        "PROCEDURE",
+        "idem_token_new",
+        "CREATE PROCEDURE idem_token_new(IN p_scope VARBINARY(512), IN p_token VARBINARY(512), IN p_ttl_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            INSERT INTO idem_tokens (scope, token, expires_at_ms)
+            VALUES (p_scope, p_token, idem_now_ms() + p_ttl_ms)
+            ON DUPLICATE KEY UPDATE expires_at_ms = VALUES(expires_at_ms);
+            SELECT 'ok' AS status;
+        END",
+    ),
+    // TOKEN.USE -> (n): 1 if the token was live (it is now spent), else 0.
+    (
+        "PROCEDURE",
+        "idem_token_use",
+        "CREATE PROCEDURE idem_token_use(IN p_scope VARBINARY(512), IN p_token VARBINARY(512))
+        MODIFIES SQL DATA
+        BEGIN
+            DELETE FROM idem_tokens WHERE scope = p_scope AND token = p_token AND expires_at_ms > idem_now_ms();
+            SELECT ROW_COUNT() AS n;
+        END",
+    ),
+    // COUNTER.ADD -> (status, value): 'ok' (new value), 'refused' (current
+    // value) or 'replayed' (the value the op id's first application produced).
+    (
+        "PROCEDURE",
+        "idem_counter_add",
+        "CREATE PROCEDURE idem_counter_add(IN p_key VARBINARY(512), IN p_delta BIGINT, IN p_min BIGINT,
+                                           IN p_max BIGINT, IN p_op VARBINARY(512), IN p_keep_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_cur, v_old, v_now BIGINT;
+            -- DECIMAL, so that i64 overflow is a refusal and not an error.
+            DECLARE v_new DECIMAL(21, 0);
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            INSERT INTO idem_counters (`key`, value) VALUES (p_key, 0) ON DUPLICATE KEY UPDATE `key` = `key`;
+            SELECT value INTO v_cur FROM idem_counters WHERE `key` = p_key FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF p_op IS NOT NULL THEN
+                SELECT value INTO v_old FROM idem_counter_ops
+                WHERE `key` = p_key AND op = p_op AND expires_at_ms > v_now FOR UPDATE;
+            END IF;
+            IF p_op IS NOT NULL AND v_found THEN
+                IF v_cur = 0 THEN
+                    DELETE FROM idem_counters WHERE `key` = p_key;
+                END IF;
+                SELECT 'replayed' AS status, v_old AS value;
+            ELSE
+                SET v_new = CAST(v_cur AS DECIMAL(21, 0)) + p_delta;
+                IF v_new < -9223372036854775808 OR v_new > 9223372036854775807
+                   OR (p_min IS NOT NULL AND v_new < p_min) OR (p_max IS NOT NULL AND v_new > p_max) THEN
+                    IF v_cur = 0 THEN
+                        DELETE FROM idem_counters WHERE `key` = p_key;  -- an absent counter stays absent
+                    END IF;
+                    SELECT 'refused' AS status, v_cur AS value;
+                ELSE
+                    IF v_new = 0 THEN
+                        DELETE FROM idem_counters WHERE `key` = p_key;
+                    ELSE
+                        UPDATE idem_counters SET value = v_new WHERE `key` = p_key;
+                    END IF;
+                    IF p_op IS NOT NULL THEN
+                        INSERT INTO idem_counter_ops (`key`, op, value, expires_at_ms)
+                        VALUES (p_key, p_op, v_new, v_now + p_keep_ms)
+                        ON DUPLICATE KEY UPDATE value = VALUES(value), expires_at_ms = VALUES(expires_at_ms);
+                    END IF;
+                    SELECT 'ok' AS status, CAST(v_new AS SIGNED) AS value;
+                END IF;
+            END IF;
+        END",
+    ),
+    // VALUE.SET -> (status, version): 'ok' (new version) or 'conflict'
+    // (current version, 0 if absent). p_if_version NULL: unconditional; 0: only if absent.
+    (
+        "PROCEDURE",
+        "idem_value_set",
+        "CREATE PROCEDURE idem_value_set(IN p_key VARBINARY(512), IN p_value MEDIUMBLOB, IN p_if_version BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_ver BIGINT;
+            INSERT INTO idem_values (`key`, value, version) VALUES (p_key, '', 0)
+            ON DUPLICATE KEY UPDATE `key` = `key`;
+            SELECT version INTO v_ver FROM idem_values WHERE `key` = p_key FOR UPDATE;
+            IF p_if_version IS NULL OR p_if_version = v_ver THEN
+                UPDATE idem_values SET value = p_value, version = v_ver + 1 WHERE `key` = p_key;
+                SELECT 'ok' AS status, v_ver + 1 AS version;
+            ELSE
+                IF v_ver = 0 THEN
+                    DELETE FROM idem_values WHERE `key` = p_key;
+                END IF;
+                SELECT 'conflict' AS status, v_ver AS version;
+            END IF;
+        END",
+    ),
+    // FSM.MOVE -> (status, state): 'moved' (to), 'already' (to) or 'refused'
+    // (current; 'none' for an absent key). p_from: a JSON array of the
+    // allowed start states in hex; 'none' (hex 6e6f6e65) stands for absent.
+    (
+        "PROCEDURE",
+        "idem_fsm_move",
+        "CREATE PROCEDURE idem_fsm_move(IN p_key VARBINARY(512), IN p_to VARBINARY(512), IN p_from LONGTEXT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_cur VARBINARY(512);
+            DECLARE v_allowed INT;
+            INSERT INTO idem_fsm (`key`, state) VALUES (p_key, '') ON DUPLICATE KEY UPDATE `key` = `key`;
+            SELECT state INTO v_cur FROM idem_fsm WHERE `key` = p_key FOR UPDATE;
+            IF v_cur = p_to THEN
+                SELECT 'already' AS status, p_to AS state;
+            ELSE
+                IF v_cur = '' THEN
+                    SET v_cur = 'none';
+                END IF;
+                SELECT COUNT(*) INTO v_allowed
+                FROM JSON_TABLE(p_from, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+                WHERE UNHEX(j.h) = v_cur;
+                IF v_allowed > 0 THEN
+                    UPDATE idem_fsm SET state = p_to WHERE `key` = p_key;
+                    SELECT 'moved' AS status, p_to AS state;
+                ELSE
+                    DELETE FROM idem_fsm WHERE `key` = p_key AND state = '';
+                    SELECT 'refused' AS status, v_cur AS state;
+                END IF;
+            END IF;
+        END",
+    ),
+    // SLOTS.RESERVE -> (status, slot, holder): one 'reserved' row; one
+    // 'conflict' row per slot held by another holder; 'outside' (slot = the
+    // SIZE) when p_last is not below it; 'size' (slot = the resource's SIZE)
+    // when p_size differs from an existing resource's. p_size NULL: the
+    // existing size, or 48 for a new resource.
+    (
+        "PROCEDURE",
+        "idem_slots_reserve",
+        "CREATE PROCEDURE idem_slots_reserve(IN p_resource VARBINARY(512), IN p_first INT, IN p_last INT,
+                                             IN p_holder VARBINARY(512), IN p_size INT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_size, v_conflicts, v_i INT;
+            DECLARE v_new BOOLEAN DEFAULT FALSE;
+            INSERT INTO idem_slot_resources (resource, size) VALUES (p_resource, 0)
+            ON DUPLICATE KEY UPDATE resource = resource;
+            SELECT size INTO v_size FROM idem_slot_resources WHERE resource = p_resource FOR UPDATE;
+            IF v_size = 0 THEN
+                SET v_new = TRUE, v_size = COALESCE(p_size, 48);
+            END IF;
+            IF NOT v_new AND p_size IS NOT NULL AND p_size <> v_size THEN
+                SELECT 'size' AS status, v_size AS slot, NULL AS holder;
+            ELSEIF p_last >= v_size THEN
+                IF v_new THEN
+                    DELETE FROM idem_slot_resources WHERE resource = p_resource;
+                END IF;
+                SELECT 'outside' AS status, v_size AS slot, NULL AS holder;
+            ELSE
+                SELECT COUNT(*) INTO v_conflicts FROM idem_slots
+                WHERE resource = p_resource AND slot BETWEEN p_first AND p_last AND holder <> p_holder;
+                IF v_conflicts > 0 THEN
+                    SELECT 'conflict' AS status, slot, holder FROM idem_slots
+                    WHERE resource = p_resource AND slot BETWEEN p_first AND p_last AND holder <> p_holder
+                    ORDER BY slot;
+                ELSE
+                    IF v_new THEN
+                        UPDATE idem_slot_resources SET size = v_size WHERE resource = p_resource;
+                    END IF;
+                    SET v_i = p_first;
+                    WHILE v_i <= p_last DO
+                        INSERT INTO idem_slots (resource, slot, holder) VALUES (p_resource, v_i, p_holder)
+                        ON DUPLICATE KEY UPDATE holder = holder;
+                        SET v_i = v_i + 1;
+                    END WHILE;
+                    SELECT 'reserved' AS status, NULL AS slot, NULL AS holder;
+                END IF;
+            END IF;
+        END",
+    ),
+    // SLOTS.RELEASE -> (n): how many of the holder's slots in the range were
+    // freed. A resource left with no held slot is forgotten.
+    (
+        "PROCEDURE",
+        "idem_slots_release",
+        "CREATE PROCEDURE idem_slots_release(IN p_resource VARBINARY(512), IN p_first INT, IN p_last INT,
+                                             IN p_holder VARBINARY(512))
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_size, v_n INT DEFAULT 0;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT size INTO v_size FROM idem_slot_resources WHERE resource = p_resource FOR UPDATE;
+            IF v_found THEN
+                DELETE FROM idem_slots
+                WHERE resource = p_resource AND slot BETWEEN p_first AND p_last AND holder = p_holder;
+                SET v_n = ROW_COUNT();
+                IF v_n > 0 AND NOT EXISTS (SELECT 1 FROM idem_slots WHERE resource = p_resource) THEN
+                    DELETE FROM idem_slot_resources WHERE resource = p_resource;
+                END IF;
+            END IF;
+            SELECT v_n AS n;
+        END",
+    ),
+    // Deletes up to p_batch rows per table whose time has passed, and fence
+    // rows older than the newest; returns how many rows went.
+    (
+        "PROCEDURE",
+        "idem_cleanup",
+        "CREATE PROCEDURE idem_cleanup(IN p_batch INT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_now BIGINT DEFAULT idem_now_ms();
+            DECLARE v_n BIGINT DEFAULT 0;
+            DECLARE v_max BIGINT;
+            DELETE FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_now - 86400000 LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_claims WHERE expires_at_ms <= v_now LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_locks WHERE expires_at_ms <= v_now LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_tokens WHERE expires_at_ms <= v_now LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_counter_ops WHERE expires_at_ms <= v_now LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            SELECT MAX(id) INTO v_max FROM idem_fences;
+            DELETE FROM idem_fences WHERE id < v_max LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            SELECT v_n AS n;
+        END",
+    ),
+];

@@ -1,0 +1,165 @@
+//! idem's primitives inside the caller's own MySQL / MariaDB transaction.
+//!
+//! Each function runs one `CALL idem_*` (the procedures [`super::migrate`]
+//! installs) on the caller's transaction, so a claim or an idempotency record
+//! commits or rolls back together with the business rows written beside it
+//! (SCENARIOS.md S2, S3). The answer types are shared with
+//! [`crate::postgres::tx`].
+//!
+//! ```no_run
+//! # async fn demo(pool: &mysql_async::Pool) -> Result<(), Box<dyn std::error::Error>> {
+//! use idem_backends::mysql::tx::{self, Claimed};
+//! use mysql_async::prelude::Queryable;
+//! let mut conn = pool.get_conn().await?;
+//! let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+//! match tx::claim(&mut t, b"user:openid-1", b"req-42", None).await? {
+//!     Claimed::Claimed => {
+//!         t.exec_drop("INSERT INTO users (openid) VALUES (?)", ("openid-1",)).await?;
+//!         t.commit().await?;
+//!     }
+//!     Claimed::Held { owner } => { /* a replay: answer with the first response */ }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Concurrency, at any isolation level including REPEATABLE READ (InnoDB's
+//! default): the procedures read with locking reads, never the transaction's
+//! snapshot. Two transactions claiming one key serialise on its row: the
+//! second waits until the first commits or rolls back, then gets `Held` (or
+//! `Claimed`), never a duplicate-key error. A deadlock (error 1213, rare:
+//! claim several keys in a fixed order) rolls back the caller's whole
+//! transaction: [`Error::is_retryable`] says so; retry the transaction.
+//!
+//! The procedures that draw a fence (`idem_begin`, and `idem_lock`) change the
+//! session's `LAST_INSERT_ID()`: read your own insert's id before calling them.
+
+use bytes::Bytes;
+use mysql_async::{Transaction, Value};
+
+pub use crate::postgres::tx::{Begin, Claimed, Counted};
+
+use super::{call_one, col, ER_LOCK_DEADLOCK};
+use crate::postgres::sql_shared::to_i64;
+
+/// Why an in-transaction call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key was begun with a different fingerprint.
+    #[error("MISMATCH this key was begun with a different fingerprint")]
+    Mismatch,
+    /// The fence is not the current one of the key.
+    #[error("STALE fence {0} is not the current one")]
+    Stale(u64),
+    /// The statement failed (including a missing schema: run `migrate` first).
+    #[error("mysql: {0}")]
+    Db(#[from] mysql_async::Error),
+}
+
+impl Error {
+    /// Whether retrying the whole transaction may succeed: a deadlock, after
+    /// which InnoDB has rolled the transaction back.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Db(mysql_async::Error::Server(s)) if s.code == ER_LOCK_DEADLOCK)
+    }
+}
+
+fn bytes(v: &[u8]) -> Value {
+    Value::Bytes(v.to_vec())
+}
+
+fn opt_i64(v: Option<i64>) -> Value {
+    v.map_or(Value::NULL, Value::Int)
+}
+
+/// CLAIM inside `t`: claims `key` for `owner`, until released (`ttl_ms`
+/// None) or for `ttl_ms` milliseconds. Claiming a key one already owns
+/// succeeds again (and sets the new TTL).
+pub async fn claim(t: &mut Transaction<'_>, key: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> Result<Claimed, Error> {
+    let row =
+        call_one(t, "CALL idem_claim(?, ?, ?)", vec![bytes(key), bytes(owner), opt_i64(ttl_ms.map(to_i64))]).await?;
+    Ok(match col::<String>(&row, 0)?.as_str() {
+        "claimed" => Claimed::Claimed,
+        _ => Claimed::Held { owner: Bytes::from(col::<Vec<u8>>(&row, 1)?) },
+    })
+}
+
+/// RELEASE inside `t`: true if `owner`'s live claim on `key` was removed.
+pub async fn release(t: &mut Transaction<'_>, key: &[u8], owner: &[u8]) -> Result<bool, Error> {
+    let row = call_one(t, "CALL idem_release(?, ?)", vec![bytes(key), bytes(owner)]).await?;
+    Ok(col::<i64>(&row, 0)? == 1)
+}
+
+/// OWNER inside `t`: who holds a live claim on `key` (the newest committed
+/// claim, or this transaction's own).
+pub async fn owner(t: &mut Transaction<'_>, key: &[u8]) -> Result<Option<Bytes>, Error> {
+    let row = call_one(t, "CALL idem_owner(?)", vec![bytes(key)]).await?;
+    Ok(col::<Option<Vec<u8>>>(&row, 0)?.map(Bytes::from))
+}
+
+/// IDEM.BEGIN inside `t` (without WAIT: a `Running` answer returns at once).
+pub async fn idem_begin(
+    t: &mut Transaction<'_>,
+    key: &[u8],
+    fingerprint: Option<&[u8]>,
+    lease_ms: u64,
+) -> Result<Begin, Error> {
+    let fp = fingerprint.map_or(Value::NULL, bytes);
+    let row = call_one(t, "CALL idem_begin(?, ?, ?)", vec![bytes(key), fp, Value::Int(to_i64(lease_ms))]).await?;
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(match col::<String>(&row, 0)?.as_str() {
+        "started" => {
+            Begin::Started { fence: u(col(&row, 1)?), attempt: u32::try_from(col::<i64>(&row, 2)?).unwrap_or(u32::MAX) }
+        }
+        "running" => Begin::Running { fence: u(col(&row, 1)?), left_ms: u(col(&row, 2)?) },
+        "done" => Begin::Done { result: Bytes::from(col::<Vec<u8>>(&row, 3)?) },
+        _ => return Err(Error::Mismatch),
+    })
+}
+
+/// IDEM.COMMIT inside `t`: stores `result` for `keep_ms` milliseconds.
+pub async fn idem_commit(
+    t: &mut Transaction<'_>,
+    key: &[u8],
+    fence: u64,
+    result: &[u8],
+    keep_ms: u64,
+) -> Result<(), Error> {
+    let params = vec![bytes(key), Value::Int(to_i64(fence)), bytes(result), Value::Int(to_i64(keep_ms))];
+    let row = call_one(t, "CALL idem_commit(?, ?, ?, ?)", params).await?;
+    match col::<String>(&row, 0)?.as_str() {
+        "ok" => Ok(()),
+        _ => Err(Error::Stale(fence)),
+    }
+}
+
+/// IDEM.ABORT inside `t`: removes the running record so it may be retried.
+pub async fn idem_abort(t: &mut Transaction<'_>, key: &[u8], fence: u64) -> Result<(), Error> {
+    let row = call_one(t, "CALL idem_abort(?, ?)", vec![bytes(key), Value::Int(to_i64(fence))]).await?;
+    match col::<String>(&row, 0)?.as_str() {
+        "ok" => Ok(()),
+        _ => Err(Error::Stale(fence)),
+    }
+}
+
+/// COUNTER.ADD inside `t`: adds `delta` unless the result would leave
+/// `[min, max]`; with `op`, at most once per op id within `keep_ms`.
+pub async fn counter_add(
+    t: &mut Transaction<'_>,
+    key: &[u8],
+    delta: i64,
+    min: Option<i64>,
+    max: Option<i64>,
+    op: Option<&[u8]>,
+    keep_ms: u64,
+) -> Result<Counted, Error> {
+    let op = op.map_or(Value::NULL, bytes);
+    let params = vec![bytes(key), Value::Int(delta), opt_i64(min), opt_i64(max), op, Value::Int(to_i64(keep_ms))];
+    let row = call_one(t, "CALL idem_counter_add(?, ?, ?, ?, ?, ?)", params).await?;
+    let value: i64 = col(&row, 1)?;
+    Ok(match col::<String>(&row, 0)?.as_str() {
+        "ok" => Counted::Ok(value),
+        "replayed" => Counted::Replayed(value),
+        _ => Counted::Refused(value),
+    })
+}
