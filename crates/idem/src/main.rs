@@ -240,7 +240,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     };
     let server = idem_server::Server::bind(config).await.context("binding the listener")?;
     tracing::info!(addr = %server.local_addr(), "idem is serving RESP");
-    server.run(backend, idem_server::shutdown_signal()).await?;
+    server.run(backend, idem_server::shutdown_signal()).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
