@@ -1,0 +1,32 @@
+//! The conformance suite against the real PostgreSQL at
+//! `postgres://postgres@127.0.0.1:5432/test` (override with
+//! `IDEM_TEST_POSTGRES_URL`), one test per case. Every case uses its own
+//! random key prefix, so runs may share the database with anything else.
+
+use std::sync::Arc;
+
+use idem_conformance::Backend;
+
+fn url() -> String {
+    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn backend() -> Arc<dyn Backend> {
+    let url = url();
+    Arc::new(
+        idem_backends::postgres::PgBackend::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url} (is PostgreSQL running?): {e}")),
+    )
+}
+
+idem_conformance::conformance_tests!(backend());
+
+/// Two idem servers, each with its own PostgreSQL backend on the same
+/// database, raced by clients of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sharing_one_postgres() {
+    let report = idem_conformance::servers::run_two_server_races(backend().await, backend().await).await;
+    println!("{report}");
+    report.assert_ok();
+}
