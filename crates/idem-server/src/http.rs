@@ -53,8 +53,8 @@ use crate::{base64, cmd, metrics};
 const TRANSPORT: &str = "http";
 
 /// Serves HTTP on `listener` until `stop` turns true, then finishes the
-/// requests in flight. Each HTTP connection holds one of `permits`, shared
-/// with RESP, so `max_connections` bounds both together.
+/// requests in flight. Each HTTP connection holds one of `permits` (a pool
+/// of `max_connections`, separate from RESP's).
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,

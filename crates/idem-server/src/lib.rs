@@ -27,7 +27,7 @@
 //!
 //! | field | default | over the bound |
 //! |---|---|---|
-//! | `max_connections` | 10,000 | `-BUSY max connections reached`, then close (HTTP: waits in backlog) |
+//! | `max_connections` | 10,000 | `-BUSY max connections reached`, then close (HTTP has its own pool of the same size; extra connections wait in the backlog) |
 //! | `bulk_bytes_max` | 2 MiB | `-ERR Protocol error: bulk length ...`, close |
 //! | `args_max` | 4096 | `-ERR Protocol error: request has N arguments ...`, close (HTTP: 413 `LIMIT`) |
 //! | `inline_bytes_max` | 64 KiB | `-ERR Protocol error: too big inline request`, close |

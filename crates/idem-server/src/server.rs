@@ -132,8 +132,10 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-        let http_task =
-            http.map(|(l, _)| tokio::spawn(http::serve(l, shared.clone(), permits.clone(), stop_rx.clone())));
+        // HTTP gets its own pool of the same size: slow HTTP clients (hyper
+        // has no header timeout here) must not starve RESP of connections.
+        let http_permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, shared.clone(), http_permits, stop_rx.clone())));
         let rejecters = Arc::new(Semaphore::new(REJECTERS_MAX));
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
