@@ -91,9 +91,24 @@ struct ServeArgs {
 struct ScenarioArgs {
     /// Which scenario: s1, s2, s3, s4 or s5.
     name: String,
-    /// Problem size (scenario-specific: users, messages, bookers, ...).
+    /// Problem size (scenario-specific: users, products, pairs, bookings, scale).
     #[arg(long)]
     size: Option<usize>,
+    /// An external idem server (redis://host:port); default: one in-process on the embedded store in a temp dir.
+    #[arg(long)]
+    idem: Option<String>,
+    /// MariaDB/MySQL URL [default: mysql://root@127.0.0.1:3306/test].
+    #[arg(long)]
+    mysql: Option<String>,
+    /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/test].
+    #[arg(long)]
+    pg: Option<String>,
+    /// Redis URL for the naive locks [default: redis://127.0.0.1:6379].
+    #[arg(long)]
+    redis: Option<String>,
+    /// NATS JetStream URL [default: nats://127.0.0.1:4222].
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -251,6 +266,23 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 }
 
 async fn scenario(args: ScenarioArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("scenarios are not wired yet")
+    let which: idem_scenarios::Scenario = args.name.parse()?;
+    let mut opts = idem_scenarios::ScenarioOpts { size: args.size, idem_url: args.idem, ..Default::default() };
+    if let Some(u) = args.mysql {
+        opts.mysql_url = u;
+    }
+    if let Some(u) = args.pg {
+        opts.pg_url = u;
+    }
+    if let Some(u) = args.redis {
+        opts.redis_url = u;
+    }
+    if let Some(u) = args.nats {
+        opts.nats_url = u;
+    }
+    let reports = idem_scenarios::run(which, opts).await.with_context(|| format!("scenario {which} could not run"))?;
+    for r in &reports {
+        println!("{r}");
+    }
+    Ok(())
 }
