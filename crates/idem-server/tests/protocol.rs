@@ -234,6 +234,10 @@ async fn auth_without_password_configured_is_an_error() {
     let srv = TestServer::start(ServerConfig::default(), TestBackend::new()).await;
     let mut c = Raw::connect(srv.addr).await;
     assert_eq!(c.cmd(&["AUTH", "x"]).await.err_code(), Some("ERR"));
+    // The default user takes any password, as in Redis without requirepass.
+    assert_eq!(c.cmd(&["AUTH", "default", "x"]).await, V::Simple("OK".into()));
+    assert!(matches!(c.cmd(&["HELLO", "3", "AUTH", "default", "x"]).await, V::Map(_)));
+    assert_eq!(c.cmd(&["AUTH", "bob", "x"]).await.err_code(), Some("NOAUTH"));
     assert_eq!(c.cmd(&["PING"]).await, V::Simple("PONG".into()));
     srv.stop().await;
 }

@@ -84,6 +84,12 @@ async fn error_replies_carry_their_code() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("LIMIT"), "{e:?}");
+    // A value of exactly value_bytes_max round-trips.
+    let max = vec![7u8; 1024 * 1024];
+    let set: Value = redis::cmd("VALUE.SET").arg("big").arg(&max[..]).query_async(&mut con).await.unwrap();
+    assert_eq!(set, Value::Array(vec![bulk("ok"), Value::Int(1)]));
+    let (got, version): (Vec<u8>, i64) = redis::cmd("VALUE.GET").arg("big").query_async(&mut con).await.unwrap();
+    assert_eq!((got == max, version), (true, 1));
     // The connection survives every error.
     let pong: String = redis::cmd("PING").query_async(&mut con).await.unwrap();
     assert_eq!(pong, "PONG");

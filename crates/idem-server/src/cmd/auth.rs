@@ -41,10 +41,17 @@ impl Auth {
 /// AUTH and HELLO ... AUTH).
 pub(crate) fn check(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> Result<(), CmdError> {
     let Some(expected) = shared.config.password.as_deref() else {
-        return Err(CmdError::syntax(
-            "AUTH called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ));
+        // As Redis with no requirepass: the default user takes any password
+        // (so `HELLO 3 AUTH default x` works), the one-argument form is
+        // flagged as a likely configuration mistake.
+        return match user {
+            Some(b"default") => Ok(()),
+            Some(_) => Err(CmdError::new(ErrorCode::NoAuth, "invalid username-password pair")),
+            None => Err(CmdError::syntax(
+                "AUTH called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            )),
+        };
     };
     let user_ok = matches!(user, None | Some(b"default"));
     // Evaluate both so that a wrong user and a wrong password take the same path.
