@@ -124,7 +124,15 @@ pub(crate) fn mysql_pool(url: &str, max_conns: usize) -> anyhow::Result<mysql_as
     let opts = mysql_async::Opts::from_url(url).with_context(|| format!("mysql url {url}"))?;
     let max = max_conns.clamp(1, MYSQL_CONNS_MAX);
     let constraints = mysql_async::PoolConstraints::new(0, max).expect("0 <= max");
-    let pool_opts = mysql_async::PoolOpts::default().with_constraints(constraints);
+    // Idle connections are kept (up to `max`, for a minute): with the
+    // default zero TTL and `min` 0 the pool would close every returned
+    // connection and each statement would pay a new connect and handshake.
+    // No COM_RESET_CONNECTION on return either: scenario code always ends
+    // its transactions and sets no session state.
+    let pool_opts = mysql_async::PoolOpts::default()
+        .with_constraints(constraints)
+        .with_inactive_connection_ttl(Duration::from_secs(60))
+        .with_reset_connection(false);
     Ok(mysql_async::Pool::new(mysql_async::OptsBuilder::from_opts(opts).pool_opts(pool_opts)))
 }
 

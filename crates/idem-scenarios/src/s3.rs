@@ -21,10 +21,20 @@
 //!   first looks for the earlier attempt's committed grant with a locking
 //!   read. The lease is longer than any grant transaction here. The unique
 //!   key stays as the last line of defence.
+//! - idem: no Redis lock; `idem_begin("prize:user:type")` from
+//!   `idem_backends::mysql::tx` inside the grant's own transaction, the grant,
+//!   `idem_commit` with the result, commit — the record and the grant commit
+//!   or roll back together. A duplicate waits on the uncommitted record's row
+//!   and then gets the first grant's result back (`already`). The lease
+//!   (500 ms) is shorter than the long grant (700 ms) on purpose: the
+//!   transaction that outlives it gets `STALE` from `idem_commit`, rolls its
+//!   grant back and is retried by its caller (`stale_rollbacks`), so an
+//!   expired attempt can never commit beside a newer one.
 //!
 //! Anomalies = (user, prize) pairs granted more than once (from the table) +
 //! raw duplicate-key errors that reached a caller.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -32,7 +42,9 @@ use futures::StreamExt;
 use mysql_async::prelude::*;
 
 use crate::harness::{count, exec, fingerprint, mysql_code, rate, Ctx, ER_DUP_ENTRY, ER_LOCK_DEADLOCK};
-use crate::idem_client::{Begin, IdemPool};
+use idem_backends::mysql::tx::{self, Begin};
+
+use crate::idem_client::{self, IdemPool};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
 
@@ -56,6 +68,12 @@ const LONG_GRANT: Duration = Duration::from_millis(700);
 /// a concurrent duplicate waits for the first grant's result.
 const IDEM_LEASE_MS: u64 = 10_000;
 const IDEM_WAIT_MS: u64 = 5_000;
+/// The in-transaction record's lease: shorter than the long grant on
+/// purpose, to show that a transaction outliving its lease is still safe
+/// (the record is uncommitted, so nobody else can see it expire).
+const IN_TX_LEASE_MS: u64 = 500;
+/// How long a granted result is kept for replays (a day).
+const IDEM_KEEP_MS: u64 = 86_400_000;
 /// Pairs in flight at once (each holds BURST + 1 connections at most).
 const PAIRS_IN_FLIGHT: usize = 8;
 /// Transactions retried after a deadlock, at most.
@@ -70,6 +88,8 @@ enum Variant {
     NaiveUk,
     /// `IDEM.BEGIN` on the idem server around the MariaDB transaction.
     IdemServer,
+    /// `idem_begin` / `idem_commit` inside the MariaDB transaction.
+    Idem,
 }
 
 impl Variant {
@@ -78,6 +98,7 @@ impl Variant {
             Variant::Naive => "naive",
             Variant::NaiveUk => "naive-uk",
             Variant::IdemServer => "idem-server",
+            Variant::Idem => "idem",
         }
     }
 }
@@ -97,6 +118,8 @@ enum Outcome {
 
 struct Svc {
     variant: Variant,
+    /// In-transaction grants rolled back because their lease ran out.
+    stale_rollbacks: AtomicU64,
     idem: Option<IdemPool>,
     pool: mysql_async::Pool,
     record: String,
@@ -110,9 +133,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let naive = run_variant(ctx, Variant::Naive, pairs).await?;
     let uk = run_variant(ctx, Variant::NaiveUk, pairs).await?;
     let server = run_variant(ctx, Variant::IdemServer, pairs).await?;
-    // The in-transaction variant (idem_backends::mysql::tx) joins when that
-    // API exists; until then the summary's idem side is the server variant.
-    let idem = server.clone();
+    let idem = run_variant(ctx, Variant::Idem, pairs).await?;
     let get = |r: &VariantReport, k: &str| r.field(k).unwrap_or("na").to_string();
     let extra = vec![
         ("naive_double_grants".to_string(), get(&naive, "double_grants")),
@@ -120,11 +141,12 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
         ("idem_double_grants".to_string(), get(&idem, "double_grants")),
         ("idem_duplicate_key_errors".to_string(), get(&idem, "duplicate_key_errors")),
         ("idem_server_anomalies".to_string(), get(&server, "anomalies")),
+        ("idem_stale_rollbacks".to_string(), get(&idem, "stale_rollbacks")),
         ("pairs".to_string(), pairs.to_string()),
         ("lease_outliving_pairs".to_string(), pairs.div_ceil(LONG_GRANT_EVERY).to_string()),
     ];
     let s = summary(Scenario::S3, &naive, &idem, extra);
-    Ok(vec![naive, uk, server, s])
+    Ok(vec![naive, uk, server, idem, s])
 }
 
 async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Result<VariantReport> {
@@ -134,7 +156,9 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
     let pool = ctx.mysql(PAIRS_IN_FLIGHT * (BURST + 1) + 2)?;
     let uk = match variant {
         Variant::Naive => "",
-        Variant::NaiveUk | Variant::IdemServer => ", UNIQUE KEY uk_user_id_prize_type (user_id, prize_type)",
+        Variant::NaiveUk | Variant::IdemServer | Variant::Idem => {
+            ", UNIQUE KEY uk_user_id_prize_type (user_id, prize_type)"
+        }
     };
     exec(
         &pool,
@@ -153,10 +177,14 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
         ),
     )
     .await?;
+    if variant == Variant::Idem {
+        idem_backends::mysql::migrate(&ctx.opts.mysql_url).await.context("installing idem's schema in MariaDB")?;
+    }
     let client = redis::Client::open(ctx.opts.redis_url.as_str())?;
     let redis = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
     let svc = Svc {
         variant,
+        stale_rollbacks: AtomicU64::new(0),
         idem: match variant {
             Variant::IdemServer => Some(ctx.idem(PAIRS_IN_FLIGHT * (BURST + 1))?),
             _ => None,
@@ -197,9 +225,10 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
     let busy = n(&|o| *o == Outcome::Busy);
     let dup_errors = n(&|o| *o == Outcome::DuplicateKey);
     let other_errors = n(&|o| matches!(o, Outcome::Error(_)));
-    if let Some(Outcome::Error(e)) = all.iter().find(|o| matches!(o, Outcome::Error(_))) {
-        tracing::warn!("s3 {}: first error: {e}", variant.name());
-    }
+    let first_error = all.iter().find_map(|o| match o {
+        Outcome::Error(e) => Some(e.clone()),
+        _ => None,
+    });
 
     let double_grants = count(
         &pool,
@@ -229,22 +258,41 @@ async fn run_variant(ctx: &Ctx, variant: Variant, pairs: usize) -> anyhow::Resul
         .with("replies_granted", granted)
         .with("replies_already", already)
         .with("replies_busy", busy)
-        .with("other_errors", other_errors))
+        .with("other_errors", other_errors)
+        .with("stale_rollbacks", svc.stale_rollbacks.load(Ordering::Relaxed))
+        .with("first_error", first_error.unwrap_or_else(|| "none".into())))
 }
 
 impl Svc {
     async fn send_prize(&self, user: u64, prize: u32, long_grant: bool) -> Outcome {
         let mut attempt = 0;
+        let mut long_grant = long_grant;
         loop {
             attempt += 1;
             let r = match self.variant {
                 Variant::Naive | Variant::NaiveUk => self.send_prize_locked(user, prize, long_grant).await,
                 Variant::IdemServer => self.send_prize_idem_server(user, prize, long_grant).await,
+                Variant::Idem => self.send_prize_idem(user, prize, long_grant).await,
             };
             match r {
                 Ok(o) => return o,
+                // The transaction outlived its idem lease: idem_commit refused
+                // the stale fence, so the grant was rolled back. The caller
+                // retries (the slowness was a one-off); the retry finds the
+                // grant a duplicate made meanwhile, or makes it.
+                Err(e)
+                    if matches!(e.downcast_ref::<tx::Error>(), Some(tx::Error::Stale(_)))
+                        && attempt < TX_RETRIES_MAX =>
+                {
+                    self.stale_rollbacks.fetch_add(1, Ordering::Relaxed);
+                    long_grant = false;
+                    continue;
+                }
                 Err(e) => {
-                    let code = e.downcast_ref::<mysql_async::Error>().and_then(mysql_code);
+                    let code = match e.downcast_ref::<tx::Error>() {
+                        Some(tx::Error::Db(db)) => mysql_code(db),
+                        _ => e.downcast_ref::<mysql_async::Error>().and_then(mysql_code),
+                    };
                     match code {
                         Some(ER_DUP_ENTRY) => return Outcome::DuplicateKey,
                         // A deadlock rolled the transaction back: the whole
@@ -316,7 +364,7 @@ impl Svc {
         let key = format!("{}prize:{user}:{prize}", self.key_prefix);
         let fp = fingerprint(format!("{user}|{prize}|1").as_bytes());
         match idem.begin(&key, Some(&fp), IDEM_LEASE_MS, IDEM_WAIT_MS).await? {
-            Begin::Started { fence, attempt } => {
+            idem_client::Begin::Started { fence, attempt } => {
                 let granted = async {
                     let mut conn = self.pool.get_conn().await?;
                     let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
@@ -362,9 +410,50 @@ impl Svc {
                     }
                 }
             }
-            Begin::Done(_) => Ok(Outcome::Already),
-            Begin::Running { .. } => Ok(Outcome::Busy),
-            Begin::Mismatch => Ok(Outcome::Error("MISMATCH".into())),
+            idem_client::Begin::Done(_) => Ok(Outcome::Already),
+            idem_client::Begin::Running { .. } => Ok(Outcome::Busy),
+            idem_client::Begin::Mismatch => Ok(Outcome::Error("MISMATCH".into())),
+        }
+    }
+
+    /// idem in the transaction: `idem_begin` writes (or finds) the record
+    /// with locking reads in the grant's own transaction, so a concurrent
+    /// duplicate waits on the record's row until this transaction ends —
+    /// however long it runs, lease or no lease — and then sees `done`.
+    async fn send_prize_idem(&self, user: u64, prize: u32, long_grant: bool) -> anyhow::Result<Outcome> {
+        let mut conn = self.pool.get_conn().await?;
+        let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+        // The same first read as the naive method: the snapshot is fixed
+        // here, and idem's locking reads do not depend on it.
+        let _owned: Option<i64> =
+            t.exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,)).await?;
+        let key = format!("{}prize:{user}:{prize}", self.key_prefix);
+        let fp = fingerprint(format!("{user}|{prize}|1").as_bytes());
+        match tx::idem_begin(&mut t, key.as_bytes(), Some(fp.as_bytes()), IN_TX_LEASE_MS).await? {
+            Begin::Started { fence, .. } => {
+                if long_grant {
+                    tokio::time::sleep(LONG_GRANT).await;
+                }
+                let record_id = self.grant_rows(&mut t, user, prize).await?;
+                let result = serde_json::json!({"granted": true, "record_id": record_id}).to_string();
+                if let Err(e) = tx::idem_commit(&mut t, key.as_bytes(), fence, result.as_bytes(), IDEM_KEEP_MS).await {
+                    // Never commit a grant whose record could not be committed.
+                    let _ = t.rollback().await;
+                    return Err(e.into());
+                }
+                // The same pause before commit as the naive method.
+                tokio::time::sleep(UNLOCK_TO_COMMIT_PAUSE).await;
+                t.commit().await?;
+                Ok(Outcome::Granted)
+            }
+            Begin::Done { .. } => {
+                t.rollback().await?;
+                Ok(Outcome::Already)
+            }
+            Begin::Running { .. } => {
+                t.rollback().await?;
+                Ok(Outcome::Busy)
+            }
         }
     }
 
