@@ -128,7 +128,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("shards", &self.inner.shards.len()).field("data_dir", &self.inner.data_dir).finish()
+        f.debug_struct("Store")
+            .field("shards", &self.inner.shards.len())
+            .field("data_dir", &self.inner.data_dir)
+            .finish()
     }
 }
 

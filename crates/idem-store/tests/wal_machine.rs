@@ -108,8 +108,6 @@ fn a_machine_rebuilt_from_a_snapshot_dumped_at_its_cut_and_the_log_matches() {
 /// The engine dumps shards one by one after the cut, so a snapshot may
 /// already reflect records that the log replays again over it.
 #[test]
-#[ignore = "blocked on idem-core: Machine::replay of a ValuePut over a snapshot that already reflects it trips \
-            value.rs `debug_assert!(version > e.version)`; passes in release (state converges)"]
 fn a_machine_rebuilt_from_a_snapshot_dumped_after_its_cut_and_the_log_matches() {
     rebuild_matches(true);
 }

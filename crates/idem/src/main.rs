@@ -228,6 +228,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                     _ => idem_store::FsyncMode::Always,
                 },
                 limits: limits.clone(),
+                snapshot_after_bytes: s.snapshot_after_bytes,
                 ..Default::default()
             };
             if s.shards > 0 {

@@ -28,6 +28,8 @@ pub struct Settings {
     pub fsync: String,
     /// Shards of the embedded store; 0 = 4 × cores.
     pub shards: usize,
+    /// Write a snapshot (and drop the log it covers) after the log grows this many bytes.
+    pub snapshot_after_bytes: u64,
     /// Require AUTH with this password.
     pub password: Option<String>,
     /// Most concurrent connections.
@@ -66,6 +68,7 @@ impl Default for Settings {
             store: None,
             fsync: "always".into(),
             shards: 0,
+            snapshot_after_bytes: idem_store::StoreConfig::default().snapshot_after_bytes,
             password: None,
             max_connections: server.max_connections,
             bulk_bytes_max: server.bulk_bytes_max,
@@ -136,6 +139,9 @@ impl Settings {
         }
         if self.value_bytes_max == 0 || self.value_bytes_max >= self.bulk_bytes_max {
             anyhow::bail!("value_bytes_max must be at least 1 and below bulk_bytes_max ({})", self.bulk_bytes_max);
+        }
+        if self.snapshot_after_bytes < 1024 * 1024 {
+            anyhow::bail!("snapshot_after_bytes must be at least 1 MiB, got {}", self.snapshot_after_bytes);
         }
         if self.max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");
