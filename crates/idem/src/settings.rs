@@ -140,8 +140,8 @@ impl Settings {
         if self.value_bytes_max == 0 || self.value_bytes_max >= self.bulk_bytes_max {
             anyhow::bail!("value_bytes_max must be at least 1 and below bulk_bytes_max ({})", self.bulk_bytes_max);
         }
-        if self.snapshot_after_bytes < 1024 * 1024 {
-            anyhow::bail!("snapshot_after_bytes must be at least 1 MiB, got {}", self.snapshot_after_bytes);
+        if self.snapshot_after_bytes < 64 * 1024 {
+            anyhow::bail!("snapshot_after_bytes must be at least 64 KiB, got {}", self.snapshot_after_bytes);
         }
         if self.max_connections == 0 {
             anyhow::bail!("max_connections must be at least 1");

@@ -71,6 +71,9 @@ impl Server {
             let log = log_dir.join(format!("server-{cycle}.log"));
             let child = Command::new(env!("CARGO_BIN_EXE_idem"))
                 .args(["serve", "--port", &port.to_string(), "--http-port", "0", "--log", "warn", "--data"])
+                // Snapshot often, so that kills also land during snapshots and
+                // restarts recover from snapshot + log, not only from the log.
+                .env("IDEM_SNAPSHOT_AFTER_BYTES", "65536")
                 .arg(data)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
