@@ -1,6 +1,6 @@
 //! idem on MySQL 8.0+ and MariaDB 10.6+ (InnoDB).
 //!
-//! Every primitive is one stored procedure ([`schema`]); the backend runs
+//! Every primitive is one stored procedure (`schema.rs`); the backend runs
 //! each command as `START TRANSACTION; CALL idem_x(...); COMMIT` on a pooled
 //! connection (reads run without a transaction). The same procedures are
 //! what [`tx`] and other languages call inside their own transactions
@@ -18,7 +18,7 @@
 //!   older servers, which restart the counter at MAX(id) + 1, cannot reuse one
 //!   either. Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
-//!   [`crate::postgres::sql_shared`]) with backoff from 2 ms doubling to
+//!   `postgres/sql_shared.rs`) with backoff from 2 ms doubling to
 //!   50 ms, woken at once when this process ends the attempt or lock, and at
 //!   the holder's lease end. Latency: immediate within one idem process, at
 //!   most 50 ms across processes, 1 ms after a lease runs out. Waiters are

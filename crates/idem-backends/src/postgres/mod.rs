@@ -1,6 +1,6 @@
 //! idem on PostgreSQL.
 //!
-//! Every primitive is one PL/pgSQL function ([`schema`]), so every command is
+//! Every primitive is one PL/pgSQL function (`schema.rs`), so every command is
 //! one statement and one round trip, atomic on its own; the same functions
 //! are what [`tx`] and other languages call inside their own transactions
 //! (docs/backends-sql.md).
@@ -17,7 +17,7 @@
 //!   WAL-logged ahead of use and a grant's transaction commits before its
 //!   reply. Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
-//!   [`sql_shared`]), woken by `LISTEN idem_wake` when another process ends a
+//!   `sql_shared.rs`), woken by `LISTEN idem_wake` when another process ends a
 //!   watched attempt or lock. Typical latency: a NOTIFY round (about a
 //!   millisecond) after COMMIT/ABORT/DEL/UNLOCK, 1 ms after a lease runs out;
 //!   at worst [`POLL_BACKOFF_MAX_LISTENING`] (or 50 ms while the LISTEN

@@ -1,5 +1,6 @@
-//! idem's PostgreSQL schema: tables, the fence sequence and one PL/pgSQL
-//! function per primitive, applied by [`super::migrate`] as numbered steps.
+//! idem's PostgreSQL schema: tables and the fence sequence as numbered
+//! steps ([`MIGRATIONS`]), and one PL/pgSQL function per primitive
+//! ([`ROUTINES`], re-applied on every upgrade), installed by [`super::migrate`].
 //!
 //! Layout (every name starts with `idem_`; docs/backends-sql.md has the full reference):
 //! - `idem_schema_version(id = 1, version)`: the last step applied;

@@ -224,7 +224,7 @@ pub(crate) async fn execute_batch(runner: &dyn SqlRunner, cmds: Vec<Command>) ->
     while let Some(first) = rest.first() {
         let parks = parked_target(first);
         let run = if parks.is_some() { 1 } else { rest.iter().take_while(|c| parked_target(c).is_none()).count() };
-        let out = match parks {
+        let mut out = match parks {
             Some((kind, key)) => {
                 let attempt = |mark| runner.poll_once(first, mark);
                 let cap = || runner.poll_cap();
@@ -232,14 +232,15 @@ pub(crate) async fn execute_batch(runner: &dyn SqlRunner, cmds: Vec<Command>) ->
             }
             None => runner.run_plain(&rest[..run]).await,
         };
+        // A runner that lost replies (it never should) still answers every
+        // command, and later replies stay with their commands.
+        out.resize_with(run, || Err(CmdError::busy("the engine gave no reply")));
         for (cmd, mut r) in rest[..run].iter().zip(out) {
             after_command(waits, cmd, &mut r);
             results.push(r);
         }
         rest = &rest[run..];
     }
-    // A runner that lost replies (it never should) still answers every command.
-    results.resize_with(cmds.len(), || Err(CmdError::busy("the engine gave no reply")));
     results
 }
 
