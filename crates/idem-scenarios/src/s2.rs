@@ -4,23 +4,24 @@
 //! brand B") in a batch of 20, each request twice in a tight loop (its
 //! duplicate request records). The requests go through a real broker (NATS
 //! JetStream) to a consumer running many worker tasks, which copies every
-//! product of the default brand into a PostgreSQL products table. The table
-//! uses logical delete (`delete_status`), so there is no unique index.
-//! (PostgreSQL here and MariaDB in S3: the in-transaction API is shown on
-//! both engines.) Variants, with identical messages and work:
+//! product of the default brand into a MariaDB products table (MySQL in the
+//! write-up). The table uses logical delete (`delete_status`), so there is no
+//! unique index. Variants, with identical messages and work:
 //! - naive: per product `SELECT id ... WHERE hash = ? AND delete_status = 0`,
 //!   then `INSERT` if absent;
 //! - redis-lock: the same, inside a Redis lock per product (`SET key token NX
 //!   PX ttl`, retried until acquired; owner-checked unlock by a Lua script),
 //!   as the write-up tried;
-//! - idem-per-item: per product one PostgreSQL transaction that claims
+//! - idem-per-item: per product one MariaDB transaction that claims
 //!   `product:<brand>:<name>:<model>` with idem's in-transaction claim and
 //!   inserts the product; a claim held by another owner returns the existing
 //!   product's id instead;
 //! - idem: the same claims, but one transaction per copy request: every
-//!   product's claim (pipelined, in a fixed order) and one insert of the
-//!   claimed products, committed together — the batch a lock per item cannot
-//!   give.
+//!   product's claim (in a fixed order) and one insert of the claimed
+//!   products, committed together — the batch a lock per item cannot give;
+//! - idem-pg: the batched idem variant on PostgreSQL (`postgres::tx`, claims
+//!   pipelined on the connection), to show the same design on the other
+//!   engine.
 //!
 //! In both idem variants a logical delete releases the claim in the same
 //! transaction, so delete → recreate → delete → recreate works (shown with
@@ -40,10 +41,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_postgres::error::SqlState;
 
-use idem_backends::postgres::tx::{self, Claimed};
+use idem_backends::mysql::tx as mytx;
+use idem_backends::postgres::tx::{self as pgtx, Claimed};
+use mysql_async::prelude::*;
 
 use crate::broker::WorkQueue;
-use crate::harness::{fingerprint, rate, Ctx};
+use crate::harness::{exec, fingerprint, mysql_code, rate, Ctx, ER_DUP_ENTRY, ER_LOCK_DEADLOCK};
 use crate::pg::PgPool;
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
@@ -84,6 +87,8 @@ enum Variant {
     /// One transaction per copy request: every product's claim and the
     /// inserts of the claimed ones, committed together.
     Idem,
+    /// `Idem` on PostgreSQL.
+    IdemPg,
 }
 
 impl Variant {
@@ -93,11 +98,31 @@ impl Variant {
             Variant::RedisLock => "redis-lock",
             Variant::IdemPerItem => "idem-per-item",
             Variant::Idem => "idem",
+            Variant::IdemPg => "idem-pg",
         }
     }
 
     fn is_idem(self) -> bool {
-        matches!(self, Variant::Idem | Variant::IdemPerItem)
+        matches!(self, Variant::Idem | Variant::IdemPerItem | Variant::IdemPg)
+    }
+
+    fn is_batch(self) -> bool {
+        matches!(self, Variant::Idem | Variant::IdemPg)
+    }
+}
+
+/// Where a variant keeps its products.
+enum Db {
+    My(mysql_async::Pool),
+    Pg(PgPool),
+}
+
+impl Db {
+    async fn count(&self, sql: &str) -> anyhow::Result<u64> {
+        match self {
+            Db::My(pool) => crate::harness::count(pool, sql).await,
+            Db::Pg(pool) => pool.count(sql).await,
+        }
     }
 }
 
@@ -130,7 +155,7 @@ impl Shared {
 
 struct Shared {
     variant: Variant,
-    pool: PgPool,
+    db: Db,
     table: String,
     products: Vec<Product>,
     redis: Option<redis::aio::MultiplexedConnection>,
@@ -150,6 +175,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let lock = run_variant(ctx, Variant::RedisLock, &products).await?;
     let per_item = run_variant(ctx, Variant::IdemPerItem, &products).await?;
     let idem = run_variant(ctx, Variant::Idem, &products).await?;
+    let idem_pg = run_variant(ctx, Variant::IdemPg, &products).await?;
     let uk = unique_with_delete_status(ctx).await?;
     let get = |r: &VariantReport, k: &str| r.field(k).unwrap_or("na").to_string();
     let lock_rate = lock.f64("ops_per_s").unwrap_or(0.0);
@@ -159,6 +185,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
         ("redis_lock_ops_per_s".to_string(), get(&lock, "ops_per_s")),
         ("idem_per_item_anomalies".to_string(), get(&per_item, "anomalies")),
         ("idem_per_item_ops_per_s".to_string(), get(&per_item, "ops_per_s")),
+        ("idem_pg_anomalies".to_string(), get(&idem_pg, "anomalies")),
+        ("idem_pg_ops_per_s".to_string(), get(&idem_pg, "ops_per_s")),
         ("idem_vs_redis_lock".to_string(), format!("{:.1}", idem_rate / lock_rate.max(1e-9))),
         ("idem_recreate_ok".to_string(), get(&idem, "recreate_ok")),
         ("idem_existing_ids_returned".to_string(), get(&idem, "existing_ids_returned")),
@@ -167,22 +195,42 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
         ("messages".to_string(), (REQUESTS * COPIES_PER_REQUEST).to_string()),
     ];
     let s = summary(Scenario::S2, &naive, &idem, extra);
-    Ok(vec![naive, lock, per_item, idem, s])
+    Ok(vec![naive, lock, per_item, idem, idem_pg, s])
 }
 
 async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyhow::Result<VariantReport> {
-    let table = ctx.pg_table(&format!("s2_products_{}", variant.name().replace('-', "_")));
-    let pool = ctx.pg(WORKERS + 4);
+    let base = format!("s2_products_{}", variant.name().replace('-', "_"));
     // Logical delete: no unique index is possible on (brand, name, model).
-    pool.exec(&format!(
-        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, brand_id INT NOT NULL, name TEXT NOT NULL, \
-         model TEXT NOT NULL, hash TEXT NOT NULL, delete_status SMALLINT NOT NULL DEFAULT 0, \
-         claim_owner TEXT NULL); CREATE INDEX ON {table} (hash, delete_status)"
-    ))
-    .await?;
-    if variant.is_idem() {
+    let (db, table) = if variant == Variant::IdemPg {
+        let table = ctx.pg_table(&base);
+        let pool = ctx.pg(WORKERS + 4);
+        pool.exec(&format!(
+            "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, brand_id INT NOT NULL, name TEXT NOT NULL, \
+             model TEXT NOT NULL, hash TEXT NOT NULL, delete_status SMALLINT NOT NULL DEFAULT 0, \
+             claim_owner TEXT NULL); CREATE INDEX ON {table} (hash, delete_status); \
+             CREATE INDEX ON {table} (claim_owner)"
+        ))
+        .await?;
         idem_backends::postgres::migrate(&ctx.opts.pg_url).await.context("installing idem's schema in PostgreSQL")?;
-    }
+        (Db::Pg(pool), table)
+    } else {
+        let table = ctx.table(&base);
+        let pool = ctx.mysql(WORKERS + 4)?;
+        exec(
+            &pool,
+            &format!(
+                "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, brand_id INT NOT NULL, \
+                 name VARCHAR(64) NOT NULL, model VARCHAR(32) NOT NULL, hash CHAR(16) NOT NULL, \
+                 delete_status TINYINT NOT NULL DEFAULT 0, claim_owner VARCHAR(64) NULL, \
+                 KEY idx_hash (hash, delete_status), KEY idx_owner (claim_owner)) ENGINE=InnoDB"
+            ),
+        )
+        .await?;
+        if variant.is_idem() {
+            idem_backends::mysql::migrate(&ctx.opts.mysql_url).await.context("installing idem's schema in MariaDB")?;
+        }
+        (Db::My(pool), table)
+    };
     let redis = match variant {
         Variant::RedisLock => {
             let client = redis::Client::open(ctx.opts.redis_url.as_str())?;
@@ -192,7 +240,7 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
     };
     let shared = Arc::new(Shared {
         variant,
-        pool,
+        db,
         table: table.clone(),
         products: products.to_vec(),
         redis,
@@ -228,12 +276,12 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
     queue.delete().await;
     let item_ops = (messages * products.len()) as u64;
 
-    let recreate_ok = match variant {
-        Variant::Idem | Variant::IdemPerItem => Some(delete_recreate(&shared).await?),
-        _ => None,
+    let recreate_ok = match variant.is_idem() {
+        true => Some(delete_recreate(&shared).await?),
+        false => None,
     };
 
-    let pool = &shared.pool;
+    let pool = &shared.db;
     let dup_products = pool
         .count(&format!(
             "SELECT COUNT(*) FROM (SELECT brand_id, name, model FROM {table} WHERE delete_status = 0 \
@@ -280,7 +328,7 @@ async fn consume(
             async move {
                 let Ok(msg) = m else { return };
                 let brand: u32 = std::str::from_utf8(&msg.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                if shared.variant == Variant::Idem {
+                if shared.variant.is_batch() {
                     match copy_batch(&shared, brand).await {
                         Ok(copied) => {
                             for c in copied {
@@ -346,7 +394,7 @@ async fn copy_product(shared: &Shared, brand: u32, p: &Product) -> anyhow::Resul
             let _: i64 = redis::Script::new(UNLOCK_LUA).key(&key).arg(&token).invoke_async(&mut redis).await?;
             r
         }
-        Variant::Idem | Variant::IdemPerItem => {
+        Variant::Idem | Variant::IdemPerItem | Variant::IdemPg => {
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -361,8 +409,14 @@ async fn copy_product(shared: &Shared, brand: u32, p: &Product) -> anyhow::Resul
 
 /// A deadlock or serialization failure: the whole transaction may run again.
 fn is_retryable(e: &anyhow::Error) -> bool {
-    if let Some(e) = e.downcast_ref::<tx::Error>() {
+    if let Some(e) = e.downcast_ref::<pgtx::Error>() {
         return e.is_retryable();
+    }
+    if let Some(e) = e.downcast_ref::<mytx::Error>() {
+        return e.is_retryable();
+    }
+    if e.downcast_ref::<mysql_async::Error>().and_then(mysql_code) == Some(ER_LOCK_DEADLOCK) {
+        return true;
     }
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
@@ -370,9 +424,9 @@ fn is_retryable(e: &anyhow::Error) -> bool {
 }
 
 /// The original: query by hash, insert when absent.
-async fn check_then_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn pg_check_then_insert(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     let hash = product_hash(brand, p);
-    let conn = shared.pool.get().await?;
+    let conn = pool.get().await?;
     let found = conn
         .query_opt(&format!("SELECT id FROM {} WHERE hash = $1 AND delete_status = 0 LIMIT 1", shared.table), &[&hash])
         .await?;
@@ -395,15 +449,15 @@ fn claim_key(shared: &Shared, brand: u32, p: &Product) -> String {
 
 /// idem: claim the product's key and insert it in one transaction. A key
 /// held by another owner means the product exists: return its id.
-async fn claim_and_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn pg_claim_and_insert(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     let hash = product_hash(brand, p);
     let key = claim_key(shared, brand, p);
     let owner = format!("{:032x}", rand::random::<u128>());
-    let mut conn = shared.pool.get().await?;
+    let mut conn = pool.get().await?;
     let t = conn.transaction().await?;
     // A concurrent claimer of the same key waits here until this
     // transaction ends, then sees `Held` (or `Claimed` if it rolled back).
-    match tx::claim(&t, key.as_bytes(), owner.as_bytes(), None).await? {
+    match pgtx::claim(&t, key.as_bytes(), owner.as_bytes(), None).await? {
         Claimed::Claimed => {
             tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
             let row = t
@@ -449,7 +503,7 @@ async fn copy_batch(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> 
     }
 }
 
-async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
+async fn pg_copy_batch(pool: &PgPool, shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
     let token = format!("{:032x}", rand::random::<u128>());
     let items: Vec<(&Product, String, String)> = shared
         .products
@@ -457,10 +511,10 @@ async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copi
         .enumerate()
         .map(|(i, p)| (p, claim_key(shared, brand, p), format!("{token}-{i}")))
         .collect();
-    let mut conn = shared.pool.get().await?;
+    let mut conn = pool.get().await?;
     let t = conn.transaction().await?;
     let claims = futures::future::try_join_all(
-        items.iter().map(|(_, key, owner)| tx::claim(&t, key.as_bytes(), owner.as_bytes(), None)),
+        items.iter().map(|(_, key, owner)| pgtx::claim(&t, key.as_bytes(), owner.as_bytes(), None)),
     )
     .await?;
     let mut to_insert = Vec::new();
@@ -508,8 +562,8 @@ async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copi
 }
 
 /// idem: logical delete, releasing the claim in the same transaction.
-async fn logical_delete(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
-    let mut conn = shared.pool.get().await?;
+async fn pg_logical_delete(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
+    let mut conn = pool.get().await?;
     let t = conn.transaction().await?;
     let row = t
         .query_opt(
@@ -528,7 +582,7 @@ async fn logical_delete(shared: &Shared, brand: u32, p: &Product) -> anyhow::Res
     let (id, owner): (i64, Option<String>) = (row.get(0), row.get(1));
     t.execute(&format!("UPDATE {} SET delete_status = 1 WHERE id = $1", shared.table), &[&id]).await?;
     if let Some(owner) = owner {
-        tx::release(&t, claim_key(shared, brand, p).as_bytes(), owner.as_bytes()).await?;
+        pgtx::release(&t, claim_key(shared, brand, p).as_bytes(), owner.as_bytes()).await?;
     }
     t.commit().await?;
     Ok(true)
@@ -551,8 +605,8 @@ async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
         }
         let filter =
             format!("FROM {} WHERE brand_id = {brand} AND name = '{}' AND model = '{}'", shared.table, p.name, p.model);
-        let live = shared.pool.count(&format!("SELECT COUNT(*) {filter} AND delete_status = 0")).await?;
-        let all = shared.pool.count(&format!("SELECT COUNT(*) {filter}")).await?;
+        let live = shared.db.count(&format!("SELECT COUNT(*) {filter} AND delete_status = 0")).await?;
+        let all = shared.db.count(&format!("SELECT COUNT(*) {filter}")).await?;
         good &= live == 1 && all == 1 + RECREATE_CYCLES as u64;
         ok += usize::from(good);
     }
@@ -563,23 +617,205 @@ async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
 /// delete works; recreate works; the second delete collides with the first
 /// deleted row. Returns what the second delete did.
 async fn unique_with_delete_status(ctx: &Ctx) -> anyhow::Result<String> {
-    let table = ctx.pg_table("s2_uk_delete_status");
-    let pool = ctx.pg(1);
-    pool.exec(&format!(
-        "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, hash TEXT NOT NULL, \
-         delete_status SMALLINT NOT NULL DEFAULT 0, UNIQUE (hash, delete_status))"
-    ))
+    let table = ctx.table("s2_uk_delete_status");
+    let pool = ctx.mysql(1)?;
+    exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, hash CHAR(16) NOT NULL, \
+             delete_status TINYINT NOT NULL DEFAULT 0, UNIQUE KEY uk (hash, delete_status)) ENGINE=InnoDB"
+        ),
+    )
     .await?;
-    let conn = pool.get().await?;
+    let mut conn = pool.get_conn().await?;
+    let mut outcome = "ok".to_string();
     for step in 1..=2 {
-        let id: i64 =
-            conn.query_one(&format!("INSERT INTO {table} (hash) VALUES ('p') RETURNING id"), &[]).await?.get(0);
-        if let Err(e) = conn.execute(&format!("UPDATE {table} SET delete_status = 1 WHERE id = $1"), &[&id]).await {
-            return Ok(match e.code() {
-                Some(c) if *c == SqlState::UNIQUE_VIOLATION => format!("duplicate_key_error_on_delete_{step}"),
+        conn.exec_drop(format!("INSERT INTO {table} (hash) VALUES ('p')"), ()).await?;
+        let id = conn.last_insert_id().unwrap_or(0);
+        if let Err(e) = conn.exec_drop(format!("UPDATE {table} SET delete_status = 1 WHERE id = ?"), (id,)).await {
+            outcome = match mysql_code(&e) {
+                Some(ER_DUP_ENTRY) => format!("duplicate_key_error_on_delete_{step}"),
                 _ => format!("error_{e}"),
-            });
+            };
+            break;
         }
     }
-    Ok("ok".to_string())
+    drop(conn);
+    pool.disconnect().await?;
+    Ok(outcome)
+}
+
+// ------------------------------------------------- engine dispatch, MariaDB
+
+async fn check_then_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+    match &shared.db {
+        Db::My(pool) => my_check_then_insert(pool, shared, brand, p).await,
+        Db::Pg(pool) => pg_check_then_insert(pool, shared, brand, p).await,
+    }
+}
+
+async fn claim_and_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+    match &shared.db {
+        Db::My(pool) => my_claim_and_insert(pool, shared, brand, p).await,
+        Db::Pg(pool) => pg_claim_and_insert(pool, shared, brand, p).await,
+    }
+}
+
+async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
+    match &shared.db {
+        Db::My(pool) => my_copy_batch(pool, shared, brand).await,
+        Db::Pg(pool) => pg_copy_batch(pool, shared, brand).await,
+    }
+}
+
+async fn logical_delete(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
+    match &shared.db {
+        Db::My(pool) => my_logical_delete(pool, shared, brand, p).await,
+        Db::Pg(pool) => pg_logical_delete(pool, shared, brand, p).await,
+    }
+}
+
+/// The original: query by hash, insert when absent.
+async fn my_check_then_insert(
+    pool: &mysql_async::Pool,
+    shared: &Shared,
+    brand: u32,
+    p: &Product,
+) -> anyhow::Result<Copied> {
+    let hash = product_hash(brand, p);
+    let mut conn = pool.get_conn().await?;
+    let found: Option<u64> = conn
+        .exec_first(format!("SELECT id FROM {} WHERE hash = ? AND delete_status = 0 LIMIT 1", shared.table), (&hash,))
+        .await?;
+    if let Some(id) = found {
+        return Ok(Copied::Existing(id));
+    }
+    tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
+    conn.exec_drop(
+        format!("INSERT INTO {} (brand_id, name, model, hash) VALUES (?, ?, ?, ?)", shared.table),
+        (brand, &p.name, &p.model, &hash),
+    )
+    .await?;
+    Ok(Copied::Created(conn.last_insert_id().unwrap_or(0)))
+}
+
+/// idem: claim the product's key and insert it in one transaction. A key
+/// held by another owner means the product exists: return its id.
+async fn my_claim_and_insert(
+    pool: &mysql_async::Pool,
+    shared: &Shared,
+    brand: u32,
+    p: &Product,
+) -> anyhow::Result<Copied> {
+    let hash = product_hash(brand, p);
+    let key = claim_key(shared, brand, p);
+    let owner = format!("{:032x}", rand::random::<u128>());
+    let mut conn = pool.get_conn().await?;
+    let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+    // A concurrent claimer of the same key waits on the claim's row until
+    // this transaction ends, then sees `Held` (or `Claimed` after a rollback).
+    match mytx::claim(&mut t, key.as_bytes(), owner.as_bytes(), None).await? {
+        Claimed::Claimed => {
+            tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
+            t.exec_drop(
+                format!(
+                    "INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES (?, ?, ?, ?, ?)",
+                    shared.table
+                ),
+                (brand, &p.name, &p.model, &hash, &owner),
+            )
+            .await?;
+            let id = t.last_insert_id().unwrap_or(0);
+            t.commit().await?;
+            Ok(Copied::Created(id))
+        }
+        Claimed::Held { owner: holder } => {
+            t.rollback().await?;
+            // The holder committed its claim and its product together.
+            let id: Option<u64> = conn
+                .exec_first(
+                    format!("SELECT id FROM {} WHERE claim_owner = ? AND delete_status = 0", shared.table),
+                    (holder.to_vec(),),
+                )
+                .await?;
+            Ok(Copied::Existing(id.unwrap_or(0)))
+        }
+    }
+}
+
+/// idem, batched on MariaDB: the claims one after another in a fixed order
+/// (mysql_async does not pipeline), then one multi-row insert, one commit.
+async fn my_copy_batch(pool: &mysql_async::Pool, shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
+    let token = format!("{:032x}", rand::random::<u128>());
+    let mut conn = pool.get_conn().await?;
+    let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+    let mut to_insert = Vec::new();
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for (i, p) in shared.products.iter().enumerate() {
+        let owner = format!("{token}-{i}");
+        match mytx::claim(&mut t, claim_key(shared, brand, p).as_bytes(), owner.as_bytes(), None).await? {
+            Claimed::Claimed => to_insert.push((p, owner)),
+            Claimed::Held { owner: holder } => held.push(holder.to_vec()),
+        }
+    }
+    let mut out = Vec::with_capacity(shared.products.len());
+    if !to_insert.is_empty() {
+        tokio::time::sleep(CHECK_TO_INSERT_PAUSE).await;
+        let rows = vec!["(?, ?, ?, ?, ?)"; to_insert.len()].join(", ");
+        let mut params: Vec<mysql_async::Value> = Vec::with_capacity(5 * to_insert.len());
+        for (p, owner) in &to_insert {
+            params.push(brand.into());
+            params.push(p.name.as_str().into());
+            params.push(p.model.as_str().into());
+            params.push(product_hash(brand, p).into());
+            params.push(owner.as_str().into());
+        }
+        t.exec_drop(
+            format!("INSERT INTO {} (brand_id, name, model, hash, claim_owner) VALUES {rows}", shared.table),
+            params,
+        )
+        .await?;
+        out.extend(to_insert.iter().map(|_| Copied::Created(1)));
+    }
+    t.commit().await?;
+    if !held.is_empty() {
+        // The holders committed their claims and products together.
+        let marks = vec!["?"; held.len()].join(", ");
+        let ids: Vec<u64> = conn
+            .exec(
+                format!("SELECT id FROM {} WHERE claim_owner IN ({marks}) AND delete_status = 0", shared.table),
+                held.clone(),
+            )
+            .await?;
+        let found = ids.len();
+        out.extend(ids.into_iter().map(Copied::Existing));
+        out.extend((found..held.len()).map(|_| Copied::Existing(0)));
+    }
+    Ok(out)
+}
+
+/// idem: logical delete, releasing the claim in the same transaction.
+async fn my_logical_delete(pool: &mysql_async::Pool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
+    let mut conn = pool.get_conn().await?;
+    let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+    let row: Option<(u64, Option<String>)> = t
+        .exec_first(
+            format!(
+                "SELECT id, claim_owner FROM {} WHERE brand_id = ? AND name = ? AND model = ? AND delete_status = 0 \
+                 FOR UPDATE",
+                shared.table
+            ),
+            (brand, &p.name, &p.model),
+        )
+        .await?;
+    let Some((id, owner)) = row else {
+        t.rollback().await?;
+        return Ok(false);
+    };
+    t.exec_drop(format!("UPDATE {} SET delete_status = 1 WHERE id = ?", shared.table), (id,)).await?;
+    if let Some(owner) = owner {
+        mytx::release(&mut t, claim_key(shared, brand, p).as_bytes(), owner.as_bytes()).await?;
+    }
+    t.commit().await?;
+    Ok(true)
 }

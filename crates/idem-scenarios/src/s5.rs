@@ -67,6 +67,8 @@ const CB_WORKERS: usize = 16;
 const CB_ACK_WAIT: Duration = Duration::from_millis(1_000);
 const CB_CALL_LATENCY: Duration = Duration::from_millis(5);
 const CB_RESCAN_PERIOD: Duration = Duration::from_millis(100);
+/// (c) Pending rows the producer takes per scan (a page, oldest first).
+const CB_PAGE: usize = 200;
 const CB_KILL_AT_SHARE: f64 = 0.4;
 /// (c) idem lease of one callback attempt and how long a redelivered
 /// duplicate waits for a running attempt.
@@ -512,14 +514,14 @@ async fn callbacks_run(ctx: &Ctx, variant: Variant, callbacks: usize) -> anyhow:
         .with("drained", drained))
 }
 
-/// The write-up's producer: every period, read the rows not yet done and
-/// enqueue them, even those enqueued before (the bug that sends callbacks
-/// twice). Stops when nothing is pending.
+/// The write-up's producer: every period, read a page of the rows not yet
+/// done and enqueue them, even those enqueued before (the bug that sends
+/// callbacks twice). Stops when nothing is pending.
 async fn produce(pool: mysql_async::Pool, outbox: String, publisher: Publisher) -> anyhow::Result<()> {
     loop {
         let ids: Vec<i64> = {
             let mut conn = pool.get_conn().await?;
-            conn.query(format!("SELECT cb_id FROM {outbox} WHERE status = 0 ORDER BY cb_id")).await?
+            conn.query(format!("SELECT cb_id FROM {outbox} WHERE status = 0 ORDER BY cb_id LIMIT {CB_PAGE}")).await?
         };
         if ids.is_empty() {
             return Ok(());

@@ -68,6 +68,7 @@ async fn s2_product_copy_through_mq() {
     assert!(field(s, "idem_existing_ids_returned") > 0);
     assert!(s.field("uk_with_delete_status_second_delete").unwrap().starts_with("duplicate_key_error_on_delete_2"));
     assert_eq!(field(s, "idem_per_item_anomalies"), 0);
+    assert_eq!(field(s, "idem_pg_anomalies"), 0);
     for idem in idem_lines(&reports) {
         assert_eq!(field(idem, "errors"), 0, "{idem}");
         assert_eq!(field(idem, "existing_id_missing"), 0, "the caller gets the existing id: {idem}");
