@@ -14,7 +14,7 @@ use crate::{Scenario, ScenarioOpts};
 
 /// Upper bound on MariaDB connections one pool of a scenario may open. The
 /// local server allows 151 in total and other test suites share it.
-pub(crate) const MYSQL_CONNS_MAX: usize = 40;
+pub(crate) const MYSQL_CONNS_MAX: usize = 32;
 
 /// One scenario run's context.
 pub(crate) struct Ctx {

@@ -75,7 +75,7 @@ const IN_TX_LEASE_MS: u64 = 500;
 /// How long a granted result is kept for replays (a day).
 const IDEM_KEEP_MS: u64 = 86_400_000;
 /// Pairs in flight at once (each holds BURST + 1 connections at most).
-const PAIRS_IN_FLIGHT: usize = 8;
+const PAIRS_IN_FLIGHT: usize = 6;
 /// Transactions retried after a deadlock, at most.
 const TX_RETRIES_MAX: usize = 5;
 

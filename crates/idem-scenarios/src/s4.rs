@@ -43,7 +43,7 @@ pub const SLOTS: u32 = 48;
 /// Bookers rushing at the same time.
 const BOOKERS: usize = 64;
 /// MariaDB connections of the booking service.
-const SERVICE_CONNS: usize = 40;
+const SERVICE_CONNS: usize = 32;
 /// The gap between a naive booking's check and its insert.
 const CHECK_TO_INSERT_PAUSE: Duration = Duration::from_millis(2);
 /// Bookings queued for the persistence job at most (bookers wait beyond it),

@@ -42,7 +42,7 @@ use crate::Scenario;
 /// one user per 40.
 pub const SIZE_DEFAULT: usize = 2_000;
 /// MariaDB connections of each part's service.
-const SERVICE_CONNS: usize = 40;
+const SERVICE_CONNS: usize = 32;
 
 /// (a) Starting balance, deduction, and concurrent deductions per user.
 const POINTS_START: i64 = 100;
