@@ -66,7 +66,13 @@ const BUDGET_CAP_SHARE: f64 = 0.6;
 const CB_WORKERS: usize = 16;
 const CB_ACK_WAIT: Duration = Duration::from_millis(1_000);
 const CB_CALL_LATENCY: Duration = Duration::from_millis(5);
-const CB_RESCAN_PERIOD: Duration = Duration::from_millis(100);
+/// The producer offers at most CB_PAGE rows per period (1,000 a second), about
+/// half what the receiver handles on an idle machine: rows still in flight at
+/// a scan are sent again, without the backlog running away. (At a rate above
+/// the receiver's, the naive side collapses: re-sent duplicates crowd out
+/// rows never sent, and the run ends at CB_DEADLINE with callbacks never
+/// applied.)
+const CB_RESCAN_PERIOD: Duration = Duration::from_millis(200);
 /// (c) Pending rows the producer takes per scan (a page, oldest first).
 const CB_PAGE: usize = 200;
 const CB_KILL_AT_SHARE: f64 = 0.4;
