@@ -20,10 +20,12 @@
 //! | scenario | module | engines |
 //! |---|---|---|
 //! | S1 replayed registration | [`s1`] | axum + MariaDB + idem |
-//! | S2 product copy via MQ | [`s2`] | NATS JetStream + MariaDB (+ Redis lock) + idem in-transaction claims |
-//! | S3 prize grant | [`s3`] | MariaDB (REPEATABLE READ) + Redis lock + idem in-transaction keys |
+//! | S2 product copy via MQ | [`s2`] | NATS JetStream + MariaDB (+ Redis lock) + idem in-transaction claims (MariaDB, PostgreSQL) |
+//! | S3 prize grant | [`s3`] | MariaDB (REPEATABLE READ) + Redis lock + idem keys (server, and in the transaction) |
 //! | S4 meeting-room rush | [`s4`] | MariaDB + idem `SLOTS.RESERVE` |
 //! | S5 points, budget, callbacks | [`s5`] | MariaDB + NATS JetStream + idem counters and keys |
+//!
+//! What each run does and the figures measured are in `docs/scenarios.md`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,8 +95,10 @@ impl FromStr for Scenario {
 pub struct ScenarioOpts {
     /// The scenario's load size; `None` takes the scenario's default (the size
     /// of the original write-up where it gives one). What it counts depends on
-    /// the scenario: users (S1), products per copy request (S2), (user, prize)
-    /// pairs (S3), booking attempts (S4), a scale factor for all parts (S5).
+    /// the scenario: users (S1; default 50), products per copy request (S2;
+    /// 50), (user, prize) pairs (S3; 40), booking attempts (S4; 3,000), budget
+    /// adds (S5; 2,000 — with half as many callbacks and one points user per
+    /// 40).
     pub size: Option<usize>,
     /// MariaDB / MySQL, e.g. `mysql://root@127.0.0.1:3306/test`.
     pub mysql_url: String,

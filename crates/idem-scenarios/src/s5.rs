@@ -629,6 +629,7 @@ async fn handle_idem(shared: &CbShared, idem: &IdemPool, id: i64) -> anyhow::Res
             Ok(true)
         }
         Begin::Running { .. } => Ok(false),
+        // No fingerprint is sent, so MISMATCH cannot happen; nothing to redo.
         Begin::Mismatch => Ok(true),
     }
 }
