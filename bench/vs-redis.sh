@@ -103,6 +103,22 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# fdatasync latency of the disk the servers write to (8 KiB appends), in ms:
+# the floor of every durable figure, and on a shared machine it moves.
+fsync_probe() {
+    python3 - "$WORK/fsync-probe" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+lat = []
+for _ in range(200):
+    os.write(fd, b"x" * 8192)
+    t = time.perf_counter(); os.fdatasync(fd); lat.append((time.perf_counter() - t) * 1e3)
+os.close(fd); os.unlink(sys.argv[1])
+lat.sort()
+print(f"fdatasync p50 {lat[100]:.3f} ms, p90 {lat[180]:.3f} ms, p99 {lat[198]:.3f} ms")
+PY
+}
+
 wait_ready() { # port name
     for _ in $(seq 200); do
         if redis-cli -p "$1" PING 2>/dev/null | grep -q PONG; then return 0; fi
@@ -223,7 +239,11 @@ sanity() {
 sanity
 
 RESULTS=$OUT/results.tsv
-printf 'round\tline\tP\tserver\trps\tp50_ms\tp99_ms\teffect\n' >"$RESULTS"
+printf 'round\tline\tP\tserver\trps\tp50_ms\tp99_ms\teffect\tserver_us_per_req\tclient_us_per_req\n' >"$RESULTS"
+
+# CPU ticks (user + system) of a process so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
 
 run_one() { # round line P server
     local round=$1 line=$2 p=$3 s=$4 n prefix csv before after effect="" perfpid=""
@@ -233,14 +253,20 @@ run_one() { # round line P server
     line_cmd "$prefix" "$line" "$s"
     [[ $line == unlock ]] && prefill_locks "$s" "$prefix"
     before=$(dbsize "${PORT[$s]}")
+    local srv0 srv1 cli_s
+    srv0=$(cpu_ticks "${PID[$s]}")
     if [[ $PERF == 1 && $s == idem && $line == begin ]]; then
         perf record -F 999 -g -p "${PID[idem]}" -o "$OUT/perf-begin-p$p-r$round.data" \
             >"$OUT/perf-begin-p$p-r$round.log" 2>&1 &
         perfpid=$!
         sleep 0.3
     fi
-    csv=$(redis-benchmark -p "${PORT[$s]}" -c "$CLIENTS" -n "$n" -P "$p" -r "$KEYSPACE" --csv \
-        "${CMD[@]}" 2>"$OUT/rb-$round-$line-p$p-$s.err" | tail -n 1)
+    # The client's CPU time (user + sys) comes from bash's `time`.
+    { TIMEFORMAT='%U %S'; time redis-benchmark -p "${PORT[$s]}" -c "$CLIENTS" -n "$n" -P "$p" -r "$KEYSPACE" \
+        --csv "${CMD[@]}" >"$OUT/rb.csv" 2>"$OUT/rb-$round-$line-p$p-$s.err"; } 2>"$OUT/rb.time"
+    csv=$(tail -n 1 "$OUT/rb.csv")
+    srv1=$(cpu_ticks "${PID[$s]}")
+    cli_s=$(awk '{print $1 + $2}' "$OUT/rb.time")
     if [[ -n $perfpid ]]; then
         kill -INT "$perfpid" 2>/dev/null || true
         wait "$perfpid" 2>/dev/null || true
@@ -257,12 +283,15 @@ run_one() { # round line P server
         log "redis-benchmark gave no result for $line P=$p on $s (see $OUT/rb-$round-$line-p$p-$s.err)"
         exit 1
     fi
-    awk -F',' -v r="$round" -v l="$line" -v p="$p" -v s="$s" -v e="$effect" \
-        '{gsub(/"/,""); printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r, l, p, s, $(NF-6), $(NF-3), $(NF-1), e}' \
+    awk -F',' -v r="$round" -v l="$line" -v p="$p" -v s="$s" -v e="$effect" -v n="$n" \
+        -v srv=$(((srv1 - srv0))) -v hz="$HZ" -v cli="$cli_s" \
+        '{gsub(/"/,""); printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\n", r, l, p, s,
+          $(NF-6), $(NF-3), $(NF-1), e, srv / hz * 1e6 / n, cli * 1e6 / n}' \
         <<<"$csv" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
 
+log "before: $(fsync_probe); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 started=$(date +%s)
 for round in $(seq "$ROUNDS"); do
     for line in $LINES; do
@@ -279,6 +308,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 log "ran in $(($(date +%s) - started)) s"
+log "after: $(fsync_probe); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- table --------------------------------------------------------------
 # Ratios are taken within each round, then the median over rounds is shown.
@@ -292,8 +322,8 @@ names = {"begin": "IDEM.BEGIN vs SET NX PX", "claim": "CLAIM vs SET NX",
          "lock": "LOCK vs SET NX PX", "unlock": "UNLOCK vs EVAL owner-checked DEL",
          "counter": "COUNTER.ADD vs INCRBY"}
 med = lambda xs: statistics.median(xs)
-print("| line | P | idem rps | p50/p99 ms | redis-always rps | p50/p99 ms | redis-nopersist rps | p50/p99 ms | idem/always | idem/nopersist | effect idem/always/nopersist |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| line | P | idem rps | p50/p99 ms | redis-always rps | p50/p99 ms | redis-nopersist rps | p50/p99 ms | idem/always | idem/nopersist | effect idem/always/nopersist | server CPU µs/req idem/always/nopersist | client CPU µs/req |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 seen = []
 for r in rows:
     k = (r["line"], r["P"])
@@ -310,7 +340,9 @@ for line, p in seen:
                       f'{med([float(x["p50_ms"]) for x in d[s]]):.3f}/{med([float(x["p99_ms"]) for x in d[s]]):.3f}')
     i, a, n = cell("idem"), cell("redis-always"), cell("redis-nopersist")
     eff = "/".join(d[s][0]["effect"] for s in ("idem", "redis-always", "redis-nopersist"))
+    srv = "/".join(f'{med([float(x["server_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", "redis-always", "redis-nopersist"))
+    cli = "/".join(f'{med([float(x["client_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", "redis-always", "redis-nopersist"))
     print(f"| {names.get(line, line)} | {p} | {i[0]} | {i[1]} | {a[0]} | {a[1]} | {n[0]} | {n[1]} | "
-          f"**{med(ra):.2f}** | **{med(rn):.2f}** | {eff} |")
+          f"**{med(ra):.2f}** | **{med(rn):.2f}** | {eff} | {srv} | {cli} |")
 EOF
 log "raw results: $RESULTS"
