@@ -1,0 +1,895 @@
+//! Each idem backend against the raw statement it replaces, as ratios.
+//!
+//! For every engine, the same workload runs two ways in the same process, in
+//! alternating rounds (raw, idem, then idem, raw, ...), and the median over
+//! rounds is reported:
+//! - **raw**: the statement an application would write instead of idem,
+//!   through the same client library, the same kind of connection pool and
+//!   the same number of connections:
+//!   PostgreSQL `INSERT … ON CONFLICT DO NOTHING` (tokio-postgres, a pool of
+//!   `min(concurrency, 16)` connections, like idem's deadpool), MySQL/MariaDB
+//!   `INSERT IGNORE` (a mysql_async pool capped at 16, like idem's), Redis
+//!   `SET k owner NX` / `SET k 1 NX PX 30000` (one multiplexed connection,
+//!   like idem's);
+//! - **idem**: `CLAIM k owner` / `IDEM.BEGIN k LEASE 30000` through
+//!   `Backend::execute` of the backend `idem_backends::connect` opens;
+//! - **mysql-tx** (an extra engine): idem's MariaDB procedures through
+//!   `idem_backends::mysql::tx` (START TRANSACTION; CALL; COMMIT) on a pool
+//!   that keeps its connections: the backend's per-command statements
+//!   without its pool.
+//!
+//! Besides ops/s and p50/p99 (hdrhistogram), each measurement reads the
+//! engine's own counters before and after (WAL bytes and writing transactions
+//! on PostgreSQL; statements, new connections, COMMITs, redo on MariaDB;
+//! server time and commands run on Redis) and reports them per request.
+//!
+//! Workloads: `claim` and `begin` on fresh random keys; `claim-dup` and
+//! `begin-dup` with 50% duplicates (every second request repeats the key of
+//! the request before it, from another owner: `held` / `running` for idem,
+//! no row inserted for raw).
+//!
+//! Keys are `ibb:<run>:<measurement>:<32 random hex>`; the rows and Redis keys
+//! of each round are deleted after the round (by key range / SCAN), the raw
+//! table is dropped at the end. Every reply is checked against the expected
+//! outcome; unexpected replies and errors are counted and printed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use idem_core::{Backend, Command, Limits, Reply};
+use mysql_async::prelude::Queryable;
+
+/// Connections idem's SQL backends open at most (`POOL_SIZE_MAX`); the raw
+/// side uses the same cap so both run on the same number of connections.
+const SQL_POOL_MAX: usize = 16;
+/// Lease of IDEM.BEGIN and PX of the raw Redis `SET … NX PX`.
+const LEASE_MS: u64 = 30_000;
+/// The prefix of every key this tool writes.
+const KEY_PREFIX: &str = "ibb:";
+/// The raw side's table on the SQL engines.
+const RAW_TABLE: &str = "bench_backends_claim";
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "idem backends against the raw statement each replaces (INSERT ON CONFLICT / INSERT IGNORE / SET NX)"
+)]
+struct Args {
+    /// Engines to measure, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pg,mysql,mysql-tx,redis")]
+    engines: Vec<Engine>,
+    /// Seconds per measurement (one side of one round).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Concurrent tasks (a comma-separated list runs each).
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    concurrency: Vec<usize>,
+    /// Rounds per workload; each round measures both sides.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Workloads to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "claim,claim-dup,begin,begin-dup")]
+    workloads: Vec<Workload>,
+    /// Seconds of unmeasured warm-up per side, per engine and concurrency.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Give the raw MySQL side a pool that closes every connection it gets
+    /// back (mysql_async with min 0 and inactive_connection_ttl 0), to show
+    /// what a connection per request costs.
+    #[arg(long)]
+    mysql_raw_reconnect: bool,
+    #[arg(long, env = "IDEM_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pg_url: String,
+    #[arg(long, env = "IDEM_BENCH_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/test")]
+    mysql_url: String,
+    #[arg(long, env = "IDEM_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// PostgreSQL through idem's backend.
+    Pg,
+    /// MariaDB/MySQL through idem's backend.
+    Mysql,
+    /// MariaDB/MySQL, idem's procedures through `idem_backends::mysql::tx`
+    /// (START TRANSACTION; CALL idem_x; COMMIT) on a pool that keeps its
+    /// connections: the backend's per-command path without its pool.
+    MysqlTx,
+    /// Redis through idem's backend.
+    Redis,
+}
+
+impl Engine {
+    fn label(self) -> &'static str {
+        match self {
+            Engine::Pg => "PostgreSQL",
+            Engine::Mysql => "MariaDB/MySQL",
+            Engine::MysqlTx => "MariaDB/MySQL, mysql::tx",
+            Engine::Redis => "Redis",
+        }
+    }
+
+    fn raw_label(self, w: Workload) -> &'static str {
+        match (self, w.begin()) {
+            (Engine::Pg, _) => "INSERT … ON CONFLICT DO NOTHING",
+            (Engine::Mysql | Engine::MysqlTx, _) => "INSERT IGNORE",
+            (Engine::Redis, false) => "SET k owner NX",
+            (Engine::Redis, true) => "SET k 1 NX PX 30000",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// CLAIM on fresh random keys.
+    Claim,
+    /// CLAIM, every second request repeats the previous key from another owner.
+    ClaimDup,
+    /// IDEM.BEGIN on fresh random keys.
+    Begin,
+    /// IDEM.BEGIN, every second request repeats the previous key.
+    BeginDup,
+}
+
+impl Workload {
+    fn begin(self) -> bool {
+        matches!(self, Workload::Begin | Workload::BeginDup)
+    }
+
+    fn dup(self) -> bool {
+        matches!(self, Workload::ClaimDup | Workload::BeginDup)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Workload::Claim => "CLAIM, fresh keys",
+            Workload::ClaimDup => "CLAIM, 50% duplicates",
+            Workload::Begin => "IDEM.BEGIN, fresh keys",
+            Workload::BeginDup => "IDEM.BEGIN, 50% duplicates",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Raw,
+    Idem,
+}
+
+// ---------------------------------------------------------------- raw side
+
+/// A minimal tokio-postgres pool: `n` connections, each with the insert
+/// statement prepared, handed out by a semaphore (as deadpool does for idem).
+struct PgRaw {
+    conns: std::sync::Mutex<Vec<(tokio_postgres::Client, tokio_postgres::Statement)>>,
+    permits: tokio::sync::Semaphore,
+}
+
+/// The raw statement's client for one engine.
+enum Raw {
+    Pg(PgRaw),
+    Mysql(mysql_async::Pool),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+impl Raw {
+    async fn connect(engine: Engine, args: &Args, concurrency: usize) -> Result<Raw> {
+        Ok(match engine {
+            Engine::Pg => {
+                let n = concurrency.clamp(1, SQL_POOL_MAX);
+                let mut conns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    let stmt = client
+                        .prepare(&format!("INSERT INTO {RAW_TABLE} (k, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING"))
+                        .await?;
+                    conns.push((client, stmt));
+                }
+                Raw::Pg(PgRaw { conns: std::sync::Mutex::new(conns), permits: tokio::sync::Semaphore::new(n) })
+            }
+            Engine::Mysql | Engine::MysqlTx => Raw::Mysql(mysql_pool(args, !args.mysql_raw_reconnect, Vec::new())?),
+            Engine::Redis => {
+                Raw::Redis(redis::Client::open(args.redis_url.as_str())?.get_multiplexed_async_connection().await?)
+            }
+        })
+    }
+
+    /// Runs the raw statement; true when it inserted (set) the key.
+    async fn insert(&self, begin: bool, key: &[u8], owner: &[u8]) -> Result<bool> {
+        match self {
+            Raw::Pg(p) => {
+                let _permit = p.permits.acquire().await?;
+                let (client, stmt) = p.conns.lock().expect("pool lock").pop().ok_or_else(|| anyhow!("pool empty"))?;
+                let r = client.execute(&stmt, &[&key, &owner]).await;
+                p.conns.lock().expect("pool lock").push((client, stmt));
+                Ok(r? == 1)
+            }
+            Raw::Mysql(pool) => {
+                let mut conn = pool.get_conn().await?;
+                conn.exec_drop(format!("INSERT IGNORE INTO {RAW_TABLE} (k, owner) VALUES (?, ?)"), (key, owner))
+                    .await?;
+                Ok(conn.affected_rows() == 1)
+            }
+            Raw::Redis(c) => {
+                let mut c = c.clone();
+                let mut cmd = redis::cmd("SET");
+                if begin {
+                    cmd.arg(key).arg("1").arg("NX").arg("PX").arg(LEASE_MS);
+                } else {
+                    cmd.arg(key).arg(owner).arg("NX");
+                }
+                let r: Option<String> = cmd.query_async(&mut c).await?;
+                Ok(r.is_some())
+            }
+        }
+    }
+}
+
+/// A mysql_async pool capped at [`SQL_POOL_MAX`] connections, like idem's.
+/// `keep`: keep idle connections (up to the cap) for a minute. Without it the
+/// pool has mysql_async's default inactive_connection_ttl of 0, with which it
+/// keeps only `min` (here 0) idle connections and closes every other one when
+/// it is returned: a new connection per request (what --mysql-raw-reconnect
+/// measures).
+fn mysql_pool(args: &Args, keep: bool, init: Vec<String>) -> Result<mysql_async::Pool> {
+    let opts = mysql_async::Opts::from_url(&args.mysql_url)?;
+    let constraints = mysql_async::PoolConstraints::new(0, SQL_POOL_MAX).ok_or_else(|| anyhow!("bad pool bounds"))?;
+    let ttl = if keep { Duration::from_secs(60) } else { Duration::ZERO };
+    let pool_opts = mysql_async::PoolOpts::default()
+        .with_constraints(constraints)
+        .with_inactive_connection_ttl(ttl)
+        .with_reset_connection(false);
+    let opts = mysql_async::OptsBuilder::from_opts(opts).pool_opts(pool_opts).stmt_cache_size(64).init(init);
+    Ok(mysql_async::Pool::new(opts))
+}
+
+/// IDEM.BEGIN or CLAIM through `idem_backends::mysql::tx` in its own
+/// transaction; returns the status word.
+async fn mysql_tx(pool: &mysql_async::Pool, begin: bool, key: &[u8], owner: &[u8]) -> Result<&'static str> {
+    use idem_backends::mysql::tx;
+    let mut conn = pool.get_conn().await?;
+    let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+    let word = if begin {
+        match tx::idem_begin(&mut t, key, None, LEASE_MS).await.map_err(|e| anyhow!("{e}"))? {
+            tx::Begin::Started { .. } => "started",
+            tx::Begin::Running { .. } => "running",
+            tx::Begin::Done { .. } => "done",
+        }
+    } else {
+        match tx::claim(&mut t, key, owner, None).await.map_err(|e| anyhow!("{e}"))? {
+            tx::Claimed::Claimed => "claimed",
+            tx::Claimed::Held { .. } => "held",
+        }
+    };
+    t.commit().await?;
+    Ok(word)
+}
+
+// ---------------------------------------------------------------- setup and cleanup
+
+/// Everything one engine's measurements need.
+struct Ctx {
+    engine: Engine,
+    idem: Arc<dyn Backend>,
+    raw: Raw,
+    /// A plain connection for DDL and cleanup.
+    admin: tokio::sync::Mutex<Admin>,
+    /// [`Engine::MysqlTx`]: the pool idem's procedures run on, with the
+    /// backend's session settings.
+    tx_pool: Option<mysql_async::Pool>,
+}
+
+enum Admin {
+    Pg(tokio_postgres::Client),
+    Mysql(mysql_async::Conn),
+    Redis(redis::aio::MultiplexedConnection),
+}
+
+impl Admin {
+    async fn connect(engine: Engine, args: &Args) -> Result<Admin> {
+        Ok(match engine {
+            Engine::Pg => {
+                let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client
+                    .batch_execute(&format!(
+                        "CREATE TABLE IF NOT EXISTS {RAW_TABLE} (k bytea PRIMARY KEY, owner bytea NOT NULL)"
+                    ))
+                    .await?;
+                Admin::Pg(client)
+            }
+            Engine::Mysql | Engine::MysqlTx => {
+                let mut conn = mysql_async::Conn::from_url(&args.mysql_url).await?;
+                conn.query_drop(format!(
+                    "CREATE TABLE IF NOT EXISTS {RAW_TABLE} (k VARBINARY(512) NOT NULL PRIMARY KEY, \
+                     owner VARBINARY(512) NOT NULL) ENGINE = InnoDB"
+                ))
+                .await?;
+                Admin::Mysql(conn)
+            }
+            Engine::Redis => {
+                Admin::Redis(redis::Client::open(args.redis_url.as_str())?.get_multiplexed_async_connection().await?)
+            }
+        })
+    }
+
+    /// Deletes every raw row and idem record whose key starts with `prefix`
+    /// (which ends in ':'), on the raw table and idem's claim and record tables.
+    async fn delete_prefix(&mut self, prefix: &str) -> Result<u64> {
+        let lo = prefix.as_bytes().to_vec();
+        let mut hi = lo.clone();
+        *hi.last_mut().expect("non-empty prefix") += 1;
+        let mut n = 0;
+        match self {
+            Admin::Pg(c) => {
+                for (table, col) in [(RAW_TABLE, "k"), ("idem_claims", "key"), ("idem_records", "key")] {
+                    n += c
+                        .execute(&format!("DELETE FROM {table} WHERE {col} >= $1 AND {col} < $2"), &[&lo, &hi])
+                        .await?;
+                }
+            }
+            Admin::Mysql(c) => {
+                for (table, col) in [(RAW_TABLE, "k"), ("idem_claims", "`key`"), ("idem_records", "`key`")] {
+                    c.exec_drop(format!("DELETE FROM {table} WHERE {col} >= ? AND {col} < ?"), (&lo, &hi)).await?;
+                    n += c.affected_rows();
+                }
+            }
+            Admin::Redis(c) => {
+                // Raw keys are the keys themselves; idem's are idem:<kind>:{<key>}…
+                for pattern in [format!("{prefix}*"), format!("idem:*:{{{prefix}*")] {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(5000)
+                            .query_async(c)
+                            .await?;
+                        if !keys.is_empty() {
+                            let removed: u64 = redis::cmd("UNLINK").arg(&keys).query_async(c).await?;
+                            n += removed;
+                        }
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// A snapshot of the engine's own counters (cumulative, engine-wide):
+    /// what a request costs the engine, independent of the client's view.
+    /// PostgreSQL: WAL position and next transaction id; MariaDB: global
+    /// status; Redis: INFO commandstats.
+    async fn counters(&mut self) -> Result<Counters> {
+        let mut c = Counters::new();
+        match self {
+            Admin::Pg(cl) => {
+                // Both read live state, not the statistics collector (which a
+                // busy backend flushes up to 10 s late): WAL position, and the
+                // next transaction id (ids go only to transactions that write,
+                // and each of those waits for its WAL flush at commit).
+                let r = cl
+                    .query_one(
+                        "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8,
+                                pg_snapshot_xmax(pg_current_snapshot())::text::float8",
+                        &[],
+                    )
+                    .await?;
+                c.insert("wal_bytes".to_string(), r.get::<_, f64>(0));
+                c.insert("xids".to_string(), r.get::<_, f64>(1));
+            }
+            Admin::Mysql(conn) => {
+                let rows: Vec<(String, String)> = conn
+                    .query(
+                        "SHOW GLOBAL STATUS WHERE Variable_name IN \
+                         ('Questions', 'Connections', 'Com_commit', 'Innodb_os_log_written', 'Innodb_log_writes')",
+                    )
+                    .await?;
+                for (name, v) in rows {
+                    c.insert(name.to_lowercase(), v.parse().unwrap_or(0.0));
+                }
+            }
+            Admin::Redis(conn) => {
+                let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+                // cmdstat_set:calls=1,usec=2,usec_per_call=2.00,...
+                let mut all_calls = 0.0;
+                for line in info.lines() {
+                    let Some(rest) = line.strip_prefix("cmdstat_") else { continue };
+                    let Some((cmd, fields)) = rest.split_once(':') else { continue };
+                    let field = |f: &str| {
+                        fields
+                            .split(',')
+                            .find_map(|kv| kv.strip_prefix(f).and_then(|v| v.strip_prefix('=')))
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .unwrap_or(0.0)
+                    };
+                    all_calls += field("calls");
+                    if cmd == "set" || cmd == "evalsha" {
+                        c.insert(format!("{cmd}_calls"), field("calls"));
+                        c.insert(format!("{cmd}_usec"), field("usec"));
+                    }
+                }
+                c.insert("commands".to_string(), all_calls);
+            }
+        }
+        Ok(c)
+    }
+
+    async fn drop_raw_table(&mut self) -> Result<()> {
+        match self {
+            Admin::Pg(c) => c.batch_execute(&format!("DROP TABLE IF EXISTS {RAW_TABLE}")).await?,
+            Admin::Mysql(c) => c.query_drop(format!("DROP TABLE IF EXISTS {RAW_TABLE}")).await?,
+            Admin::Redis(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    fn url(self, args: &Args) -> &str {
+        match self {
+            Engine::Pg => &args.pg_url,
+            Engine::Mysql | Engine::MysqlTx => &args.mysql_url,
+            Engine::Redis => &args.redis_url,
+        }
+    }
+}
+
+async fn setup(engine: Engine, args: &Args, concurrency: usize) -> Result<Ctx> {
+    let url = engine.url(args);
+    idem_backends::migrate(url).await.with_context(|| format!("migrate {url}"))?;
+    let idem = idem_backends::connect(url).await.with_context(|| format!("connect idem to {url}"))?;
+    let admin = Admin::connect(engine, args).await.with_context(|| format!("admin connection to {url}"))?;
+    let raw = Raw::connect(engine, args, concurrency).await.with_context(|| format!("raw client for {url}"))?;
+    let tx_pool = match engine {
+        Engine::MysqlTx => Some(mysql_pool(
+            args,
+            true,
+            vec![
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
+                "SET SESSION innodb_lock_wait_timeout = 5".to_string(),
+            ],
+        )?),
+        _ => None,
+    };
+    Ok(Ctx { engine, idem, raw, admin: tokio::sync::Mutex::new(admin), tx_pool })
+}
+
+// ---------------------------------------------------------------- engine counters
+
+type Counters = std::collections::BTreeMap<String, f64>;
+
+/// The engine's work per request during one measurement, as (label, value)
+/// pairs, from counter snapshots before and after it. Engine-wide counters:
+/// other clients of the same engine add to them.
+fn per_op(engine: Engine, side: Side, before: &Counters, after: &Counters, ops: u64) -> Vec<(&'static str, f64)> {
+    let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let n = ops.max(1) as f64;
+    match engine {
+        Engine::Pg => vec![("writing xacts/op", d("xids") / n), ("WAL bytes/op", d("wal_bytes") / n)],
+        Engine::Mysql | Engine::MysqlTx => vec![
+            ("statements/op", d("questions") / n),
+            ("new connections/op", d("connections") / n),
+            ("COMMITs/op", d("com_commit") / n),
+            ("redo bytes/op", d("innodb_os_log_written") / n),
+            ("redo writes/op", d("innodb_log_writes") / n),
+        ],
+        Engine::Redis => {
+            let cmd = if side == Side::Raw { "set" } else { "evalsha" };
+            let calls = d(&format!("{cmd}_calls"));
+            let us = if calls > 0.0 { d(&format!("{cmd}_usec")) / calls } else { f64::NAN };
+            vec![("server µs/op", us), ("commands run/op", d("commands") / n)]
+        }
+    }
+}
+
+// ---------------------------------------------------------------- one measurement
+
+/// splitmix64: fresh random keys without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// What one side of one round measured.
+#[derive(Clone, Debug)]
+struct Sample {
+    ops_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    ops: u64,
+    errors: u64,
+    unexpected: u64,
+    first_problem: Option<String>,
+    /// The engine's work per request (see [`per_op`]).
+    engine_work: Vec<(&'static str, f64)>,
+}
+
+struct TaskOut {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    unexpected: u64,
+    first_problem: Option<String>,
+}
+
+/// The status word of an idem reply (`["claimed"]`, `["held", owner]`, ...).
+fn status_word(r: &Reply) -> Option<&'static str> {
+    match r {
+        Reply::Array(v) => match v.first() {
+            Some(Reply::Word(w)) => Some(w),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Runs `concurrency` tasks for `secs` seconds on one side of `workload`,
+/// on keys starting with `prefix`.
+async fn measure(
+    ctx: &Arc<Ctx>,
+    side: Side,
+    workload: Workload,
+    concurrency: usize,
+    secs: f64,
+    prefix: &str,
+) -> Result<Sample> {
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut handles = Vec::with_capacity(concurrency);
+    for t in 0..concurrency {
+        let ctx = ctx.clone();
+        let prefix = prefix.to_string();
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ SEED.fetch_add(0x1234_5678_9abc_def1, Ordering::Relaxed);
+        handles.push(tokio::spawn(async move {
+            let mut rng = Rng(seed);
+            let limits = Limits::default();
+            let owner = Bytes::from(format!("owner-{t}"));
+            let other = Bytes::from(format!("other-{t}"));
+            let mut out = TaskOut {
+                hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+                ops: 0,
+                errors: 0,
+                unexpected: 0,
+                first_problem: None,
+            };
+            let mut key = Bytes::new();
+            let mut i: u64 = 0;
+            while Instant::now() < deadline {
+                // In a dup workload every odd request repeats the previous key
+                // from the other owner; otherwise the key is fresh.
+                let repeat = workload.dup() && i % 2 == 1;
+                if !repeat {
+                    key = Bytes::from(format!("{prefix}{:016x}{:016x}", rng.next(), rng.next()));
+                }
+                let who = if repeat { &other } else { &owner };
+                let t0 = Instant::now();
+                let outcome: Result<bool> = match side {
+                    Side::Raw => ctx.raw.insert(workload.begin(), &key, who).await.map(|inserted| inserted != repeat),
+                    Side::Idem => {
+                        let lease = Bytes::from(LEASE_MS.to_string());
+                        let argv: Vec<Bytes> = if workload.begin() {
+                            vec![Bytes::from_static(b"IDEM.BEGIN"), key.clone(), Bytes::from_static(b"LEASE"), lease]
+                        } else {
+                            vec![Bytes::from_static(b"CLAIM"), key.clone(), who.clone()]
+                        };
+                        let want = match (workload.begin(), repeat) {
+                            (false, false) => "claimed",
+                            (false, true) => "held",
+                            (true, false) => "started",
+                            (true, true) => "running",
+                        };
+                        let got = match &ctx.tx_pool {
+                            Some(pool) => mysql_tx(pool, workload.begin(), &key, who).await.map(|w| (Some(w), None)),
+                            None => match Command::parse(&argv, &limits) {
+                                Err(e) => Err(anyhow!("parse: {e}")),
+                                Ok(cmd) => match ctx.idem.execute(cmd).await {
+                                    Err(e) => Err(anyhow!("{e}")),
+                                    Ok(reply) => Ok((status_word(&reply), Some(reply))),
+                                },
+                            },
+                        };
+                        got.map(|(word, reply)| {
+                            let ok = word == Some(want);
+                            if !ok && out.first_problem.is_none() {
+                                out.first_problem = Some(format!("expected {want}, got {word:?} {reply:?}"));
+                            }
+                            ok
+                        })
+                    }
+                };
+                let us = t0.elapsed().as_micros().max(1) as u64;
+                i += 1;
+                match outcome {
+                    Ok(as_expected) => {
+                        out.ops += 1;
+                        out.hist.saturating_record(us);
+                        if !as_expected {
+                            out.unexpected += 1;
+                            if out.first_problem.is_none() {
+                                out.first_problem = Some("raw statement: unexpected insert count".to_string());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        out.errors += 1;
+                        if out.first_problem.is_none() {
+                            out.first_problem = Some(e.to_string());
+                        }
+                        // A failing engine must not turn into a busy loop.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ops, mut errors, mut unexpected, mut first_problem) = (0, 0, 0, None);
+    for h in handles {
+        let o = h.await?;
+        hist.add(&o.hist)?;
+        ops += o.ops;
+        errors += o.errors;
+        unexpected += o.unexpected;
+        if first_problem.is_none() {
+            first_problem = o.first_problem;
+        }
+    }
+    // The last request started before the deadline; count until it finished.
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Sample {
+        ops_per_s: ops as f64 / elapsed,
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+        ops,
+        errors,
+        unexpected,
+        first_problem,
+        engine_work: Vec::new(),
+    })
+}
+
+// ---------------------------------------------------------------- summary
+
+struct Row {
+    engine: Engine,
+    workload: Workload,
+    concurrency: usize,
+    raw: Vec<Sample>,
+    idem: Vec<Sample>,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn print_table(rows: &[Row], args: &Args) {
+    println!(
+        "\nMedian of {} rounds of {} s per side; ratio = median of the per-round ratios idem/raw.\n",
+        args.rounds, args.seconds
+    );
+    println!(
+        "| engine | workload | tasks | raw statement | raw ops/s | raw p50 / p99 ms | idem ops/s | idem p50 / p99 ms | ops/s idem/raw | p50 idem/raw | errors / unexpected |"
+    );
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        let med = |s: &[Sample], f: &dyn Fn(&Sample) -> f64| median(s.iter().map(f).collect());
+        let ratio = median(r.raw.iter().zip(&r.idem).map(|(a, b)| b.ops_per_s / a.ops_per_s).collect());
+        let p50_ratio = median(r.raw.iter().zip(&r.idem).map(|(a, b)| b.p50_us as f64 / a.p50_us as f64).collect());
+        let problems: u64 = r.raw.iter().chain(&r.idem).map(|s| s.errors + s.unexpected).sum();
+        let errs: u64 = r.raw.iter().chain(&r.idem).map(|s| s.errors).sum();
+        let unexp: u64 = r.raw.iter().chain(&r.idem).map(|s| s.unexpected).sum();
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {} / {} | {:.0} | {} / {} | **{:.2}** | {:.2} | {} |",
+            r.engine.label(),
+            r.workload.label(),
+            r.concurrency,
+            r.engine.raw_label(r.workload),
+            med(&r.raw, &|s| s.ops_per_s),
+            ms(med(&r.raw, &|s| s.p50_us as f64)),
+            ms(med(&r.raw, &|s| s.p99_us as f64)),
+            med(&r.idem, &|s| s.ops_per_s),
+            ms(med(&r.idem, &|s| s.p50_us as f64)),
+            ms(med(&r.idem, &|s| s.p99_us as f64)),
+            ratio,
+            p50_ratio,
+            if problems == 0 { "0".to_string() } else { format!("{errs} / {unexp}") },
+        );
+    }
+    println!(
+        "\nWhat the engine did per request (engine-wide counters over each measurement, median over rounds; \
+         other clients of the same engine add to them):\n"
+    );
+    println!("| engine | workload | tasks | raw | idem |");
+    println!("|---|---|---:|---|---|");
+    for r in rows {
+        let med_work = |s: &[Sample]| -> Vec<(&'static str, f64)> {
+            let Some(first) = s.first() else { return Vec::new() };
+            first
+                .engine_work
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (*k, median(s.iter().filter_map(|x| x.engine_work.get(i).map(|w| w.1)).collect())))
+                .collect()
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.engine.label(),
+            r.workload.label(),
+            r.concurrency,
+            work_text(&med_work(&r.raw)),
+            work_text(&med_work(&r.idem)),
+        );
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+async fn run_engine(engine: Engine, args: &Args, run: &str, m: &mut u64, rows: &mut Vec<Row>) -> Result<()> {
+    for &concurrency in &args.concurrency {
+        let ctx = Arc::new(setup(engine, args, concurrency).await?);
+        let result = run_concurrency(&ctx, args, run, m, concurrency, rows).await;
+        // Clean up this run's keys whatever happened.
+        let cleanup = async {
+            let mut admin = ctx.admin.lock().await;
+            admin.delete_prefix(&format!("{KEY_PREFIX}{run}:")).await?;
+            admin.drop_raw_table().await?;
+            ctx.idem.shutdown().await;
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        result?;
+        cleanup?;
+    }
+    Ok(())
+}
+
+async fn run_concurrency(
+    ctx: &Arc<Ctx>,
+    args: &Args,
+    run: &str,
+    m: &mut u64,
+    concurrency: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let engine = ctx.engine;
+    let mut next_prefix = || {
+        *m += 1;
+        format!("{KEY_PREFIX}{run}:{:05}:", *m)
+    };
+    if args.warmup > 0 {
+        for side in [Side::Raw, Side::Idem] {
+            let prefix = next_prefix();
+            let s = measure(ctx, side, Workload::Claim, concurrency, args.warmup as f64, &prefix).await?;
+            if s.errors > 0 && s.ops == 0 {
+                bail!("{} {side:?} warm-up failed: {}", engine.label(), s.first_problem.unwrap_or_default());
+            }
+            clean(ctx, &prefix).await?;
+        }
+    }
+    for &workload in &args.workloads {
+        let mut row = Row { engine, workload, concurrency, raw: Vec::new(), idem: Vec::new() };
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 { [Side::Raw, Side::Idem] } else { [Side::Idem, Side::Raw] };
+            let mut prefixes = Vec::new();
+            let mut before = snapshot(ctx).await?;
+            for side in order {
+                let prefix = next_prefix();
+                let mut s = measure(ctx, side, workload, concurrency, args.seconds as f64, &prefix).await?;
+                let after = snapshot(ctx).await?;
+                s.engine_work = per_op(engine, side, &before, &after, s.ops);
+                before = after;
+                eprintln!(
+                    "{:<13} {:<27} c={:<3} round {} {:<4} {:>9.0} ops/s  p50 {:>7} ms  p99 {:>7} ms  errors {} unexpected {}  [{}]{}",
+                    engine.label(),
+                    workload.label(),
+                    concurrency,
+                    round + 1,
+                    format!("{side:?}").to_lowercase(),
+                    s.ops_per_s,
+                    ms(s.p50_us as f64),
+                    ms(s.p99_us as f64),
+                    s.errors,
+                    s.unexpected,
+                    work_text(&s.engine_work),
+                    s.first_problem.as_deref().map(|p| format!("  first: {p}")).unwrap_or_default(),
+                );
+                match side {
+                    Side::Raw => row.raw.push(s),
+                    Side::Idem => row.idem.push(s),
+                }
+                prefixes.push(prefix);
+            }
+            // Both sides start every round on tables of the same size.
+            for p in prefixes {
+                clean(ctx, &p).await?;
+            }
+        }
+        rows.push(row);
+    }
+    Ok(())
+}
+
+/// The engine's counters.
+async fn snapshot(ctx: &Ctx) -> Result<Counters> {
+    ctx.admin.lock().await.counters().await
+}
+
+fn work_text(work: &[(&str, f64)]) -> String {
+    work.iter()
+        .map(|(k, v)| if *v >= 100.0 { format!("{k} {v:.0}") } else { format!("{k} {v:.2}") })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Deletes the keys under `prefix` (rows of the raw table, idem records, Redis keys).
+async fn clean(ctx: &Ctx, prefix: &str) -> Result<()> {
+    ctx.admin.lock().await.delete_prefix(prefix).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.concurrency.contains(&0) || args.rounds == 0 || args.seconds == 0 {
+        bail!("--concurrency, --rounds and --seconds must be positive");
+    }
+    let run = format!("{:08x}", Rng(SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64).next() as u32);
+    eprintln!(
+        "idem backends vs raw statements: engines {:?}, tasks {:?}, {} rounds x {} s per side, run {run}",
+        args.engines, args.concurrency, args.rounds, args.seconds
+    );
+    let mut rows = Vec::new();
+    let mut m = 0u64;
+    let mut skipped = Vec::new();
+    for &engine in &args.engines {
+        if let Err(e) = run_engine(engine, &args, &run, &mut m, &mut rows).await {
+            eprintln!("{}: skipped: {e:#}", engine.label());
+            skipped.push(format!("{}: {e:#}", engine.label()));
+        }
+    }
+    print_table(&rows, &args);
+    for s in &skipped {
+        println!("\nnot measured: {s}");
+    }
+    Ok(())
+}
