@@ -46,6 +46,9 @@ pub mod tx;
 
 /// Most connections one backend opens to the server.
 pub const POOL_SIZE_MAX: usize = 16;
+
+/// How long an idle pooled connection is kept before it is closed.
+pub const POOL_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// `innodb_lock_wait_timeout` of backend connections, in seconds: how long a
 /// command waits for a row that a caller's own long transaction (see [`tx`])
 /// has locked before replying `BUSY`.
@@ -137,7 +140,14 @@ impl MySqlBackend {
         // No COM_RESET_CONNECTION when a connection goes back to the pool:
         // every command ends its transaction, and a reset would drop the
         // session settings and the prepared statements.
-        let pool_opts = PoolOpts::default().with_constraints(constraints).with_reset_connection(false);
+        //
+        // Idle connections are kept for a minute: mysql_async's default
+        // inactive TTL is 0, which with a lower bound of 0 closes every
+        // connection as it comes back, so each command would pay a connect.
+        let pool_opts = PoolOpts::default()
+            .with_constraints(constraints)
+            .with_reset_connection(false)
+            .with_inactive_connection_ttl(POOL_IDLE_TTL);
         let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts).stmt_cache_size(STMT_CACHE_SIZE).init(vec![
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
             format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_S}"),
