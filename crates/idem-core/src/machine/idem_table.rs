@@ -1,19 +1,19 @@
 //! Compact storage of idempotency records, the record kind idem holds by the
 //! million. Back of the envelope for a 16-byte key and a 32-byte result:
 //! one 48-byte heap block (key, fingerprint and result side by side), a
-//! 48-byte hash table entry, and a 16-byte expiry entry; no `Bytes` headers
-//! and no second copy of the key. Measured: about 170-200 bytes of RSS per
-//! record at a million records, depending on where the table is in its
-//! doubling.
+//! 40-byte record header in a second block, an 8-byte table slot (a
+//! pointer; empty slots cost 9 bytes, not a record), and a 16-byte expiry
+//! entry; no `Bytes` headers and no second copy of the key.
 //!
 //! The table is keyed by a 64-bit SipHash of the key (seeded per machine, so
-//! collisions cannot be aimed); a bucket holds every record whose key has
-//! that hash, almost always exactly one. The expiry index orders
+//! collisions cannot be aimed). The expiry index orders
 //! `(reclaim_at_ms, hash)`, so it needs no copy of the key either.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use bytes::Bytes;
 
@@ -135,94 +135,83 @@ impl IdemRec {
     }
 }
 
-/// The records whose keys share one hash.
-#[derive(Debug)]
-enum Bucket {
-    One(IdemRec),
-    Many(Vec<IdemRec>),
-}
-
-impl Bucket {
-    fn recs(&self) -> &[IdemRec] {
-        match self {
-            Bucket::One(r) => std::slice::from_ref(r),
-            Bucket::Many(v) => v,
-        }
-    }
-}
-
-/// A hasher for keys that are hashes already.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 /// Every idempotency record of a machine, with its expiry index.
+///
+/// The table's slots hold only a pointer (plus hashbrown's control byte), so
+/// the empty slots a hash table keeps while it grows cost 9 bytes each, not
+/// a whole record: at a million records that is the difference between
+/// beating Redis's memory per key and not. Keys whose hashes collide are
+/// simply different entries; the hash is recomputed from the key when the
+/// table grows, so records need not store it.
 #[derive(Debug, Default)]
 pub(super) struct IdemTable {
-    map: HashMap<u64, Bucket, BuildHasherDefault<PreHashed>>,
+    map: HashTable<Box<IdemRec>>,
     hasher: RandomState,
     /// `(reclaim_at_ms, hash)`; one entry per distinct pair.
     expiry: BTreeSet<(u64, u64)>,
-    len: usize,
+    /// Tests force every key onto one hash to exercise collisions.
+    #[cfg(test)]
+    forced_hash: Option<u64>,
 }
 
 impl IdemTable {
     fn hash(&self, key: &[u8]) -> u64 {
+        #[cfg(test)]
+        if let Some(h) = self.forced_hash {
+            return h;
+        }
         self.hasher.hash_one(key)
     }
 
     /// How many records the table holds (expired ones until reclaimed).
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// The record of `key`, expired or not.
     pub(super) fn get(&self, key: &[u8]) -> Option<&IdemRec> {
-        self.map.get(&self.hash(key))?.recs().iter().find(|r| r.key() == key)
+        self.map.find(self.hash(key), |r| r.key() == key).map(|r| &**r)
     }
 
-    /// Removes the expiry entry `(at, h)` unless another record of bucket
-    /// `h` still needs it.
+    /// Removes the expiry entry `(at, h)` unless another record of hash `h`
+    /// still needs it.
     fn unindex(&mut self, at: u64, h: u64) {
-        let shared = self.map.get(&h).is_some_and(|b| b.recs().iter().any(|r| r.state().reclaim_at() == at));
+        let shared = self
+            .map
+            .iter_hash(h)
+            .any(|r| r.state().reclaim_at() == at && self.hash(r.key()) == h);
         if !shared {
             self.expiry.remove(&(at, h));
         }
     }
 
     /// Stores `key` with `fp`, `result` and `st`, replacing its record. The
-    /// heap block is reused when the bytes do not change (a takeover).
+    /// heap blocks are reused when the bytes do not change (a takeover).
     pub(super) fn put(&mut self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
         let h = self.hash(key);
-        let old = self.take(h, key);
-        let rec = match old {
+        let rec = match self.take(h, key) {
             Some(mut r) => {
-                let at = r.state().reclaim_at();
-                self.unindex(at, h);
+                self.unindex(r.state().reclaim_at(), h);
                 if r.fp() == fp && r.result() == result {
                     r.set_state(st);
                     r
                 } else {
-                    IdemRec::new(key, fp, result, st)
+                    Box::new(IdemRec::new(key, fp, result, st))
                 }
             }
-            None => IdemRec::new(key, fp, result, st),
+            None => Box::new(IdemRec::new(key, fp, result, st)),
         };
         self.expiry.insert((st.reclaim_at(), h));
-        self.insert(h, rec);
+        let hasher = &self.hasher;
+        #[cfg(test)]
+        let forced = self.forced_hash;
+        self.map.insert_unique(h, rec, |r| {
+            #[cfg(test)]
+            if let Some(f) = forced {
+                return f;
+            }
+            hasher.hash_one(r.key())
+        });
     }
 
     /// Removes the record of `key`; false if there was none.
@@ -237,42 +226,11 @@ impl IdemTable {
         }
     }
 
-    /// Takes the record of `key` (hash `h`) out of its bucket.
-    fn take(&mut self, h: u64, key: &[u8]) -> Option<IdemRec> {
-        let bucket = self.map.get_mut(&h)?;
-        let rec = match bucket {
-            Bucket::One(r) if r.key() == key => match self.map.remove(&h) {
-                Some(Bucket::One(r)) => r,
-                _ => unreachable!("the bucket was just seen"),
-            },
-            Bucket::One(_) => return None,
-            Bucket::Many(v) => {
-                let i = v.iter().position(|r| r.key() == key)?;
-                let r = v.swap_remove(i);
-                if v.len() == 1 {
-                    let last = v.pop().expect("one left");
-                    *bucket = Bucket::One(last);
-                }
-                r
-            }
-        };
-        self.len -= 1;
-        Some(rec)
-    }
-
-    fn insert(&mut self, h: u64, rec: IdemRec) {
-        self.len += 1;
-        match self.map.remove(&h) {
-            None => {
-                self.map.insert(h, Bucket::One(rec));
-            }
-            Some(Bucket::One(other)) => {
-                self.map.insert(h, Bucket::Many(vec![other, rec]));
-            }
-            Some(Bucket::Many(mut v)) => {
-                v.push(rec);
-                self.map.insert(h, Bucket::Many(v));
-            }
+    /// Takes the record of `key` (hash `h`) out of the table.
+    fn take(&mut self, h: u64, key: &[u8]) -> Option<Box<IdemRec>> {
+        match self.map.find_entry(h, |r| r.key() == key) {
+            Ok(entry) => Some(entry.remove().0),
+            Err(_) => None,
         }
     }
 
@@ -286,10 +244,12 @@ impl IdemTable {
     pub(super) fn reclaim_due(&mut self, now_ms: u64, mut on_reclaim: impl FnMut(&[u8])) {
         while self.expiry.first().is_some_and(|e| e.0 <= now_ms) {
             let Some((at, h)) = self.expiry.pop_first() else { break };
-            let keys: Vec<Box<[u8]>> = match self.map.get(&h) {
-                Some(b) => b.recs().iter().filter(|r| r.state().reclaim_at() == at).map(|r| r.key().into()).collect(),
-                None => Vec::new(),
-            };
+            let keys: Vec<Box<[u8]>> = self
+                .map
+                .iter_hash(h)
+                .filter(|r| r.state().reclaim_at() == at && self.hash(r.key()) == h)
+                .map(|r| r.key().into())
+                .collect();
             for k in keys {
                 on_reclaim(&k);
                 self.take(h, &k);
@@ -299,18 +259,14 @@ impl IdemTable {
 
     /// Every record, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = &IdemRec> {
-        self.map.values().flat_map(Bucket::recs)
+        self.map.iter().map(|r| &**r)
     }
 
     #[cfg(test)]
-    /// Stores `rec` under a chosen hash, to test buckets that hold several keys.
+    /// Stores a record with every key forced onto hash `h`, to test collisions.
     fn put_with_hash(&mut self, h: u64, key: &[u8], st: St) {
-        if let Some(r) = self.take(h, key) {
-            let at = r.state().reclaim_at();
-            self.unindex(at, h);
-        }
-        self.expiry.insert((st.reclaim_at(), h));
-        self.insert(h, IdemRec::new(key, None, b"", st));
+        self.forced_hash = Some(h);
+        self.put(key, None, b"", st);
     }
 }
 
@@ -327,7 +283,7 @@ mod tests {
         let r = IdemRec::new(b"k", None, b"", st);
         assert_eq!((r.key(), r.fp(), r.result(), r.state()), (&b"k"[..], None, &b""[..], st));
         assert_eq!(std::mem::size_of::<IdemRec>(), 40);
-        assert_eq!(std::mem::size_of::<Bucket>(), 40, "the bucket tag hides in the record's pointer");
+        assert_eq!(std::mem::size_of::<Box<IdemRec>>(), 8, "a table slot is one pointer");
     }
 
     #[test]
