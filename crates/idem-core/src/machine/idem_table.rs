@@ -176,10 +176,7 @@ impl IdemTable {
     /// Removes the expiry entry `(at, h)` unless another record of hash `h`
     /// still needs it.
     fn unindex(&mut self, at: u64, h: u64) {
-        let shared = self
-            .map
-            .iter_hash(h)
-            .any(|r| r.state().reclaim_at() == at && self.hash(r.key()) == h);
+        let shared = self.map.iter_hash(h).any(|r| r.state().reclaim_at() == at && self.hash(r.key()) == h);
         if !shared {
             self.expiry.remove(&(at, h));
         }
