@@ -45,10 +45,12 @@
 #   CLIENTS=50        redis-benchmark -c
 #   LINES="begin claim lock unlock counter"
 #   PIPELINES="1 16"
-#   BENCH_IDEM_BIN=path     skip the build and use this binary
+#   BENCH_IDEM_BIN=path  skip the build and use this binary (not IDEM_*: `idem serve`
+#                        refuses to start when an unknown IDEM_* variable is set)
 #   OUT=dir           where results.tsv and the logs go (default: a temp dir, kept)
 #   COMPACTION=off    off: no AOF rewrite / snapshot during the run; default: servers' defaults
-#   PERF=1            record `perf record -g` of idem during the `begin` lines (perf-*.data in OUT)
+#   PERF=1            also `perf record -g` idem during the `begin` lines (perf-*.data in OUT);
+#                     this slows idem, so its ratios then mean nothing: prefer bench/profile-idem.sh
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-1}
