@@ -263,3 +263,22 @@ mod tests {
         assert_eq!(fingerprint(b"a"), "af63dc4c8601ec8c");
     }
 }
+
+/// The two sides of a scenario that has no extra variants.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// The approach of the original write-up.
+    Naive,
+    /// The same work through idem.
+    Idem,
+}
+
+impl Variant {
+    /// The name used in report lines.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Variant::Naive => "naive",
+            Variant::Idem => "idem",
+        }
+    }
+}

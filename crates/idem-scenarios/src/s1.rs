@@ -29,7 +29,7 @@ use futures::StreamExt;
 use mysql_async::prelude::*;
 use serde::Deserialize;
 
-use crate::harness::{count, exec, fingerprint, rate, Ctx};
+use crate::harness::{count, exec, fingerprint, rate, Ctx, Variant};
 use crate::idem_client::{Begin, Finish, IdemPool};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
@@ -48,21 +48,6 @@ const SERVICE_CONNS: usize = 32;
 /// long a replay waits for the first request to finish.
 const LEASE_MS: u64 = 10_000;
 const WAIT_MS: u64 = 5_000;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Naive,
-    Idem,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Naive => "naive",
-            Variant::Idem => "idem",
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct RegisterReq {

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{count, exec, rate, Ctx, Latency};
+use crate::harness::{count, exec, rate, Ctx, Latency, Variant};
 use crate::idem_client::{IdemPool, Reserve};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
@@ -56,21 +56,6 @@ const POPULAR_ROOMS: u32 = 10;
 const POPULAR_DAYS: u32 = 3;
 /// Popular start slots: 09:00 to 12:00.
 const POPULAR_FIRST_SLOTS: std::ops::RangeInclusive<u32> = 18..=24;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Naive,
-    Idem,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Naive => "naive",
-            Variant::Idem => "idem",
-        }
-    }
-}
 
 /// One booking request.
 #[derive(Clone, Debug)]

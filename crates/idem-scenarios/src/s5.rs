@@ -33,7 +33,7 @@ use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use crate::broker::{Publisher, WorkQueue};
-use crate::harness::{count, exec, rate, Ctx};
+use crate::harness::{count, exec, rate, Ctx, Variant};
 use crate::idem_client::{Begin, CounterAdd, Finish, IdemPool};
 use crate::report::VariantReport;
 use crate::Scenario;
@@ -82,21 +82,6 @@ const CB_LEASE_MS: u64 = 2_000;
 const CB_WAIT_MS: u64 = 500;
 /// (c) Bound on one run of the queue.
 const CB_DEADLINE: Duration = Duration::from_secs(90);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    Naive,
-    Idem,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Naive => "naive",
-            Variant::Idem => "idem",
-        }
-    }
-}
 
 pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let size = ctx.size(SIZE_DEFAULT);
