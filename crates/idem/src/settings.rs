@@ -122,7 +122,25 @@ pub fn load(config: Option<&PathBuf>, overrides: &Overrides) -> anyhow::Result<S
         }
         fig = fig.merge(Toml::file(path));
     }
-    fig = fig.merge(Env::prefixed("IDEM_").ignore(&["CONFIG", "CRASH_CYCLES"])).merge(Serialized::defaults(overrides));
+    // Only `IDEM_*` variables that name a setting are read: the environment is
+    // shared with other tools (and our own tests), so an unrelated
+    // `IDEM_SOMETHING` must not stop the server. The config file, which is
+    // ours alone, stays strict (`deny_unknown_fields`).
+    let known: Vec<String> = Figment::from(Serialized::defaults(Settings::default()))
+        .extract::<figment::value::Dict>()?
+        .into_keys()
+        .collect();
+    let known_env = known.clone();
+    for (name, _) in std::env::vars() {
+        if let Some(rest) = name.strip_prefix("IDEM_") {
+            if rest != "CONFIG" && !known.iter().any(|k| k.eq_ignore_ascii_case(rest)) {
+                // Logging is not set up yet: its filter is one of the settings.
+                eprintln!("idem: ignoring environment variable {name}: it names no setting");
+            }
+        }
+    }
+    let env = Env::prefixed("IDEM_").filter(move |k| known_env.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+    fig = fig.merge(env).merge(Serialized::defaults(overrides));
     let s: Settings = fig.extract().map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     s.validate()?;
     Ok(s)
@@ -168,6 +186,18 @@ mod tests {
         assert_eq!(s.http_port, 9001, "the file beats the default");
         assert_eq!(s.max_connections, 5);
         assert_eq!(s.bind, "127.0.0.1", "loopback unless asked");
+    }
+
+    #[test]
+    fn environment_names_settings_and_unrelated_variables_are_ignored() {
+        // Both variables are set for this test process only; no other test
+        // in this binary reads them.
+        std::env::set_var("IDEM_IDLE_TIMEOUT_MS", "1234");
+        std::env::set_var("IDEM_NOT_A_SETTING", "x");
+        let s = load(None, &Overrides::default()).unwrap();
+        std::env::remove_var("IDEM_IDLE_TIMEOUT_MS");
+        std::env::remove_var("IDEM_NOT_A_SETTING");
+        assert_eq!(s.idle_timeout_ms, 1234, "IDEM_IDLE_TIMEOUT_MS sets idle_timeout_ms");
     }
 
     #[test]
