@@ -479,6 +479,30 @@ fn set_once<T>(slot: &mut Option<T>, v: T, opt: &str) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// Longest option keyword (`IFVERSION`), with room to spare.
+const OPTION_BYTES_MAX: usize = 16;
+
+/// An option word as given (`raw`, for error messages) and upper-cased
+/// (`as_slice`, for matching).
+struct Opt<'a> {
+    upper: [u8; OPTION_BYTES_MAX],
+    len: usize,
+    raw: &'a [u8],
+}
+
+impl Opt<'_> {
+    fn as_slice(&self) -> &[u8] {
+        &self.upper[..self.len]
+    }
+}
+
+impl std::ops::Deref for Opt<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.raw
+    }
+}
+
 /// A cursor over a command's arguments; `finish` rejects leftovers.
 struct Args<'a> {
     args: &'a [Bytes],
@@ -487,7 +511,7 @@ struct Args<'a> {
     cmd: &'a str,
 }
 
-impl Args<'_> {
+impl<'a> Args<'a> {
     fn remaining(&self) -> usize {
         self.args.len() - self.pos
     }
@@ -600,12 +624,23 @@ impl Args<'_> {
         Ok(v as u32)
     }
 
-    /// The next option keyword, upper-cased, or None at the end.
-    fn option(&mut self) -> Result<Option<Vec<u8>>, CmdError> {
-        if self.remaining() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.next()?.to_ascii_uppercase()))
+    /// The next option keyword, or None at the end. Upper-cased on the stack:
+    /// every request with an option would otherwise allocate for it.
+    fn option(&mut self) -> Result<Option<Opt<'a>>, CmdError> {
+        let args = self.args;
+        let Some(raw) = args.get(self.pos) else { return Ok(None) };
+        self.pos += 1;
+        let mut upper = [0u8; OPTION_BYTES_MAX];
+        // A word longer than every keyword matches none: it keeps length 0.
+        let len = if raw.len() <= OPTION_BYTES_MAX {
+            for (d, s) in upper.iter_mut().zip(raw.iter()) {
+                *d = s.to_ascii_uppercase();
+            }
+            raw.len()
+        } else {
+            0
+        };
+        Ok(Some(Opt { upper, len, raw }))
     }
 
     fn keyword(&mut self, kw: &str) -> Result<(), CmdError> {
@@ -635,5 +670,44 @@ impl Args<'_> {
         } else {
             Err(self.arity())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn parse(line: &str) -> Result<Command, CmdError> {
+        let args: Vec<Bytes> = line.split(' ').map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        Command::parse(&args, &Limits::default())
+    }
+
+    #[test]
+    fn option_keywords_are_case_insensitive() {
+        let cmd = parse("idem.begin k lease 500 Wait 20 fp abc").unwrap();
+        assert_eq!(
+            cmd,
+            Command::IdemBegin {
+                key: Bytes::from_static(b"k"),
+                fingerprint: Some(Bytes::from_static(b"abc")),
+                lease_ms: 500,
+                wait_ms: 20
+            }
+        );
+        assert!(matches!(parse("VALUE.SET k v ifversion 0").unwrap(), Command::ValueSet { if_version: Some(0), .. }));
+    }
+
+    #[test]
+    fn unknown_duplicate_and_overlong_options_are_refused() {
+        let e = parse("IDEM.BEGIN k Leese 5").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Err);
+        assert!(e.message.contains("'Leese'"), "the word as given: {}", e.message);
+        let e = parse("IDEM.BEGIN k LEASE 5 LEASE 6").unwrap_err();
+        assert!(e.message.contains("given twice"), "{}", e.message);
+        let long = "LEASEEEEEEEEEEEEEEEEEEEE";
+        let e = parse(&format!("IDEM.BEGIN k {long} 5")).unwrap_err();
+        assert!(e.message.contains(long), "{}", e.message);
+        assert!(parse("CLAIM k o TTL").is_err(), "an option without its value");
     }
 }

@@ -26,7 +26,11 @@ impl Reply {
     }
     /// `[word, rest...]`.
     pub fn status_with(word: &'static str, rest: impl IntoIterator<Item = Reply>) -> Reply {
-        let mut v = vec![Reply::Word(word)];
+        // Sized once: replies are built per request, a regrow would be a
+        // second allocation every time.
+        let rest = rest.into_iter();
+        let mut v = Vec::with_capacity(1 + rest.size_hint().0);
+        v.push(Reply::Word(word));
         v.extend(rest);
         Reply::Array(v)
     }

@@ -66,23 +66,32 @@ impl Clock {
 struct Fences {
     /// The next fence to hand out.
     next: AtomicU64,
-    /// Every fence below this is covered by a logged high-water mark.
-    reserved: Mutex<u64>,
+    /// Every fence below this is covered by a logged high-water mark. Read
+    /// without a lock on every grant; written only under `reserving`.
+    reserved: AtomicU64,
+    /// Serialises the logging of a new high-water mark (once per block).
+    reserving: Mutex<()>,
 }
 
 impl Fences {
     fn next(&self, log: Option<&Log>, now_ms: u64) -> u64 {
         let fence = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(log) = log {
-            let mut reserved = self.reserved.lock();
-            if fence >= *reserved {
-                let high = fence + FENCE_BLOCK;
-                // A failed append leaves the log failed; the change record that
-                // follows fails too and the caller is answered READONLY, so the
-                // fence is never acknowledged.
-                if log.append_fence_high(now_ms, high).is_ok() {
-                    *reserved = high;
-                }
+        let Some(log) = log else { return fence };
+        // Fast path: the block is already reserved. The Acquire pairs with the
+        // Release below, so the high-water record was appended (and so is
+        // ordered in the log) before the record that will carry this fence.
+        if fence < self.reserved.load(Ordering::Acquire) {
+            return fence;
+        }
+        let _reserving = self.reserving.lock();
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if fence >= reserved {
+            let high = fence + FENCE_BLOCK;
+            // A failed append leaves the log failed; the change record that
+            // follows fails too and the caller is answered READONLY, so the
+            // fence is never acknowledged.
+            if log.append_fence_high(now_ms, high).is_ok() {
+                self.reserved.store(high, Ordering::Release);
             }
         }
         fence
@@ -204,7 +213,11 @@ impl Store {
             log,
             clock: Clock { base_ms: clock_ms, start: Instant::now() },
             // `reserved == next` makes the first grant log a new high-water mark.
-            fences: Fences { next: AtomicU64::new(first_fence), reserved: Mutex::new(first_fence) },
+            fences: Fences {
+                next: AtomicU64::new(first_fence),
+                reserved: AtomicU64::new(first_fence),
+                reserving: Mutex::new(()),
+            },
             limits: config.limits.clone(),
             next_waiter: AtomicU64::new(1),
             stop: AtomicBool::new(false),
