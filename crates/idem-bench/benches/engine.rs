@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use idem_bench::{args, begin, claim, commit, counter_add, key, poll_once, BenchEnv};
-use idem_core::machine::{Applied, Effects, Machine};
+use idem_bench::{args, begin, claim, commit, counter_add, key, poll_once};
+use idem_core::machine::{Applied, Effects, Machine, SeqEnv};
 use idem_core::{Command, Limits, Reply};
 use idem_store::{Store, StoreConfig};
 
@@ -52,7 +52,7 @@ fn parse(c: &mut Criterion) {
 }
 
 /// Applies `cmd` and returns its reply; clears the effects as the engine does.
-fn apply(m: &mut Machine, now_ms: u64, cmd: &Command, env: &mut BenchEnv, fx: &mut Effects) -> Reply {
+fn apply(m: &mut Machine, now_ms: u64, cmd: &Command, env: &mut SeqEnv, fx: &mut Effects) -> Reply {
     let r = match m.apply(now_ms, cmd, None, env, fx) {
         Applied::Done(Ok(r)) => r,
         other => panic!("unexpected outcome {other:?} for {cmd:?}"),
@@ -65,11 +65,11 @@ fn apply(m: &mut Machine, now_ms: u64, cmd: &Command, env: &mut BenchEnv, fx: &m
 /// chunk's commands for keys `first..first+n` on the current machine (untimed).
 fn fresh_keys<P, T>(iters: u64, mut prepare: P, mut timed: T) -> Duration
 where
-    P: FnMut(&mut Machine, &mut BenchEnv, u64, u64) -> Vec<Command>,
-    T: FnMut(&mut Machine, &mut BenchEnv, &Command),
+    P: FnMut(&mut Machine, &mut SeqEnv, u64, u64) -> Vec<Command>,
+    T: FnMut(&mut Machine, &mut SeqEnv, &Command),
 {
     let mut total = Duration::ZERO;
-    let mut env = BenchEnv::default();
+    let mut env = SeqEnv::default();
     let mut m = Machine::new(Limits::default());
     let mut in_machine = 0u64;
     let mut done = 0u64;
@@ -140,7 +140,7 @@ fn machine(c: &mut Criterion) {
 
     // The dedup hit: BEGIN on a key that is done replays its result.
     g.bench_function("idem_begin_done", |b| {
-        let mut env = BenchEnv::default();
+        let mut env = SeqEnv::default();
         let mut fx = Effects::default();
         let mut m = Machine::new(Limits::default());
         let begins: Vec<Command> = (0..HOT_KEYS).map(|i| begin(key(i))).collect();
@@ -170,7 +170,7 @@ fn machine(c: &mut Criterion) {
     });
 
     g.bench_function("counter_add", |b| {
-        let mut env = BenchEnv::default();
+        let mut env = SeqEnv::default();
         let mut fx = Effects::default();
         let mut m = Machine::new(Limits::default());
         let adds: Vec<Command> = (0..HOT_KEYS).map(|i| counter_add(key(i))).collect();

@@ -17,7 +17,6 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use idem_core::machine::Env;
 use idem_core::Command;
 
 /// Key length of the memory figure and of the engine benchmarks: 16 bytes.
@@ -41,27 +40,6 @@ pub fn result_value() -> Bytes {
 /// Splits a RESP-style command line into arguments (for `Command::parse`).
 pub fn args(line: &str) -> Vec<Bytes> {
     line.split_ascii_whitespace().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
-}
-
-/// An [`Env`] with a plain fence counter and fixed token bytes: the machine
-/// benchmarks measure the machine, not the engine's fence reservation.
-#[derive(Debug, Default)]
-pub struct BenchEnv {
-    /// The last fence handed out.
-    pub fence: u64,
-}
-
-impl Env for BenchEnv {
-    fn next_fence(&mut self) -> u64 {
-        self.fence += 1;
-        self.fence
-    }
-    fn random_token(&mut self) -> [u8; 16] {
-        self.fence += 1;
-        let mut t = [0u8; 16];
-        t[..8].copy_from_slice(&self.fence.to_le_bytes());
-        t
-    }
 }
 
 /// `IDEM.BEGIN key` with the default lease, as `Command::parse` builds it.

@@ -15,29 +15,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use idem_core::command::KEEP_MS_DEFAULT;
-use idem_core::machine::{Applied, Effects, Env, Machine, WaiterId};
+use idem_core::machine::{Applied, Effects, Env, Machine, SeqEnv, WaiterId};
 use idem_core::{Change, CmdResult, Command, ErrorCode, Limits, Reply};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
 // The environment: both sides draw fences and tokens from identical copies.
-
-#[derive(Clone, Default)]
-struct SeqEnv {
-    fence: u64,
-    token: u8,
-}
-
-impl Env for SeqEnv {
-    fn next_fence(&mut self) -> u64 {
-        self.fence += 1;
-        self.fence
-    }
-    fn random_token(&mut self) -> [u8; 16] {
-        self.token = self.token.wrapping_add(1);
-        [self.token; 16]
-    }
-}
 
 fn hex(raw: [u8; 16]) -> Bytes {
     Bytes::from(raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
@@ -705,7 +688,7 @@ fn args(op: &Op, m: &Model) -> Vec<String> {
         Op::LockInfo { k: key } => vec!["LOCK.INFO".into(), k("l", key)],
         Op::TokenNew { k: key, ttl } => vec!["TOKEN.NEW".into(), k("t", key), "TTL".into(), ttl.to_string()],
         Op::TokenUse { k: key, pick } => {
-            let n = m.env.token as usize;
+            let n = m.env.tokens as usize;
             // Mostly the newest token, sometimes an older or unknown one.
             let t = if n == 0 || pick % 8 == 0 {
                 "nope".to_string()
@@ -791,7 +774,7 @@ fn probes(m: &Model, first: bool) -> Vec<String> {
         v.push(format!("OWNER c{k}"));
     }
     // Scope t0 is probed at once, t1 later, so that expiry shows too.
-    for raw in 1..=m.env.token {
+    for raw in 1..=m.env.tokens {
         let t = String::from_utf8(hex([raw; 16]).to_vec()).expect("hex");
         v.push(format!("TOKEN.USE t0 {t}"));
         if !first {

@@ -9,26 +9,10 @@ mod wal_common;
 use std::path::Path;
 
 use bytes::Bytes;
-use idem_core::machine::{Applied, Effects, Env, Machine, WaiterId};
+use idem_core::machine::{Applied, Effects, Machine, SeqEnv, WaiterId};
 use idem_core::{Change, Command, Limits, Reply};
 use idem_store::wal::sim::{CrashMode, SimFs};
 use wal_common::*;
-
-struct SeqEnv {
-    fence: u64,
-    token: u8,
-}
-
-impl Env for SeqEnv {
-    fn next_fence(&mut self) -> u64 {
-        self.fence += 1;
-        self.fence
-    }
-    fn random_token(&mut self) -> [u8; 16] {
-        self.token = self.token.wrapping_add(1);
-        [self.token; 16]
-    }
-}
 
 struct Rng(u64);
 
@@ -121,7 +105,7 @@ fn rebuild_matches(late_dump: bool) {
         let rt = runtime();
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut m = Machine::new(limits.clone());
-        let mut env = SeqEnv { fence: 0, token: 0 };
+        let mut env = SeqEnv::default();
         let mut fx = Effects::default();
         let mut fences = Vec::new();
         let mut now = 1_000;

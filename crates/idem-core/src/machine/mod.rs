@@ -74,6 +74,37 @@ pub trait Env {
     fn random_token(&mut self) -> [u8; 16];
 }
 
+/// A deterministic [`Env`] for simulation, tests and benchmarks — never for a
+/// server, whose fences must survive restarts and whose tokens must be
+/// random. Fences count up from 1; the n-th token is [`SeqEnv::token`]`(n)`
+/// (n wraps after 255). `Clone` lets a model and the machine under test draw
+/// identical sequences.
+#[derive(Clone, Debug, Default)]
+pub struct SeqEnv {
+    /// The last fence handed out (0 before the first).
+    pub fence: u64,
+    /// How many tokens were handed out, modulo 256.
+    pub tokens: u8,
+}
+
+impl SeqEnv {
+    /// The bytes of the n-th token.
+    pub fn token(n: u8) -> [u8; 16] {
+        [n; 16]
+    }
+}
+
+impl Env for SeqEnv {
+    fn next_fence(&mut self) -> u64 {
+        self.fence += 1;
+        self.fence
+    }
+    fn random_token(&mut self) -> [u8; 16] {
+        self.tokens = self.tokens.wrapping_add(1);
+        Self::token(self.tokens)
+    }
+}
+
 /// What a call made happen besides its own reply.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -386,7 +417,8 @@ fn left_ms(now_ms: u64, until_ms: u64) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::testkit::{render, TestEnv, T};
+    use super::testkit::{render, T};
+    use super::SeqEnv;
     use super::*;
 
     fn b(s: &str) -> Bytes {
@@ -451,7 +483,7 @@ mod tests {
             assert!(t.last.is_empty(), "{c}");
         }
         assert!(t.m.is_empty());
-        let mut env = TestEnv::default();
+        let mut env = SeqEnv::default();
         let mut fx = Effects::default();
         let cmd = Command::parse(&[b("IDEM.BEGIN"), b("k")], &Limits::default()).expect("parses");
         let mut m = Machine::new(Limits::default());

@@ -4,30 +4,12 @@
 
 use bytes::Bytes;
 
-use super::{Applied, Effects, Env, Machine, WaiterId};
+use super::{Applied, Effects, Machine, SeqEnv, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::command::Command;
 use crate::limits::Limits;
 use crate::reply::Reply;
-
-/// Fences count up from 1; tokens are a counter's bytes.
-#[derive(Default)]
-pub(crate) struct TestEnv {
-    pub(crate) fence: u64,
-    pub(crate) tokens: u8,
-}
-
-impl Env for TestEnv {
-    fn next_fence(&mut self) -> u64 {
-        self.fence += 1;
-        self.fence
-    }
-    fn random_token(&mut self) -> [u8; 16] {
-        self.tokens += 1;
-        [self.tokens; 16]
-    }
-}
 
 /// `[started 1 1]`, `nil`, `7`, `!STALE`.
 pub(crate) fn render(r: &CmdResult) -> String {
@@ -48,7 +30,7 @@ pub(crate) fn render(r: &CmdResult) -> String {
 
 pub(crate) struct T {
     pub(crate) m: Machine,
-    pub(crate) env: TestEnv,
+    pub(crate) env: SeqEnv,
     pub(crate) now: u64,
     /// Every change made so far.
     pub(crate) log: Vec<Change>,
@@ -64,7 +46,7 @@ impl T {
     }
 
     pub(crate) fn with_limits(limits: Limits) -> T {
-        T { m: Machine::new(limits), env: TestEnv::default(), now: 1000, log: vec![], last: vec![], woken: vec![] }
+        T { m: Machine::new(limits), env: SeqEnv::default(), now: 1000, log: vec![], last: vec![], woken: vec![] }
     }
 
     fn parse(&self, args: &str) -> Command {
