@@ -522,6 +522,22 @@ impl Backend for Store {
         if let Some(why) = failure {
             v.push(("storage_failure".to_string(), why));
         }
+        if let Some(log) = &inner.log {
+            let st = log.stats();
+            let per_sync =
+                |x: u64| if st.syncs == 0 { "0".to_string() } else { format!("{:.1}", x as f64 / st.syncs as f64) };
+            v.extend([
+                ("log_records".to_string(), st.records.to_string()),
+                ("log_bytes".to_string(), st.bytes.to_string()),
+                ("log_syncs".to_string(), st.syncs.to_string()),
+                ("log_records_per_sync".to_string(), per_sync(st.records)),
+                ("log_sync_us_avg".to_string(), per_sync(st.sync_us_total)),
+                ("log_sync_us_max".to_string(), st.sync_us_max.to_string()),
+                ("log_batch_records_max".to_string(), st.batch_records_max.to_string()),
+                ("log_segments_started".to_string(), st.rotations.to_string()),
+                ("log_segments_preallocated".to_string(), st.prealloc_rotations.to_string()),
+            ]);
+        }
         v
     }
 

@@ -106,10 +106,22 @@ fn verify(out: &Outcome, values: &BTreeSet<i64>, context: &str) {
 
 #[test]
 fn every_sync_point_of_the_workload_is_a_safe_crash_point() {
+    crash_at_every_sync_point(&|fs| sim_storage(fs, 8192));
+}
+
+/// The same with segment preallocation on from the first byte: a helper
+/// thread zero-fills the next segment (its syncs are crash points too, in
+/// whatever order the threads reach them) and the writer switches to it.
+#[test]
+fn every_sync_point_is_a_safe_crash_point_with_preallocated_segments() {
+    crash_at_every_sync_point(&|fs| Storage { prealloc_after_bytes: Some(0), ..sim_storage(fs, 8192) });
+}
+
+fn crash_at_every_sync_point(make_storage: &dyn Fn(&SimFs) -> Storage) {
     let dir = Path::new("/crash");
     // A dry run counts the sync points (the count varies a little with batching).
     let dry = SimFs::new();
-    workload(&sim_storage(&dry, 8192), dir);
+    workload(&make_storage(&dry), dir);
     let total = dry.syncs() + 5;
     assert!(total > 20, "the workload has only {total} sync points");
     let modes = [CrashMode::DropUnsynced, CrashMode::KeepPrefix, CrashMode::RandomSectors];
@@ -118,7 +130,7 @@ fn every_sync_point_of_the_workload_is_a_safe_crash_point() {
         for (m, mode) in modes.iter().enumerate() {
             let seed = n * 31 + m as u64;
             let fs = SimFs::new();
-            let storage = sim_storage(&fs, 8192);
+            let storage = make_storage(&fs);
             fs.crash_at_sync(n);
             let out = workload(&storage, dir);
             if !fs.crashed() {

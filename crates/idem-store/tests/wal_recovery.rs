@@ -90,17 +90,49 @@ fn garbage_after_the_last_record_is_cut_and_nothing_acknowledged_is_lost() {
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len, "the torn tail is truncated");
 }
 
+/// Zeros after the last record are a preallocated segment's free space: no
+/// torn tail, and new records are written over them, not after them.
 #[test]
-fn zeros_after_the_last_record_are_cut() {
+fn zeros_after_the_last_record_are_free_space_that_later_records_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = Storage::default();
     write_acked(tmp.path(), &storage, 10);
     let seg = segments(tmp.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
+    let records_end = bytes.len();
     bytes.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&seg, &bytes).unwrap();
+    let report = wal::check(tmp.path()).unwrap();
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.log_bytes, records_end as u64);
+    {
+        let (log, _, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
+        assert_eq!(values(&seen), (0..10).collect::<Vec<_>>());
+        let rt = runtime();
+        for i in 10..20 {
+            let lsn = log.append(0, &[counter(&format!("k{i}"), i)]).unwrap();
+            rt.block_on(log.durable(lsn)).unwrap();
+        }
+    }
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64, "records went into the zeros");
     let (_log, _, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
-    assert_eq!(values(&seen), (0..10).collect::<Vec<_>>());
+    assert_eq!(values(&seen), (0..20).collect::<Vec<_>>());
+}
+
+/// Zeros in place of a synced record are damage, not free space, when a
+/// later record attests that the zeroed one had been synced.
+#[test]
+fn a_zeroed_record_followed_by_attesting_records_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = Storage::default();
+    write_acked(tmp.path(), &storage, 30);
+    let seg = segments(tmp.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let offs = record_offsets(&bytes);
+    // Record 5 was synced before record 6 was encoded (one durable wait each).
+    bytes[offs[5]..offs[6]].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    expect_corrupt(open_collect(tmp.path(), &opts(), &storage), &seg, offs[5] as u64);
 }
 
 #[test]

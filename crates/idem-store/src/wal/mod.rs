@@ -82,11 +82,23 @@ pub struct Storage {
     pub vfs: Arc<dyn Vfs>,
     /// Start a new segment when the current one would grow past this.
     pub segment_bytes_max: u64,
+    /// Once this many bytes were written since open, segments are
+    /// preallocated (zero-filled to `segment_bytes_max` by a helper thread)
+    /// ahead of use, so that each sync flushes data only. `None` turns it off.
+    pub prealloc_after_bytes: Option<u64>,
 }
+
+/// The default of [`Storage::prealloc_after_bytes`]: a data directory that
+/// writes less than this per run never holds a preallocated segment.
+pub const PREALLOC_AFTER_BYTES: u64 = 1 << 20;
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { vfs: Arc::new(OsFs), segment_bytes_max: SEGMENT_BYTES_MAX }
+        Storage {
+            vfs: Arc::new(OsFs),
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+            prealloc_after_bytes: Some(PREALLOC_AFTER_BYTES),
+        }
     }
 }
 
@@ -150,6 +162,11 @@ impl Log {
             opened_lsn: recovered_lsn,
             last_is_mark: false,
             last_sync: Instant::now(),
+            prealloc_after_bytes: storage.prealloc_after_bytes,
+            written_since_open: 0,
+            prep_retry_at: 0,
+            prep: writer::Prep::Idle,
+            prep_cancel: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("idem-wal-writer".into())

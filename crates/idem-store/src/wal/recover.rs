@@ -30,6 +30,8 @@ pub(crate) struct LiveSegment {
     pub path: PathBuf,
     /// Bytes up to the end of the last valid record.
     pub valid_len: u64,
+    /// The file's length (beyond `valid_len`: preallocated zeros, or a torn tail).
+    pub file_len: u64,
 }
 
 /// What a walk over a data directory found.
@@ -75,7 +77,7 @@ pub(crate) fn walk(vfs: &dyn Vfs, dir: &Path, replay: &mut dyn FnMut(u64, Change
         match classify(&name) {
             FileKind::Segment(base) => segments.push((base, dir.join(name))),
             FileKind::Snapshot(lsn) => snapshots.push((lsn, dir.join(name))),
-            FileKind::SnapshotTmp => w.leftovers.push(dir.join(name)),
+            FileKind::SnapshotTmp | FileKind::PrepTmp => w.leftovers.push(dir.join(name)),
             FileKind::Other => {}
         }
     }
@@ -174,7 +176,7 @@ pub(crate) fn walk(vfs: &dyn Vfs, dir: &Path, replay: &mut dyn FnMut(u64, Change
                 continue;
             }
         }
-        w.segments.push(LiveSegment { base, path, valid_len: scan.valid_len });
+        w.segments.push(LiveSegment { base, path, valid_len: scan.valid_len, file_len });
     }
     w.next_lsn = next_lsn;
     let secs = started.elapsed().as_secs_f64();
@@ -212,6 +214,7 @@ pub(crate) fn recover(
     let segment = match w.segments.last() {
         Some(last) => {
             let mut file = vfs.open(&last.path).map_err(|e| io_err(&last.path, e))?;
+            let mut cap = last.file_len;
             if let Some((path, offset, bytes, reason)) = &w.torn_tail {
                 tracing::warn!(
                     path = %path.display(),
@@ -220,12 +223,15 @@ pub(crate) fn recover(
                     "cutting off the log's torn tail ({reason}); it was never acknowledged"
                 );
                 file.set_len(*offset).map_err(|e| io_err(path, e))?;
+                cap = *offset;
             }
             // The previous process may have died with replayed records still
             // only in the page cache; they are synced before anything that
             // depends on them is acknowledged.
             file.sync_all().map_err(|e| io_err(&last.path, e))?;
-            OpenSegment { file, path: last.path.clone(), base: last.base, len: last.valid_len }
+            // Zeros after the records are a preallocated segment's unused
+            // space: writing continues over them.
+            OpenSegment { file, path: last.path.clone(), base: last.base, len: last.valid_len, cap }
         }
         None => create_segment(vfs, dir, w.next_lsn).map_err(|e| io_err(dir, e))?,
     };

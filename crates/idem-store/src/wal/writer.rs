@@ -10,6 +10,14 @@
 //! was idle. While one sync runs, the next batch accumulates, and the writer
 //! starts writing it as soon as the sync returns: it never sleeps on a timer
 //! in Always mode.
+//!
+//! Preallocation: once a log has written `prealloc_after_bytes` since open, a
+//! helper thread zero-fills the next segment (`wal-prep.tmp`) and syncs it,
+//! and the writer switches to it at the next rotation (or at once, when the
+//! current segment is one that grows by appending). Records then overwrite
+//! blocks that are already allocated, written and synced, so an `fdatasync`
+//! flushes only data: the file's size and block map never change, and ext4
+//! (or any journaling file system) has no metadata to commit per sync.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -21,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::io::{VFile, Vfs};
 use super::record::{self, Payload, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
-use super::segment::segment_name;
+use super::segment::{segment_name, PREP_TMP_NAME};
 use crate::{FsyncMode, StoreError};
 
 /// How often EverySecond mode syncs.
@@ -30,6 +38,14 @@ const EVERY_SECOND_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// A swapped-out tail buffer larger than this is not kept for reuse, so a
 /// burst of huge records does not pin memory forever.
 const SPARE_BYTES_KEPT_MAX: usize = 16 << 20;
+
+/// The preallocation helper writes zeros in chunks of this size and checks
+/// for cancellation between them.
+const PREP_CHUNK_BYTES: usize = 1 << 20;
+
+/// The helper syncs its zeros every this many bytes, so that the disk
+/// receives them steadily instead of in one burst at the end.
+const PREP_SYNC_EVERY_BYTES: u64 = 8 << 20;
 
 /// A thread's encode scratch larger than this is released after use.
 const SCRATCH_BYTES_KEPT_MAX: usize = 1 << 20;
@@ -58,6 +74,8 @@ pub struct LogStats {
     pub batch_records_max: u64,
     /// Segments started since open.
     pub rotations: u64,
+    /// Of those, segments that were preallocated (zero-filled ahead of use).
+    pub prealloc_rotations: u64,
 }
 
 /// The part of the tail guarded by the mutex.
@@ -262,8 +280,19 @@ pub(crate) struct OpenSegment {
     pub file: Box<dyn VFile>,
     pub path: PathBuf,
     pub base: u64,
-    /// Bytes in the file (header included).
+    /// Bytes of valid records in the file (header included); the next write goes here.
     pub len: u64,
+    /// The file's length. Bytes between `len` and `cap` are preallocated
+    /// zeros that were synced with the file's size; writes below `cap`
+    /// change no metadata.
+    pub cap: u64,
+}
+
+/// The next segment, being preallocated by a helper thread or ready to use.
+pub(crate) enum Prep {
+    Idle,
+    Running(std::thread::JoinHandle<std::io::Result<Box<dyn VFile>>>),
+    Ready(Box<dyn VFile>),
 }
 
 /// The writer thread's state.
@@ -283,12 +312,29 @@ pub(crate) struct Writer {
     /// Whether the last record written is a shutdown mark.
     pub last_is_mark: bool,
     pub last_sync: Instant,
+    /// Preallocate segments once this many bytes were written since open
+    /// (`None`: never).
+    pub prealloc_after_bytes: Option<u64>,
+    /// Bytes written to segments since open.
+    pub written_since_open: u64,
+    /// No new preallocation starts before `written_since_open` reaches this
+    /// (set after a failed one, so a full disk is not retried in a loop).
+    pub prep_retry_at: u64,
+    pub prep: Prep,
+    /// Tells a running helper to stop.
+    pub prep_cancel: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// The writer loop; returns at shutdown or after a failure.
+    /// The writer loop; returns at shutdown or after a failure, once the
+    /// preallocation helper (if any) has stopped.
     pub(crate) fn run(mut self) {
         let _guard = FailOnPanic(self.shared.clone());
+        self.run_loop();
+        self.stop_prep();
+    }
+
+    fn run_loop(&mut self) {
         let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
         let mut cuts: Vec<(u64, usize)> = Vec::new();
         loop {
@@ -352,6 +398,9 @@ impl Writer {
                 }
             }
             self.shared.publish(self.written_lsn, self.synced_lsn);
+            if let Err(e) = self.tend_prep() {
+                return self.fail(e);
+            }
             batch.clear();
             cuts.clear();
             if batch.capacity() > SPARE_BYTES_KEPT_MAX {
@@ -398,6 +447,8 @@ impl Writer {
             .write_all_at(chunk, self.seg.len)
             .map_err(|e| format!("write of {} bytes to {} failed: {e}", chunk.len(), self.seg.path.display()))?;
         self.seg.len += chunk.len() as u64;
+        self.seg.cap = self.seg.cap.max(self.seg.len);
+        self.written_since_open += chunk.len() as u64;
         self.written_lsn = last_lsn;
         Ok(())
     }
@@ -423,10 +474,102 @@ impl Writer {
             self.sync()?;
             self.shared.publish(self.written_lsn, self.synced_lsn);
         }
-        self.seg = create_segment(&*self.vfs, &self.dir, base)
-            .map_err(|e| format!("starting log segment {base} in {} failed: {e}", self.dir.display()))?;
-        self.shared.stats.lock().rotations += 1;
+        let prepared = self.take_prepared();
+        let was_prepared = prepared.is_some();
+        let started = match prepared {
+            Some(file) => install_prepared(&*self.vfs, &self.dir, file, base),
+            None => create_segment(&*self.vfs, &self.dir, base),
+        };
+        self.seg = started.map_err(|e| format!("starting log segment {base} in {} failed: {e}", self.dir.display()))?;
+        let mut stats = self.shared.stats.lock();
+        stats.rotations += 1;
+        stats.prealloc_rotations += u64::from(was_prepared);
         Ok(())
+    }
+
+    /// The preallocated segment, if the helper has finished one.
+    fn take_prepared(&mut self) -> Option<Box<dyn VFile>> {
+        self.collect_prep();
+        match std::mem::replace(&mut self.prep, Prep::Idle) {
+            Prep::Ready(file) => Some(file),
+            other => {
+                self.prep = other;
+                None
+            }
+        }
+    }
+
+    /// Turns a finished helper into `Ready`, or into `Idle` after a failure.
+    fn collect_prep(&mut self) {
+        if !matches!(&self.prep, Prep::Running(handle) if handle.is_finished()) {
+            return;
+        }
+        let Prep::Running(handle) = std::mem::replace(&mut self.prep, Prep::Idle) else { unreachable!() };
+        match handle.join() {
+            Ok(Ok(file)) => self.prep = Prep::Ready(file),
+            Ok(Err(e)) => {
+                self.prep_retry_at = self.written_since_open + self.segment_bytes_max;
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "could not preallocate the next log segment; segments grow by appending until a later attempt succeeds");
+            }
+            Err(_) => {
+                self.prep_retry_at = u64::MAX;
+                tracing::error!(dir = %self.dir.display(), "the log segment preallocation thread panicked; preallocation is off until restart");
+            }
+        }
+    }
+
+    /// Starts preallocating the next segment when the current one is half
+    /// used (or grows by appending), and switches from an appending segment
+    /// to a preallocated one as soon as one is ready.
+    fn tend_prep(&mut self) -> Result<(), String> {
+        let Some(after) = self.prealloc_after_bytes else { return Ok(()) };
+        self.collect_prep();
+        match &self.prep {
+            Prep::Idle => {
+                let headroom = self.seg.cap - self.seg.len;
+                if self.written_since_open >= after.max(self.prep_retry_at) && headroom < self.segment_bytes_max / 2 {
+                    self.start_prep();
+                }
+            }
+            Prep::Ready(_) if self.seg.len >= self.seg.cap && self.seg.len > SEGMENT_HEADER_LEN as u64 => {
+                let next = self.written_lsn + 1;
+                self.rotate(next)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn start_prep(&mut self) {
+        let (vfs, dir, size, cancel) =
+            (self.vfs.clone(), self.dir.clone(), self.segment_bytes_max, self.prep_cancel.clone());
+        let spawned = std::thread::Builder::new()
+            .name("idem-wal-prep".into())
+            .spawn(move || preallocate(&*vfs, &dir, size, &cancel));
+        match spawned {
+            Ok(handle) => self.prep = Prep::Running(handle),
+            Err(e) => {
+                self.prep_retry_at = self.written_since_open + self.segment_bytes_max;
+                tracing::warn!(error = %e, "could not start the log segment preallocation thread");
+            }
+        }
+    }
+
+    /// Stops the helper and removes a preallocated file nobody will use.
+    fn stop_prep(&mut self) {
+        self.prep_cancel.store(true, Ordering::Relaxed);
+        let had_file = match std::mem::replace(&mut self.prep, Prep::Idle) {
+            Prep::Idle => false,
+            Prep::Running(handle) => {
+                let _ = handle.join();
+                true
+            }
+            Prep::Ready(_) => true,
+        };
+        if had_file {
+            let _ = self.vfs.remove(&self.dir.join(PREP_TMP_NAME));
+        }
     }
 
     /// Marks the log failed. The data that failed to sync is never synced
@@ -463,5 +606,64 @@ pub(crate) fn create_segment(vfs: &dyn Vfs, dir: &std::path::Path, base: u64) ->
     file.write_all_at(&record::segment_header(base), 0)?;
     file.sync_all()?;
     vfs.sync_dir(dir)?;
-    Ok(OpenSegment { file, path, base, len: SEGMENT_HEADER_LEN as u64 })
+    let len = SEGMENT_HEADER_LEN as u64;
+    Ok(OpenSegment { file, path, base, len, cap: len })
+}
+
+/// Zero-fills a new `wal-prep.tmp` of `size` bytes in `dir` and syncs it
+/// with its size, so that writes into it later change no metadata. Runs on
+/// the helper thread; stops early (removing the file) when `cancel` is set.
+fn preallocate(
+    vfs: &dyn Vfs,
+    dir: &std::path::Path,
+    size: u64,
+    cancel: &AtomicBool,
+) -> std::io::Result<Box<dyn VFile>> {
+    let path = dir.join(PREP_TMP_NAME);
+    match vfs.remove(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = vfs.create_new(&path)?;
+    let zeros = vec![0u8; PREP_CHUNK_BYTES];
+    let mut fill = || -> std::io::Result<()> {
+        let mut off = 0u64;
+        while off < size {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "preallocation cancelled"));
+            }
+            let n = (size - off).min(PREP_CHUNK_BYTES as u64) as usize;
+            file.write_all_at(&zeros[..n], off)?;
+            off += n as u64;
+            if off.is_multiple_of(PREP_SYNC_EVERY_BYTES) {
+                file.sync_data()?;
+            }
+        }
+        file.sync_all()
+    };
+    match fill() {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            let _ = vfs.remove(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Makes the preallocated `file` segment `base`: its header is written and
+/// synced before the rename, so a file with a segment's name always starts
+/// with a valid header; the rename is then made durable.
+fn install_prepared(
+    vfs: &dyn Vfs,
+    dir: &std::path::Path,
+    mut file: Box<dyn VFile>,
+    base: u64,
+) -> std::io::Result<OpenSegment> {
+    let path = dir.join(segment_name(base));
+    let cap = file.len()?;
+    file.write_all_at(&record::segment_header(base), 0)?;
+    file.sync_data()?;
+    vfs.rename(&dir.join(PREP_TMP_NAME), &path)?;
+    vfs.sync_dir(dir)?;
+    Ok(OpenSegment { file, path, base, len: SEGMENT_HEADER_LEN as u64, cap })
 }

@@ -18,7 +18,9 @@ pub fn opts() -> LogOptions {
 }
 
 pub fn sim_storage(fs: &SimFs, segment_bytes_max: u64) -> Storage {
-    Storage { vfs: Arc::new(fs.clone()), segment_bytes_max }
+    // No preallocation helper thread: the crash tests enumerate sync points
+    // deterministically (tests/wal_prealloc.rs covers preallocation).
+    Storage { vfs: Arc::new(fs.clone()), segment_bytes_max, prealloc_after_bytes: None }
 }
 
 /// An opened log, what recovery reported, and the replayed `(time, change)` pairs.
