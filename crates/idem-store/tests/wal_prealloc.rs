@@ -64,11 +64,11 @@ fn the_writer_moves_to_preallocated_segments_and_recovery_continues_in_them() {
         !lens.iter().any(|(n, _)| n == "wal-prep.tmp"),
         "an unused preallocated file is removed at close: {lens:?}"
     );
-    // Every segment after the first was preallocated to the full size.
-    assert!(lens.len() >= 3, "{lens:?}");
-    for (name, len) in &lens[1..] {
-        assert_eq!(*len, SEGMENT, "{name} was not preallocated: {lens:?}");
-    }
+    // Preallocated segments have the full size from the start. (A rotation
+    // that comes before the helper is done starts an appending segment; the
+    // writer leaves it as soon as the preallocated one is ready.)
+    let full = lens.iter().filter(|(_, len)| *len == SEGMENT).count();
+    assert!(full >= 2, "{lens:?}");
     let report = wal::check(dir).unwrap();
     assert_eq!(report.torn_tail, None);
     assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);

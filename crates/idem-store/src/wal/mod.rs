@@ -38,6 +38,7 @@ mod recover;
 mod segment;
 pub mod sim;
 mod snapshot;
+mod waiters;
 mod writer;
 
 pub use check::{check, check_with, CheckReport};
@@ -200,8 +201,8 @@ impl Log {
     /// before the failure.
     pub async fn durable(&self, lsn: Lsn) -> Result<(), StoreError> {
         let mark = match self.shared.mode {
-            FsyncMode::Always => &self.shared.synced,
-            FsyncMode::EverySecond => &self.shared.written,
+            FsyncMode::Always => waiters::Mark::Synced,
+            FsyncMode::EverySecond => waiters::Mark::Written,
         };
         self.shared.wait_for(mark, lsn.0).await
     }
@@ -263,7 +264,7 @@ impl Log {
         if target > self.shared.synced.load(Ordering::Acquire) {
             self.shared.request_sync();
         }
-        self.shared.wait_for(&self.shared.synced, target).await
+        self.shared.wait_for(waiters::Mark::Synced, target).await
     }
 
     /// Counters about group commit since open.

@@ -30,6 +30,7 @@ use parking_lot::{Condvar, Mutex};
 use super::io::{VFile, Vfs};
 use super::record::{self, Payload, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, PREP_TMP_NAME};
+use super::waiters::{Mark, Wait};
 use crate::{FsyncMode, StoreError};
 
 /// How often EverySecond mode syncs.
@@ -115,8 +116,8 @@ pub(crate) struct Shared {
     /// Mirrors `Tail::appended_bytes` for lock-free reads.
     pub appended_bytes: AtomicU64,
     pub failed: AtomicBool,
-    /// Bumped on every publish and on failure; async waiters watch it.
-    pub published: tokio::sync::watch::Sender<()>,
+    /// Async waiters, woken by a publish that covers them or by a failure.
+    pub waiters: super::waiters::Waiters,
     /// Blocking waiters (snapshot `finish`) sleep here.
     pub blocking_lock: Mutex<()>,
     pub blocking_cv: Condvar,
@@ -126,7 +127,6 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(mode: FsyncMode, next_lsn: u64, appended_bytes: u64) -> Shared {
-        let (published, _) = tokio::sync::watch::channel(());
         Shared {
             mode,
             tail: Mutex::new(Tail {
@@ -145,7 +145,7 @@ impl Shared {
             appended: AtomicU64::new(next_lsn - 1),
             appended_bytes: AtomicU64::new(appended_bytes),
             failed: AtomicBool::new(false),
-            published,
+            waiters: Default::default(),
             blocking_lock: Mutex::new(()),
             blocking_cv: Condvar::new(),
             stats: Mutex::new(LogStats::default()),
@@ -226,24 +226,8 @@ impl Shared {
     }
 
     /// Waits until `mark` reaches `lsn` or the log fails.
-    pub(crate) async fn wait_for(&self, mark: &AtomicU64, lsn: u64) -> Result<(), StoreError> {
-        if lsn <= mark.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        // Subscribing before the re-check below means a publish that happens
-        // in between still marks the receiver changed: no lost wake-up.
-        let mut rx = self.published.subscribe();
-        loop {
-            if lsn <= mark.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            if self.failed.load(Ordering::Acquire) {
-                return Err(self.failed_error());
-            }
-            if rx.changed().await.is_err() {
-                return Err(self.failed_error());
-            }
-        }
+    pub(crate) async fn wait_for(&self, mark: Mark, lsn: u64) -> Result<(), StoreError> {
+        Wait::new(self, mark, lsn).await
     }
 
     /// Blocks the calling (non-async) thread until every record up to `lsn`
@@ -269,7 +253,7 @@ impl Shared {
     fn publish(&self, written: u64, synced: u64) {
         self.written.store(written, Ordering::Release);
         self.synced.store(synced, Ordering::Release);
-        self.published.send_replace(());
+        self.waiters.wake(written, synced, self.failed.load(Ordering::Acquire));
         let _guard = self.blocking_lock.lock();
         self.blocking_cv.notify_all();
     }
@@ -594,7 +578,7 @@ impl Drop for FailOnPanic {
             tracing::error!("the write-ahead log writer panicked; writes are refused until restart");
             self.0.tail.lock().failure = Some("the log writer panicked".into());
             self.0.failed.store(true, Ordering::Release);
-            self.0.published.send_replace(());
+            self.0.waiters.wake(0, 0, true);
         }
     }
 }
