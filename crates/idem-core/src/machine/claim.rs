@@ -42,6 +42,16 @@ impl Machine {
         self.claims.insert(k, ClaimEntry { owner, expires_at_ms });
     }
 
+    /// Stores a claim of a key that has none.
+    fn claim_insert(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>) {
+        let k = own(key);
+        if let Some(at) = expires_at_ms {
+            self.expiry.insert(at, Kind::Claim, &k);
+        }
+        let old = self.claims.insert(k, ClaimEntry { owner: own(owner), expires_at_ms });
+        debug_assert!(old.is_none(), "claim_insert is for keys without a claim");
+    }
+
     pub(super) fn claim_remove(&mut self, key: &[u8]) {
         if let Some((k, old)) = self.claims.remove_entry(key) {
             if let Some(at) = old.expires_at_ms {
@@ -86,6 +96,20 @@ impl Machine {
         ttl_ms: Option<u64>,
         fx: &mut Effects,
     ) -> CmdResult {
+        // One lookup settles the common cases; an expired claim or a new
+        // TTL for the owner's claim take the general path below.
+        let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
+        match self.claims.get(key.as_ref()) {
+            Some(c) if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {}
+            Some(c) if c.owner != owner => return Ok(Reply::status_with("held", [Reply::Bulk(c.owner.clone())])),
+            Some(c) if c.expires_at_ms == expires_at_ms => return Ok(Reply::status("claimed")),
+            Some(_) => {}
+            None => {
+                self.claim_insert(key, owner, expires_at_ms);
+                fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+                return Ok(Reply::status("claimed"));
+            }
+        }
         if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
             return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
         }
@@ -94,8 +118,13 @@ impl Machine {
     }
 
     pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, fx: &mut Effects) -> CmdResult {
-        if self.claim_live(now_ms, key).is_none_or(|c| c.owner != owner) {
-            return Ok(Reply::Int(0));
+        match self.claims.get(key.as_ref()) {
+            Some(c) if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {
+                self.claim_remove(key); // lazy expiry
+                return Ok(Reply::Int(0));
+            }
+            Some(c) if c.owner == owner => {}
+            _ => return Ok(Reply::Int(0)),
         }
         self.claim_remove(key);
         fx.changes.push(Change::ClaimDel { key: key.clone() });
@@ -103,7 +132,14 @@ impl Machine {
     }
 
     pub(super) fn owner(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
-        Ok(self.claim_live(now_ms, key).map_or(Reply::Nil, |c| Reply::Bulk(c.owner.clone())))
+        match self.claims.get(key.as_ref()) {
+            None => Ok(Reply::Nil),
+            Some(c) if c.expires_at_ms.is_none_or(|at| now_ms < at) => Ok(Reply::Bulk(c.owner.clone())),
+            Some(_) => {
+                self.claim_remove(key); // lazy expiry
+                Ok(Reply::Nil)
+            }
+        }
     }
 
     pub(super) fn reclaim_claim(&mut self, at_ms: u64, key: &Bytes) {

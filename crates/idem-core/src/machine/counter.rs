@@ -8,6 +8,8 @@
 //! - A counter at 0 is not stored (0 is what an absent counter reads), so
 //!   `CounterPut { value: 0 }` removes it.
 
+use std::collections::hash_map::Entry;
+
 use bytes::Bytes;
 
 use super::expiry::Kind;
@@ -36,11 +38,17 @@ impl Machine {
     }
 
     pub(super) fn counter_op_put(&mut self, k: Bytes, value: i64, expires_at_ms: u64) {
-        if let Some(old) = self.counter_ops.get(&k) {
-            self.expiry.remove(old.expires_at_ms, Kind::CounterOp, &k);
+        match self.counter_ops.entry(k) {
+            Entry::Occupied(mut e) => {
+                self.expiry.remove(e.get().expires_at_ms, Kind::CounterOp, e.key());
+                self.expiry.insert(expires_at_ms, Kind::CounterOp, e.key());
+                *e.get_mut() = OpEntry { value, expires_at_ms };
+            }
+            Entry::Vacant(e) => {
+                self.expiry.insert(expires_at_ms, Kind::CounterOp, e.key());
+                e.insert(OpEntry { value, expires_at_ms });
+            }
         }
-        self.expiry.insert(expires_at_ms, Kind::CounterOp, &k);
-        self.counter_ops.insert(k, OpEntry { value, expires_at_ms });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -67,7 +75,9 @@ impl Machine {
                 self.expiry.remove(at, Kind::CounterOp, k);
             }
         }
-        let current = self.counters.get(key.as_ref()).copied().unwrap_or(0);
+        // One lookup reads the counter and, when it exists, updates it.
+        let slot = self.counters.get_mut(key.as_ref());
+        let current = slot.as_deref().copied().unwrap_or(0);
         let Some(value) = current.checked_add(delta) else {
             return Ok(word_int("refused", current));
         };
@@ -75,7 +85,16 @@ impl Machine {
             return Ok(word_int("refused", current));
         }
         if value != current {
-            self.counter_put(key, value);
+            // As `counter_put`: a counter at 0 is not stored.
+            match slot {
+                Some(v) if value != 0 => *v = value,
+                Some(_) => {
+                    self.counters.remove(key.as_ref());
+                }
+                None => {
+                    self.counters.insert(own(key), value);
+                }
+            }
             fx.changes.push(Change::CounterPut { key: key.clone(), value });
         }
         if let (Some(k), Some(op)) = (op_key, op) {

@@ -20,7 +20,9 @@ impl Machine {
     }
 
     pub(super) fn fsm_move(&mut self, key: &Bytes, to: &Bytes, from: &[Bytes], fx: &mut Effects) -> CmdResult {
-        let current = self.fsm.get(key.as_ref());
+        // One lookup reads the state and, when the key has one, writes.
+        let slot = self.fsm.get_mut(key.as_ref());
+        let current = slot.as_deref();
         if current == Some(to) {
             return Ok(Reply::status_with("already", [Reply::Bulk(to.clone())]));
         }
@@ -28,7 +30,12 @@ impl Machine {
         if !from.iter().any(|f| f.as_ref() == current) {
             return Ok(Reply::status_with("refused", [Reply::Bulk(Bytes::copy_from_slice(current))]));
         }
-        self.fsm_put(key, to);
+        match slot {
+            Some(s) => *s = own(to),
+            None => {
+                self.fsm.insert(own(key), own(to));
+            }
+        }
         fx.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
         Ok(Reply::status_with("moved", [Reply::Bulk(to.clone())]))
     }

@@ -17,8 +17,8 @@
 
 use bytes::Bytes;
 
-use super::idem_table::St;
-use super::waiters::{Prim, Waiter};
+use super::idem_table::{Entry, IdemRec, St};
+use super::waiters::{Prim, Waiter, Waiters};
 use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::{Change, IdemRecord, IdemState};
@@ -49,6 +49,16 @@ fn fp_conflict(stored: Option<&[u8]>, req: Option<&[u8]>) -> bool {
     matches!((stored, req), (Some(a), Some(b)) if a != b)
 }
 
+/// Whether `rec` is running under `fence` with a live lease.
+fn holds(rec: &IdemRec, now_ms: u64, fence: u64) -> bool {
+    matches!(rec.state(), St::Running { fence: f, lease_until_ms, .. } if f == fence && now_ms < lease_until_ms)
+}
+
+/// What the table calls when a probe forgets an expired record.
+fn check_no_waiters(waiters: &Waiters) -> impl FnOnce(&[u8]) + '_ {
+    move |key| debug_assert_eq!(waiters.count(Prim::Idem, key), 0, "waiters outlive no record")
+}
+
 impl Machine {
     /// Stores a record, keeping the waiters' handover entry in step.
     fn idem_store(&mut self, key: &Bytes, fp: Option<&[u8]>, result: &[u8], st: St) {
@@ -77,15 +87,8 @@ impl Machine {
         self.idem.remove(key);
     }
 
-    /// Forgets the record of `key` if it expired (lazy expiry; logs nothing).
-    fn idem_settle(&mut self, now_ms: u64, key: &[u8]) {
-        if self.idem.get(key).is_some_and(|r| now_ms >= r.state().reclaim_at()) {
-            debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
-            self.idem.remove(key);
-        }
-    }
-
-    /// Creates a running record with a new fence and returns the `started` reply.
+    /// Creates a running record with a new fence and returns the `started`
+    /// reply (the waiter paths; IDEM.BEGIN stores through its probe).
     #[allow(clippy::too_many_arguments)]
     fn idem_start(
         &mut self,
@@ -107,6 +110,23 @@ impl Machine {
         started(fence, attempt)
     }
 
+    /// After IDEM.BEGIN stored a running record: moves the handover entry,
+    /// logs the record and returns the `started` reply.
+    fn idem_started(
+        &mut self,
+        key: &Bytes,
+        fingerprint: Option<Bytes>,
+        fence: u64,
+        attempt: u32,
+        lease_until_ms: u64,
+        fx: &mut Effects,
+    ) -> Applied {
+        self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
+        let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
+        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        Applied::Done(Ok(started(fence, attempt)))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn idem_begin(
         &mut self,
@@ -119,42 +139,44 @@ impl Machine {
         env: &mut dyn Env,
         fx: &mut Effects,
     ) -> Applied {
-        self.idem_settle(now_ms, key);
-        let Some(rec) = self.idem.get(key) else {
-            return Applied::Done(Ok(self.idem_start(now_ms, key, fp.map(|f| own(f)), 1, lease_ms, None, env, fx)));
+        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        let mut rec = match self.idem.entry(now_ms, key, check_no_waiters(&self.waiters)) {
+            Entry::Vacant(slot) => {
+                debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
+                let fence = env.next_fence();
+                let attempt = 1;
+                slot.insert(key, fp.map(|f| f.as_ref()), b"", St::Running { fence, attempt, lease_until_ms });
+                return self.idem_started(key, fp.map(|f| own(f)), fence, attempt, lease_until_ms, fx);
+            }
+            Entry::Occupied(rec) => rec,
         };
-        if fp_conflict(rec.fp(), fp.map(|f| f.as_ref())) {
+        if fp_conflict(rec.rec().fp(), fp.map(|f| f.as_ref())) {
             return Applied::Done(Err(mismatch()));
         }
-        match rec.state() {
-            St::Done { .. } => Applied::Done(Ok(done(Bytes::copy_from_slice(rec.result())))),
-            St::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => match waiter {
+        match rec.rec().state() {
+            St::Done { .. } => Applied::Done(Ok(done(Bytes::copy_from_slice(rec.rec().result())))),
+            St::Running { fence, lease_until_ms: held_until_ms, .. } if now_ms < held_until_ms => match waiter {
                 Some(id) if wait_ms > 0 => {
                     let w =
                         Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: fp.map(|f| own(f)) };
                     let max = self.limits.waiters_per_key_max;
-                    match self.waiters.park(Prim::Idem, key, lease_until_ms, w, max) {
+                    match self.waiters.park(Prim::Idem, key, held_until_ms, w, max) {
                         Ok(()) => Applied::Parked,
                         Err(e) => Applied::Done(Err(e)),
                     }
                 }
-                _ => Applied::Done(Ok(running(now_ms, fence, lease_until_ms))),
+                _ => Applied::Done(Ok(running(now_ms, fence, held_until_ms))),
             },
-            St::Running { fence, attempt, .. } => {
-                // The lease ran out: take over with a new fence.
-                let fingerprint = rec.fp().map(Bytes::copy_from_slice);
+            St::Running { fence: prev_fence, attempt, .. } => {
+                // The lease ran out: take over with a new fence, in place.
+                let fingerprint = rec.rec().fp().map(Bytes::copy_from_slice);
                 let attempt = attempt.saturating_add(1);
-                Applied::Done(Ok(self.idem_start(now_ms, key, fingerprint, attempt, lease_ms, Some(fence), env, fx)))
+                let fence = env.next_fence();
+                debug_assert!(fence > prev_fence, "fences only grow per key");
+                rec.set_state(St::Running { fence, attempt, lease_until_ms });
+                self.idem_started(key, fingerprint, fence, attempt, lease_until_ms, fx)
             }
         }
-    }
-
-    /// Whether `fence` is the fence of a live lease on `key`.
-    fn idem_holds(&self, now_ms: u64, key: &[u8], fence: u64) -> bool {
-        matches!(
-            self.idem.get(key).map(|r| r.state()),
-            Some(St::Running { fence: f, lease_until_ms, .. }) if f == fence && now_ms < lease_until_ms
-        )
     }
 
     pub(super) fn idem_commit(
@@ -166,13 +188,13 @@ impl Machine {
         keep_ms: u64,
         fx: &mut Effects,
     ) -> CmdResult {
-        self.idem_settle(now_ms, key);
-        if !self.idem_holds(now_ms, key, fence) {
-            return Err(stale());
-        }
-        let fingerprint = self.idem.get(key).and_then(|r| r.fp()).map(Bytes::copy_from_slice);
+        let mut rec = match self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) {
+            Some(rec) if holds(rec.rec(), now_ms, fence) => rec,
+            _ => return Err(stale()),
+        };
+        let fingerprint = rec.rec().fp().map(Bytes::copy_from_slice);
         let keep_until_ms = now_ms.saturating_add(keep_ms);
-        self.idem_store(key, fingerprint.as_deref(), result, St::Done { keep_until_ms });
+        rec.set_result(result, St::Done { keep_until_ms });
         let record = IdemRecord { fingerprint, state: IdemState::Done { result: result.clone(), keep_until_ms } };
         fx.changes.push(Change::IdemPut { key: key.clone(), record });
         for w in self.waiters.take_all(Prim::Idem, key) {
@@ -189,11 +211,10 @@ impl Machine {
         env: &mut dyn Env,
         fx: &mut Effects,
     ) -> CmdResult {
-        self.idem_settle(now_ms, key);
-        if !self.idem_holds(now_ms, key, fence) {
-            return Err(stale());
+        match self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) {
+            Some(rec) if holds(rec.rec(), now_ms, fence) => rec.remove(),
+            _ => return Err(stale()),
         }
-        self.idem.remove(key);
         fx.changes.push(Change::IdemDel { key: key.clone() });
         self.idem_start_waiter(now_ms, key, env, fx);
         Ok(Reply::status("ok"))
@@ -218,10 +239,10 @@ impl Machine {
     }
 
     pub(super) fn idem_get(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
-        self.idem_settle(now_ms, key);
-        let Some(rec) = self.idem.get(key) else {
+        let Some(rec) = self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) else {
             return Ok(Reply::status("absent"));
         };
+        let rec = rec.rec();
         Ok(match rec.state() {
             St::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => {
                 running(now_ms, fence, lease_until_ms)
@@ -232,10 +253,10 @@ impl Machine {
     }
 
     pub(super) fn idem_del(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> CmdResult {
-        self.idem_settle(now_ms, key);
-        if !self.idem.remove(key) {
+        let Some(rec) = self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) else {
             return Ok(Reply::Int(0));
-        }
+        };
+        rec.remove();
         fx.changes.push(Change::IdemDel { key: key.clone() });
         self.idem_start_waiter(now_ms, key, env, fx);
         Ok(Reply::Int(1))

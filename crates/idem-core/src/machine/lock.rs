@@ -101,8 +101,13 @@ impl Machine {
             if self.lock_grant_next(now_ms, name, env, fx) {
                 return self.lock(now_ms, name, owner, lease_ms, wait_ms, waiter, env, fx);
             }
+            // Nobody waits, so `lock_live` forgot an expired lock: the name
+            // has no entry, and no handover entry to move.
             let fence = env.next_fence();
-            self.lock_put(name, owner, fence, lease_until_ms);
+            let k = own(name);
+            self.expiry.insert(lease_until_ms, Kind::Lock, &k);
+            let old = self.locks.insert(k, LockEntry { owner: own(owner), fence, lease_until_ms });
+            debug_assert!(old.is_none(), "a free lock has no entry");
             fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
             return Applied::Done(Ok(acquired(fence)));
         };

@@ -155,8 +155,9 @@ impl Machine {
         size: Option<u32>,
         fx: &mut Effects,
     ) -> CmdResult {
-        let existing = self.slots.get(resource.as_ref());
-        let size = match (existing, size) {
+        // One lookup for an existing resource: read it, then write it.
+        let existing = self.slots.get_mut(resource.as_ref());
+        let size = match (existing.as_deref(), size) {
             (Some(r), Some(s)) if s != r.size() => {
                 return Err(CmdError::syntax(format!(
                     "SLOTS.RESERVE: SIZE {s} differs from the resource's size {}",
@@ -169,7 +170,7 @@ impl Machine {
         if last >= size {
             return Err(CmdError::syntax(format!("SLOTS.RESERVE: slot {last} is outside SIZE {size}")));
         }
-        if let Some(r) = existing {
+        if let Some(r) = existing.as_deref() {
             let mut conflicts = Vec::new();
             for i in first as usize..=last as usize {
                 if let Some(h) = r.holder(i).filter(|h| *h != holder) {
@@ -181,7 +182,7 @@ impl Machine {
                 return Ok(Reply::status_with("conflict", conflicts));
             }
         }
-        let r = match self.slots.get_mut(resource.as_ref()) {
+        let r = match existing {
             Some(r) => r,
             None => self.slots.entry(own(resource)).or_insert_with(|| Resource::new(size)),
         };

@@ -2,6 +2,8 @@
 //! characters (128 random bits from `Env::random_token`), stored under
 //! `pair_key(scope, token)` with its expiry.
 
+use std::collections::hash_map::Entry;
+
 use bytes::Bytes;
 
 use super::expiry::Kind;
@@ -23,11 +25,17 @@ fn hex(raw: &[u8; 16]) -> Bytes {
 
 impl Machine {
     pub(super) fn token_put(&mut self, k: Bytes, expires_at_ms: u64) {
-        if let Some(old) = self.tokens.get(&k) {
-            self.expiry.remove(*old, Kind::Token, &k);
+        match self.tokens.entry(k) {
+            Entry::Occupied(mut e) => {
+                self.expiry.remove(*e.get(), Kind::Token, e.key());
+                self.expiry.insert(expires_at_ms, Kind::Token, e.key());
+                *e.get_mut() = expires_at_ms;
+            }
+            Entry::Vacant(e) => {
+                self.expiry.insert(expires_at_ms, Kind::Token, e.key());
+                e.insert(expires_at_ms);
+            }
         }
-        self.expiry.insert(expires_at_ms, Kind::Token, &k);
-        self.tokens.insert(k, expires_at_ms);
     }
 
     pub(super) fn token_remove(&mut self, k: &Bytes) {
@@ -52,11 +60,10 @@ impl Machine {
     }
 
     pub(super) fn token_use(&mut self, now_ms: u64, scope: &Bytes, token: &Bytes, fx: &mut Effects) -> CmdResult {
-        let k = pair_key(scope, token);
-        let Some(&at) = self.tokens.get(&k) else {
+        let Some((k, at)) = self.tokens.remove_entry(&pair_key(scope, token)) else {
             return Ok(Reply::Int(0));
         };
-        self.token_remove(&k);
+        self.expiry.remove(at, Kind::Token, &k);
         if now_ms >= at {
             // Expired: forgotten without a log entry, like any expiry.
             return Ok(Reply::Int(0));

@@ -43,12 +43,20 @@ impl Machine {
         if_version: Option<u64>,
         fx: &mut Effects,
     ) -> CmdResult {
-        let current = self.values.get(key.as_ref()).map_or(0, |e| e.version);
+        // One lookup reads the version and, when the key exists, writes.
+        let slot = self.values.get_mut(key.as_ref());
+        let current = slot.as_ref().map_or(0, |e| e.version);
         if if_version.is_some_and(|v| v != current) {
             return Ok(Reply::status_with("conflict", [Reply::uint(current)]));
         }
         let version = current + 1;
-        self.value_put(key, value, version);
+        let entry = ValueEntry { value: own(value), version };
+        match slot {
+            Some(e) => *e = entry,
+            None => {
+                self.values.insert(own(key), entry);
+            }
+        }
         fx.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
         Ok(Reply::status_with("ok", [Reply::uint(version)]))
     }

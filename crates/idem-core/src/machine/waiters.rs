@@ -128,7 +128,13 @@ impl Waiters {
 
     /// Takes every waiter of `key`, in FIFO order.
     pub(super) fn take_all(&mut self, p: Prim, key: &Bytes) -> Vec<Waiter> {
-        let Some(q) = self.queues[p as usize].remove(key) else {
+        // `remove` hashes the key even when nobody waits anywhere (the
+        // common case of every IDEM.COMMIT); `get` and friends do not.
+        let map = &mut self.queues[p as usize];
+        if map.is_empty() {
+            return Vec::new();
+        }
+        let Some(q) = map.remove(key) else {
             return Vec::new();
         };
         self.handovers.remove(&(q.lease_until_ms, p, key.clone()));
