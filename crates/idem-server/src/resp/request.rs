@@ -103,10 +103,20 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Protocol
 /// arguments share the frame's memory (no copy), except quoted inline words.
 /// An empty list means an empty request (`*0`, a blank line): no reply is due.
 pub fn parse(frame: Bytes) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    parse_into(frame, &mut args)?;
+    Ok(args)
+}
+
+/// [`parse`] that appends the arguments to `args`, so that a connection can
+/// reuse one vector for every request. On an error, `args` may have grown by
+/// the words before the error.
+pub fn parse_into(frame: Bytes, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     if frame.first() == Some(&b'*') {
-        Ok(parse_multibulk(&frame))
+        parse_multibulk(&frame, args);
+        Ok(())
     } else {
-        parse_inline(frame)
+        parse_inline(frame, args)
     }
 }
 
@@ -176,10 +186,10 @@ fn parse_len(s: &[u8]) -> Option<u64> {
 }
 
 /// Walks a frame that `check_multibulk` accepted; it cannot fail.
-fn parse_multibulk(frame: &Bytes) -> Vec<Bytes> {
+fn parse_multibulk(frame: &Bytes, args: &mut Vec<Bytes>) {
     let mut pos = frame.iter().position(|&b| b == b'\n').map_or(frame.len(), |i| i + 1);
     let count = parse_len(trim_cr(&frame[1..pos - 1])).unwrap_or(0) as usize;
-    let mut args = Vec::with_capacity(count);
+    args.reserve(count);
     for _ in 0..count {
         let nl = pos + frame[pos..].iter().position(|&b| b == b'\n').unwrap_or(0);
         let len = parse_len(trim_cr(&frame[pos + 1..nl])).unwrap_or(0) as usize;
@@ -187,7 +197,6 @@ fn parse_multibulk(frame: &Bytes) -> Vec<Bytes> {
         args.push(frame.slice(start..start + len));
         pos = start + len + 2;
     }
-    args
 }
 
 fn trim_cr(s: &[u8]) -> &[u8] {
@@ -197,16 +206,15 @@ fn trim_cr(s: &[u8]) -> &[u8] {
 /// Splits an inline line into words like Redis's `sdssplitargs`: spaces
 /// separate words; `"..."` understands `\n \r \t \b \a \\ \" \xHH`; `'...'`
 /// understands `\'`; a closing quote must end the word.
-fn parse_inline(frame: Bytes) -> Result<Vec<Bytes>, ProtocolError> {
+fn parse_inline(frame: Bytes, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     let b = &frame[..];
-    let mut args = Vec::new();
     let mut i = 0;
     loop {
         while i < b.len() && is_space(b[i]) {
             i += 1;
         }
         if i == b.len() {
-            return Ok(args);
+            return Ok(());
         }
         let start = i;
         // Fast path: a word without quotes is sliced, not copied.
