@@ -13,13 +13,16 @@
 //! memory. A write that makes no progress for `write_timeout_ms`, or pending
 //! output over `output_buffer_bytes_max`, disconnects the client.
 
+use std::future::Future;
 use std::io;
 use std::mem;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use idem_core::{CmdError, Command, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,8 +66,16 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watc
         authenticated: shared.config.password.is_none(),
         quit: false,
     };
+    // Registered with the channel once, for the life of the connection:
+    // `shutdown.changed()` at every read would add and remove a waiter (a
+    // lock of a mutex that every connection shares) each time.
+    let mut stop_rx = shutdown.clone();
+    let stopping = async move {
+        let _ = stop_rx.changed().await;
+    };
     let mut conn = Conn {
         stream,
+        stopping: Box::pin(stopping.fuse()),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         read_filled: false,
@@ -116,6 +127,8 @@ struct Conn {
     session: Session,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    /// Completes when shutdown starts (or the server is gone).
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Whether the connection goes on after a batch.
@@ -179,15 +192,14 @@ impl Conn {
         self.args.clear();
         self.ends.clear();
         while self.ends.len() < self.shared.config.batch_commands_max {
-            let n = match resp::check(&self.rbuf, limits) {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => return Some(e),
-            };
             let start = self.args.len();
-            if let Err(e) = resp::parse_into(self.rbuf.split_to(n).freeze(), &mut self.args) {
-                self.args.truncate(start);
-                return Some(e);
+            match resp::take_request(&mut self.rbuf, limits, &mut self.args) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.args.truncate(start);
+                    return Some(e);
+                }
             }
             let Some(name) = self.args.get(start) else {
                 continue; // `*0` or a blank line: no reply is due.
@@ -429,18 +441,20 @@ impl Conn {
         // `read_buf` rather than `readable()` + `try_read_buf`: tokio clears
         // the read readiness after a short read, which saves the empty
         // (EAGAIN) `recvfrom` that otherwise follows every request. It is
-        // cancel-safe: when another branch wins, nothing was read.
+        // cancel-safe: when another branch wins, nothing was read. Biased,
+        // read first: a read that is ready at once never polls the others.
         tokio::select! {
+            biased;
             n = self.stream.read_buf(&mut buf) => {
                 let n = n?;
                 self.read_filled = n == want;
                 Ok(n > 0)
             }
+            _ = &mut self.stopping => Ok(false),
             _ = &mut idle => {
                 tracing::debug!(client = self.session.id, "closing idle connection");
                 Ok(false)
             }
-            _ = self.shutdown.changed() => Ok(false),
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - inline, for a person at `telnet`: one line of words separated by
 //!   spaces, with `"..."` and `'...'` quoting as in `redis-cli`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// The bounds framing enforces while checking, before allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,50 @@ pub fn parse_into(frame: Bytes, args: &mut Vec<Bytes>) -> Result<(), ProtocolErr
     }
 }
 
+/// Most arguments whose places [`take_request`] remembers while checking;
+/// a request with more is walked a second time by [`parse_into`].
+const SPANS_MAX: usize = 16;
+
+/// [`check`] then [`parse_into`] on the first request of `buf`, walking
+/// the headers once: on `Ok(true)` the request is cut out of `buf` and its
+/// arguments appended to `args` (none for an empty request); on `Ok(false)`
+/// (not whole yet) nothing changes. An error ends the connection, so what
+/// is left of `buf` and `args` then is unspecified (an inline request that
+/// fails to split is already cut out, some of its words appended).
+pub fn take_request(buf: &mut BytesMut, limits: &FrameLimits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
+    if buf.first() != Some(&b'*') {
+        let Some(n) = check(buf, limits)? else { return Ok(false) };
+        parse_into(buf.split_to(n).freeze(), args)?;
+        return Ok(true);
+    }
+    let mut spans = [(0usize, 0usize); SPANS_MAX];
+    let mut count = 0;
+    let whole = scan_multibulk(buf, limits, |start, len| {
+        if let Some(span) = spans.get_mut(count) {
+            *span = (start, len);
+        }
+        count += 1;
+    })?;
+    let Some(n) = whole else { return Ok(false) };
+    let frame = buf.split_to(n).freeze();
+    match spans.get(..count) {
+        Some(spans) => args.extend(spans.iter().map(|&(start, len)| frame.slice(start..start + len))),
+        None => parse_multibulk(&frame, args),
+    }
+    Ok(true)
+}
+
 fn check_multibulk(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, ProtocolError> {
+    scan_multibulk(buf, limits, |_, _| {})
+}
+
+/// Checks a multibulk request; tells `on_arg` where each argument starts
+/// and how long it is (possibly before failing on a later one).
+fn scan_multibulk(
+    buf: &[u8],
+    limits: &FrameLimits,
+    mut on_arg: impl FnMut(usize, usize),
+) -> Result<Option<usize>, ProtocolError> {
     let Some((line, mut pos)) = header_line(buf, 1)? else { return Ok(None) };
     let count = parse_len(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
     if count > limits.args_max as u64 {
@@ -147,6 +190,7 @@ fn check_multibulk(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Pr
         if &buf[end - 2..end] != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
+        on_arg(start, len as usize);
         pos = end;
     }
     Ok(Some(pos))
@@ -179,10 +223,17 @@ fn header_line(buf: &[u8], start: usize) -> Result<Option<(&[u8], usize)>, Proto
 /// A non-negative decimal length: digits only (no sign, no spaces), at
 /// most 19 of them so it fits in a u64 without overflow checks.
 fn parse_len(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() || s.len() > 19 {
         return None;
     }
-    Some(s.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')))
+    let mut n = 0u64;
+    for &d in s {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
 }
 
 /// Walks a frame that `check_multibulk` accepted; it cannot fail.
@@ -402,6 +453,51 @@ mod tests {
         assert_eq!(one(b"PING"), Ok(None));
         assert_eq!(one(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
         assert_eq!(one(b"ECHO \"abc\"d\r\n"), Err(ProtocolError::UnbalancedQuotes));
+    }
+
+    /// `take_request` cuts the same arguments as `check` + `parse`, for
+    /// requests with few and with many arguments, inline and multibulk.
+    #[test]
+    fn take_request_matches_check_and_parse() {
+        let many: String = (0..20).map(|i| format!("$2\r\n{i:02}\r\n")).collect();
+        let many = format!("*20\r\n{many}");
+        let inputs: [&[u8]; 6] = [
+            b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$5\r\nhe\r\nl\r\n*1\r\n$4\r\nPING\r\n",
+            b"*0\r\n*1\r\n$1\r\nx\r\n",
+            b"PING a 'b c'\r\n",
+            b"*2\r\n$4\r\nPING\r\n$1\r\n",
+            b"*1\r\n$-1\r\n",
+            many.as_bytes(),
+        ];
+        let lim = FrameLimits { args_max: 64, ..LIM };
+        for input in inputs {
+            let mut buf = BytesMut::from(input);
+            let mut args = vec![Bytes::from("before")];
+            let mut expect = args.clone();
+            let mut rest = input;
+            loop {
+                let got = take_request(&mut buf, &lim, &mut args);
+                match check(rest, &lim) {
+                    Ok(Some(n)) => {
+                        assert_eq!(got, Ok(true));
+                        expect.extend(parse(Bytes::copy_from_slice(&rest[..n])).unwrap());
+                        rest = &rest[n..];
+                    }
+                    Ok(None) => {
+                        assert_eq!(got, Ok(false));
+                        break;
+                    }
+                    Err(e) => {
+                        assert_eq!(got, Err(e));
+                        break;
+                    }
+                }
+                assert_eq!(args, expect);
+                assert_eq!(&buf[..], rest);
+            }
+            assert_eq!(args, expect);
+            assert_eq!(&buf[..], rest);
+        }
     }
 
     #[test]
