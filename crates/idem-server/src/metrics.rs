@@ -265,6 +265,61 @@ mod tests {
         }
     }
 
+    /// Records counter increments by series, as an exporter would.
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)>>);
+
+    impl metrics::Recorder for Recorded {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let series = format!("{}{{{}}}", key.name(), labels.join(","));
+            let value = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            self.0.lock().unwrap().push((series, value.clone()));
+            Counter::from_arc(value)
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    impl Recorded {
+        fn get(&self, series: &str) -> u64 {
+            let all = self.0.lock().unwrap();
+            let found: Vec<_> = all.iter().filter(|(s, _)| s == series).collect();
+            assert_eq!(found.len(), 1, "{series} registered once");
+            found[0].1.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn handles_registered_with_the_recorder_count_by_label() {
+        let recorder = Recorded::default();
+        let m = metrics::with_local_recorder(&recorder, Metrics::register);
+        // Counted outside the recorder scope: each handle stays bound to the
+        // recorder it was registered with.
+        m.command(CommandLabel::primitive(&parse("idem.begin k")), Transport::Resp);
+        m.command(CommandLabel::primitive(&parse("IDEM.BEGIN j")), Transport::Resp);
+        m.command(CommandLabel::server(0), Transport::Http);
+        m.command(CommandLabel::of_name(b"nope"), Transport::Resp);
+        m.error("STALE fence 3 is not current", Transport::Resp);
+        m.error("WHATEVER x", Transport::Http);
+        m.connection_accepted();
+        assert_eq!(recorder.get("idem_commands_total{command=IDEM.BEGIN,transport=resp}"), 2);
+        assert_eq!(recorder.get("idem_commands_total{command=IDEM.BEGIN,transport=http}"), 0);
+        assert_eq!(recorder.get("idem_commands_total{command=PING,transport=http}"), 1);
+        assert_eq!(recorder.get("idem_commands_total{command=unknown,transport=resp}"), 1);
+        assert_eq!(recorder.get("idem_command_errors_total{code=STALE,transport=resp}"), 1);
+        assert_eq!(recorder.get("idem_command_errors_total{code=OTHER,transport=http}"), 1);
+        assert_eq!(recorder.get("idem_connections_accepted_total{}"), 1);
+        assert_eq!(recorder.0.lock().unwrap().len(), 2 * COMMAND_LABELS + 2 * (ERROR_CODES.len() + 1) + 4);
+    }
+
     #[test]
     fn labels_come_from_a_fixed_set() {
         assert_eq!(CommandLabel::of_name(b"idem.begin").name(), "IDEM.BEGIN");

@@ -164,8 +164,7 @@ fn scan_multibulk(
     limits: &FrameLimits,
     mut on_arg: impl FnMut(usize, usize),
 ) -> Result<Option<usize>, ProtocolError> {
-    let Some((line, mut pos)) = header_line(buf, 1)? else { return Ok(None) };
-    let count = parse_len(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    let Some((count, mut pos)) = header_len(buf, 1, ProtocolError::InvalidMultibulkLength)? else { return Ok(None) };
     if count > limits.args_max as u64 {
         return Err(ProtocolError::TooManyArgs { got: count, max: limits.args_max });
     }
@@ -174,8 +173,7 @@ fn scan_multibulk(
         if tag != b'$' {
             return Err(ProtocolError::ExpectedBulk(tag));
         }
-        let Some((line, start)) = header_line(buf, pos + 1)? else { return Ok(None) };
-        let len = parse_len(line).ok_or(ProtocolError::InvalidBulkLength)?;
+        let Some((len, start)) = header_len(buf, pos + 1, ProtocolError::InvalidBulkLength)? else { return Ok(None) };
         if len > limits.bulk_bytes_max as u64 {
             return Err(ProtocolError::BulkTooLong { got: len, max: limits.bulk_bytes_max });
         }
@@ -204,6 +202,31 @@ fn check_inline(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Proto
         None if buf.len() > max => Err(ProtocolError::InlineTooLong),
         None => Ok(None),
     }
+}
+
+/// The length in the header line starting at `start` (after its `*` or
+/// `$`), and the offset just past its CRLF; `invalid` when the line is not
+/// a length.
+fn header_len(buf: &[u8], start: usize, invalid: ProtocolError) -> Result<Option<(u64, usize)>, ProtocolError> {
+    // Fast path, one pass: 1 to 19 digits then CRLF, which the general
+    // path below would accept with the same value. Anything else (partial,
+    // malformed) goes the general way, which decides which error it is.
+    let rest = buf.get(start..).unwrap_or_default();
+    let mut n = 0u64;
+    for (i, &c) in rest.iter().enumerate().take(20) {
+        // At most 19 digits, so `n` cannot overflow.
+        if c.is_ascii_digit() && i < 19 {
+            n = n * 10 + u64::from(c - b'0');
+        } else {
+            if c == b'\r' && i > 0 && rest.get(i + 1) == Some(&b'\n') {
+                return Ok(Some((n, start + i + 2)));
+            }
+            break;
+        }
+    }
+    let Some((line, end)) = header_line(buf, start)? else { return Ok(None) };
+    let n = parse_len(line).ok_or(invalid)?;
+    Ok(Some((n, end)))
 }
 
 /// The header line starting at `start` (after its `*` or `$`), and the
@@ -497,6 +520,45 @@ mod tests {
             }
             assert_eq!(args, expect);
             assert_eq!(&buf[..], rest);
+        }
+    }
+
+    /// The one-pass header path agrees with the general one on every input.
+    #[test]
+    fn header_fast_path_agrees_with_the_general_path() {
+        let general = |buf: &[u8]| -> Result<Option<(u64, usize)>, ProtocolError> {
+            let Some((line, end)) = header_line(buf, 1)? else { return Ok(None) };
+            Ok(Some((parse_len(line).ok_or(ProtocolError::InvalidBulkLength)?, end)))
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            &b"$0\r\n"[..],
+            b"$0000000000000000003\r\n",
+            b"$9999999999999999999\r\n",
+            b"$99999999999999999999\r\n",
+            b"$\r\n",
+            b"$1\r",
+            b"$1\n",
+            b"$1\r\r\n",
+            b"$-1\r\n",
+            b"$12",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let len = 1 + (x % 26) as usize;
+            let mut buf = b"$".to_vec();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(b"0123456789\r\n\r\n-a"[(x % 16) as usize]);
+            }
+            cases.push(buf);
+        }
+        for buf in cases {
+            assert_eq!(header_len(&buf, 1, ProtocolError::InvalidBulkLength), general(&buf), "{buf:?}");
         }
     }
 
