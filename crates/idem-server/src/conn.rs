@@ -13,20 +13,23 @@
 //! memory. A write that makes no progress for `write_timeout_ms`, or pending
 //! output over `output_buffer_bytes_max`, disconnects the client.
 
+use std::future::Future;
 use std::io;
 use std::mem;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::FutureExt;
 use idem_core::{CmdError, Command, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::cmd::{self, ServerCmd, Session};
-use crate::metrics;
+use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
 use crate::server::Shared;
 
@@ -38,10 +41,12 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Buffers larger than this are given back while a connection waits for
-/// input: ten thousand idle clients must not pin ten thousand buffers.
+/// input: ten thousand idle clients must not pin ten thousand buffers. It is
+/// also the read size after a read that did not fill its window, so that
+/// the read buffer of a connection sending small requests stays under this
+/// bound and is reused from one request to the next instead of being freed
+/// and allocated again every time the connection waits.
 const IDLE_BUFFER_BYTES_MAX: usize = 4 * 1024;
-
-const TRANSPORT: &str = "resp";
 
 /// After a protocol error, how long and how much in-flight input is
 /// discarded before closing (see `protocol_error`).
@@ -61,7 +66,26 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watc
         authenticated: shared.config.password.is_none(),
         quit: false,
     };
-    let mut conn = Conn { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), session, shared, shutdown };
+    // Registered with the channel once, for the life of the connection:
+    // `shutdown.changed()` at every read would add and remove a waiter (a
+    // lock of a mutex that every connection shares) each time.
+    let mut stop_rx = shutdown.clone();
+    let stopping = async move {
+        let _ = stop_rx.changed().await;
+    };
+    let mut conn = Conn {
+        stream,
+        stopping: Box::pin(stopping.fuse()),
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        read_filled: false,
+        args: Vec::new(),
+        ends: Vec::new(),
+        slots: Vec::new(),
+        session,
+        shared,
+        shutdown,
+    };
     if let Err(e) = conn.run().await {
         tracing::debug!(client = conn.session.id, error = %e, "connection closed");
     }
@@ -73,7 +97,7 @@ struct OpenGuard(Arc<Shared>);
 impl OpenGuard {
     fn new(shared: &Arc<Shared>) -> OpenGuard {
         shared.stats.connected_clients.fetch_add(1, Relaxed);
-        metrics::connection_accepted();
+        shared.metrics.connection_accepted();
         OpenGuard(shared.clone())
     }
 }
@@ -81,7 +105,7 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.stats.connected_clients.fetch_sub(1, Relaxed);
-        metrics::connection_closed();
+        self.0.metrics.connection_closed();
     }
 }
 
@@ -89,9 +113,22 @@ struct Conn {
     stream: TcpStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Whether the last read filled its whole window: more input is
+    /// probably streaming in, so the next read asks for `READ_CHUNK_BYTES`.
+    read_filled: bool,
+    /// The arguments of every request of the batch, back to back. This and
+    /// the two vectors below live as long as the connection, so a batch
+    /// allocates none of them (see `shrink_idle`).
+    args: Vec<Bytes>,
+    /// Where each request of the batch ends in `args`.
+    ends: Vec<usize>,
+    /// One reply slot per request of the segment being run.
+    slots: Vec<Slot>,
     session: Session,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    /// Completes when shutdown starts (or the server is gone).
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Whether the connection goes on after a batch.
@@ -111,10 +148,10 @@ impl Conn {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             let limits = self.frame_limits();
-            let (frames, error) = self.take_frames(&limits);
-            let had_frames = !frames.is_empty();
+            let error = self.take_frames(&limits);
+            let had_frames = !self.ends.is_empty();
             if had_frames {
-                if let Next::Close = self.run_batch(frames).await? {
+                if let Next::Close = self.run_batch().await? {
                     return Ok(());
                 }
             }
@@ -148,48 +185,71 @@ impl Conn {
         }
     }
 
-    /// Cuts complete requests out of the read buffer. Stops at a protocol
-    /// error (returned after the good requests before it, which still run).
-    fn take_frames(&mut self, limits: &FrameLimits) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
-        let mut frames = Vec::new();
-        while frames.len() < self.shared.config.batch_commands_max {
-            let n = match resp::check(&self.rbuf, limits) {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e)),
-            };
-            let args = match resp::parse(self.rbuf.split_to(n).freeze()) {
-                Ok(args) => args,
-                Err(e) => return (frames, Some(e)),
-            };
-            if args.is_empty() {
-                continue; // `*0` or a blank line: no reply is due.
+    /// Cuts complete requests out of the read buffer into `args` and
+    /// `ends`. Stops at a protocol error (returned after the good requests
+    /// before it, which still run).
+    fn take_frames(&mut self, limits: &FrameLimits) -> Option<ProtocolError> {
+        self.args.clear();
+        self.ends.clear();
+        while self.ends.len() < self.shared.config.batch_commands_max {
+            let start = self.args.len();
+            match resp::take_request(&mut self.rbuf, limits, &mut self.args) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.args.truncate(start);
+                    return Some(e);
+                }
             }
+            let Some(name) = self.args.get(start) else {
+                continue; // `*0` or a blank line: no reply is due.
+            };
             // Before authentication, stop after AUTH or HELLO: the requests
             // behind it must be checked against the bounds that hold after it.
             let authenticates = !self.session.authenticated
-                && (args[0].eq_ignore_ascii_case(b"AUTH") || args[0].eq_ignore_ascii_case(b"HELLO"));
-            frames.push(args);
+                && (name.eq_ignore_ascii_case(b"AUTH") || name.eq_ignore_ascii_case(b"HELLO"));
+            self.ends.push(self.args.len());
             if authenticates {
                 break;
             }
         }
-        (frames, None)
+        None
     }
 
-    /// Runs one batch in order and writes its replies.
-    async fn run_batch(&mut self, frames: Vec<Vec<Bytes>>) -> io::Result<Next> {
+    /// Runs the batch in `args` and `ends` in order and writes its replies.
+    async fn run_batch(&mut self) -> io::Result<Next> {
+        // Taken out of `self` while the batch runs (the requests borrow them
+        // while replies need `&mut self`), then put back empty, keeping their
+        // capacity for the next batch.
+        let mut args = mem::take(&mut self.args);
+        let mut ends = mem::take(&mut self.ends);
+        let mut slots = mem::take(&mut self.slots);
+        let next = self.run_requests(&args, &ends, &mut slots).await;
+        // Dropping the arguments now lets the read buffer be reused.
+        args.clear();
+        ends.clear();
+        slots.clear();
+        (self.args, self.ends, self.slots) = (args, ends, slots);
+        next
+    }
+
+    async fn run_requests(&mut self, args: &[Bytes], ends: &[usize], slots: &mut Vec<Slot>) -> io::Result<Next> {
+        // Allocated at the first primitive of a segment, for every request
+        // left: `execute_batch` takes it by value, so it cannot be reused,
+        // but it is sized once instead of regrown.
         let mut cmds: Vec<Command> = Vec::new();
-        let mut slots: Vec<Slot> = Vec::new();
-        let stats = &self.shared.stats;
-        stats.commands_processed.fetch_add(frames.len() as u64, Relaxed);
-        for args in frames {
-            metrics::command(&args[0], TRANSPORT);
-            if let Some(name) = cmd::lookup(&args[0]) {
+        let shared = self.shared.clone();
+        shared.stats.commands_processed.fetch_add(ends.len() as u64, Relaxed);
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let request = &args[start..end];
+            start = end;
+            if let Some((index, name)) = cmd::lookup(&request[0]) {
+                shared.metrics.command(CommandLabel::server(index), Transport::Resp);
                 // A server command splits the batch: everything before it
                 // runs and is answered first, so replies keep request order.
-                self.run_segment(&mut cmds, &mut slots).await?;
-                let frame = self.server_command(name, args).await;
+                self.run_segment(&mut cmds, slots).await?;
+                let frame = self.server_command(name, request).await;
                 self.reply(frame).await?;
                 if self.session.quit {
                     self.flush().await?;
@@ -198,18 +258,26 @@ impl Conn {
                 continue;
             }
             if !self.session.authenticated {
+                shared.metrics.command(CommandLabel::of_name(&request[0]), Transport::Resp);
                 slots.push(Slot::Ready(noauth()));
                 continue;
             }
-            match Command::parse(&args, &self.shared.config.limits) {
+            match Command::parse(request, &shared.config.limits) {
                 Ok(c) => {
+                    shared.metrics.command(CommandLabel::primitive(&c), Transport::Resp);
+                    if cmds.capacity() == 0 {
+                        cmds.reserve_exact(ends.len() - i);
+                    }
                     cmds.push(c);
                     slots.push(Slot::Backend);
                 }
-                Err(e) => slots.push(Slot::Ready(e.into())),
+                Err(e) => {
+                    shared.metrics.command(CommandLabel::of_name(&request[0]), Transport::Resp);
+                    slots.push(Slot::Ready(e.into()));
+                }
             }
         }
-        self.run_segment(&mut cmds, &mut slots).await?;
+        self.run_segment(&mut cmds, slots).await?;
         self.flush().await?;
         Ok(Next::Continue)
     }
@@ -227,8 +295,7 @@ impl Conn {
             // drop the batch (the backend abandons its parked waits) rather
             // than hold a waiter slot for nobody, as Redis frees a blocked
             // client that disconnects.
-            let backend = self.shared.backend.clone();
-            let batch = backend.execute_batch(mem::take(cmds));
+            let batch = self.shared.backend.execute_batch(mem::take(cmds));
             tokio::select! {
                 results = batch => results,
                 _ = peer_closed(&self.stream) => {
@@ -236,11 +303,10 @@ impl Conn {
                 }
             }
         } else {
-            let backend = self.shared.backend.clone();
-            backend.execute_batch(mem::take(cmds)).await
+            self.shared.backend.execute_batch(mem::take(cmds)).await
         };
         let mut results = results.into_iter();
-        for slot in mem::take(slots) {
+        for slot in slots.drain(..) {
             let frame = match slot {
                 Slot::Ready(f) => f,
                 Slot::Backend => match results.next() {
@@ -255,7 +321,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn server_command(&mut self, name: &'static str, args: Vec<Bytes>) -> Frame {
+    async fn server_command(&mut self, name: &'static str, args: &[Bytes]) -> Frame {
         if !self.session.authenticated && !ServerCmd::allowed_unauthenticated(name) {
             return noauth();
         }
@@ -269,7 +335,7 @@ impl Conn {
     async fn reply(&mut self, frame: Frame) -> io::Result<()> {
         if let Frame::Error(text) = &frame {
             self.shared.stats.error_replies.fetch_add(1, Relaxed);
-            metrics::error(text, TRANSPORT);
+            self.shared.metrics.error(text, Transport::Resp);
         }
         resp::encode(&frame, self.session.proto, &mut self.wbuf);
         let max = self.shared.config.output_buffer_bytes_max;
@@ -313,7 +379,7 @@ impl Conn {
 
     fn slow_client(&self) {
         self.shared.stats.slow_clients_disconnected.fetch_add(1, Relaxed);
-        metrics::slow_client_disconnected();
+        self.shared.metrics.slow_client_disconnected();
         tracing::info!(client = self.session.id, "disconnecting a client that does not read its replies");
     }
 
@@ -321,7 +387,7 @@ impl Conn {
     /// framing error the next request's start is unknown.
     async fn protocol_error(&mut self, e: ProtocolError) -> io::Result<()> {
         self.shared.stats.protocol_errors.fetch_add(1, Relaxed);
-        metrics::protocol_error();
+        self.shared.metrics.protocol_error();
         tracing::debug!(client = self.session.id, error = %e, "protocol error");
         self.reply(Frame::Error(format!("ERR Protocol error: {e}"))).await?;
         self.flush().await?;
@@ -353,6 +419,9 @@ impl Conn {
         if self.wbuf.capacity() > IDLE_BUFFER_BYTES_MAX {
             self.wbuf = BytesMut::new();
         }
+        shrink_idle(&mut self.args);
+        shrink_idle(&mut self.ends);
+        shrink_idle(&mut self.slots);
         let idle_ms = self.shared.config.idle_timeout_ms;
         let idle = async {
             if idle_ms == 0 {
@@ -365,20 +434,27 @@ impl Conn {
         // Never read past the request bound (+1 byte, so that check() sees
         // the overflow): the buffer stays within its limit.
         let room = (limits.frame_bytes_max + 1).saturating_sub(self.rbuf.len()).max(1);
-        let want = room.min(READ_CHUNK_BYTES);
+        let chunk = if self.read_filled { READ_CHUNK_BYTES } else { IDLE_BUFFER_BYTES_MAX };
+        let want = room.min(chunk);
         self.rbuf.reserve(want);
         let mut buf = (&mut self.rbuf).limit(want);
         // `read_buf` rather than `readable()` + `try_read_buf`: tokio clears
         // the read readiness after a short read, which saves the empty
         // (EAGAIN) `recvfrom` that otherwise follows every request. It is
-        // cancel-safe: when another branch wins, nothing was read.
+        // cancel-safe: when another branch wins, nothing was read. Biased,
+        // read first: a read that is ready at once never polls the others.
         tokio::select! {
-            n = self.stream.read_buf(&mut buf) => Ok(n? > 0),
+            biased;
+            n = self.stream.read_buf(&mut buf) => {
+                let n = n?;
+                self.read_filled = n == want;
+                Ok(n > 0)
+            }
+            _ = &mut self.stopping => Ok(false),
             _ = &mut idle => {
                 tracing::debug!(client = self.session.id, "closing idle connection");
                 Ok(false)
             }
-            _ = self.shutdown.changed() => Ok(false),
         }
     }
 }
@@ -393,6 +469,15 @@ async fn peer_closed(stream: &TcpStream) {
         // Data is waiting: the client is alive. Readiness stays set while
         // it is unread, so stop polling instead of spinning.
         Ok(_) => std::future::pending::<()>().await,
+    }
+}
+
+/// Gives back a per-connection vector that a large batch grew over
+/// `IDLE_BUFFER_BYTES_MAX`, as the byte buffers are, while the connection
+/// waits for input. Small ones are kept for the next batch.
+fn shrink_idle<T>(v: &mut Vec<T>) {
+    if v.capacity() * mem::size_of::<T>() > IDLE_BUFFER_BYTES_MAX {
+        *v = Vec::new();
     }
 }
 

@@ -47,10 +47,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{CommandLabel, Transport};
 use crate::server::Shared;
-use crate::{base64, cmd, metrics};
-
-const TRANSPORT: &str = "http";
+use crate::{base64, cmd};
 
 /// Serves HTTP on `listener` until `stop` turns true, then finishes the
 /// requests in flight. Each HTTP connection holds one of `permits` (a pool
@@ -151,7 +150,7 @@ async fn command(
         Err(e) => {
             shared.stats.error_replies.fetch_add(1, Relaxed);
             let text = e.to_string();
-            metrics::error(&text, TRANSPORT);
+            shared.metrics.error(&text, Transport::Http);
             error_response(&e)
         }
     }
@@ -173,11 +172,20 @@ async fn run(shared: &Shared, headers: &HeaderMap, body: Result<Bytes, BytesReje
         }
     })?;
     let args = parse_args(&body, shared.config.args_max)?;
-    metrics::command(&args[0], TRANSPORT);
-    if let Some(name) = cmd::lookup(&args[0]) {
+    if let Some((i, name)) = cmd::lookup(&args[0]) {
+        shared.metrics.command(CommandLabel::server(i), Transport::Http);
         return Err(CmdError::syntax(format!("{name} is a RESP server command; HTTP serves the primitives only")));
     }
-    let command = Command::parse(&args, &shared.config.limits)?;
+    let command = match Command::parse(&args, &shared.config.limits) {
+        Ok(c) => {
+            shared.metrics.command(CommandLabel::primitive(&c), Transport::Http);
+            c
+        }
+        Err(e) => {
+            shared.metrics.command(CommandLabel::of_name(&args[0]), Transport::Http);
+            return Err(e);
+        }
+    };
     shared.backend.execute(command).await
 }
 

@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
-use crate::{conn, http, metrics};
+use crate::metrics::Metrics;
+use crate::{conn, http};
 
 /// Backlog of the listening socket; the kernel caps it at `somaxconn`.
 /// Large so that a burst of thousands of connects is queued, not refused.
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) stats: Stats,
+    /// Registered here, so at `Server::run` (see `metrics` for why).
+    pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
     pub(crate) port: u16,
     next_client_id: AtomicU64,
@@ -66,6 +69,7 @@ impl Shared {
             config,
             backend,
             stats: Stats::default(),
+            metrics: Metrics::register(),
             started: Instant::now(),
             port,
             next_client_id: AtomicU64::new(1),
@@ -256,7 +260,7 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
 /// Turns a connection away with `-BUSY max connections reached`.
 fn reject(stream: TcpStream, shared: &Shared, rejecters: &Arc<Semaphore>) {
     shared.stats.connections_rejected.fetch_add(1, Relaxed);
-    metrics::connection_rejected();
+    shared.metrics.connection_rejected();
     let Ok(permit) = rejecters.clone().try_acquire_owned() else { return };
     tokio::spawn(async move {
         let _permit = permit;

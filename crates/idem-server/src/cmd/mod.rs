@@ -72,14 +72,19 @@ pub(crate) enum ServerCmd {
     Select(select::Select),
 }
 
-/// The upper-case name of the server command `name`, if it is one.
-pub(crate) fn lookup(name: &[u8]) -> Option<&'static str> {
-    SERVER_COMMANDS.iter().map(|(n, _)| *n).find(|n| n.as_bytes().eq_ignore_ascii_case(name))
+/// The index in [`SERVER_COMMANDS`] and the upper-case name of the server
+/// command `name`, if it is one.
+pub(crate) fn lookup(name: &[u8]) -> Option<(usize, &'static str)> {
+    SERVER_COMMANDS
+        .iter()
+        .enumerate()
+        .find(|(_, (n, _))| n.as_bytes().eq_ignore_ascii_case(name))
+        .map(|(i, (n, _))| (i, *n))
 }
 
 impl ServerCmd {
     /// Parses `args` whose first element [`lookup`] recognised as `name`.
-    pub(crate) fn parse(name: &'static str, args: Vec<Bytes>) -> Result<ServerCmd, CmdError> {
+    pub(crate) fn parse(name: &'static str, args: &[Bytes]) -> Result<ServerCmd, CmdError> {
         let mut p = Parse::new(name, args);
         let cmd = match name {
             "PING" => ServerCmd::Ping(ping::Ping::parse(&mut p)?),

@@ -6,15 +6,16 @@ use idem_core::CmdError;
 
 /// The arguments after the command name.
 #[derive(Debug)]
-pub(crate) struct Parse {
+pub(crate) struct Parse<'a> {
     name: &'static str,
-    args: std::vec::IntoIter<Bytes>,
+    args: std::slice::Iter<'a, Bytes>,
 }
 
-impl Parse {
-    /// A cursor over `args`, skipping the command name.
-    pub(crate) fn new(name: &'static str, args: Vec<Bytes>) -> Parse {
-        let mut args = args.into_iter();
+impl<'a> Parse<'a> {
+    /// A cursor over `args`, skipping the command name. Arguments taken
+    /// are shared with `args` (a reference count, not a copy).
+    pub(crate) fn new(name: &'static str, args: &'a [Bytes]) -> Parse<'a> {
+        let mut args = args.iter();
         args.next();
         Parse { name, args }
     }
@@ -26,12 +27,12 @@ impl Parse {
 
     /// The next argument; an arity error when there is none.
     pub(crate) fn next_bytes(&mut self) -> Result<Bytes, CmdError> {
-        self.args.next().ok_or_else(|| self.arity())
+        self.args.next().cloned().ok_or_else(|| self.arity())
     }
 
     /// The next argument, if any.
     pub(crate) fn next_opt(&mut self) -> Option<Bytes> {
-        self.args.next()
+        self.args.next().cloned()
     }
 
     /// How many arguments are left.
@@ -41,7 +42,7 @@ impl Parse {
 
     /// Takes every argument that is left.
     pub(crate) fn rest(&mut self) -> Vec<Bytes> {
-        self.args.by_ref().collect()
+        self.args.by_ref().cloned().collect()
     }
 
     /// Fails when arguments are left over.

@@ -121,8 +121,9 @@ pub fn encode_reply(reply: &Reply, proto: Protocol, out: &mut BytesMut) {
 }
 
 fn put_bulk(out: &mut BytesMut, b: &[u8]) {
+    // One reservation for header, bytes and CRLF.
+    out.reserve(b.len() + 24 + 2);
     put_int(out, b'$', b.len() as i64);
-    out.reserve(b.len() + 2);
     out.put_slice(b);
     out.put_slice(b"\r\n");
 }
@@ -143,26 +144,29 @@ fn put_line(out: &mut BytesMut, s: &[u8]) {
 }
 
 fn put_int(out: &mut BytesMut, tag: u8, n: i64) {
-    // Formatted by hand into a stack buffer: this runs for every header of
-    // every reply, and `fmt` machinery costs more than the digits.
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    // Formatted by hand, right to left, into a stack buffer that receives
+    // the whole line (tag, sign, digits, CRLF) and is copied once: this runs
+    // for every header of every reply, and `fmt` machinery costs more than
+    // the digits. 1 + 1 + 19 + 2 bytes fit.
+    let mut line = [0u8; 24];
+    let mut i = line.len() - 2;
+    line[i..].copy_from_slice(b"\r\n");
     let mut v = n.unsigned_abs();
     loop {
         i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
+        line[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    out.reserve(24);
-    out.put_u8(tag);
     if n < 0 {
-        out.put_u8(b'-');
+        i -= 1;
+        line[i] = b'-';
     }
-    out.put_slice(&digits[i..]);
-    out.put_slice(b"\r\n");
+    i -= 1;
+    line[i] = tag;
+    out.put_slice(&line[i..]);
 }
 
 #[cfg(test)]
@@ -188,9 +192,17 @@ mod tests {
 
     #[test]
     fn integers() {
-        for n in [0i64, 1, -1, 42, i64::MAX, i64::MIN] {
+        for n in [0i64, 1, -1, 9, 10, -10, 42, 99_999, i64::MAX, i64::MAX - 1, i64::MIN, i64::MIN + 1] {
             assert_eq!(enc(&Frame::Int(n), Protocol::Resp2), format!(":{n}\r\n"));
         }
+    }
+
+    #[test]
+    fn bulks() {
+        assert_eq!(enc(&Frame::Bulk(Bytes::new()), Protocol::Resp2), "$0\r\n\r\n");
+        let long = "x".repeat(1000);
+        assert_eq!(enc(&Frame::text(long.clone()), Protocol::Resp3), format!("$1000\r\n{long}\r\n"));
+        assert_eq!(enc(&Frame::Simple("OK"), Protocol::Resp2), "+OK\r\n");
     }
 
     #[test]

@@ -8,4 +8,4 @@ pub mod encode;
 pub mod request;
 
 pub use encode::{encode, encode_reply, Frame, Protocol};
-pub use request::{check, parse, FrameLimits, ProtocolError};
+pub use request::{check, parse, parse_into, take_request, FrameLimits, ProtocolError};

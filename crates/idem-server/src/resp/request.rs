@@ -12,7 +12,7 @@
 //! - inline, for a person at `telnet`: one line of words separated by
 //!   spaces, with `"..."` and `'...'` quoting as in `redis-cli`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// The bounds framing enforces while checking, before allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,16 +103,68 @@ pub fn check(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Protocol
 /// arguments share the frame's memory (no copy), except quoted inline words.
 /// An empty list means an empty request (`*0`, a blank line): no reply is due.
 pub fn parse(frame: Bytes) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    parse_into(frame, &mut args)?;
+    Ok(args)
+}
+
+/// [`parse`] that appends the arguments to `args`, so that a connection can
+/// reuse one vector for every request. On an error, `args` may have grown by
+/// the words before the error.
+pub fn parse_into(frame: Bytes, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     if frame.first() == Some(&b'*') {
-        Ok(parse_multibulk(&frame))
+        parse_multibulk(&frame, args);
+        Ok(())
     } else {
-        parse_inline(frame)
+        parse_inline(frame, args)
     }
 }
 
+/// Most arguments whose places [`take_request`] remembers while checking;
+/// a request with more is walked a second time by [`parse_into`].
+const SPANS_MAX: usize = 16;
+
+/// [`check`] then [`parse_into`] on the first request of `buf`, walking
+/// the headers once: on `Ok(true)` the request is cut out of `buf` and its
+/// arguments appended to `args` (none for an empty request); on `Ok(false)`
+/// (not whole yet) nothing changes. An error ends the connection, so what
+/// is left of `buf` and `args` then is unspecified (an inline request that
+/// fails to split is already cut out, some of its words appended).
+pub fn take_request(buf: &mut BytesMut, limits: &FrameLimits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
+    if buf.first() != Some(&b'*') {
+        let Some(n) = check(buf, limits)? else { return Ok(false) };
+        parse_into(buf.split_to(n).freeze(), args)?;
+        return Ok(true);
+    }
+    let mut spans = [(0usize, 0usize); SPANS_MAX];
+    let mut count = 0;
+    let whole = scan_multibulk(buf, limits, |start, len| {
+        if let Some(span) = spans.get_mut(count) {
+            *span = (start, len);
+        }
+        count += 1;
+    })?;
+    let Some(n) = whole else { return Ok(false) };
+    let frame = buf.split_to(n).freeze();
+    match spans.get(..count) {
+        Some(spans) => args.extend(spans.iter().map(|&(start, len)| frame.slice(start..start + len))),
+        None => parse_multibulk(&frame, args),
+    }
+    Ok(true)
+}
+
 fn check_multibulk(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, ProtocolError> {
-    let Some((line, mut pos)) = header_line(buf, 1)? else { return Ok(None) };
-    let count = parse_len(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    scan_multibulk(buf, limits, |_, _| {})
+}
+
+/// Checks a multibulk request; tells `on_arg` where each argument starts
+/// and how long it is (possibly before failing on a later one).
+fn scan_multibulk(
+    buf: &[u8],
+    limits: &FrameLimits,
+    mut on_arg: impl FnMut(usize, usize),
+) -> Result<Option<usize>, ProtocolError> {
+    let Some((count, mut pos)) = header_len(buf, 1, ProtocolError::InvalidMultibulkLength)? else { return Ok(None) };
     if count > limits.args_max as u64 {
         return Err(ProtocolError::TooManyArgs { got: count, max: limits.args_max });
     }
@@ -121,8 +173,7 @@ fn check_multibulk(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Pr
         if tag != b'$' {
             return Err(ProtocolError::ExpectedBulk(tag));
         }
-        let Some((line, start)) = header_line(buf, pos + 1)? else { return Ok(None) };
-        let len = parse_len(line).ok_or(ProtocolError::InvalidBulkLength)?;
+        let Some((len, start)) = header_len(buf, pos + 1, ProtocolError::InvalidBulkLength)? else { return Ok(None) };
         if len > limits.bulk_bytes_max as u64 {
             return Err(ProtocolError::BulkTooLong { got: len, max: limits.bulk_bytes_max });
         }
@@ -137,6 +188,7 @@ fn check_multibulk(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Pr
         if &buf[end - 2..end] != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
+        on_arg(start, len as usize);
         pos = end;
     }
     Ok(Some(pos))
@@ -150,6 +202,31 @@ fn check_inline(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, Proto
         None if buf.len() > max => Err(ProtocolError::InlineTooLong),
         None => Ok(None),
     }
+}
+
+/// The length in the header line starting at `start` (after its `*` or
+/// `$`), and the offset just past its CRLF; `invalid` when the line is not
+/// a length.
+fn header_len(buf: &[u8], start: usize, invalid: ProtocolError) -> Result<Option<(u64, usize)>, ProtocolError> {
+    // Fast path, one pass: 1 to 19 digits then CRLF, which the general
+    // path below would accept with the same value. Anything else (partial,
+    // malformed) goes the general way, which decides which error it is.
+    let rest = buf.get(start..).unwrap_or_default();
+    let mut n = 0u64;
+    for (i, &c) in rest.iter().enumerate().take(20) {
+        // At most 19 digits, so `n` cannot overflow.
+        if c.is_ascii_digit() && i < 19 {
+            n = n * 10 + u64::from(c - b'0');
+        } else {
+            if c == b'\r' && i > 0 && rest.get(i + 1) == Some(&b'\n') {
+                return Ok(Some((n, start + i + 2)));
+            }
+            break;
+        }
+    }
+    let Some((line, end)) = header_line(buf, start)? else { return Ok(None) };
+    let n = parse_len(line).ok_or(invalid)?;
+    Ok(Some((n, end)))
 }
 
 /// The header line starting at `start` (after its `*` or `$`), and the
@@ -169,17 +246,24 @@ fn header_line(buf: &[u8], start: usize) -> Result<Option<(&[u8], usize)>, Proto
 /// A non-negative decimal length: digits only (no sign, no spaces), at
 /// most 19 of them so it fits in a u64 without overflow checks.
 fn parse_len(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() || s.len() > 19 {
         return None;
     }
-    Some(s.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')))
+    let mut n = 0u64;
+    for &d in s {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
 }
 
 /// Walks a frame that `check_multibulk` accepted; it cannot fail.
-fn parse_multibulk(frame: &Bytes) -> Vec<Bytes> {
+fn parse_multibulk(frame: &Bytes, args: &mut Vec<Bytes>) {
     let mut pos = frame.iter().position(|&b| b == b'\n').map_or(frame.len(), |i| i + 1);
     let count = parse_len(trim_cr(&frame[1..pos - 1])).unwrap_or(0) as usize;
-    let mut args = Vec::with_capacity(count);
+    args.reserve(count);
     for _ in 0..count {
         let nl = pos + frame[pos..].iter().position(|&b| b == b'\n').unwrap_or(0);
         let len = parse_len(trim_cr(&frame[pos + 1..nl])).unwrap_or(0) as usize;
@@ -187,7 +271,6 @@ fn parse_multibulk(frame: &Bytes) -> Vec<Bytes> {
         args.push(frame.slice(start..start + len));
         pos = start + len + 2;
     }
-    args
 }
 
 fn trim_cr(s: &[u8]) -> &[u8] {
@@ -197,16 +280,15 @@ fn trim_cr(s: &[u8]) -> &[u8] {
 /// Splits an inline line into words like Redis's `sdssplitargs`: spaces
 /// separate words; `"..."` understands `\n \r \t \b \a \\ \" \xHH`; `'...'`
 /// understands `\'`; a closing quote must end the word.
-fn parse_inline(frame: Bytes) -> Result<Vec<Bytes>, ProtocolError> {
+fn parse_inline(frame: Bytes, args: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     let b = &frame[..];
-    let mut args = Vec::new();
     let mut i = 0;
     loop {
         while i < b.len() && is_space(b[i]) {
             i += 1;
         }
         if i == b.len() {
-            return Ok(args);
+            return Ok(());
         }
         let start = i;
         // Fast path: a word without quotes is sliced, not copied.
@@ -394,6 +476,90 @@ mod tests {
         assert_eq!(one(b"PING"), Ok(None));
         assert_eq!(one(b"ECHO \"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
         assert_eq!(one(b"ECHO \"abc\"d\r\n"), Err(ProtocolError::UnbalancedQuotes));
+    }
+
+    /// `take_request` cuts the same arguments as `check` + `parse`, for
+    /// requests with few and with many arguments, inline and multibulk.
+    #[test]
+    fn take_request_matches_check_and_parse() {
+        let many: String = (0..20).map(|i| format!("$2\r\n{i:02}\r\n")).collect();
+        let many = format!("*20\r\n{many}");
+        let inputs: [&[u8]; 6] = [
+            b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$5\r\nhe\r\nl\r\n*1\r\n$4\r\nPING\r\n",
+            b"*0\r\n*1\r\n$1\r\nx\r\n",
+            b"PING a 'b c'\r\n",
+            b"*2\r\n$4\r\nPING\r\n$1\r\n",
+            b"*1\r\n$-1\r\n",
+            many.as_bytes(),
+        ];
+        let lim = FrameLimits { args_max: 64, ..LIM };
+        for input in inputs {
+            let mut buf = BytesMut::from(input);
+            let mut args = vec![Bytes::from("before")];
+            let mut expect = args.clone();
+            let mut rest = input;
+            loop {
+                let got = take_request(&mut buf, &lim, &mut args);
+                match check(rest, &lim) {
+                    Ok(Some(n)) => {
+                        assert_eq!(got, Ok(true));
+                        expect.extend(parse(Bytes::copy_from_slice(&rest[..n])).unwrap());
+                        rest = &rest[n..];
+                    }
+                    Ok(None) => {
+                        assert_eq!(got, Ok(false));
+                        break;
+                    }
+                    Err(e) => {
+                        assert_eq!(got, Err(e));
+                        break;
+                    }
+                }
+                assert_eq!(args, expect);
+                assert_eq!(&buf[..], rest);
+            }
+            assert_eq!(args, expect);
+            assert_eq!(&buf[..], rest);
+        }
+    }
+
+    /// The one-pass header path agrees with the general one on every input.
+    #[test]
+    fn header_fast_path_agrees_with_the_general_path() {
+        let general = |buf: &[u8]| -> Result<Option<(u64, usize)>, ProtocolError> {
+            let Some((line, end)) = header_line(buf, 1)? else { return Ok(None) };
+            Ok(Some((parse_len(line).ok_or(ProtocolError::InvalidBulkLength)?, end)))
+        };
+        let mut cases: Vec<Vec<u8>> = [
+            &b"$0\r\n"[..],
+            b"$0000000000000000003\r\n",
+            b"$9999999999999999999\r\n",
+            b"$99999999999999999999\r\n",
+            b"$\r\n",
+            b"$1\r",
+            b"$1\n",
+            b"$1\r\r\n",
+            b"$-1\r\n",
+            b"$12",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            let len = 1 + (x % 26) as usize;
+            let mut buf = b"$".to_vec();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(b"0123456789\r\n\r\n-a"[(x % 16) as usize]);
+            }
+            cases.push(buf);
+        }
+        for buf in cases {
+            assert_eq!(header_len(&buf, 1, ProtocolError::InvalidBulkLength), general(&buf), "{buf:?}");
+        }
     }
 
     #[test]
