@@ -40,7 +40,7 @@ run_one() { # bin label round -> prints "label rps p50 p99 cpu_us_per_req"
     local t0 t1 out
     t0=$(ticks "$PID")
     # shellcheck disable=SC2086
-    out=$(redis-benchmark -p "$port" -c "$CLIENTS" -n "$N" -P "$P" -r "$KEYSPACE" --csv $CMD | tail -n 1)
+    out=$(timeout 900 redis-benchmark -p "$port" -c "$CLIENTS" -n "$N" -P "$P" -r "$KEYSPACE" --csv $CMD | tail -n 1)
     t1=$(ticks "$PID")
     local info
     info=$(redis-cli -p "$port" INFO | tr -d '\r' | grep -E '^log_(records_per_sync|sync_us_avg|segments_preallocated):' | paste -sd' ' || true)
