@@ -40,13 +40,7 @@ fn concurrent_writes(log: &Arc<Log>, first: i64, count: i64) -> (Vec<i64>, usize
 }
 
 fn replayed_values(seen: &[(u64, Change)]) -> Vec<i64> {
-    let mut v: Vec<i64> = seen
-        .iter()
-        .map(|(_, c)| match c {
-            Change::CounterPut { value, .. } => *value,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
+    let mut v = counter_values(seen);
     v.sort();
     v
 }

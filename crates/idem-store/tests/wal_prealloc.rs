@@ -6,7 +6,6 @@ mod wal_common;
 
 use std::path::Path;
 
-use idem_core::Change;
 use idem_store::wal::{self, Storage};
 use wal_common::*;
 
@@ -40,15 +39,6 @@ fn write_values(log: &wal::Log, range: std::ops::Range<i64>) {
     }
 }
 
-fn values(seen: &[(u64, Change)]) -> Vec<i64> {
-    seen.iter()
-        .map(|(_, c)| match c {
-            Change::CounterPut { value, .. } => *value,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
 #[test]
 fn the_writer_moves_to_preallocated_segments_and_recovery_continues_in_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -76,14 +66,14 @@ fn the_writer_moves_to_preallocated_segments_and_recovery_continues_in_them() {
     // Recovery reads the zeros as free space and writing continues over them.
     {
         let (log, _, seen) = open_collect(dir, &opts(), &storage()).unwrap();
-        assert_eq!(values(&seen), (0..4000).collect::<Vec<_>>());
+        assert_eq!(counter_values(&seen), (0..4000).collect::<Vec<_>>());
         write_values(&log, 4000..4100);
     }
     let lens_after = segment_lens(dir);
     let last = lens.last().unwrap();
     assert!(lens_after.contains(last), "the last segment neither grew nor was replaced: {lens:?} -> {lens_after:?}");
     let (_log, _, seen) = open_collect(dir, &opts(), &storage()).unwrap();
-    assert_eq!(values(&seen), (0..4100).collect::<Vec<_>>());
+    assert_eq!(counter_values(&seen), (0..4100).collect::<Vec<_>>());
 }
 
 #[test]
@@ -111,6 +101,6 @@ fn a_leftover_preallocation_file_is_reported_and_removed_at_open() {
     let report = wal::check(dir).unwrap();
     assert_eq!(report.leftovers, vec![leftover.clone()]);
     let (_log, _, seen) = open_collect(dir, &opts(), &storage()).unwrap();
-    assert_eq!(values(&seen), (0..10).collect::<Vec<_>>());
+    assert_eq!(counter_values(&seen), (0..10).collect::<Vec<_>>());
     assert!(!leftover.exists());
 }

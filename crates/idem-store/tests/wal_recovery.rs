@@ -6,7 +6,6 @@ mod wal_common;
 
 use std::path::{Path, PathBuf};
 
-use idem_core::Change;
 use idem_store::wal::sim::{CrashMode, SimFs};
 use idem_store::wal::{self, Storage};
 use idem_store::StoreError;
@@ -50,15 +49,6 @@ fn write_acked(dir: &Path, storage: &Storage, n: i64) {
     }
 }
 
-fn values(seen: &[(u64, Change)]) -> Vec<i64> {
-    seen.iter()
-        .map(|(_, c)| match c {
-            Change::CounterPut { value, .. } => *value,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
 fn expect_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>, path: &Path, offset: u64) -> String {
     match r {
         Err(StoreError::Corrupt { path: p, offset: o, reason }) => {
@@ -86,7 +76,7 @@ fn garbage_after_the_last_record_is_cut_and_nothing_acknowledged_is_lost() {
     assert_eq!(report.changes, 50);
 
     let (_log, _, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
-    assert_eq!(values(&seen), (0..50).collect::<Vec<_>>());
+    assert_eq!(counter_values(&seen), (0..50).collect::<Vec<_>>());
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len, "the torn tail is truncated");
 }
 
@@ -107,7 +97,7 @@ fn zeros_after_the_last_record_are_free_space_that_later_records_overwrite() {
     assert_eq!(report.log_bytes, records_end as u64);
     {
         let (log, _, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
-        assert_eq!(values(&seen), (0..10).collect::<Vec<_>>());
+        assert_eq!(counter_values(&seen), (0..10).collect::<Vec<_>>());
         let rt = runtime();
         for i in 10..20 {
             let lsn = log.append(0, &[counter(&format!("k{i}"), i)]).unwrap();
@@ -116,7 +106,7 @@ fn zeros_after_the_last_record_are_free_space_that_later_records_overwrite() {
     }
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64, "records went into the zeros");
     let (_log, _, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
-    assert_eq!(values(&seen), (0..20).collect::<Vec<_>>());
+    assert_eq!(counter_values(&seen), (0..20).collect::<Vec<_>>());
 }
 
 /// Zeros in place of a synced record are damage, not free space, when a
@@ -153,7 +143,7 @@ fn a_last_record_cut_in_half_is_dropped_and_the_rest_replays() {
     let report = wal::check(tmp.path()).unwrap();
     assert_eq!(report.torn_tail, Some((seg.clone(), last as u64, (cut - last) as u64)));
     let (log, rec, seen) = open_collect(tmp.path(), &opts(), &storage).unwrap();
-    assert_eq!(values(&seen), (0..29).collect::<Vec<_>>());
+    assert_eq!(counter_values(&seen), (0..29).collect::<Vec<_>>());
     assert_eq!(rec.records, 29);
     // The sequence continues where the valid log ended.
     assert_eq!(log.append(0, &[counter("k", 99)]).unwrap().0, 30);
@@ -258,7 +248,7 @@ fn a_segment_whose_creation_was_interrupted_is_removed() {
     let report = wal::check(tmp.path()).unwrap();
     assert_eq!(report.leftovers, vec![stray.clone()]);
     let (_log, _, seen) = open_collect(tmp.path(), &opts(), &Storage::default()).unwrap();
-    assert_eq!(values(&seen), vec![0, 1, 2]);
+    assert_eq!(counter_values(&seen), vec![0, 1, 2]);
     assert!(!stray.exists());
 }
 
@@ -306,7 +296,7 @@ fn valid_unsynced_records_after_a_torn_one_do_not_make_it_corruption() {
         let report = wal::check_with(&fs, dir).unwrap();
         assert_eq!(report.torn_tail.as_ref().map(|t| t.1), Some(offs[10] as u64));
         let (_log, _, seen) = open_collect(dir, &opts(), &storage).unwrap();
-        assert_eq!(values(&seen), (0..10).collect::<Vec<_>>());
+        assert_eq!(counter_values(&seen), (0..10).collect::<Vec<_>>());
         return;
     }
     panic!("could not produce records with an old synced LSN");

@@ -33,6 +33,17 @@ pub fn open_collect(dir: &Path, opts: &LogOptions, storage: &Storage) -> Result<
     Ok((log, rec, seen))
 }
 
+/// The values of replayed counter puts, in replay order (the tests log
+/// nothing else).
+pub fn counter_values(seen: &[(u64, Change)]) -> Vec<i64> {
+    seen.iter()
+        .map(|(_, c)| match c {
+            Change::CounterPut { value, .. } => *value,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
 /// A put of counter `key` to `value`: easy to recognise after replay.
 pub fn counter(key: &str, value: i64) -> Change {
     Change::CounterPut { key: Bytes::copy_from_slice(key.as_bytes()), value }
