@@ -177,13 +177,19 @@ pub(crate) fn parse_snapshot_header(h: &[u8]) -> Result<SnapshotHeader, String> 
 pub(crate) struct Payload<'a> {
     pub kind: u8,
     pub bytes: &'a [u8],
-    pub crc: &'a crc32fast::Hasher,
+    /// The payload's checksum, when the caller computed it (outside the
+    /// tail's lock, for large payloads); `None` hashes the payload here.
+    pub crc: Option<&'a crc32fast::Hasher>,
 }
 
-/// Appends one framed record to `out`. Only the fixed 33 bytes are hashed
-/// here; the payload's checksum was computed by the caller (outside the
-/// lock) and is combined in, so the time under the lock does not grow with
-/// the payload's size beyond one memcpy.
+/// Payloads up to this size are hashed while the record is framed: hashing
+/// a few hundred bytes costs less than combining two checksums (a
+/// `crc32fast::Hasher::combine` is thousands of instructions).
+pub(crate) const INLINE_CRC_BYTES_MAX: usize = 4096;
+
+/// Appends one framed record to `out`. A large payload's checksum is
+/// computed by the caller outside the lock and combined in, so the time
+/// under the lock does not grow with the payload's size beyond one memcpy.
 pub(crate) fn put_record(out: &mut Vec<u8>, lsn: u64, synced_lsn: u64, time_ms: u64, payload: &Payload<'_>) {
     let len = (RECORD_FIXED_LEN + payload.bytes.len()) as u32;
     let mut fixed = [0u8; RECORD_FIXED_LEN];
@@ -194,7 +200,10 @@ pub(crate) fn put_record(out: &mut Vec<u8>, lsn: u64, synced_lsn: u64, time_ms: 
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
     h.update(&fixed);
-    h.combine(payload.crc);
+    match payload.crc {
+        Some(crc) => h.combine(crc),
+        None => h.update(payload.bytes),
+    }
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&h.finalize().to_le_bytes());
     out.extend_from_slice(&fixed);

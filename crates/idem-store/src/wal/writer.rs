@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::io::{VFile, Vfs};
-use super::record::{self, Payload, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
+use super::record::{self, Payload, INLINE_CRC_BYTES_MAX, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, PREP_TMP_NAME};
 use super::waiters::{Mark, Wait};
 use crate::{FsyncMode, StoreError};
@@ -188,9 +188,12 @@ impl Shared {
         if size > RECORD_BYTES_MAX {
             return Err(StoreError::RecordTooLarge { bytes: size as u64, max: RECORD_BYTES_MAX as u64 });
         }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(payload);
-        let payload = Payload { kind, bytes: payload, crc: &crc };
+        let precomputed = (payload.len() > INLINE_CRC_BYTES_MAX).then(|| {
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(payload);
+            crc
+        });
+        let payload = Payload { kind, bytes: payload, crc: precomputed.as_ref() };
         let mut tail = self.tail.lock();
         if let Some(reason) = &tail.failure {
             return Err(StoreError::Failed(reason.clone()));
@@ -346,8 +349,7 @@ impl Writer {
                             // reported rather than mistaken for a torn tail.
                             let lsn = tail.next_lsn;
                             tail.next_lsn += 1;
-                            let crc = crc32fast::Hasher::new();
-                            let mark = Payload { kind: record::KIND_MARK, bytes: &[], crc: &crc };
+                            let mark = Payload { kind: record::KIND_MARK, bytes: &[], crc: None };
                             record::put_record(&mut tail.buf, lsn, self.synced_lsn, 0, &mark);
                             self.shared.appended.store(lsn, Ordering::Release);
                             writing_mark = true;
