@@ -189,7 +189,9 @@ impl Store {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
                 let opts = LogOptions { fsync: config.fsync, snapshot_after_bytes: config.snapshot_after_bytes };
-                let (log, recovered) = Log::open(dir, &opts, &mut |_now_ms, change| {
+                let storage =
+                    crate::wal::Storage { prealloc_after_bytes: config.prealloc_after_bytes, ..Default::default() };
+                let (log, recovered) = Log::open_on(dir, &opts, &storage, &mut |_now_ms, change| {
                     let i = (shard_hash(change.route_key()) % shard_count as u64) as usize;
                     machines[i].replay(&change);
                 })?;

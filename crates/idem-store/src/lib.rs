@@ -40,6 +40,9 @@ pub struct StoreConfig {
     pub limits: idem_core::Limits,
     /// Snapshot after the log grows this many bytes (default 256 MiB).
     pub snapshot_after_bytes: u64,
+    /// Preallocate log segments once this many bytes were logged since
+    /// open (default 1 MiB; `None`: never). See docs/durability.md.
+    pub prealloc_after_bytes: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -51,6 +54,7 @@ impl Default for StoreConfig {
             fsync: FsyncMode::Always,
             limits: idem_core::Limits::default(),
             snapshot_after_bytes: 256 * 1024 * 1024,
+            prealloc_after_bytes: Some(wal::PREALLOC_AFTER_BYTES),
         }
     }
 }

@@ -229,6 +229,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 },
                 limits: limits.clone(),
                 snapshot_after_bytes: s.snapshot_after_bytes,
+                prealloc_after_bytes: Some(s.prealloc_after_bytes),
                 ..Default::default()
             };
             if s.shards > 0 {

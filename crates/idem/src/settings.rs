@@ -30,6 +30,9 @@ pub struct Settings {
     pub shards: usize,
     /// Write a snapshot (and drop the log it covers) after the log grows this many bytes.
     pub snapshot_after_bytes: u64,
+    /// Preallocate (zero-fill ahead of use) 64 MiB log segments once the log
+    /// has written this many bytes since start; 0 = from the start.
+    pub prealloc_after_bytes: u64,
     /// Require AUTH with this password.
     pub password: Option<String>,
     /// Most concurrent connections.
@@ -69,6 +72,7 @@ impl Default for Settings {
             fsync: "always".into(),
             shards: 0,
             snapshot_after_bytes: idem_store::StoreConfig::default().snapshot_after_bytes,
+            prealloc_after_bytes: idem_store::wal::PREALLOC_AFTER_BYTES,
             password: None,
             max_connections: server.max_connections,
             bulk_bytes_max: server.bulk_bytes_max,

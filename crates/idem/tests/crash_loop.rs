@@ -74,6 +74,10 @@ impl Server {
                 // Snapshot often, so that kills also land during snapshots and
                 // restarts recover from snapshot + log, not only from the log.
                 .env("IDEM_SNAPSHOT_AFTER_BYTES", "65536")
+                // Every other run preallocates log segments from the first
+                // byte, so that kills also land while a segment is being
+                // zero-filled, switched to, and written over.
+                .env("IDEM_PREALLOC_AFTER_BYTES", if cycle.is_multiple_of(2) { "0" } else { "1048576" })
                 .arg(data)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
