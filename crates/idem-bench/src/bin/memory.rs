@@ -143,13 +143,18 @@ fn measure_idem(args: &Args, data: &std::path::Path) -> anyhow::Result<Figures> 
         commits.query::<()>(&mut con).context("IDEM.COMMIT pipeline")?;
         first = last;
     }
-    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut con)?;
-    if dbsize != args.records {
-        bail!("idem holds {dbsize} records after loading {}", args.records);
+    let rss_after = settled_rss(&mut con, &server, "idem", args.records)?;
+    Ok(Figures { name: "idem (done records)", rss_before, rss_after, used_before: None, used_after: None })
+}
+
+/// Checks that the server holds `records` keys, lets it settle, and returns its RSS.
+fn settled_rss(con: &mut redis::Connection, server: &Guard, name: &str, records: u64) -> anyhow::Result<u64> {
+    let dbsize: u64 = redis::cmd("DBSIZE").query(con)?;
+    if dbsize != records {
+        bail!("{name} holds {dbsize} keys after loading {records}");
     }
     std::thread::sleep(SETTLE);
-    let rss_after = rss_bytes(server.pid())?;
-    Ok(Figures { name: "idem (done records)", rss_before, rss_after, used_before: None, used_after: None })
+    Ok(rss_bytes(server.pid())?)
 }
 
 /// The fence of a `["started", fence, attempt]` reply.
@@ -200,12 +205,7 @@ fn measure_redis(args: &Args, dir: &std::path::Path, name: &'static str, px: boo
         sets.query::<()>(&mut con).context("SET pipeline")?;
         first = last;
     }
-    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut con)?;
-    if dbsize != args.records {
-        bail!("{name} holds {dbsize} keys after loading {}", args.records);
-    }
-    std::thread::sleep(SETTLE);
-    let rss_after = rss_bytes(server.pid())?;
+    let rss_after = settled_rss(&mut con, &server, name, args.records)?;
     let used_after = used_memory(&mut con)?;
     Ok(Figures { name, rss_before, rss_after, used_before: Some(used_before), used_after: Some(used_after) })
 }
