@@ -44,8 +44,38 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Hooks for a server that runs its connections on its own
+    /// single-threaded event loops, so that the backend can do its durable
+    /// work on the loop thread when the loop runs dry (see [`LoopHooks`]).
+    /// `None` (the default): the backend needs no help from the loops.
+    fn loop_hooks(&self) -> Option<std::sync::Arc<dyn LoopHooks>> {
+        None
+    }
+
     /// Flushes and stops background work; called once on graceful shutdown.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+}
+
+/// What a backend does on the threads of a server's event loops. The server
+/// calls [`LoopHooks::on_loop_start`] once on each loop thread before the
+/// loop runs anything, and [`LoopHooks::before_loop_park`] every time the
+/// loop has no task left to run, just before it waits for I/O.
+///
+/// The embedded store uses them for group commit inside the event loop:
+/// records appended by a loop's connections are written and synced by that
+/// loop itself when it runs dry, instead of being handed to a log thread and
+/// back. A hook may block the loop thread for the length of one sync.
+pub trait LoopHooks: Send + Sync {
+    /// Called once on each loop thread, before the loop runs anything.
+    fn on_loop_start(&self);
+
+    /// Called whenever the loop has nothing left to run, before it parks.
+    fn before_loop_park(&self);
+
+    /// A task the server runs on each loop for as long as the loop runs (it
+    /// need not end): through it the backend can wake a loop from another
+    /// thread, so that the loop runs [`LoopHooks::before_loop_park`] again.
+    fn loop_task(&self) -> BoxFuture<'static, ()>;
 }

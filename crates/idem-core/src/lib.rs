@@ -17,7 +17,7 @@ pub mod limits;
 pub mod machine;
 pub mod reply;
 
-pub use backend::{Backend, BoxFuture, CmdResult};
+pub use backend::{Backend, BoxFuture, CmdResult, LoopHooks};
 pub use change::{Change, IdemRecord, IdemState};
 pub use command::Command;
 pub use error::{CmdError, ErrorCode};

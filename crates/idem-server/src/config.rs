@@ -52,6 +52,13 @@ pub struct ServerConfig {
     /// or send `Authorization: Bearer <password>` over HTTP) first; other
     /// commands get `NOAUTH`. Default `None`.
     pub password: Option<String>,
+    /// Threads that run RESP connections, each a single-threaded event loop
+    /// (see `loops`); connections are dealt to them in turn. On the embedded
+    /// store in Always mode, each loop also does the group commit for its
+    /// own connections when it runs dry. 0 runs connections as tasks on the
+    /// runtime that calls [`crate::Server::run`] instead. Default: half the
+    /// cores, at least 1 ([`crate::default_event_loops`]); at most 256.
+    pub event_loops: usize,
     /// Limits applied while parsing primitive commands; keep them equal to
     /// the backend's. Default [`Limits::default()`].
     pub limits: Limits,
@@ -80,6 +87,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             http_body_bytes_max: 8 * 1024 * 1024,
             password: None,
+            event_loops: crate::loops::default_event_loops(),
             limits: Limits::default(),
         }
     }

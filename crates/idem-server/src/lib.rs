@@ -58,10 +58,12 @@ mod config;
 mod conn;
 mod error;
 mod http;
+mod loops;
 mod metrics;
 pub mod resp;
 mod server;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
+pub use loops::{default_event_loops, EVENT_LOOPS_MAX};
 pub use server::{shutdown_signal, Server};

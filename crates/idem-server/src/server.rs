@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::loops::{EventLoops, EVENT_LOOPS_MAX};
 use crate::metrics::Metrics;
 use crate::{conn, http};
 
@@ -140,6 +141,16 @@ impl Server {
         // has no header timeout here) must not starve RESP of connections.
         let http_permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, shared.clone(), http_permits, stop_rx.clone())));
+        let mut loops = match shared.config.event_loops {
+            0 => None,
+            n => match EventLoops::start(n, backend.loop_hooks()) {
+                Ok(loops) => Some(loops),
+                Err(e) => {
+                    tracing::error!(error = %e, loops = n, "cannot start the event loops; serving connections on the caller's runtime");
+                    None
+                }
+            },
+        };
         let rejecters = Arc::new(Semaphore::new(REJECTERS_MAX));
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -152,10 +163,27 @@ impl Server {
                         match permits.clone().try_acquire_owned() {
                             Ok(permit) => {
                                 let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
-                                conns.spawn(async move {
-                                    conn::serve(stream, shared, stop_rx).await;
-                                    drop(permit);
-                                });
+                                match &mut loops {
+                                    None => {
+                                        conns.spawn(async move {
+                                            conn::serve(stream, shared, stop_rx).await;
+                                            drop(permit);
+                                        });
+                                    }
+                                    // The socket moves to the loop's own reactor.
+                                    Some(loops) => match stream.into_std() {
+                                        Ok(std_stream) => {
+                                            conns.spawn_on(async move {
+                                                match TcpStream::from_std(std_stream) {
+                                                    Ok(stream) => conn::serve(stream, shared, stop_rx).await,
+                                                    Err(e) => tracing::warn!(error = %e, "cannot register a connection with its event loop"),
+                                                }
+                                                drop(permit);
+                                            }, loops.next());
+                                        }
+                                        Err(e) => tracing::warn!(error = %e, "cannot move a connection to an event loop"),
+                                    },
+                                }
                             }
                             Err(_) => reject(stream, &shared, &rejecters),
                         }
@@ -187,6 +215,9 @@ impl Server {
         if drained.is_err() {
             tracing::warn!(left = conns.len(), "shutdown grace period over; cutting connections");
             conns.shutdown().await;
+        }
+        if let Some(loops) = loops {
+            loops.stop().await;
         }
         backend.shutdown().await;
         tracing::info!("shut down");
@@ -246,6 +277,9 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
         if v == 0 {
             return Err(ServerError::Config(format!("{name} must be at least 1")));
         }
+    }
+    if c.event_loops > EVENT_LOOPS_MAX {
+        return Err(ServerError::Config(format!("event_loops must be at most {EVENT_LOOPS_MAX}")));
     }
     // The semaphore's documented maximum.
     if c.max_connections > Semaphore::MAX_PERMITS {

@@ -145,3 +145,64 @@ async fn two_thousand_concurrent_connections() {
     drop(conns);
     srv.stop().await;
 }
+
+/// Clients spread over `event_loops` loops (0: the caller's runtime) on a
+/// durable store: every command is answered, and after a restart the store
+/// holds exactly the claims that were acknowledged.
+async fn durable_claims_survive_a_restart(event_loops: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store_config = || idem_store::StoreConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        fsync: idem_store::FsyncMode::Always,
+        ..Default::default()
+    };
+    let (clients, per_client) = (24, 40);
+    {
+        let store = idem_store::Store::open(store_config()).expect("open store");
+        let srv = TestServer::start(ServerConfig { event_loops, ..Default::default() }, store).await;
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                let addr = srv.addr;
+                tokio::spawn(async move {
+                    let mut raw = common::Raw::connect(addr).await;
+                    // Half one at a time, half in one pipeline.
+                    for i in 0..per_client / 2 {
+                        let key = format!("c{c}:{i}");
+                        assert_eq!(
+                            raw.cmd(&["CLAIM", &key, "me"]).await,
+                            common::V::Array(vec![common::V::bulk("claimed")])
+                        );
+                    }
+                    let mut pipeline = Vec::new();
+                    for i in per_client / 2..per_client {
+                        pipeline.extend(common::encode_cmd(&[b"CLAIM", format!("c{c}:{i}").as_bytes(), b"me"]));
+                    }
+                    raw.send(&pipeline).await;
+                    for _ in per_client / 2..per_client {
+                        assert_eq!(raw.read().await, Some(common::V::Array(vec![common::V::bulk("claimed")])));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        srv.stop().await;
+    }
+    let store = idem_store::Store::open(store_config()).expect("reopen store");
+    let srv = TestServer::start(ServerConfig { event_loops, ..Default::default() }, store).await;
+    let mut c = common::Raw::connect(srv.addr).await;
+    assert_eq!(c.cmd(&["DBSIZE"]).await, common::V::Int(clients * per_client));
+    assert_eq!(c.cmd(&["CLAIM", "c3:7", "other"]).await.as_array()[0], common::V::bulk("held"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_claims_on_three_event_loops_survive_a_restart() {
+    durable_claims_survive_a_restart(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_claims_on_the_callers_runtime_survive_a_restart() {
+    durable_claims_survive_a_restart(0).await;
+}

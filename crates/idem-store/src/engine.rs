@@ -543,6 +543,13 @@ impl Backend for Store {
         v
     }
 
+    fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {
+        match &self.inner.log {
+            Some(log) if self.inner.fsync == FsyncMode::Always => Some(Arc::new(LoopCommit(log.loop_sync()))),
+            _ => None,
+        }
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.inner.stop.store(true, Ordering::Relaxed);
@@ -559,6 +566,23 @@ impl Backend for Store {
                 }
             }
         })
+    }
+}
+
+/// Group commit inside a server's event loops (see `wal::LoopSync`).
+struct LoopCommit(crate::wal::LoopSync);
+
+impl idem_core::LoopHooks for LoopCommit {
+    fn on_loop_start(&self) {
+        self.0.enter();
+    }
+
+    fn before_loop_park(&self) {
+        self.0.before_park();
+    }
+
+    fn loop_task(&self) -> BoxFuture<'static, ()> {
+        Box::pin(self.0.nudges())
     }
 }
 

@@ -257,6 +257,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         write_timeout_ms: s.write_timeout_ms,
         idle_timeout_ms: s.idle_timeout_ms,
         password: s.password.clone(),
+        event_loops: s.event_loops,
         limits,
         ..Default::default()
     };

@@ -33,6 +33,10 @@ pub struct Settings {
     /// Preallocate (zero-fill ahead of use) 64 MiB log segments once the log
     /// has written this many bytes since start; 0 = from the start.
     pub prealloc_after_bytes: u64,
+    /// Event loop threads serving RESP connections (default: half the
+    /// cores, at least 1; at most 256); 0 serves them on the shared tokio
+    /// runtime instead.
+    pub event_loops: usize,
     /// Require AUTH with this password.
     pub password: Option<String>,
     /// Most concurrent connections.
@@ -73,6 +77,7 @@ impl Default for Settings {
             shards: 0,
             snapshot_after_bytes: idem_store::StoreConfig::default().snapshot_after_bytes,
             prealloc_after_bytes: idem_store::wal::PREALLOC_AFTER_BYTES,
+            event_loops: server.event_loops,
             password: None,
             max_connections: server.max_connections,
             bulk_bytes_max: server.bulk_bytes_max,

@@ -33,6 +33,7 @@ use crate::{FsyncMode, StoreError};
 
 mod check;
 pub mod io;
+mod loop_sync;
 mod record;
 mod recover;
 mod segment;
@@ -42,6 +43,7 @@ mod waiters;
 mod writer;
 
 pub use check::{check, check_with, CheckReport};
+pub use loop_sync::LoopSync;
 pub use record::{decode_changes_for_test, encode_changes_for_test};
 pub use segment::SEGMENT_BYTES_MAX;
 pub use snapshot::SnapshotWriter;
@@ -106,10 +108,12 @@ impl Default for Storage {
 /// The write-ahead log of one data directory.
 pub struct Log {
     shared: Arc<Shared>,
+    /// The group-commit state; whoever holds it writes and syncs.
+    writer: Arc<parking_lot::Mutex<Writer>>,
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     opts: LogOptions,
-    writer: Option<std::thread::JoinHandle<()>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     _lock: Box<dyn Any + Send + Sync>,
 }
 
@@ -168,14 +172,27 @@ impl Log {
             prep_retry_at: 0,
             prep: writer::Prep::Idle,
             prep_cancel: Default::default(),
+            batch: Vec::with_capacity(64 << 10),
+            cuts: Vec::new(),
+            closed: false,
         };
+        let writer = Arc::new(parking_lot::Mutex::new(writer));
+        let (thread_writer, thread_shared) = (writer.clone(), shared.clone());
         let handle = std::thread::Builder::new()
             .name("idem-wal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer::run_thread(thread_writer, thread_shared))
             .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         let recovered = Recovered { clock_ms: walk.clock_ms, fence_high: walk.fence_high, records: walk.records };
         Ok((
-            Log { shared, vfs, dir: dir.to_path_buf(), opts: opts.clone(), writer: Some(handle), _lock: lock },
+            Log {
+                shared,
+                writer,
+                vfs,
+                dir: dir.to_path_buf(),
+                opts: opts.clone(),
+                writer_thread: Some(handle),
+                _lock: lock,
+            },
             recovered,
         ))
     }
@@ -205,6 +222,12 @@ impl Log {
             FsyncMode::EverySecond => waiters::Mark::Written,
         };
         self.shared.wait_for(mark, lsn.0).await
+    }
+
+    /// A handle for event loop threads that do the group commit for their
+    /// own connections (see [`LoopSync`]).
+    pub fn loop_sync(&self) -> LoopSync {
+        LoopSync { shared: self.shared.clone(), writer: self.writer.clone() }
     }
 
     /// Why the log stopped accepting writes, if it did.
@@ -284,7 +307,7 @@ impl Drop for Log {
     fn drop(&mut self) {
         self.shared.tail.lock().shutdown = true;
         self.shared.wake_writer.notify_one();
-        if let Some(handle) = self.writer.take() {
+        if let Some(handle) = self.writer_thread.take() {
             let _ = handle.join();
         }
     }

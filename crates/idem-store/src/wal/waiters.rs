@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
+use super::loop_sync;
 use super::writer::Shared;
 use crate::StoreError;
 
@@ -135,6 +136,12 @@ impl Future for Wait<'_> {
                 reg.entries.insert(key, (this.mark, cx.waker().clone()));
                 this.key = Some(key);
             }
+        }
+        drop(reg);
+        if this.mark == Mark::Synced && loop_sync::in_loop() {
+            loop_sync::note_wait(this.lsn);
+        } else {
+            this.shared.wake_writer_for_loop_records();
         }
         Poll::Pending
     }

@@ -23,11 +23,13 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::io::{VFile, Vfs};
+use super::loop_sync;
 use super::record::{self, Payload, INLINE_CRC_BYTES_MAX, RECORD_BYTES_MAX, RECORD_FIXED_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, PREP_TMP_NAME};
 use super::waiters::{Mark, Wait};
@@ -99,6 +101,8 @@ pub(crate) struct Tail {
     pub sync_requested: bool,
     /// Bytes appended since open (for snapshot scheduling).
     pub appended_bytes: u64,
+    /// When the writer last synced (EverySecond mode syncs a second later).
+    pub last_sync: Instant,
 }
 
 /// State shared by the appenders, the waiters and the writer thread.
@@ -116,8 +120,14 @@ pub(crate) struct Shared {
     /// Mirrors `Tail::appended_bytes` for lock-free reads.
     pub appended_bytes: AtomicU64,
     pub failed: AtomicBool,
+    /// A loop thread appended a record while the writer thread slept and
+    /// did not wake it (see `loop_sync`).
+    pub unwoken: AtomicBool,
     /// Async waiters, woken by a publish that covers them or by a failure.
     pub waiters: super::waiters::Waiters,
+    /// Loops that ran dry while another thread held the writer: the LSN each
+    /// needs synced and its nudge waker (at most one entry per loop).
+    pub deferred: Mutex<Vec<(u64, Waker)>>,
     /// Blocking waiters (snapshot `finish`) sleep here.
     pub blocking_lock: Mutex<()>,
     pub blocking_cv: Condvar,
@@ -138,6 +148,7 @@ impl Shared {
                 writer_waiting: false,
                 sync_requested: false,
                 appended_bytes,
+                last_sync: Instant::now(),
             }),
             wake_writer: Condvar::new(),
             synced: AtomicU64::new(next_lsn - 1),
@@ -145,6 +156,8 @@ impl Shared {
             appended: AtomicU64::new(next_lsn - 1),
             appended_bytes: AtomicU64::new(appended_bytes),
             failed: AtomicBool::new(false),
+            unwoken: AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
             waiters: Default::default(),
             blocking_lock: Mutex::new(()),
             blocking_cv: Condvar::new(),
@@ -209,12 +222,62 @@ impl Shared {
         tail.appended_bytes += (tail.buf.len() - before) as u64;
         self.appended_bytes.store(tail.appended_bytes, Ordering::Relaxed);
         self.appended.store(lsn, Ordering::Release);
+        if tail.writer_waiting && self.mode == FsyncMode::Always && loop_sync::in_loop() {
+            // This thread's loop syncs the record itself once its task
+            // waits; a waiter elsewhere that might need it wakes the writer.
+            if !self.unwoken.load(Ordering::Relaxed) {
+                self.unwoken.store(true, Ordering::Release);
+            }
+            return Ok(lsn);
+        }
         let wake = std::mem::take(&mut tail.writer_waiting);
         drop(tail);
         if wake {
             self.wake_writer.notify_one();
         }
         Ok(lsn)
+    }
+
+    /// Files a loop's request for a sync up to `lsn`, to be woken through
+    /// `waker` by whoever holds the writer now, once it is done.
+    pub(crate) fn defer(&self, lsn: u64, waker: Waker) {
+        let mut deferred = self.deferred.lock();
+        match deferred.iter_mut().find(|(_, w)| w.will_wake(&waker)) {
+            Some(entry) => entry.0 = entry.0.max(lsn),
+            None => deferred.push((lsn, waker)),
+        }
+    }
+
+    /// Called after releasing the writer: wakes the loops that asked for a
+    /// sync while it was held and whose records are not synced yet.
+    pub(crate) fn wake_deferred(&self) {
+        let mut deferred = self.deferred.lock();
+        if deferred.is_empty() {
+            return;
+        }
+        let synced = self.synced.load(Ordering::Acquire);
+        let failed = self.failed.load(Ordering::Acquire);
+        for (lsn, waker) in deferred.drain(..) {
+            if lsn > synced && !failed {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Called by a waiter that is not on a loop thread: if a loop appended
+    /// records without waking the writer thread, wake it, so that the
+    /// records this waiter may depend on get synced even when no loop task
+    /// waits for them.
+    pub(crate) fn wake_writer_for_loop_records(&self) {
+        if self.unwoken.load(Ordering::Acquire) && self.unwoken.swap(false, Ordering::AcqRel) {
+            let mut tail = self.tail.lock();
+            tail.sync_requested = true;
+            let wake = std::mem::take(&mut tail.writer_waiting);
+            drop(tail);
+            if wake {
+                self.wake_writer.notify_one();
+            }
+        }
     }
 
     /// Asks the writer to sync soon (used by `flush` in EverySecond mode).
@@ -239,6 +302,7 @@ impl Shared {
         if self.mode == FsyncMode::EverySecond {
             self.request_sync();
         }
+        self.wake_writer_for_loop_records();
         let mut guard = self.blocking_lock.lock();
         loop {
             if lsn <= self.synced.load(Ordering::Acquire) {
@@ -310,89 +374,168 @@ pub(crate) struct Writer {
     pub prep: Prep,
     /// Tells a running helper to stop.
     pub prep_cancel: Arc<AtomicBool>,
+    /// The swapped-out tail being written, kept to reuse its allocation.
+    pub batch: Vec<u8>,
+    /// Snapshot cuts taken with `batch`.
+    pub cuts: Vec<(u64, usize)>,
+    /// Set after the shutdown flush: nothing is written again.
+    pub closed: bool,
+}
+
+/// Runs the writer thread: a group commit whenever appenders that do not
+/// sync for themselves have left records in the tail (or, in EverySecond
+/// mode, when a sync is due), and the final flush and mark at shutdown.
+/// Returns at shutdown or after a failure, once the preallocation helper (if
+/// any) has stopped.
+pub(crate) fn run_thread(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>) {
+    let _guard = FailOnPanic(&shared);
+    loop {
+        match wait_for_work(&shared) {
+            Work::Cycle => {
+                let ok = writer.lock().cycle();
+                shared.wake_deferred();
+                if !ok {
+                    break;
+                }
+            }
+            Work::Shutdown => {
+                writer.lock().finish();
+                break;
+            }
+            Work::Failed => break,
+        }
+    }
+    writer.lock().stop_prep();
+}
+
+enum Work {
+    Cycle,
+    Shutdown,
+    Failed,
+}
+
+/// Sleeps (holding neither the writer nor, while asleep, the tail) until
+/// there is something for the writer thread to do.
+fn wait_for_work(shared: &Shared) -> Work {
+    let mut tail = shared.tail.lock();
+    loop {
+        if tail.failure.is_some() {
+            return Work::Failed;
+        }
+        if !tail.buf.is_empty() {
+            return Work::Cycle;
+        }
+        // Only a writer-lock holder changes these, and it publishes them at
+        // the end of every cycle.
+        let unsynced = shared.written.load(Ordering::Acquire) > shared.synced.load(Ordering::Acquire);
+        let deadline = tail.last_sync + EVERY_SECOND_SYNC_INTERVAL;
+        if unsynced && (tail.sync_requested || tail.shutdown || Instant::now() >= deadline) {
+            return Work::Cycle;
+        }
+        if tail.shutdown {
+            return Work::Shutdown;
+        }
+        tail.writer_waiting = true;
+        if unsynced {
+            shared.wake_writer.wait_until(&mut tail, deadline);
+        } else {
+            shared.wake_writer.wait(&mut tail);
+        }
+        tail.writer_waiting = false;
+    }
 }
 
 impl Writer {
-    /// The writer loop; returns at shutdown or after a failure, once the
-    /// preallocation helper (if any) has stopped.
-    pub(crate) fn run(mut self) {
-        let _guard = FailOnPanic(self.shared.clone());
-        self.run_loop();
-        self.stop_prep();
+    /// One group commit: writes whatever the tail holds, syncs it (always in
+    /// Always mode; in EverySecond mode when a second has passed or a sync
+    /// was requested), and publishes the new marks, waking the waiters they
+    /// cover. Runs on the writer thread or on an event loop that syncs for
+    /// its own connections; the caller holds the writer's mutex. Returns
+    /// false once the log has failed or was closed.
+    pub(crate) fn cycle(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let shared = self.shared.clone();
+        let _guard = FailOnPanic(&shared);
+        self.cycle_inner()
     }
 
-    fn run_loop(&mut self) {
-        let mut batch: Vec<u8> = Vec::with_capacity(64 << 10);
-        let mut cuts: Vec<(u64, usize)> = Vec::new();
-        loop {
-            let batch_end;
-            let mut sync_now;
-            let mut writing_mark = false;
-            {
-                let mut tail = self.shared.tail.lock();
-                loop {
-                    if tail.failure.is_some() {
-                        return;
-                    }
-                    if !tail.buf.is_empty() {
-                        break;
-                    }
-                    let unsynced = self.written_lsn > self.synced_lsn;
-                    let deadline = self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
-                    if unsynced && (tail.sync_requested || tail.shutdown || Instant::now() >= deadline) {
-                        break;
-                    }
-                    if tail.shutdown {
-                        if self.written_lsn > self.opened_lsn && !self.last_is_mark {
-                            // A final mark record attests every record before
-                            // it, so later damage anywhere in the log is
-                            // reported rather than mistaken for a torn tail.
-                            let lsn = tail.next_lsn;
-                            tail.next_lsn += 1;
-                            let mark = Payload { kind: record::KIND_MARK, bytes: &[], crc: None };
-                            record::put_record(&mut tail.buf, lsn, self.synced_lsn, 0, &mark);
-                            self.shared.appended.store(lsn, Ordering::Release);
-                            writing_mark = true;
-                            break;
-                        }
-                        return;
-                    }
-                    tail.writer_waiting = true;
-                    if unsynced {
-                        self.shared.wake_writer.wait_until(&mut tail, deadline);
-                    } else {
-                        self.shared.wake_writer.wait(&mut tail);
-                    }
-                    tail.writer_waiting = false;
-                }
-                std::mem::swap(&mut tail.buf, &mut batch);
-                cuts.append(&mut tail.cuts);
-                batch_end = tail.next_lsn - 1;
-                sync_now = std::mem::take(&mut tail.sync_requested) || tail.shutdown;
+    fn cycle_inner(&mut self) -> bool {
+        let batch_end;
+        let mut sync_now;
+        {
+            let mut tail = self.shared.tail.lock();
+            if tail.failure.is_some() {
+                return false;
             }
-            if !batch.is_empty() {
-                self.last_is_mark = writing_mark;
-                if let Err(e) = self.write_batch(&batch, &cuts, batch_end) {
-                    return self.fail(e);
-                }
-            }
-            sync_now |=
-                self.shared.mode == FsyncMode::Always || Instant::now() >= self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
-            if sync_now && self.written_lsn > self.synced_lsn {
-                if let Err(e) = self.sync() {
-                    return self.fail(e);
-                }
-            }
-            self.shared.publish(self.written_lsn, self.synced_lsn);
-            if let Err(e) = self.tend_prep() {
-                return self.fail(e);
-            }
-            batch.clear();
-            cuts.clear();
-            if batch.capacity() > SPARE_BYTES_KEPT_MAX {
-                batch = Vec::with_capacity(64 << 10);
+            std::mem::swap(&mut tail.buf, &mut self.batch);
+            self.cuts.append(&mut tail.cuts);
+            batch_end = tail.next_lsn - 1;
+            sync_now = std::mem::take(&mut tail.sync_requested) || tail.shutdown;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let cuts = std::mem::take(&mut self.cuts);
+        let result = self.write_and_sync(&batch, &cuts, batch_end, &mut sync_now);
+        self.batch = batch;
+        self.batch.clear();
+        if self.batch.capacity() > SPARE_BYTES_KEPT_MAX {
+            self.batch = Vec::with_capacity(64 << 10);
+        }
+        self.cuts = cuts;
+        self.cuts.clear();
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(e);
+                false
             }
         }
+    }
+
+    fn write_and_sync(
+        &mut self,
+        batch: &[u8],
+        cuts: &[(u64, usize)],
+        batch_end: u64,
+        sync_now: &mut bool,
+    ) -> Result<(), String> {
+        if !batch.is_empty() {
+            self.last_is_mark = false;
+            self.write_batch(batch, cuts, batch_end)?;
+        }
+        *sync_now |=
+            self.shared.mode == FsyncMode::Always || Instant::now() >= self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
+        if *sync_now && self.written_lsn > self.synced_lsn {
+            self.sync()?;
+        }
+        self.shared.publish(self.written_lsn, self.synced_lsn);
+        self.tend_prep()
+    }
+
+    /// The last work at shutdown: writes and syncs what is left, then (when
+    /// anything was written since open) a mark record that attests every
+    /// record before it, so later damage anywhere in the log is reported
+    /// rather than mistaken for a torn tail. The writer is closed afterwards.
+    fn finish(&mut self) {
+        if !self.cycle() {
+            return;
+        }
+        if self.written_lsn > self.opened_lsn && !self.last_is_mark {
+            {
+                let mut tail = self.shared.tail.lock();
+                let lsn = tail.next_lsn;
+                tail.next_lsn += 1;
+                let mark = Payload { kind: record::KIND_MARK, bytes: &[], crc: None };
+                record::put_record(&mut tail.buf, lsn, self.synced_lsn, 0, &mark);
+                self.shared.appended.store(lsn, Ordering::Release);
+            }
+            if !self.cycle() {
+                return;
+            }
+            self.last_is_mark = true;
+        }
+        self.closed = true;
     }
 
     /// Writes one swapped-out tail, starting new segments at snapshot cuts
@@ -444,6 +587,7 @@ impl Writer {
         self.seg.file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", self.seg.path.display()))?;
         let us = started.elapsed().as_micros() as u64;
         self.last_sync = Instant::now();
+        self.shared.tail.lock().last_sync = self.last_sync;
         self.synced_lsn = self.written_lsn;
         let mut stats = self.shared.stats.lock();
         stats.syncs += 1;
@@ -570,11 +714,11 @@ impl Writer {
     }
 }
 
-/// Fails the log if the writer thread panics, so that waiters get an error
-/// instead of waiting forever.
-struct FailOnPanic(Arc<Shared>);
+/// Fails the log if a group commit panics (on the writer thread or on an
+/// event loop), so that waiters get an error instead of waiting forever.
+struct FailOnPanic<'a>(&'a Shared);
 
-impl Drop for FailOnPanic {
+impl Drop for FailOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             tracing::error!("the write-ahead log writer panicked; writes are refused until restart");
