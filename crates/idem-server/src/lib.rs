@@ -21,12 +21,15 @@
 //!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT. Everything else is parsed
 //!   by `idem_core::Command::parse` and run by the backend.
 //! - `server`: bind, accept, connection bound, graceful shutdown.
+//! - `loops`: the event loop threads that run connections (and, on the
+//!   embedded store, do its group commit).
 //! - `http`: the JSON API. `metrics`: counters.
 //!
 //! ## Bounds ([`ServerConfig`])
 //!
 //! | field | default | over the bound |
 //! |---|---|---|
+//! | `event_loops` | half the cores, at least 1 | at most 256 (`Config` error at bind); 0 = connections on the caller's runtime |
 //! | `max_connections` | 10,000 | `-BUSY max connections reached`, then close (HTTP has its own pool of the same size; extra connections wait in the backlog) |
 //! | `bulk_bytes_max` | 2 MiB | `-ERR Protocol error: bulk length ...`, close |
 //! | `args_max` | 4096 | `-ERR Protocol error: request has N arguments ...`, close (HTTP: 413 `LIMIT`) |
