@@ -74,8 +74,16 @@ async fn server_commands() {
         V::Bulk(b) => String::from_utf8(b).unwrap(),
         other => panic!("{other:?}"),
     };
-    for needle in ["# Server", "idem_version:", "# Clients", "connected_clients:", "# Stats", "# Store", "test_field:1"]
-    {
+    for needle in [
+        "# Server",
+        "idem_version:",
+        "event_loops:",
+        "# Clients",
+        "connected_clients:",
+        "# Stats",
+        "# Store",
+        "test_field:1",
+    ] {
         assert!(info.contains(needle), "INFO lacks {needle}: {info}");
     }
     let only = match c.cmd(&["INFO", "clients"]).await {

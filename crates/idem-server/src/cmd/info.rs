@@ -68,6 +68,7 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             line("tcp_port", &shared.port);
             line("uptime_in_seconds", &shared.started.elapsed().as_secs());
             line("backend", &shared.backend.name());
+            line("event_loops", &shared.config.event_loops);
         }
         "clients" => {
             line("connected_clients", &stats.connected_clients.load(Relaxed));
