@@ -25,14 +25,8 @@ struct TestLoop {
 
 impl TestLoop {
     fn start(sync: LoopSync) -> TestLoop {
-        let parked = sync.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(move || parked.before_park())
-            .build()
-            .unwrap();
+        let runtime = sync.runtime().unwrap();
         let handle = runtime.handle().clone();
-        handle.spawn(sync.nudges());
         let (stop, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             sync.enter();
@@ -49,6 +43,16 @@ impl Drop for TestLoop {
         let _ = self.stop.take().unwrap().send(());
         self.thread.take().unwrap().join().unwrap();
     }
+}
+
+/// A fresh log on simulated storage, with one loop serving it.
+fn open_with_loop(dir: &str) -> (SimFs, Arc<Log>, TestLoop) {
+    let fs = SimFs::new();
+    let storage = sim_storage(&fs, 1 << 20);
+    let (log, _, _) = open_collect(std::path::Path::new(dir), &opts(), &storage).unwrap();
+    let log = Arc::new(log);
+    let lp = TestLoop::start(log.loop_sync());
+    (fs, log, lp)
 }
 
 /// Appends `count` records of `key` one at a time, each acknowledged only
@@ -170,11 +174,7 @@ fn a_crash_during_loop_commits_loses_no_acknowledged_record() {
 /// waiter.
 #[test]
 fn a_waiter_off_the_loops_gets_a_record_no_loop_task_waits_for() {
-    let fs = SimFs::new();
-    let storage = sim_storage(&fs, 1 << 20);
-    let (log, _, _) = open_collect(std::path::Path::new("/orphan"), &opts(), &storage).unwrap();
-    let log = Arc::new(log);
-    let lp = TestLoop::start(log.loop_sync());
+    let (_fs, log, lp) = open_with_loop("/orphan");
     // Let the writer thread go to sleep first, so that the loop's append
     // finds it waiting and leaves it asleep.
     std::thread::sleep(Duration::from_millis(50));
@@ -192,11 +192,7 @@ fn a_waiter_off_the_loops_gets_a_record_no_loop_task_waits_for() {
 /// and refuses later appends.
 #[test]
 fn a_failed_sync_on_a_loop_fails_its_waiters_and_the_log() {
-    let fs = SimFs::new();
-    let storage = sim_storage(&fs, 1 << 20);
-    let (log, _, _) = open_collect(std::path::Path::new("/fail"), &opts(), &storage).unwrap();
-    let log = Arc::new(log);
-    let lp = TestLoop::start(log.loop_sync());
+    let (fs, log, lp) = open_with_loop("/fail");
     let rt = runtime();
     let first = log.clone();
     rt.block_on(lp.handle.spawn(async move {

@@ -80,6 +80,21 @@ impl LoopSync {
         }
     }
 
+    /// A single-threaded tokio runtime wired as one of this log's loops: it
+    /// calls [`LoopSync::before_park`] whenever it runs dry and runs the
+    /// [`LoopSync::nudges`] task. Drive it (`block_on`) on a thread that
+    /// has called [`LoopSync::enter`]. (The server builds its loops through
+    /// `idem_core::LoopHooks` instead, which does the same.)
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let parked = self.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(move || parked.before_park())
+            .build()?;
+        runtime.spawn(self.nudges());
+        Ok(runtime)
+    }
+
     /// A task to run on the loop for as long as it runs (it never ends): a
     /// sync on another thread wakes it when this loop's records still need
     /// a sync that this loop could not start because that one was running.
@@ -177,14 +192,8 @@ mod tests {
         let (log, _) = Log::open_on(std::path::Path::new("/d"), &opts, &storage, &mut |_, _| {}).unwrap();
         let log = Arc::new(log);
         let sync = log.loop_sync();
-        let parked = sync.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(move || parked.before_park())
-            .build()
-            .unwrap();
+        let runtime = sync.runtime().unwrap();
         let handle = runtime.handle().clone();
-        handle.spawn(sync.nudges());
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let entered = sync.clone();
         let thread = std::thread::spawn(move || {

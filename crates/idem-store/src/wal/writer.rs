@@ -270,17 +270,12 @@ impl Shared {
     /// waits for them.
     pub(crate) fn wake_writer_for_loop_records(&self) {
         if self.unwoken.load(Ordering::Acquire) && self.unwoken.swap(false, Ordering::AcqRel) {
-            let mut tail = self.tail.lock();
-            tail.sync_requested = true;
-            let wake = std::mem::take(&mut tail.writer_waiting);
-            drop(tail);
-            if wake {
-                self.wake_writer.notify_one();
-            }
+            self.request_sync();
         }
     }
 
-    /// Asks the writer to sync soon (used by `flush` in EverySecond mode).
+    /// Asks the writer thread to sync soon (used by `flush` in EverySecond
+    /// mode, and for loop records a waiter off the loops may need).
     pub(crate) fn request_sync(&self) {
         let mut tail = self.tail.lock();
         tail.sync_requested = true;
