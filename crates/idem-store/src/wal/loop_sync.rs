@@ -115,18 +115,8 @@ impl LoopSync {
         }
         let mut deferred = false;
         loop {
-            if let Some(mut writer) = self.writer.try_lock() {
-                // Every record up to `want` was appended before its task
-                // waited, so it is in the tail this cycle takes, or was
-                // written by an earlier cycle that this one's sync covers.
-                // After a failure `cycle` returns at once, and the failure
-                // has already woken every waiter.
-                if want > self.shared.synced.load(Ordering::Acquire) {
-                    writer.cycle();
-                }
-                drop(writer);
-                self.shared.wake_deferred();
-                return;
+            if let Some(writer) = self.writer.try_lock() {
+                return self.commit(writer, want);
             }
             if deferred {
                 // The holder had not finished when this loop filed its
@@ -137,13 +127,7 @@ impl LoopSync {
             let waker = LOOP_WAKER.with(|w| w.borrow().clone());
             let Some(waker) = waker else {
                 // No nudge task on this loop: wait for the sync in progress.
-                let writer = self.writer.lock();
-                if want > self.shared.synced.load(Ordering::Acquire) {
-                    let mut writer = writer;
-                    writer.cycle();
-                }
-                self.shared.wake_deferred();
-                return;
+                return self.commit(self.writer.lock(), want);
             };
             self.shared.defer(want, waker);
             deferred = true;
@@ -151,6 +135,23 @@ impl LoopSync {
             // filed, it may have missed it, but then the lock is free now
             // (or held by a later holder, which will see the request).
         }
+    }
+}
+
+impl LoopSync {
+    /// With the writer held: syncs up to `want` unless that is done already,
+    /// releases the writer, then wakes the loops that filed requests while
+    /// it was held (after the release, so that a woken loop can take it).
+    fn commit(&self, mut writer: parking_lot::MutexGuard<'_, Writer>, want: u64) {
+        // Every record up to `want` was appended before its task waited, so
+        // it is in the tail this cycle takes, or was written by an earlier
+        // cycle that this one's sync covers. After a failure `cycle` returns
+        // at once, and the failure has already woken every waiter.
+        if want > self.shared.synced.load(Ordering::Acquire) {
+            writer.cycle();
+        }
+        drop(writer);
+        self.shared.wake_deferred();
     }
 }
 
