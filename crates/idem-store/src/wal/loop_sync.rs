@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -42,6 +43,54 @@ thread_local! {
     static LOOP_WANT: Cell<u64> = const { Cell::new(0) };
     /// Wakes this loop (the waker of its [`LoopSync::nudges`] task).
     static LOOP_WAKER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// How many records the loop's last commit covered.
+    static LAST_BATCH: Cell<u64> = const { Cell::new(0) };
+    /// The loop's commit being delayed for more records, if it is.
+    static GATHER: Cell<Option<Gather>> = const { Cell::new(None) };
+}
+
+/// A loop delays its commit while records keep arriving at least this
+/// often ([`Gather`]).
+pub(crate) const GATHER_GAP: Duration = Duration::from_micros(20);
+
+/// The longest a loop delays a commit to gather records ([`Gather`]).
+pub(crate) const GATHER_MAX: Duration = Duration::from_micros(200);
+
+/// A commit a loop delays so that more records join it: with 50 clients
+/// and one request each in flight, syncing the moment the loop first runs
+/// dry splits the clients into two halves that take turns (one half's
+/// requests arrive while the other's sync runs), and each sync covers half
+/// of them. Waiting while requests are still arriving lets one sync cover
+/// nearly all. The loop delays only when its last commit covered at least
+/// two records (its clients are concurrent; a lone client never waits),
+/// and commits once no record arrived for [`GATHER_GAP`] or after
+/// [`GATHER_MAX`] in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gather {
+    /// When the loop first ran dry with these records pending.
+    since: Instant,
+    /// When the number of pending records last grew.
+    last_arrival: Instant,
+    last_pending: u64,
+}
+
+impl Gather {
+    /// Whether to keep delaying (the new state) or commit now (`None`),
+    /// given the state so far, the records pending (appended and not
+    /// synced), the time, and how many records the last commit covered.
+    pub(crate) fn step(state: Option<Gather>, pending: u64, now: Instant, last_batch: u64) -> Option<Gather> {
+        if last_batch < 2 {
+            return None;
+        }
+        let mut g = state.unwrap_or(Gather { since: now, last_arrival: now, last_pending: pending });
+        if pending > g.last_pending {
+            g.last_arrival = now;
+            g.last_pending = pending;
+        }
+        let quiet = now.saturating_duration_since(g.last_arrival) >= GATHER_GAP;
+        let overdue = now.saturating_duration_since(g.since) >= GATHER_MAX;
+        (!quiet && !overdue).then_some(g)
+    }
 }
 
 /// Whether the calling thread is an event loop that syncs its own waits.
@@ -108,11 +157,21 @@ impl LoopSync {
     /// `fdatasync`, and wakes the tasks the sync covers. When another
     /// thread's sync is in progress it returns at once instead, so that the
     /// loop keeps serving, and that thread wakes the loop when it is done.
+    /// While records are still arriving it may delay the commit instead
+    /// ([`Gather`], at most [`GATHER_MAX`]): it then wakes the loop's nudge
+    /// task, so that the loop polls for I/O without blocking and calls this
+    /// again.
     pub fn before_park(&self) {
-        let want = LOOP_WANT.with(|w| w.replace(0));
-        if want <= self.shared.synced.load(Ordering::Acquire) {
+        let synced = self.shared.synced.load(Ordering::Acquire);
+        if LOOP_WANT.with(Cell::get) <= synced {
+            LOOP_WANT.with(|w| w.set(0));
+            GATHER.with(|g| g.set(None));
             return;
         }
+        if self.gather(synced) {
+            return;
+        }
+        let want = LOOP_WANT.with(|w| w.replace(0));
         let mut deferred = false;
         loop {
             if let Some(writer) = self.writer.try_lock() {
@@ -139,6 +198,30 @@ impl LoopSync {
 }
 
 impl LoopSync {
+    /// Whether to delay the commit so that more records join it: while the
+    /// loop's last commit covered several records (its connections are
+    /// concurrent) and records keep arriving, the loop polls for I/O
+    /// instead of syncing, until no record arrived for a short gap or the
+    /// delay reaches its bound. It wakes its nudge task, so the runtime
+    /// polls for I/O without blocking and calls `before_park` again.
+    fn gather(&self, synced: u64) -> bool {
+        let last_batch = LAST_BATCH.with(Cell::get);
+        if last_batch < 2 {
+            return false;
+        }
+        let Some(waker) = LOOP_WAKER.with(|w| w.borrow().clone()) else { return false };
+        let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
+        let next = Gather::step(GATHER.with(Cell::get), pending, Instant::now(), last_batch);
+        GATHER.with(|g| g.set(next));
+        if next.is_none() {
+            return false;
+        }
+        // The runtime sees work scheduled by this hook, so it polls for I/O
+        // without blocking, runs what arrived, and calls the hook again.
+        waker.wake();
+        true
+    }
+
     /// With the writer held: syncs up to `want` unless that is done already,
     /// releases the writer, then wakes the loops that filed requests while
     /// it was held (after the release, so that a woken loop can take it).
@@ -147,8 +230,10 @@ impl LoopSync {
         // it is in the tail this cycle takes, or was written by an earlier
         // cycle that this one's sync covers. After a failure `cycle` returns
         // at once, and the failure has already woken every waiter.
-        if want > self.shared.synced.load(Ordering::Acquire) {
+        let before = self.shared.synced.load(Ordering::Acquire);
+        if want > before {
             writer.cycle();
+            LAST_BATCH.with(|b| b.set(self.shared.synced.load(Ordering::Acquire).saturating_sub(before)));
         }
         drop(writer);
         self.shared.wake_deferred();
@@ -181,6 +266,40 @@ mod tests {
     use super::*;
     use crate::wal::sim::SimFs;
     use crate::wal::{Log, LogOptions, Storage};
+
+    /// The commit delay: none for a lone client, kept while records keep
+    /// arriving within the gap, ended by a quiet gap or by the bound.
+    #[test]
+    fn gather_delays_only_while_concurrent_records_keep_arriving() {
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        // The last commit covered one record: no delay at all.
+        assert_eq!(Gather::step(None, 1, t0, 1), None);
+        assert_eq!(Gather::step(None, 5, t0, 0), None);
+
+        // Concurrent clients: the first dry run starts a delay.
+        let g = Gather::step(None, 3, t0, 20).expect("a delay starts");
+        // Nothing new, within the gap: keep waiting.
+        let g = Gather::step(Some(g), 3, at(10), 20).expect("within the gap");
+        // Nothing new for the whole gap: commit.
+        let gap = GATHER_GAP.as_micros() as u64;
+        assert_eq!(Gather::step(Some(g), 3, at(gap), 20), None);
+
+        // Arrivals reset the gap, until the bound.
+        let max = GATHER_MAX.as_micros() as u64;
+        let mut g = Gather::step(None, 1, t0, 20).unwrap();
+        let mut now = 0;
+        let mut pending = 1;
+        let ended_at = loop {
+            now += gap / 2;
+            pending += 1;
+            match Gather::step(Some(g), pending, at(now), 20) {
+                Some(next) => g = next,
+                None => break now,
+            }
+        };
+        assert!(ended_at >= max && ended_at < max + gap, "ended at {ended_at} us, bound {max} us");
+    }
 
     /// A loop that runs dry while another thread holds the writer does not
     /// block: it files its request, and the holder's `wake_deferred` wakes
