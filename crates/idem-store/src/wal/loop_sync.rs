@@ -64,7 +64,10 @@ pub(crate) const GATHER_MAX: Duration = Duration::from_micros(200);
 /// nearly all. The loop delays only when its last commit covered at least
 /// two records (its clients are concurrent; a lone client never waits),
 /// and commits once no record arrived for [`GATHER_GAP`] or after
-/// [`GATHER_MAX`] in all.
+/// [`GATHER_MAX`] in all. Only a log's single loop gathers: the loop polls
+/// while it waits, and with two loops on two cores that polling took the
+/// cores the other loop and the clients needed (0.95× the requests/s,
+/// 1.23× the CPU per request, docs/benchmarks.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Gather {
     /// When the loop first ran dry with these records pending.
@@ -126,6 +129,7 @@ impl LoopSync {
     pub fn enter(&self) {
         if self.shared.mode == FsyncMode::Always {
             IN_LOOP.with(|l| l.set(true));
+            self.shared.loops.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -206,7 +210,7 @@ impl LoopSync {
     /// polls for I/O without blocking and calls `before_park` again.
     fn gather(&self, synced: u64) -> bool {
         let last_batch = LAST_BATCH.with(Cell::get);
-        if last_batch < 2 {
+        if last_batch < 2 || self.shared.loops.load(Ordering::Relaxed) > 1 {
             return false;
         }
         let Some(waker) = LOOP_WAKER.with(|w| w.borrow().clone()) else { return false };

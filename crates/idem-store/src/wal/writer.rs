@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     /// Mirrors `Tail::appended_bytes` for lock-free reads.
     pub appended_bytes: AtomicU64,
     pub failed: AtomicBool,
+    /// Event loop threads that sync for this log (`LoopSync::enter`).
+    pub loops: std::sync::atomic::AtomicUsize,
     /// A loop thread appended a record while the writer thread slept and
     /// did not wake it (see `loop_sync`).
     pub unwoken: AtomicBool,
@@ -157,6 +159,7 @@ impl Shared {
             appended_bytes: AtomicU64::new(appended_bytes),
             failed: AtomicBool::new(false),
             unwoken: AtomicBool::new(false),
+            loops: Default::default(),
             deferred: Mutex::new(Vec::new()),
             waiters: Default::default(),
             blocking_lock: Mutex::new(()),
