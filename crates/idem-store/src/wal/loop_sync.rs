@@ -209,17 +209,14 @@ impl LoopSync {
     /// delay reaches its bound. It wakes its nudge task, so the runtime
     /// polls for I/O without blocking and calls `before_park` again.
     fn gather(&self, synced: u64) -> bool {
-        let last_batch = LAST_BATCH.with(Cell::get);
-        if last_batch < 2 || self.shared.loops.load(Ordering::Relaxed) > 1 {
+        if self.shared.loops.load(Ordering::Relaxed) > 1 {
             return false;
         }
-        let Some(waker) = LOOP_WAKER.with(|w| w.borrow().clone()) else { return false };
         let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
-        let next = Gather::step(GATHER.with(Cell::get), pending, Instant::now(), last_batch);
-        GATHER.with(|g| g.set(next));
-        if next.is_none() {
-            return false;
-        }
+        let next = Gather::step(GATHER.with(Cell::get), pending, Instant::now(), LAST_BATCH.with(Cell::get));
+        let waker = next.and_then(|_| LOOP_WAKER.with(|w| w.borrow().clone()));
+        GATHER.with(|g| g.set(next.filter(|_| waker.is_some())));
+        let Some(waker) = waker else { return false };
         // The runtime sees work scheduled by this hook, so it polls for I/O
         // without blocking, runs what arrived, and calls the hook again.
         waker.wake();

@@ -120,7 +120,8 @@ pub(crate) struct Shared {
     /// Mirrors `Tail::appended_bytes` for lock-free reads.
     pub appended_bytes: AtomicU64,
     pub failed: AtomicBool,
-    /// Event loop threads that sync for this log (`LoopSync::enter`).
+    /// Event loop threads that sync for this log: every `LoopSync::enter`
+    /// counts, and none is taken back (a server's loops live as long as it).
     pub loops: std::sync::atomic::AtomicUsize,
     /// A loop thread appended a record while the writer thread slept and
     /// did not wake it (see `loop_sync`).
