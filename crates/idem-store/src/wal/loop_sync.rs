@@ -214,13 +214,11 @@ impl LoopSync {
         }
         let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
         let next = Gather::step(GATHER.with(Cell::get), pending, Instant::now(), LAST_BATCH.with(Cell::get));
-        let waker = next.and_then(|_| LOOP_WAKER.with(|w| w.borrow().clone()));
-        GATHER.with(|g| g.set(next.filter(|_| waker.is_some())));
-        let Some(waker) = waker else { return false };
         // The runtime sees work scheduled by this hook, so it polls for I/O
         // without blocking, runs what arrived, and calls the hook again.
-        waker.wake();
-        true
+        let woke = next.is_some() && LOOP_WAKER.with(|w| w.borrow().as_ref().map(Waker::wake_by_ref)).is_some();
+        GATHER.with(|g| g.set(next.filter(|_| woke)));
+        woke
     }
 
     /// With the writer held: syncs up to `want` unless that is done already,

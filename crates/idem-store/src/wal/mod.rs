@@ -25,7 +25,6 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use idem_core::Change;
 
@@ -166,7 +165,6 @@ impl Log {
             synced_lsn: recovered_lsn,
             opened_lsn: recovered_lsn,
             last_is_mark: false,
-            last_sync: Instant::now(),
             prealloc_after_bytes: storage.prealloc_after_bytes,
             written_since_open: 0,
             prep_retry_at: 0,

@@ -361,7 +361,6 @@ pub(crate) struct Writer {
     pub opened_lsn: u64,
     /// Whether the last record written is a shutdown mark.
     pub last_is_mark: bool,
-    pub last_sync: Instant,
     /// Preallocate segments once this many bytes were written since open
     /// (`None`: never).
     pub prealloc_after_bytes: Option<u64>,
@@ -462,7 +461,7 @@ impl Writer {
 
     fn cycle_inner(&mut self) -> bool {
         let batch_end;
-        let mut sync_now;
+        let sync_now;
         {
             let mut tail = self.shared.tail.lock();
             if tail.failure.is_some() {
@@ -471,11 +470,17 @@ impl Writer {
             std::mem::swap(&mut tail.buf, &mut self.batch);
             self.cuts.append(&mut tail.cuts);
             batch_end = tail.next_lsn - 1;
-            sync_now = std::mem::take(&mut tail.sync_requested) || tail.shutdown;
+            // Always mode syncs every cycle; EverySecond mode when asked to,
+            // at shutdown, or a second after the last sync.
+            let requested = std::mem::take(&mut tail.sync_requested);
+            sync_now = requested
+                || tail.shutdown
+                || self.shared.mode == FsyncMode::Always
+                || Instant::now() >= tail.last_sync + EVERY_SECOND_SYNC_INTERVAL;
         }
         let batch = std::mem::take(&mut self.batch);
         let cuts = std::mem::take(&mut self.cuts);
-        let result = self.write_and_sync(&batch, &cuts, batch_end, &mut sync_now);
+        let result = self.write_and_sync(&batch, &cuts, batch_end, sync_now);
         self.batch = batch;
         self.batch.clear();
         if self.batch.capacity() > SPARE_BYTES_KEPT_MAX {
@@ -497,15 +502,13 @@ impl Writer {
         batch: &[u8],
         cuts: &[(u64, usize)],
         batch_end: u64,
-        sync_now: &mut bool,
+        sync_now: bool,
     ) -> Result<(), String> {
         if !batch.is_empty() {
             self.last_is_mark = false;
             self.write_batch(batch, cuts, batch_end)?;
         }
-        *sync_now |=
-            self.shared.mode == FsyncMode::Always || Instant::now() >= self.last_sync + EVERY_SECOND_SYNC_INTERVAL;
-        if *sync_now && self.written_lsn > self.synced_lsn {
+        if sync_now && self.written_lsn > self.synced_lsn {
             self.sync()?;
         }
         self.shared.publish(self.written_lsn, self.synced_lsn);
@@ -585,8 +588,7 @@ impl Writer {
         let started = Instant::now();
         self.seg.file.sync_data().map_err(|e| format!("fdatasync of {} failed: {e}", self.seg.path.display()))?;
         let us = started.elapsed().as_micros() as u64;
-        self.last_sync = Instant::now();
-        self.shared.tail.lock().last_sync = self.last_sync;
+        self.shared.tail.lock().last_sync = Instant::now();
         self.synced_lsn = self.written_lsn;
         let mut stats = self.shared.stats.lock();
         stats.syncs += 1;
