@@ -5,6 +5,7 @@
 # Starts, on free loopback ports, each with its own temp dir:
 #   redis-nopersist  redis-server --save "" --appendonly no
 #   redis-always     redis-server --save "" --appendonly yes --appendfsync always
+#                    (FSYNC=every-second: redis-everysec, --appendfsync everysec)
 #   idem             idem serve --port P --http-port 0 --data <tmpdir>   (fsync always)
 # and stops all three on exit (trap), whatever happens.
 #
@@ -49,6 +50,8 @@
 #                        refuses to start when an unknown IDEM_* variable is set)
 #   OUT=dir           where results.tsv and the logs go (default: a temp dir, kept)
 #   COMPACTION=off    off: no AOF rewrite / snapshot during the run; default: servers' defaults
+#   FSYNC=always      every-second: idem `--fsync every-second` against Redis `appendfsync
+#                     everysec` (both lose up to about a second of writes on power loss)
 #   PERF=1            also `perf record -g` idem during the `begin` lines (perf-*.data in OUT);
 #                     this slows idem, so its ratios then mean nothing: prefer bench/profile-idem.sh
 set -euo pipefail
@@ -62,6 +65,12 @@ LINES=${LINES:-"begin claim lock unlock counter"}
 PIPELINES=${PIPELINES:-"1 16"}
 PERF=${PERF:-0}
 COMPACTION=${COMPACTION:-off}
+FSYNC=${FSYNC:-always}
+case $FSYNC in
+always) DURABLE=redis-always REDIS_FSYNC=always ;;
+every-second) DURABLE=redis-everysec REDIS_FSYNC=everysec ;;
+*) echo "FSYNC must be always or every-second" >&2; exit 2 ;;
+esac
 TTL_MS=3600000
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,7 +90,7 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK/redis-nopersist" "$WORK/redis-always" "$WORK/idem-data" "$WORK"/prefill-*
+    rm -rf "$WORK/redis-nopersist" "$WORK/$DURABLE" "$WORK/idem-data" "$WORK"/prefill-*
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -148,7 +157,7 @@ start_idem() {
     local port env=()
     port=$(free_port)
     [[ $COMPACTION == off ]] && env=(IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)))
-    env "${env[@]}" "$BENCH_IDEM_BIN" serve --port "$port" --http-port 0 --data "$WORK/idem-data" --log warn \
+    env "${env[@]}" "$BENCH_IDEM_BIN" serve --port "$port" --http-port 0 --data "$WORK/idem-data" --fsync "$FSYNC" --log warn \
         >"$OUT/idem.log" 2>&1 &
     PIDS+=($!)
     PID[idem]=$!
@@ -158,13 +167,13 @@ start_idem() {
 
 start_redis redis-nopersist --appendonly no
 if [[ $COMPACTION == off ]]; then
-    start_redis redis-always --appendonly yes --appendfsync always --auto-aof-rewrite-percentage 0
+    start_redis "$DURABLE" --appendonly yes --appendfsync "$REDIS_FSYNC" --auto-aof-rewrite-percentage 0
 else
-    start_redis redis-always --appendonly yes --appendfsync always
+    start_redis "$DURABLE" --appendonly yes --appendfsync "$REDIS_FSYNC"
 fi
 start_idem
-SERVERS=(redis-nopersist redis-always idem)
-log "ports: ${PORT[redis-nopersist]} (redis-nopersist) ${PORT[redis-always]} (redis-always) ${PORT[idem]} (idem); out: $OUT"
+SERVERS=(redis-nopersist "$DURABLE" idem)
+log "ports: ${PORT[redis-nopersist]} (redis-nopersist) ${PORT[$DURABLE]} ($DURABLE) ${PORT[idem]} (idem, fsync $FSYNC); out: $OUT"
 
 # --- lines --------------------------------------------------------------
 UNLOCK_LUA="if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end"
@@ -314,9 +323,11 @@ log "after: $(fsync_probe); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- table --------------------------------------------------------------
 # Ratios are taken within each round, then the median over rounds is shown.
-python3 - "$RESULTS" <<'EOF'
+python3 - "$RESULTS" "$DURABLE" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+dur = sys.argv[2]  # redis-always or redis-everysec
+short = dur.removeprefix("redis-")
 by = {}
 for r in rows:
     by.setdefault((r["line"], r["P"]), {}).setdefault(r["server"], []).append(r)
@@ -324,7 +335,7 @@ names = {"begin": "IDEM.BEGIN vs SET NX PX", "claim": "CLAIM vs SET NX",
          "lock": "LOCK vs SET NX PX", "unlock": "UNLOCK vs EVAL owner-checked DEL",
          "counter": "COUNTER.ADD vs INCRBY"}
 med = lambda xs: statistics.median(xs)
-print("| line | P | idem rps | p50/p99 ms | redis-always rps | p50/p99 ms | redis-nopersist rps | p50/p99 ms | idem/always | idem/nopersist | effect idem/always/nopersist | server CPU µs/req idem/always/nopersist | client CPU µs/req |")
+print(f"| line | P | idem rps | p50/p99 ms | {dur} rps | p50/p99 ms | redis-nopersist rps | p50/p99 ms | idem/{short} | idem/nopersist | effect idem/{short}/nopersist | server CPU µs/req idem/{short}/nopersist | client CPU µs/req |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 seen = []
 for r in rows:
@@ -333,17 +344,17 @@ for r in rows:
         seen.append(k)
 for line, p in seen:
     d = by[(line, p)]
-    if not all(s in d for s in ("idem", "redis-always", "redis-nopersist")):
+    if not all(s in d for s in ("idem", dur, "redis-nopersist")):
         continue
     rounds = len(d["idem"])
-    ra = [float(d["idem"][i]["rps"]) / float(d["redis-always"][i]["rps"]) for i in range(rounds)]
+    ra = [float(d["idem"][i]["rps"]) / float(d[dur][i]["rps"]) for i in range(rounds)]
     rn = [float(d["idem"][i]["rps"]) / float(d["redis-nopersist"][i]["rps"]) for i in range(rounds)]
     cell = lambda s: (f'{med([float(x["rps"]) for x in d[s]]):,.0f}',
                       f'{med([float(x["p50_ms"]) for x in d[s]]):.3f}/{med([float(x["p99_ms"]) for x in d[s]]):.3f}')
-    i, a, n = cell("idem"), cell("redis-always"), cell("redis-nopersist")
-    eff = "/".join(d[s][0]["effect"] for s in ("idem", "redis-always", "redis-nopersist"))
-    srv = "/".join(f'{med([float(x["server_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", "redis-always", "redis-nopersist"))
-    cli = "/".join(f'{med([float(x["client_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", "redis-always", "redis-nopersist"))
+    i, a, n = cell("idem"), cell(dur), cell("redis-nopersist")
+    eff = "/".join(d[s][0]["effect"] for s in ("idem", dur, "redis-nopersist"))
+    srv = "/".join(f'{med([float(x["server_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", dur, "redis-nopersist"))
+    cli = "/".join(f'{med([float(x["client_us_per_req"]) for x in d[s]]):.1f}' for s in ("idem", dur, "redis-nopersist"))
     print(f"| {names.get(line, line)} | {p} | {i[0]} | {i[1]} | {a[0]} | {a[1]} | {n[0]} | {n[1]} | "
           f"**{med(ra):.2f}** | **{med(rn):.2f}** | {eff} | {srv} | {cli} |")
 EOF

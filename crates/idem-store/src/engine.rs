@@ -545,8 +545,8 @@ impl Backend for Store {
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {
         match &self.inner.log {
-            Some(log) if self.inner.fsync == FsyncMode::Always => Some(Arc::new(LoopCommit(log.loop_sync()))),
-            _ => None,
+            Some(log) => Some(Arc::new(LoopCommit(log.loop_sync()))),
+            None => None,
         }
     }
 

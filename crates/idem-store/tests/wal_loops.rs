@@ -216,3 +216,49 @@ fn a_failed_sync_on_a_loop_fails_its_waiters_and_the_log() {
     assert!(log.failure().is_some());
     assert!(log.append(3, &[counter("f", 3)]).is_err());
 }
+
+/// In EverySecond mode loops write their connections' records and
+/// acknowledge them without a sync; the writer thread, asleep without a
+/// deadline when the first of them arrives, is woken to keep the
+/// one-second rhythm, so every acknowledged record is synced within about a
+/// second with no further activity (a power loss after that loses none).
+#[test]
+fn every_second_loops_acknowledge_on_write_and_the_writer_syncs_within_a_second() {
+    let fs = SimFs::new();
+    let storage = sim_storage(&fs, 1 << 20);
+    let dir = std::path::Path::new("/every-second");
+    let opts = idem_store::wal::LogOptions { fsync: idem_store::FsyncMode::EverySecond, ..opts() };
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    {
+        let (log, _, _) = open_collect(dir, &opts, &storage).unwrap();
+        let log = Arc::new(log);
+        let loops: Vec<TestLoop> = (0..2).map(|_| TestLoop::start(log.loop_sync())).collect();
+        // Let the writer thread fall asleep with nothing to sync.
+        std::thread::sleep(Duration::from_millis(50));
+        let syncs_before = fs.syncs();
+        let mut tasks = Vec::new();
+        for (l, lp) in loops.iter().enumerate() {
+            for t in 0..4 {
+                tasks.push(lp.handle.spawn(append_acked(log.clone(), format!("es{l}-{t}"), 50, acked.clone())));
+            }
+        }
+        runtime().block_on(async {
+            for t in tasks {
+                tokio::time::timeout(Duration::from_secs(60), t).await.expect("a waiter was never woken").unwrap();
+            }
+        });
+        assert_eq!(acked.lock().unwrap().len(), 400, "every record acknowledged");
+        let syncs = fs.syncs() - syncs_before;
+        assert!(syncs <= 3, "acknowledgements waited for syncs: {syncs} syncs for 400 records");
+        // No flush, no further append: only the writer's rhythm syncs them.
+        std::thread::sleep(Duration::from_millis(2500));
+        fs.crash();
+        drop(loops);
+    }
+    fs.reboot(CrashMode::DropUnsynced, 11);
+    let (_log, _, seen) = open_collect(dir, &opts, &storage).unwrap();
+    let recovered = recovered_pairs(&seen);
+    let acked = acked.lock().unwrap();
+    let lost: Vec<_> = acked.difference(&recovered).collect();
+    assert!(lost.is_empty(), "acknowledged, left a second and more, but lost: {} records", lost.len());
+}

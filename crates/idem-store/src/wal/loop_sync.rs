@@ -124,13 +124,12 @@ impl LoopSync {
     /// Marks the calling thread as an event loop that will call
     /// [`LoopSync::before_park`] whenever it runs out of work and runs
     /// [`LoopSync::nudges`] as a task. Call it once, on the loop thread,
-    /// before the loop runs anything. In EverySecond mode it does nothing:
-    /// the writer thread keeps the one-second rhythm.
+    /// before the loop runs anything. In EverySecond mode the loop writes
+    /// its records without syncing them, and the writer thread keeps the
+    /// one-second rhythm of syncs.
     pub fn enter(&self) {
-        if self.shared.mode == FsyncMode::Always {
-            IN_LOOP.with(|l| l.set(true));
-            self.shared.loops.fetch_add(1, Ordering::Relaxed);
-        }
+        IN_LOOP.with(|l| l.set(true));
+        self.shared.loops.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A single-threaded tokio runtime wired as one of this log's loops: it
@@ -166,7 +165,7 @@ impl LoopSync {
     /// task, so that the loop polls for I/O without blocking and calls this
     /// again.
     pub fn before_park(&self) {
-        let synced = self.shared.synced.load(Ordering::Acquire);
+        let synced = self.shared.loop_mark_lsn().load(Ordering::Acquire);
         if LOOP_WANT.with(Cell::get) <= synced {
             LOOP_WANT.with(|w| w.set(0));
             GATHER.with(|g| g.set(None));
@@ -209,7 +208,8 @@ impl LoopSync {
     /// delay reaches its bound. It wakes its nudge task, so the runtime
     /// polls for I/O without blocking and calls `before_park` again.
     fn gather(&self, synced: u64) -> bool {
-        if self.shared.loops.load(Ordering::Relaxed) > 1 {
+        // Gathering saves syncs; EverySecond mode has none to save here.
+        if self.shared.mode != FsyncMode::Always || self.shared.loops.load(Ordering::Relaxed) > 1 {
             return false;
         }
         let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
@@ -229,10 +229,11 @@ impl LoopSync {
         // it is in the tail this cycle takes, or was written by an earlier
         // cycle that this one's sync covers. After a failure `cycle` returns
         // at once, and the failure has already woken every waiter.
-        let before = self.shared.synced.load(Ordering::Acquire);
+        let done = self.shared.loop_mark_lsn();
+        let before = done.load(Ordering::Acquire);
         if want > before {
             writer.cycle();
-            LAST_BATCH.with(|b| b.set(self.shared.synced.load(Ordering::Acquire).saturating_sub(before)));
+            LAST_BATCH.with(|b| b.set(done.load(Ordering::Acquire).saturating_sub(before)));
         }
         drop(writer);
         self.shared.wake_deferred();

@@ -138,7 +138,7 @@ impl Future for Wait<'_> {
             }
         }
         drop(reg);
-        if this.mark == Mark::Synced && loop_sync::in_loop() {
+        if this.mark == this.shared.loop_mark() && loop_sync::in_loop() {
             loop_sync::note_wait(this.lsn);
         } else {
             this.shared.wake_writer_for_loop_records();

@@ -97,6 +97,9 @@ pub(crate) struct Tail {
     pub shutdown: bool,
     /// The writer sleeps on `wake_writer` and needs a notify.
     pub writer_waiting: bool,
+    /// While `writer_waiting`: the writer will wake by itself when the next
+    /// EverySecond sync is due (it waits with that deadline).
+    pub writer_deadline: bool,
     /// `flush` wants a sync even in EverySecond mode.
     pub sync_requested: bool,
     /// Bytes appended since open (for snapshot scheduling).
@@ -149,6 +152,7 @@ impl Shared {
                 failure: None,
                 shutdown: false,
                 writer_waiting: false,
+                writer_deadline: false,
                 sync_requested: false,
                 appended_bytes,
                 last_sync: Instant::now(),
@@ -226,9 +230,17 @@ impl Shared {
         tail.appended_bytes += (tail.buf.len() - before) as u64;
         self.appended_bytes.store(tail.appended_bytes, Ordering::Relaxed);
         self.appended.store(lsn, Ordering::Release);
-        if tail.writer_waiting && self.mode == FsyncMode::Always && loop_sync::in_loop() {
-            // This thread's loop syncs the record itself once its task
-            // waits; a waiter elsewhere that might need it wakes the writer.
+        let loop_writes = match self.mode {
+            FsyncMode::Always => true,
+            // The loop writes the record, but only the writer thread keeps
+            // the one-second rhythm of syncs: a writer asleep without a
+            // deadline must wake to start it.
+            FsyncMode::EverySecond => tail.writer_deadline,
+        };
+        if tail.writer_waiting && loop_writes && loop_sync::in_loop() {
+            // This thread's loop writes (and, in Always mode, syncs) the
+            // record itself once its task waits; a waiter elsewhere that
+            // might need it wakes the writer.
             if !self.unwoken.load(Ordering::Relaxed) {
                 self.unwoken.store(true, Ordering::Release);
             }
@@ -259,22 +271,48 @@ impl Shared {
         if deferred.is_empty() {
             return;
         }
-        let synced = self.synced.load(Ordering::Acquire);
+        let done = self.loop_mark_lsn().load(Ordering::Acquire);
         let failed = self.failed.load(Ordering::Acquire);
         for (lsn, waker) in deferred.drain(..) {
-            if lsn > synced && !failed {
+            if lsn > done && !failed {
                 waker.wake();
             }
         }
     }
 
+    /// The mark a loop's own durable waits need: synced in Always mode,
+    /// written in EverySecond mode (where replies wait for the write only).
+    pub(crate) fn loop_mark(&self) -> Mark {
+        match self.mode {
+            FsyncMode::Always => Mark::Synced,
+            FsyncMode::EverySecond => Mark::Written,
+        }
+    }
+
+    /// The LSN of [`Shared::loop_mark`].
+    pub(crate) fn loop_mark_lsn(&self) -> &AtomicU64 {
+        match self.mode {
+            FsyncMode::Always => &self.synced,
+            FsyncMode::EverySecond => &self.written,
+        }
+    }
+
     /// Called by a waiter that is not on a loop thread: if a loop appended
     /// records without waking the writer thread, wake it, so that the
-    /// records this waiter may depend on get synced even when no loop task
-    /// waits for them.
+    /// records this waiter may depend on get written (and in Always mode
+    /// synced) even when no loop task waits for them.
     pub(crate) fn wake_writer_for_loop_records(&self) {
         if self.unwoken.load(Ordering::Acquire) && self.unwoken.swap(false, Ordering::AcqRel) {
-            self.request_sync();
+            match self.mode {
+                FsyncMode::Always => self.request_sync(),
+                // A write is enough; the sync keeps its one-second rhythm.
+                FsyncMode::EverySecond => {
+                    let wake = std::mem::take(&mut self.tail.lock().writer_waiting);
+                    if wake {
+                        self.wake_writer.notify_one();
+                    }
+                }
+            }
         }
     }
 
@@ -434,12 +472,14 @@ fn wait_for_work(shared: &Shared) -> Work {
             return Work::Shutdown;
         }
         tail.writer_waiting = true;
+        tail.writer_deadline = unsynced;
         if unsynced {
             shared.wake_writer.wait_until(&mut tail, deadline);
         } else {
             shared.wake_writer.wait(&mut tail);
         }
         tail.writer_waiting = false;
+        tail.writer_deadline = false;
     }
 }
 
