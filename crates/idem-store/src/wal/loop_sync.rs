@@ -1,4 +1,6 @@
-//! Group commit on the caller's own event loop (Always mode).
+//! Group commit on the caller's own event loop. In Always mode a loop
+//! writes and syncs; in EverySecond mode it writes only, and the writer
+//! thread keeps the one-second rhythm of syncs.
 //!
 //! A server that runs its connections on single-threaded event loops, one
 //! per core, marks each loop thread with [`LoopSync::enter`] and calls
