@@ -167,13 +167,14 @@ impl LoopSync {
     /// task, so that the loop polls for I/O without blocking and calls this
     /// again.
     pub fn before_park(&self) {
-        let synced = self.shared.loop_mark_lsn().load(Ordering::Acquire);
-        if LOOP_WANT.with(Cell::get) <= synced {
+        // Synced in Always mode, written in EverySecond mode.
+        let done = self.shared.loop_mark_lsn().load(Ordering::Acquire);
+        if LOOP_WANT.with(Cell::get) <= done {
             LOOP_WANT.with(|w| w.set(0));
             GATHER.with(|g| g.set(None));
             return;
         }
-        if self.gather(synced) {
+        if self.gather(done) {
             return;
         }
         let want = LOOP_WANT.with(|w| w.replace(0));

@@ -86,11 +86,7 @@ impl<'a> Wait<'a> {
     }
 
     fn reached(&self) -> bool {
-        let mark = match self.mark {
-            Mark::Synced => &self.shared.synced,
-            Mark::Written => &self.shared.written,
-        };
-        self.lsn <= mark.load(Ordering::Acquire)
+        self.lsn <= self.shared.mark_lsn(self.mark).load(Ordering::Acquire)
     }
 
     fn outcome(&self) -> Option<Result<(), StoreError>> {

@@ -246,11 +246,7 @@ impl Shared {
             }
             return Ok(lsn);
         }
-        let wake = std::mem::take(&mut tail.writer_waiting);
-        drop(tail);
-        if wake {
-            self.wake_writer.notify_one();
-        }
+        self.wake_writer(tail);
         Ok(lsn)
     }
 
@@ -291,9 +287,14 @@ impl Shared {
 
     /// The LSN of [`Shared::loop_mark`].
     pub(crate) fn loop_mark_lsn(&self) -> &AtomicU64 {
-        match self.mode {
-            FsyncMode::Always => &self.synced,
-            FsyncMode::EverySecond => &self.written,
+        self.mark_lsn(self.loop_mark())
+    }
+
+    /// Where `mark` is published.
+    pub(crate) fn mark_lsn(&self, mark: Mark) -> &AtomicU64 {
+        match mark {
+            Mark::Synced => &self.synced,
+            Mark::Written => &self.written,
         }
     }
 
@@ -306,12 +307,7 @@ impl Shared {
             match self.mode {
                 FsyncMode::Always => self.request_sync(),
                 // A write is enough; the sync keeps its one-second rhythm.
-                FsyncMode::EverySecond => {
-                    let wake = std::mem::take(&mut self.tail.lock().writer_waiting);
-                    if wake {
-                        self.wake_writer.notify_one();
-                    }
-                }
+                FsyncMode::EverySecond => self.wake_writer(self.tail.lock()),
             }
         }
     }
@@ -321,6 +317,11 @@ impl Shared {
     pub(crate) fn request_sync(&self) {
         let mut tail = self.tail.lock();
         tail.sync_requested = true;
+        self.wake_writer(tail);
+    }
+
+    /// Wakes the writer thread if it sleeps, after releasing `tail`.
+    fn wake_writer(&self, mut tail: parking_lot::MutexGuard<'_, Tail>) {
         let wake = std::mem::take(&mut tail.writer_waiting);
         drop(tail);
         if wake {
