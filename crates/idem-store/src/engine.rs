@@ -544,10 +544,8 @@ impl Backend for Store {
     }
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {
-        match &self.inner.log {
-            Some(log) => Some(Arc::new(LoopCommit(log.loop_sync()))),
-            None => None,
-        }
+        let log = self.inner.log.as_ref()?;
+        Some(Arc::new(LoopCommit(log.loop_sync())))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

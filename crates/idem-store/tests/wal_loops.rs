@@ -248,8 +248,11 @@ fn every_second_loops_acknowledge_on_write_and_the_writer_syncs_within_a_second(
             }
         });
         assert_eq!(acked.lock().unwrap().len(), 400, "every record acknowledged");
+        // A sync per batch would be dozens (8 concurrent tasks, 400
+        // records); the rhythm allows one per second of the run (plus the
+        // first, which an idle writer starts).
         let syncs = fs.syncs() - syncs_before;
-        assert!(syncs <= 3, "acknowledgements waited for syncs: {syncs} syncs for 400 records");
+        assert!(syncs <= 10, "acknowledgements waited for syncs: {syncs} syncs for 400 records");
         // No flush, no further append: only the writer's rhythm syncs them.
         std::thread::sleep(Duration::from_millis(2500));
         fs.crash();

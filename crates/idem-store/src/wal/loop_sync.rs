@@ -158,8 +158,8 @@ impl LoopSync {
 
     /// Makes every record a task of this loop waits for durable, unless
     /// that is already so. Call it when the loop has nothing left to run,
-    /// before it waits for I/O. It blocks the thread for the write and the
-    /// `fdatasync`, and wakes the tasks the sync covers. When another
+    /// before it waits for I/O. It blocks the thread for the write and (in
+    /// Always mode) the `fdatasync`, and wakes the tasks the cycle covers. When another
     /// thread's sync is in progress it returns at once instead, so that the
     /// loop keeps serving, and that thread wakes the loop when it is done.
     /// While records are still arriving it may delay the commit instead
