@@ -8,11 +8,12 @@
 //! ```
 //!
 //! Only `timed_applies` is counted, so Ir / N is the cost of one command.
-//! Workloads: `begin_new`, `commit`, `begin_done`, `claim_new`, `counter_add`.
+//! Workloads: `begin_new`, `commit`, `begin_done`, `claim_new`, `lock_new`,
+//! `lock_again`, `counter_add`.
 
 use std::hint::black_box;
 
-use idem_bench::{begin, claim, commit, counter_add, key};
+use idem_bench::{begin, claim, commit, counter_add, key, lock};
 use idem_core::machine::{Applied, Effects, Machine, SeqEnv};
 use idem_core::{Command, Limits};
 
@@ -59,6 +60,14 @@ fn main() {
             })
             .collect(),
         "claim_new" => (0..n).map(|i| claim(key(i))).collect(),
+        "lock_new" => (0..n).map(|i| lock(key(i), 3_600_000)).collect(),
+        // The holder locks again with another lease: the deadline moves.
+        "lock_again" => (0..n)
+            .map(|i| {
+                apply(&mut m, &lock(key(i), 3_600_000), &mut env, &mut fx);
+                lock(key(i), 3_600_001)
+            })
+            .collect(),
         "counter_add" => (0..n)
             .map(|i| {
                 apply(&mut m, &counter_add(key(i)), &mut env, &mut fx);

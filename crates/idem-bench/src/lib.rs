@@ -57,6 +57,11 @@ pub fn claim(key: Bytes) -> Command {
     Command::Claim { key, owner: Bytes::from_static(b"owner1"), ttl_ms: None }
 }
 
+/// `LOCK key owner1 LEASE lease_ms`.
+pub fn lock(key: Bytes, lease_ms: u64) -> Command {
+    Command::Lock { name: key, owner: Bytes::from_static(b"owner1"), lease_ms, wait_ms: 0 }
+}
+
 /// `COUNTER.ADD key 1`.
 pub fn counter_add(key: Bytes) -> Command {
     Command::CounterAdd { key, delta: 1, min: None, max: None, op: None, keep_ms: 86_400_000 }
