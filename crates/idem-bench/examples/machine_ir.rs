@@ -9,7 +9,7 @@
 //!
 //! Only `timed_applies` is counted, so Ir / N is the cost of one command.
 //! Workloads: `begin_new`, `commit`, `begin_done`, `claim_new`, `lock_new`,
-//! `lock_again`, `counter_add`.
+//! `lock_again`, `counter_new`, `counter_add`.
 
 use std::hint::black_box;
 
@@ -68,6 +68,7 @@ fn main() {
                 lock(key(i), 3_600_001)
             })
             .collect(),
+        "counter_new" => (0..n).map(|i| counter_add(key(i))).collect(),
         "counter_add" => (0..n)
             .map(|i| {
                 apply(&mut m, &counter_add(key(i)), &mut env, &mut fx);

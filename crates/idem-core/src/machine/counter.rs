@@ -11,6 +11,7 @@
 use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
+use hashbrown::hash_table;
 
 use super::expiry::Kind;
 use super::{own, pair_key, split_pair, word_int, Effects, Machine};
@@ -28,12 +29,15 @@ pub(super) struct OpEntry {
 
 impl Machine {
     pub(super) fn counter_put(&mut self, key: &Bytes, value: i64) {
-        if value == 0 {
-            self.counters.remove(key.as_ref());
-        } else if let Some(v) = self.counters.get_mut(key.as_ref()) {
-            *v = value;
-        } else {
-            self.counters.insert(own(key), value);
+        match self.counters.entry(key) {
+            hash_table::Entry::Occupied(e) if value == 0 => {
+                e.remove();
+            }
+            hash_table::Entry::Occupied(mut e) => e.get_mut().1 = value,
+            hash_table::Entry::Vacant(e) if value != 0 => {
+                e.insert((own(key), value));
+            }
+            hash_table::Entry::Vacant(_) => {}
         }
     }
 
@@ -75,9 +79,12 @@ impl Machine {
                 self.expiry.remove(at, Kind::CounterOp, k);
             }
         }
-        // One lookup reads the counter and, when it exists, updates it.
-        let slot = self.counters.get_mut(key.as_ref());
-        let current = slot.as_deref().copied().unwrap_or(0);
+        // One probe reads the counter and updates, removes or inserts it.
+        let entry = self.counters.entry(key);
+        let current = match &entry {
+            hash_table::Entry::Occupied(e) => e.get().1,
+            hash_table::Entry::Vacant(_) => 0,
+        };
         let Some(value) = current.checked_add(delta) else {
             return Ok(word_int("refused", current));
         };
@@ -86,13 +93,13 @@ impl Machine {
         }
         if value != current {
             // As `counter_put`: a counter at 0 is not stored.
-            match slot {
-                Some(v) if value != 0 => *v = value,
-                Some(_) => {
-                    self.counters.remove(key.as_ref());
+            match entry {
+                hash_table::Entry::Occupied(e) if value == 0 => {
+                    e.remove();
                 }
-                None => {
-                    self.counters.insert(own(key), value);
+                hash_table::Entry::Occupied(mut e) => e.get_mut().1 = value,
+                hash_table::Entry::Vacant(e) => {
+                    e.insert((own(key), value));
                 }
             }
             fx.changes.push(Change::CounterPut { key: key.clone(), value });
@@ -106,7 +113,7 @@ impl Machine {
     }
 
     pub(super) fn counter_get(&mut self, key: &Bytes) -> CmdResult {
-        Ok(Reply::Int(self.counters.get(key.as_ref()).copied().unwrap_or(0)))
+        Ok(Reply::Int(self.counters.get(key).copied().unwrap_or(0)))
     }
 
     pub(super) fn reclaim_counter_op(&mut self, at_ms: u64, k: &Bytes) {
@@ -116,7 +123,7 @@ impl Machine {
     }
 
     pub(super) fn dump_counters(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        for (key, &value) in &self.counters {
+        for (key, &value) in self.counters.iter() {
             out(Change::CounterPut { key: key.clone(), value });
         }
         for (k, e) in &self.counter_ops {

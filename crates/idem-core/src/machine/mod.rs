@@ -48,6 +48,7 @@ mod expiry;
 mod fsm;
 mod idem;
 mod idem_table;
+mod keymap;
 mod lock;
 mod slots;
 mod token;
@@ -142,7 +143,7 @@ pub struct Machine {
     /// Key: `pair_key(scope, token)`; value: expiry time.
     tokens: HashMap<Bytes, u64>,
     /// A counter at 0 is not stored: 0 is what an absent counter reads.
-    counters: HashMap<Bytes, i64>,
+    counters: keymap::KeyMap<i64>,
     /// Key: `pair_key(counter key, op id)`.
     counter_ops: HashMap<Bytes, counter::OpEntry>,
     values: HashMap<Bytes, value::ValueEntry>,
@@ -161,7 +162,7 @@ impl Machine {
             claims: HashMap::new(),
             locks: HashMap::new(),
             tokens: HashMap::new(),
-            counters: HashMap::new(),
+            counters: Default::default(),
             counter_ops: HashMap::new(),
             values: HashMap::new(),
             fsm: HashMap::new(),

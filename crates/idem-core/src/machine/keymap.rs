@@ -1,0 +1,88 @@
+//! A map from byte-string keys to values that looks a key up once even when
+//! the command then inserts it: `entry` hashes and probes once, and a miss
+//! returns the vacant slot to fill. (`std`'s `HashMap::entry` needs an owned
+//! key up front, which would copy every key a command merely reads, and a
+//! lookup followed by `insert` hashes and probes twice for every new key.)
+//! Keys are hashed with SipHash under a random seed, as `std`'s maps are:
+//! clients choose the keys.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use bytes::Bytes;
+use hashbrown::{hash_table, HashTable};
+
+/// Byte-string keys to `V`, one probe per command.
+#[derive(Debug, Default)]
+pub(super) struct KeyMap<V> {
+    table: HashTable<(Bytes, V)>,
+    hasher: RandomState,
+}
+
+/// An occupied or vacant place of one key ([`KeyMap::entry`]).
+pub(super) type Entry<'a, V> = hash_table::Entry<'a, (Bytes, V)>;
+
+impl<V> KeyMap<V> {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The value of `key`.
+    pub(super) fn get(&self, key: &[u8]) -> Option<&V> {
+        self.table.find(self.hash(key), |(k, _)| k.as_ref() == key).map(|(_, v)| v)
+    }
+
+    /// The place of `key`: occupied, or vacant and ready for an insert of
+    /// `(key, value)` without another probe. The caller must insert the
+    /// same key it looked up.
+    pub(super) fn entry(&mut self, key: &[u8]) -> Entry<'_, V> {
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        self.table.entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash_one(k.as_ref()))
+    }
+
+    /// The number of keys.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Every key and value, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+        self.table.iter().map(|(k, v)| (k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Through many growths: every key is found again with its value, a
+    /// vacant entry filled once is found, a removed one is gone.
+    #[test]
+    fn keys_are_found_after_growth_and_removal() {
+        let mut m: KeyMap<u32> = KeyMap::default();
+        for i in 0..10_000u32 {
+            let key = format!("key-{i}");
+            match m.entry(key.as_bytes()) {
+                hash_table::Entry::Vacant(v) => {
+                    v.insert((Bytes::from(key), i));
+                }
+                hash_table::Entry::Occupied(_) => panic!("key-{i} is new"),
+            }
+        }
+        assert_eq!(m.len(), 10_000);
+        for i in (0..10_000u32).step_by(2) {
+            let hash_table::Entry::Occupied(e) = m.entry(format!("key-{i}").as_bytes()) else {
+                panic!("key-{i} was inserted");
+            };
+            assert_eq!(e.get().1, i);
+            e.remove();
+        }
+        assert_eq!(m.len(), 5_000);
+        for i in 0..10_000u32 {
+            let want = (i % 2 == 1).then_some(i);
+            assert_eq!(m.get(format!("key-{i}").as_bytes()).copied(), want, "key-{i}");
+        }
+        assert_eq!(m.iter().count(), 5_000);
+    }
+}
