@@ -53,7 +53,7 @@ fn tag(kind: Kind, key: &[u8]) -> u64 {
         last[..rest.len()].copy_from_slice(rest);
         h = (h.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
     }
-    // The multiply leaves the high bits best mixed; keep those.
+    // A multiply mixes the low bits least, so the kind replaces two of those.
     (h & !3) | kind as u64
 }
 
