@@ -93,11 +93,8 @@ impl Expiry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testkit::b;
     use super::*;
-
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
-    }
 
     /// Due entries come out in deadline order with their kind and key, each
     /// once; the same key under two kinds is two entries; a removed entry

@@ -418,13 +418,9 @@ fn left_ms(now_ms: u64, until_ms: u64) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::testkit::{render, T};
+    use super::testkit::{b, render, T};
     use super::SeqEnv;
     use super::*;
-
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
-    }
 
     #[test]
     fn a_machine_can_move_between_threads() {

@@ -11,6 +11,11 @@ use crate::command::Command;
 use crate::limits::Limits;
 use crate::reply::Reply;
 
+/// A `Bytes` of `s`.
+pub(crate) fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
 /// `[started 1 1]`, `nil`, `7`, `!STALE`.
 pub(crate) fn render(r: &CmdResult) -> String {
     fn one(r: &Reply) -> String {
