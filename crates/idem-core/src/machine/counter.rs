@@ -11,9 +11,9 @@
 use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
-use hashbrown::hash_table;
 
 use super::expiry::Kind;
+use super::keymap;
 use super::{own, pair_key, split_pair, word_int, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -27,18 +27,25 @@ pub(super) struct OpEntry {
     expires_at_ms: u64,
 }
 
+/// Sets the counter at `entry` (the place of `key`) to `value`; a counter at
+/// 0 is not stored, so 0 removes it.
+#[inline]
+fn store_counter(entry: keymap::Entry<'_, i64>, key: &[u8], value: i64) {
+    match entry {
+        keymap::Entry::Occupied(e) if value == 0 => {
+            e.remove();
+        }
+        keymap::Entry::Occupied(mut e) => e.get_mut().1 = value,
+        keymap::Entry::Vacant(e) if value != 0 => {
+            e.insert((own(key), value));
+        }
+        keymap::Entry::Vacant(_) => {}
+    }
+}
+
 impl Machine {
     pub(super) fn counter_put(&mut self, key: &Bytes, value: i64) {
-        match self.counters.entry(key) {
-            hash_table::Entry::Occupied(e) if value == 0 => {
-                e.remove();
-            }
-            hash_table::Entry::Occupied(mut e) => e.get_mut().1 = value,
-            hash_table::Entry::Vacant(e) if value != 0 => {
-                e.insert((own(key), value));
-            }
-            hash_table::Entry::Vacant(_) => {}
-        }
+        store_counter(self.counters.entry(key), key, value);
     }
 
     pub(super) fn counter_op_put(&mut self, k: Bytes, value: i64, expires_at_ms: u64) {
@@ -82,8 +89,8 @@ impl Machine {
         // One probe reads the counter and updates, removes or inserts it.
         let entry = self.counters.entry(key);
         let current = match &entry {
-            hash_table::Entry::Occupied(e) => e.get().1,
-            hash_table::Entry::Vacant(_) => 0,
+            keymap::Entry::Occupied(e) => e.get().1,
+            keymap::Entry::Vacant(_) => 0,
         };
         let Some(value) = current.checked_add(delta) else {
             return Ok(word_int("refused", current));
@@ -92,16 +99,7 @@ impl Machine {
             return Ok(word_int("refused", current));
         }
         if value != current {
-            // As `counter_put`: a counter at 0 is not stored.
-            match entry {
-                hash_table::Entry::Occupied(e) if value == 0 => {
-                    e.remove();
-                }
-                hash_table::Entry::Occupied(mut e) => e.get_mut().1 = value,
-                hash_table::Entry::Vacant(e) => {
-                    e.insert((own(key), value));
-                }
-            }
+            store_counter(entry, key, value);
             fx.changes.push(Change::CounterPut { key: key.clone(), value });
         }
         if let (Some(k), Some(op)) = (op_key, op) {
