@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::expiry::Kind;
-use super::{own, Effects, Machine};
+use super::{keymap, own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::reply::Reply;
@@ -21,39 +21,33 @@ pub(super) struct ClaimEntry {
 
 impl Machine {
     pub(super) fn claim_put(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>) {
-        let k = match self.claims.get_key_value(key.as_ref()) {
-            Some((k, old)) => {
-                let k = k.clone();
+        match self.claims.entry(key) {
+            keymap::Entry::Occupied(mut e) => {
+                let (k, old) = e.get_mut();
                 if let Some(at) = old.expires_at_ms {
-                    self.expiry.remove(at, Kind::Claim, &k);
+                    self.expiry.remove(at, Kind::Claim, k);
                 }
-                k
+                if let Some(at) = expires_at_ms {
+                    self.expiry.insert(at, Kind::Claim, k);
+                }
+                // Keep the stored owner's allocation when it does not change.
+                if old.owner != owner {
+                    old.owner = own(owner);
+                }
+                old.expires_at_ms = expires_at_ms;
             }
-            None => own(key),
-        };
-        if let Some(at) = expires_at_ms {
-            self.expiry.insert(at, Kind::Claim, &k);
+            keymap::Entry::Vacant(e) => {
+                let k = own(key);
+                if let Some(at) = expires_at_ms {
+                    self.expiry.insert(at, Kind::Claim, &k);
+                }
+                e.insert((k, ClaimEntry { owner: own(owner), expires_at_ms }));
+            }
         }
-        // Keep the stored owner's allocation when it does not change.
-        let owner = match self.claims.get(key.as_ref()) {
-            Some(old) if old.owner == owner => old.owner.clone(),
-            _ => own(owner),
-        };
-        self.claims.insert(k, ClaimEntry { owner, expires_at_ms });
-    }
-
-    /// Stores a claim of a key that has none.
-    fn claim_insert(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>) {
-        let k = own(key);
-        if let Some(at) = expires_at_ms {
-            self.expiry.insert(at, Kind::Claim, &k);
-        }
-        let old = self.claims.insert(k, ClaimEntry { owner: own(owner), expires_at_ms });
-        debug_assert!(old.is_none(), "claim_insert is for keys without a claim");
     }
 
     pub(super) fn claim_remove(&mut self, key: &[u8]) {
-        if let Some((k, old)) = self.claims.remove_entry(key) {
+        if let Some((k, old)) = self.claims.remove(key) {
             if let Some(at) = old.expires_at_ms {
                 self.expiry.remove(at, Kind::Claim, &k);
             }
@@ -99,13 +93,20 @@ impl Machine {
         // One lookup settles the common cases; an expired claim or a new
         // TTL for the owner's claim take the general path below.
         let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
-        match self.claims.get(key.as_ref()) {
-            Some(c) if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {}
-            Some(c) if c.owner != owner => return Ok(Reply::status_with("held", [Reply::Bulk(c.owner.clone())])),
-            Some(c) if c.expires_at_ms == expires_at_ms => return Ok(Reply::status("claimed")),
-            Some(_) => {}
-            None => {
-                self.claim_insert(key, owner, expires_at_ms);
+        match self.claims.entry(key) {
+            keymap::Entry::Occupied(e) => match &e.get().1 {
+                c if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {}
+                c if c.owner != owner => return Ok(Reply::status_with("held", [Reply::Bulk(c.owner.clone())])),
+                c if c.expires_at_ms == expires_at_ms => return Ok(Reply::status("claimed")),
+                _ => {}
+            },
+            keymap::Entry::Vacant(e) => {
+                // A key without a claim: stored in the slot this probe found.
+                let k = own(key);
+                if let Some(at) = expires_at_ms {
+                    self.expiry.insert(at, Kind::Claim, &k);
+                }
+                e.insert((k, ClaimEntry { owner: own(owner), expires_at_ms }));
                 fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
                 return Ok(Reply::status("claimed"));
             }
@@ -149,7 +150,7 @@ impl Machine {
     }
 
     pub(super) fn dump_claims(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        for (key, c) in &self.claims {
+        for (key, c) in self.claims.iter() {
             if c.expires_at_ms.is_none_or(|at| now_ms < at) {
                 out(Change::ClaimPut { key: key.clone(), owner: c.owner.clone(), expires_at_ms: c.expires_at_ms });
             }

@@ -13,10 +13,16 @@ use bytes::Bytes;
 use hashbrown::{hash_table, HashTable};
 
 /// Byte-string keys to `V`, one probe per command.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct KeyMap<V> {
     table: HashTable<(Bytes, V)>,
     hasher: RandomState,
+}
+
+impl<V> Default for KeyMap<V> {
+    fn default() -> Self {
+        KeyMap { table: HashTable::new(), hasher: RandomState::new() }
+    }
 }
 
 /// An occupied or vacant place of one key ([`KeyMap::entry`]).
@@ -30,6 +36,17 @@ impl<V> KeyMap<V> {
     /// The value of `key`.
     pub(super) fn get(&self, key: &[u8]) -> Option<&V> {
         self.table.find(self.hash(key), |(k, _)| k.as_ref() == key).map(|(_, v)| v)
+    }
+
+    /// The place of `key` if it is present, to read, change or remove.
+    /// Unlike [`KeyMap::entry`], it never makes room for an insert.
+    pub(super) fn find_mut(&mut self, key: &[u8]) -> Option<hash_table::OccupiedEntry<'_, (Bytes, V)>> {
+        self.table.find_entry(self.hash(key), |(k, _)| k.as_ref() == key).ok()
+    }
+
+    /// Removes `key`, returning the stored key and its value.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<(Bytes, V)> {
+        Some(self.find_mut(key)?.remove().0)
     }
 
     /// The place of `key`: occupied, or vacant and ready for an insert of

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::expiry::Kind;
 use super::waiters::{Prim, Waiter};
-use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
+use super::{keymap, left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::reply::Reply;
@@ -32,25 +32,32 @@ fn acquired(fence: u64) -> Reply {
 
 impl Machine {
     pub(super) fn lock_put(&mut self, name: &Bytes, owner: &Bytes, fence: u64, lease_until_ms: u64) {
-        let (k, owner) = match self.locks.get_key_value(name.as_ref()) {
-            Some((k, old)) => {
-                let k = k.clone();
+        match self.locks.entry(name) {
+            keymap::Entry::Occupied(mut e) => {
+                let (k, old) = e.get_mut();
                 // Fences only grow when granted (asserted in the grant paths),
                 // but recovery may replay an older LockPut over a snapshot that
                 // already holds a newer one, so no assertion here.
-                self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
-                let owner = if old.owner == owner { old.owner.clone() } else { own(owner) };
-                (k, owner)
+                self.expiry.remove(old.lease_until_ms, Kind::Lock, k);
+                self.expiry.insert(lease_until_ms, Kind::Lock, k);
+                self.waiters.lease_changed(Prim::Lock, k, lease_until_ms);
+                // Keep the stored owner's allocation when it does not change.
+                if old.owner != owner {
+                    old.owner = own(owner);
+                }
+                (old.fence, old.lease_until_ms) = (fence, lease_until_ms);
             }
-            None => (own(name), own(owner)),
-        };
-        self.expiry.insert(lease_until_ms, Kind::Lock, &k);
-        self.waiters.lease_changed(Prim::Lock, &k, lease_until_ms);
-        self.locks.insert(k, LockEntry { owner, fence, lease_until_ms });
+            keymap::Entry::Vacant(e) => {
+                let k = own(name);
+                self.expiry.insert(lease_until_ms, Kind::Lock, &k);
+                self.waiters.lease_changed(Prim::Lock, &k, lease_until_ms);
+                e.insert((k, LockEntry { owner: own(owner), fence, lease_until_ms }));
+            }
+        }
     }
 
     pub(super) fn lock_remove(&mut self, name: &[u8]) {
-        if let Some((k, old)) = self.locks.remove_entry(name) {
+        if let Some((k, old)) = self.locks.remove(name) {
             self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
         }
     }
@@ -58,13 +65,15 @@ impl Machine {
     /// The lock of `name` if its lease is live; forgets an expired one
     /// nobody waits for (lazy expiry).
     fn lock_live(&mut self, now_ms: u64, name: &[u8]) -> Option<&LockEntry> {
-        if now_ms >= self.locks.get(name)?.lease_until_ms {
-            if self.waiters.count(Prim::Lock, name) == 0 {
-                self.lock_remove(name);
-            }
-            return None;
+        let found = self.locks.find_mut(name)?;
+        if now_ms < found.get().1.lease_until_ms {
+            return Some(&found.into_mut().1);
         }
-        self.locks.get(name)
+        if self.waiters.count(Prim::Lock, name) == 0 {
+            let ((k, old), _) = found.remove();
+            self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+        }
+        None
     }
 
     /// Gives `name` to its first waiter with a new fence; false if none waits.
@@ -95,42 +104,64 @@ impl Machine {
         fx: &mut Effects,
     ) -> Applied {
         let lease_until_ms = now_ms.saturating_add(lease_ms);
-        let Some(l) = self.lock_live(now_ms, name) else {
-            // Free. Callers that queued earlier go first; this cannot normally
-            // happen, because a lock that is let go is handed over at once.
+        if self.waiters.count(Prim::Lock, name) > 0 && self.lock_live(now_ms, name).is_none() {
+            // The lease ran out while callers wait (normally `tick` hands it
+            // over first): the first of them acquires, since callers that
+            // queued earlier go first, and this caller finds it held.
             if self.lock_grant_next(now_ms, name, env, fx) {
                 return self.lock(now_ms, name, owner, lease_ms, wait_ms, waiter, env, fx);
             }
-            // Nobody waits, so `lock_live` forgot an expired lock: the name
-            // has no entry, and no handover entry to move.
-            let fence = env.next_fence();
-            let k = own(name);
-            self.expiry.insert(lease_until_ms, Kind::Lock, &k);
-            let old = self.locks.insert(k, LockEntry { owner: own(owner), fence, lease_until_ms });
-            debug_assert!(old.is_none(), "a free lock has no entry");
-            fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
-            return Applied::Done(Ok(acquired(fence)));
-        };
-        if l.owner == owner {
-            let fence = l.fence;
-            if l.lease_until_ms != lease_until_ms {
-                self.lock_put(name, owner, fence, lease_until_ms);
-                fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
-            }
-            return Applied::Done(Ok(acquired(fence)));
         }
-        match waiter {
-            Some(id) if wait_ms > 0 => {
-                let held_until_ms = l.lease_until_ms;
-                let w = Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: Some(own(owner)) };
-                let max = self.limits.waiters_per_key_max;
-                match self.waiters.park(Prim::Lock, name, held_until_ms, w, max) {
-                    Ok(()) => Applied::Parked,
-                    Err(e) => Applied::Done(Err(e)),
+        // One probe finds the lock, or the slot where a free one is acquired.
+        let slot = match self.locks.entry(name) {
+            keymap::Entry::Vacant(slot) => slot,
+            keymap::Entry::Occupied(e) if now_ms >= e.get().1.lease_until_ms => {
+                // Run out, and nobody waits (lazy expiry): forgotten, and
+                // acquired in its place.
+                let ((_, old), slot) = e.remove();
+                self.expiry.remove(old.lease_until_ms, Kind::Lock, name);
+                slot
+            }
+            keymap::Entry::Occupied(mut e) => {
+                let (k, l) = e.get_mut();
+                if l.owner != owner {
+                    return match waiter {
+                        Some(id) if wait_ms > 0 => {
+                            let held_until_ms = l.lease_until_ms;
+                            let arg = Some(own(owner));
+                            let w = Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg };
+                            let max = self.limits.waiters_per_key_max;
+                            match self.waiters.park(Prim::Lock, name, held_until_ms, w, max) {
+                                Ok(()) => Applied::Parked,
+                                Err(e) => Applied::Done(Err(e)),
+                            }
+                        }
+                        _ => Applied::Done(Ok(busy(now_ms, l))),
+                    };
                 }
+                // LOCK again by the holder: a new lease, the same fence.
+                let fence = l.fence;
+                if l.lease_until_ms != lease_until_ms {
+                    self.expiry.remove(l.lease_until_ms, Kind::Lock, k);
+                    self.expiry.insert(lease_until_ms, Kind::Lock, k);
+                    self.waiters.lease_changed(Prim::Lock, k, lease_until_ms);
+                    l.lease_until_ms = lease_until_ms;
+                    fx.changes.push(Change::LockPut {
+                        name: name.clone(),
+                        owner: owner.clone(),
+                        fence,
+                        lease_until_ms,
+                    });
+                }
+                return Applied::Done(Ok(acquired(fence)));
             }
-            _ => Applied::Done(Ok(busy(now_ms, l))),
-        }
+        };
+        let fence = env.next_fence();
+        let k = own(name);
+        self.expiry.insert(lease_until_ms, Kind::Lock, &k);
+        slot.insert((k, LockEntry { owner: own(owner), fence, lease_until_ms }));
+        fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+        Applied::Done(Ok(acquired(fence)))
     }
 
     pub(super) fn renew(
@@ -225,7 +256,7 @@ impl Machine {
     }
 
     pub(super) fn dump_locks(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        for (name, l) in &self.locks {
+        for (name, l) in self.locks.iter() {
             if now_ms < l.lease_until_ms {
                 out(Change::LockPut {
                     name: name.clone(),

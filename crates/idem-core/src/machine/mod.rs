@@ -138,8 +138,8 @@ pub enum Applied {
 pub struct Machine {
     limits: Limits,
     idem: idem_table::IdemTable,
-    claims: HashMap<Bytes, claim::ClaimEntry>,
-    locks: HashMap<Bytes, lock::LockEntry>,
+    claims: keymap::KeyMap<claim::ClaimEntry>,
+    locks: keymap::KeyMap<lock::LockEntry>,
     /// Key: `pair_key(scope, token)`; value: expiry time.
     tokens: HashMap<Bytes, u64>,
     /// A counter at 0 is not stored: 0 is what an absent counter reads.
@@ -159,8 +159,8 @@ impl Machine {
         Machine {
             limits,
             idem: idem_table::IdemTable::default(),
-            claims: HashMap::new(),
-            locks: HashMap::new(),
+            claims: Default::default(),
+            locks: Default::default(),
             tokens: HashMap::new(),
             counters: Default::default(),
             counter_ops: HashMap::new(),
