@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::expiry::Kind;
+use super::expiry::{Expiry, Kind};
 use super::{keymap, own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -17,6 +17,21 @@ use crate::reply::Reply;
 pub(super) struct ClaimEntry {
     owner: Bytes,
     expires_at_ms: Option<u64>,
+}
+
+/// Stores a claim of `key`, which has none, in the vacant `slot` of its key.
+fn store_new(
+    expiry: &mut Expiry,
+    slot: keymap::Vacant<'_, ClaimEntry>,
+    key: &[u8],
+    owner: &[u8],
+    expires_at_ms: Option<u64>,
+) {
+    let k = own(key);
+    if let Some(at) = expires_at_ms {
+        expiry.insert(at, Kind::Claim, &k);
+    }
+    slot.insert((k, ClaimEntry { owner: own(owner), expires_at_ms }));
 }
 
 impl Machine {
@@ -36,13 +51,7 @@ impl Machine {
                 }
                 old.expires_at_ms = expires_at_ms;
             }
-            keymap::Entry::Vacant(e) => {
-                let k = own(key);
-                if let Some(at) = expires_at_ms {
-                    self.expiry.insert(at, Kind::Claim, &k);
-                }
-                e.insert((k, ClaimEntry { owner: own(owner), expires_at_ms }));
-            }
+            keymap::Entry::Vacant(slot) => store_new(&mut self.expiry, slot, key, owner, expires_at_ms),
         }
     }
 
@@ -100,13 +109,9 @@ impl Machine {
                 c if c.expires_at_ms == expires_at_ms => return Ok(Reply::status("claimed")),
                 _ => {}
             },
-            keymap::Entry::Vacant(e) => {
+            keymap::Entry::Vacant(slot) => {
                 // A key without a claim: stored in the slot this probe found.
-                let k = own(key);
-                if let Some(at) = expires_at_ms {
-                    self.expiry.insert(at, Kind::Claim, &k);
-                }
-                e.insert((k, ClaimEntry { owner: own(owner), expires_at_ms }));
+                store_new(&mut self.expiry, slot, key, owner, expires_at_ms);
                 fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
                 return Ok(Reply::status("claimed"));
             }

@@ -28,6 +28,9 @@ impl<V> Default for KeyMap<V> {
 /// An occupied or vacant place of one key ([`KeyMap::entry`]).
 pub(super) type Entry<'a, V> = hash_table::Entry<'a, (Bytes, V)>;
 
+/// The vacant place of a key ([`KeyMap::entry`]), to insert that key.
+pub(super) type Vacant<'a, V> = hash_table::VacantEntry<'a, (Bytes, V)>;
+
 impl<V> KeyMap<V> {
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)

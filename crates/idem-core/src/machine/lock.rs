@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 
-use super::expiry::Kind;
-use super::waiters::{Prim, Waiter};
+use super::expiry::{Expiry, Kind};
+use super::waiters::{Prim, Waiter, Waiters};
 use super::{keymap, left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -24,6 +24,33 @@ pub(super) struct LockEntry {
     owner: Bytes,
     fence: u64,
     lease_until_ms: u64,
+}
+
+/// Moves the lease of the lock stored under `k` to `lease_until_ms`, with
+/// its expiry entry and its waiters' handover entry.
+fn move_lease(expiry: &mut Expiry, waiters: &mut Waiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {
+    expiry.remove(l.lease_until_ms, Kind::Lock, k);
+    expiry.insert(lease_until_ms, Kind::Lock, k);
+    waiters.lease_changed(Prim::Lock, k, lease_until_ms);
+    l.lease_until_ms = lease_until_ms;
+}
+
+/// Stores a lock of `name`, which has none, in the vacant `slot` of its
+/// name. Callers may still wait for it: when an UNLOCK hands the lock to
+/// the first waiter, the others' handover moves to the new lease.
+fn store_new(
+    expiry: &mut Expiry,
+    waiters: &mut Waiters,
+    slot: keymap::Vacant<'_, LockEntry>,
+    name: &[u8],
+    owner: &[u8],
+    fence: u64,
+    lease_until_ms: u64,
+) {
+    let k = own(name);
+    expiry.insert(lease_until_ms, Kind::Lock, &k);
+    waiters.lease_changed(Prim::Lock, &k, lease_until_ms);
+    slot.insert((k, LockEntry { owner: own(owner), fence, lease_until_ms }));
 }
 
 fn acquired(fence: u64) -> Reply {
@@ -38,20 +65,15 @@ impl Machine {
                 // Fences only grow when granted (asserted in the grant paths),
                 // but recovery may replay an older LockPut over a snapshot that
                 // already holds a newer one, so no assertion here.
-                self.expiry.remove(old.lease_until_ms, Kind::Lock, k);
-                self.expiry.insert(lease_until_ms, Kind::Lock, k);
-                self.waiters.lease_changed(Prim::Lock, k, lease_until_ms);
+                move_lease(&mut self.expiry, &mut self.waiters, k, old, lease_until_ms);
                 // Keep the stored owner's allocation when it does not change.
                 if old.owner != owner {
                     old.owner = own(owner);
                 }
-                (old.fence, old.lease_until_ms) = (fence, lease_until_ms);
+                old.fence = fence;
             }
-            keymap::Entry::Vacant(e) => {
-                let k = own(name);
-                self.expiry.insert(lease_until_ms, Kind::Lock, &k);
-                self.waiters.lease_changed(Prim::Lock, &k, lease_until_ms);
-                e.insert((k, LockEntry { owner: own(owner), fence, lease_until_ms }));
+            keymap::Entry::Vacant(slot) => {
+                store_new(&mut self.expiry, &mut self.waiters, slot, name, owner, fence, lease_until_ms);
             }
         }
     }
@@ -142,10 +164,7 @@ impl Machine {
                 // LOCK again by the holder: a new lease, the same fence.
                 let fence = l.fence;
                 if l.lease_until_ms != lease_until_ms {
-                    self.expiry.remove(l.lease_until_ms, Kind::Lock, k);
-                    self.expiry.insert(lease_until_ms, Kind::Lock, k);
-                    self.waiters.lease_changed(Prim::Lock, k, lease_until_ms);
-                    l.lease_until_ms = lease_until_ms;
+                    move_lease(&mut self.expiry, &mut self.waiters, k, l, lease_until_ms);
                     fx.changes.push(Change::LockPut {
                         name: name.clone(),
                         owner: owner.clone(),
@@ -157,9 +176,7 @@ impl Machine {
             }
         };
         let fence = env.next_fence();
-        let k = own(name);
-        self.expiry.insert(lease_until_ms, Kind::Lock, &k);
-        slot.insert((k, LockEntry { owner: own(owner), fence, lease_until_ms }));
+        store_new(&mut self.expiry, &mut self.waiters, slot, name, owner, fence, lease_until_ms);
         fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
         Applied::Done(Ok(acquired(fence)))
     }
