@@ -28,6 +28,9 @@ impl<V> Default for KeyMap<V> {
 /// An occupied or vacant place of one key ([`KeyMap::entry`]).
 pub(super) type Entry<'a, V> = hash_table::Entry<'a, (Bytes, V)>;
 
+/// The place of a present key ([`KeyMap::find_mut`], [`KeyMap::entry`]).
+pub(super) type Occupied<'a, V> = hash_table::OccupiedEntry<'a, (Bytes, V)>;
+
 /// The vacant place of a key ([`KeyMap::entry`]), to insert that key.
 pub(super) type Vacant<'a, V> = hash_table::VacantEntry<'a, (Bytes, V)>;
 
@@ -43,7 +46,7 @@ impl<V> KeyMap<V> {
 
     /// The place of `key` if it is present, to read, change or remove.
     /// Unlike [`KeyMap::entry`], it never makes room for an insert.
-    pub(super) fn find_mut(&mut self, key: &[u8]) -> Option<hash_table::OccupiedEntry<'_, (Bytes, V)>> {
+    pub(super) fn find_mut(&mut self, key: &[u8]) -> Option<Occupied<'_, V>> {
         self.table.find_entry(self.hash(key), |(k, _)| k.as_ref() == key).ok()
     }
 

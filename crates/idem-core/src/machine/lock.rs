@@ -35,6 +35,14 @@ fn move_lease(expiry: &mut Expiry, waiters: &mut Waiters, k: &Bytes, l: &mut Loc
     l.lease_until_ms = lease_until_ms;
 }
 
+/// Forgets the lock at `found`, with its expiry entry; returns its place,
+/// vacant now.
+fn forget<'a>(expiry: &mut Expiry, found: keymap::Occupied<'a, LockEntry>) -> keymap::Vacant<'a, LockEntry> {
+    let ((k, old), slot) = found.remove();
+    expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+    slot
+}
+
 /// Stores a lock of `name`, which has none, in the vacant `slot` of its
 /// name. Callers may still wait for it: when an UNLOCK hands the lock to
 /// the first waiter, the others' handover moves to the new lease.
@@ -79,8 +87,8 @@ impl Machine {
     }
 
     pub(super) fn lock_remove(&mut self, name: &[u8]) {
-        if let Some((k, old)) = self.locks.remove(name) {
-            self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+        if let Some(found) = self.locks.find_mut(name) {
+            forget(&mut self.expiry, found);
         }
     }
 
@@ -92,8 +100,7 @@ impl Machine {
             return Some(&found.into_mut().1);
         }
         if self.waiters.count(Prim::Lock, name) == 0 {
-            let ((k, old), _) = found.remove();
-            self.expiry.remove(old.lease_until_ms, Kind::Lock, &k);
+            forget(&mut self.expiry, found);
         }
         None
     }
@@ -137,13 +144,9 @@ impl Machine {
         // One probe finds the lock, or the slot where a free one is acquired.
         let slot = match self.locks.entry(name) {
             keymap::Entry::Vacant(slot) => slot,
-            keymap::Entry::Occupied(e) if now_ms >= e.get().1.lease_until_ms => {
-                // Run out, and nobody waits (lazy expiry): forgotten, and
-                // acquired in its place.
-                let ((_, old), slot) = e.remove();
-                self.expiry.remove(old.lease_until_ms, Kind::Lock, name);
-                slot
-            }
+            // Run out, and nobody waits (lazy expiry): forgotten, and
+            // acquired in its place.
+            keymap::Entry::Occupied(e) if now_ms >= e.get().1.lease_until_ms => forget(&mut self.expiry, e),
             keymap::Entry::Occupied(mut e) => {
                 let (k, l) = e.get_mut();
                 if l.owner != owner {
