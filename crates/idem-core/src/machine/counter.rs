@@ -8,8 +8,6 @@
 //! - A counter at 0 is not stored (0 is what an absent counter reads), so
 //!   `CounterPut { value: 0 }` removes it.
 
-use std::collections::hash_map::Entry;
-
 use bytes::Bytes;
 
 use super::expiry::Kind;
@@ -20,7 +18,7 @@ use crate::change::Change;
 use crate::reply::Reply;
 
 /// An applied op id of a counter.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct OpEntry {
     /// The counter's value right after the op was applied.
     value: i64,
@@ -49,15 +47,16 @@ impl Machine {
     }
 
     pub(super) fn counter_op_put(&mut self, k: Bytes, value: i64, expires_at_ms: u64) {
-        match self.counter_ops.entry(k) {
-            Entry::Occupied(mut e) => {
-                self.expiry.remove(e.get().expires_at_ms, Kind::CounterOp, e.key());
-                self.expiry.insert(expires_at_ms, Kind::CounterOp, e.key());
-                *e.get_mut() = OpEntry { value, expires_at_ms };
+        match self.counter_ops.entry(&k) {
+            keymap::Entry::Occupied(mut e) => {
+                let (key, op) = e.get_mut();
+                self.expiry.remove(op.expires_at_ms, Kind::CounterOp, key);
+                self.expiry.insert(expires_at_ms, Kind::CounterOp, key);
+                *op = OpEntry { value, expires_at_ms };
             }
-            Entry::Vacant(e) => {
-                self.expiry.insert(expires_at_ms, Kind::CounterOp, e.key());
-                e.insert(OpEntry { value, expires_at_ms });
+            keymap::Entry::Vacant(e) => {
+                self.expiry.insert(expires_at_ms, Kind::CounterOp, &k);
+                e.insert((k, OpEntry { value, expires_at_ms }));
             }
         }
     }
@@ -76,14 +75,14 @@ impl Machine {
     ) -> CmdResult {
         let op_key = op.map(|op| pair_key(key, op));
         if let Some(k) = &op_key {
-            if let Some(e) = self.counter_ops.get(k) {
-                if now_ms < e.expires_at_ms {
-                    return Ok(word_int("replayed", e.value));
+            if let Some(e) = self.counter_ops.find_mut(k) {
+                let op = e.get().1;
+                if now_ms < op.expires_at_ms {
+                    return Ok(word_int("replayed", op.value));
                 }
                 // Expired: forget it (lazy expiry) and apply afresh.
-                let at = e.expires_at_ms;
-                self.counter_ops.remove(k);
-                self.expiry.remove(at, Kind::CounterOp, k);
+                e.remove();
+                self.expiry.remove(op.expires_at_ms, Kind::CounterOp, k);
             }
         }
         // One probe reads the counter and updates, removes or inserts it.
@@ -115,8 +114,8 @@ impl Machine {
     }
 
     pub(super) fn reclaim_counter_op(&mut self, at_ms: u64, k: &Bytes) {
-        if self.counter_ops.get(k).is_some_and(|e| e.expires_at_ms == at_ms) {
-            self.counter_ops.remove(k);
+        if let Some(e) = self.counter_ops.find_mut(k).filter(|e| e.get().1.expires_at_ms == at_ms) {
+            e.remove();
         }
     }
 
@@ -124,7 +123,7 @@ impl Machine {
         for (key, &value) in self.counters.iter() {
             out(Change::CounterPut { key: key.clone(), value });
         }
-        for (k, e) in &self.counter_ops {
+        for (k, e) in self.counter_ops.iter() {
             if now_ms < e.expires_at_ms {
                 let (key, op) = split_pair(k);
                 out(Change::CounterOpPut { key, op, value: e.value, expires_at_ms: e.expires_at_ms });

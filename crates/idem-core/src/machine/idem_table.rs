@@ -13,12 +13,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 
-use hashbrown::{hash_table, HashTable};
+use hashbrown::hash_table;
 
 use bytes::Bytes;
 
 use crate::change::{IdemRecord, IdemState};
 use crate::command::KEEP_MS_DEFAULT;
+
+use super::grow::GrowTable;
 
 /// The state of a record, without its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +224,7 @@ impl Index {
 /// place, and its expiry entry moved with the hash from that probe.
 #[derive(Debug, Default)]
 pub(super) struct IdemTable {
-    map: HashTable<Box<IdemRec>>,
+    map: GrowTable<Box<IdemRec>>,
     hasher: KeyHasher,
     index: Index,
 }
@@ -328,8 +330,9 @@ impl IdemTable {
     /// create no record. An expired record is forgotten as by `entry`.
     pub(super) fn find(&mut self, now_ms: u64, key: &[u8], on_expired: impl FnOnce(&[u8])) -> Option<Occupied<'_>> {
         let h = self.hasher.hash(key);
+        let hasher = &self.hasher;
         let index = &mut self.index;
-        let slot = self.map.find_entry(h, |r| r.key() == key).ok()?;
+        let slot = self.map.find_entry(h, |r| r.key() == key, |r| hasher.hash(r.key()))?;
         let at = slot.get().state().reclaim_at();
         if now_ms >= at {
             on_expired(key);
@@ -369,13 +372,14 @@ impl IdemTable {
     /// Removes the record of `key`; false if there was none.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         let h = self.hasher.hash(key);
-        match self.map.find_entry(h, |r| r.key() == key) {
-            Ok(slot) => {
+        let hasher = &self.hasher;
+        match self.map.find_entry(h, |r| r.key() == key, |r| hasher.hash(r.key())) {
+            Some(slot) => {
                 let (old, _) = slot.remove();
                 self.index.remove(old.state().reclaim_at(), h);
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -395,7 +399,7 @@ impl IdemTable {
                 // Other keys may share the probe sequence and even the time:
                 // only the hash tells the records of this entry apart.
                 let due = |r: &IdemRec| r.state().reclaim_at() == at && hasher.hash(r.key()) == h;
-                let Ok(slot) = self.map.find_entry(h, |r| due(r)) else {
+                let Some(slot) = self.map.find_entry(h, |r| due(r), |r| hasher.hash(r.key())) else {
                     debug_assert!(false, "an expiry entry has its records");
                     break;
                 };
@@ -472,7 +476,7 @@ mod tests {
         gone.sort();
         assert_eq!(gone, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(t.len(), 0);
-        assert!(t.map.is_empty() && t.index.set.is_empty() && t.index.extra.is_empty());
+        assert!(t.map.len() == 0 && t.index.set.is_empty() && t.index.extra.is_empty());
     }
 
     fn done(at: u64) -> St {

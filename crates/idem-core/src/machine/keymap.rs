@@ -4,24 +4,27 @@
 //! key up front, which would copy every key a command merely reads, and a
 //! lookup followed by `insert` hashes and probes twice for every new key.)
 //! Keys are hashed with SipHash under a random seed, as `std`'s maps are:
-//! clients choose the keys.
+//! clients choose the keys. The table grows a few entries per call
+//! ([`GrowTable`]), never all at once.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
-use hashbrown::{hash_table, HashTable};
+use hashbrown::hash_table;
+
+use super::grow::GrowTable;
 
 /// Byte-string keys to `V`, one probe per command.
 #[derive(Debug)]
 pub(super) struct KeyMap<V> {
-    table: HashTable<(Bytes, V)>,
+    table: GrowTable<(Bytes, V)>,
     hasher: RandomState,
 }
 
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
-        KeyMap { table: HashTable::new(), hasher: RandomState::new() }
+        KeyMap { table: GrowTable::default(), hasher: RandomState::new() }
     }
 }
 
@@ -47,7 +50,9 @@ impl<V> KeyMap<V> {
     /// The place of `key` if it is present, to read, change or remove.
     /// Unlike [`KeyMap::entry`], it never makes room for an insert.
     pub(super) fn find_mut(&mut self, key: &[u8]) -> Option<Occupied<'_, V>> {
-        self.table.find_entry(self.hash(key), |(k, _)| k.as_ref() == key).ok()
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        self.table.find_entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash_one(k.as_ref()))
     }
 
     /// Removes `key`, returning the stored key and its value.

@@ -46,6 +46,7 @@ mod claim;
 mod counter;
 mod expiry;
 mod fsm;
+mod grow;
 mod idem;
 mod idem_table;
 mod keymap;
@@ -141,11 +142,11 @@ pub struct Machine {
     claims: keymap::KeyMap<claim::ClaimEntry>,
     locks: keymap::KeyMap<lock::LockEntry>,
     /// Key: `pair_key(scope, token)`; value: expiry time.
-    tokens: HashMap<Bytes, u64>,
+    tokens: keymap::KeyMap<u64>,
     /// A counter at 0 is not stored: 0 is what an absent counter reads.
     counters: keymap::KeyMap<i64>,
     /// Key: `pair_key(counter key, op id)`.
-    counter_ops: HashMap<Bytes, counter::OpEntry>,
+    counter_ops: keymap::KeyMap<counter::OpEntry>,
     values: HashMap<Bytes, value::ValueEntry>,
     fsm: HashMap<Bytes, Bytes>,
     slots: HashMap<Bytes, slots::Resource>,
@@ -161,9 +162,9 @@ impl Machine {
             idem: idem_table::IdemTable::default(),
             claims: Default::default(),
             locks: Default::default(),
-            tokens: HashMap::new(),
+            tokens: Default::default(),
             counters: Default::default(),
-            counter_ops: HashMap::new(),
+            counter_ops: Default::default(),
             values: HashMap::new(),
             fsm: HashMap::new(),
             slots: HashMap::new(),

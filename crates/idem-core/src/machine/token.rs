@@ -2,11 +2,10 @@
 //! characters (128 random bits from `Env::random_token`), stored under
 //! `pair_key(scope, token)` with its expiry.
 
-use std::collections::hash_map::Entry;
-
 use bytes::Bytes;
 
 use super::expiry::Kind;
+use super::keymap;
 use super::{pair_key, split_pair, Effects, Env, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -25,21 +24,22 @@ fn hex(raw: &[u8; 16]) -> Bytes {
 
 impl Machine {
     pub(super) fn token_put(&mut self, k: Bytes, expires_at_ms: u64) {
-        match self.tokens.entry(k) {
-            Entry::Occupied(mut e) => {
-                self.expiry.remove(*e.get(), Kind::Token, e.key());
-                self.expiry.insert(expires_at_ms, Kind::Token, e.key());
-                *e.get_mut() = expires_at_ms;
+        match self.tokens.entry(&k) {
+            keymap::Entry::Occupied(mut e) => {
+                let (key, at) = e.get_mut();
+                self.expiry.remove(*at, Kind::Token, key);
+                self.expiry.insert(expires_at_ms, Kind::Token, key);
+                *at = expires_at_ms;
             }
-            Entry::Vacant(e) => {
-                self.expiry.insert(expires_at_ms, Kind::Token, e.key());
-                e.insert(expires_at_ms);
+            keymap::Entry::Vacant(e) => {
+                self.expiry.insert(expires_at_ms, Kind::Token, &k);
+                e.insert((k, expires_at_ms));
             }
         }
     }
 
     pub(super) fn token_remove(&mut self, k: &Bytes) {
-        if let Some((k, at)) = self.tokens.remove_entry(k) {
+        if let Some((k, at)) = self.tokens.remove(k) {
             self.expiry.remove(at, Kind::Token, &k);
         }
     }
@@ -60,7 +60,7 @@ impl Machine {
     }
 
     pub(super) fn token_use(&mut self, now_ms: u64, scope: &Bytes, token: &Bytes, fx: &mut Effects) -> CmdResult {
-        let Some((k, at)) = self.tokens.remove_entry(&pair_key(scope, token)) else {
+        let Some((k, at)) = self.tokens.remove(&pair_key(scope, token)) else {
             return Ok(Reply::Int(0));
         };
         self.expiry.remove(at, Kind::Token, &k);
@@ -73,13 +73,13 @@ impl Machine {
     }
 
     pub(super) fn reclaim_token(&mut self, at_ms: u64, k: &Bytes) {
-        if self.tokens.get(k) == Some(&at_ms) {
-            self.tokens.remove(k);
+        if let Some(e) = self.tokens.find_mut(k).filter(|e| e.get().1 == at_ms) {
+            e.remove();
         }
     }
 
     pub(super) fn dump_tokens(&self, now_ms: u64, out: &mut dyn FnMut(Change)) {
-        for (k, &expires_at_ms) in &self.tokens {
+        for (k, &expires_at_ms) in self.tokens.iter() {
             if now_ms < expires_at_ms {
                 let (scope, token) = split_pair(k);
                 out(Change::TokenPut { scope, token, expires_at_ms });
