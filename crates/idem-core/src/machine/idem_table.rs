@@ -1,7 +1,7 @@
 //! Compact storage of idempotency records, the record kind idem holds by the
 //! million. Back of the envelope for a 16-byte key and a 32-byte result:
 //! one 48-byte heap block (key, fingerprint and result side by side), a
-//! 40-byte record header in a second block, an 8-byte table slot (a
+//! 48-byte record header (with the key's hash) in a second block, an 8-byte table slot (a
 //! pointer; empty slots cost 9 bytes, not a record), and a 16-byte expiry
 //! entry; no `Bytes` headers and no second copy of the key.
 //!
@@ -46,12 +46,17 @@ impl St {
 /// Marks "no fingerprint" in `IdemRec::fp_len`.
 const NO_FP: u16 = u16::MAX;
 
-/// One record in 40 bytes plus one heap block: `data` is the key, then the
+/// One record in 48 bytes plus one heap block: `data` is the key, then the
 /// fingerprint, then the result. Keys and fingerprints are at most
 /// `Limits::KEY_BYTES_CONTRACT_MAX` (512) bytes, so `u16` lengths suffice.
+/// The key's hash is kept so that moving the record to a bigger table
+/// (`GrowTable`) and reclaiming it need not read and hash the key; under
+/// jemalloc (the `idem` binary) 48 bytes take the same size class as 40.
 #[derive(Debug)]
 pub(super) struct IdemRec {
     data: Box<[u8]>,
+    /// The key's hash under the table's seed.
+    hash: u64,
     /// The fence (running) or `keep_until_ms` (done).
     a: u64,
     /// `lease_until_ms` (running).
@@ -69,7 +74,7 @@ fn short_len(len: usize) -> u16 {
 }
 
 impl IdemRec {
-    fn new(key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) -> IdemRec {
+    fn new(hash: u64, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) -> IdemRec {
         let fp_bytes = fp.unwrap_or_default();
         let mut data = Vec::with_capacity(key.len() + fp_bytes.len() + result.len());
         data.extend_from_slice(key);
@@ -77,6 +82,7 @@ impl IdemRec {
         data.extend_from_slice(result);
         let mut rec = IdemRec {
             data: data.into_boxed_slice(),
+            hash,
             key_len: short_len(key.len()),
             fp_len: fp.map_or(NO_FP, |f| short_len(f.len())),
             attempt: 0,
@@ -216,8 +222,10 @@ impl Index {
 /// the empty slots a hash table keeps while it grows cost 9 bytes each, not
 /// a whole record: at a million records that is the difference between
 /// beating Redis's memory per key and not. Keys whose hashes collide are
-/// simply different entries; the hash is recomputed from the key when the
-/// table grows, so records need not store it.
+/// simply different entries. Each record keeps its key's hash, so that the
+/// table grows ([`GrowTable`], a few entries per command) without reading
+/// or hashing keys, and a probe reads a candidate's key only when the whole
+/// hash matches.
 ///
 /// Commands go through [`IdemTable::entry`] or [`IdemTable::find`]: the key
 /// is hashed once and the table probed once; the record found is changed in
@@ -282,7 +290,7 @@ impl Occupied<'_> {
 impl Vacant<'_> {
     /// Stores a new record of the key.
     pub(super) fn insert(self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
-        let rec = IdemRec::new(key, fp, result, st);
+        let rec = IdemRec::new(self.h, key, fp, result, st);
         let rec = match self.spare {
             Some(mut b) => {
                 *b = rec;
@@ -303,7 +311,8 @@ impl IdemTable {
 
     /// The record of `key`, expired or not.
     pub(super) fn get(&self, key: &[u8]) -> Option<&IdemRec> {
-        self.map.find(self.hasher.hash(key), |r| r.key() == key).map(|r| &**r)
+        let h = self.hasher.hash(key);
+        self.map.find(h, |r| r.hash == h && r.key() == key).map(|r| &**r)
     }
 
     /// The record of `key` live at `now_ms`, or the place for a new one, in
@@ -312,9 +321,8 @@ impl IdemTable {
     /// would, even when the key has a live one.
     pub(super) fn entry(&mut self, now_ms: u64, key: &[u8], on_expired: impl FnOnce(&[u8])) -> Entry<'_> {
         let h = self.hasher.hash(key);
-        let hasher = &self.hasher;
         let index = &mut self.index;
-        match self.map.entry(h, |r| r.key() == key, |r| hasher.hash(r.key())) {
+        match self.map.entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
             hash_table::Entry::Occupied(slot) if now_ms >= slot.get().state().reclaim_at() => {
                 on_expired(key);
                 let (old, slot) = slot.remove();
@@ -330,9 +338,8 @@ impl IdemTable {
     /// create no record. An expired record is forgotten as by `entry`.
     pub(super) fn find(&mut self, now_ms: u64, key: &[u8], on_expired: impl FnOnce(&[u8])) -> Option<Occupied<'_>> {
         let h = self.hasher.hash(key);
-        let hasher = &self.hasher;
         let index = &mut self.index;
-        let slot = self.map.find_entry(h, |r| r.key() == key, |r| hasher.hash(r.key()))?;
+        let slot = self.map.find_entry(h, |r| r.hash == h && r.key() == key, |r| r.hash)?;
         let at = slot.get().state().reclaim_at();
         if now_ms >= at {
             on_expired(key);
@@ -348,9 +355,8 @@ impl IdemTable {
     /// reused when the bytes do not change (a takeover).
     pub(super) fn put(&mut self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
         let h = self.hasher.hash(key);
-        let hasher = &self.hasher;
         let index = &mut self.index;
-        match self.map.entry(h, |r| r.key() == key, |r| hasher.hash(r.key())) {
+        match self.map.entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
             hash_table::Entry::Occupied(mut slot) => {
                 let rec = slot.get_mut();
                 let from = rec.state().reclaim_at();
@@ -358,13 +364,13 @@ impl IdemTable {
                     rec.set_result(result);
                     rec.set_state(st);
                 } else {
-                    **rec = IdemRec::new(key, fp, result, st);
+                    **rec = IdemRec::new(h, key, fp, result, st);
                 }
                 index.moved(from, st.reclaim_at(), h);
             }
             hash_table::Entry::Vacant(slot) => {
                 index.add(st.reclaim_at(), h);
-                slot.insert(Box::new(IdemRec::new(key, fp, result, st)));
+                slot.insert(Box::new(IdemRec::new(h, key, fp, result, st)));
             }
         }
     }
@@ -372,8 +378,7 @@ impl IdemTable {
     /// Removes the record of `key`; false if there was none.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         let h = self.hasher.hash(key);
-        let hasher = &self.hasher;
-        match self.map.find_entry(h, |r| r.key() == key, |r| hasher.hash(r.key())) {
+        match self.map.find_entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
             Some(slot) => {
                 let (old, _) = slot.remove();
                 self.index.remove(old.state().reclaim_at(), h);
@@ -394,12 +399,11 @@ impl IdemTable {
         while self.index.set.first().is_some_and(|e| e.0 <= now_ms) {
             let Some((at, h)) = self.index.set.pop_first() else { break };
             let records = 1 + self.index.extra.remove(&(at, h)).unwrap_or(0);
-            let hasher = &self.hasher;
             for _ in 0..records {
                 // Other keys may share the probe sequence and even the time:
                 // only the hash tells the records of this entry apart.
-                let due = |r: &IdemRec| r.state().reclaim_at() == at && hasher.hash(r.key()) == h;
-                let Some(slot) = self.map.find_entry(h, |r| due(r), |r| hasher.hash(r.key())) else {
+                let due = |r: &IdemRec| r.state().reclaim_at() == at && r.hash == h;
+                let Some(slot) = self.map.find_entry(h, |r| due(r), |r| r.hash) else {
                     debug_assert!(false, "an expiry entry has its records");
                     break;
                 };
@@ -427,7 +431,8 @@ impl IdemTable {
     fn check_index(&self) {
         let mut want = BTreeMap::<(u64, u64), u32>::new();
         for r in self.map.iter() {
-            *want.entry((r.state().reclaim_at(), self.hasher.hash(r.key()))).or_insert(0) += 1;
+            assert_eq!(r.hash, self.hasher.hash(r.key()), "a record keeps its key's hash");
+            *want.entry((r.state().reclaim_at(), r.hash)).or_insert(0) += 1;
         }
         let mut got = BTreeMap::<(u64, u64), u32>::new();
         for &e in &self.index.set {
@@ -446,12 +451,12 @@ mod tests {
     #[test]
     fn record_layout_round_trips() {
         let st = St::Done { keep_until_ms: 9 };
-        let r = IdemRec::new(b"key", Some(b"fp"), b"result", st);
+        let r = IdemRec::new(7, b"key", Some(b"fp"), b"result", st);
         assert_eq!((r.key(), r.fp(), r.result(), r.state()), (&b"key"[..], Some(&b"fp"[..]), &b"result"[..], st));
         let st = St::Running { fence: 3, attempt: 2, lease_until_ms: 7 };
-        let r = IdemRec::new(b"k", None, b"", st);
+        let r = IdemRec::new(7, b"k", None, b"", st);
         assert_eq!((r.key(), r.fp(), r.result(), r.state()), (&b"k"[..], None, &b""[..], st));
-        assert_eq!(std::mem::size_of::<IdemRec>(), 40);
+        assert_eq!(std::mem::size_of::<IdemRec>(), 48, "one 48-byte size class");
         assert_eq!(std::mem::size_of::<Box<IdemRec>>(), 8, "a table slot is one pointer");
     }
 
