@@ -2,7 +2,7 @@
 //!
 //! A `hashbrown` table that runs out of room moves every entry into a table
 //! twice its size inside the one insert that found it full: at 1.8 million
-//! idempotency records that insert took 0.3 s (`docs/benchmarks.md`,
+//! idempotency records in one shard that insert took 0.3 s (`docs/benchmarks.md`,
 //! "Growing the tables"), and every client of the event loop waited for it.
 //! [`GrowTable`] grows the way Redis's dictionaries do: when its table is
 //! full it allocates one twice the size of what it holds, puts new entries
