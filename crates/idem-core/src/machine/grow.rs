@@ -192,17 +192,8 @@ impl<T> GrowTable<T> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::super::testkit::Rng;
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
 
     /// A hash that mixes well, or one that sends keys to a few values, so
     /// that probes see many entries of the same hash.

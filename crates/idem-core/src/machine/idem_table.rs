@@ -446,6 +446,7 @@ impl IdemTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testkit::Rng;
     use super::*;
 
     #[test]
@@ -554,17 +555,6 @@ mod tests {
         o.remove();
         assert_eq!((t.len(), t.first_deadline_ms()), (0, None));
         t.check_index();
-    }
-
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-        }
     }
 
     /// Fingerprint, result and state of a record in `random_ops`'s model.

@@ -11,6 +11,19 @@ use crate::command::Command;
 use crate::limits::Limits;
 use crate::reply::Reply;
 
+/// A small deterministic generator (xorshift64*) for randomised tests.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
 /// A `Bytes` of `s`.
 pub(crate) fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
