@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::keymap;
 use super::{own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -12,17 +13,21 @@ use crate::reply::Reply;
 
 impl Machine {
     pub(super) fn fsm_put(&mut self, key: &Bytes, state: &Bytes) {
-        if let Some(s) = self.fsm.get_mut(key.as_ref()) {
-            *s = own(state);
-        } else {
-            self.fsm.insert(own(key), own(state));
+        match self.fsm.entry(key) {
+            keymap::Entry::Occupied(mut e) => e.get_mut().1 = own(state),
+            keymap::Entry::Vacant(e) => {
+                e.insert((own(key), own(state)));
+            }
         }
     }
 
     pub(super) fn fsm_move(&mut self, key: &Bytes, to: &Bytes, from: &[Bytes], fx: &mut Effects) -> CmdResult {
-        // One lookup reads the state and, when the key has one, writes.
-        let slot = self.fsm.get_mut(key.as_ref());
-        let current = slot.as_deref();
+        // One probe reads the state and writes, or finds where to insert.
+        let slot = self.fsm.entry(key);
+        let current = match &slot {
+            keymap::Entry::Occupied(e) => Some(&e.get().1),
+            keymap::Entry::Vacant(_) => None,
+        };
         if current == Some(to) {
             return Ok(Reply::status_with("already", [Reply::Bulk(to.clone())]));
         }
@@ -31,9 +36,9 @@ impl Machine {
             return Ok(Reply::status_with("refused", [Reply::Bulk(Bytes::copy_from_slice(current))]));
         }
         match slot {
-            Some(s) => *s = own(to),
-            None => {
-                self.fsm.insert(own(key), own(to));
+            keymap::Entry::Occupied(mut e) => e.get_mut().1 = own(to),
+            keymap::Entry::Vacant(e) => {
+                e.insert((own(key), own(to)));
             }
         }
         fx.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
@@ -41,11 +46,11 @@ impl Machine {
     }
 
     pub(super) fn fsm_get(&mut self, key: &Bytes) -> CmdResult {
-        Ok(self.fsm.get(key.as_ref()).map_or(Reply::Nil, |s| Reply::Bulk(s.clone())))
+        Ok(self.fsm.get(key).map_or(Reply::Nil, |s| Reply::Bulk(s.clone())))
     }
 
     pub(super) fn dump_fsm(&self, out: &mut dyn FnMut(Change)) {
-        for (key, state) in &self.fsm {
+        for (key, state) in self.fsm.iter() {
             out(Change::FsmPut { key: key.clone(), state: state.clone() });
         }
     }

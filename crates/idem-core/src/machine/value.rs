@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::keymap;
 use super::{own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -22,15 +23,16 @@ impl Machine {
         // No "versions only grow" assertion here: recovery replays the log
         // written after a snapshot's cut over a dump that may already reflect
         // it, so an older version can arrive before the newer one that wins.
-        if let Some(e) = self.values.get_mut(key.as_ref()) {
-            *e = entry;
-        } else {
-            self.values.insert(own(key), entry);
+        match self.values.entry(key) {
+            keymap::Entry::Occupied(mut e) => e.get_mut().1 = entry,
+            keymap::Entry::Vacant(e) => {
+                e.insert((own(key), entry));
+            }
         }
     }
 
     pub(super) fn value_get(&mut self, key: &Bytes) -> CmdResult {
-        Ok(match self.values.get(key.as_ref()) {
+        Ok(match self.values.get(key) {
             Some(e) => Reply::Array(vec![Reply::Bulk(e.value.clone()), Reply::uint(e.version)]),
             None => Reply::Nil,
         })
@@ -43,18 +45,21 @@ impl Machine {
         if_version: Option<u64>,
         fx: &mut Effects,
     ) -> CmdResult {
-        // One lookup reads the version and, when the key exists, writes.
-        let slot = self.values.get_mut(key.as_ref());
-        let current = slot.as_ref().map_or(0, |e| e.version);
+        // One probe reads the version and writes, or finds where to insert.
+        let slot = self.values.entry(key);
+        let current = match &slot {
+            keymap::Entry::Occupied(e) => e.get().1.version,
+            keymap::Entry::Vacant(_) => 0,
+        };
         if if_version.is_some_and(|v| v != current) {
             return Ok(Reply::status_with("conflict", [Reply::uint(current)]));
         }
         let version = current + 1;
         let entry = ValueEntry { value: own(value), version };
         match slot {
-            Some(e) => *e = entry,
-            None => {
-                self.values.insert(own(key), entry);
+            keymap::Entry::Occupied(mut e) => e.get_mut().1 = entry,
+            keymap::Entry::Vacant(e) => {
+                e.insert((own(key), entry));
             }
         }
         fx.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
@@ -62,7 +67,7 @@ impl Machine {
     }
 
     pub(super) fn dump_values(&self, out: &mut dyn FnMut(Change)) {
-        for (key, e) in &self.values {
+        for (key, e) in self.values.iter() {
             out(Change::ValuePut { key: key.clone(), value: e.value.clone(), version: e.version });
         }
     }
