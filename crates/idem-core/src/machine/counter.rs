@@ -50,8 +50,7 @@ impl Machine {
         match self.counter_ops.entry(&k) {
             keymap::Entry::Occupied(mut e) => {
                 let (key, op) = e.get_mut();
-                self.expiry.remove(op.expires_at_ms, Kind::CounterOp, key);
-                self.expiry.insert(expires_at_ms, Kind::CounterOp, key);
+                self.expiry.moved(op.expires_at_ms, expires_at_ms, Kind::CounterOp, key);
                 *op = OpEntry { value, expires_at_ms };
             }
             keymap::Entry::Vacant(e) => {

@@ -76,6 +76,15 @@ impl Expiry {
         debug_assert!(found, "a record's deadline entry must exist until the record changes");
     }
 
+    /// Moves the entry of a record from deadline `from_ms` to `to_ms`.
+    #[inline]
+    pub(super) fn moved(&mut self, from_ms: u64, to_ms: u64, kind: Kind, key: &Bytes) {
+        if from_ms != to_ms {
+            self.remove(from_ms, kind, key);
+            self.insert(to_ms, kind, key);
+        }
+    }
+
     /// Takes the earliest entry whose deadline is at or before `now_ms`.
     pub(super) fn pop_due(&mut self, now_ms: u64) -> Option<(u64, Kind, Bytes)> {
         if self.set.first()?.0 > now_ms {

@@ -182,9 +182,8 @@ impl<T> GrowTable<T> {
         self.old = mem::replace(&mut self.cur, bigger);
         self.next = 0;
         self.step = Self::step_buckets(self.old.num_buckets(), self.cur.capacity() - holds);
-        if self.old.is_empty() {
-            self.old = HashTable::new();
-        }
+        // A table that held nothing has nothing to move.
+        self.end_if_done();
     }
 }
 

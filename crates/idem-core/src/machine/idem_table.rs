@@ -216,6 +216,20 @@ impl Index {
     }
 }
 
+/// Whether a record is the one of `key`, whose hash is `h`: the stored hash
+/// is compared first, so a probe reads a candidate's key only when it
+/// matches.
+fn is(h: u64, key: &[u8]) -> impl Fn(&Box<IdemRec>) -> bool + '_ {
+    move |r| r.hash == h && r.key() == key
+}
+
+/// The hash a growing table rehashes a record with: the one it keeps. (It
+/// takes the table's element, the box.)
+#[allow(clippy::borrowed_box)]
+fn stored_hash(r: &Box<IdemRec>) -> u64 {
+    r.hash
+}
+
 /// Every idempotency record of a machine, with its expiry index.
 ///
 /// The table's slots hold only a pointer (plus hashbrown's control byte), so
@@ -312,7 +326,7 @@ impl IdemTable {
     /// The record of `key`, expired or not.
     pub(super) fn get(&self, key: &[u8]) -> Option<&IdemRec> {
         let h = self.hasher.hash(key);
-        self.map.find(h, |r| r.hash == h && r.key() == key).map(|r| &**r)
+        self.map.find(h, is(h, key)).map(|r| &**r)
     }
 
     /// The record of `key` live at `now_ms`, or the place for a new one, in
@@ -322,7 +336,7 @@ impl IdemTable {
     pub(super) fn entry(&mut self, now_ms: u64, key: &[u8], on_expired: impl FnOnce(&[u8])) -> Entry<'_> {
         let h = self.hasher.hash(key);
         let index = &mut self.index;
-        match self.map.entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
+        match self.map.entry(h, is(h, key), stored_hash) {
             hash_table::Entry::Occupied(slot) if now_ms >= slot.get().state().reclaim_at() => {
                 on_expired(key);
                 let (old, slot) = slot.remove();
@@ -339,7 +353,7 @@ impl IdemTable {
     pub(super) fn find(&mut self, now_ms: u64, key: &[u8], on_expired: impl FnOnce(&[u8])) -> Option<Occupied<'_>> {
         let h = self.hasher.hash(key);
         let index = &mut self.index;
-        let slot = self.map.find_entry(h, |r| r.hash == h && r.key() == key, |r| r.hash)?;
+        let slot = self.map.find_entry(h, is(h, key), stored_hash)?;
         let at = slot.get().state().reclaim_at();
         if now_ms >= at {
             on_expired(key);
@@ -356,7 +370,7 @@ impl IdemTable {
     pub(super) fn put(&mut self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
         let h = self.hasher.hash(key);
         let index = &mut self.index;
-        match self.map.entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
+        match self.map.entry(h, is(h, key), stored_hash) {
             hash_table::Entry::Occupied(mut slot) => {
                 let rec = slot.get_mut();
                 let from = rec.state().reclaim_at();
@@ -378,7 +392,7 @@ impl IdemTable {
     /// Removes the record of `key`; false if there was none.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         let h = self.hasher.hash(key);
-        match self.map.find_entry(h, |r| r.hash == h && r.key() == key, |r| r.hash) {
+        match self.map.find_entry(h, is(h, key), stored_hash) {
             Some(slot) => {
                 let (old, _) = slot.remove();
                 self.index.remove(old.state().reclaim_at(), h);
@@ -403,7 +417,7 @@ impl IdemTable {
                 // Other keys may share the probe sequence and even the time:
                 // only the hash tells the records of this entry apart.
                 let due = |r: &IdemRec| r.state().reclaim_at() == at && r.hash == h;
-                let Some(slot) = self.map.find_entry(h, |r| due(r), |r| r.hash) else {
+                let Some(slot) = self.map.find_entry(h, |r| due(r), stored_hash) else {
                     debug_assert!(false, "an expiry entry has its records");
                     break;
                 };
@@ -482,7 +496,8 @@ mod tests {
         gone.sort();
         assert_eq!(gone, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(t.len(), 0);
-        assert!(t.map.len() == 0 && t.index.set.is_empty() && t.index.extra.is_empty());
+        assert_eq!(t.map.len(), 0);
+        assert!(t.index.set.is_empty() && t.index.extra.is_empty());
     }
 
     fn done(at: u64) -> St {

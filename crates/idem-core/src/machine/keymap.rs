@@ -62,7 +62,9 @@ impl<V> KeyMap<V> {
 
     /// The place of `key`: occupied, or vacant and ready for an insert of
     /// `(key, value)` without another probe. The caller must insert the
-    /// same key it looked up.
+    /// same key it looked up. Like an insert, it makes room for one more
+    /// key (a full table starts growing) even when the caller then inserts
+    /// nothing.
     pub(super) fn entry(&mut self, key: &[u8]) -> Entry<'_, V> {
         let hash = self.hash(key);
         let hasher = &self.hasher;

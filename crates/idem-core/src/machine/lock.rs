@@ -29,8 +29,7 @@ pub(super) struct LockEntry {
 /// Moves the lease of the lock stored under `k` to `lease_until_ms`, with
 /// its expiry entry and its waiters' handover entry.
 fn move_lease(expiry: &mut Expiry, waiters: &mut Waiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {
-    expiry.remove(l.lease_until_ms, Kind::Lock, k);
-    expiry.insert(lease_until_ms, Kind::Lock, k);
+    expiry.moved(l.lease_until_ms, lease_until_ms, Kind::Lock, k);
     waiters.lease_changed(Prim::Lock, k, lease_until_ms);
     l.lease_until_ms = lease_until_ms;
 }

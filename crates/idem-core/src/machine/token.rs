@@ -27,8 +27,7 @@ impl Machine {
         match self.tokens.entry(&k) {
             keymap::Entry::Occupied(mut e) => {
                 let (key, at) = e.get_mut();
-                self.expiry.remove(*at, Kind::Token, key);
-                self.expiry.insert(expires_at_ms, Kind::Token, key);
+                self.expiry.moved(*at, expires_at_ms, Kind::Token, key);
                 *at = expires_at_ms;
             }
             keymap::Entry::Vacant(e) => {
