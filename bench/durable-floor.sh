@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# What the cheapest possible durable server reaches on this machine, next to
+# Redis (no persistence, `appendfsync always`) and idem, with the same
+# redis-benchmark line in the same run.
+#
+# The floor servers are `crates/idem-bench/examples/durable_floor.rs`: they
+# frame RESP requests, append 64 bytes per request to a preallocated file,
+# `fdatasync` it and answer +OK, with nothing else to do. One per sync policy:
+#   none            answer at once, no writes (no-persistence ceiling)
+#   loop            write + sync after each epoll round (Redis `always`)
+#   gather:20:200   poll on until 20 µs pass without a request, at most 200 µs
+#                   (idem's policy and constants)
+#   thread          a sync thread syncs while the loop serves, one sync in flight
+# Every server gets the line `-c 50 -P $P -r 1000000` with SET k 1 NX PX
+# (IDEM.BEGIN k LEASE for idem), interleaved in a rotating order per round.
+# A floor server's ratio to Redis without persistence bounds what any server
+# with its policy can reach here: it does less work per request than any real
+# one.
+#
+# Usage: bench/durable-floor.sh        (about 2 minutes per round at P=1)
+# Environment:
+#   ROUNDS=3  N=150000  P=1  MODES="none loop gather:20:200 thread"
+#   BENCH_IDEM_BIN=path   use this idem binary (default: build it)
+#   FLOOR_BIN=path        use this durable_floor binary (default: build it)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+N=${N:-150000}
+P=${P:-1}
+MODES=${MODES:-"none loop gather:20:200 thread"}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/idem-floor.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '%s\n' "$*" >&2; }
+
+if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
+    log "installing redis-tools and redis-server"
+    apt-get install -y redis-tools redis-server >/dev/null 2>&1 ||
+        { apt-get update >/dev/null && apt-get install -y redis-tools redis-server >/dev/null; }
+fi
+if [[ -z ${BENCH_IDEM_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
+    log "building idem and durable_floor (release)"
+    (cd "$ROOT" && cargo build --release -p idem -p idem-bench --example durable_floor 2>&1 | tail -n 1 >&2)
+fi
+BENCH_IDEM_BIN=${BENCH_IDEM_BIN:-$ROOT/target/release/idem}
+FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/durable_floor}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_ready() { # port name: any reply to PING (the floor servers answer +OK)
+    for _ in $(seq 400); do
+        if [[ -n $(redis-cli -p "$1" PING 2>/dev/null) ]]; then return 0; fi
+        sleep 0.05
+    done
+    log "$2 did not answer on port $1"
+    return 1
+}
+
+declare -A PORT PID
+NAMES=()
+start() { # name command...
+    local name=$1 port
+    shift
+    port=$(free_port)
+    mkdir -p "$WORK/$name"
+    "${@//@PORT@/$port}" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    PID[$name]=$!
+    PORT[$name]=$port
+    NAMES+=("$name")
+    wait_ready "$port" "$name"
+}
+start redis-nopersist redis-server --port @PORT@ --bind 127.0.0.1 --dir "$WORK/redis-nopersist" --save "" --appendonly no
+start redis-always redis-server --port @PORT@ --bind 127.0.0.1 --dir "$WORK/redis-always" --save "" \
+    --appendonly yes --appendfsync always --auto-aof-rewrite-percentage 0
+start idem env IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$BENCH_IDEM_BIN" serve --port @PORT@ --http-port 0 \
+    --data "$WORK/idem" --log warn
+for m in $MODES; do
+    start "floor-$m" "$FLOOR_BIN" @PORT@ "$WORK/floor-$m" "$m"
+done
+log "servers: ${NAMES[*]}"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+for round in $(seq "$ROUNDS"); do
+    count=${#NAMES[@]}
+    for i in $(seq 0 $((count - 1))); do
+        name=${NAMES[$(((i + round) % count))]}
+        k="r${round}:__rand_int__"
+        if [[ $name == idem ]]; then cmd=(IDEM.BEGIN "$k" LEASE 3600000); else cmd=(SET "$k" 1 NX PX 3600000); fi
+        t0=$(cpu_ticks "${PID[$name]}")
+        rps=$(redis-benchmark -p "${PORT[$name]}" -c 50 -n "$N" -P "$P" -r 1000000 --csv "${cmd[@]}" 2>/dev/null |
+            tail -n 1 | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
+        us=$(awk -v a="$t0" -v b="$(cpu_ticks "${PID[$name]}")" -v hz="$HZ" -v n="$N" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
+        printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$us" >>"$RESULTS"
+        log "round $round $name: $rps rps, $us µs of server CPU per request"
+    done
+done
+
+printf '\nP=%s, %s requests per line, %s rounds; ratio to redis-nopersist and to redis-always per round, then the median\n' \
+    "$P" "$N" "$ROUNDS"
+awk -F'\t' '
+    { rps[$1, $2] = $3; cpu[$1, $2] = $4; names[$2] = 1; rounds[$1] = 1 }
+    function median(a, n,   i, j, t) {
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    END {
+        printf "%-22s %12s %12s %12s %14s\n", "server", "rps (median)", "x nopersist", "x always", "cpu us/req"
+        for (s in names) {
+            n = 0; split("", a); split("", b); split("", c); split("", d)
+            for (r in rounds) { n++; a[n] = rps[r, s]; b[n] = rps[r, s] / rps[r, "redis-nopersist"]; c[n] = rps[r, s] / rps[r, "redis-always"]; d[n] = cpu[r, s] }
+            printf "%-22s %12.0f %12.2f %12.2f %14.1f\n", s, median(a, n), median(b, n), median(c, n), median(d, n)
+        }
+    }' "$RESULTS" | sort
+grep -h "records per sync" "$WORK"/floor-*.log 2>/dev/null | tail -n 4 >&2 || true
