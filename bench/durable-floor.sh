@@ -104,28 +104,30 @@ for round in $(seq "$ROUNDS"); do
         k="r${round}:__rand_int__"
         if [[ $name == idem ]]; then cmd=(IDEM.BEGIN "$k" LEASE 3600000); else cmd=(SET "$k" 1 NX PX 3600000); fi
         t0=$(cpu_ticks "${PID[$name]}")
-        rps=$(redis-benchmark -p "${PORT[$name]}" -c 50 -n "$N" -P "$P" -r 1000000 --csv "${cmd[@]}" 2>/dev/null |
-            tail -n 1 | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
+        { TIMEFORMAT='%U %S'; time redis-benchmark -p "${PORT[$name]}" -c 50 -n "$N" -P "$P" -r 1000000 --csv \
+            "${cmd[@]}" >"$WORK/rb.csv" 2>/dev/null; } 2>"$WORK/rb.time"
+        rps=$(tail -n 1 "$WORK/rb.csv" | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
+        cli=$(awk -v n="$N" '{printf "%.1f", ($1 + $2) * 1e6 / n}' "$WORK/rb.time")
         us=$(awk -v a="$t0" -v b="$(cpu_ticks "${PID[$name]}")" -v hz="$HZ" -v n="$N" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
-        printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$us" >>"$RESULTS"
-        log "round $round $name: $rps rps, $us µs of server CPU per request"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$us" "$cli" >>"$RESULTS"
+        log "round $round $name: $rps rps, CPU per request: server $us µs, client $cli µs"
     done
 done
 
 printf '\nP=%s, %s requests per line, %s rounds; ratio to redis-nopersist and to redis-always per round, then the median\n' \
     "$P" "$N" "$ROUNDS"
 awk -F'\t' '
-    { rps[$1, $2] = $3; cpu[$1, $2] = $4; names[$2] = 1; rounds[$1] = 1 }
+    { rps[$1, $2] = $3; cpu[$1, $2] = $4; cli[$1, $2] = $5; names[$2] = 1; rounds[$1] = 1 }
     function median(a, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
     END {
-        printf "%-22s %12s %12s %12s %14s\n", "server", "rps (median)", "x nopersist", "x always", "cpu us/req"
+        printf "%-22s %12s %12s %12s %14s %14s\n", "server", "rps (median)", "x nopersist", "x always", "server us/req", "client us/req"
         for (s in names) {
-            n = 0; split("", a); split("", b); split("", c); split("", d)
-            for (r in rounds) { n++; a[n] = rps[r, s]; b[n] = rps[r, s] / rps[r, "redis-nopersist"]; c[n] = rps[r, s] / rps[r, "redis-always"]; d[n] = cpu[r, s] }
-            printf "%-22s %12.0f %12.2f %12.2f %14.1f\n", s, median(a, n), median(b, n), median(c, n), median(d, n)
+            n = 0; split("", a); split("", b); split("", c); split("", d); split("", e)
+            for (r in rounds) { n++; a[n] = rps[r, s]; b[n] = rps[r, s] / rps[r, "redis-nopersist"]; c[n] = rps[r, s] / rps[r, "redis-always"]; d[n] = cpu[r, s]; e[n] = cli[r, s] }
+            printf "%-22s %12.0f %12.2f %12.2f %14.1f %14.1f\n", s, median(a, n), median(b, n), median(c, n), median(d, n), median(e, n)
         }
     }' "$RESULTS" | sort
 grep -h "records per sync" "$WORK"/floor-*.log 2>/dev/null | tail -n 4 >&2 || true

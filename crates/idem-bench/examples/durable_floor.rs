@@ -185,11 +185,7 @@ fn main() {
     let replies = b"+OK\r\n".repeat(1024);
     let (mut syncs, mut synced) = (0u64, 0u64);
 
-    let mut poll_once = |timeout: i32,
-                         conns: &mut Vec<Option<Conn>>,
-                         log: &mut Vec<u8>,
-                         syncing: &mut bool|
-     -> u32 {
+    let mut poll_once = |timeout: i32, conns: &mut Vec<Option<Conn>>, log: &mut Vec<u8>, syncing: &mut bool| -> u32 {
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();

@@ -49,11 +49,13 @@ thread_local! {
     static LAST_BATCH: Cell<u64> = const { Cell::new(0) };
     /// The loop's commit being delayed for more records, if it is.
     static GATHER: Cell<Option<Gather>> = const { Cell::new(None) };
+    /// How long the loop's commits took lately (a moving average of the
+    /// write and sync, [`Gather`]).
+    static SYNC_TIME: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
-/// A loop delays its commit while records keep arriving at least this
-/// often ([`Gather`]).
-pub(crate) const GATHER_GAP: Duration = Duration::from_micros(20);
+/// The shortest quiet gap that ends a delayed commit ([`Gather`]).
+pub(crate) const GATHER_GAP_MIN: Duration = Duration::from_micros(5);
 
 /// The longest a loop delays a commit to gather records ([`Gather`]).
 pub(crate) const GATHER_MAX: Duration = Duration::from_micros(200);
@@ -62,14 +64,23 @@ pub(crate) const GATHER_MAX: Duration = Duration::from_micros(200);
 /// and one request each in flight, syncing the moment the loop first runs
 /// dry splits the clients into two halves that take turns (one half's
 /// requests arrive while the other's sync runs), and each sync covers half
-/// of them. Waiting while requests are still arriving lets one sync cover
-/// nearly all. The loop delays only when its last commit covered at least
-/// two records (its clients are concurrent; a lone client never waits),
-/// and commits once no record arrived for [`GATHER_GAP`] or after
-/// [`GATHER_MAX`] in all. Only a log's single loop gathers: the loop polls
-/// while it waits, and with two loops on two cores that polling took the
-/// cores the other loop and the clients needed (0.95× the requests/s,
-/// 1.23× the CPU per request, docs/benchmarks.md).
+/// of them. The loop delays only when its last commit covered at least
+/// two records (its clients are concurrent; a lone client never waits).
+///
+/// It commits once no record arrived for a quiet gap, or after
+/// [`GATHER_MAX`] in all. The gap weighs what waiting costs against what
+/// it saves: waiting `g` longer delays every pending record by `g`, and a
+/// record that makes it into this sync is spared a sync of its own, about
+/// one sync's time. So the loop waits while `g × pending` stays under its
+/// recent sync time: long for a few records (4 clients, a 100 µs sync:
+/// 25 µs), short for many (50 clients: 3-5 µs), and never under
+/// [`GATHER_GAP_MIN`], about what one empty poll takes. A slower disk
+/// makes the gap longer, as it should: each sync saved is worth more.
+///
+/// Only a log's single loop gathers: the loop polls while it waits, and
+/// with two loops on two cores that polling took the cores the other loop
+/// and the clients needed (0.95× the requests/s, 1.23× the CPU per
+/// request, docs/benchmarks.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Gather {
     /// When the loop first ran dry with these records pending.
@@ -82,8 +93,15 @@ pub(crate) struct Gather {
 impl Gather {
     /// Whether to keep delaying (the new state) or commit now (`None`),
     /// given the state so far, the records pending (appended and not
-    /// synced), the time, and how many records the last commit covered.
-    pub(crate) fn step(state: Option<Gather>, pending: u64, now: Instant, last_batch: u64) -> Option<Gather> {
+    /// synced), the time, how many records the last commit covered, and
+    /// how long the loop's recent syncs took.
+    pub(crate) fn step(
+        state: Option<Gather>,
+        pending: u64,
+        now: Instant,
+        last_batch: u64,
+        sync: Duration,
+    ) -> Option<Gather> {
         if last_batch < 2 {
             return None;
         }
@@ -92,7 +110,9 @@ impl Gather {
             g.last_arrival = now;
             g.last_pending = pending;
         }
-        let quiet = now.saturating_duration_since(g.last_arrival) >= GATHER_GAP;
+        let pending = u32::try_from(pending.max(1)).unwrap_or(u32::MAX);
+        let gap = (sync / pending).clamp(GATHER_GAP_MIN, GATHER_MAX);
+        let quiet = now.saturating_duration_since(g.last_arrival) >= gap;
         let overdue = now.saturating_duration_since(g.since) >= GATHER_MAX;
         (!quiet && !overdue).then_some(g)
     }
@@ -216,7 +236,13 @@ impl LoopSync {
             return false;
         }
         let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
-        let next = Gather::step(GATHER.with(Cell::get), pending, Instant::now(), LAST_BATCH.with(Cell::get));
+        let next = Gather::step(
+            GATHER.with(Cell::get),
+            pending,
+            Instant::now(),
+            LAST_BATCH.with(Cell::get),
+            SYNC_TIME.with(Cell::get),
+        );
         // The runtime sees work scheduled by this hook, so it polls for I/O
         // without blocking, runs what arrived, and calls the hook again.
         let woke = next.is_some() && LOOP_WAKER.with(|w| w.borrow().as_ref().map(Waker::wake_by_ref)).is_some();
@@ -235,7 +261,12 @@ impl LoopSync {
         let done = self.shared.loop_mark_lsn();
         let before = done.load(Ordering::Acquire);
         if want > before {
+            let start = Instant::now();
             writer.cycle();
+            let took = start.elapsed();
+            // A moving average over about eight commits: one slow sync
+            // does not stretch the next gathers much.
+            SYNC_TIME.with(|t| t.set((t.get() * 7 + took) / 8));
             LAST_BATCH.with(|b| b.set(done.load(Ordering::Acquire).saturating_sub(before)));
         }
         drop(writer);
@@ -276,32 +307,59 @@ mod tests {
     fn gather_delays_only_while_concurrent_records_keep_arriving() {
         let t0 = Instant::now();
         let at = |us: u64| t0 + Duration::from_micros(us);
+        let us = Duration::from_micros;
+        let sync = us(100);
         // The last commit covered one record: no delay at all.
-        assert_eq!(Gather::step(None, 1, t0, 1), None);
-        assert_eq!(Gather::step(None, 5, t0, 0), None);
+        assert_eq!(Gather::step(None, 1, t0, 1, sync), None);
+        assert_eq!(Gather::step(None, 5, t0, 0, sync), None);
 
-        // Concurrent clients: the first dry run starts a delay.
-        let g = Gather::step(None, 3, t0, 20).expect("a delay starts");
+        // Concurrent clients: the first dry run starts a delay. With 4
+        // records pending and 100 µs syncs the gap is 25 µs.
+        let g = Gather::step(None, 4, t0, 20, sync).expect("a delay starts");
         // Nothing new, within the gap: keep waiting.
-        let g = Gather::step(Some(g), 3, at(10), 20).expect("within the gap");
+        let g = Gather::step(Some(g), 4, at(24), 20, sync).expect("within the gap");
         // Nothing new for the whole gap: commit.
-        let gap = GATHER_GAP.as_micros() as u64;
-        assert_eq!(Gather::step(Some(g), 3, at(gap), 20), None);
+        assert_eq!(Gather::step(Some(g), 4, at(25), 20, sync), None);
+
+        // Many records pending: the gap shrinks to its floor (100 µs / 50
+        // is 2 µs, under GATHER_GAP_MIN).
+        let min = GATHER_GAP_MIN.as_micros() as u64;
+        let g = Gather::step(None, 50, t0, 50, sync).unwrap();
+        let g = Gather::step(Some(g), 50, at(min - 1), 50, sync).expect("within the floor");
+        assert_eq!(Gather::step(Some(g), 50, at(min), 50, sync), None);
+        // 10 pending: 10 µs. An arrival restarts the gap, and the larger
+        // count shortens it (100 µs / 20 = 5 µs).
+        let g = Gather::step(None, 10, t0, 50, sync).unwrap();
+        let g = Gather::step(Some(g), 10, at(9), 50, sync).expect("within 10 µs");
+        let g = Gather::step(Some(g), 20, at(9), 50, sync).expect("an arrival");
+        let g = Gather::step(Some(g), 20, at(13), 50, sync).expect("within 5 µs of it");
+        assert_eq!(Gather::step(Some(g), 20, at(14), 50, sync), None);
+        // A slower disk gathers longer: 400 µs syncs, 20 pending: 20 µs.
+        let slow = us(400);
+        let g = Gather::step(None, 20, t0, 50, slow).unwrap();
+        let g = Gather::step(Some(g), 20, at(19), 50, slow).expect("within 20 µs");
+        assert_eq!(Gather::step(Some(g), 20, at(20), 50, slow), None);
+        // No sync measured yet: the floor.
+        let g = Gather::step(None, 2, t0, 20, Duration::ZERO).unwrap();
+        assert_eq!(Gather::step(Some(g), 2, at(min), 20, Duration::ZERO), None);
 
         // Arrivals reset the gap, until the bound.
         let max = GATHER_MAX.as_micros() as u64;
-        let mut g = Gather::step(None, 1, t0, 20).unwrap();
+        let mut g = Gather::step(None, 1, t0, 20, sync).unwrap();
         let mut now = 0;
         let mut pending = 1;
         let ended_at = loop {
-            now += gap / 2;
+            now += min / 2;
             pending += 1;
-            match Gather::step(Some(g), pending, at(now), 20) {
+            match Gather::step(Some(g), pending, at(now), 20, sync) {
                 Some(next) => g = next,
                 None => break now,
             }
         };
-        assert!(ended_at >= max && ended_at < max + gap, "ended at {ended_at} us, bound {max} us");
+        assert!(ended_at >= max && ended_at < max + min, "ended at {ended_at} us, bound {max} us");
+        // Even a very slow disk does not stretch the gap past the bound.
+        let g = Gather::step(None, 2, t0, 20, Duration::from_secs(1)).unwrap();
+        assert_eq!(Gather::step(Some(g), 2, at(max), 20, Duration::from_secs(1)), None);
     }
 
     /// A loop that runs dry while another thread holds the writer does not
