@@ -43,7 +43,10 @@ impl EventLoops {
         let mut loops = EventLoops { handles: Vec::new(), next: 0, stops: Vec::new(), threads: Vec::new() };
         for i in 0..n {
             let mut builder = tokio::runtime::Builder::new_current_thread();
-            builder.enable_all();
+            // I/O and timers only: a loop runs no child processes and
+            // handles no signals, and the process driver would otherwise
+            // look for exited children at every park.
+            builder.enable_io().enable_time();
             if let Some(h) = hooks.clone() {
                 builder.on_thread_park(move || h.before_loop_park());
             }
