@@ -24,10 +24,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-command -v redis-benchmark >/dev/null || apt-get install -y redis-tools >/dev/null
+. "$(dirname "$0")/lib.sh"
+need_redis
 HZ=$(getconf CLK_TCK)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run_one() { # bin label round -> prints "label rps p50 p99 cpu_us_per_req"
     local bin=$1 label=$2 round=$3 port
@@ -38,10 +37,10 @@ run_one() { # bin label round -> prints "label rps p50 p99 cpu_us_per_req"
     PID=$!
     for _ in $(seq 200); do redis-cli -p "$port" PING 2>/dev/null | grep -q PONG && break; sleep 0.05; done
     local t0 t1 out
-    t0=$(ticks "$PID")
+    t0=$(cpu_ticks "$PID")
     # shellcheck disable=SC2086
     out=$(timeout 900 redis-benchmark -p "$port" -c "$CLIENTS" -n "$N" -P "$P" -r "$KEYSPACE" --csv $CMD | tail -n 1)
-    t1=$(ticks "$PID")
+    t1=$(cpu_ticks "$PID")
     local info
     info=$(redis-cli -p "$port" INFO | tr -d '\r' | grep -E '^log_(records_per_sync|sync_us_avg|segments_preallocated):' | paste -sd' ' || true)
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=

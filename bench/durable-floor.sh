@@ -31,25 +31,15 @@ MODES=${MODES:-"none loop gather:20:200 thread"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/idem-floor.XXXXXX)
 PIDS=()
+. "$ROOT/bench/lib.sh"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { printf '%s\n' "$*" >&2; }
 
-if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
-    log "installing redis-tools and redis-server"
-    apt-get install -y redis-tools redis-server >/dev/null 2>&1 ||
-        { apt-get update >/dev/null && apt-get install -y redis-tools redis-server >/dev/null; }
-fi
+need_redis
 if [[ -z ${BENCH_IDEM_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
     log "building idem and durable_floor (release)"
     (cd "$ROOT" && cargo build --release -p idem -p idem-bench --example durable_floor 2>&1 | tail -n 1 >&2)
@@ -57,9 +47,6 @@ fi
 BENCH_IDEM_BIN=${BENCH_IDEM_BIN:-$ROOT/target/release/idem}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/durable_floor}
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 wait_ready() { # port name: any reply to PING (the floor servers answer +OK)
     for _ in $(seq 400); do
         if [[ -n $(redis-cli -p "$1" PING 2>/dev/null) ]]; then return 0; fi
@@ -93,7 +80,6 @@ for m in $MODES; do
 done
 log "servers: ${NAMES[*]}"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"

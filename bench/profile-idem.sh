@@ -21,28 +21,22 @@ OUT=${OUT:-$WORK/out}
 mkdir -p "$OUT"
 PIDS=()
 
+. "$ROOT/bench/lib.sh"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]}"
     rm -rf "$WORK/idem-data"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { printf '%s\n' "$*" >&2; }
 
 command -v perf >/dev/null || apt-get install -y linux-perf >/dev/null
-command -v redis-benchmark >/dev/null || apt-get install -y redis-tools >/dev/null
+need_redis
 if [[ -z "${BENCH_IDEM_BIN:-}" ]]; then
     (cd "$ROOT" && cargo build --release -p idem 2>&1 | tail -n 1 >&2)
     BENCH_IDEM_BIN=$ROOT/target/release/idem
 fi
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$BENCH_IDEM_BIN" serve --port "$PORT" --http-port 0 \
     --data "$WORK/idem-data" --log warn >"$OUT/idem.log" 2>&1 &
 IDEM_PID=$!

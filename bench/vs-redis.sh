@@ -79,40 +79,22 @@ OUT=${OUT:-$WORK/out}
 mkdir -p "$OUT"
 PIDS=()
 
+. "$ROOT/bench/lib.sh"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Bounded wait: a server that ignores SIGTERM for 10 s gets SIGKILL.
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]}"
     rm -rf "$WORK/redis-nopersist" "$WORK/$DURABLE" "$WORK/idem-data" "$WORK"/prefill-*
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { printf '%s\n' "$*" >&2; }
-
 # --- tools --------------------------------------------------------------
-if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
-    log "installing redis-tools and redis-server"
-    apt-get install -y redis-tools redis-server >/dev/null 2>&1 ||
-        { apt-get update >/dev/null && apt-get install -y redis-tools redis-server >/dev/null; }
-fi
+need_redis
 
 if [[ -z "${BENCH_IDEM_BIN:-}" ]]; then
     log "building idem (release)"
     (cd "$ROOT" && cargo build --release -p idem 2>&1 | tail -n 1 >&2)
     BENCH_IDEM_BIN=$ROOT/target/release/idem
 fi
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # fdatasync latency of the disk the servers write to (8 KiB appends), in ms:
 # the floor of every durable figure, and on a shared machine it moves.
@@ -252,8 +234,6 @@ sanity
 RESULTS=$OUT/results.tsv
 printf 'round\tline\tP\tserver\trps\tp50_ms\tp99_ms\teffect\tserver_us_per_req\tclient_us_per_req\n' >"$RESULTS"
 
-# CPU ticks (user + system) of a process so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 run_one() { # round line P server
