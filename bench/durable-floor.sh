@@ -9,7 +9,7 @@
 #   none            answer at once, no writes (no-persistence ceiling)
 #   loop            write + sync after each epoll round (Redis `always`)
 #   gather:20:200   poll on until 20 µs pass without a request, at most 200 µs
-#                   (idem's policy and constants)
+#                   (idem's fixed gap before commit 9fac322 weighed it)
 #   thread          a sync thread syncs while the loop serves, one sync in flight
 # Every server gets the line `-c 50 -P $P -r 1000000` with SET k 1 NX PX
 # (IDEM.BEGIN k LEASE for idem), interleaved in a rotating order per round.

@@ -14,7 +14,8 @@
 //! - `loop`: Redis `appendfsync always`: after each `epoll_wait` round that
 //!   read requests, write and sync them on the loop, then answer.
 //! - `gather:GAP_US:MAX_US`: as `loop`, but first keep polling (timeout 0)
-//!   until no request arrived for GAP_US or MAX_US passed (idem's policy).
+//!   until no request arrived for GAP_US or MAX_US passed (a fixed gap:
+//!   idem's policy before its gap was weighed, `gather:20:200`).
 //! - `thread`: a sync thread writes and syncs whatever the loop handed it
 //!   while the loop keeps serving; the loop answers a batch when the thread
 //!   signals it through an eventfd (one sync in flight at a time).
@@ -122,8 +123,12 @@ fn main() {
         "loop" => Mode::Loop,
         "thread" => Mode::Thread,
         g if g.starts_with("gather:") => {
-            let v: Vec<u64> = g[7..].split(':').map(|s| s.parse().expect("µs")).collect();
-            Mode::Gather { gap: Duration::from_micros(v[0]), max: Duration::from_micros(v[1]) }
+            let us = |s: Option<&str>| s.and_then(|s| s.parse().ok()).map(Duration::from_micros);
+            let mut v = g["gather:".len()..].split(':');
+            match (us(v.next()), us(v.next()), v.next()) {
+                (Some(gap), Some(max), None) => Mode::Gather { gap, max },
+                _ => panic!("mode {g}: expected gather:GAP_US:MAX_US, two whole numbers"),
+            }
         }
         other => panic!("unknown mode {other}"),
     };
@@ -182,7 +187,7 @@ fn main() {
     let mut syncing = false;
     let mut waiting: VecDeque<usize> = VecDeque::new();
     let record = [b'r'; RECORD];
-    let replies = b"+OK\r\n".repeat(1024);
+    let replies = b"+OK\r\n".repeat(1024); // whole replies, sent from here by `send`
     let (mut syncs, mut synced) = (0u64, 0u64);
 
     let mut poll_once = |timeout: i32, conns: &mut Vec<Option<Conn>>, log: &mut Vec<u8>, syncing: &mut bool| -> u32 {
@@ -222,7 +227,12 @@ fn main() {
                     let framed = if r > 0 {
                         c.len += r as usize;
                         frame(&c.buf[..c.len]).ok().filter(|&(_, used)| used > 0 || c.len < BUF)
-                    } else if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                    } else if r < 0
+                        && matches!(
+                            std::io::Error::last_os_error().kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        )
+                    {
                         continue;
                     } else {
                         None
@@ -323,14 +333,31 @@ fn main() {
     }
 }
 
+/// Writes `k` replies (`+OK\r\n`, 5 bytes each). A short write resumes
+/// mid-reply, and a full socket buffer is waited out (`poll`, at most 10 s,
+/// then the replies are dropped: the client is not reading).
 fn send(fd: RawFd, replies: &[u8], k: u32) {
-    let mut left = k as usize * 5;
-    while left > 0 {
-        let chunk = left.min(replies.len());
-        let r = unsafe { libc::send(fd, replies.as_ptr().cast(), chunk, libc::MSG_NOSIGNAL) };
-        if r <= 0 {
-            return; // the client went away, or its buffer is full (not at P ≤ 16)
+    const REPLY: usize = 5;
+    let total = k as usize * REPLY;
+    let mut sent = 0;
+    while sent < total {
+        let from = sent % REPLY;
+        let chunk = (total - sent).min(replies.len() - from);
+        let r = unsafe { libc::send(fd, replies[from..].as_ptr().cast(), chunk, libc::MSG_NOSIGNAL) };
+        if r > 0 {
+            sent += r as usize;
+            continue;
         }
-        left -= r as usize;
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => {
+                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                if unsafe { libc::poll(&mut p, 1, 10_000) } <= 0 {
+                    return;
+                }
+            }
+            _ => return, // the client went away
+        }
     }
 }
