@@ -1,0 +1,116 @@
+"""Typed Python clients for idem.
+
+- :class:`Client` (sync) and :class:`AsyncClient` (asyncio), both on redis-py:
+  one method per command, replies as frozen dataclasses
+  (:mod:`idem_client.replies`), one exception class per error code.
+- ``@client.idempotent(key=...)``: run a function once per key, replay its result.
+- ``client.lock(name, lease_ms=...)``: a context manager with a watchdog,
+  a fence and a ``lost`` event.
+- :mod:`idem_client.asgi`: ``IdempotencyMiddleware`` for FastAPI / Starlette.
+- :mod:`idem_client.sql`: the same primitives inside your own PostgreSQL
+  (psycopg 3) or MySQL / MariaDB (PyMySQL) transaction.
+"""
+
+from .aio import AsyncClient
+from .client import Client
+from .errors import (
+    Busy,
+    CommandError,
+    FingerprintMismatch,
+    IdemError,
+    InFlight,
+    LeaseExpired,
+    LimitExceeded,
+    LockLost,
+    LockNotAcquired,
+    Mismatch,
+    NoAuth,
+    NoPermission,
+    ReadOnly,
+    Stale,
+    Unavailable,
+    UnexpectedReply,
+)
+from .idempotent import AsyncIdempotent, Codec, Outcome, SyncIdempotent
+from .lock import AsyncLock, Lock
+from .replies import (
+    Absent,
+    Acquired,
+    Already,
+    Applied,
+    ClaimConflict,
+    Claimed,
+    Conflict,
+    Disallowed,
+    Done,
+    Free,
+    Held,
+    HeldAll,
+    Locked,
+    LockState,
+    Lost,
+    Moved,
+    Refused,
+    Renewed,
+    Replayed,
+    Reserved,
+    Running,
+    SlotConflict,
+    SlotsTaken,
+    Started,
+    Stored,
+    Versioned,
+)
+
+__all__ = [
+    "Absent",
+    "Acquired",
+    "Already",
+    "Applied",
+    "AsyncClient",
+    "AsyncIdempotent",
+    "AsyncLock",
+    "Busy",
+    "ClaimConflict",
+    "Claimed",
+    "Client",
+    "Codec",
+    "CommandError",
+    "Conflict",
+    "Disallowed",
+    "Done",
+    "FingerprintMismatch",
+    "Free",
+    "Held",
+    "HeldAll",
+    "IdemError",
+    "InFlight",
+    "LeaseExpired",
+    "LimitExceeded",
+    "Lock",
+    "LockLost",
+    "LockNotAcquired",
+    "LockState",
+    "Locked",
+    "Lost",
+    "Mismatch",
+    "Moved",
+    "NoAuth",
+    "NoPermission",
+    "Outcome",
+    "ReadOnly",
+    "Refused",
+    "Renewed",
+    "Replayed",
+    "Reserved",
+    "Running",
+    "SlotConflict",
+    "SlotsTaken",
+    "Stale",
+    "Started",
+    "Stored",
+    "SyncIdempotent",
+    "Unavailable",
+    "UnexpectedReply",
+    "Versioned",
+]
