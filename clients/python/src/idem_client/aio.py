@@ -11,7 +11,13 @@ import redis.asyncio
 
 from . import _protocol as p
 from ._protocol import Bin, Command
-from .client import CONNECTIONS_MAX, PARKED_CONNECTIONS_MAX, POOL_TIMEOUT_S, no_retry
+from .client import (
+    CONNECTIONS_MAX,
+    PARKED_CONNECTIONS_MAX,
+    PARKED_SOCKET_TIMEOUT_S,
+    POOL_TIMEOUT_S,
+    no_retry,
+)
 from .idempotent import Codec, Decorator
 from .lock import AsyncLock
 from .replies import (
@@ -67,7 +73,10 @@ class AsyncClient:
     ) -> AsyncClient:
         """Connects lazily to ``redis://host:port`` (extra keyword arguments go to redis-py's pool)."""
         conn = redis.asyncio.Redis(connection_pool=_pool(url, connections_max, kwargs))
-        parking = redis.asyncio.Redis(connection_pool=_pool(url, parked_connections_max, kwargs))
+        # A parked command answers only when its WAIT ends: its socket must
+        # wait that long (redis-py's default read timeout is a few seconds).
+        parked = {"socket_timeout": PARKED_SOCKET_TIMEOUT_S, **kwargs}
+        parking = redis.asyncio.Redis(connection_pool=_pool(url, parked_connections_max, parked))
         return cls(conn, parking=parking)
 
     async def close(self) -> None:

@@ -39,6 +39,9 @@ CONNECTIONS_MAX = 64
 #: get their own pool so that parked waiters can never take the connections
 #: that the COMMIT or UNLOCK they wait for needs.
 PARKED_CONNECTIONS_MAX = 1024
+#: Read timeout of the parking pool: the longest WAIT the server allows (five
+#: minutes) plus a margin for the reply to arrive.
+PARKED_SOCKET_TIMEOUT_S = 310.0
 #: How long a caller waits for a free pooled connection before `Unavailable`.
 POOL_TIMEOUT_S = 30.0
 
@@ -86,7 +89,10 @@ class Client:
     ) -> Client:
         """Connects lazily to ``redis://host:port`` (extra keyword arguments go to redis-py's pool)."""
         conn = redis.Redis(connection_pool=_pool(url, connections_max, kwargs))
-        parking = redis.Redis(connection_pool=_pool(url, parked_connections_max, kwargs))
+        # A parked command answers only when its WAIT ends: its socket must
+        # wait that long (redis-py's default read timeout is a few seconds).
+        parked = {"socket_timeout": PARKED_SOCKET_TIMEOUT_S, **kwargs}
+        parking = redis.Redis(connection_pool=_pool(url, parked_connections_max, parked))
         return cls(conn, parking=parking)
 
     def close(self) -> None:

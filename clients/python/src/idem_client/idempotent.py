@@ -20,8 +20,10 @@ import functools
 import hashlib
 import inspect
 import json
+import threading
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
@@ -31,6 +33,7 @@ from .replies import Begin, Done, Running, Started
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 T_co = TypeVar("T_co", covariant=True)
 
 #: LEASE of a call when none is given: the function must finish within it.
@@ -74,11 +77,30 @@ class AsyncBackend(Protocol):
     async def abort(self, key: Bin, fence: int) -> None: ...
 
 
+#: Threads that run a sync client's possibly parked IDEM.BEGIN for async functions.
+PARKED_THREADS_MAX = 64
+#: Threads that run a sync client's COMMIT and ABORT for async functions; a
+#: separate pool, so that parked BEGINs can never starve the COMMIT they wait for.
+CALL_THREADS_MAX = 8
+
+
 class _Threaded:
-    """Runs a synchronous client's calls in a worker thread, so an event loop never blocks on them."""
+    """Runs a synchronous client's calls in worker threads, so an event loop never blocks on them."""
+
+    _parked: ThreadPoolExecutor | None = None
+    _calls: ThreadPoolExecutor | None = None
+    _init = threading.Lock()
 
     def __init__(self, sync: SyncBackend) -> None:
         self._sync = sync
+        with _Threaded._init:
+            if _Threaded._parked is None:
+                _Threaded._parked = ThreadPoolExecutor(PARKED_THREADS_MAX, thread_name_prefix="idem-begin")
+                _Threaded._calls = ThreadPoolExecutor(CALL_THREADS_MAX, thread_name_prefix="idem-call")
+
+    @staticmethod
+    async def _in(pool: ThreadPoolExecutor | None, fn: Callable[[], R]) -> R:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
     async def begin(
         self,
@@ -88,15 +110,16 @@ class _Threaded:
         lease_ms: int | None = None,
         wait_ms: int | None = None,
     ) -> Begin:
-        return await asyncio.to_thread(
-            self._sync.begin, key, fingerprint=fingerprint, lease_ms=lease_ms, wait_ms=wait_ms
+        return await self._in(
+            _Threaded._parked,
+            lambda: self._sync.begin(key, fingerprint=fingerprint, lease_ms=lease_ms, wait_ms=wait_ms),
         )
 
     async def commit(self, key: Bin, fence: int, result: bytes, *, keep_ms: int | None = None) -> None:
-        await asyncio.to_thread(self._sync.commit, key, fence, result, keep_ms=keep_ms)
+        await self._in(_Threaded._calls, lambda: self._sync.commit(key, fence, result, keep_ms=keep_ms))
 
     async def abort(self, key: Bin, fence: int) -> None:
-        await asyncio.to_thread(self._sync.abort, key, fence)
+        await self._in(_Threaded._calls, lambda: self._sync.abort(key, fence))
 
 
 # ---------------------------------------------------------------- codecs
