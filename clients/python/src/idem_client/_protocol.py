@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from redis import exceptions as redis_errors
 
+from ._bytes import Bin, to_bytes
 from .errors import (
     ERRORS_BY_CODE,
     CommandError,
@@ -65,8 +66,6 @@ from .replies import (
 
 R = TypeVar("R")
 
-#: Keys, owners, names, scopes, states and values: text is sent as UTF-8.
-Bin = str | bytes
 Arg = bytes | int
 
 
@@ -77,15 +76,6 @@ class Command(Generic[R]):
     args: tuple[Arg, ...]
     decode: Callable[[object], R]
     parks: bool = False
-
-
-def to_bytes(value: Bin) -> bytes:
-    """UTF-8 for text, bytes unchanged."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(f"expected str or bytes, got {type(value).__name__}")
 
 
 def translate(error: Exception) -> IdemError:

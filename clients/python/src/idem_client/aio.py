@@ -10,7 +10,8 @@ import redis
 import redis.asyncio
 
 from . import _protocol as p
-from ._protocol import Bin, Command
+from ._bytes import Bin
+from ._protocol import Command
 from .client import (
     CONNECTIONS_MAX,
     PARKED_CONNECTIONS_MAX,

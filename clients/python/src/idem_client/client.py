@@ -11,7 +11,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import _protocol as p
-from ._protocol import Bin, Command
+from ._bytes import Bin
+from ._protocol import Command
 from .idempotent import Codec, Decorator
 from .lock import Lock
 from .replies import (

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
-from ._protocol import Bin, to_bytes
+from ._bytes import Bin, to_bytes
 from .errors import FingerprintMismatch, InFlight, LeaseExpired, Mismatch, Stale
 from .replies import Begin, Done, Running, Started
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-from ._protocol import Bin, to_bytes
+from ._bytes import Bin, to_bytes
 from .errors import IdemError, LockLost, LockNotAcquired
 from .replies import Acquired, Locked, LockReply, Renewed, RenewReply
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._protocol import Bin, to_bytes
+from .._bytes import Bin, to_bytes
 from ..replies import Begin, Claim, CounterAdd
 from . import _decode as d
 

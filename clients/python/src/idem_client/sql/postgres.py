@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import Bin, to_bytes
+from .._bytes import Bin, to_bytes
 from ..replies import Begin, Claim, CounterAdd
 from . import _decode as d
 
