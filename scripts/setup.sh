@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what idem's tests, examples and benchmarks need beyond the Rust
 # toolchain: redis-tools (redis-cli, redis-benchmark) and redis-server (the
-# Redis Cluster conformance tests start their own), and a Python venv with the
-# client libraries the examples use. Idempotent; quick when all is there.
+# Redis Cluster conformance tests start their own), and a Python venv at
+# target/py with the Python client package and what its tests, the examples
+# and the HTTP conformance suite use. Idempotent; quick when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# Debian splits venv support (ensurepip) out of python3.
+python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The idem binary links jemalloc, which tikv-jemalloc-sys builds with make.
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -20,15 +23,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ -f examples/python/requirements.txt ]; then
-  venv=target/py
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  stamp="$venv/.requirements.sha"
-  sum=$(sha256sum examples/python/requirements.txt | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
-    "$venv/bin/pip" install -q -r examples/python/requirements.txt
-    echo "$sum" > "$stamp"
-  fi
+# The Python venv: the idem-client package (editable, with its test extras:
+# pytest, mypy, ruff, FastAPI, uvicorn, psycopg, PyMySQL) and every
+# requirements file of the examples and the HTTP conformance suite.
+venv=target/py
+py_inputs=(clients/python/pyproject.toml)
+for req in examples/python/requirements.txt conformance/http/requirements.txt; do
+  [ -f "$req" ] && py_inputs+=("$req")
+done
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.sha"
+sum=$(cat "${py_inputs[@]}" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! "$venv/bin/python" -c "import idem_client" 2>/dev/null; then
+  reqs=()
+  for req in "${py_inputs[@]:1}"; do reqs+=(-r "$req"); done
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "clients/python[test]" "${reqs[@]}"
+  echo "$sum" > "$stamp"
 fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs prerequisites, makes sure the real engines
 # are up, then runs every test of the workspace (unit, property, server,
-# conformance on every backend, durability crash loop, scenarios).
+# conformance on every backend, durability crash loop, scenarios), then the
+# Python client's tests and the HTTP conformance suite against a built idem,
+# and the Python package's type and lint checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +16,18 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+# Python: pytest's exit code 5 means "no tests collected", which is not a failure here.
+py=target/py/bin
+pytest_allowing_none() {
+  local rc=0
+  "$py/pytest" -q "$@" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then return "$rc"; fi
+}
+cargo build -p idem
+export IDEM_BIN="${IDEM_BIN:-$PWD/target/debug/idem}"
+pytest_allowing_none clients/python/tests
+if [ -d conformance/http ]; then
+  pytest_allowing_none conformance/http
+fi
+(cd clients/python && "../../$py/mypy" --strict && "../../$py/ruff" check .)

@@ -54,8 +54,18 @@ class IdemServer:
         for _ in range(5):
             self.port = free_port()
             self._proc = subprocess.Popen(
-                [idem_bin(), "serve", "--port", str(self.port), "--http-port", "0",
-                 "--data", str(self.data), "--log", "warn"],
+                [
+                    idem_bin(),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--http-port",
+                    "0",
+                    "--data",
+                    str(self.data),
+                    "--log",
+                    "warn",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

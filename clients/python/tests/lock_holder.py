@@ -28,7 +28,9 @@ def main() -> None:
         lost = lock.lost.wait(LOST_WAIT_S)
         written = fenced_write(client, resource, lock.fence, "from the paused holder")
         print(
-            json.dumps({"held": held_after_resume, "check_raised": check_raised, "lost": lost, "written": written}),
+            json.dumps(
+                {"held": held_after_resume, "check_raised": check_raised, "lost": lost, "written": written}
+            ),
             flush=True,
         )
 

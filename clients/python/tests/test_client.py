@@ -155,7 +155,9 @@ def test_tokens_counters_values_fsm_slots(client: Client, run: str) -> None:
 
     r = run + "room"
     assert client.slots_reserve(r, 2, 4, "ann", size=8) == Reserved()
-    assert client.slots_reserve(r, 3, 5, "bob") == SlotsTaken((SlotConflict(3, b"ann"), SlotConflict(4, b"ann")))
+    assert client.slots_reserve(r, 3, 5, "bob") == SlotsTaken(
+        (SlotConflict(3, b"ann"), SlotConflict(4, b"ann"))
+    )
     assert client.slots_get(r) == (None, None, b"ann", b"ann", b"ann", None, None, None)
     assert client.slots_release(r, 0, 7, "ann") == 3
     assert client.slots_get(r) == ()

@@ -74,7 +74,9 @@ def test_wait_and_not_acquired(client: Client, run: str) -> None:
     assert waiter and waiter[0] > first.fence
 
 
-def test_a_paused_holder_loses_the_lock_and_its_fence_is_refused(client: Client, run: str, idem_url: str) -> None:
+def test_a_paused_holder_loses_the_lock_and_its_fence_is_refused(
+    client: Client, run: str, idem_url: str
+) -> None:
     name, resource = run + "lock", run + "resource"
     here = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
@@ -100,7 +102,9 @@ def test_a_paused_holder_loses_the_lock_and_its_fence_is_refused(client: Client,
         value = client.value_get(resource)
         assert value is not None and value.value == f"{taken.fence}:from the next holder".encode()
         info = client.lock_info(name)
-        assert isinstance(info, LockState) and info.owner == b"next", "the old holder never unlocked the new one"
+        assert isinstance(info, LockState) and info.owner == b"next", (
+            "the old holder never unlocked the new one"
+        )
         assert child.wait(PATIENCE_S) == 0
     finally:
         if child.poll() is None:
