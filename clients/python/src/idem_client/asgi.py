@@ -169,9 +169,13 @@ class IdempotencyMiddleware:
             return
         key = stored_key(self._prefix, route.id, scope_value(request, route.scope), key_value)
         fp = fingerprint(request, route.fingerprint)
-        wait_ms = self._wait_ms if route.concurrent == "wait" else None
         try:
-            reply = await self._client.begin(key, fingerprint=fp, lease_ms=self._lease_ms, wait_ms=wait_ms)
+            reply = await self._client.begin(key, fingerprint=fp, lease_ms=self._lease_ms)
+            if isinstance(reply, Running) and route.concurrent == "wait":
+                # Only a real duplicate parks (on the client's parking pool).
+                reply = await self._client.begin(
+                    key, fingerprint=fp, lease_ms=self._lease_ms, wait_ms=self._wait_ms
+                )
         except Mismatch:
             await _problem(
                 send,

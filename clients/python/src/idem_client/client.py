@@ -38,8 +38,9 @@ R = TypeVar("R")
 CONNECTIONS_MAX = 64
 #: Connections for commands that may park (IDEM.BEGIN / LOCK with WAIT). They
 #: get their own pool so that parked waiters can never take the connections
-#: that the COMMIT or UNLOCK they wait for needs.
-PARKED_CONNECTIONS_MAX = 1024
+#: that the COMMIT or UNLOCK they wait for needs. Callers beyond the bound
+#: queue for a connection, which frees as soon as the attempt ends.
+PARKED_CONNECTIONS_MAX = 256
 #: Read timeout of the parking pool: the longest WAIT the server allows (five
 #: minutes) plus a margin for the reply to arrive.
 PARKED_SOCKET_TIMEOUT_S = 310.0

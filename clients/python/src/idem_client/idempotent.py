@@ -111,7 +111,7 @@ class _Threaded:
         wait_ms: int | None = None,
     ) -> Begin:
         return await self._in(
-            _Threaded._parked,
+            _Threaded._parked if wait_ms else _Threaded._calls,
             lambda: self._sync.begin(key, fingerprint=fingerprint, lease_ms=lease_ms, wait_ms=wait_ms),
         )
 
@@ -271,7 +271,10 @@ class SyncIdempotent(Generic[P, T]):
         key = plan.key_of(args, kwargs)
         fp = plan.fingerprint_of(args, kwargs)
         try:
-            reply = self._backend.begin(key, fingerprint=fp, lease_ms=plan.lease_ms, wait_ms=plan.wait_ms)
+            reply = self._backend.begin(key, fingerprint=fp, lease_ms=plan.lease_ms)
+            if isinstance(reply, Running) and plan.wait_ms is not None:
+                # Only a real duplicate parks (on the client's parking pool).
+                reply = self._backend.begin(key, fingerprint=fp, lease_ms=plan.lease_ms, wait_ms=plan.wait_ms)
         except Mismatch as error:
             raise _mismatch(key, error) from error
         if isinstance(reply, Done):
@@ -313,9 +316,11 @@ class AsyncIdempotent(Generic[P, T]):
         key = plan.key_of(args, kwargs)
         fp = plan.fingerprint_of(args, kwargs)
         try:
-            reply = await self._backend.begin(
-                key, fingerprint=fp, lease_ms=plan.lease_ms, wait_ms=plan.wait_ms
-            )
+            reply = await self._backend.begin(key, fingerprint=fp, lease_ms=plan.lease_ms)
+            if isinstance(reply, Running) and plan.wait_ms is not None:
+                reply = await self._backend.begin(
+                    key, fingerprint=fp, lease_ms=plan.lease_ms, wait_ms=plan.wait_ms
+                )
         except Mismatch as error:
             raise _mismatch(key, error) from error
         if isinstance(reply, Done):
