@@ -2,8 +2,10 @@
 //!
 //! Subcommands: `serve` (the server, on the embedded durable store by default),
 //! `check` (verify a data directory offline), `migrate` (create or upgrade the
-//! schema of an external SQL store), `scenario` (reproduce S1–S5 side by side).
+//! schema of an external SQL store), `scenario` (reproduce S1–S5 side by side),
+//! `gateway` (the Idempotency-Key reverse proxy).
 
+mod gateway;
 mod settings;
 
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +55,8 @@ enum Cmd {
     },
     /// Reproduce a scenario (s1..s5) naive vs idem against the real engines.
     Scenario(ScenarioArgs),
+    /// The Idempotency-Key gateway: a reverse proxy that makes an unchanged HTTP app idempotent.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +160,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Scenario(args) => {
             init_tracing("warn");
             runtime.block_on(scenario(args))
+        }
+        Cmd::Gateway(args) => {
+            let settings = gateway::load(args)?;
+            init_tracing(&settings.log);
+            runtime.block_on(gateway::run(settings))
         }
     }
 }

@@ -1,0 +1,450 @@
+//! `idem gateway`: the Idempotency-Key gateway, a reverse proxy in front of
+//! an unchanged HTTP app. Settings are layered as for `serve`: defaults, a
+//! TOML file (a `[[route]]` table per route), `IDEM_*` variables, then
+//! flags. docs/gateway.md is the reference.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use http::HeaderName;
+use idem_core::Backend;
+use idem_gateway::route::{Concurrent, On5xx, OnTimeout, RouteDefaults, RouteTable};
+use idem_gateway::{IdempotencyLayer, LayerConfig, Proxy, ProxyConfig, Route, ServerConfig};
+use serde::{Deserialize, Serialize};
+use tower::Layer;
+
+/// Default address the gateway listens on.
+const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Default connections to a remote idem server (`--idem`); a duplicate
+/// waiting for its first request holds one.
+const IDEM_POOL_SIZE_DEFAULT: usize = 256;
+
+/// Every setting of `idem gateway`; field names are the config-file keys
+/// and, upper-cased with an `IDEM_` prefix, the environment variables.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// The app behind the gateway, `http://host:port[/prefix]`.
+    pub upstream: String,
+    /// Data directory of the embedded store.
+    pub data: PathBuf,
+    /// An external store URL instead (postgres://, mysql://, redis://, redis-cluster://).
+    pub store: Option<String>,
+    /// A running idem server instead (redis://host:port), shared by several gateways.
+    pub idem: Option<String>,
+    /// Connections to that idem server.
+    pub idem_pool_size: usize,
+    /// `always` (default) or `every-second`, for the embedded store.
+    pub fsync: String,
+    /// Idempotent routes; none = IETF mode.
+    pub route: Vec<RouteTable>,
+    /// Prefix of every stored key.
+    pub key_prefix: String,
+    /// Default client scope source (e.g. `header:Authorization`).
+    pub scope: Option<String>,
+    /// Default handling of concurrent duplicates: `wait` or `conflict`.
+    pub concurrent: String,
+    /// Default wait for a concurrent duplicate, ms.
+    pub wait_ms: u64,
+    /// Default retention of a stored response, ms.
+    pub keep_ms: u64,
+    /// Default 5xx policy: `abort` or `store`.
+    pub on_5xx: String,
+    /// Default unknown-outcome policy: `keep` or `abort`.
+    pub on_timeout: String,
+    /// Lease of a first request, ms; must exceed upstream_timeout_ms + response_read_timeout_ms.
+    pub lease_ms: u64,
+    /// Response headers stored and replayed (never Set-Cookie or Date).
+    pub replay_headers: Vec<String>,
+    /// Statuses never stored.
+    pub release_statuses: Vec<u16>,
+    /// Longest key part, bytes.
+    pub key_bytes_max: usize,
+    /// Largest idempotent request body, bytes.
+    pub request_bytes_max: usize,
+    /// Time a client has to send an idempotent request's body, ms.
+    pub body_read_timeout_ms: u64,
+    /// Largest stored response body, bytes.
+    pub stored_body_bytes_max: usize,
+    /// Time to read the first response's body for storing, ms.
+    pub response_read_timeout_ms: u64,
+    /// Bound on the upstream's response head, ms.
+    pub upstream_timeout_ms: u64,
+    /// Idle keep-alive connections kept to the upstream.
+    pub upstream_idle_connections_max: usize,
+    /// Time an idle upstream connection is kept, ms.
+    pub upstream_idle_timeout_ms: u64,
+    /// Most open client connections.
+    pub max_connections: usize,
+    /// Largest request head, bytes.
+    pub header_bytes_max: usize,
+    /// Time a client has to send its request head, ms.
+    pub header_read_timeout_ms: u64,
+    /// Time in-flight requests get on shutdown, ms.
+    pub shutdown_grace_ms: u64,
+    /// Log filter.
+    pub log: String,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        let layer = LayerConfig::default();
+        let proxy = ProxyConfig::new("");
+        let server = ServerConfig::default();
+        let d = RouteDefaults::default();
+        GatewaySettings {
+            listen: LISTEN_DEFAULT.into(),
+            upstream: String::new(),
+            data: PathBuf::from("./idem-gateway-data"),
+            store: None,
+            idem: None,
+            idem_pool_size: IDEM_POOL_SIZE_DEFAULT,
+            fsync: "always".into(),
+            route: Vec::new(),
+            key_prefix: layer.key_prefix,
+            scope: None,
+            concurrent: "wait".into(),
+            wait_ms: d.wait_ms,
+            keep_ms: d.keep_ms,
+            on_5xx: "abort".into(),
+            on_timeout: "keep".into(),
+            lease_ms: layer.lease_ms,
+            replay_headers: layer.replay_headers.iter().map(|h| h.as_str().to_string()).collect(),
+            release_statuses: layer.release_statuses,
+            key_bytes_max: layer.key_bytes_max,
+            request_bytes_max: layer.request_bytes_max,
+            body_read_timeout_ms: layer.body_read_timeout_ms,
+            stored_body_bytes_max: layer.stored_body_bytes_max,
+            response_read_timeout_ms: layer.response_read_timeout_ms,
+            upstream_timeout_ms: proxy.upstream_timeout_ms,
+            upstream_idle_connections_max: proxy.idle_connections_max,
+            upstream_idle_timeout_ms: proxy.idle_timeout_ms,
+            max_connections: server.max_connections,
+            header_bytes_max: server.header_bytes_max,
+            header_read_timeout_ms: server.header_read_timeout_ms,
+            shutdown_grace_ms: server.shutdown_grace_ms,
+            log: "info".into(),
+        }
+    }
+}
+
+/// The flags of `idem gateway`.
+#[derive(clap::Args, Debug)]
+pub struct GatewayArgs {
+    /// TOML config file (also IDEM_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// The app behind the gateway: http://host:port[/prefix].
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Data directory of the embedded store [default: ./idem-gateway-data].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// External store instead: postgres://…, mysql://…, redis://…, redis-cluster://…
+    #[arg(long)]
+    store: Option<String>,
+    /// A running idem server instead (redis://host:port), so several gateways share records.
+    #[arg(long)]
+    idem: Option<String>,
+    /// An idempotent route, 'METHOD PATH key=SOURCE [option=value]...' (repeatable; replaces the file's routes).
+    #[arg(long = "route")]
+    routes: Vec<String>,
+    /// Prefix of every stored key [default: gw:].
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// Log filter [default: info].
+    #[arg(long)]
+    log: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<Vec<RouteTable>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+}
+
+/// Loads settings: defaults < config file < `IDEM_*` environment < flags.
+pub fn load(args: GatewayArgs) -> anyhow::Result<GatewaySettings> {
+    let routes = args
+        .routes
+        .iter()
+        .map(|r| r.parse::<RouteTable>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--route: {e}"))?;
+    let overrides = Overrides {
+        listen: args.listen,
+        upstream: args.upstream,
+        data: args.data,
+        store: args.store,
+        idem: args.idem,
+        route: (!routes.is_empty()).then_some(routes),
+        key_prefix: args.key_prefix,
+        log: args.log,
+    };
+    let mut fig = Figment::from(Serialized::defaults(GatewaySettings::default()));
+    let config = args.config.or_else(|| std::env::var_os("IDEM_CONFIG").map(PathBuf::from));
+    if let Some(path) = config {
+        if !path.exists() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    // As for `serve`, only variables that name a setting are read: the
+    // environment is shared with `idem serve` and other tools. Routes come
+    // from the file or flags only.
+    let known: Vec<String> = Figment::from(Serialized::defaults(GatewaySettings::default()))
+        .extract::<figment::value::Dict>()?
+        .into_keys()
+        .filter(|k| k != "route")
+        .collect();
+    let env = Env::prefixed("IDEM_").filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)));
+    fig = fig.merge(env).merge(Serialized::defaults(overrides));
+    let s: GatewaySettings = fig.extract().map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    s.layer_config()?;
+    s.validate()?;
+    Ok(s)
+}
+
+impl GatewaySettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.upstream.is_empty() {
+            anyhow::bail!("--upstream is required (the app behind the gateway, http://host:port)");
+        }
+        if self.store.is_some() && self.idem.is_some() {
+            anyhow::bail!("--store and --idem are exclusive: the records live in one place");
+        }
+        if !matches!(self.fsync.as_str(), "always" | "every-second") {
+            anyhow::bail!("fsync must be 'always' or 'every-second', got '{}'", self.fsync);
+        }
+        // A record's lease cannot be extended, so it must cover the whole
+        // upstream call: otherwise a duplicate could run while the first
+        // request is still being answered.
+        let call_ms = self.upstream_timeout_ms.saturating_add(self.response_read_timeout_ms);
+        if self.lease_ms <= call_ms {
+            anyhow::bail!(
+                "lease_ms ({}) must exceed upstream_timeout_ms + response_read_timeout_ms ({call_ms})",
+                self.lease_ms
+            );
+        }
+        for (name, v) in [
+            ("max_connections", self.max_connections),
+            ("upstream_idle_connections_max", self.upstream_idle_connections_max.max(1)),
+            ("idem_pool_size", self.idem_pool_size),
+        ] {
+            if v == 0 {
+                anyhow::bail!("{name} must be at least 1");
+            }
+        }
+        if self.header_bytes_max < 1024 || self.upstream_timeout_ms == 0 || self.header_read_timeout_ms == 0 {
+            anyhow::bail!(
+                "header_bytes_max must be at least 1024, and upstream_timeout_ms and header_read_timeout_ms at least 1"
+            );
+        }
+        Proxy::new(&self.proxy_config()).context("--upstream")?;
+        Ok(())
+    }
+
+    fn layer_config(&self) -> anyhow::Result<LayerConfig> {
+        let defaults = RouteDefaults {
+            wait_ms: self.wait_ms,
+            keep_ms: self.keep_ms,
+            concurrent: match self.concurrent.as_str() {
+                "wait" => Concurrent::Wait,
+                "conflict" => Concurrent::Conflict,
+                o => anyhow::bail!("concurrent must be wait or conflict, got '{o}'"),
+            },
+            scope: self
+                .scope
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: String| anyhow::anyhow!("scope: {e}"))?,
+            on_5xx: match self.on_5xx.as_str() {
+                "abort" => On5xx::Abort,
+                "store" => On5xx::Store,
+                o => anyhow::bail!("on_5xx must be abort or store, got '{o}'"),
+            },
+            on_timeout: match self.on_timeout.as_str() {
+                "keep" => OnTimeout::Keep,
+                "abort" => OnTimeout::Abort,
+                o => anyhow::bail!("on_timeout must be keep or abort, got '{o}'"),
+            },
+        };
+        // The gateway-wide defaults obey the route bounds too.
+        Route::new(
+            &RouteTable { method: "POST".into(), path: "/".into(), key: "query:k".into(), ..Default::default() },
+            &defaults,
+        )
+        .map_err(|e| anyhow::anyhow!("wait_ms/keep_ms out of bounds: {e}"))?;
+        let routes = self.route.iter().map(|t| Route::new(t, &defaults)).collect::<Result<Vec<_>, _>>()?;
+        let replay_headers = self
+            .replay_headers
+            .iter()
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("replay_headers: '{h}' is not a header name"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cfg = LayerConfig {
+            routes,
+            defaults,
+            key_prefix: self.key_prefix.clone(),
+            lease_ms: self.lease_ms,
+            key_bytes_max: self.key_bytes_max,
+            request_bytes_max: self.request_bytes_max,
+            body_read_timeout_ms: self.body_read_timeout_ms,
+            stored_body_bytes_max: self.stored_body_bytes_max,
+            response_read_timeout_ms: self.response_read_timeout_ms,
+            replay_headers,
+            release_statuses: self.release_statuses.clone(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            upstream: self.upstream.clone(),
+            upstream_timeout_ms: self.upstream_timeout_ms,
+            idle_connections_max: self.upstream_idle_connections_max,
+            idle_timeout_ms: self.upstream_idle_timeout_ms,
+        }
+    }
+}
+
+/// Opens the record store, builds the layer around the proxy and serves until a signal.
+pub async fn run(s: GatewaySettings) -> anyhow::Result<()> {
+    let backend: Arc<dyn Backend> = match (&s.store, &s.idem) {
+        (Some(url), _) => {
+            tracing::info!(store = %crate::redact(url), "records in an external store");
+            idem_backends::connect(url).await.with_context(|| format!("opening store {}", crate::redact(url)))?
+        }
+        (None, Some(url)) => {
+            tracing::info!(idem = %crate::redact(url), "records in a running idem server");
+            let cfg = idem_client::Config::new(url.clone()).pool_size(s.idem_pool_size);
+            let remote =
+                idem_client::RemoteBackend::new(cfg).with_context(|| format!("--idem {}", crate::redact(url)))?;
+            // Fail at start, not on the first request, when the server is not there.
+            remote.dbsize().await.map_err(|e| anyhow::anyhow!("--idem {}: {e}", crate::redact(url)))?;
+            Arc::new(remote)
+        }
+        (None, None) => {
+            let cfg = idem_store::StoreConfig {
+                data_dir: Some(s.data.clone()),
+                fsync: match s.fsync.as_str() {
+                    "every-second" => idem_store::FsyncMode::EverySecond,
+                    _ => idem_store::FsyncMode::Always,
+                },
+                ..Default::default()
+            };
+            idem_store::Store::open(cfg).with_context(|| format!("opening data directory {}", s.data.display()))?
+        }
+    };
+    let layer = IdempotencyLayer::new(backend.clone(), s.layer_config()?)?;
+    let proxy = Proxy::new(&s.proxy_config())?;
+    let service = layer.layer(proxy);
+    let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+    let mode = if s.route.is_empty() { "IETF mode".to_string() } else { format!("{} routes", s.route.len()) };
+    tracing::info!(addr = %listener.local_addr()?, upstream = %s.upstream, backend = backend.name(), %mode, "idem gateway is serving");
+    let server = ServerConfig {
+        max_connections: s.max_connections,
+        header_bytes_max: s.header_bytes_max,
+        header_read_timeout_ms: s.header_read_timeout_ms,
+        shutdown_grace_ms: s.shutdown_grace_ms,
+    };
+    idem_gateway::serve(listener, service, server, idem_server::shutdown_signal()).await;
+    backend.shutdown().await;
+    tracing::info!("gateway shut down cleanly");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(routes: &[&str]) -> GatewayArgs {
+        GatewayArgs {
+            config: None,
+            listen: None,
+            upstream: Some("http://127.0.0.1:9".into()),
+            data: None,
+            store: None,
+            idem: None,
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            key_prefix: None,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn routes_come_from_the_file_and_flags_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:7000\"\nwait_ms = 2000\n\n[[route]]\nmethod = \"POST\"\npath = \"/orders/{id}/pay\"\nkey = \"path:id\"\nconcurrent = \"conflict\"\n",
+        )
+        .unwrap();
+        let mut a = args(&[]);
+        a.upstream = None;
+        a.config = Some(file.clone());
+        let s = load(a).unwrap();
+        assert_eq!(s.upstream, "http://127.0.0.1:7000");
+        assert_eq!(s.wait_ms, 2000);
+        assert_eq!(s.route.len(), 1);
+        assert_eq!(s.route[0].concurrent.as_deref(), Some("conflict"));
+        let mut a = args(&["POST /a key=query:k", "PATCH /b key=json:x.y"]);
+        a.config = Some(file);
+        let s = load(a).unwrap();
+        assert_eq!(s.route.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
+        assert_eq!(s.upstream, "http://127.0.0.1:9", "a flag beats the file");
+    }
+
+    #[test]
+    fn bad_settings_say_why() {
+        assert!(load(args(&["POST /a"])).unwrap_err().to_string().contains("key=SOURCE"));
+        let mut a = args(&[]);
+        a.upstream = None;
+        assert!(load(a).unwrap_err().to_string().contains("--upstream"));
+        let mut a = args(&[]);
+        a.store = Some("postgres://x".into());
+        a.idem = Some("redis://x".into());
+        assert!(load(a).unwrap_err().to_string().contains("exclusive"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        for (text, why) in [
+            ("replay_headers = [\"set-cookie\"]\n", "never stored"),
+            ("lease_ms = 1000\n", "lease_ms"),
+            ("concurrent = \"later\"\n", "wait or conflict"),
+            ("no_such = 1\n", "no_such"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let mut a = args(&[]);
+            a.config = Some(file.clone());
+            let e = load(a).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+}
