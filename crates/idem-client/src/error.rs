@@ -44,6 +44,14 @@ pub enum Error {
         /// Milliseconds left on its lease.
         left_ms: u64,
     },
+    /// [`crate::Lock::acquire`] found the lock held by someone else (after its wait).
+    #[error("the lock is held by {holder:?} ({left_ms} ms left on its lease)")]
+    LockBusy {
+        /// The holder.
+        holder: bytes::Bytes,
+        /// Milliseconds left on its lease.
+        left_ms: u64,
+    },
     /// A stored result could not be encoded or decoded as the caller's type.
     #[error("result (de)serialisation: {0}")]
     Serde(#[from] serde_json::Error),

@@ -8,6 +8,8 @@
 mod client;
 mod config;
 mod error;
+mod idempotent;
+mod lock;
 mod pool;
 mod remote;
 mod replies;
@@ -22,6 +24,8 @@ pub use config::{
     POOL_SIZE_DEFAULT, POOL_SIZE_MAX,
 };
 pub use error::Error;
+pub use idempotent::{Attempt, IdempotentError, IdempotentOptions, OnRunning, Outcome, IDEMPOTENT_WAIT_MS_DEFAULT};
+pub use lock::{Lock, LockOptions, LOCK_LEASE_MS_MIN};
 pub use remote::RemoteBackend;
 pub use replies::{
     Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState, LockInfo, LockReply, Renew, Reserve, SlotHeld,

@@ -18,9 +18,15 @@ impl TestServer {
     /// Starts a server on `127.0.0.1:0`. Panics if it cannot: this is test
     /// support, and a test without its server cannot run.
     pub async fn start() -> TestServer {
+        Self::start_at("127.0.0.1:0".parse().expect("a loopback address")).await
+    }
+
+    /// Starts a server on `addr` (a fresh store): to bring a server back on
+    /// the address of one that was stopped.
+    pub async fn start_at(addr: SocketAddr) -> TestServer {
         let store = idem_store::Store::open(idem_store::StoreConfig::default()).expect("open an in-memory store");
         let config = idem_server::ServerConfig {
-            bind: "127.0.0.1:0".parse().expect("a loopback address"),
+            bind: addr,
             // Connections run on the caller's runtime: a doc example's
             // current-thread runtime is enough, and no loop threads linger.
             event_loops: 0,
