@@ -28,6 +28,7 @@ cargo build -p idem
 export IDEM_BIN="${IDEM_BIN:-$PWD/target/debug/idem}"
 pytest_allowing_none clients/python/tests
 if [ -d conformance/http ]; then
-  pytest_allowing_none conformance/http
+  # target_asgi adds the Python middleware (idem_client.asgi) to the gateway's targets.
+  IDEM_HTTP_PLUGINS="${IDEM_HTTP_PLUGINS:-target_asgi}" pytest_allowing_none conformance/http
 fi
 (cd clients/python && "../../$py/mypy" --strict && "../../$py/ruff" check .)

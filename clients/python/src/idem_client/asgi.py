@@ -9,23 +9,31 @@ Without routes (IETF mode) a POST or PATCH carrying ``Idempotency-Key`` is
 idempotent and everything else passes through. With routes, only requests
 matching a route are. The first request runs the app; its status, body and
 allow-listed headers are stored unless the failure policy says otherwise
-(5xx, 408, 409, 425, 429 and exceptions abort, so a retry runs again).
-Every duplicate gets the stored response plus ``Idempotent-Replayed: true``.
-A concurrent duplicate waits for the first outcome (``concurrent=wait``) or
-gets 409 with ``Retry-After`` (``concurrent=conflict``). A key reused with
-another request gets 422; a missing or malformed key 400. Errors are
-``application/problem+json``.
+(5xx, 408, 409, 425, 429 and an exception before the response abort, so a
+retry runs again). Every duplicate gets the stored response plus
+``Idempotent-Replayed: true``. A concurrent duplicate waits for the first
+outcome (``concurrent=wait``) or gets 409 with ``Retry-After``
+(``concurrent=conflict``). A key reused with another request gets 422; a
+missing or malformed key 400; a request body over the bound 413. Errors
+are ``application/problem+json``.
 
-The record is committed before the response's last body chunk is passed
-on, so a client that got a complete response can rely on its replay.
+The first response is buffered and the record committed before the
+response goes out, so a client that got a complete response can rely on
+its replay. A response over ``stored_body_bytes_max`` is passed through
+as it streams and its record marked done but not replayable (duplicates get
+410). An app that breaks off mid-response, or does not answer within
+``app_timeout_ms``, has an unknown outcome: the record stays in flight
+until its lease ends (``on_timeout="keep"``) or is removed (``"abort"``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 from .aio import AsyncClient
@@ -33,9 +41,15 @@ from .errors import IdemError, Mismatch, Stale
 from .http_semantics import (
     KEEP_MS_DEFAULT,
     NEVER_STORED,
+    RELEASE_STATUSES_DEFAULT,
     REPLAYED_HEADER,
     STORED_HEADERS_DEFAULT,
+    WAIT_MS_DEFAULT,
+    Concurrent,
     CorruptRecord,
+    On5xx,
+    OnTimeout,
+    Policy,
     Request,
     Route,
     StoredResponse,
@@ -65,29 +79,20 @@ IETF_METHODS = frozenset({"POST", "PATCH"})
 #: The header IETF mode reads the key from.
 IETF_HEADER = "idempotency-key"
 #: Largest request body read (it is buffered to compute the key and fingerprint).
-REQUEST_BYTES_MAX = 1 << 20
-#: Largest response stored for replays; a larger one is passed through and
-#: its record marked done but not replayable.
-RESPONSE_BYTES_MAX = 1 << 20
-#: How long the first request may run: the record's lease. A request still
-#: running after it may be run again by a duplicate.
-LEASE_MS_DEFAULT = 60_000
-#: How long a concurrent duplicate waits for the first request's outcome.
-WAIT_MS_DEFAULT = 30_000
+REQUEST_BYTES_MAX = 1024 * 1024
+#: Largest response body stored for replays.
+STORED_BODY_BYTES_MAX = 512 * 1024
+#: The record's lease: how long the first request may run before a duplicate
+#: may run it again. Longer than `APP_TIMEOUT_MS`, so a request that is still
+#: answered is never run twice.
+LEASE_MS_DEFAULT = 65_000
+#: How long the app may take to deliver its response (or start streaming an
+#: oversize one) before the outcome counts as unknown.
+APP_TIMEOUT_MS = 30_000
 #: Key prefix of the records this middleware writes.
-PREFIX_DEFAULT = b"http:"
+KEY_PREFIX_DEFAULT = "http:"
 
 _PROBLEM_BASE = "https://idem.dev/problems/"
-
-
-def _ietf_route(keep_ms: int, scope: str | None) -> Route:
-    return Route(
-        method="*",
-        path="*",
-        key=parse_sources("header:" + IETF_HEADER, "key"),
-        keep_ms=keep_ms,
-        scope=parse_sources(scope, "scope") if scope else (),
-    )
 
 
 class IdempotencyMiddleware:
@@ -100,32 +105,60 @@ class IdempotencyMiddleware:
         client: AsyncClient,
         routes: Sequence[str] = (),
         scope: str | None = None,
+        concurrent: Concurrent = "wait",
+        wait_ms: int = WAIT_MS_DEFAULT,
         keep_ms: int = KEEP_MS_DEFAULT,
         lease_ms: int = LEASE_MS_DEFAULT,
-        wait_ms: int = WAIT_MS_DEFAULT,
-        stored_headers: Sequence[str] = STORED_HEADERS_DEFAULT,
+        app_timeout_ms: int = APP_TIMEOUT_MS,
+        on_5xx: On5xx = "abort",
+        on_timeout: OnTimeout = "keep",
+        release_statuses: Iterable[int] = RELEASE_STATUSES_DEFAULT,
+        replay_headers: Sequence[str] = STORED_HEADERS_DEFAULT,
         request_bytes_max: int = REQUEST_BYTES_MAX,
-        response_bytes_max: int = RESPONSE_BYTES_MAX,
-        prefix: bytes = PREFIX_DEFAULT,
+        stored_body_bytes_max: int = STORED_BODY_BYTES_MAX,
+        key_prefix: str = KEY_PREFIX_DEFAULT,
     ) -> None:
-        """`routes` are gateway route specs; `scope` is IETF mode's client scope.
+        """`routes` are gateway route specs; the other values are the gateway's settings of the same names.
 
-        E.g. ``scope="header:Authorization"``: two clients' keys never collide.
+        `scope` (e.g. ``"header:Authorization"``) keeps two clients' keys apart;
+        routes without their own options take `concurrent`, `wait_ms`,
+        `keep_ms`, `scope`, `on_5xx` and `on_timeout` from here.
         """
         self._app = app
         self._client = client
-        self._routes = [parse_route(r) for r in routes]
-        self._ietf = _ietf_route(keep_ms, scope)
+        policy = Policy(
+            wait_ms=wait_ms,
+            keep_ms=keep_ms,
+            concurrent=concurrent,
+            scope=parse_sources(scope, "scope") if scope else (),
+            on_5xx=on_5xx,
+            on_timeout=on_timeout,
+        )
+        self._routes = [parse_route(r, policy) for r in routes]
+        self._ietf = Route(
+            method="*",
+            path="*",
+            key=parse_sources("header:" + IETF_HEADER, "key"),
+            concurrent=policy.concurrent,
+            wait_ms=policy.wait_ms,
+            keep_ms=policy.keep_ms,
+            scope=policy.scope,
+            on_5xx=policy.on_5xx,
+            on_timeout=policy.on_timeout,
+        )
+        if app_timeout_ms >= lease_ms:
+            raise ValueError("lease_ms must exceed app_timeout_ms, or an answered request could run twice")
         self._lease_ms = lease_ms
-        self._wait_ms = wait_ms
-        headers = {h.lower() for h in stored_headers}
+        self._app_timeout_s = app_timeout_ms / 1000
+        self._release = frozenset(release_statuses)
+        headers = {h.lower() for h in replay_headers}
         forbidden = headers & NEVER_STORED
         if forbidden:
             raise ValueError(f"these headers are never stored: {', '.join(sorted(forbidden))}")
-        self._stored_headers = frozenset(h.encode("latin-1") for h in headers)
+        self._replay_headers = frozenset(h.encode("latin-1") for h in headers)
         self._request_bytes_max = request_bytes_max
-        self._response_bytes_max = response_bytes_max
-        self._prefix = prefix
+        self._stored_body_bytes_max = stored_body_bytes_max
+        self._prefix = key_prefix.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,7 +175,6 @@ class IdempotencyMiddleware:
             return
 
         body = await _read_body(receive, self._request_bytes_max)
-        replay_receive = _replaying(body, receive)
         if body is None:
             await _problem(
                 send,
@@ -152,6 +184,7 @@ class IdempotencyMiddleware:
                 f"an idempotent request body may hold at most {self._request_bytes_max} bytes",
             )
             return
+        replay_receive = _replaying(body, receive)
         request = Request(method, path, scope.get("query_string", b""), headers, body, params)
 
         key_value = self._key_value(request, route)
@@ -174,7 +207,7 @@ class IdempotencyMiddleware:
             if isinstance(reply, Running) and route.concurrent == "wait":
                 # Only a real duplicate parks (on the client's parking pool).
                 reply = await self._client.begin(
-                    key, fingerprint=fp, lease_ms=self._lease_ms, wait_ms=self._wait_ms
+                    key, fingerprint=fp, lease_ms=self._lease_ms, wait_ms=route.wait_ms
                 )
         except Mismatch:
             await _problem(
@@ -250,11 +283,11 @@ class IdempotencyMiddleware:
         if not stored.replayable:
             await _problem(
                 send,
-                409,
+                410,
                 "response-not-replayable",
                 "Response not replayable",
                 f"this request completed with status {stored.status}, but its response was "
-                "too large to store; it will not be run again",
+                "too large to store; it is not run again",
             )
             return
         headers = [
@@ -268,77 +301,192 @@ class IdempotencyMiddleware:
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, key: bytes, started: Started, route: Route
     ) -> None:
-        capture = _Capture(self, key, started.fence, route.keep_ms)
-
-        async def capture_send(message: Message) -> None:
-            await capture.send(message, send)
-
+        capture = _Capture(self, key, started.fence, route, send)
+        task = asyncio.ensure_future(self._app(scope, receive, capture.send))
         try:
-            await self._app(scope, receive, capture_send)
+            # Shielded: on a timeout the app goes on (as an upstream would), unobserved.
+            await asyncio.wait_for(asyncio.shield(capture.answered(task)), self._app_timeout_s)
+        except asyncio.TimeoutError:
+            await capture.timed_out()
+            task.add_done_callback(_log_late_failure)
+            return
         except BaseException:
-            await capture.end_without_response()
+            if not task.done():
+                task.cancel()
             raise
-        await capture.end_without_response()
+        try:
+            # Done already, or streaming an oversize response that ends with it.
+            await task
+        except BaseException:
+            await capture.failed()
+            raise
+        await capture.returned()
+
+
+def _log_late_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("the app failed after its request had timed out: %r", task.exception())
 
 
 class _Capture:
-    """Tees the first response into a buffer and ends the record before its last chunk goes out."""
+    """Buffers the first response, ends the record, then lets the response out.
 
-    def __init__(self, owner: IdempotencyMiddleware, key: bytes, fence: int, keep_ms: int) -> None:
+    A response larger than the stored-body bound is let out as it streams; its
+    record is committed as not replayable when its last chunk arrives.
+    """
+
+    def __init__(
+        self, owner: IdempotencyMiddleware, key: bytes, fence: int, route: Route, send: Send
+    ) -> None:
         self._owner = owner
         self._key = key
         self._fence = fence
-        self._keep_ms = keep_ms
-        self._status = 0
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._route = route
+        self._send = send
+        self._start: Message | None = None
         self._chunks: list[bytes] = []
         self._size = 0
-        self._oversize = False
+        self._streaming = False
         self._ended = False
+        self._abandoned = False
+        self._settled = asyncio.Event()
 
-    async def send(self, message: Message, send: Send) -> None:
-        if message["type"] == "http.response.start":
-            self._status = int(message["status"])
-            allowed = self._owner._stored_headers
-            self._headers = [(k.lower(), v) for k, v in message.get("headers", []) if k.lower() in allowed]
-        elif message["type"] == "http.response.body":
-            chunk: bytes = message.get("body", b"")
-            if not self._oversize:
-                self._size += len(chunk)
-                if self._size > self._owner._response_bytes_max:
-                    self._oversize = True
-                    self._chunks = []
-                else:
-                    self._chunks.append(chunk)
-            if not message.get("more_body", False) and not self._ended:
-                await self._end()
-        await send(message)
-
-    async def _end(self) -> None:
-        self._ended = True
-        client = self._owner._client
+    async def answered(self, task: asyncio.Future[None]) -> None:
+        """Returns when the response is out (or streaming) or the app ended."""
+        settled: asyncio.Future[Any] = asyncio.ensure_future(self._settled.wait())
+        either: set[asyncio.Future[Any]] = {task, settled}
         try:
-            if stored_status(self._status):
-                stored = StoredResponse(
-                    self._status, tuple(self._headers), b"".join(self._chunks), replayable=not self._oversize
-                )
-                await client.commit(self._key, self._fence, encode_response(stored), keep_ms=self._keep_ms)
-            else:
-                await client.abort(self._key, self._fence)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            settled.cancel()
+
+    async def send(self, message: Message) -> None:
+        if self._abandoned:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._start = message
+            return
+        if kind != "http.response.body":
+            await self._send(message)
+            return
+        chunk: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if self._streaming:
+            if not more:
+                await self._commit(StoredResponse(self._status, (), b"", replayable=False))
+            await self._send(message)
+            return
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._owner._stored_body_bytes_max:
+            # Too large to store: pass it through from here on.
+            self._streaming = True
+            if not more:
+                await self._commit(StoredResponse(self._status, (), b"", replayable=False))
+            await self._flush(more)
+            self._chunks = []
+            self._settled.set()
+            return
+        if not more:
+            await self._finish()
+            await self._flush(False)
+            self._settled.set()
+
+    @property
+    def _status(self) -> int:
+        return int(self._start["status"]) if self._start is not None else 0
+
+    async def _flush(self, more: bool) -> None:
+        assert self._start is not None
+        await self._send(self._start)
+        await self._send({"type": "http.response.body", "body": b"".join(self._chunks), "more_body": more})
+
+    async def _finish(self) -> None:
+        status = self._status
+        if stored_status(status, self._route.on_5xx, self._owner._release):
+            assert self._start is not None
+            allowed = self._owner._replay_headers
+            headers = tuple((k.lower(), v) for k, v in self._start.get("headers", []) if k.lower() in allowed)
+            await self._commit(StoredResponse(status, headers, b"".join(self._chunks)))
+        else:
+            await self._abort()
+
+    async def _commit(self, stored: StoredResponse) -> None:
+        self._ended = True
+        try:
+            await self._owner._client.commit(
+                self._key, self._fence, encode_response(stored), keep_ms=self._route.keep_ms
+            )
         except Stale:
             log.warning("the lease of %r ran out before its response was stored; raise lease_ms", self._key)
         except IdemError as error:
-            log.warning("could not end the record of %r: %s", self._key, error)
+            log.warning("could not store the response of %r: %s", self._key, error)
 
-    async def end_without_response(self) -> None:
-        """The app raised or returned without a complete response: abort, so a retry runs again."""
-        if self._ended:
-            return
+    async def _abort(self) -> None:
         self._ended = True
         try:
             await self._owner._client.abort(self._key, self._fence)
         except IdemError as error:
             log.warning("could not abort the record of %r: %s", self._key, error)
+
+    async def _unknown_outcome(self) -> None:
+        self._ended = True
+        if self._route.on_timeout == "abort":
+            await self._abort()
+
+    async def returned(self) -> None:
+        """The app returned: without a complete response it failed before answering."""
+        if self._ended:
+            return
+        await self._abort()
+        if self._start is None:
+            await _problem(
+                self._send,
+                502,
+                "app-no-response",
+                "No response",
+                "the application returned without a response",
+            )
+        else:
+            await _problem(
+                self._send,
+                502,
+                "app-response-incomplete",
+                "Incomplete response",
+                "the application's response ended early",
+            )
+
+    async def failed(self) -> None:
+        """The app raised: before any response it failed (retryable); mid-response the outcome is unknown."""
+        if self._ended:
+            return
+        if self._start is None:
+            await self._abort()
+            return
+        await self._unknown_outcome()
+        if not self._streaming:
+            await _problem(
+                self._send,
+                502,
+                "app-response-broken",
+                "Response broken off",
+                "the application failed while answering; the outcome is unknown",
+            )
+
+    async def timed_out(self) -> None:
+        self._abandoned = True
+        if self._ended:
+            return
+        await self._unknown_outcome()
+        if not self._streaming:
+            await _problem(
+                self._send,
+                504,
+                "app-timeout",
+                "Application timeout",
+                "the application did not answer in time; the outcome is unknown",
+            )
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -358,12 +506,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replaying(body: bytes | None, receive: Receive) -> Receive:
+def _replaying(body: bytes, receive: Receive) -> Receive:
     delivered = False
 
     async def replay() -> Message:
         nonlocal delivered
-        if not delivered and body is not None:
+        if not delivered:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
@@ -380,5 +528,6 @@ async def _problem(
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    with contextlib.suppress(OSError):
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

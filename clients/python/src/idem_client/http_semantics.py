@@ -6,14 +6,17 @@ policy and the stored-response format. No I/O here: the ASGI middleware
 
 Route spec (the gateway's ``--route`` syntax)::
 
-    METHOD PATH key=SOURCE [fingerprint=..] [concurrent=wait|conflict]
-                [keep=DURATION] [require=true|false] [scope=SOURCE]
+    METHOD PATH key=SOURCE[+SOURCE...] [fingerprint=request|none|SOURCE[+SOURCE...]]
+                [concurrent=wait|conflict] [wait=DURATION] [keep=DURATION]
+                [require=true|false] [scope=SOURCE] [on_5xx=abort|store]
+                [on_timeout=keep|abort]
 
 SOURCE is ``header:NAME``, ``json:FIELD`` (dotted path into a JSON body),
-``query:NAME`` or ``path:NAME``, several joined with ``+``. ``fingerprint``
-is ``default`` (method, path, query and canonical body) or SOURCEs naming
-the fields to compare. DURATION is milliseconds or a number with ``ms``,
-``s``, ``m``, ``h`` or ``d``.
+``query:NAME`` or ``path:NAME``. ``fingerprint=request`` (the default)
+covers method, path, query and canonical body; ``none`` checks nothing;
+SOURCEs name the fields to compare. DURATION is milliseconds or a number
+with ``ms``, ``s``, ``m``, ``h`` or ``d``. Options left out take the
+middleware-wide values (:class:`Policy`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs
 
-#: Longest Idempotency-Key accepted, in bytes (after unquoting).
+#: Longest Idempotency-Key accepted, in bytes (after unquoting), as Stripe bounds it.
 KEY_BYTES_MAX = 255
 #: How long a completed response is replayed by default (24 h).
 KEEP_MS_DEFAULT = 86_400_000
-#: Statuses in 200..499 that are not stored: the request may succeed if retried.
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+#: How long a concurrent duplicate waits for the first request's outcome by default.
+WAIT_MS_DEFAULT = 10_000
+#: Statuses in 200..499 that are not stored by default: the request may succeed if retried.
+RELEASE_STATUSES_DEFAULT = frozenset({408, 409, 425, 429})
 #: Response headers stored and replayed by default.
 STORED_HEADERS_DEFAULT = ("content-type", "location", "etag", "link")
 #: Headers never stored, whatever the configuration says: a replay must not
@@ -41,6 +46,8 @@ NEVER_STORED = frozenset({"set-cookie", "date"})
 REPLAYED_HEADER = b"idempotent-replayed"
 
 Concurrent = Literal["wait", "conflict"]
+On5xx = Literal["abort", "store"]
+OnTimeout = Literal["keep", "abort"]
 
 
 class RouteError(ValueError):
@@ -59,18 +66,33 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """The middleware-wide values a route falls back to for the options it leaves out."""
+
+    wait_ms: int = WAIT_MS_DEFAULT
+    keep_ms: int = KEEP_MS_DEFAULT
+    concurrent: Concurrent = "wait"
+    scope: tuple[Source, ...] = ()
+    on_5xx: On5xx = "abort"
+    on_timeout: OnTimeout = "keep"
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
-    """One idempotent route."""
+    """One idempotent route, every option resolved."""
 
     method: str
     path: str
     key: tuple[Source, ...]
-    #: None: the default fingerprint (method, path, query, canonical body).
-    fingerprint: tuple[Source, ...] | None = None
+    #: "request": method, path, query and canonical body; "none": unchecked; else the named fields.
+    fingerprint: tuple[Source, ...] | Literal["request", "none"] = "request"
     concurrent: Concurrent = "wait"
+    wait_ms: int = WAIT_MS_DEFAULT
     keep_ms: int = KEEP_MS_DEFAULT
     require: bool = True
     scope: tuple[Source, ...] = ()
+    on_5xx: On5xx = "abort"
+    on_timeout: OnTimeout = "keep"
 
     @property
     def id(self) -> str:
@@ -124,14 +146,18 @@ def parse_sources(text: str, what: str) -> tuple[Source, ...]:
     return tuple(sources)
 
 
-def _bool(text: str, what: str) -> bool:
-    if text in ("true", "false"):
-        return text == "true"
-    raise RouteError(f"{what}={text!r}: use true or false")
+def _choice(text: str, what: str, allowed: tuple[str, ...]) -> str:
+    if text in allowed:
+        return text
+    raise RouteError(f"{what}={text!r}: use {' or '.join(allowed)}")
 
 
-def parse_route(spec: str) -> Route:
-    """Parses one route spec; raises `RouteError` naming what is wrong."""
+_OPTIONS = ("key", "fingerprint", "concurrent", "wait", "keep", "require", "scope", "on_5xx", "on_timeout")
+
+
+def parse_route(spec: str, policy: Policy | None = None) -> Route:
+    """Parses one route spec (options left out come from `policy`); raises `RouteError`."""
+    policy = policy or Policy()
     words = spec.split()
     if len(words) < 3:
         raise RouteError(f"route {spec!r}: expected 'METHOD PATH key=SOURCE [option=value ...]'")
@@ -148,33 +174,48 @@ def parse_route(spec: str) -> Route:
             raise RouteError(f"route {spec!r}: {option!r} is not name=value")
         if name in seen:
             raise RouteError(f"route {spec!r}: {name} given twice")
+        if name not in _OPTIONS:
+            raise RouteError(f"route {spec!r}: unknown option {name} (known: {', '.join(_OPTIONS)})")
         seen[name] = value
-    unknown = set(seen) - {"key", "fingerprint", "concurrent", "keep", "require", "scope"}
-    if unknown:
-        raise RouteError(f"route {spec!r}: unknown option(s) {', '.join(sorted(unknown))}")
     if "key" not in seen:
         raise RouteError(f"route {spec!r}: key=SOURCE is required")
-    key = parse_sources(seen["key"], "key")
-    fingerprint = None
-    if seen.get("fingerprint", "default") != "default":
-        fingerprint = parse_sources(seen["fingerprint"], "fingerprint")
-    concurrent = seen.get("concurrent", "wait")
-    if concurrent not in ("wait", "conflict"):
-        raise RouteError(f"route {spec!r}: concurrent must be wait or conflict")
-    scope = parse_sources(seen["scope"], "scope") if "scope" in seen else ()
-    for src in key + (fingerprint or ()) + scope:
+    try:
+        key = parse_sources(seen["key"], "key")
+        fp_text = seen.get("fingerprint", "request")
+        fingerprint: tuple[Source, ...] | Literal["request", "none"]
+        if fp_text == "request":
+            fingerprint = "request"
+        elif fp_text == "none":
+            fingerprint = "none"
+        else:
+            fingerprint = parse_sources(fp_text, "fingerprint")
+        scope = parse_sources(seen["scope"], "scope") if "scope" in seen else policy.scope
+        route = Route(
+            method=method,
+            path=path,
+            key=key,
+            fingerprint=fingerprint,
+            concurrent=_choice(seen["concurrent"], "concurrent", ("wait", "conflict"))  # type: ignore[arg-type]
+            if "concurrent" in seen
+            else policy.concurrent,
+            wait_ms=parse_duration_ms(seen["wait"]) if "wait" in seen else policy.wait_ms,
+            keep_ms=parse_duration_ms(seen["keep"]) if "keep" in seen else policy.keep_ms,
+            require=_choice(seen.get("require", "true"), "require", ("true", "false")) == "true",
+            scope=scope,
+            on_5xx=_choice(seen["on_5xx"], "on_5xx", ("abort", "store"))  # type: ignore[arg-type]
+            if "on_5xx" in seen
+            else policy.on_5xx,
+            on_timeout=_choice(seen["on_timeout"], "on_timeout", ("keep", "abort"))  # type: ignore[arg-type]
+            if "on_timeout" in seen
+            else policy.on_timeout,
+        )
+    except RouteError as error:
+        raise RouteError(f"route {spec!r}: {error}") from None
+    named = route.key + route.scope + (route.fingerprint if isinstance(route.fingerprint, tuple) else ())
+    for src in named:
         if src.kind == "path" and src.name not in params:
             raise RouteError(f"route {spec!r}: path:{src.name} is not a parameter of {path}")
-    return Route(
-        method=method,
-        path=path,
-        key=key,
-        fingerprint=fingerprint,
-        concurrent=concurrent,  # type: ignore[arg-type]
-        keep_ms=parse_duration_ms(seen["keep"]) if "keep" in seen else KEEP_MS_DEFAULT,
-        require=_bool(seen.get("require", "true"), "require"),
-        scope=scope,
-    )
+    return route
 
 
 # ---------------------------------------------------------------- the request
@@ -264,9 +305,11 @@ def stored_key(prefix: bytes, route_id: str, scope: bytes, key: bytes) -> bytes:
     return prefix + digest.encode()
 
 
-def fingerprint(request: Request, fields: Sequence[Source] | None) -> bytes:
-    """SHA-256 over method, path, query and canonical body, or over the named fields."""
-    if fields is None:
+def fingerprint(request: Request, fields: Sequence[Source] | Literal["request", "none"]) -> bytes | None:
+    """SHA-256 over method, path, query and canonical body, or over the named fields; None: unchecked."""
+    if fields == "none":
+        return None
+    if fields == "request":
         parts = [request.method.encode(), request.path.encode(), request.query, canonical_body(request.body)]
     else:
         parts = [source_value(request, s) or b"" for s in fields]
@@ -276,12 +319,12 @@ def fingerprint(request: Request, fields: Sequence[Source] | None) -> bytes:
 # ---------------------------------------------------------------- Idempotency-Key header
 
 _SF_STRING_CHARS = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
-_TOKEN_FIRST = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz*")
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz:/")
 
 
 def parse_idempotency_key(value: bytes) -> bytes | None:
-    """An RFC 8941 sf-string (``"abc"``) or a bare token (``abc``); None when malformed or too long."""
+    """An RFC 8941 sf-string (``"abc"``), or a bare value of token characters (``abc``,
+    ``123e4567-...``) as most clients send it; both spell the same key. None when malformed or too long."""
     value = value.strip(b" \t")
     if value.startswith(b'"'):
         out = bytearray()
@@ -304,7 +347,7 @@ def parse_idempotency_key(value: bytes) -> bytes | None:
             else:
                 return None
         return None
-    if not value or value[0] not in _TOKEN_FIRST or any(c not in _TCHAR for c in value):
+    if not value or any(c not in _TCHAR for c in value):
         return None
     return value if len(value) <= KEY_BYTES_MAX else None
 
@@ -312,9 +355,14 @@ def parse_idempotency_key(value: bytes) -> bytes | None:
 # ---------------------------------------------------------------- stored responses
 
 
-def stored_status(status: int) -> bool:
-    """The failure policy: 2xx-4xx are stored, except the retryable 408, 409, 425 and 429."""
-    return 200 <= status <= 499 and status not in RETRYABLE_STATUSES
+def stored_status(status: int, on_5xx: On5xx, release: frozenset[int] = RELEASE_STATUSES_DEFAULT) -> bool:
+    """The failure policy: 2xx-4xx are stored except the released statuses (408, 409, 425, 429
+    by default); 5xx only with ``on_5xx=store``."""
+    if status in release:
+        return False
+    if 200 <= status <= 499:
+        return True
+    return status >= 500 and on_5xx == "store"
 
 
 @dataclass(frozen=True, slots=True)
