@@ -92,7 +92,8 @@ APP_TIMEOUT_MS = 30_000
 #: Key prefix of the records this middleware writes.
 KEY_PREFIX_DEFAULT = "http:"
 
-_PROBLEM_BASE = "https://idem.dev/problems/"
+#: Problem types share the gateway's names, so clients handle both alike.
+_PROBLEM_BASE = "urn:idem:gateway:"
 
 
 class IdempotencyMiddleware:
@@ -195,8 +196,8 @@ class IdempotencyMiddleware:
             await _problem(
                 send,
                 400,
-                "idempotency-key-invalid",
-                "Missing or invalid idempotency key",
+                "key-invalid" if route is self._ietf else "key-missing",
+                "Idempotency-Key is invalid" if route is self._ietf else "Idempotency key is missing",
                 self._key_help(route),
             )
             return
@@ -213,8 +214,8 @@ class IdempotencyMiddleware:
             await _problem(
                 send,
                 422,
-                "idempotency-key-reused",
-                "Idempotency key reused",
+                "key-reused",
+                "Idempotency-Key is already used",
                 "this idempotency key was already used with a different request",
             )
             return
@@ -223,7 +224,7 @@ class IdempotencyMiddleware:
             await _problem(
                 send,
                 503,
-                "idempotency-unavailable",
+                "store-unavailable",
                 "Idempotency store unavailable",
                 "the request was not run; retry later",
                 retry_after_s=1,
@@ -235,8 +236,8 @@ class IdempotencyMiddleware:
             await _problem(
                 send,
                 409,
-                "request-in-flight",
-                "Request in progress",
+                "in-progress",
+                "A request is outstanding for this Idempotency-Key",
                 "a request with this idempotency key is still being processed",
                 retry_after_s=max(1, math.ceil(reply.lease_left_ms / 1000)),
             )
@@ -274,9 +275,9 @@ class IdempotencyMiddleware:
             log.error("unreadable stored response: %s", error)
             await _problem(
                 send,
-                500,
-                "stored-response-unreadable",
-                "Stored response unreadable",
+                410,
+                "not-replayable",
+                "The stored response cannot be replayed",
                 "the record for this idempotency key was not written by this middleware",
             )
             return
@@ -284,8 +285,8 @@ class IdempotencyMiddleware:
             await _problem(
                 send,
                 410,
-                "response-not-replayable",
-                "Response not replayable",
+                "not-replayable",
+                "The response to this Idempotency-Key was not stored",
                 f"this request completed with status {stored.status}, but its response was "
                 "too large to store; it is not run again",
             )
@@ -439,21 +440,25 @@ class _Capture:
         """The app returned: without a complete response it failed before answering."""
         if self._ended:
             return
+        if self._streaming:
+            # Part of an oversize response is out already: it may have run.
+            await self._unknown_outcome()
+            return
         await self._abort()
         if self._start is None:
             await _problem(
                 self._send,
-                502,
-                "app-no-response",
-                "No response",
+                500,
+                "service-failed",
+                "The application failed",
                 "the application returned without a response",
             )
         else:
             await _problem(
                 self._send,
-                502,
-                "app-response-incomplete",
-                "Incomplete response",
+                500,
+                "service-failed",
+                "The application failed",
                 "the application's response ended early",
             )
 
@@ -469,8 +474,8 @@ class _Capture:
             await _problem(
                 self._send,
                 502,
-                "app-response-broken",
-                "Response broken off",
+                "upstream-unreachable",
+                "The response broke off",
                 "the application failed while answering; the outcome is unknown",
             )
 
@@ -483,8 +488,8 @@ class _Capture:
             await _problem(
                 self._send,
                 504,
-                "app-timeout",
-                "Application timeout",
+                "upstream-timeout",
+                "The application did not answer in time",
                 "the application did not answer in time; the outcome is unknown",
             )
 
