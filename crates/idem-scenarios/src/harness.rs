@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use mysql_async::prelude::*;
 
-use crate::idem_client::IdemPool;
 use crate::pg::PgPool;
 use crate::{Scenario, ScenarioOpts};
+
+/// How long one idem call may take in a scenario (its WAIT excluded).
+const IDEM_COMMAND_TIMEOUT_MS: u64 = 60_000;
 
 /// Upper bound on MariaDB connections one pool of a scenario may open. The
 /// local server allows 151 in total and other test suites share it.
@@ -81,9 +83,13 @@ impl Ctx {
         mysql_pool(&self.opts.mysql_url, max_conns)
     }
 
-    /// A pool of at most `max_conns` connections to idem.
-    pub fn idem(&self, max_conns: usize) -> anyhow::Result<IdemPool> {
-        IdemPool::new(&self.idem_url, max_conns)
+    /// An idem client with at most `max_conns` connections. Its command
+    /// timeout is generous: scenarios count anomalies under load, and a
+    /// client giving up early would only add errors the engines did not cause.
+    pub fn idem(&self, max_conns: usize) -> anyhow::Result<idem_client::Client> {
+        let config =
+            idem_client::Config::new(&self.idem_url).pool_size(max_conns).command_timeout_ms(IDEM_COMMAND_TIMEOUT_MS);
+        Ok(idem_client::Client::new(config)?)
     }
 
     /// Drops the run's tables and stops the in-process idem server. Errors are

@@ -32,7 +32,6 @@ use std::str::FromStr;
 
 mod broker;
 mod harness;
-pub mod idem_client;
 mod pg;
 mod report;
 pub mod s1;

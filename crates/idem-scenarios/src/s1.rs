@@ -30,9 +30,9 @@ use mysql_async::prelude::*;
 use serde::Deserialize;
 
 use crate::harness::{count, exec, fingerprint, rate, Ctx, Variant};
-use crate::idem_client::{Begin, Finish, IdemPool};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
+use idem_client::{Error as IdemError, IdempotentError, IdempotentOptions, OnRunning};
 
 /// Users in the write-up's batch test.
 pub const USERS_DEFAULT: usize = 50;
@@ -59,7 +59,7 @@ struct RegisterReq {
 struct App {
     pool: mysql_async::Pool,
     table: String,
-    idem: Option<IdemPool>,
+    idem: Option<idem_client::Client>,
     key_prefix: String,
 }
 
@@ -269,38 +269,25 @@ async fn register_idem(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let unavailable = |why: String| {
         json_value(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"code": -3, "message": why, "retry": true}))
     };
-    match idem.begin(&key, Some(&fp), LEASE_MS, WAIT_MS).await {
-        // `attempt > 1` means an earlier attempt's lease ran out mid-way; the
-        // handler's own existence check then finds any half-done insert.
-        Ok(Begin::Started { fence, .. }) => match check_then_insert(&app, &req).await {
-            Ok(v) => {
-                let bytes = v.to_string().into_bytes();
-                match idem.commit(&key, fence, &bytes).await {
-                    Ok(Finish::Ok) => json(StatusCode::OK, bytes),
-                    // Our lease ran out and another attempt took over: its
-                    // outcome is the one on record, so answer "in progress".
-                    Ok(Finish::Stale) => json_value(
-                        StatusCode::CONFLICT,
-                        serde_json::json!({"code": -2, "message": "registration in progress, retry"}),
-                    ),
-                    Err(e) => unavailable(e.to_string()),
-                }
-            }
-            Err(e) => {
-                // A retryable failure: free the key so a retry can run.
-                let _ = idem.abort(&key, fence).await;
-                unavailable(e.to_string())
-            }
-        },
-        Ok(Begin::Done(stored)) => json(StatusCode::OK, stored),
-        Ok(Begin::Running { .. }) => json_value(
+    let opts =
+        IdempotentOptions::new().fingerprint(&fp).lease_ms(LEASE_MS).on_running(OnRunning::Wait { wait_ms: WAIT_MS });
+    // `attempt > 1` would mean an earlier attempt's lease ran out mid-way; the
+    // handler's own existence check then finds any half-done insert.
+    match idem.idempotent(&key, &opts, |_attempt| check_then_insert(&app, &req)).await {
+        // The first request and its replays answer the same bytes.
+        Ok(outcome) => json_value(StatusCode::OK, outcome.into_inner()),
+        // Still running after the wait, or our lease ran out and another
+        // attempt took over (its outcome is the one on record).
+        Err(IdempotentError::Idem(IdemError::InFlight { .. } | IdemError::Stale(_))) => json_value(
             StatusCode::CONFLICT,
             serde_json::json!({"code": -2, "message": "registration in progress, retry"}),
         ),
-        Ok(Begin::Mismatch) => json_value(
+        Err(IdempotentError::Idem(IdemError::Mismatch(_))) => json_value(
             StatusCode::CONFLICT,
             serde_json::json!({"code": -1, "message": "openid already registered with different details"}),
         ),
-        Err(e) => unavailable(e.to_string()),
+        Err(IdempotentError::Idem(e)) => unavailable(e.to_string()),
+        // A retryable failure: the record was aborted, so a retry runs.
+        Err(IdempotentError::Failed(e)) => unavailable(e.to_string()),
     }
 }

@@ -44,9 +44,9 @@ use mysql_async::prelude::*;
 use crate::harness::{count, exec, fingerprint, mysql_code, rate, Ctx, ER_DUP_ENTRY, ER_LOCK_DEADLOCK};
 use idem_backends::mysql::tx::{self, Begin};
 
-use crate::idem_client::{self, IdemPool};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
+use idem_client::{Error as IdemError, IdempotentError, IdempotentOptions, OnRunning, Outcome as IdemOutcome};
 
 /// (user, prize) pairs by default.
 pub const PAIRS_DEFAULT: usize = 40;
@@ -120,7 +120,7 @@ struct Svc {
     variant: Variant,
     /// In-transaction grants rolled back because their lease ran out.
     stale_rollbacks: AtomicU64,
-    idem: Option<IdemPool>,
+    idem: Option<idem_client::Client>,
     pool: mysql_async::Pool,
     record: String,
     user_prize: String,
@@ -363,56 +363,51 @@ impl Svc {
         let idem = self.idem.as_ref().expect("idem-server variant has an idem pool");
         let key = format!("{}prize:{user}:{prize}", self.key_prefix);
         let fp = fingerprint(format!("{user}|{prize}|1").as_bytes());
-        match idem.begin(&key, Some(&fp), IDEM_LEASE_MS, IDEM_WAIT_MS).await? {
-            idem_client::Begin::Started { fence, attempt } => {
-                let granted = async {
-                    let mut conn = self.pool.get_conn().await?;
-                    let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
-                    let _owned: Option<i64> = tx
-                        .exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,))
+        let opts = IdempotentOptions::new()
+            .fingerprint(&fp)
+            .lease_ms(IDEM_LEASE_MS)
+            .on_running(OnRunning::Wait { wait_ms: IDEM_WAIT_MS });
+        let granted = idem
+            .idempotent(&key, &opts, |attempt| async move {
+                let mut conn = self.pool.get_conn().await?;
+                let mut tx = conn.start_transaction(mysql_async::TxOpts::default()).await?;
+                let _owned: Option<i64> = tx
+                    .exec_first(format!("SELECT COUNT(*) FROM {} WHERE user_id = ?", self.user_prize), (user,))
+                    .await?;
+                // A later attempt first looks for the grant of an attempt
+                // whose lease ran out (a locking read sees committed rows).
+                if attempt.number > 1 {
+                    let found: Option<u64> = tx
+                        .exec_first(
+                            format!("SELECT id FROM {} WHERE user_id = ? AND prize_type = ? FOR UPDATE", self.record),
+                            (user, prize),
+                        )
                         .await?;
-                    // A later attempt first looks for the grant of an attempt
-                    // whose lease ran out (a locking read sees committed rows).
-                    if attempt > 1 {
-                        let found: Option<u64> = tx
-                            .exec_first(
-                                format!(
-                                    "SELECT id FROM {} WHERE user_id = ? AND prize_type = ? FOR UPDATE",
-                                    self.record
-                                ),
-                                (user, prize),
-                            )
-                            .await?;
-                        if let Some(id) = found {
-                            tx.rollback().await?;
-                            return anyhow::Ok(id);
-                        }
-                    }
-                    if long_grant {
-                        tokio::time::sleep(LONG_GRANT).await;
-                    }
-                    let id = self.grant_rows(&mut tx, user, prize).await?;
-                    tokio::time::sleep(UNLOCK_TO_COMMIT_PAUSE).await;
-                    tx.commit().await?;
-                    Ok(id)
-                }
-                .await;
-                match granted {
-                    Ok(record_id) => {
-                        let result = serde_json::json!({"granted": true, "record_id": record_id}).to_string();
-                        idem.commit(&key, fence, result.as_bytes()).await?;
-                        Ok(Outcome::Granted)
-                    }
-                    Err(e) => {
-                        // Nothing committed: let a retry run.
-                        let _ = idem.abort(&key, fence).await;
-                        Err(e)
+                    if let Some(id) = found {
+                        tx.rollback().await?;
+                        return anyhow::Ok(serde_json::json!({"granted": true, "record_id": id}));
                     }
                 }
-            }
-            idem_client::Begin::Done(_) => Ok(Outcome::Already),
-            idem_client::Begin::Running { .. } => Ok(Outcome::Busy),
-            idem_client::Begin::Mismatch => Ok(Outcome::Error("MISMATCH".into())),
+                if long_grant {
+                    tokio::time::sleep(LONG_GRANT).await;
+                }
+                let id = self.grant_rows(&mut tx, user, prize).await?;
+                tokio::time::sleep(UNLOCK_TO_COMMIT_PAUSE).await;
+                tx.commit().await?;
+                Ok(serde_json::json!({"granted": true, "record_id": id}))
+            })
+            .await;
+        match granted {
+            Ok(IdemOutcome::Fresh(_)) => Ok(Outcome::Granted),
+            Ok(IdemOutcome::Replayed(_)) => Ok(Outcome::Already),
+            Err(IdempotentError::Idem(IdemError::InFlight { .. })) => Ok(Outcome::Busy),
+            Err(IdempotentError::Idem(IdemError::Mismatch(_))) => Ok(Outcome::Error("MISMATCH".into())),
+            // The grant committed, but our lease ran out before the record
+            // did: a later attempt finds the grant (`attempt > 1` above).
+            Err(IdempotentError::Idem(IdemError::Stale(_))) => Ok(Outcome::Granted),
+            Err(IdempotentError::Idem(e)) => Err(e.into()),
+            // Nothing committed: the record was aborted, so a retry runs.
+            Err(IdempotentError::Failed(e)) => Err(e),
         }
     }
 

@@ -28,9 +28,9 @@ use mysql_async::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use crate::harness::{count, exec, rate, Ctx, Latency, Variant};
-use crate::idem_client::{IdemPool, Reserve};
 use crate::report::{summary, VariantReport};
 use crate::Scenario;
+use idem_client::Reserve;
 
 /// Booking attempts in one rush by default.
 pub const BOOKINGS_DEFAULT: usize = 3_000;
@@ -245,13 +245,13 @@ async fn book_naive(pool: &mysql_async::Pool, table: &str, b: &Booking) -> anyho
 }
 
 async fn book_idem(
-    idem: &IdemPool,
+    idem: &idem_client::Client,
     resource_prefix: &str,
     persist: &tokio::sync::mpsc::Sender<Booking>,
     b: &Booking,
 ) -> anyhow::Result<Outcome> {
     let resource = format!("{resource_prefix}{}:{}", b.room, b.day);
-    match idem.slots_reserve(&resource, b.first, b.last, &b.id, SLOTS).await? {
+    match idem.slots_reserve(&resource, b.first, b.last, &b.id, Some(SLOTS)).await? {
         Reserve::Conflict(_) => Ok(Outcome::Conflict),
         Reserve::Reserved => {
             // The reservation is durable in idem; the row follows.

@@ -34,9 +34,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::broker::{Publisher, WorkQueue};
 use crate::harness::{count, exec, rate, Ctx, Variant};
-use crate::idem_client::{Begin, CounterAdd, Finish, IdemPool};
 use crate::report::VariantReport;
 use crate::Scenario;
+use idem_client::{CounterAdd, CounterOptions, Error as IdemError, IdempotentError, IdempotentOptions, OnRunning};
 
 /// Default size: wins in (b); (c) sends half as many callbacks and (a) has
 /// one user per 40.
@@ -149,7 +149,7 @@ async fn points(ctx: &Ctx, variant: Variant, users: usize, seed: u64) -> anyhow:
             let idem = ctx.idem(SERVICE_CONNS)?;
             for u in 0..users {
                 let key = points_key(ctx, u);
-                idem.counter_add(&key, POINTS_START, None, None, Some(&format!("init-{key}"))).await?;
+                idem.counter_add(&key, POINTS_START, &CounterOptions::new().op(format!("init-{key}"))).await?;
             }
             Some(idem)
         }
@@ -278,13 +278,13 @@ async fn deduct_naive(
 async fn deduct_idem(
     pool: &mysql_async::Pool,
     ledger: &str,
-    idem: &IdemPool,
+    idem: &idem_client::Client,
     key: &str,
     user: usize,
     request_id: &str,
 ) -> anyhow::Result<bool> {
-    match idem.counter_add(key, -POINTS_DEDUCT, Some(0), None, Some(request_id)).await? {
-        CounterAdd::Ok(_) => {
+    match idem.counter_add(key, -POINTS_DEDUCT, &CounterOptions::new().min(0).op(request_id)).await? {
+        CounterAdd::Applied(_) => {
             let mut conn = pool.get_conn().await?;
             conn.exec_drop(
                 format!("INSERT INTO {ledger} (request_id, user_id, amount) VALUES (?, ?, ?)"),
@@ -390,9 +390,9 @@ async fn add_naive(pool: &mysql_async::Pool, budget_t: &str, amount: i64, cap: i
 }
 
 /// The bounded counter: refused rather than over the cap.
-async fn add_idem(idem: &IdemPool, key: &str, amount: i64, cap: i64) -> anyhow::Result<bool> {
-    match idem.counter_add(key, amount, None, Some(cap), None).await? {
-        CounterAdd::Ok(_) | CounterAdd::Replayed(_) => Ok(true),
+async fn add_idem(idem: &idem_client::Client, key: &str, amount: i64, cap: i64) -> anyhow::Result<bool> {
+    match idem.counter_add(key, amount, &CounterOptions::new().max(cap)).await? {
+        CounterAdd::Applied(_) | CounterAdd::Replayed(_) => Ok(true),
         CounterAdd::Refused(_) => Ok(false),
     }
 }
@@ -403,7 +403,7 @@ struct CbShared {
     pool: mysql_async::Pool,
     outbox: String,
     applied: String,
-    idem: Option<IdemPool>,
+    idem: Option<idem_client::Client>,
     key_prefix: String,
     deliveries: AtomicU64,
     redelivered: AtomicU64,
@@ -589,32 +589,40 @@ async fn handle_naive(shared: &CbShared, id: i64) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn handle_idem(shared: &CbShared, idem: &IdemPool, id: i64) -> anyhow::Result<bool> {
+async fn handle_idem(shared: &CbShared, idem: &idem_client::Client, id: i64) -> anyhow::Result<bool> {
     let key = format!("{}{id}", shared.key_prefix);
-    match idem.begin(&key, None, CB_LEASE_MS, CB_WAIT_MS).await? {
-        Begin::Started { fence, attempt } => {
+    let opts = IdempotentOptions::new().lease_ms(CB_LEASE_MS).on_running(OnRunning::Wait { wait_ms: CB_WAIT_MS });
+    let applied = idem
+        .idempotent(&key, &opts, |attempt| async move {
             // A later attempt first looks for the half-done work of the
             // attempt whose lease ran out (killed after applying).
-            let already = attempt > 1
+            let already = attempt.number > 1
                 && count(&shared.pool, &format!("SELECT COUNT(*) FROM {} WHERE cb_id = {id}", shared.applied)).await?
                     > 0;
             if !already {
                 apply_callback(shared, id).await?;
             }
+            // The callback's remote call: a kill here leaves it applied but
+            // unacked, with the record running until its lease runs out.
             tokio::time::sleep(CB_CALL_LATENCY).await;
-            mark_done(shared, id).await?;
-            match idem.commit(&key, fence, b"applied").await? {
-                Finish::Ok => Ok(true),
-                // Our lease ran out meanwhile; the current attempt finishes it.
-                Finish::Stale => Ok(true),
-            }
-        }
-        Begin::Done(_) => {
-            mark_done(shared, id).await?;
-            Ok(true)
-        }
-        Begin::Running { .. } => Ok(false),
-        // No fingerprint is sent, so MISMATCH cannot happen; nothing to redo.
-        Begin::Mismatch => Ok(true),
+            anyhow::Ok("applied".to_string())
+        })
+        .await;
+    match applied {
+        // Applied now or by an earlier delivery: mark the outbox row done.
+        // Marking comes after the commit, so a failure here is retried as a
+        // replay and never applies the callback twice.
+        Ok(_) => {}
+        // Our lease ran out meanwhile; the current attempt finds our work.
+        Err(IdempotentError::Idem(IdemError::Stale(_))) => {}
+        // Another attempt still runs it: come back later.
+        Err(IdempotentError::Idem(IdemError::InFlight { .. })) => return Ok(false),
+        Err(IdempotentError::Idem(e)) => return Err(e.into()),
+        // The check or the insert failed: a first attempt's record was
+        // aborted; a later one's runs out its lease, so the next attempt
+        // still looks for the half-done work.
+        Err(IdempotentError::Failed(e)) => return Err(e),
     }
+    mark_done(shared, id).await?;
+    Ok(true)
 }
