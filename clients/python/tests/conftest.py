@@ -68,6 +68,8 @@ class IdemServer:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # idem reads IDEM_* variables as settings; the tests' own must not leak in.
+                env={k: v for k, v in os.environ.items() if not k.startswith("IDEM_")},
             )
             deadline = time.monotonic() + PATIENCE_S
             while time.monotonic() < deadline and self._proc.poll() is None:
