@@ -4,7 +4,11 @@
 //! the closure; its result is serialised (JSON, through serde) and
 //! committed, and every later caller gets it back as [`Outcome::Replayed`].
 //! An error from the closure aborts the record, so the next caller runs the
-//! work afresh. A caller that arrives while the work is running waits for it
+//! work afresh, except in a later attempt (`number > 1`): an earlier
+//! attempt's lease ran out, maybe halfway through the work, and aborting
+//! would hand the next caller attempt 1 with no warning to look for that
+//! half-done work. A failed later attempt therefore leaves its record to
+//! run out its lease, and the next caller gets attempt `number + 1`. A caller that arrives while the work is running waits for it
 //! (`IDEM.BEGIN ... WAIT`) or gets [`Error::InFlight`] at once, as
 //! [`OnRunning`] says.
 //!
@@ -133,7 +137,9 @@ pub enum IdempotentError<E> {
     /// the lease ran out).
     #[error(transparent)]
     Idem(#[from] Error),
-    /// The closure failed; the record was aborted, so a retry runs it again.
+    /// The closure failed. A first attempt's record was aborted, so a retry
+    /// runs the work again at once; a later attempt's record runs out its
+    /// lease first (see [`Attempt`]).
     #[error("the work failed: {0}")]
     Failed(E),
 }
@@ -201,7 +207,9 @@ impl Client {
                 Ok(Outcome::Fresh(value))
             }
             Err(e) => {
-                self.abort_quietly(key, fence).await;
+                if number == 1 {
+                    self.abort_quietly(key, fence).await;
+                }
                 Err(IdempotentError::Failed(e))
             }
         }

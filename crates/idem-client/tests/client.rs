@@ -235,6 +235,24 @@ async fn idempotent_error_aborts_and_the_retry_runs() {
     assert_eq!(r.into_inner(), 1);
 }
 
+/// A later attempt that fails keeps its record until the lease runs out, so
+/// the next caller is still told to look for an earlier attempt's half-done
+/// work (attempt 3, not a fresh attempt 1).
+#[tokio::test]
+async fn idempotent_failed_later_attempt_keeps_the_warning() {
+    let (_s, c) = setup().await;
+    let short = BeginOptions::new().lease_ms(100);
+    assert!(matches!(c.begin("k", &short).await.unwrap(), Begin::Started { attempt: 1, .. }));
+    tokio::time::sleep(Duration::from_millis(250)).await; // attempt 1 "crashed": its lease runs out
+    let opts = IdempotentOptions::new().lease_ms(100).on_running(OnRunning::Fail);
+    let r = c.idempotent("k", &opts, |a| async move { Err::<u8, _>(a.number) }).await;
+    assert!(matches!(r, Err(IdempotentError::Failed(2))), "{r:?}");
+    assert!(matches!(c.idem_get("k").await.unwrap(), IdemState::Running { .. }), "not aborted");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = c.idempotent("k", &opts, |a| async move { Ok::<_, ()>(a.number) }).await.unwrap();
+    assert_eq!(r, Outcome::Fresh(3));
+}
+
 #[tokio::test]
 async fn idempotent_in_flight_fails_or_waits_as_asked() {
     let (_s, c) = setup().await;
