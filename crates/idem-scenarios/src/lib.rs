@@ -19,7 +19,7 @@
 //!
 //! | scenario | module | engines |
 //! |---|---|---|
-//! | S1 replayed registration | [`s1`] | axum + MariaDB + idem |
+//! | S1 replayed registration | [`s1`] | axum + MariaDB + idem (in the handler, and the unchanged handler behind `idem-gateway`) |
 //! | S2 product copy via MQ | [`s2`] | NATS JetStream + MariaDB (+ Redis lock) + idem in-transaction claims (MariaDB, PostgreSQL) |
 //! | S3 prize grant | [`s3`] | MariaDB (REPEATABLE READ) + Redis lock + idem keys (server, and in the transaction) |
 //! | S4 meeting-room rush | [`s4`] | MariaDB + idem `SLOTS.RESERVE` |
@@ -35,6 +35,7 @@ mod harness;
 mod pg;
 mod report;
 pub mod s1;
+mod s1_gateway;
 pub mod s2;
 pub mod s3;
 pub mod s4;

@@ -41,9 +41,9 @@ pub const USERS_DEFAULT: usize = 50;
 const CHECK_TO_INSERT_PAUSE: Duration = Duration::from_millis(20);
 /// Registration pairs in flight at once (the write-up fired all 100 requests
 /// at once; for 10,000 users the client keeps this many pairs in flight).
-const PAIRS_IN_FLIGHT_MAX: usize = 100;
+pub(crate) const PAIRS_IN_FLIGHT_MAX: usize = 100;
 /// MariaDB connections of the service.
-const SERVICE_CONNS: usize = 32;
+pub(crate) const SERVICE_CONNS: usize = 32;
 /// idem: how long a registration may take before its lease runs out, and how
 /// long a replay waits for the first request to finish.
 const LEASE_MS: u64 = 10_000;
@@ -67,29 +67,24 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Vec<VariantReport>> {
     let users = ctx.size(USERS_DEFAULT);
     let naive = run_variant(ctx, Variant::Naive, users).await?;
     let idem = run_variant(ctx, Variant::Idem, users).await?;
+    let gateway = crate::s1_gateway::run_variant(ctx, users).await?;
     let extra = vec![
         ("users".to_string(), users.to_string()),
         ("naive_http_5xx".to_string(), naive.field("http_5xx").unwrap_or("na").to_string()),
         ("idem_http_5xx".to_string(), idem.field("http_5xx").unwrap_or("na").to_string()),
         ("idem_same_response_pairs".to_string(), idem.field("same_response_pairs").unwrap_or("na").to_string()),
     ];
-    let s = summary(Scenario::S1, &naive, &idem, extra);
-    Ok(vec![naive, idem, s])
+    let mut s = summary(Scenario::S1, &naive, &idem, extra);
+    for k in ["anomalies", "ops_per_s", "same_response_pairs", "one_replay_pairs", "http_5xx"] {
+        s.push(&format!("gateway_{k}"), gateway.field(k).unwrap_or("na"));
+    }
+    Ok(vec![naive, idem, gateway, s])
 }
 
 async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Result<VariantReport> {
     let table = ctx.table(&format!("s1_users_{}", variant.name()));
     let pool = ctx.mysql(SERVICE_CONNS)?;
-    // No unique index on openid: only a plain one, as a lookup would have.
-    exec(
-        &pool,
-        &format!(
-            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, openid VARCHAR(64) NOT NULL, \
-             username VARCHAR(64) NOT NULL, password VARCHAR(128) NOT NULL, \
-             created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY idx_openid (openid)) ENGINE=InnoDB"
-        ),
-    )
-    .await?;
+    exec(&pool, &users_table_sql(&table)).await?;
 
     let idem = match variant {
         Variant::Naive => None,
@@ -188,6 +183,21 @@ async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Resul
         .with("http_409", http_409)
         .with("http_5xx", http_5xx)
         .with("transport_errors", transport_errors))
+}
+
+/// The users table. No unique index on openid: only a plain one, as a lookup would have.
+pub(crate) fn users_table_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, openid VARCHAR(64) NOT NULL, \
+         username VARCHAR(64) NOT NULL, password VARCHAR(128) NOT NULL, \
+         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY idx_openid (openid)) ENGINE=InnoDB"
+    )
+}
+
+/// The naive service, unchanged, for the variant behind the gateway (`s1_gateway`).
+pub(crate) fn naive_router(pool: mysql_async::Pool, table: String) -> axum::Router {
+    let app = Arc::new(App { pool, table, idem: None, key_prefix: String::new() });
+    axum::Router::new().route("/register", post(register_naive)).with_state(app)
 }
 
 /// What a client saw for one request.

@@ -55,6 +55,12 @@ async fn s1_replayed_registration() {
     assert_eq!(field(s, "idem_http_5xx"), 0);
     // Every replay got the first request's response, byte for byte.
     assert_eq!(field(s, "idem_same_response_pairs"), 50);
+    // The unchanged naive service behind the gateway: no duplicate, every
+    // pair answered alike, exactly one answer of each pair marked replayed.
+    assert_eq!(field(s, "gateway_anomalies"), 0);
+    assert_eq!(field(s, "gateway_http_5xx"), 0);
+    assert_eq!(field(s, "gateway_same_response_pairs"), 50);
+    assert_eq!(field(s, "gateway_one_replay_pairs"), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
