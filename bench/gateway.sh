@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The Idempotency-Key gateway against nginx, in one run: wrk at 64
+# connections against a trivial upstream (an nginx returning a fixed JSON
+# body), four ways:
+#   direct          wrk -> upstream
+#   nginx           wrk -> nginx proxy_pass (keep-alive to the upstream) -> upstream
+#   gateway-unique  wrk -> idem gateway -> upstream, a new Idempotency-Key per
+#                   request (two durable writes each: BEGIN and COMMIT, fsync on)
+#   gateway-replay  wrk -> idem gateway, 64 keys committed beforehand: every
+#                   request is a replay and the upstream is not touched
+# Each round runs the four in turn; the summary gives the median of each
+# figure over the rounds and the ratios against nginx.
+#
+#   bench/gateway.sh                      # 3 rounds of 10 s each
+#   ROUNDS=5 DURATION=20 bench/gateway.sh
+#
+# Installs wrk and nginx (Debian packages) when missing; builds idem in
+# release mode. Uses loopback ports only and a temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+    log "installing wrk and nginx"
+    apt-get install -y wrk nginx >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk nginx >/dev/null; }
+fi
+cargo build --release -p idem >/dev/null 2>&1 || cargo build --release -p idem
+IDEM=target/release/idem
+
+work="$(mktemp -d /tmp/idem-gateway-bench.XXXXXX)"
+pids=()
+cleanup() { stop_pids "${pids[@]}"; rm -rf "$work"; }
+trap cleanup EXIT
+
+up_port="$(free_port)"
+proxy_port="$(free_port)"
+gw_port="$(free_port)"
+
+nginx_conf() { # name workers body-of-http-block
+    local dir="$work/$1"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes $2;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    $3
+}
+CONF
+    echo "$dir"
+}
+
+# The trivial upstream: a fixed 201 JSON answer, one worker.
+up_dir="$(nginx_conf upstream 1 "server { listen 127.0.0.1:$up_port; location / { default_type application/json; return 201 '{\"id\":1,\"status\":\"created\"}'; } }")"
+nginx -p "$up_dir" -c "$up_dir/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+# nginx as users put it in front of apps: proxy_pass with upstream keep-alive.
+proxy_dir="$(nginx_conf proxy auto "upstream app { server 127.0.0.1:$up_port; keepalive 128; }
+    server { listen 127.0.0.1:$proxy_port; location / {
+        proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
+        proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$scheme; } }")"
+nginx -p "$proxy_dir" -c "$proxy_dir/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+cat >"$work/unique.lua" <<'LUA'
+-- A new Idempotency-Key per request: run id, thread number, counter.
+local made = 0
+function setup(thread) made = made + 1; thread:set("tid", made) end
+function init(args) run = args[1] or "r"; counter = 0 end
+function request()
+    counter = counter + 1
+    return wrk.format("POST", "/orders", {["Content-Type"] = "application/json",
+        ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter}, '{"item":"tea","qty":2}')
+end
+LUA
+cat >"$work/replay.lua" <<'LUA'
+-- 64 keys, all committed before the run: every request is a replay.
+function init(args) counter = 0 end
+function request()
+    counter = counter + 1
+    return wrk.format("POST", "/orders", {["Content-Type"] = "application/json",
+        ["Idempotency-Key"] = "replay-" .. (counter % 64)}, '{"item":"tea","qty":2}')
+end
+LUA
+
+wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; log "port $1 never opened"; exit 1; }
+wait_port "$up_port"
+wait_port "$proxy_port"
+
+# wrk output -> "rps p50_ms p99_ms errors"
+measure() { # url script [args]
+    local url="$1" script="$2"
+    shift 2
+    local out
+    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" "$url" -- "$@")"
+    echo "$out" | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx or 3xx/ { err += $NF }
+        /Socket errors/ { err += $4 + $6 + $8 + $10 }
+        END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err + 0 }'
+}
+
+results="$work/results.txt"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+    data="$work/data-$round"
+    RUST_LOG=warn "$IDEM" gateway --listen "127.0.0.1:$gw_port" --upstream "http://127.0.0.1:$up_port" --data "$data" &
+    gw_pid=$!
+    pids+=($gw_pid)
+    wait_port "$gw_port"
+    for i in $(seq 0 63); do
+        curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: replay-$i" \
+            --data '{"item":"tea","qty":2}' "http://127.0.0.1:$gw_port/orders"
+    done
+    for mode in direct nginx gateway-unique gateway-replay; do
+        case "$mode" in
+            direct) r="$(measure "http://127.0.0.1:$up_port" "$work/unique.lua" "d$round")" ;;
+            nginx) r="$(measure "http://127.0.0.1:$proxy_port" "$work/unique.lua" "n$round")" ;;
+            gateway-unique) r="$(measure "http://127.0.0.1:$gw_port" "$work/unique.lua" "g$round")" ;;
+            gateway-replay) r="$(measure "http://127.0.0.1:$gw_port" "$work/replay.lua")" ;;
+        esac
+        echo "$round $mode $r" | tee -a "$results" >&2
+    done
+    stop_pids "$gw_pid"
+done
+
+echo
+echo "rounds=$ROUNDS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$THREADS cores=$(nproc) load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx |"
+echo "|---|---|---|---|---|---|---|---|"
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+med = {}
+for mode in ["direct", "nginx", "gateway-unique", "gateway-replay"]:
+    rs = [r for r in rows if r[1] == mode]
+    med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4)) + (sum(int(r[5]) for r in rs),)
+n = med["nginx"]
+for mode, (rps, p50, p99, err) in med.items():
+    print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x |")
+PY
