@@ -1,0 +1,124 @@
+//! The loop every broker module shares: take a delivery when a handler slot
+//! is free, run it in its own task, settle it as its [`Action`] says, and on
+//! shutdown stop taking deliveries, let the running ones finish for
+//! `drain_ms`, then release the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::error::KeyError;
+use crate::key::KeySource;
+use crate::ordering::OrderGate;
+use crate::process::{message, Action, Counted, Process, Stats, StatsSnapshot};
+use crate::settings::Settings;
+
+/// One delivery, as a broker module hands it to the loop.
+pub(crate) trait Delivery: Send + 'static {
+    /// Reads a key from the delivery (header, property or body).
+    fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError>;
+    /// The body.
+    fn payload(&self) -> Bytes;
+    /// Which delivery this is (1 = first).
+    fn deliveries(&self) -> u32;
+    /// Keeps the broker from redelivering while the handler runs, where the
+    /// broker has a per-message timer (JetStream's ack wait).
+    fn keep_alive(&self, every_ms: u64) -> Option<JoinHandle<()>>;
+    /// Acknowledges, redelivers or dead-letters the delivery.
+    fn settle(self, action: &Action) -> BoxFuture<'static, Result<(), String>>;
+}
+
+struct Shared<P> {
+    settings: Settings,
+    process: Arc<P>,
+    stats: Arc<Stats>,
+    gate: OrderGate,
+}
+
+/// Runs until `deliveries` ends or `shutdown` resolves, then drains.
+pub(crate) async fn run<D, S, P>(
+    deliveries: S,
+    settings: Settings,
+    process: Arc<P>,
+    stats: Arc<Stats>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> StatsSnapshot
+where
+    D: Delivery,
+    S: Stream<Item = D> + Unpin,
+    P: Process,
+{
+    let slots = Arc::new(Semaphore::new(settings.concurrency_n() as usize));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = Duration::from_millis(settings.drain());
+    let shared = Arc::new(Shared { settings, process, stats: stats.clone(), gate: OrderGate::default() });
+    let mut tasks = JoinSet::new();
+    let mut deliveries = deliveries;
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first, then a delivery: a message is only taken from the
+        // broker when a handler can start on it, so in flight stays within
+        // concurrency + prefetch.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let delivery = tokio::select! {
+            d = deliveries.next() => match d { Some(d) => d, None => break },
+            () = &mut shutdown => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            one(&shared, delivery, stop).await;
+            drop(permit);
+        });
+    }
+    // Stop taking deliveries: what the broker sent ahead comes back to it
+    // (JetStream after its ack wait, AMQP when the channel closes).
+    drop(deliveries);
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain, all_done).await.is_err() {
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+    stats.snapshot()
+}
+
+async fn one<D: Delivery, P: Process>(shared: &Shared<P>, delivery: D, stop: watch::Receiver<bool>) {
+    let settings = &shared.settings;
+    let key = match delivery.key(settings.key()) {
+        Ok(k) => k,
+        Err(e) => {
+            // No redelivery can give the message a key.
+            let action = Action::DeadLetter { reason: e.to_string() };
+            settle(shared, delivery, action, Counted::Other).await;
+            return;
+        }
+    };
+    let order_key = settings.order_key_source().map(|src| delivery.key(src).unwrap_or_else(|_| key.clone()));
+    let _turn = match order_key {
+        Some(k) => Some(shared.gate.turn(k).await),
+        None => None,
+    };
+    let keep_alive = delivery.keep_alive(settings.progress_every());
+    let msg = message(key, delivery.payload(), delivery.deliveries());
+    let (action, counted) = shared.process.process(settings, msg, stop).await;
+    if let Some(k) = keep_alive {
+        k.abort();
+    }
+    settle(shared, delivery, action, counted).await;
+}
+
+async fn settle<D: Delivery, P>(shared: &Shared<P>, delivery: D, action: Action, counted: Counted) {
+    if let Err(e) = delivery.settle(&action).await {
+        // The broker redelivers an unsettled message; its record answers it.
+        tracing::warn!(error = %e, ?action, "settling a delivery failed");
+    }
+    shared.stats.count(&action, counted);
+}

@@ -1,0 +1,450 @@
+//! What happens to one message, whatever the broker: claim its key, run the
+//! handler, record the result, and tell the broker module what to do with
+//! the delivery ([`Action`]). Three ways to keep the record:
+//! - [`Adapter`]: on an idem server (`IDEM.BEGIN` / `COMMIT` / `ABORT`);
+//! - [`PostgresInbox`], [`MysqlInbox`]: in the handler's own database
+//!   transaction, through idem's in-transaction functions.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use idem_backends::{mysql::tx as mytx, postgres::tx as pgtx};
+use idem_client::{Begin, BeginOptions, Client};
+use tokio::sync::watch;
+
+use crate::settings::Settings;
+
+/// A message as the handler sees it.
+#[derive(Clone, Debug)]
+pub struct Message {
+    key: Bytes,
+    payload: Bytes,
+    deliveries: u32,
+    fence: u64,
+    attempt: u64,
+}
+
+impl Message {
+    /// The idempotency key (without the consumer's prefix).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    /// The body.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+    /// Which delivery of the message this is, as the broker counts (1 = first).
+    pub fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+    /// The fence of this run's claim: pass it to any resource that checks
+    /// fences, so that a run whose lease ran out cannot overwrite a later one.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+    /// 1, or more when an earlier run's lease ran out (maybe halfway through
+    /// its effects: look for them).
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+}
+
+/// Why a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Worth retrying (a timeout, a deadlock): the message comes back after
+    /// a backoff, until the delivery limit.
+    #[error("retryable: {0}")]
+    Retry(String),
+    /// Never worth retrying (a malformed order): dead-lettered at once.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// What the broker module does with a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Acknowledge: the effect is recorded (now or earlier).
+    Ack,
+    /// Deliver again after this many milliseconds.
+    Redeliver {
+        /// The delay.
+        delay_ms: u64,
+    },
+    /// Give it back at once, unprocessed (shutdown).
+    Release,
+    /// Send to the dead-letter queue and acknowledge here.
+    DeadLetter {
+        /// Why, for the dead-letter headers.
+        reason: String,
+    },
+}
+
+/// The handler of [`Adapter`]: its effects are its own business; its result
+/// is stored and answers every duplicate.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `msg`.
+    fn handle(&self, msg: Message) -> BoxFuture<'static, Result<Bytes, Failure>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Failure>> + Send + 'static,
+{
+    fn handle(&self, msg: Message) -> BoxFuture<'static, Result<Bytes, Failure>> {
+        Box::pin(self(msg))
+    }
+}
+
+/// The handler of [`PostgresInbox`]: writes its effects through `tx`, the
+/// transaction that also holds the message's idem record.
+pub trait PgHandler: Send + Sync + 'static {
+    /// Applies `msg` inside `tx` (without committing it).
+    fn handle<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'a>,
+        msg: &'a Message,
+    ) -> BoxFuture<'a, Result<Bytes, Failure>>;
+}
+
+/// The handler of [`MysqlInbox`]: writes its effects through `tx`.
+pub trait MysqlHandler: Send + Sync + 'static {
+    /// Applies `msg` inside `tx` (without committing it).
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut mysql_async::Transaction<'static>,
+        msg: &'a Message,
+    ) -> BoxFuture<'a, Result<Bytes, Failure>>;
+}
+
+/// Outcomes counted by a consumer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    applied: AtomicU64,
+    duplicates: AtomicU64,
+    busy: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    released: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Handler ran and its record was committed.
+    pub applied: u64,
+    /// Acknowledged without running: the record was done.
+    pub duplicates: u64,
+    /// Redelivered later: the key was in flight elsewhere.
+    pub busy: u64,
+    /// Redelivered after a failure (handler, idem or database).
+    pub retried: u64,
+    /// Sent to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Given back unprocessed at shutdown.
+    pub released: u64,
+}
+
+impl Stats {
+    /// The counts now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            applied: g(&self.applied),
+            duplicates: g(&self.duplicates),
+            busy: g(&self.busy),
+            retried: g(&self.retried),
+            dead_lettered: g(&self.dead_lettered),
+            released: g(&self.released),
+        }
+    }
+    pub(crate) fn count(&self, action: &Action, outcome: Counted) {
+        let field = match (action, outcome) {
+            (Action::Ack, Counted::Applied) => &self.applied,
+            (Action::Ack, _) => &self.duplicates,
+            (Action::Redeliver { .. }, Counted::Busy) => &self.busy,
+            (Action::Redeliver { .. }, _) => &self.retried,
+            (Action::Release, _) => &self.released,
+            (Action::DeadLetter { .. }, _) => &self.dead_lettered,
+        };
+        field.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How an action came about, for the counts (not part of the API: the
+/// module is private).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum Counted {
+    Applied,
+    Duplicate,
+    Busy,
+    Other,
+}
+
+/// One way to keep the records. Broker modules call [`Process::process`]
+/// for each delivery with a key.
+pub trait Process: Send + Sync + 'static {
+    /// Processes one delivery; `stop` turns true when shutdown wants the
+    /// running handlers released.
+    #[doc(hidden)]
+    fn process<'a>(
+        &'a self,
+        settings: &'a Settings,
+        msg: Message,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'a, (Action, Counted)>;
+}
+
+pub(crate) fn message(key: Vec<u8>, payload: Bytes, deliveries: u32) -> Message {
+    Message { key: Bytes::from(key), payload, deliveries, fence: 0, attempt: 0 }
+}
+
+/// What follows a failure of the `msg.deliveries`-th delivery.
+fn after_failure(settings: &Settings, msg: &Message, failure: &Failure) -> Action {
+    match failure {
+        Failure::Permanent(why) => Action::DeadLetter { reason: why.clone() },
+        Failure::Retry(why) if msg.deliveries >= settings.deliveries_limit() => {
+            Action::DeadLetter { reason: format!("{} deliveries, last failure: {why}", msg.deliveries) }
+        }
+        Failure::Retry(_) => Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) },
+    }
+}
+
+/// Resolves when `stop` turns true (never, if its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        futures::future::pending::<()>().await;
+    }
+}
+
+/// The records on an idem server. The handler's effects and the record are
+/// two writes: a process that dies after the effect and before `COMMIT`
+/// leaves the effect without its record, and the message runs again when
+/// the lease runs out. Use an inbox, or effects that check the fence, when
+/// that must not happen.
+pub struct Adapter<H> {
+    client: Client,
+    handler: H,
+}
+
+impl<H: Handler> Adapter<H> {
+    /// Records on the server behind `client`.
+    pub fn new(client: Client, handler: H) -> Arc<Adapter<H>> {
+        Arc::new(Adapter { client, handler })
+    }
+
+    async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
+        let key = settings.idem_key(&msg.key);
+        let begin = self.client.begin(&key, &BeginOptions::new().lease_ms(settings.lease())).await;
+        let (fence, attempt) = match begin {
+            Ok(Begin::Done(_)) => return (Action::Ack, Counted::Duplicate),
+            Ok(Begin::Running { left_ms, .. }) => {
+                return (Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy)
+            }
+            Ok(Begin::Started { fence, attempt }) => (fence, attempt),
+            Err(e) => {
+                tracing::warn!(error = %e, "IDEM.BEGIN failed; redelivering");
+                return (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other);
+            }
+        };
+        msg.fence = fence;
+        msg.attempt = attempt;
+        // The handler must end inside the lease: after it, another run may
+        // hold the key and this one's commit would be refused anyway.
+        let budget = Duration::from_millis(settings.lease() - settings.lease() / 10);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(budget, self.handler.handle(msg.clone())) => r,
+            () = stopped(stop) => {
+                self.abort(&key, fence).await;
+                return (Action::Release, Counted::Other);
+            }
+        };
+        match outcome {
+            Ok(Ok(result)) => match self.client.commit_keep(&key, fence, &result, settings.keep()).await {
+                Ok(()) => (Action::Ack, Counted::Applied),
+                Err(e) => {
+                    // Unknown or refused: the next delivery's BEGIN says
+                    // whether the record is done.
+                    tracing::warn!(error = %e, "IDEM.COMMIT failed; redelivering");
+                    (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
+                }
+            },
+            Ok(Err(failure)) => {
+                self.abort(&key, fence).await;
+                (after_failure(settings, &msg, &failure), Counted::Other)
+            }
+            Err(_elapsed) => {
+                self.abort(&key, fence).await;
+                let failure = Failure::Retry(format!("the handler outran its {} ms lease", settings.lease()));
+                (after_failure(settings, &msg, &failure), Counted::Other)
+            }
+        }
+    }
+
+    async fn abort(&self, key: &[u8], fence: u64) {
+        if let Err(e) = self.client.abort(key, fence).await {
+            tracing::warn!(error = %e, "IDEM.ABORT failed; the key frees when its lease runs out");
+        }
+    }
+}
+
+impl<H: Handler> Process for Adapter<H> {
+    fn process<'a>(
+        &'a self,
+        settings: &'a Settings,
+        msg: Message,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'a, (Action, Counted)> {
+        Box::pin(self.run(settings, msg, stop))
+    }
+}
+
+/// The inbox in PostgreSQL: the record is written by `idem_begin` /
+/// `idem_commit` inside the transaction the handler writes through, so the
+/// effect and the record commit together or not at all. A second delivery
+/// of a key being processed waits on the record's row lock, then finds it
+/// done (or gone, after a rollback). Needs idem's schema
+/// (`idem_backends::postgres::migrate`).
+pub struct PostgresInbox<H> {
+    pool: deadpool_postgres::Pool,
+    handler: H,
+}
+
+impl<H: PgHandler> PostgresInbox<H> {
+    /// Records in the database behind `pool`.
+    pub fn new(pool: deadpool_postgres::Pool, handler: H) -> Arc<PostgresInbox<H>> {
+        Arc::new(PostgresInbox { pool, handler })
+    }
+
+    async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
+        let retry = |why: String, msg: &Message| {
+            tracing::warn!(why, "inbox transaction failed; redelivering");
+            (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
+        };
+        let mut conn = match self.pool.get().await {
+            Ok(c) => c,
+            Err(e) => return retry(e.to_string(), &msg),
+        };
+        let tx = match conn.transaction().await {
+            Ok(t) => t,
+            Err(e) => return retry(e.to_string(), &msg),
+        };
+        let key = settings.idem_key(&msg.key);
+        match pgtx::idem_begin(&tx, &key, None, settings.lease()).await {
+            Ok(pgtx::Begin::Done { .. }) => return (Action::Ack, Counted::Duplicate),
+            Ok(pgtx::Begin::Running { left_ms, .. }) => {
+                return (Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy)
+            }
+            Ok(pgtx::Begin::Started { fence, attempt }) => {
+                msg.fence = fence;
+                msg.attempt = attempt.into();
+            }
+            Err(e) => return retry(e.to_string(), &msg),
+        }
+        let outcome = tokio::select! {
+            r = self.handler.handle(&tx, &msg) => r,
+            // Dropping the transaction rolls it back: nothing happened.
+            () = stopped(stop) => return (Action::Release, Counted::Other),
+        };
+        match outcome {
+            Ok(result) => {
+                if let Err(e) = pgtx::idem_commit(&tx, &key, msg.fence, &result, settings.keep()).await {
+                    return retry(e.to_string(), &msg);
+                }
+                match tx.commit().await {
+                    Ok(()) => (Action::Ack, Counted::Applied),
+                    // Unknown outcome: the redelivery's BEGIN finds the record or not.
+                    Err(e) => retry(e.to_string(), &msg),
+                }
+            }
+            Err(failure) => {
+                drop(tx);
+                (after_failure(settings, &msg, &failure), Counted::Other)
+            }
+        }
+    }
+}
+
+impl<H: PgHandler> Process for PostgresInbox<H> {
+    fn process<'a>(
+        &'a self,
+        settings: &'a Settings,
+        msg: Message,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'a, (Action, Counted)> {
+        Box::pin(self.run(settings, msg, stop))
+    }
+}
+
+/// The inbox in MySQL / MariaDB, as [`PostgresInbox`] (needs
+/// `idem_backends::mysql::migrate`).
+pub struct MysqlInbox<H> {
+    pool: mysql_async::Pool,
+    handler: H,
+}
+
+impl<H: MysqlHandler> MysqlInbox<H> {
+    /// Records in the database behind `pool`.
+    pub fn new(pool: mysql_async::Pool, handler: H) -> Arc<MysqlInbox<H>> {
+        Arc::new(MysqlInbox { pool, handler })
+    }
+
+    async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
+        let retry = |why: String, msg: &Message| {
+            tracing::warn!(why, "inbox transaction failed; redelivering");
+            (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
+        };
+        let mut tx = match self.pool.start_transaction(mysql_async::TxOpts::default()).await {
+            Ok(t) => t,
+            Err(e) => return retry(e.to_string(), &msg),
+        };
+        let key = settings.idem_key(&msg.key);
+        match mytx::idem_begin(&mut tx, &key, None, settings.lease()).await {
+            Ok(mytx::Begin::Done { .. }) => return (Action::Ack, Counted::Duplicate),
+            Ok(mytx::Begin::Running { left_ms, .. }) => {
+                return (Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy)
+            }
+            Ok(mytx::Begin::Started { fence, attempt }) => {
+                msg.fence = fence;
+                msg.attempt = attempt.into();
+            }
+            Err(e) => return retry(e.to_string(), &msg),
+        }
+        let outcome = tokio::select! {
+            r = self.handler.handle(&mut tx, &msg) => r,
+            () = stopped(stop) => return (Action::Release, Counted::Other),
+        };
+        match outcome {
+            Ok(result) => {
+                if let Err(e) = mytx::idem_commit(&mut tx, &key, msg.fence, &result, settings.keep()).await {
+                    return retry(e.to_string(), &msg);
+                }
+                match tx.commit().await {
+                    Ok(()) => (Action::Ack, Counted::Applied),
+                    Err(e) => retry(e.to_string(), &msg),
+                }
+            }
+            Err(failure) => {
+                drop(tx);
+                (after_failure(settings, &msg, &failure), Counted::Other)
+            }
+        }
+    }
+}
+
+impl<H: MysqlHandler> Process for MysqlInbox<H> {
+    fn process<'a>(
+        &'a self,
+        settings: &'a Settings,
+        msg: Message,
+        stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'a, (Action, Counted)> {
+        Box::pin(self.run(settings, msg, stop))
+    }
+}
