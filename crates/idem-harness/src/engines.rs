@@ -1,0 +1,210 @@
+//! Private instances of the external stores, each on its own port and data
+//! directory, started and killed by the harness. The machine's shared
+//! services are never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::server::free_port;
+
+/// How long an engine may take to accept connections.
+const ENGINE_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which store idem runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    Embedded,
+    Postgres,
+    Mysql,
+    Redis,
+}
+
+/// A private engine process.
+pub struct Engine {
+    child: Option<Child>,
+    port: u16,
+    store: Store,
+    dir: PathBuf,
+}
+
+fn pg_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed under /usr/lib/postgresql")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().with_context(|| format!("no {name} under /usr/lib/postgresql/*/bin"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Creates the engine's data directory under `dir` and starts it.
+    pub fn start(store: Store, dir: &Path) -> anyhow::Result<Engine> {
+        let dir = dir.join(format!("{store:?}").to_lowercase());
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        match store {
+            Store::Embedded => bail!("the embedded store needs no engine"),
+            Store::Postgres => {
+                // PostgreSQL refuses to run as root: its files belong to
+                // the postgres user.
+                run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
+                run(Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(pg_bin("initdb")?)
+                    .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                    .arg(dir.join("data")))?;
+            }
+            Store::Mysql => {
+                run(Command::new("mariadb-install-db")
+                    .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                    .arg(format!("--datadir={}", dir.join("data").display())))?;
+            }
+            Store::Redis => {}
+        }
+        let mut e = Engine { child: None, port, store, dir };
+        e.spawn()?;
+        e.wait_ready()?;
+        if store == Store::Mysql {
+            run(Command::new("mariadb").args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                "root",
+                "-e",
+                "CREATE DATABASE IF NOT EXISTS idem",
+            ]))?;
+        }
+        Ok(e)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("engine.log"))?;
+        let port = self.port.to_string();
+        let data = self.dir.join("data");
+        let mut cmd = match self.store {
+            Store::Postgres => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"])
+                    .arg(pg_bin("postgres")?)
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-p", &port, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
+                    .args(["-c", "synchronous_commit=on", "-c", "max_connections=200"])
+                    .arg("-k")
+                    .arg(&self.dir);
+                c
+            }
+            Store::Mysql => {
+                let mut c = Command::new("mariadbd");
+                c.arg("--no-defaults")
+                    .arg("--user=root")
+                    .arg(format!("--datadir={}", data.display()))
+                    .arg(format!("--port={port}"))
+                    .arg("--bind-address=127.0.0.1")
+                    .arg(format!("--socket={}", self.dir.join("mysqld.sock").display()))
+                    .arg(format!("--pid-file={}", self.dir.join("mysqld.pid").display()))
+                    .arg("--innodb-flush-log-at-trx-commit=1")
+                    .arg("--skip-log-bin");
+                c
+            }
+            Store::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(&self.dir);
+                c
+            }
+            Store::Embedded => unreachable!("no engine for the embedded store"),
+        };
+        let child =
+            cmd.stdout(log.try_clone()?).stderr(log).spawn().with_context(|| format!("starting {:?}", self.store))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + ENGINE_READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{:?} exited with {status}; see {}", self.store, self.dir.join("engine.log").display());
+            }
+            let ready = match self.store {
+                Store::Postgres => Command::new(pg_bin("pg_isready")?)
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                Store::Mysql => Command::new("mariadb")
+                    .args(["-h", "127.0.0.1", "-P", &self.port.to_string(), "-u", "root", "-e", "SELECT 1"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                _ => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            };
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{:?} did not start within {ENGINE_READY_TIMEOUT:?}", self.store)
+    }
+
+    /// The URL idem's `--store` takes.
+    pub fn url(&self) -> String {
+        match self.store {
+            Store::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            Store::Mysql => format!("mysql://root@127.0.0.1:{}/idem", self.port),
+            Store::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Store::Embedded => unreachable!("no engine for the embedded store"),
+        }
+    }
+
+    /// SIGKILL and restart on the same data directory.
+    pub fn crash_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            // runuser forwards nothing on SIGKILL: kill its whole group's
+            // engine by the pid the engine wrote, falling back to the child.
+            kill_engine_tree(&mut c);
+        }
+        self.spawn()?;
+        self.wait_ready()
+    }
+}
+
+fn kill_engine_tree(c: &mut Child) {
+    let pid = c.id() as i32;
+    // The engine is the child itself, or (under runuser) its only child.
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for child in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a process this harness started.
+            unsafe {
+                libc::kill(child, libc::SIGKILL);
+            }
+        }
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_engine_tree(&mut c);
+        }
+    }
+}

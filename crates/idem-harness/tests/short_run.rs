@@ -1,0 +1,66 @@
+//! A short run of the harness on every store: the real idem binary under
+//! kills (also during recovery), server pauses, holder stalls and restarts
+//! into a shifted monotonic clock, with the history checked. About 25 s of
+//! load per store; the long runs are in docs/reliability.md.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn idem_bin() -> PathBuf {
+    // The harness runs the real binary: build it (a no-op when the
+    // workspace was built already).
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "idem", "--bin", "idem"])
+        .status()
+        .expect("cargo build -p idem");
+    assert!(status.success(), "building idem failed");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_idem-harness"));
+    let bin = exe.with_file_name("idem");
+    assert!(bin.is_file(), "no idem binary at {}", bin.display());
+    bin
+}
+
+fn run(store: &str, nemeses: &str, seconds: u64) -> serde_json::Value {
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(env!("CARGO_BIN_EXE_idem-harness"))
+        .args(["--store", store, "--nemesis", nemeses, "--time", &format!("{seconds}s"), "--clients", "6"])
+        .arg("--idem-bin")
+        .arg(idem_bin())
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run idem-harness");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).expect("a report"))
+            .expect("report.json");
+    assert!(status.success(), "{store}: the harness found anomalies or could not decide:\n{report:#}");
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    assert!(report["ops"].as_u64().unwrap() > 500, "{store}: too few ops to mean anything: {report:#}");
+    report
+}
+
+#[test]
+fn embedded_under_kills_pauses_and_clock_shifts() {
+    let r = run("embedded", "kill,pause,clock", 30);
+    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["side"]["durability_reads"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+#[test]
+fn postgres_under_kills_and_pauses() {
+    let r = run("postgres", "kill,pause", 20);
+    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+#[test]
+fn mysql_under_kills_and_pauses() {
+    let r = run("mysql", "kill,pause", 20);
+    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+}
+
+#[test]
+fn redis_under_kills_and_pauses() {
+    let r = run("redis", "kill,pause", 20);
+    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+}
