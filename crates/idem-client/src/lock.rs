@@ -115,6 +115,7 @@ impl Lock {
             LockReply::Acquired { fence } => fence,
             LockReply::Busy { holder, left_ms } => return Err(Error::LockBusy { holder, left_ms }),
         };
+        assert!(fence > 0, "fences start at 1");
         // The lease runs from the grant, which came after the request was
         // sent: sent + lease is a safe lower bound on its end. After a WAIT
         // the grant may have come much later than that bound says, so one
@@ -122,11 +123,19 @@ impl Lock {
         let mut valid_until = sent + Duration::from_millis(opts.lease_ms);
         if opts.wait_ms > 0 {
             let renew_sent = Instant::now();
-            match client.renew(&name, &owner, opts.lease_ms).await? {
-                Renew::Renewed { fence: f } if f == fence => {
+            match client.renew(&name, &owner, opts.lease_ms).await {
+                Ok(Renew::Renewed { fence: f }) if f == fence => {
                     valid_until = renew_sent + Duration::from_millis(opts.lease_ms);
                 }
-                _ => return Err(Error::Stale("the lock's lease ran out before its first renewal".into())),
+                other => {
+                    // Not a usable grant: give it back rather than leave it
+                    // held by nobody until its lease runs out.
+                    let _ = client.unlock(&name, &owner).await;
+                    return Err(match other {
+                        Err(e) => e,
+                        Ok(_) => Error::Stale("the lock's lease ran out before its first renewal".into()),
+                    });
+                }
             }
         }
         let (tx, rx) = watch::channel(false);
@@ -250,7 +259,10 @@ async fn watchdog(client: Client, name: Bytes, owner: Bytes, fence: u64, lease_m
         let sent = now;
         match tokio::time::timeout(valid_until - now, client.renew(&name, &owner, lease_ms)).await {
             Ok(Ok(Renew::Renewed { fence: f })) if f == fence => {
-                *shared.valid_until.lock().expect("lock guard mutex") = sent + lease;
+                let mut until = shared.valid_until.lock().expect("lock guard mutex");
+                assert!(sent + lease >= *until, "a renewal only moves the lease's end later");
+                *until = sent + lease;
+                drop(until);
                 next = sent + period;
             }
             Ok(Ok(Renew::Renewed { fence: f })) => {

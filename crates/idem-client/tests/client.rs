@@ -156,6 +156,46 @@ async fn a_parked_wait_does_not_block_other_calls() {
     assert_eq!(got, Begin::Done(bytes("done")));
 }
 
+/// The server's count of open connections, through a connection of its own.
+async fn connected_clients(info: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let text: String = redis::cmd("INFO").query_async(info).await.expect("INFO");
+    let line = text.lines().find_map(|l| l.strip_prefix("connected_clients:")).expect("connected_clients in INFO");
+    line.trim().parse().expect("a count")
+}
+
+/// Ten calls parked in WAIT through a pool of three: three connections
+/// exist, the other calls queue for them, and every call is answered once
+/// the work is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_bounds_connections_and_queues_calls() {
+    let s = TestServer::start().await;
+    let mut info = redis::Client::open(s.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let starter = Client::new(Config::new(s.url()).pool_size(1)).unwrap();
+    let Begin::Started { fence, .. } = starter.begin("w", &BeginOptions::new()).await.unwrap() else { panic!() };
+    let before = connected_clients(&mut info).await; // INFO's own and the starter's
+    let c = Client::new(Config::new(s.url()).pool_size(3)).unwrap();
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.begin("w", &BeginOptions::new().wait_ms(60_000)).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while connected_clients(&mut info).await < before + 3 {
+        assert!(tokio::time::Instant::now() < deadline, "three waiters never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give the other seven every chance to (wrongly) open connections.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(connected_clients(&mut info).await, before + 3, "the pool opens at most three");
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+    starter.commit("w", fence, "r").await.unwrap();
+    for w in waiters {
+        let got = tokio::time::timeout(PATIENCE, w).await.unwrap().unwrap().unwrap();
+        assert_eq!(got, Begin::Done(bytes("r")));
+    }
+}
+
 /// After the server goes away and comes back on the same address, the
 /// client reconnects on its own; the calls in between fail with a transport
 /// error, not a made-up reply.
