@@ -122,7 +122,7 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
     settings: dict[str, Setting] = {
         "upstream_timeout_ms": 800,
         "response_read_timeout_ms": 400,
-        "lease_ms": 2000,
+        "lease_ms": 4000,
         "concurrent": "conflict",
     }
     g = gw.start(settings=settings)
@@ -157,7 +157,7 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
     # The restarted gateway finds the record in flight: no second execution yet.
     assert_problem(send(g, "/k9", key=key, effect=e, json_body={}), 409)
     assert effects(e) == 1
-    time.sleep(max(0.0, 2.0 - (time.monotonic() - began)) + 0.3)
+    time.sleep(max(0.0, 4.0 - (time.monotonic() - began)) + 0.3)
     again = send(g, "/k9", key=key, effect=e, json_body={})
     assert again.status_code == 201 and not replayed(again), (
         "the lease ended: the key is free again"
