@@ -27,6 +27,10 @@ use crate::replies::{LockReply, Renew};
 /// room for a round trip.
 pub const LOCK_LEASE_MS_MIN: u64 = 30;
 
+/// Shortest pause between two attempts of a failed renewal (a quarter of
+/// the renewal period otherwise), so a dead server is not called in a loop.
+const RENEW_RETRY_MS_MIN: u64 = 5;
+
 /// Options of [`Lock::acquire`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockOptions {
@@ -275,7 +279,7 @@ async fn watchdog(client: Client, name: Bytes, owner: Bytes, fence: u64, lease_m
                 // Retry soon, while the lease lasts: a brief outage must not
                 // cost the lock, and a long one ends in the deadline above.
                 tracing::debug!(error = %e, "RENEW failed; retrying while the lease lasts");
-                next = Instant::now() + (period / 4).max(Duration::from_millis(5));
+                next = Instant::now() + (period / 4).max(Duration::from_millis(RENEW_RETRY_MS_MIN));
             }
             Err(_) => {}
         }
