@@ -35,6 +35,6 @@ pub use error::{ConsumeError, KeyError, SettingsError};
 pub use key::{KeySource, KEY_BYTES_MAX};
 pub use process::{
     Action, Adapter, Failure, Handler, Message, MysqlHandler, MysqlInbox, PgHandler, PostgresInbox, Process, Stats,
-    StatsSnapshot,
+    StatsSnapshot, Unguarded,
 };
 pub use settings::*;

@@ -223,6 +223,37 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// No records at all: the handler runs for every delivery and the delivery
+/// is acked after it. This is the plain at-least-once consumer, the
+/// baseline the others are measured and tested against: every duplicate
+/// and every redelivery after a crash runs the handler again.
+pub struct Unguarded<H> {
+    handler: H,
+}
+
+impl<H: Handler> Unguarded<H> {
+    /// Runs `handler` for every delivery.
+    pub fn new(handler: H) -> Arc<Unguarded<H>> {
+        Arc::new(Unguarded { handler })
+    }
+}
+
+impl<H: Handler> Process for Unguarded<H> {
+    fn process<'a>(
+        &'a self,
+        settings: &'a Settings,
+        msg: Message,
+        _stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'a, (Action, Counted)> {
+        Box::pin(async move {
+            match self.handler.handle(msg.clone()).await {
+                Ok(_) => (Action::Ack, Counted::Applied),
+                Err(failure) => (after_failure(settings, &msg, &failure), Counted::Other),
+            }
+        })
+    }
+}
+
 /// The records on an idem server. The handler's effects and the record are
 /// two writes: a process that dies after the effect and before `COMMIT`
 /// leaves the effect without its record, and the message runs again when
