@@ -284,11 +284,12 @@ async fn idempotent_failed_later_attempt_keeps_the_warning() {
     let short = BeginOptions::new().lease_ms(100);
     assert!(matches!(c.begin("k", &short).await.unwrap(), Begin::Started { attempt: 1, .. }));
     tokio::time::sleep(Duration::from_millis(250)).await; // attempt 1 "crashed": its lease runs out
-    let opts = IdempotentOptions::new().lease_ms(100).on_running(OnRunning::Fail);
+                                                          // Long enough that the check below comes well within it.
+    let opts = IdempotentOptions::new().lease_ms(1_000).on_running(OnRunning::Fail);
     let r = c.idempotent("k", &opts, |a| async move { Err::<u8, _>(a.number) }).await;
     assert!(matches!(r, Err(IdempotentError::Failed(2))), "{r:?}");
     assert!(matches!(c.idem_get("k").await.unwrap(), IdemState::Running { .. }), "not aborted");
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let r = c.idempotent("k", &opts, |a| async move { Ok::<_, ()>(a.number) }).await.unwrap();
     assert_eq!(r, Outcome::Fresh(3));
 }
@@ -334,16 +335,17 @@ async fn idempotent_fingerprint_and_type_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_watchdog_keeps_a_short_lease_alive() {
     let (_s, c) = setup().await;
-    let lock = Lock::acquire(&c, "job", LockOptions::new(150)).await.unwrap();
-    // Several leases long: without renewals the lock would be free by now.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // A lease short enough to run out several times over during the work,
+    // long enough that a loaded test machine does not stall a renewal past it.
+    let lock = Lock::acquire(&c, "job", LockOptions::new(600)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_400)).await;
     assert!(lock.held());
     let info = c.lock_info("job").await.unwrap();
     assert!(
         matches!(&info, LockInfo::Held { owner, fence, .. } if owner == lock.owner() && *fence == lock.fence()),
         "{info:?}"
     );
-    let e = Lock::acquire(&c, "job", LockOptions::new(150)).await.err().expect("busy");
+    let e = Lock::acquire(&c, "job", LockOptions::new(600)).await.err().expect("busy");
     assert!(matches!(e, Error::LockBusy { .. }), "{e}");
     assert!(lock.release().await.unwrap());
     assert_eq!(c.lock_info("job").await.unwrap(), LockInfo::Free);
