@@ -371,7 +371,7 @@ async fn lock_lost_fires_when_renew_says_lost() {
 #[tokio::test]
 async fn lock_lost_fires_when_the_server_is_gone() {
     let s = TestServer::start().await;
-    let c = Client::new(Config::new(s.url()).connect_timeout_ms(200).command_timeout_ms(200)).unwrap();
+    let c = Client::new(Config::new(s.url()).connect_timeout_ms(2_000).command_timeout_ms(2_000)).unwrap();
     let lock = Lock::acquire(&c, "job", LockOptions::new(300)).await.unwrap();
     assert!(lock.held());
     s.stop().await;
