@@ -22,8 +22,9 @@ response goes out, so a client that got a complete response can rely on
 its replay. A response over ``stored_body_bytes_max`` is passed through
 as it streams and its record marked done but not replayable (duplicates get
 410). An app that breaks off mid-response, or does not answer within
-``app_timeout_ms``, has an unknown outcome: the record stays in flight
-until its lease ends (``on_timeout="keep"``) or is removed (``"abort"``).
+``app_timeout_ms`` (it is then cancelled), has an unknown outcome: the
+record stays in flight until its lease ends (``on_timeout="keep"``) or is
+removed (``"abort"``).
 """
 
 from __future__ import annotations
@@ -303,30 +304,34 @@ class IdempotencyMiddleware:
         self, scope: Scope, receive: Receive, send: Send, key: bytes, started: Started, route: Route
     ) -> None:
         capture = _Capture(self, key, started.fence, route, send)
-        task = asyncio.ensure_future(self._app(scope, receive, capture.send))
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        # The deadline covers the app until its response is out (or streaming);
+        # a timer, not a task per request, keeps the common path cheap.
+        capture.deadline = asyncio.get_running_loop().call_later(self._app_timeout_s, expire)
         try:
-            # Shielded: on a timeout the app goes on (as an upstream would), unobserved.
-            await asyncio.wait_for(asyncio.shield(capture.answered(task)), self._app_timeout_s)
-        except asyncio.TimeoutError:
+            await self._app(scope, receive, capture.send)
+        except asyncio.CancelledError:
+            if not expired:
+                await capture.failed()
+                raise
+            if hasattr(task, "uncancel"):
+                task.uncancel()
             await capture.timed_out()
-            task.add_done_callback(_log_late_failure)
             return
-        except BaseException:
-            if not task.done():
-                task.cancel()
-            raise
-        try:
-            # Done already, or streaming an oversize response that ends with it.
-            await task
         except BaseException:
             await capture.failed()
             raise
+        finally:
+            capture.deadline.cancel()
         await capture.returned()
-
-
-def _log_late_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("the app failed after its request had timed out: %r", task.exception())
 
 
 class _Capture:
@@ -350,16 +355,8 @@ class _Capture:
         self._streaming = False
         self._ended = False
         self._abandoned = False
-        self._settled = asyncio.Event()
-
-    async def answered(self, task: asyncio.Future[None]) -> None:
-        """Returns when the response is out (or streaming) or the app ended."""
-        settled: asyncio.Future[Any] = asyncio.ensure_future(self._settled.wait())
-        either: set[asyncio.Future[Any]] = {task, settled}
-        try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            settled.cancel()
+        #: The app's deadline, cancelled once the response is out.
+        self.deadline: asyncio.TimerHandle | None = None
 
     async def send(self, message: Message) -> None:
         if self._abandoned:
@@ -387,12 +384,16 @@ class _Capture:
                 await self._commit(StoredResponse(self._status, (), b"", replayable=False))
             await self._flush(more)
             self._chunks = []
-            self._settled.set()
+            self._settle()
             return
         if not more:
             await self._finish()
             await self._flush(False)
-            self._settled.set()
+            self._settle()
+
+    def _settle(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
 
     @property
     def _status(self) -> int:
