@@ -55,6 +55,11 @@ def effects(name: str) -> int:
     return upstream_app.effects(name)
 
 
+def release(name: str) -> None:
+    """Lets the upstream answer the requests held under ``name``."""
+    upstream_app.release(name)
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[Upstream]:
     u = Upstream()

@@ -22,6 +22,7 @@ def upstream(
     *,
     status: int | None = None,
     sleep_ms: int | None = None,
+    hold: str | None = None,
     headers: Mapping[str, str] | None = None,
     body_bytes: int | None = None,
     stream_bytes: int | None = None,
@@ -33,6 +34,8 @@ def upstream(
         h["x-upstream-status"] = str(status)
     if sleep_ms is not None:
         h["x-upstream-sleep-ms"] = str(sleep_ms)
+    if hold is not None:
+        h["x-upstream-hold"] = hold
     if headers:
         h["x-upstream-headers"] = json.dumps(dict(headers))
     if body_bytes is not None:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import effects
+from conftest import effects, release
 from helpers import assert_problem, replayed, send, uid, upstream
 from targets import Started
 
@@ -25,15 +25,19 @@ def test_a_concurrent_duplicate_waits_for_the_first_and_gets_its_response(
 ) -> None:
     g = gw.start()
     e, key = uid(), uid()
-    slow = upstream(sleep_ms=400)
+    held = upstream(hold=e)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(
-            send, g, "/w", key=key, effect=e, json_body={"a": 1}, headers=slow
+            send, g, "/w", key=key, effect=e, json_body={"a": 1}, headers=held
         )
         wait_for_effect(e)
         second = pool.submit(
-            send, g, "/w", key=key, effect=e, json_body={"a": 1}, headers=slow
+            send, g, "/w", key=key, effect=e, json_body={"a": 1}, headers=held
         )
+        # Time for the duplicate to park; were it late, it would find the
+        # record done, and the assertions below would hold all the same.
+        time.sleep(0.2)
+        release(e)
         a, b = first.result(), second.result()
     assert (a.status_code, a.content) == (b.status_code, b.content) == (201, a.content)
     assert not replayed(a) and replayed(b)
@@ -51,12 +55,13 @@ def test_conflict_mode_answers_409_with_retry_after(gw: Started) -> None:
             key=key,
             effect=e,
             json_body={},
-            headers=upstream(sleep_ms=500),
+            headers=upstream(hold=e),
         )
         wait_for_effect(e)
         r = send(g, "/c", key=key, effect=e, json_body={})
         doc = assert_problem(r, 409)
         assert int(r.headers["retry-after"]) >= 1, doc
+        release(e)
         a = first.result()
     assert a.status_code == 201
     again = send(g, "/c", key=key, effect=e, json_body={})
@@ -75,10 +80,11 @@ def test_conflict_per_route(gw: Started) -> None:
             "/c",
             effect=e,
             json_body={},
-            headers={**h, **upstream(sleep_ms=500)},
+            headers={**h, **upstream(hold=e)},
         )
         wait_for_effect(e)
         assert_problem(send(g, "/c", effect=e, json_body={}, headers=h), 409)
+        release(e)
         assert first.result().status_code == 201
     assert effects(e) == 1
 

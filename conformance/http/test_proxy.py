@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from conftest import effects
+from conftest import effects, release
 from helpers import assert_problem, replayed, send, uid, upstream
 from targets import Setting, Started
 
@@ -120,9 +120,9 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
     if not gw.target.can_kill9:
         pytest.skip("cannot kill -9")
     settings: dict[str, Setting] = {
-        "upstream_timeout_ms": 800,
-        "response_read_timeout_ms": 400,
-        "lease_ms": 4000,
+        "upstream_timeout_ms": 2000,
+        "response_read_timeout_ms": 500,
+        "lease_ms": 3000,
         "concurrent": "conflict",
     }
     g = gw.start(settings=settings)
@@ -138,7 +138,7 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
                     key=key,
                     effect=e,
                     json_body={},
-                    headers=upstream(sleep_ms=600),
+                    headers=upstream(hold=e),
                 )
             )
         except httpx.HTTPError as err:
@@ -157,7 +157,8 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
     # The restarted gateway finds the record in flight: no second execution yet.
     assert_problem(send(g, "/k9", key=key, effect=e, json_body={}), 409)
     assert effects(e) == 1
-    time.sleep(max(0.0, 4.0 - (time.monotonic() - began)) + 0.3)
+    release(e)
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - began)) + 0.3)
     again = send(g, "/k9", key=key, effect=e, json_body={})
     assert again.status_code == 201 and not replayed(again), (
         "the lease ended: the key is free again"

@@ -10,6 +10,7 @@ Behaviour is chosen per request by headers, which no fingerprint covers:
 - ``X-Upstream-Status: N``          answer with status N (default 201 for POST, 200 otherwise)
 - ``X-Upstream-Headers: {json}``    set these response headers (e.g. Location, ETag, Set-Cookie)
 - ``X-Upstream-Sleep-Ms: N``        sleep N ms before answering
+- ``X-Upstream-Hold: NAME``         wait until the test calls ``release(NAME)`` (at most 10 s)
 - ``X-Upstream-Body-Bytes: N``      answer ``text/plain`` of N bytes (with Content-Length)
 - ``X-Upstream-Stream-Bytes: N``    the same, streamed in 1 KiB chunks without Content-Length
 - ``X-Upstream-Fail: raise``        raise inside the app (the server answers 500)
@@ -34,6 +35,10 @@ from starlette.routing import Route
 
 _lock = threading.Lock()
 _effects: dict[str, int] = {}
+_released: set[str] = set()
+
+#: Longest a held request waits for its release, in seconds.
+HOLD_S_MAX = 10.0
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -42,6 +47,17 @@ def effects(name: str) -> int:
     """How many times the operation named ``name`` ran."""
     with _lock:
         return _effects.get(name, 0)
+
+
+def release(name: str) -> None:
+    """Lets every request held under ``name`` answer (now and later)."""
+    with _lock:
+        _released.add(name)
+
+
+def _is_released(name: str) -> bool:
+    with _lock:
+        return name in _released
 
 
 def _count(name: str) -> int:
@@ -74,6 +90,12 @@ async def operation(request: Request) -> Response:
     sleep_ms = int(h.get("x-upstream-sleep-ms", "0"))
     if sleep_ms:
         await asyncio.sleep(sleep_ms / 1000)
+    hold = h.get("x-upstream-hold")
+    if hold:
+        # Polled: the test releases from its own thread, not this event loop.
+        deadline = asyncio.get_running_loop().time() + HOLD_S_MAX
+        while not _is_released(hold) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
     fail = h.get("x-upstream-fail")
     if fail == "raise":
         raise RuntimeError("the upstream app raised")
