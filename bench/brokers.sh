@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Messages per second through the idem-broker adapter against the raw
+# consumer (manual ack, no records), on the same broker, the same durable
+# queue settings (JetStream file storage; RabbitMQ durable quorum queue with
+# persistent messages) and the same concurrency, rounds interleaved.
+# Usage: bench/brokers.sh [rounds] [messages]
+# Results: docs/benchmarks-brokers.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+MESSAGES=${2:-20000}
+CONCURRENCY=${CONCURRENCY:-64}
+cargo build --release -p idem-broker --bin idem-broker-s2 >&2
+BIN=target/release/idem-broker-s2
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) rounds=$ROUNDS messages=$MESSAGES concurrency=$CONCURRENCY loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+for effect in "" "--pg-effect"; do
+  for broker in jetstream rabbitmq; do
+    for round in $(seq "$ROUNDS"); do
+      for variant in naive adapter; do
+        line=$("$BIN" bench --broker "$broker" --variant "$variant" --messages "$MESSAGES" \
+          --concurrency "$CONCURRENCY" $effect 2>/dev/null | grep '^bench')
+        echo "round=$round $line"
+      done
+    done
+  done
+done | tee /dev/stderr | awk '
+  { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+    k = f["broker"] " pg_effect=" f["pg_effect"]; v[k, f["variant"], ++n[k, f["variant"]]] = f["msgs_per_s"]; keys[k] = 1 }
+  function median(k, var,    m, i, j, t, a) {
+    m = n[k, var]; for (i = 1; i <= m; i++) a[i] = v[k, var, i]
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+  END { for (k in keys) { r = median(k, "naive"); a = median(k, "adapter");
+    printf "median %s raw_msgs_per_s=%d adapter_msgs_per_s=%d ratio=%.2f\n", k, r, a, a / r } }'
+echo "# loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)"
