@@ -116,6 +116,9 @@ enum Cmd {
         rate: u64,
         #[arg(long)]
         crash_after_effect: Option<String>,
+        /// Handlers per worker process.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
         /// Give up waiting for the effects after this long.
         #[arg(long, default_value_t = 120)]
         deadline_s: u64,
@@ -138,6 +141,8 @@ enum Cmd {
         crash_after_effect: Option<String>,
         #[arg(long)]
         crash_marker_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
         #[command(flatten)]
         engines: Engines,
     },
@@ -173,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                 kill_every_ms,
                 rate,
                 crash_after_effect,
+                concurrency,
                 deadline_s,
                 engines,
             } => {
@@ -185,13 +191,25 @@ fn main() -> anyhow::Result<()> {
                     kill_every_ms,
                     rate,
                     crash_after_effect,
+                    concurrency,
                     deadline: Duration::from_secs(deadline_s),
                 };
                 run(plan, engines).await
             }
-            Cmd::Worker { broker, variant, name, table, idem_url, crash_after_effect, crash_marker_dir, engines } => {
+            Cmd::Worker {
+                broker,
+                variant,
+                name,
+                table,
+                idem_url,
+                crash_after_effect,
+                crash_marker_dir,
+                concurrency,
+                engines,
+            } => {
                 let crash = crash_after_effect.zip(crash_marker_dir);
-                worker(broker, variant, &name, &table, idem_url, crash, &engines).await
+                let s = settings(&name, concurrency);
+                worker(broker, variant, s, &name, &table, idem_url, crash, &engines).await
             }
             Cmd::Bench { broker, variant, messages, concurrency, pg_effect, engines } => {
                 bench(broker, variant, messages, concurrency, pg_effect, &engines).await
@@ -209,6 +227,7 @@ struct Plan {
     kill_every_ms: u64,
     rate: u64,
     crash_after_effect: Option<String>,
+    concurrency: u32,
     deadline: Duration,
 }
 
@@ -394,7 +413,7 @@ fn spawn_worker(
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("worker")
         .args(["--broker", broker_name(plan.broker), "--variant", variant_name(plan.variant)])
-        .args(["--name", name, "--table", table])
+        .args(["--name", name, "--table", table, "--concurrency", &plan.concurrency.to_string()])
         .args(["--nats-url", &e.nats_url, "--amqp-url", &e.amqp_url, "--pg", &e.pg])
         .stdin(Stdio::null());
     if let Some(u) = idem_url {
@@ -545,11 +564,12 @@ async fn drive(
     let duplicates = rows - distinct;
     let lost = plan.messages as u64 - distinct;
     Ok(format!(
-        "scenario=s2-kill broker={} variant={} orders={} published={published} workers={} kills={kills} restarts={restarts} duplicate_effects={duplicates} lost={lost} dead_letters={dead} elapsed_s={:.1}",
+        "scenario=s2-kill broker={} variant={} orders={} published={published} workers={} concurrency={} kills={kills} restarts={restarts} duplicate_effects={duplicates} lost={lost} dead_letters={dead} elapsed_s={:.1}",
         broker_name(plan.broker),
         variant_name(plan.variant),
         plan.messages,
         plan.workers,
+        plan.concurrency,
         elapsed.as_secs_f64()
     ))
 }
@@ -657,9 +677,11 @@ async fn consume_with<P: Process>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     broker: Broker,
     variant: Variant,
+    s: Settings,
     name: &str,
     table: &str,
     idem_url: Option<String>,
@@ -671,7 +693,6 @@ async fn worker(
     let shutdown = async move {
         term.recv().await;
     };
-    let s = settings(name, 16);
     let snap = match variant {
         Variant::Naive => {
             let p = Unguarded::new(insert_handler(pool, table.to_string(), crash));
