@@ -79,7 +79,14 @@ impl Machine {
 
     /// Gives `key` to `owner` (the caller checked for conflicts) and logs it
     /// unless nothing changes.
-    pub(super) fn claim_set(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, ttl_ms: Option<u64>, fx: &mut Effects) {
+    pub(super) fn claim_set(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        owner: &Bytes,
+        ttl_ms: Option<u64>,
+        effects: &mut Effects,
+    ) {
         let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
         if let Some(c) = self.claim_live(now_ms, key) {
             debug_assert!(c.owner == owner, "a claim has one owner");
@@ -88,7 +95,7 @@ impl Machine {
             }
         }
         self.claim_put(key, owner, expires_at_ms);
-        fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+        effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
     }
 
     pub(super) fn claim(
@@ -97,7 +104,7 @@ impl Machine {
         key: &Bytes,
         owner: &Bytes,
         ttl_ms: Option<u64>,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         // One lookup settles the common cases; an expired claim or a new
         // TTL for the owner's claim take the general path below.
@@ -112,18 +119,18 @@ impl Machine {
             keymap::Entry::Vacant(slot) => {
                 // A key without a claim: stored in the slot this probe found.
                 store_new(&mut self.expiry, slot, key, owner, expires_at_ms);
-                fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+                effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
                 return Ok(Reply::status("claimed"));
             }
         }
         if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
             return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
         }
-        self.claim_set(now_ms, key, owner, ttl_ms, fx);
+        self.claim_set(now_ms, key, owner, ttl_ms, effects);
         Ok(Reply::status("claimed"))
     }
 
-    pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, fx: &mut Effects) -> CmdResult {
+    pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, effects: &mut Effects) -> CmdResult {
         match self.claims.get(key.as_ref()) {
             Some(c) if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {
                 self.claim_remove(key); // lazy expiry
@@ -133,7 +140,7 @@ impl Machine {
             _ => return Ok(Reply::Int(0)),
         }
         self.claim_remove(key);
-        fx.changes.push(Change::ClaimDel { key: key.clone() });
+        effects.changes.push(Change::ClaimDel { key: key.clone() });
         Ok(Reply::Int(1))
     }
 
