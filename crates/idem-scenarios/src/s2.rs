@@ -140,7 +140,7 @@ enum Copied {
     Existing(u64),
 }
 
-impl CopyState {
+impl Shared {
     fn count(&self, c: Copied) {
         match c {
             Copied::Created(_) => self.created.fetch_add(1, Ordering::Relaxed),
@@ -153,7 +153,7 @@ impl CopyState {
     }
 }
 
-struct CopyState {
+struct Shared {
     variant: Variant,
     db: Db,
     table: String,
@@ -238,7 +238,7 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
         }
         _ => None,
     };
-    let shared = Arc::new(CopyState {
+    let shared = Arc::new(Shared {
         variant,
         db,
         table: table.clone(),
@@ -319,7 +319,7 @@ async fn run_variant(ctx: &Ctx, variant: Variant, products: &[Product]) -> anyho
 /// The consumer: pulls copy requests and runs up to [`WORKERS`] at once.
 async fn consume(
     consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    shared: Arc<CopyState>,
+    shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     let messages = consumer.messages().await.context("pulling")?;
     messages
@@ -365,7 +365,7 @@ fn product_hash(brand: u32, p: &Product) -> String {
     fingerprint(format!("{brand}|{}|{}", p.name, p.model).as_bytes())
 }
 
-async fn copy_product(shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn copy_product(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     match shared.variant {
         Variant::Naive => check_then_insert(shared, brand, p).await,
         Variant::RedisLock => {
@@ -424,7 +424,7 @@ fn is_retryable(e: &anyhow::Error) -> bool {
 }
 
 /// The original: query by hash, insert when absent.
-async fn pg_check_then_insert(pool: &PgPool, shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn pg_check_then_insert(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     let hash = product_hash(brand, p);
     let conn = pool.get().await?;
     let found = conn
@@ -443,13 +443,13 @@ async fn pg_check_then_insert(pool: &PgPool, shared: &CopyState, brand: u32, p: 
     Ok(Copied::Created(row.get::<_, i64>(0) as u64))
 }
 
-fn claim_key(shared: &CopyState, brand: u32, p: &Product) -> String {
+fn claim_key(shared: &Shared, brand: u32, p: &Product) -> String {
     format!("{}product:{brand}:{}:{}", shared.key_prefix, p.name, p.model)
 }
 
 /// idem: claim the product's key and insert it in one transaction. A key
 /// held by another owner means the product exists: return its id.
-async fn pg_claim_and_insert(pool: &PgPool, shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn pg_claim_and_insert(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     let hash = product_hash(brand, p);
     let key = claim_key(shared, brand, p);
     let owner = format!("{:032x}", rand::random::<u128>());
@@ -492,7 +492,7 @@ async fn pg_claim_and_insert(pool: &PgPool, shared: &CopyState, brand: u32, p: &
 /// inserts the claimed ones; products claimed by others are answered with
 /// their existing ids. Claims are sent pipelined, in one fixed order, so two
 /// duplicate requests queue on the first key instead of deadlocking.
-async fn copy_batch(shared: &CopyState, brand: u32) -> anyhow::Result<Vec<Copied>> {
+async fn copy_batch(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -503,7 +503,7 @@ async fn copy_batch(shared: &CopyState, brand: u32) -> anyhow::Result<Vec<Copied
     }
 }
 
-async fn pg_copy_batch(pool: &PgPool, shared: &CopyState, brand: u32) -> anyhow::Result<Vec<Copied>> {
+async fn pg_copy_batch(pool: &PgPool, shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
     let token = format!("{:032x}", rand::random::<u128>());
     let items: Vec<(&Product, String, String)> = shared
         .products
@@ -562,7 +562,7 @@ async fn pg_copy_batch(pool: &PgPool, shared: &CopyState, brand: u32) -> anyhow:
 }
 
 /// idem: logical delete, releasing the claim in the same transaction.
-async fn pg_logical_delete(pool: &PgPool, shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<bool> {
+async fn pg_logical_delete(pool: &PgPool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
     let mut conn = pool.get().await?;
     let t = conn.transaction().await?;
     let row = t
@@ -590,7 +590,7 @@ async fn pg_logical_delete(pool: &PgPool, shared: &CopyState, brand: u32, p: &Pr
 
 /// delete → recreate (by several concurrent duplicates) → delete → ...: each
 /// cycle must leave exactly one live row and one more deleted row.
-async fn delete_recreate(shared: &CopyState) -> anyhow::Result<usize> {
+async fn delete_recreate(shared: &Shared) -> anyhow::Result<usize> {
     let brand = 1;
     let mut ok = 0;
     for p in shared.products.iter().take(RECREATE_PRODUCTS) {
@@ -647,28 +647,28 @@ async fn unique_with_delete_status(ctx: &Ctx) -> anyhow::Result<String> {
 
 // ------------------------------------------------- engine dispatch, MariaDB
 
-async fn check_then_insert(shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn check_then_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     match &shared.db {
         Db::My(pool) => my_check_then_insert(pool, shared, brand, p).await,
         Db::Pg(pool) => pg_check_then_insert(pool, shared, brand, p).await,
     }
 }
 
-async fn claim_and_insert(shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<Copied> {
+async fn claim_and_insert(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<Copied> {
     match &shared.db {
         Db::My(pool) => my_claim_and_insert(pool, shared, brand, p).await,
         Db::Pg(pool) => pg_claim_and_insert(pool, shared, brand, p).await,
     }
 }
 
-async fn copy_batch_once(shared: &CopyState, brand: u32) -> anyhow::Result<Vec<Copied>> {
+async fn copy_batch_once(shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
     match &shared.db {
         Db::My(pool) => my_copy_batch(pool, shared, brand).await,
         Db::Pg(pool) => pg_copy_batch(pool, shared, brand).await,
     }
 }
 
-async fn logical_delete(shared: &CopyState, brand: u32, p: &Product) -> anyhow::Result<bool> {
+async fn logical_delete(shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
     match &shared.db {
         Db::My(pool) => my_logical_delete(pool, shared, brand, p).await,
         Db::Pg(pool) => pg_logical_delete(pool, shared, brand, p).await,
@@ -678,7 +678,7 @@ async fn logical_delete(shared: &CopyState, brand: u32, p: &Product) -> anyhow::
 /// The original: query by hash, insert when absent.
 async fn my_check_then_insert(
     pool: &mysql_async::Pool,
-    shared: &CopyState,
+    shared: &Shared,
     brand: u32,
     p: &Product,
 ) -> anyhow::Result<Copied> {
@@ -703,7 +703,7 @@ async fn my_check_then_insert(
 /// held by another owner means the product exists: return its id.
 async fn my_claim_and_insert(
     pool: &mysql_async::Pool,
-    shared: &CopyState,
+    shared: &Shared,
     brand: u32,
     p: &Product,
 ) -> anyhow::Result<Copied> {
@@ -745,7 +745,7 @@ async fn my_claim_and_insert(
 
 /// idem, batched on MariaDB: the claims one after another in a fixed order
 /// (mysql_async does not pipeline), then one multi-row insert, one commit.
-async fn my_copy_batch(pool: &mysql_async::Pool, shared: &CopyState, brand: u32) -> anyhow::Result<Vec<Copied>> {
+async fn my_copy_batch(pool: &mysql_async::Pool, shared: &Shared, brand: u32) -> anyhow::Result<Vec<Copied>> {
     let token = format!("{:032x}", rand::random::<u128>());
     let mut conn = pool.get_conn().await?;
     let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
@@ -795,12 +795,7 @@ async fn my_copy_batch(pool: &mysql_async::Pool, shared: &CopyState, brand: u32)
 }
 
 /// idem: logical delete, releasing the claim in the same transaction.
-async fn my_logical_delete(
-    pool: &mysql_async::Pool,
-    shared: &CopyState,
-    brand: u32,
-    p: &Product,
-) -> anyhow::Result<bool> {
+async fn my_logical_delete(pool: &mysql_async::Pool, shared: &Shared, brand: u32, p: &Product) -> anyhow::Result<bool> {
     let mut conn = pool.get_conn().await?;
     let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
     let row: Option<(u64, Option<String>)> = t

@@ -77,22 +77,14 @@ impl Machine {
         self.claim_live(now_ms, key).filter(|c| c.owner != owner).map(|c| c.owner.clone())
     }
 
-    /// Gives `key` to `owner` (the caller checked for conflicts) and logs it
-    /// unless nothing changes.
-    pub(super) fn claim_set(
-        &mut self,
-        now_ms: u64,
-        key: &Bytes,
-        owner: &Bytes,
-        ttl_ms: Option<u64>,
-        effects: &mut Effects,
-    ) {
-        let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
-        if let Some(c) = self.claim_live(now_ms, key) {
-            debug_assert!(c.owner == owner, "a claim has one owner");
-            if c.expires_at_ms == expires_at_ms {
-                return;
-            }
+    /// Gives `key` to `owner` until `expires_at_ms` (the caller checked for
+    /// conflicts) and logs it, unless the owner already holds it until then.
+    pub(super) fn claim_set(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>, effects: &mut Effects) {
+        // A stored claim of this owner with this expiry is live: a claim
+        // without expiry never ends, and a TTL is at least 1 ms, so a new
+        // expiry lies in the future.
+        if self.claims.get(key.as_ref()).is_some_and(|c| c.owner == owner && c.expires_at_ms == expires_at_ms) {
+            return;
         }
         self.claim_put(key, owner, expires_at_ms);
         effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
@@ -126,7 +118,7 @@ impl Machine {
         if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
             return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
         }
-        self.claim_set(now_ms, key, owner, ttl_ms, effects);
+        self.claim_set(key, owner, expires_at_ms, effects);
         Ok(Reply::status("claimed"))
     }
 

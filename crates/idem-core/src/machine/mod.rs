@@ -380,7 +380,7 @@ pub fn claim_all(
         return Ok(Reply::status_with("held", conflicts));
     }
     for key in keys {
-        shards[shard_of(key)].claim_set(now_ms, key, owner, None, effects);
+        shards[shard_of(key)].claim_set(key, owner, None, effects);
     }
     Ok(Reply::status("claimed"))
 }

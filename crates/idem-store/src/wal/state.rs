@@ -723,15 +723,20 @@ mod tests {
         state
     }
 
+    /// A wait for `mark` to reach `lsn`, polled once (it must be pending),
+    /// with the flag its waker raises.
+    fn pending(state: &LogState, mark: Mark, lsn: u64) -> (DurableWait<'_>, Arc<Flag>, Waker) {
+        let (raised, waker) = flag();
+        let mut wait = state.wait_for(mark, lsn);
+        assert!(poll(&mut wait, &waker).is_pending());
+        (wait, raised, waker)
+    }
+
     #[test]
     fn a_publish_wakes_only_the_waiters_it_covers() {
         let state = state_with(FsyncMode::Always, 9);
-        let (f5, w5) = flag();
-        let (f9, w9) = flag();
-        let mut a = state.wait_for(Mark::Synced, 5);
-        let mut b = state.wait_for(Mark::Synced, 9);
-        assert!(poll(&mut a, &w5).is_pending());
-        assert!(poll(&mut b, &w9).is_pending());
+        let (mut a, f5, w5) = pending(&state, Mark::Synced, 5);
+        let (b, f9, _) = pending(&state, Mark::Synced, 9);
         state.publish(6, 6);
         assert!(f5.0.load(Ordering::SeqCst));
         assert!(!f9.0.load(Ordering::SeqCst), "LSN 9 is not synced yet");
@@ -745,12 +750,8 @@ mod tests {
     #[test]
     fn written_covers_written_waiters_but_not_synced_ones() {
         let state = state_with(FsyncMode::EverySecond, 3);
-        let (fw, ww) = flag();
-        let (fs, ws) = flag();
-        let mut w = state.wait_for(Mark::Written, 3);
-        let mut s = state.wait_for(Mark::Synced, 3);
-        assert!(poll(&mut w, &ww).is_pending());
-        assert!(poll(&mut s, &ws).is_pending());
+        let (mut w, fw, ww) = pending(&state, Mark::Written, 3);
+        let (mut s, fs, ws) = pending(&state, Mark::Synced, 3);
         state.publish(3, 0);
         assert!(fw.0.load(Ordering::SeqCst));
         assert!(!fs.0.load(Ordering::SeqCst));
@@ -762,9 +763,7 @@ mod tests {
     #[test]
     fn a_failure_wakes_everyone_with_an_error() {
         let state = state_with(FsyncMode::Always, 1);
-        let (f, waker) = flag();
-        let mut a = state.wait_for(Mark::Synced, 100);
-        assert!(poll(&mut a, &waker).is_pending());
+        let (mut a, f, waker) = pending(&state, Mark::Synced, 100);
         state.fail("disk on fire".into(), 0, 0);
         assert!(f.0.load(Ordering::SeqCst));
         assert!(matches!(poll(&mut a, &waker), Poll::Ready(Err(StoreError::Failed(r))) if r == "disk on fire"));
