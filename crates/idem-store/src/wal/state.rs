@@ -440,6 +440,8 @@ impl LogState {
             if tail.failure.is_some() {
                 return Work::Failed;
             }
+            // A snapshot's cut needs a cycle even with nothing to write: the
+            // cycle starts the segment the next record goes into.
             if !tail.buf.is_empty() || !tail.cuts.is_empty() {
                 return Work::Cycle;
             }
