@@ -24,7 +24,7 @@ fn prefix() -> String {
 }
 
 /// Transactions at InnoDB's default level, where a plain SELECT reads a
-/// snapshot (the trap of SCENARIOS.md S3).
+/// snapshot (the trap of docs/scenarios.md S3).
 fn repeatable_read() -> TxOpts {
     let mut o = TxOpts::default();
     o.with_isolation_level(IsolationLevel::RepeatableRead);

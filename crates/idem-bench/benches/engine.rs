@@ -52,12 +52,12 @@ fn parse(c: &mut Criterion) {
 }
 
 /// Applies `cmd` and returns its reply; clears the effects as the engine does.
-fn apply(m: &mut Machine, now_ms: u64, cmd: &Command, env: &mut SeqEnv, fx: &mut Effects) -> Reply {
-    let r = match m.apply(now_ms, cmd, None, env, fx) {
+fn apply(m: &mut Machine, now_ms: u64, cmd: &Command, env: &mut SeqEnv, effects: &mut Effects) -> Reply {
+    let r = match m.apply(now_ms, cmd, None, env, effects) {
         Applied::Done(Ok(r)) => r,
         other => panic!("unexpected outcome {other:?} for {cmd:?}"),
     };
-    fx.clear();
+    effects.clear();
     r
 }
 
@@ -99,12 +99,12 @@ fn machine(c: &mut Criterion) {
 
     g.bench_function("idem_begin_new", |b| {
         b.iter_custom(|iters| {
-            let mut fx = Effects::default();
+            let mut effects = Effects::default();
             fresh_keys(
                 iters,
                 |_, _, first, n| (first..first + n).map(|i| begin(key(i))).collect(),
                 |m, env, cmd| {
-                    black_box(apply(m, now_ms, cmd, env, &mut fx));
+                    black_box(apply(m, now_ms, cmd, env, &mut effects));
                 },
             )
         })
@@ -112,7 +112,7 @@ fn machine(c: &mut Criterion) {
 
     g.bench_function("idem_commit", |b| {
         b.iter_custom(|iters| {
-            let mut fx = Effects::default();
+            let mut effects = Effects::default();
             let mut setup_fx = Effects::default();
             fresh_keys(
                 iters,
@@ -132,7 +132,7 @@ fn machine(c: &mut Criterion) {
                         .collect()
                 },
                 |m, env, cmd| {
-                    black_box(apply(m, now_ms, cmd, env, &mut fx));
+                    black_box(apply(m, now_ms, cmd, env, &mut effects));
                 },
             )
         })
@@ -141,16 +141,16 @@ fn machine(c: &mut Criterion) {
     // The dedup hit: BEGIN on a key that is done replays its result.
     g.bench_function("idem_begin_done", |b| {
         let mut env = SeqEnv::default();
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let mut m = Machine::new(Limits::default());
         let begins: Vec<Command> = (0..HOT_KEYS).map(|i| begin(key(i))).collect();
         for (i, cmd) in begins.iter().enumerate() {
-            apply(&mut m, now_ms, cmd, &mut env, &mut fx);
-            apply(&mut m, now_ms, &commit(key(i as u64), env.fence), &mut env, &mut fx);
+            apply(&mut m, now_ms, cmd, &mut env, &mut effects);
+            apply(&mut m, now_ms, &commit(key(i as u64), env.fence), &mut env, &mut effects);
         }
         let mut i = 0;
         b.iter(|| {
-            let r = apply(&mut m, now_ms, &begins[i], &mut env, &mut fx);
+            let r = apply(&mut m, now_ms, &begins[i], &mut env, &mut effects);
             i = (i + 1) % begins.len();
             r
         })
@@ -158,12 +158,12 @@ fn machine(c: &mut Criterion) {
 
     g.bench_function("claim_new", |b| {
         b.iter_custom(|iters| {
-            let mut fx = Effects::default();
+            let mut effects = Effects::default();
             fresh_keys(
                 iters,
                 |_, _, first, n| (first..first + n).map(|i| claim(key(i))).collect(),
                 |m, env, cmd| {
-                    black_box(apply(m, now_ms, cmd, env, &mut fx));
+                    black_box(apply(m, now_ms, cmd, env, &mut effects));
                 },
             )
         })
@@ -171,12 +171,12 @@ fn machine(c: &mut Criterion) {
 
     g.bench_function("counter_add", |b| {
         let mut env = SeqEnv::default();
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let mut m = Machine::new(Limits::default());
         let adds: Vec<Command> = (0..HOT_KEYS).map(|i| counter_add(key(i))).collect();
         let mut i = 0;
         b.iter(|| {
-            let r = apply(&mut m, now_ms, &adds[i], &mut env, &mut fx);
+            let r = apply(&mut m, now_ms, &adds[i], &mut env, &mut effects);
             i = (i + 1) % adds.len();
             r
         })

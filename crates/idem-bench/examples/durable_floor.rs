@@ -108,7 +108,7 @@ fn check(r: libc::c_int, what: &str) -> libc::c_int {
     r
 }
 
-struct Shared {
+struct FloorState {
     /// (bytes to write, offset) handed to the sync thread, taken by it.
     work: Mutex<Option<(Vec<u8>, u64)>>,
     cv: Condvar,
@@ -157,7 +157,7 @@ fn main() {
     let efd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) }, "eventfd");
     add(efd, EVENTFD);
 
-    let shared = Arc::new(Shared { work: Mutex::new(None), cv: Condvar::new() });
+    let shared = Arc::new(FloorState { work: Mutex::new(None), cv: Condvar::new() });
     if mode == Mode::Thread {
         let shared = shared.clone();
         let file = file.clone();

@@ -29,14 +29,14 @@ fn main() {
     let cmds: Vec<Command> = (0..n).map(make).collect();
     let mut m = Machine::new(Limits::default());
     let mut env = SeqEnv::default();
-    let mut fx = Effects::default();
+    let mut effects = Effects::default();
     let mut slow = Vec::new();
     let mut worst = Duration::ZERO;
     let started = Instant::now();
     for (i, cmd) in cmds.iter().enumerate() {
         let t = Instant::now();
-        let _ = m.apply(1_000, cmd, None, &mut env, &mut fx);
-        fx.clear();
+        let _ = m.apply(1_000, cmd, None, &mut env, &mut effects);
+        effects.clear();
         let took = t.elapsed();
         worst = worst.max(took);
         if took > Duration::from_micros(200) {

@@ -19,21 +19,21 @@ use idem_core::{Command, Limits};
 
 const NOW_MS: u64 = 1_000;
 
-fn apply(m: &mut Machine, cmd: &Command, env: &mut SeqEnv, fx: &mut Effects) {
-    match m.apply(NOW_MS, cmd, None, env, fx) {
+fn apply(m: &mut Machine, cmd: &Command, env: &mut SeqEnv, effects: &mut Effects) {
+    match m.apply(NOW_MS, cmd, None, env, effects) {
         Applied::Done(Ok(r)) => {
             black_box(r);
         }
         other => panic!("unexpected outcome {other:?} for {cmd:?}"),
     }
-    fx.clear();
+    effects.clear();
 }
 
 /// The measured region: applies every command once.
 #[inline(never)]
-fn timed_applies(m: &mut Machine, cmds: &[Command], env: &mut SeqEnv, fx: &mut Effects) {
+fn timed_applies(m: &mut Machine, cmds: &[Command], env: &mut SeqEnv, effects: &mut Effects) {
     for cmd in cmds {
-        apply(m, cmd, env, fx);
+        apply(m, cmd, env, effects);
     }
 }
 
@@ -43,19 +43,19 @@ fn main() {
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N is a number"));
     let mut m = Machine::new(Limits::default());
     let mut env = SeqEnv::default();
-    let mut fx = Effects::default();
+    let mut effects = Effects::default();
     let cmds: Vec<Command> = match workload.as_str() {
         "begin_new" => (0..n).map(|i| begin(key(i))).collect(),
         "commit" => (0..n)
             .map(|i| {
-                apply(&mut m, &begin(key(i)), &mut env, &mut fx);
+                apply(&mut m, &begin(key(i)), &mut env, &mut effects);
                 commit(key(i), env.fence)
             })
             .collect(),
         "begin_done" => (0..n)
             .map(|i| {
-                apply(&mut m, &begin(key(i)), &mut env, &mut fx);
-                apply(&mut m, &commit(key(i), env.fence), &mut env, &mut fx);
+                apply(&mut m, &begin(key(i)), &mut env, &mut effects);
+                apply(&mut m, &commit(key(i), env.fence), &mut env, &mut effects);
                 begin(key(i))
             })
             .collect(),
@@ -64,19 +64,19 @@ fn main() {
         // The holder locks again with another lease: the deadline moves.
         "lock_again" => (0..n)
             .map(|i| {
-                apply(&mut m, &lock(key(i), 3_600_000), &mut env, &mut fx);
+                apply(&mut m, &lock(key(i), 3_600_000), &mut env, &mut effects);
                 lock(key(i), 3_600_001)
             })
             .collect(),
         "counter_new" => (0..n).map(|i| counter_add(key(i))).collect(),
         "counter_add" => (0..n)
             .map(|i| {
-                apply(&mut m, &counter_add(key(i)), &mut env, &mut fx);
+                apply(&mut m, &counter_add(key(i)), &mut env, &mut effects);
                 counter_add(key(i))
             })
             .collect(),
         other => panic!("unknown workload {other}"),
     };
-    timed_applies(&mut m, &cmds, &mut env, &mut fx);
+    timed_applies(&mut m, &cmds, &mut env, &mut effects);
     println!("{workload} {n}: {} records", m.len());
 }

@@ -1,12 +1,12 @@
 //! # idem-conformance
 //!
-//! One suite of contract tests (SEMANTICS.md) that every backend must pass:
+//! One suite of contract tests (docs/commands.md) that every backend must pass:
 //! the embedded store, PostgreSQL, MySQL/MariaDB, Redis and Redis Cluster.
 //!
 //! - [`cases`]: the test cases, each an `async fn(&dyn Backend, &Ctx)` that
 //!   panics on a violation. Commands are written as the contract spells them
 //!   (`["IDEM.BEGIN", &k, "LEASE", "200"]`) and parsed by
-//!   [`idem_core::Command::parse`], so a case reads like SEMANTICS.md.
+//!   [`idem_core::Command::parse`], so a case reads like docs/commands.md.
 //! - [`conformance_tests!`]: expands to one `#[tokio::test]` per case, so a
 //!   failure is reported under the case's name.
 //! - [`run_all`]: runs every case against one backend and returns a

@@ -15,7 +15,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The result of one command.
 pub type CmdResult = Result<Reply, CmdError>;
 
-/// A store that executes idem commands with the semantics of SEMANTICS.md.
+/// A store that executes idem commands with the semantics of docs/commands.md.
 pub trait Backend: Send + Sync + 'static {
     /// A short name for INFO and logs ("embedded", "postgres", ...).
     fn name(&self) -> &'static str;
@@ -30,8 +30,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Executes one command.
     fn execute(&self, cmd: Command) -> BoxFuture<'_, CmdResult> {
         Box::pin(async move {
-            let mut v = self.execute_batch(vec![cmd]).await;
-            v.pop().unwrap_or_else(|| Err(CmdError::busy("backend returned no reply")))
+            let mut results = self.execute_batch(vec![cmd]).await;
+            // The contract of `execute_batch`: one result per command.
+            assert_eq!(results.len(), 1, "backend {} answered {} results for one command", self.name(), results.len());
+            results.pop().expect("one result, asserted above")
         })
     }
 

@@ -1,4 +1,4 @@
-//! The commands of SEMANTICS.md as typed values, and their parser from a list
+//! The commands of docs/commands.md as typed values, and their parser from a list
 //! of binary arguments (a RESP array, an HTTP JSON array, a test).
 //!
 //! Parsing is total: every input yields a `Command` or a `CmdError`, never a

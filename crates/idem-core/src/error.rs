@@ -1,5 +1,5 @@
 //! Error replies. Every refused request gets one of these; the first word of
-//! its text is the code that clients switch on (see SEMANTICS.md, "Common rules").
+//! its text is the code that clients switch on (see docs/commands.md, "Common rules").
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! # idem-core
 //!
-//! The semantics of idem's primitives (SEMANTICS.md) in one place:
+//! The semantics of idem's primitives (docs/commands.md) in one place:
 //! - [`Command`] and its parser, [`Reply`], [`CmdError`] and [`Limits`];
 //! - [`machine::Machine`], a pure deterministic state machine of one shard;
 //! - [`Change`], the unit the durable store logs and replays;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 /// so that every Redis client library reads them the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// A status word from SEMANTICS.md.
+    /// A status word from docs/commands.md.
     Word(&'static str),
     /// Binary-safe bytes (results, values, owners, tokens).
     Bulk(Bytes),

@@ -1,5 +1,5 @@
 //! Property tests of `Machine` against a deliberately naive reference model
-//! of all eight primitives (SEMANTICS.md plus the decisions documented in
+//! of all eight primitives (docs/commands.md plus the decisions documented in
 //! the machine's modules). The model keeps plain maps and vectors, checks
 //! every deadline by comparing times on access, never reclaims anything and
 //! finds due wake-ups by scanning everything; it shares no code with the
@@ -798,9 +798,9 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
     let mut env = SeqEnv::default();
     let mut log: Vec<Change> = Vec::new();
     let mut next_waiter = 0u64;
-    let mut fx = Effects::default();
+    let mut effects = Effects::default();
     for (i, s) in steps.iter().enumerate() {
-        fx.clear();
+        effects.clear();
         let now = model.now;
         match s {
             Step::Advance(ms) => {
@@ -808,7 +808,7 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
                 continue;
             }
             Step::Tick => {
-                m.tick(now, &mut env, &mut fx);
+                m.tick(now, &mut env, &mut effects);
                 model.events();
                 prop_assert!(m.next_deadline_ms().is_none_or(|t| t > now), "step {i}: tick left due work");
             }
@@ -824,7 +824,7 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
                 let a: Vec<Bytes> = args(op, &model).into_iter().map(Bytes::from).collect();
                 let Ok(cmd) = Command::parse(&a, &limits) else { continue };
                 next_waiter += 1;
-                let got = match m.apply(now, &cmd, Some(WaiterId(next_waiter)), &mut env, &mut fx) {
+                let got = match m.apply(now, &cmd, Some(WaiterId(next_waiter)), &mut env, &mut effects) {
                     Applied::Done(r) => Some(code(&r)),
                     Applied::Parked => None,
                 };
@@ -832,10 +832,10 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, want, "step {}: {:?} at {}", i, cmd, now);
             }
         }
-        let got: Vec<(u64, Out)> = fx.woken.iter().map(|(id, r)| (id.0, code(r))).collect();
+        let got: Vec<(u64, Out)> = effects.woken.iter().map(|(id, r)| (id.0, code(r))).collect();
         let want = std::mem::take(&mut model.woken);
         prop_assert_eq!(got, want, "step {}: woken replies of {:?} at {}", i, s, now);
-        log.append(&mut fx.changes);
+        log.append(&mut effects.changes);
     }
 
     // Replaying the log, and replaying a dump, rebuild the dumped state.
@@ -861,12 +861,12 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
         for probe in probes(&model, first) {
             let a: Vec<Bytes> = probe.split(' ').map(|w| Bytes::from(w.to_string())).collect();
             let cmd = Command::parse(&a, &limits).expect("probes parse");
-            fx.clear();
-            let Applied::Done(got) = m.apply(model.now, &cmd, None, &mut env, &mut fx) else { unreachable!() };
+            effects.clear();
+            let Applied::Done(got) = m.apply(model.now, &cmd, None, &mut env, &mut effects) else { unreachable!() };
             let want = model.apply(&cmd, 0).expect("probes never park");
             prop_assert_eq!(code(&got), want.clone(), "probe {} at +{}", probe, dt);
             for (i, (r, renv)) in restored.iter_mut().enumerate() {
-                let Applied::Done(got) = r.apply(model.now, &cmd, None, renv, &mut fx) else { unreachable!() };
+                let Applied::Done(got) = r.apply(model.now, &cmd, None, renv, &mut effects) else { unreachable!() };
                 prop_assert_eq!(
                     code(&got),
                     want.clone(),
@@ -884,14 +884,14 @@ fn run(steps: &[Step], max_waiters: usize) -> Result<(), TestCaseError> {
     // tick may still hand a lease to a waiter (leases start when granted),
     // which the second reclaims.
     for far in [now + 3 * KEEP_MS_DEFAULT, now + 6 * KEEP_MS_DEFAULT] {
-        fx.clear();
-        m.tick(far, &mut env, &mut fx);
+        effects.clear();
+        m.tick(far, &mut env, &mut effects);
         model.now = far;
         model.events();
-        let got: Vec<(u64, Out)> = fx.woken.iter().map(|(id, r)| (id.0, code(r))).collect();
+        let got: Vec<(u64, Out)> = effects.woken.iter().map(|(id, r)| (id.0, code(r))).collect();
         prop_assert_eq!(got, std::mem::take(&mut model.woken), "woken replies of the final ticks");
         for (r, renv) in restored.iter_mut() {
-            r.tick(far, renv, &mut fx);
+            r.tick(far, renv, &mut effects);
         }
     }
     for (r, _) in &restored {

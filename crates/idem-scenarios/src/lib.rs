@@ -1,6 +1,6 @@
 //! # idem-scenarios
 //!
-//! The proof: each scenario from `SCENARIOS.md` (S1–S5) reproduced against the
+//! The proof: each scenario from docs/scenarios.md (S1–S5) reproduced against the
 //! real local engines, with the naive approach and the idem approach side by
 //! side in the same run. Every scenario:
 //! - creates its own uniquely named tables (so parallel runs never collide) and

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use idem_core::Limits;
 
 /// How to run a [`Server`](crate::Server). Every bound has a documented
-/// default (see the table in the crate docs and `docs/server.md`).
+/// default: [`ServerConfig::documented_defaults`] lists them as the crate
+/// docs, docs/server.md and the README show them, and a test checks those
+/// tables against [`ServerConfig::default`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// RESP listen address. Default `127.0.0.1:7379` (not Redis's 6379, so
@@ -15,58 +17,108 @@ pub struct ServerConfig {
     /// HTTP/JSON listen address; `None` (the default) serves no HTTP.
     pub http_bind: Option<SocketAddr>,
     /// Most connections served at once. Over it, a new connection gets
-    /// `-BUSY max connections reached` and is closed. Default 10,000.
+    /// `-BUSY max connections reached` and is closed.
     pub max_connections: usize,
-    /// Largest bulk string a request may declare, in bytes. Default 2 MiB:
-    /// larger than `limits.value_bytes_max` (1 MiB) so that a value just
+    /// Largest bulk string a request may declare, in bytes. Must be larger
+    /// than `limits.value_bytes_max` (checked at bind), so that a value just
     /// over the value limit gets the command parser's clear `LIMIT` error,
     /// while a truly huge length is a protocol error and a disconnect.
     pub bulk_bytes_max: usize,
-    /// Most arguments in one request (RESP array length). Default 4096.
+    /// Most arguments in one request (RESP array length).
     pub args_max: usize,
-    /// Longest inline (telnet-style) request line, in bytes. Default 64 KiB.
+    /// Longest inline (telnet-style) request line, in bytes.
     pub inline_bytes_max: usize,
     /// Most bytes one client may have buffered unprocessed, which is also the
-    /// largest request. Default 8 MiB.
+    /// largest request.
     pub query_buffer_bytes_max: usize,
-    /// The same bound before a client authenticates, when `password` is set.
-    /// Default 16 KiB: a stranger cannot make the server hold much.
+    /// The same bound before a client authenticates, when `password` is set:
+    /// small, so a stranger cannot make the server hold much.
     pub query_buffer_bytes_max_unauth: usize,
     /// Most reply bytes pending for one client; a reply that would exceed
-    /// it disconnects the client. Default 64 MiB.
+    /// it disconnects the client.
     pub output_buffer_bytes_max: usize,
     /// A write that makes no progress for this long disconnects the client
-    /// (it is not reading its replies). 0 = never. Default 10,000 ms.
+    /// (it is not reading its replies). 0 = never.
     pub write_timeout_ms: u64,
-    /// Close a connection that sends nothing for this long. 0 (the default) = never.
+    /// Close a connection that sends nothing for this long. 0 = never.
     pub idle_timeout_ms: u64,
     /// Most commands taken from one client's buffer into one
-    /// `Backend::execute_batch` call. Default 1024.
+    /// `Backend::execute_batch` call.
     pub batch_commands_max: usize,
     /// On shutdown, how long connections may take to finish the batch in
-    /// flight (a WAIT may park it) before they are cut. Default 30,000 ms.
+    /// flight (a WAIT may park it) before they are cut.
     pub shutdown_grace_ms: u64,
-    /// Largest HTTP request body, in bytes. Default 8 MiB.
+    /// Largest HTTP request body, in bytes.
     pub http_body_bytes_max: usize,
     /// When set, clients must `AUTH` (or `HELLO 3 AUTH default <password>`,
     /// or send `Authorization: Bearer <password>` over HTTP) first; other
-    /// commands get `NOAUTH`. Default `None`.
+    /// commands get `NOAUTH`.
     pub password: Option<String>,
     /// Threads that run RESP connections, each a single-threaded event loop
     /// (see `loops`); connections are dealt to them in turn. On the embedded
     /// store in Always mode, each loop also does the group commit for its
     /// own connections when it runs dry. 0 runs connections as tasks on the
-    /// runtime that calls [`crate::Server::run`] instead. Default: half the
-    /// cores, at least 1 ([`crate::default_event_loops`]); at most 256.
+    /// runtime that calls [`crate::Server::run`] instead. Default
+    /// [`crate::default_event_loops`]; at most [`crate::EVENT_LOOPS_MAX`].
     pub event_loops: usize,
     /// Limits applied while parsing primitive commands; keep them equal to
-    /// the backend's. Default [`Limits::default()`].
+    /// the backend's.
     pub limits: Limits,
 }
 
 impl ServerConfig {
     /// Default RESP listen address.
     pub const BIND_DEFAULT: &'static str = "127.0.0.1:7379";
+
+    /// The default of every bound, as the docs write it: `(field, default)`,
+    /// read from [`ServerConfig::default`] (with `key_bytes_max` and
+    /// `value_bytes_max` from its `limits`). The tables in the crate docs,
+    /// docs/server.md and the README are checked against it by a test.
+    pub fn documented_defaults() -> Vec<(&'static str, String)> {
+        let d = ServerConfig::default();
+        vec![
+            ("event_loops", "half the cores, at least 1".to_string()),
+            ("max_connections", count(d.max_connections as u64)),
+            ("bulk_bytes_max", bytes(d.bulk_bytes_max)),
+            ("args_max", count(d.args_max as u64)),
+            ("inline_bytes_max", bytes(d.inline_bytes_max)),
+            ("query_buffer_bytes_max", bytes(d.query_buffer_bytes_max)),
+            ("query_buffer_bytes_max_unauth", bytes(d.query_buffer_bytes_max_unauth)),
+            ("output_buffer_bytes_max", bytes(d.output_buffer_bytes_max)),
+            ("write_timeout_ms", count(d.write_timeout_ms)),
+            ("idle_timeout_ms", count(d.idle_timeout_ms)),
+            ("batch_commands_max", count(d.batch_commands_max as u64)),
+            ("shutdown_grace_ms", count(d.shutdown_grace_ms)),
+            ("http_body_bytes_max", bytes(d.http_body_bytes_max)),
+            ("password", d.password.unwrap_or_else(|| "none".to_string())),
+            ("key_bytes_max", bytes(d.limits.key_bytes_max)),
+            ("value_bytes_max", bytes(d.limits.value_bytes_max)),
+        ]
+    }
+}
+
+/// A count as the docs write it: `10,000`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A size as the docs write it: `2 MiB`, `16 KiB`, or a count of bytes.
+fn bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    match n {
+        0 => "0".to_string(),
+        n if n % (KIB * KIB) == 0 => format!("{} MiB", n / (KIB * KIB)),
+        n if n % KIB == 0 => format!("{} KiB", n / KIB),
+        n => count(n as u64),
+    }
 }
 
 impl Default for ServerConfig {

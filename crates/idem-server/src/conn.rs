@@ -17,7 +17,6 @@ use std::future::Future;
 use std::io;
 use std::mem;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use tokio::sync::watch;
 use crate::cmd::{self, ServerCmd, Session};
 use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
-use crate::server::Shared;
+use crate::state::{InfoCounter, ServerState};
 
 /// Bytes asked of the socket per read. Redis uses the same 16 KiB.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -54,16 +53,16 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Serves one accepted connection until it closes, fails or shutdown.
-pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(stream: TcpStream, state: Arc<ServerState>, shutdown: watch::Receiver<bool>) {
     // Replies are small and latency matters more than packet count: batching
     // already happens per pipeline, Nagle would only add delay.
     let _ = stream.set_nodelay(true);
-    let _open = OpenGuard::new(&shared);
+    let _open = OpenGuard::new(&state);
     let session = Session {
-        id: shared.next_client_id(),
+        id: state.next_client_id(),
         name: None,
         proto: resp::Protocol::Resp2,
-        authenticated: shared.config.password.is_none(),
+        authenticated: state.config().password.is_none(),
         quit: false,
     };
     // Registered with the channel once, for the life of the connection:
@@ -83,7 +82,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watc
         ends: Vec::new(),
         slots: Vec::new(),
         session,
-        shared,
+        state,
         shutdown,
     };
     if let Err(e) = conn.run().await {
@@ -92,20 +91,20 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: watc
 }
 
 /// Keeps `connected_clients` right even when the task is aborted.
-struct OpenGuard(Arc<Shared>);
+struct OpenGuard(Arc<ServerState>);
 
 impl OpenGuard {
-    fn new(shared: &Arc<Shared>) -> OpenGuard {
-        shared.stats.connected_clients.fetch_add(1, Relaxed);
-        shared.metrics.connection_accepted();
-        OpenGuard(shared.clone())
+    fn new(state: &Arc<ServerState>) -> OpenGuard {
+        state.counters().add(InfoCounter::ConnectedClients, 1);
+        state.metrics().connection_accepted();
+        OpenGuard(state.clone())
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.stats.connected_clients.fetch_sub(1, Relaxed);
-        self.0.metrics.connection_closed();
+        self.0.counters().take_one(InfoCounter::ConnectedClients);
+        self.0.metrics().connection_closed();
     }
 }
 
@@ -125,7 +124,7 @@ struct Conn {
     /// One reply slot per request of the segment being run.
     slots: Vec<Slot>,
     session: Session,
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
     shutdown: watch::Receiver<bool>,
     /// Completes when shutdown starts (or the server is gone).
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -174,7 +173,7 @@ impl Conn {
 
     /// The framing bounds now: tighter before authentication.
     fn frame_limits(&self) -> FrameLimits {
-        let c = &self.shared.config;
+        let c = &self.state.config();
         let frame_bytes_max =
             if self.session.authenticated { c.query_buffer_bytes_max } else { c.query_buffer_bytes_max_unauth };
         FrameLimits {
@@ -191,7 +190,7 @@ impl Conn {
     fn take_frames(&mut self, limits: &FrameLimits) -> Option<ProtocolError> {
         self.args.clear();
         self.ends.clear();
-        while self.ends.len() < self.shared.config.batch_commands_max {
+        while self.ends.len() < self.state.config().batch_commands_max {
             let start = self.args.len();
             match resp::take_request(&mut self.rbuf, limits, &mut self.args) {
                 Ok(true) => {}
@@ -238,14 +237,14 @@ impl Conn {
         // left: `execute_batch` takes it by value, so it cannot be reused,
         // but it is sized once instead of regrown.
         let mut cmds: Vec<Command> = Vec::new();
-        let shared = self.shared.clone();
-        shared.stats.commands_processed.fetch_add(ends.len() as u64, Relaxed);
+        let state = self.state.clone();
+        state.counters().add(InfoCounter::CommandsProcessed, ends.len() as u64);
         let mut start = 0;
         for (i, &end) in ends.iter().enumerate() {
             let request = &args[start..end];
             start = end;
             if let Some((index, name)) = cmd::lookup(&request[0]) {
-                shared.metrics.command(CommandLabel::server(index), Transport::Resp);
+                state.metrics().command(CommandLabel::server(index), Transport::Resp);
                 // A server command splits the batch: everything before it
                 // runs and is answered first, so replies keep request order.
                 self.run_segment(&mut cmds, slots).await?;
@@ -258,13 +257,13 @@ impl Conn {
                 continue;
             }
             if !self.session.authenticated {
-                shared.metrics.command(CommandLabel::of_name(&request[0]), Transport::Resp);
+                state.metrics().command(CommandLabel::of_name(&request[0]), Transport::Resp);
                 slots.push(Slot::Ready(noauth()));
                 continue;
             }
-            match Command::parse(request, &shared.config.limits) {
+            match Command::parse(request, &state.config().limits) {
                 Ok(c) => {
-                    shared.metrics.command(CommandLabel::primitive(&c), Transport::Resp);
+                    state.metrics().command(CommandLabel::primitive(&c), Transport::Resp);
                     if cmds.capacity() == 0 {
                         cmds.reserve_exact(ends.len() - i);
                     }
@@ -272,7 +271,7 @@ impl Conn {
                     slots.push(Slot::Backend);
                 }
                 Err(e) => {
-                    shared.metrics.command(CommandLabel::of_name(&request[0]), Transport::Resp);
+                    state.metrics().command(CommandLabel::of_name(&request[0]), Transport::Resp);
                     slots.push(Slot::Ready(e.into()));
                 }
             }
@@ -288,6 +287,7 @@ impl Conn {
         if slots.is_empty() {
             return Ok(());
         }
+        let count = cmds.len();
         let results = if cmds.is_empty() {
             Vec::new()
         } else if cmds.iter().any(|c| c.wait_ms() > 0) {
@@ -295,7 +295,7 @@ impl Conn {
             // drop the batch (the backend abandons its parked waits) rather
             // than hold a waiter slot for nobody, as Redis frees a blocked
             // client that disconnects.
-            let batch = self.shared.backend.execute_batch(mem::take(cmds));
+            let batch = self.state.backend().execute_batch(mem::take(cmds));
             tokio::select! {
                 results = batch => results,
                 _ = peer_closed(&self.stream) => {
@@ -303,18 +303,23 @@ impl Conn {
                 }
             }
         } else {
-            self.shared.backend.execute_batch(mem::take(cmds)).await
+            self.state.backend().execute_batch(mem::take(cmds)).await
         };
+        // `Backend::execute_batch` returns one result per command, in order.
+        // A backend that breaks that is a bug, and any reply written after it
+        // would answer the wrong request: the connection's task stops here.
+        assert_eq!(
+            results.len(),
+            count,
+            "backend {} answered {} of {count} commands",
+            self.state.backend().name(),
+            results.len()
+        );
         let mut results = results.into_iter();
         for slot in slots.drain(..) {
             let frame = match slot {
                 Slot::Ready(f) => f,
-                Slot::Backend => match results.next() {
-                    Some(r) => r.into(),
-                    // A backend bug must not shift every later reply onto
-                    // the wrong request.
-                    None => CmdError::busy("backend returned fewer replies than commands").into(),
-                },
+                Slot::Backend => results.next().expect("one result per backend slot, counted above").into(),
             };
             self.reply(frame).await?;
         }
@@ -326,7 +331,7 @@ impl Conn {
             return noauth();
         }
         match ServerCmd::parse(name, args) {
-            Ok(c) => c.apply(&mut self.session, &self.shared).await,
+            Ok(c) => c.apply(&mut self.session, &self.state).await,
             Err(e) => e.into(),
         }
     }
@@ -334,11 +339,11 @@ impl Conn {
     /// Encodes one reply; writes when enough output has accumulated.
     async fn reply(&mut self, frame: Frame) -> io::Result<()> {
         if let Frame::Error(text) = &frame {
-            self.shared.stats.error_replies.fetch_add(1, Relaxed);
-            self.shared.metrics.error(text, Transport::Resp);
+            self.state.counters().add(InfoCounter::ErrorReplies, 1);
+            self.state.metrics().error(text, Transport::Resp);
         }
         resp::encode(&frame, self.session.proto, &mut self.wbuf);
-        let max = self.shared.config.output_buffer_bytes_max;
+        let max = self.state.config().output_buffer_bytes_max;
         if self.wbuf.len() > max {
             self.slow_client();
             return Err(io::Error::other(format!("pending output over the limit of {max} bytes")));
@@ -352,7 +357,7 @@ impl Conn {
     /// Writes all pending output. Each write must make progress within
     /// `write_timeout_ms`, or the client is cut: it is not reading.
     async fn flush(&mut self) -> io::Result<()> {
-        let timeout_ms = self.shared.config.write_timeout_ms;
+        let timeout_ms = self.state.config().write_timeout_ms;
         while !self.wbuf.is_empty() {
             let write = self.stream.write(&self.wbuf);
             let n = if timeout_ms == 0 {
@@ -378,16 +383,16 @@ impl Conn {
     }
 
     fn slow_client(&self) {
-        self.shared.stats.slow_clients_disconnected.fetch_add(1, Relaxed);
-        self.shared.metrics.slow_client_disconnected();
+        self.state.counters().add(InfoCounter::SlowClientsDisconnected, 1);
+        self.state.metrics().slow_client_disconnected();
         tracing::info!(client = self.session.id, "disconnecting a client that does not read its replies");
     }
 
     /// Replies `-ERR Protocol error: ...` and ends the connection: after a
     /// framing error the next request's start is unknown.
     async fn protocol_error(&mut self, e: ProtocolError) -> io::Result<()> {
-        self.shared.stats.protocol_errors.fetch_add(1, Relaxed);
-        self.shared.metrics.protocol_error();
+        self.state.counters().add(InfoCounter::ProtocolErrors, 1);
+        self.state.metrics().protocol_error();
         tracing::debug!(client = self.session.id, error = %e, "protocol error");
         self.reply(Frame::Error(format!("ERR Protocol error: {e}"))).await?;
         self.flush().await?;
@@ -422,7 +427,7 @@ impl Conn {
         shrink_idle(&mut self.args);
         shrink_idle(&mut self.ends);
         shrink_idle(&mut self.slots);
-        let idle_ms = self.shared.config.idle_timeout_ms;
+        let idle_ms = self.state.config().idle_timeout_ms;
         let idle = async {
             if idle_ms == 0 {
                 std::future::pending::<()>().await

@@ -25,7 +25,6 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
@@ -48,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{CommandLabel, Transport};
-use crate::server::Shared;
+use crate::state::{InfoCounter, ServerState};
 use crate::{base64, cmd};
 
 /// Serves HTTP on `listener` until `stop` turns true, then finishes the
@@ -56,11 +55,11 @@ use crate::{base64, cmd};
 /// of `max_connections`, separate from RESP's).
 pub(crate) async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    state: Arc<ServerState>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = router(shared);
+    let app = router(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -129,35 +128,35 @@ impl AsyncWrite for Permitted {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    let body_max = shared.config.http_body_bytes_max;
+fn router(state: Arc<ServerState>) -> Router {
+    let body_max = state.config().http_body_bytes_max;
     Router::new()
         .route("/v1/command", post(command))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(body_max))
-        .with_state(shared)
+        .with_state(state)
 }
 
 async fn command(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<Arc<ServerState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    shared.stats.commands_processed.fetch_add(1, Relaxed);
-    let result = run(&shared, &headers, body).await;
+    state.counters().add(InfoCounter::CommandsProcessed, 1);
+    let result = run(&state, &headers, body).await;
     match result {
         Ok(reply) => (StatusCode::OK, Json(reply_json(&reply))).into_response(),
         Err(e) => {
-            shared.stats.error_replies.fetch_add(1, Relaxed);
+            state.counters().add(InfoCounter::ErrorReplies, 1);
             let text = e.to_string();
-            shared.metrics.error(&text, Transport::Http);
+            state.metrics().error(&text, Transport::Http);
             error_response(&e)
         }
     }
 }
 
-async fn run(shared: &Shared, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Reply, CmdError> {
-    if let Some(password) = shared.config.password.as_deref() {
+async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Reply, CmdError> {
+    if let Some(password) = state.config().password.as_deref() {
         let given =
             headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
         if !cmd::password_matches(password.as_bytes(), given) {
@@ -166,27 +165,27 @@ async fn run(shared: &Shared, headers: &HeaderMap, body: Result<Bytes, BytesReje
     }
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            CmdError::limit(format!("request body is over the limit of {} bytes", shared.config.http_body_bytes_max))
+            CmdError::limit(format!("request body is over the limit of {} bytes", state.config().http_body_bytes_max))
         } else {
             CmdError::syntax(format!("cannot read request body: {}", rej.body_text()))
         }
     })?;
-    let args = parse_args(&body, shared.config.args_max)?;
+    let args = parse_args(&body, state.config().args_max)?;
     if let Some((i, name)) = cmd::lookup(&args[0]) {
-        shared.metrics.command(CommandLabel::server(i), Transport::Http);
+        state.metrics().command(CommandLabel::server(i), Transport::Http);
         return Err(CmdError::syntax(format!("{name} is a RESP server command; HTTP serves the primitives only")));
     }
-    let command = match Command::parse(&args, &shared.config.limits) {
+    let command = match Command::parse(&args, &state.config().limits) {
         Ok(c) => {
-            shared.metrics.command(CommandLabel::primitive(&c), Transport::Http);
+            state.metrics().command(CommandLabel::primitive(&c), Transport::Http);
             c
         }
         Err(e) => {
-            shared.metrics.command(CommandLabel::of_name(&args[0]), Transport::Http);
+            state.metrics().command(CommandLabel::of_name(&args[0]), Transport::Http);
             return Err(e);
         }
     };
-    shared.backend.execute(command).await
+    state.backend().execute(command).await
 }
 
 /// The HTTP status for an error code (the table in the module docs).

@@ -21,25 +21,30 @@
 //!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT. Everything else is parsed
 //!   by `idem_core::Command::parse` and run by the backend.
 //! - `server`: bind, accept, connection bound, graceful shutdown.
+//! - `state`: what every connection shares (configuration, backend,
+//!   counters, metrics); `server_commands`: the table of server commands.
 //! - `loops`: the event loop threads that run connections (and, on the
 //!   embedded store, do its group commit).
 //! - `http`: the JSON API. `metrics`: counters.
 //!
 //! ## Bounds ([`ServerConfig`])
 //!
+//! Checked against [`ServerConfig::default`] by a test
+//! ([`ServerConfig::documented_defaults`]).
+//!
 //! | field | default | over the bound |
 //! |---|---|---|
 //! | `event_loops` | half the cores, at least 1 | at most 256 (`Config` error at bind); 0 = connections on the caller's runtime |
 //! | `max_connections` | 10,000 | `-BUSY max connections reached`, then close (HTTP has its own pool of the same size; extra connections wait in the backlog) |
 //! | `bulk_bytes_max` | 2 MiB | `-ERR Protocol error: bulk length ...`, close |
-//! | `args_max` | 4096 | `-ERR Protocol error: request has N arguments ...`, close (HTTP: 413 `LIMIT`) |
+//! | `args_max` | 4,096 | `-ERR Protocol error: request has N arguments ...`, close (HTTP: 413 `LIMIT`) |
 //! | `inline_bytes_max` | 64 KiB | `-ERR Protocol error: too big inline request`, close |
 //! | `query_buffer_bytes_max` | 8 MiB | `-ERR Protocol error: request of at least N bytes ...`, close |
 //! | `query_buffer_bytes_max_unauth` | 16 KiB | same, before AUTH when a password is set |
 //! | `output_buffer_bytes_max` | 64 MiB | disconnect |
 //! | `write_timeout_ms` | 10,000 | a write with no progress for this long: disconnect (0 = never) |
 //! | `idle_timeout_ms` | 0 (never) | no input for this long: close |
-//! | `batch_commands_max` | 1024 | the rest waits for the next batch |
+//! | `batch_commands_max` | 1,024 | the rest waits for the next batch |
 //! | `shutdown_grace_ms` | 30,000 | connections still busy at shutdown are cut |
 //! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT` |
 //! | `password` | none | commands before AUTH get `-NOAUTH Authentication required.` |
@@ -65,6 +70,8 @@ mod loops;
 mod metrics;
 pub mod resp;
 mod server;
+mod server_commands;
+mod state;
 
 pub use config::ServerConfig;
 pub use error::ServerError;

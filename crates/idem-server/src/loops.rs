@@ -22,9 +22,8 @@ pub const EVENT_LOOPS_MAX: usize = 256;
 /// The default number of event loops: half the cores the process may use,
 /// at least one. A loop that syncs the log blocks in `fdatasync`, and the
 /// other half of the cores is left for the kernel's share of that work and
-/// for everything else on the machine. On the 2-core machine of
-/// docs/benchmarks.md one loop served 1.33x the requests of two at P=1
-/// (a median over 3 rounds) for 0.70x the CPU per request.
+/// for everything else on the machine (docs/benchmarks-log.md compares one loop
+/// with two).
 pub fn default_event_loops() -> usize {
     (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).clamp(1, EVENT_LOOPS_MAX)
 }

@@ -29,7 +29,7 @@ use idem_core::command::COMMAND_TABLE;
 use idem_core::Command;
 use metrics::{Counter, Gauge};
 
-use crate::cmd::SERVER_COMMANDS;
+use crate::server_commands::SERVER_COMMANDS;
 
 /// The front end a request came in through, the `transport` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,9 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use idem_core::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::loops::{EventLoops, EVENT_LOOPS_MAX};
-use crate::metrics::Metrics;
+use crate::state::{InfoCounter, ServerState};
 use crate::{conn, http};
 
 /// Backlog of the listening socket; the kernel caps it at `somaxconn`.
@@ -50,49 +49,6 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     http: Option<(TcpListener, SocketAddr)>,
-}
-
-/// What every connection task shares.
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) stats: Stats,
-    /// Registered here, so at `Server::run` (see `metrics` for why).
-    pub(crate) metrics: Metrics,
-    pub(crate) started: Instant,
-    pub(crate) port: u16,
-    next_client_id: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16) -> Shared {
-        Shared {
-            config,
-            backend,
-            stats: Stats::default(),
-            metrics: Metrics::register(),
-            started: Instant::now(),
-            port,
-            next_client_id: AtomicU64::new(1),
-        }
-    }
-
-    /// A fresh connection id; ids are never reused within a process.
-    pub(crate) fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Relaxed)
-    }
-}
-
-/// Counters reported by INFO.
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) connected_clients: AtomicU64,
-    pub(crate) connections_received: AtomicU64,
-    pub(crate) connections_rejected: AtomicU64,
-    pub(crate) commands_processed: AtomicU64,
-    pub(crate) error_replies: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
-    pub(crate) slow_clients_disconnected: AtomicU64,
 }
 
 impl Server {
@@ -133,15 +89,15 @@ impl Server {
     {
         let Server { config, listener, local_addr, http } = self;
         let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let shared = Arc::new(Shared::new(config, backend.clone(), local_addr.port()));
+        let state = Arc::new(ServerState::new(config, backend.clone(), local_addr.port()));
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let permits = Arc::new(Semaphore::new(state.config().max_connections));
         // HTTP gets its own pool of the same size: slow HTTP clients (hyper
         // has no header timeout here) must not starve RESP of connections.
-        let http_permits = Arc::new(Semaphore::new(shared.config.max_connections));
-        let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, shared.clone(), http_permits, stop_rx.clone())));
-        let mut loops = match shared.config.event_loops {
+        let http_permits = Arc::new(Semaphore::new(state.config().max_connections));
+        let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, state.clone(), http_permits, stop_rx.clone())));
+        let mut loops = match state.config().event_loops {
             0 => None,
             n => match EventLoops::start(n, backend.loop_hooks()) {
                 Ok(loops) => Some(loops),
@@ -159,14 +115,14 @@ impl Server {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => {
-                        shared.stats.connections_received.fetch_add(1, Relaxed);
+                        state.counters().add(InfoCounter::ConnectionsReceived, 1);
                         match permits.clone().try_acquire_owned() {
                             Ok(permit) => {
-                                let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+                                let (state, stop_rx) = (state.clone(), stop_rx.clone());
                                 match &mut loops {
                                     None => {
                                         conns.spawn(async move {
-                                            conn::serve(stream, shared, stop_rx).await;
+                                            conn::serve(stream, state, stop_rx).await;
                                             drop(permit);
                                         });
                                     }
@@ -175,7 +131,7 @@ impl Server {
                                         Ok(std_stream) => {
                                             conns.spawn_on(async move {
                                                 match TcpStream::from_std(std_stream) {
-                                                    Ok(stream) => conn::serve(stream, shared, stop_rx).await,
+                                                    Ok(stream) => conn::serve(stream, state, stop_rx).await,
                                                     Err(e) => tracing::warn!(error = %e, "cannot register a connection with its event loop"),
                                                 }
                                                 drop(permit);
@@ -185,7 +141,7 @@ impl Server {
                                     },
                                 }
                             }
-                            Err(_) => reject(stream, &shared, &rejecters),
+                            Err(_) => reject(stream, &state, &rejecters),
                         }
                     }
                     Err(e) => {
@@ -285,6 +241,14 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
     if c.max_connections > Semaphore::MAX_PERMITS {
         return Err(ServerError::Config(format!("max_connections must be at most {}", Semaphore::MAX_PERMITS)));
     }
+    // Framing must let a value just over the value limit through, so that
+    // it gets the parser's LIMIT reply on a connection that stays usable.
+    if c.bulk_bytes_max <= c.limits.value_bytes_max {
+        return Err(ServerError::Config(format!(
+            "bulk_bytes_max ({}) must be larger than limits.value_bytes_max ({})",
+            c.bulk_bytes_max, c.limits.value_bytes_max
+        )));
+    }
     if c.password.as_deref() == Some("") {
         return Err(ServerError::Config("password must not be empty (use None for no password)".into()));
     }
@@ -292,9 +256,9 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// Turns a connection away with `-BUSY max connections reached`.
-fn reject(stream: TcpStream, shared: &Shared, rejecters: &Arc<Semaphore>) {
-    shared.stats.connections_rejected.fetch_add(1, Relaxed);
-    shared.metrics.connection_rejected();
+fn reject(stream: TcpStream, state: &ServerState, rejecters: &Arc<Semaphore>) {
+    state.counters().add(InfoCounter::ConnectionsRejected, 1);
+    state.metrics().connection_rejected();
     let Ok(permit) = rejecters.clone().try_acquire_owned() else { return };
     tokio::spawn(async move {
         let _permit = permit;

@@ -109,7 +109,7 @@ type Wake = (CmdResult, Lsn);
 struct ShardState {
     machine: Machine,
     waiters: std::collections::HashMap<WaiterId, oneshot::Sender<Wake>>,
-    fx: Effects,
+    effects: Effects,
 }
 
 struct Shard {
@@ -172,7 +172,7 @@ fn shard_hash(key: &[u8]) -> u64 {
     h
 }
 
-enum Step {
+enum ApplyOutcome {
     /// Finished: the result and the LSN that must be durable before it is released.
     Done(CmdResult, Lsn),
     /// Parked on a WAIT.
@@ -205,7 +205,7 @@ impl Store {
                 state: Mutex::new(ShardState {
                     machine,
                     waiters: std::collections::HashMap::new(),
-                    fx: Effects::default(),
+                    effects: Effects::default(),
                 }),
             })
             .collect();
@@ -272,19 +272,21 @@ impl Inner {
         }
     }
 
-    /// Logs the changes in `fx` (if any) and hands woken waiters their
+    /// Logs the changes in `effects` (if any) and hands woken waiters their
     /// answers. Must be called with the shard's lock held.
-    fn settle(&self, st: &mut ShardState, now_ms: u64) -> Result<Lsn, CmdError> {
-        let lsn = if st.fx.changes.is_empty() {
+    fn settle(&self, shard_state: &mut ShardState, now_ms: u64) -> Result<Lsn, CmdError> {
+        let lsn = if shard_state.effects.changes.is_empty() {
             Ok(self.observed_lsn())
         } else {
             match &self.log {
-                Some(log) => log.append(now_ms, &st.fx.changes).map_err(|e| CmdError::read_only(e.to_string())),
+                Some(log) => {
+                    log.append(now_ms, &shard_state.effects.changes).map_err(|e| CmdError::read_only(e.to_string()))
+                }
                 None => Ok(Lsn(0)),
             }
         };
-        let ShardState { waiters, fx, .. } = st;
-        for (id, result) in fx.woken.drain(..) {
+        let ShardState { waiters, effects, .. } = shard_state;
+        for (id, result) in effects.woken.drain(..) {
             if let Some(tx) = waiters.remove(&id) {
                 let answer = match &lsn {
                     Ok(l) => (result, *l),
@@ -294,14 +296,14 @@ impl Inner {
                 let _ = tx.send(answer);
             }
         }
-        fx.changes.clear();
+        effects.changes.clear();
         lsn
     }
 
-    fn apply(&self, cmd: &Command) -> Step {
+    fn apply(&self, cmd: &Command) -> ApplyOutcome {
         if cmd.is_write() {
             if let Some(e) = self.read_only_error() {
-                return Step::Done(Err(e), Lsn(0));
+                return ApplyOutcome::Done(Err(e), Lsn(0));
             }
         }
         let key = match cmd.route_key() {
@@ -310,59 +312,61 @@ impl Inner {
         };
         let idx = self.shard_of(key);
         let mut guard = self.shards[idx].state.lock();
-        let st = &mut *guard;
+        let shard_state = &mut *guard;
         let now_ms = self.clock.now_ms();
         let waiter = (cmd.wait_ms() > 0).then(|| WaiterId(self.next_waiter.fetch_add(1, Ordering::Relaxed)));
         let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
-        let applied = st.machine.apply(now_ms, cmd, waiter, &mut env, &mut st.fx);
-        let lsn = self.settle(st, now_ms);
+        let applied = shard_state.machine.apply(now_ms, cmd, waiter, &mut env, &mut shard_state.effects);
+        let lsn = self.settle(shard_state, now_ms);
         match applied {
             Applied::Done(result) => match lsn {
-                Ok(lsn) => Step::Done(result, lsn),
-                Err(e) => Step::Done(Err(e), Lsn(0)),
+                Ok(lsn) => ApplyOutcome::Done(result, lsn),
+                Err(e) => ApplyOutcome::Done(Err(e), Lsn(0)),
             },
             Applied::Parked => {
                 let id = waiter.expect("the machine parks only callers that gave a waiter id");
                 let (tx, rx) = oneshot::channel();
-                st.waiters.insert(id, tx);
-                Step::Parked(id, idx, rx)
+                shard_state.waiters.insert(id, tx);
+                ApplyOutcome::Parked(id, idx, rx)
             }
         }
     }
 
     /// CLAIM.ALL: lock every shard its keys live on, in index order (so two
     /// CLAIM.ALLs never deadlock), and apply it across them at once.
-    fn apply_multi(&self, cmd: &Command) -> Step {
+    fn apply_multi(&self, cmd: &Command) -> ApplyOutcome {
         let Command::ClaimAll { owner, keys } = cmd else {
-            return Step::Done(Err(CmdError::syntax("command has no key")), Lsn(0));
+            // `Command::route_key` is `None` for CLAIM.ALL alone, so any
+            // other command here is a bug in that table, not bad input.
+            unreachable!("only CLAIM.ALL has no route key: {cmd:?}");
         };
         let mut idxs: Vec<usize> = keys.iter().map(|k| self.shard_of(k)).collect();
         idxs.sort_unstable();
         idxs.dedup();
         let mut guards: Vec<_> = idxs.iter().map(|&i| self.shards[i].state.lock()).collect();
         let now_ms = self.clock.now_ms();
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let result = {
             let mut machines: Vec<&mut Machine> = guards.iter_mut().map(|g| &mut g.machine).collect();
             let shard_of = |k: &[u8]| idxs.binary_search(&self.shard_of(k)).expect("every key's shard is locked");
-            machine::claim_all(now_ms, owner, keys, &mut machines, &shard_of, &mut fx)
+            machine::claim_all(now_ms, owner, keys, &mut machines, &shard_of, &mut effects)
         };
         // Log under every lock so the record is ordered after the previous
         // changes of each key and before the next.
         let first = &mut guards[0];
-        std::mem::swap(&mut first.fx.changes, &mut fx.changes);
+        std::mem::swap(&mut first.effects.changes, &mut effects.changes);
         let lsn = self.settle(first, now_ms);
         drop(guards);
         match lsn {
-            Ok(lsn) => Step::Done(result, lsn),
-            Err(e) => Step::Done(Err(e), Lsn(0)),
+            Ok(lsn) => ApplyOutcome::Done(result, lsn),
+            Err(e) => ApplyOutcome::Done(Err(e), Lsn(0)),
         }
     }
 
     fn cancel(&self, idx: usize, id: WaiterId) {
-        let mut st = self.shards[idx].state.lock();
-        st.machine.cancel(id);
-        st.waiters.remove(&id);
+        let mut shard_state = self.shards[idx].state.lock();
+        shard_state.machine.cancel(id);
+        shard_state.waiters.remove(&id);
     }
 
     async fn execute_batch(&self, cmds: Vec<Command>) -> Vec<CmdResult> {
@@ -370,11 +374,11 @@ impl Inner {
         let mut wait_for = Lsn(0);
         for cmd in &cmds {
             match self.apply(cmd) {
-                Step::Done(result, lsn) => {
+                ApplyOutcome::Done(result, lsn) => {
                     wait_for = wait_for.max(lsn);
                     results.push(result);
                 }
-                Step::Parked(id, idx, rx) => {
+                ApplyOutcome::Parked(id, idx, rx) => {
                     // If this future is dropped while parked (the client hung
                     // up), the guard withdraws the waiter from its machine.
                     let guard = CancelGuard { inner: self, idx, id, armed: true };
@@ -412,14 +416,14 @@ impl Inner {
             std::thread::sleep(TICK_INTERVAL);
             for shard in self.shards.iter() {
                 let mut guard = shard.state.lock();
-                let st = &mut *guard;
+                let shard_state = &mut *guard;
                 let now_ms = self.clock.now_ms();
-                if st.machine.next_deadline_ms().is_none_or(|d| d > now_ms) {
+                if shard_state.machine.next_deadline_ms().is_none_or(|d| d > now_ms) {
                     continue;
                 }
                 let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
-                st.machine.tick(now_ms, &mut env, &mut st.fx);
-                if let Err(e) = self.settle(st, now_ms) {
+                shard_state.machine.tick(now_ms, &mut env, &mut shard_state.effects);
+                if let Err(e) = self.settle(shard_state, now_ms) {
                     tracing::error!(error = %e, "could not log expiry handovers");
                 }
             }
@@ -448,10 +452,10 @@ impl Inner {
         let mut records = 0u64;
         for shard in self.shards.iter() {
             // One shard at a time: the others keep serving meanwhile.
-            let st = shard.state.lock();
+            let shard_state = shard.state.lock();
             let now_ms = self.clock.now_ms();
             let mut err = None;
-            st.machine.dump(now_ms, &mut |change| {
+            shard_state.machine.dump(now_ms, &mut |change| {
                 if err.is_none() {
                     records += 1;
                     err = writer.add(&change).err();
@@ -525,19 +529,24 @@ impl Backend for Store {
             v.push(("storage_failure".to_string(), why));
         }
         if let Some(log) = &inner.log {
-            let st = log.stats();
-            let per_sync =
-                |x: u64| if st.syncs == 0 { "0".to_string() } else { format!("{:.1}", x as f64 / st.syncs as f64) };
+            let stats = log.stats();
+            let per_sync = |x: u64| {
+                if stats.syncs == 0 {
+                    "0".to_string()
+                } else {
+                    format!("{:.1}", x as f64 / stats.syncs as f64)
+                }
+            };
             v.extend([
-                ("log_records".to_string(), st.records.to_string()),
-                ("log_bytes".to_string(), st.bytes.to_string()),
-                ("log_syncs".to_string(), st.syncs.to_string()),
-                ("log_records_per_sync".to_string(), per_sync(st.records)),
-                ("log_sync_us_avg".to_string(), per_sync(st.sync_us_total)),
-                ("log_sync_us_max".to_string(), st.sync_us_max.to_string()),
-                ("log_batch_records_max".to_string(), st.batch_records_max.to_string()),
-                ("log_segments_started".to_string(), st.rotations.to_string()),
-                ("log_segments_preallocated".to_string(), st.prealloc_rotations.to_string()),
+                ("log_records".to_string(), stats.records.to_string()),
+                ("log_bytes".to_string(), stats.bytes.to_string()),
+                ("log_syncs".to_string(), stats.syncs.to_string()),
+                ("log_records_per_sync".to_string(), per_sync(stats.records)),
+                ("log_sync_us_avg".to_string(), per_sync(stats.sync_us_total)),
+                ("log_sync_us_max".to_string(), stats.sync_us_max.to_string()),
+                ("log_batch_records_max".to_string(), stats.batch_records_max.to_string()),
+                ("log_segments_started".to_string(), stats.rotations.to_string()),
+                ("log_segments_preallocated".to_string(), stats.prealloc_rotations.to_string()),
             ]);
         }
         v
@@ -558,8 +567,8 @@ impl Backend for Store {
             }
             // Parked callers get an answer instead of hanging.
             for shard in self.inner.shards.iter() {
-                let mut st = shard.state.lock();
-                for (_, tx) in st.waiters.drain() {
+                let mut shard_state = shard.state.lock();
+                for (_, tx) in shard_state.waiters.drain() {
                     let _ = tx.send((Err(CmdError::busy("server shutting down")), Lsn(0)));
                 }
             }

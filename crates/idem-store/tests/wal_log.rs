@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use idem_core::{Change, IdemRecord, IdemState};
 use idem_store::wal::sim::{CrashMode, SimFs};
-use idem_store::wal::{self, LogOptions, Lsn, Storage};
+use idem_store::wal::{self, Log, LogOptions, Lsn, Storage};
 use idem_store::{FsyncMode, StoreError};
 use proptest::prelude::*;
 use wal_common::*;
@@ -172,6 +172,27 @@ fn segments_rotate_at_their_size_and_recovery_reads_them_all() {
     assert!(matches!(report, Err(StoreError::Locked(_))));
 }
 
+/// Runs `writers` tasks on `rt`, each appending `per_writer` puts of its own
+/// counter (`{prefix}{writer}`, values 0, 1, ...) and waiting until each is
+/// durable before the next.
+fn write_concurrently(rt: &tokio::runtime::Runtime, log: &Arc<Log>, writers: usize, per_writer: u64, prefix: &str) {
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (log, key) = (log.clone(), format!("{prefix}{w}"));
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let lsn = log.append(i, &[counter(&key, i as i64)]).unwrap();
+                    log.durable(lsn).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
 /// Many concurrent writers share syncs; every acknowledged record is replayed.
 #[test]
 fn concurrent_appenders_are_all_durable_and_replayed() {
@@ -182,27 +203,13 @@ fn concurrent_appenders_are_all_durable_and_replayed() {
     {
         let (log, _, _) = open_collect(tmp.path(), &opts(), &Storage::default()).unwrap();
         let log = Arc::new(log);
-        rt.block_on(async {
-            let mut tasks = Vec::new();
-            for w in 0..writers {
-                let log = log.clone();
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per_writer {
-                        let lsn = log.append(i, &[counter(&format!("w{w}"), i as i64)]).unwrap();
-                        log.durable(lsn).await.unwrap();
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
+        write_concurrently(&rt, &log, writers, per_writer, "w");
         let stats = log.stats();
         eprintln!("group commit: {stats:?}");
         assert!(stats.syncs <= stats.records);
     }
     let (_log, _, seen) = open_collect(tmp.path(), &opts(), &Storage::default()).unwrap();
-    assert_eq!(seen.len(), (writers * per_writer) as usize);
+    assert_eq!(seen.len(), writers * per_writer as usize);
     // Per writer, values come back in the order they were appended.
     for w in 0..writers {
         let key = format!("w{w}");
@@ -260,21 +267,7 @@ fn measure_group_commit() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let per_writer = 4000 / writers.min(40) as u64;
         let started = std::time::Instant::now();
-        rt.block_on(async {
-            let mut tasks = Vec::new();
-            for w in 0..writers {
-                let log = log.clone();
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per_writer {
-                        let lsn = log.append(i, &[counter(&format!("writer-{w}"), i as i64)]).unwrap();
-                        log.durable(lsn).await.unwrap();
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
+        write_concurrently(&rt, &log, writers, per_writer, "writer-");
         let secs = started.elapsed().as_secs_f64();
         let s = log.stats();
         eprintln!(

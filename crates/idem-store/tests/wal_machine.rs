@@ -106,7 +106,7 @@ fn rebuild_matches(late_dump: bool) {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut m = Machine::new(limits.clone());
         let mut env = SeqEnv::default();
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let mut fences = Vec::new();
         let mut now = 1_000;
         {
@@ -114,18 +114,18 @@ fn rebuild_matches(late_dump: bool) {
             let mut pending_snapshot = None;
             for step in 0..300 {
                 now += rng.below(400);
-                fx.clear();
+                effects.clear();
                 if step % 25 == 24 {
-                    m.tick(now, &mut env, &mut fx);
+                    m.tick(now, &mut env, &mut effects);
                 } else {
                     let args: Vec<Bytes> = random_command(&mut rng, &fences).into_iter().map(Bytes::from).collect();
                     let cmd = Command::parse(&args, &limits).unwrap();
-                    if let Applied::Done(Ok(r)) = m.apply(now, &cmd, Some(WaiterId(step)), &mut env, &mut fx) {
+                    if let Applied::Done(Ok(r)) = m.apply(now, &cmd, Some(WaiterId(step)), &mut env, &mut effects) {
                         fences_in(&r, &mut fences);
                     }
                 }
-                if !fx.changes.is_empty() {
-                    let lsn = log.append(now, &fx.changes).unwrap();
+                if !effects.changes.is_empty() {
+                    let lsn = log.append(now, &effects.changes).unwrap();
                     rt.block_on(log.durable(lsn)).unwrap();
                 }
                 // Begin a snapshot now and dump the machine a few steps later,

@@ -19,10 +19,9 @@ use idem_core::Backend;
 use crate::settings::{Overrides, Settings};
 
 /// jemalloc, the allocator Redis ships with, instead of the system's: a done
-/// record is two small allocations, and with glibc's 16-byte chunk headers
-/// and size classes it took 168 bytes at 1M records against 152 with
-/// jemalloc when it was adopted (`idem-bench --bin memory`: 0.89x and 0.81x
-/// Redis's `SET ... PX`). docs/benchmarks.md has the current figures.
+/// record is two small allocations, and glibc's 16-byte chunk headers and
+/// size classes cost more memory per record than jemalloc's (the figures,
+/// from `idem-bench --bin memory`, are in docs/benchmarks.md).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -38,7 +38,7 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::task::JoinHandle;
 
-use crate::postgres::sql_shared::{self, to_i64, Poll, SqlRunner, Waits};
+use crate::postgres::sql_shared::{self, to_i64, BackendWaiters, Poll, SqlRunner};
 use crate::BackendError;
 
 mod schema;
@@ -79,7 +79,7 @@ pub struct MySqlBackend {
 
 struct Inner {
     pool: Pool,
-    waits: Waits,
+    waits: BackendWaiters,
 }
 
 fn engine_err(message: impl std::fmt::Display) -> BackendError {
@@ -155,7 +155,8 @@ impl MySqlBackend {
         let pool = Pool::new(opts);
         // Fail now, not on the first command, when the engine is unreachable.
         drop(pool.get_conn().await.map_err(engine_err)?);
-        let inner = Arc::new(Inner { pool: pool.clone(), waits: Waits::new(Limits::default().waiters_per_key_max) });
+        let inner =
+            Arc::new(Inner { pool: pool.clone(), waits: BackendWaiters::new(Limits::default().waiters_per_key_max) });
         let cleanup = tokio::spawn(cleanup_loop(pool));
         Ok(MySqlBackend { inner, cleanup })
     }
@@ -303,7 +304,7 @@ impl Inner {
 }
 
 impl SqlRunner for Inner {
-    fn waits(&self) -> &Waits {
+    fn waits(&self) -> &BackendWaiters {
         &self.waits
     }
 

@@ -19,7 +19,7 @@
 //! roll back with its rows.
 //!
 //! How they stay correct under concurrency and REPEATABLE READ (the InnoDB
-//! default), where a plain SELECT reads an old snapshot (SCENARIOS.md S3):
+//! default), where a plain SELECT reads an old snapshot (docs/scenarios.md S3):
 //! - Every read that decides something is a locking read (`FOR UPDATE`),
 //!   which reads the newest committed row, never the snapshot.
 //! - A row that may be absent is first created-or-locked with

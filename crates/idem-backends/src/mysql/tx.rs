@@ -3,7 +3,7 @@
 //! Each function runs one `CALL idem_*` (the procedures [`super::migrate`]
 //! installs) on the caller's transaction, so a claim or an idempotency record
 //! commits or rolls back together with the business rows written beside it
-//! (SCENARIOS.md S2, S3). The answer types are shared with
+//! (docs/scenarios.md S2, S3). The answer types are shared with
 //! [`crate::postgres::tx`].
 //!
 //! ```no_run

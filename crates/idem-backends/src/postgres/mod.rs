@@ -45,7 +45,7 @@ mod schema;
 pub(crate) mod sql_shared;
 pub mod tx;
 
-use sql_shared::{to_i64, uint, Poll, SqlRunner, WaitKind, Waits};
+use sql_shared::{to_i64, uint, BackendWaiters, Poll, SqlRunner, WaitKind};
 
 /// Most connections one backend opens to PostgreSQL (plus one for LISTEN).
 pub const POOL_SIZE_MAX: usize = 16;
@@ -112,7 +112,7 @@ pub struct PgBackend {
 
 struct Inner {
     pool: Pool,
-    waits: Arc<Waits>,
+    waits: Arc<BackendWaiters>,
     /// Whether the LISTEN connection is up (NOTIFY wake-ups arrive).
     listening: Arc<AtomicBool>,
 }
@@ -209,7 +209,7 @@ impl PgBackend {
         drop(pool.get().await.map_err(engine_err)?);
         let inner = Arc::new(Inner {
             pool: pool.clone(),
-            waits: Arc::new(Waits::new(Limits::default().waiters_per_key_max)),
+            waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
             listening: Arc::new(AtomicBool::new(false)),
         });
         let tasks = vec![
@@ -311,7 +311,7 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
 
 /// Keeps one connection LISTENing on [`WAKE_CHANNEL`] and wakes the parked
 /// callers whose key a NOTIFY names; reconnects after failures.
-async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<Waits>, listening: Arc<AtomicBool>) {
+async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<BackendWaiters>, listening: Arc<AtomicBool>) {
     loop {
         if let Err(e) = listen_once(&cfg, &waits, &listening).await {
             tracing::warn!(error = %e, "postgres: LISTEN connection failed; parked waits fall back to polling");
@@ -325,7 +325,7 @@ async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<Waits>, listening: 
 
 async fn listen_once(
     cfg: &tokio_postgres::Config,
-    waits: &Arc<Waits>,
+    waits: &Arc<BackendWaiters>,
     listening: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut conn) = cfg.connect(NoTls).await?;
@@ -450,7 +450,7 @@ impl Inner {
 }
 
 impl SqlRunner for Inner {
-    fn waits(&self) -> &Waits {
+    fn waits(&self) -> &BackendWaiters {
         &self.waits
     }
 

@@ -129,8 +129,10 @@ CREATE TABLE IF NOT EXISTS idem_slots (
 "#;
 
 /// Step 2: no table change; the functions read the clock after their row
-/// locks (a wait for a lock no longer ages the time they compare with).
-/// Drops a signature that step 1's first draft had.
+/// locks, so that a wait for a lock does not age the time they compare with.
+/// Also drops `idem_cleanup(integer, bigint)`: databases migrated by an
+/// early build of step 1 may hold that signature, and `CREATE OR REPLACE`
+/// with the current one would leave it beside it as a stale overload.
 const V2: &str = r#"
 DROP FUNCTION IF EXISTS idem_cleanup(integer, bigint);
 "#;

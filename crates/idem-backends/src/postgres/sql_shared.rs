@@ -72,15 +72,15 @@ struct KeyQueue {
 }
 
 /// The parked callers of one backend, per key.
-pub(crate) struct Waits {
+pub(crate) struct BackendWaiters {
     queues: Mutex<HashMap<(WaitKind, Bytes), Arc<KeyQueue>>>,
     per_key_max: usize,
 }
 
-impl Waits {
+impl BackendWaiters {
     /// No waiters yet; at most `per_key_max` parked callers per key (the next gets `BUSY`).
     pub(crate) fn new(per_key_max: usize) -> Self {
-        Waits { queues: Mutex::new(HashMap::new()), per_key_max }
+        BackendWaiters { queues: Mutex::new(HashMap::new()), per_key_max }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(WaitKind, Bytes), Arc<KeyQueue>>> {
@@ -185,7 +185,7 @@ impl Waits {
 /// A parked caller's place in its key's count; leaving drops the queue when
 /// it was the last.
 struct Registration<'a> {
-    waits: &'a Waits,
+    waits: &'a BackendWaiters,
     kind: WaitKind,
     key: Bytes,
     queue: Arc<KeyQueue>,
@@ -203,7 +203,7 @@ impl Drop for Registration<'_> {
 /// What a SQL backend provides to [`execute_batch`].
 pub(crate) trait SqlRunner: Send + Sync {
     /// The backend's parked callers.
-    fn waits(&self) -> &Waits;
+    fn waits(&self) -> &BackendWaiters;
     /// The longest pause between two polls of a parked WAIT right now.
     fn poll_cap(&self) -> Duration;
     /// Runs commands that never park, in order, each atomic on its own.
@@ -256,7 +256,7 @@ fn parked_target(cmd: &Command) -> Option<(WaitKind, &Bytes)> {
 /// Wakes local waiters after a command that may have ended what they wait
 /// on, and fills in LOCK.INFO's `waiters`: the callers of this process
 /// parked on the lock (the engine does not know about other processes').
-fn after_command(waits: &Waits, cmd: &Command, result: &mut CmdResult) {
+fn after_command(waits: &BackendWaiters, cmd: &Command, result: &mut CmdResult) {
     let Ok(reply) = result else {
         return;
     };

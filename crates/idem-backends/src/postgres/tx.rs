@@ -4,7 +4,7 @@
 //! [`super::migrate`] installs) on the caller's transaction, so a claim or an
 //! idempotency record commits or rolls back together with the business rows
 //! written beside it: a rolled-back insert leaves no claim behind, and a
-//! committed one cannot exist without its claim (SCENARIOS.md S2, S3).
+//! committed one cannot exist without its claim (docs/scenarios.md S2, S3).
 //!
 //! ```no_run
 //! # async fn demo(client: &mut tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {

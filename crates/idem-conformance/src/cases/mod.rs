@@ -1,4 +1,4 @@
-//! The conformance cases, one file per section of SEMANTICS.md, plus the
+//! The conformance cases, one file per section of docs/commands.md, plus the
 //! concurrency races. Every case is `async fn(&dyn Backend, &Ctx)` and panics
 //! on the first violation with the command and the reply it got.
 

@@ -77,18 +77,17 @@ impl Machine {
         self.claim_live(now_ms, key).filter(|c| c.owner != owner).map(|c| c.owner.clone())
     }
 
-    /// Gives `key` to `owner` (the caller checked for conflicts) and logs it
-    /// unless nothing changes.
-    pub(super) fn claim_set(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, ttl_ms: Option<u64>, fx: &mut Effects) {
-        let expires_at_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
-        if let Some(c) = self.claim_live(now_ms, key) {
-            debug_assert!(c.owner == owner, "a claim has one owner");
-            if c.expires_at_ms == expires_at_ms {
-                return;
-            }
+    /// Gives `key` to `owner` until `expires_at_ms` (the caller checked for
+    /// conflicts) and logs it, unless the owner already holds it until then.
+    pub(super) fn claim_set(&mut self, key: &Bytes, owner: &Bytes, expires_at_ms: Option<u64>, effects: &mut Effects) {
+        // A stored claim of this owner with this expiry is live: a claim
+        // without expiry never ends, and a TTL is at least 1 ms, so a new
+        // expiry lies in the future.
+        if self.claims.get(key.as_ref()).is_some_and(|c| c.owner == owner && c.expires_at_ms == expires_at_ms) {
+            return;
         }
         self.claim_put(key, owner, expires_at_ms);
-        fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+        effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
     }
 
     pub(super) fn claim(
@@ -97,7 +96,7 @@ impl Machine {
         key: &Bytes,
         owner: &Bytes,
         ttl_ms: Option<u64>,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         // One lookup settles the common cases; an expired claim or a new
         // TTL for the owner's claim take the general path below.
@@ -112,18 +111,18 @@ impl Machine {
             keymap::Entry::Vacant(slot) => {
                 // A key without a claim: stored in the slot this probe found.
                 store_new(&mut self.expiry, slot, key, owner, expires_at_ms);
-                fx.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
+                effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
                 return Ok(Reply::status("claimed"));
             }
         }
         if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
             return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
         }
-        self.claim_set(now_ms, key, owner, ttl_ms, fx);
+        self.claim_set(key, owner, expires_at_ms, effects);
         Ok(Reply::status("claimed"))
     }
 
-    pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, fx: &mut Effects) -> CmdResult {
+    pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, effects: &mut Effects) -> CmdResult {
         match self.claims.get(key.as_ref()) {
             Some(c) if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {
                 self.claim_remove(key); // lazy expiry
@@ -133,7 +132,7 @@ impl Machine {
             _ => return Ok(Reply::Int(0)),
         }
         self.claim_remove(key);
-        fx.changes.push(Change::ClaimDel { key: key.clone() });
+        effects.changes.push(Change::ClaimDel { key: key.clone() });
         Ok(Reply::Int(1))
     }
 

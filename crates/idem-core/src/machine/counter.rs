@@ -1,6 +1,6 @@
 //! Bounded counters: COUNTER.ADD, COUNTER.GET.
 //!
-//! Decisions where SEMANTICS.md is silent:
+//! Decisions where docs/commands.md is silent:
 //! - Only an applied ADD (`ok`) records its op id. A refused ADD records
 //!   nothing, so its retry is evaluated afresh against the current value.
 //! - An op id is remembered per counter key, for KEEP from the time it was
@@ -70,7 +70,7 @@ impl Machine {
         max: Option<i64>,
         op: Option<&Bytes>,
         keep_ms: u64,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         let op_key = op.map(|op| pair_key(key, op));
         if let Some(k) = &op_key {
@@ -98,12 +98,12 @@ impl Machine {
         }
         if value != current {
             store_counter(entry, key, value);
-            fx.changes.push(Change::CounterPut { key: key.clone(), value });
+            effects.changes.push(Change::CounterPut { key: key.clone(), value });
         }
         if let (Some(k), Some(op)) = (op_key, op) {
             let expires_at_ms = now_ms.saturating_add(keep_ms);
             self.counter_op_put(k, value, expires_at_ms);
-            fx.changes.push(Change::CounterOpPut { key: key.clone(), op: op.clone(), value, expires_at_ms });
+            effects.changes.push(Change::CounterOpPut { key: key.clone(), op: op.clone(), value, expires_at_ms });
         }
         Ok(word_int("ok", value))
     }

@@ -21,7 +21,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn fsm_move(&mut self, key: &Bytes, to: &Bytes, from: &[Bytes], fx: &mut Effects) -> CmdResult {
+    pub(super) fn fsm_move(&mut self, key: &Bytes, to: &Bytes, from: &[Bytes], effects: &mut Effects) -> CmdResult {
         // One probe reads the state and writes, or finds where to insert.
         let slot = self.fsm.entry(key);
         let current = match &slot {
@@ -41,7 +41,7 @@ impl Machine {
                 e.insert((own(key), own(to)));
             }
         }
-        fx.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
+        effects.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
         Ok(Reply::status_with("moved", [Reply::Bulk(to.clone())]))
     }
 

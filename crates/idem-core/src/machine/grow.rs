@@ -1,9 +1,10 @@
 //! A hash table that grows without stopping the world.
 //!
 //! A `hashbrown` table that runs out of room moves every entry into a table
-//! twice its size inside the one insert that found it full: at 1.8 million
-//! idempotency records in one shard that insert took 0.3 s (`docs/benchmarks.md`,
-//! "Growing the tables"), and every client of the event loop waited for it.
+//! twice its size inside the one insert that found it full: with millions
+//! of records in one shard that insert stalls for a noticeable fraction of a
+//! second (measured in docs/benchmarks.md, "Stalls while tables grow"), and every
+//! client of the event loop waits for it.
 //! [`GrowTable`] grows the way Redis's dictionaries do: when its table is
 //! full it allocates one twice the size of what it holds, puts new entries
 //! there, and moves the old table's entries over a few buckets at a time,
@@ -13,7 +14,8 @@
 //! Bounds: each call moves at most [`GrowTable::step_buckets`] buckets of
 //! the old table (16 for a table that filled up with entries, so at most
 //! 16 entries: a few microseconds), and the move is over before the new table
-//! can fill, so there is never more than one old table. While a move is in progress both tables are allocated: the old
+//! can fill, so there is never more than one old table. While a move is in
+//! progress both tables are allocated: the old
 //! one, emptying, and the new one, twice the size (the same peak as
 //! `hashbrown`'s own growth, held for longer). A table whose room was used
 //! up by deletions rather than entries moves into a table sized for what

@@ -1,6 +1,6 @@
 //! Idempotency keys: IDEM.BEGIN, IDEM.COMMIT, IDEM.ABORT, IDEM.GET, IDEM.DEL.
 //!
-//! Decisions where SEMANTICS.md is silent:
+//! Decisions where docs/commands.md is silent:
 //! - A running record whose lease ran out is kept for `KEEP_MS_DEFAULT` after
 //!   the lease ended, so that a later BEGIN takes over with `attempt + 1`;
 //!   after that it is forgotten and the next BEGIN starts at attempt 1.
@@ -17,8 +17,8 @@
 
 use bytes::Bytes;
 
-use super::idem_table::{Entry, IdemRec, St};
-use super::waiters::{Prim, Waiter, Waiters};
+use super::idem_table::{Entry, EntryState, IdemRec};
+use super::waiters::{MachineWaiters, Prim, Waiter};
 use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::{Change, IdemRecord, IdemState};
@@ -51,19 +51,19 @@ fn fp_conflict(stored: Option<&[u8]>, req: Option<&[u8]>) -> bool {
 
 /// Whether `rec` is running under `fence` with a live lease.
 fn holds(rec: &IdemRec, now_ms: u64, fence: u64) -> bool {
-    matches!(rec.state(), St::Running { fence: f, lease_until_ms, .. } if f == fence && now_ms < lease_until_ms)
+    matches!(rec.state(), EntryState::Running { fence: f, lease_until_ms, .. } if f == fence && now_ms < lease_until_ms)
 }
 
 /// What the table calls when a probe forgets an expired record.
-fn check_no_waiters(waiters: &Waiters) -> impl FnOnce(&[u8]) + '_ {
+fn check_no_waiters(waiters: &MachineWaiters) -> impl FnOnce(&[u8]) + '_ {
     move |key| debug_assert_eq!(waiters.count(Prim::Idem, key), 0, "waiters outlive no record")
 }
 
 impl Machine {
     /// Stores a record, keeping the waiters' handover entry in step.
-    fn idem_store(&mut self, key: &Bytes, fp: Option<&[u8]>, result: &[u8], st: St) {
+    fn idem_store(&mut self, key: &Bytes, fp: Option<&[u8]>, result: &[u8], st: EntryState) {
         self.idem.put(key, fp, result, st);
-        if let St::Running { lease_until_ms, .. } = st {
+        if let EntryState::Running { lease_until_ms, .. } = st {
             self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
         }
     }
@@ -73,11 +73,11 @@ impl Machine {
         let fp = rec.fingerprint.as_deref();
         match &rec.state {
             IdemState::Running { fence, attempt, lease_until_ms } => {
-                let st = St::Running { fence: *fence, attempt: *attempt, lease_until_ms: *lease_until_ms };
+                let st = EntryState::Running { fence: *fence, attempt: *attempt, lease_until_ms: *lease_until_ms };
                 self.idem_store(key, fp, b"", st);
             }
             IdemState::Done { result, keep_until_ms } => {
-                self.idem_store(key, fp, result, St::Done { keep_until_ms: *keep_until_ms });
+                self.idem_store(key, fp, result, EntryState::Done { keep_until_ms: *keep_until_ms });
             }
         }
     }
@@ -99,14 +99,14 @@ impl Machine {
         lease_ms: u64,
         prev_fence: Option<u64>,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> Reply {
         let fence = env.next_fence();
         debug_assert!(prev_fence.is_none_or(|p| fence > p), "fences only grow per key");
         let lease_until_ms = now_ms.saturating_add(lease_ms);
-        self.idem_store(key, fingerprint.as_deref(), b"", St::Running { fence, attempt, lease_until_ms });
+        self.idem_store(key, fingerprint.as_deref(), b"", EntryState::Running { fence, attempt, lease_until_ms });
         let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
-        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        effects.changes.push(Change::IdemPut { key: key.clone(), record });
         started(fence, attempt)
     }
 
@@ -119,11 +119,11 @@ impl Machine {
         fence: u64,
         attempt: u32,
         lease_until_ms: u64,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> Applied {
         self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
         let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
-        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        effects.changes.push(Change::IdemPut { key: key.clone(), record });
         Applied::Done(Ok(started(fence, attempt)))
     }
 
@@ -137,7 +137,7 @@ impl Machine {
         wait_ms: u64,
         waiter: Option<WaiterId>,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> Applied {
         let lease_until_ms = now_ms.saturating_add(lease_ms);
         let mut rec = match self.idem.entry(now_ms, key, check_no_waiters(&self.waiters)) {
@@ -145,8 +145,8 @@ impl Machine {
                 debug_assert_eq!(self.waiters.count(Prim::Idem, key), 0, "waiters outlive no record");
                 let fence = env.next_fence();
                 let attempt = 1;
-                slot.insert(key, fp.map(|f| f.as_ref()), b"", St::Running { fence, attempt, lease_until_ms });
-                return self.idem_started(key, fp.map(|f| own(f)), fence, attempt, lease_until_ms, fx);
+                slot.insert(key, fp.map(|f| f.as_ref()), b"", EntryState::Running { fence, attempt, lease_until_ms });
+                return self.idem_started(key, fp.map(|f| own(f)), fence, attempt, lease_until_ms, effects);
             }
             Entry::Occupied(rec) => rec,
         };
@@ -154,27 +154,33 @@ impl Machine {
             return Applied::Done(Err(mismatch()));
         }
         match rec.rec().state() {
-            St::Done { .. } => Applied::Done(Ok(done(Bytes::copy_from_slice(rec.rec().result())))),
-            St::Running { fence, lease_until_ms: held_until_ms, .. } if now_ms < held_until_ms => match waiter {
-                Some(id) if wait_ms > 0 => {
-                    let w =
-                        Waiter { id, deadline_ms: now_ms.saturating_add(wait_ms), lease_ms, arg: fp.map(|f| own(f)) };
-                    let max = self.limits.waiters_per_key_max;
-                    match self.waiters.park(Prim::Idem, key, held_until_ms, w, max) {
-                        Ok(()) => Applied::Parked,
-                        Err(e) => Applied::Done(Err(e)),
+            EntryState::Done { .. } => Applied::Done(Ok(done(Bytes::copy_from_slice(rec.rec().result())))),
+            EntryState::Running { fence, lease_until_ms: held_until_ms, .. } if now_ms < held_until_ms => {
+                match waiter {
+                    Some(id) if wait_ms > 0 => {
+                        let w = Waiter {
+                            id,
+                            deadline_ms: now_ms.saturating_add(wait_ms),
+                            lease_ms,
+                            arg: fp.map(|f| own(f)),
+                        };
+                        let max = self.limits.waiters_per_key_max;
+                        match self.waiters.park(Prim::Idem, key, held_until_ms, w, max) {
+                            Ok(()) => Applied::Parked,
+                            Err(e) => Applied::Done(Err(e)),
+                        }
                     }
+                    _ => Applied::Done(Ok(running(now_ms, fence, held_until_ms))),
                 }
-                _ => Applied::Done(Ok(running(now_ms, fence, held_until_ms))),
-            },
-            St::Running { fence: prev_fence, attempt, .. } => {
+            }
+            EntryState::Running { fence: prev_fence, attempt, .. } => {
                 // The lease ran out: take over with a new fence, in place.
                 let fingerprint = rec.rec().fp().map(Bytes::copy_from_slice);
                 let attempt = attempt.saturating_add(1);
                 let fence = env.next_fence();
                 debug_assert!(fence > prev_fence, "fences only grow per key");
-                rec.set_state(St::Running { fence, attempt, lease_until_ms });
-                self.idem_started(key, fingerprint, fence, attempt, lease_until_ms, fx)
+                rec.set_state(EntryState::Running { fence, attempt, lease_until_ms });
+                self.idem_started(key, fingerprint, fence, attempt, lease_until_ms, effects)
             }
         }
     }
@@ -186,7 +192,7 @@ impl Machine {
         fence: u64,
         result: &Bytes,
         keep_ms: u64,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         let mut rec = match self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) {
             Some(rec) if holds(rec.rec(), now_ms, fence) => rec,
@@ -194,11 +200,11 @@ impl Machine {
         };
         let fingerprint = rec.rec().fp().map(Bytes::copy_from_slice);
         let keep_until_ms = now_ms.saturating_add(keep_ms);
-        rec.set_result(result, St::Done { keep_until_ms });
+        rec.set_result(result, EntryState::Done { keep_until_ms });
         let record = IdemRecord { fingerprint, state: IdemState::Done { result: result.clone(), keep_until_ms } };
-        fx.changes.push(Change::IdemPut { key: key.clone(), record });
+        effects.changes.push(Change::IdemPut { key: key.clone(), record });
         for w in self.waiters.take_all(Prim::Idem, key) {
-            fx.woken.push((w.id, Ok(done(result.clone()))));
+            effects.woken.push((w.id, Ok(done(result.clone()))));
         }
         Ok(Reply::status("ok"))
     }
@@ -209,31 +215,31 @@ impl Machine {
         key: &Bytes,
         fence: u64,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         match self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) {
             Some(rec) if holds(rec.rec(), now_ms, fence) => rec.remove(),
             _ => return Err(stale()),
         }
-        fx.changes.push(Change::IdemDel { key: key.clone() });
-        self.idem_start_waiter(now_ms, key, env, fx);
+        effects.changes.push(Change::IdemDel { key: key.clone() });
+        self.idem_start_waiter(now_ms, key, env, effects);
         Ok(Reply::status("ok"))
     }
 
     /// After the record of `key` was removed: the first waiter starts a new
     /// record (attempt 1, its own FP); waiters whose FP conflicts with it
     /// get `MISMATCH`.
-    fn idem_start_waiter(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+    fn idem_start_waiter(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, effects: &mut Effects) {
         let Some(w) = self.waiters.take_front(Prim::Idem, key) else {
             return;
         };
         let fp = w.arg.clone();
-        let reply = self.idem_start(now_ms, key, fp.clone(), 1, w.lease_ms, None, env, fx);
-        fx.woken.push((w.id, Ok(reply)));
+        let reply = self.idem_start(now_ms, key, fp.clone(), 1, w.lease_ms, None, env, effects);
+        effects.woken.push((w.id, Ok(reply)));
         if fp.is_some() {
             let conflicts = |o: &Waiter| fp_conflict(fp.as_deref(), o.arg.as_deref());
             for other in self.waiters.take_where(Prim::Idem, key, conflicts) {
-                fx.woken.push((other.id, Err(mismatch())));
+                effects.woken.push((other.id, Err(mismatch())));
             }
         }
     }
@@ -244,38 +250,38 @@ impl Machine {
         };
         let rec = rec.rec();
         Ok(match rec.state() {
-            St::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => {
+            EntryState::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => {
                 running(now_ms, fence, lease_until_ms)
             }
-            St::Done { .. } => done(Bytes::copy_from_slice(rec.result())),
-            St::Running { .. } => Reply::status("absent"),
+            EntryState::Done { .. } => done(Bytes::copy_from_slice(rec.result())),
+            EntryState::Running { .. } => Reply::status("absent"),
         })
     }
 
-    pub(super) fn idem_del(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> CmdResult {
+    pub(super) fn idem_del(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, effects: &mut Effects) -> CmdResult {
         let Some(rec) = self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) else {
             return Ok(Reply::Int(0));
         };
         rec.remove();
-        fx.changes.push(Change::IdemDel { key: key.clone() });
-        self.idem_start_waiter(now_ms, key, env, fx);
+        effects.changes.push(Change::IdemDel { key: key.clone() });
+        self.idem_start_waiter(now_ms, key, env, effects);
         Ok(Reply::Int(1))
     }
 
     /// The reply of a waiter whose WAIT passed: the attempt still runs.
     pub(super) fn idem_running_reply(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
         match self.idem.get(key).map(|r| r.state()) {
-            Some(St::Running { fence, lease_until_ms, .. }) => Ok(running(now_ms, fence, lease_until_ms)),
+            Some(EntryState::Running { fence, lease_until_ms, .. }) => Ok(running(now_ms, fence, lease_until_ms)),
             _ => self.idem_get(now_ms, key),
         }
     }
 
     /// The lease of `key` ran out while callers wait: the first takes over.
-    pub(super) fn idem_lease_ran_out(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+    pub(super) fn idem_lease_ran_out(&mut self, now_ms: u64, key: &Bytes, env: &mut dyn Env, effects: &mut Effects) {
         let Some(rec) = self.idem.get(key) else {
             return;
         };
-        let St::Running { fence, attempt, lease_until_ms } = rec.state() else {
+        let EntryState::Running { fence, attempt, lease_until_ms } = rec.state() else {
             return;
         };
         if now_ms < lease_until_ms {
@@ -286,8 +292,8 @@ impl Machine {
         let fingerprint = rec.fp().map(Bytes::copy_from_slice);
         if let Some(w) = self.waiters.take_front(Prim::Idem, key) {
             let attempt = attempt.saturating_add(1);
-            let reply = self.idem_start(now_ms, key, fingerprint, attempt, w.lease_ms, Some(fence), env, fx);
-            fx.woken.push((w.id, Ok(reply)));
+            let reply = self.idem_start(now_ms, key, fingerprint, attempt, w.lease_ms, Some(fence), env, effects);
+            effects.woken.push((w.id, Ok(reply)));
         }
     }
 

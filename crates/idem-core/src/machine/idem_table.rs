@@ -24,21 +24,21 @@ use super::grow::GrowTable;
 
 /// The state of a record, without its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum St {
+pub(super) enum EntryState {
     /// An attempt holds the key until `lease_until_ms`.
     Running { fence: u64, attempt: u32, lease_until_ms: u64 },
     /// Completed; the result is kept until `keep_until_ms`.
     Done { keep_until_ms: u64 },
 }
 
-impl St {
+impl EntryState {
     /// When a record in this state is forgotten: a done record at the end of
     /// its KEEP; a running one `KEEP_MS_DEFAULT` after its lease ran out,
     /// so that the attempt number survives that long.
     pub(super) fn reclaim_at(self) -> u64 {
         match self {
-            St::Running { lease_until_ms, .. } => lease_until_ms.saturating_add(KEEP_MS_DEFAULT),
-            St::Done { keep_until_ms } => keep_until_ms,
+            EntryState::Running { lease_until_ms, .. } => lease_until_ms.saturating_add(KEEP_MS_DEFAULT),
+            EntryState::Done { keep_until_ms } => keep_until_ms,
         }
     }
 }
@@ -74,7 +74,7 @@ fn short_len(len: usize) -> u16 {
 }
 
 impl IdemRec {
-    fn new(hash: u64, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) -> IdemRec {
+    fn new(hash: u64, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: EntryState) -> IdemRec {
         let fp_bytes = fp.unwrap_or_default();
         let mut data = Vec::with_capacity(key.len() + fp_bytes.len() + result.len());
         data.extend_from_slice(key);
@@ -93,13 +93,13 @@ impl IdemRec {
         rec
     }
 
-    fn set_state(&mut self, st: St) {
+    fn set_state(&mut self, st: EntryState) {
         match st {
-            St::Running { fence, attempt, lease_until_ms } => {
+            EntryState::Running { fence, attempt, lease_until_ms } => {
                 debug_assert!(attempt >= 1, "attempts count from 1");
                 (self.a, self.attempt, self.b) = (fence, attempt.max(1), lease_until_ms);
             }
-            St::Done { keep_until_ms } => (self.a, self.attempt, self.b) = (keep_until_ms, 0, 0),
+            EntryState::Done { keep_until_ms } => (self.a, self.attempt, self.b) = (keep_until_ms, 0, 0),
         }
     }
 
@@ -135,19 +135,21 @@ impl IdemRec {
     }
 
     /// The state.
-    pub(super) fn state(&self) -> St {
+    pub(super) fn state(&self) -> EntryState {
         if self.attempt == 0 {
-            St::Done { keep_until_ms: self.a }
+            EntryState::Done { keep_until_ms: self.a }
         } else {
-            St::Running { fence: self.a, attempt: self.attempt, lease_until_ms: self.b }
+            EntryState::Running { fence: self.a, attempt: self.attempt, lease_until_ms: self.b }
         }
     }
 
     /// As logged.
     pub(super) fn to_record(&self) -> IdemRecord {
         let state = match self.state() {
-            St::Running { fence, attempt, lease_until_ms } => IdemState::Running { fence, attempt, lease_until_ms },
-            St::Done { keep_until_ms } => {
+            EntryState::Running { fence, attempt, lease_until_ms } => {
+                IdemState::Running { fence, attempt, lease_until_ms }
+            }
+            EntryState::Done { keep_until_ms } => {
                 IdemState::Done { result: Bytes::copy_from_slice(self.result()), keep_until_ms }
             }
         };
@@ -282,14 +284,14 @@ impl Occupied<'_> {
     }
 
     /// Moves the record to `st`, keeping its bytes.
-    pub(super) fn set_state(&mut self, st: St) {
+    pub(super) fn set_state(&mut self, st: EntryState) {
         let from = self.rec().state().reclaim_at();
         self.slot.get_mut().set_state(st);
         self.index.moved(from, st.reclaim_at(), self.h);
     }
 
     /// Stores `result` (the fingerprint stays) and moves the record to `st`.
-    pub(super) fn set_result(&mut self, result: &[u8], st: St) {
+    pub(super) fn set_result(&mut self, result: &[u8], st: EntryState) {
         self.slot.get_mut().set_result(result);
         self.set_state(st);
     }
@@ -303,7 +305,7 @@ impl Occupied<'_> {
 
 impl Vacant<'_> {
     /// Stores a new record of the key.
-    pub(super) fn insert(self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
+    pub(super) fn insert(self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: EntryState) {
         let rec = IdemRec::new(self.h, key, fp, result, st);
         let rec = match self.spare {
             Some(mut b) => {
@@ -367,7 +369,7 @@ impl IdemTable {
     /// Stores `key` with `fp`, `result` and `st`, replacing its record (the
     /// replay of a logged record; commands use `entry`). The heap blocks are
     /// reused when the bytes do not change (a takeover).
-    pub(super) fn put(&mut self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: St) {
+    pub(super) fn put(&mut self, key: &[u8], fp: Option<&[u8]>, result: &[u8], st: EntryState) {
         let h = self.hasher.hash(key);
         let index = &mut self.index;
         match self.map.entry(h, is(h, key), stored_hash) {
@@ -434,7 +436,7 @@ impl IdemTable {
 
     #[cfg(test)]
     /// Stores a record with every key forced onto hash `h`, to test collisions.
-    fn put_with_hash(&mut self, h: u64, key: &[u8], st: St) {
+    fn put_with_hash(&mut self, h: u64, key: &[u8], st: EntryState) {
         self.hasher.forced = Some(h);
         self.put(key, None, b"", st);
     }
@@ -465,10 +467,10 @@ mod tests {
 
     #[test]
     fn record_layout_round_trips() {
-        let st = St::Done { keep_until_ms: 9 };
+        let st = EntryState::Done { keep_until_ms: 9 };
         let r = IdemRec::new(7, b"key", Some(b"fp"), b"result", st);
         assert_eq!((r.key(), r.fp(), r.result(), r.state()), (&b"key"[..], Some(&b"fp"[..]), &b"result"[..], st));
-        let st = St::Running { fence: 3, attempt: 2, lease_until_ms: 7 };
+        let st = EntryState::Running { fence: 3, attempt: 2, lease_until_ms: 7 };
         let r = IdemRec::new(7, b"k", None, b"", st);
         assert_eq!((r.key(), r.fp(), r.result(), r.state()), (&b"k"[..], None, &b""[..], st));
         assert_eq!(std::mem::size_of::<IdemRec>(), 48, "one 48-byte size class");
@@ -478,7 +480,7 @@ mod tests {
     #[test]
     fn colliding_keys_share_a_bucket_and_expire_separately() {
         let mut t = IdemTable::default();
-        let st = |at| St::Done { keep_until_ms: at };
+        let st = |at| EntryState::Done { keep_until_ms: at };
         t.put_with_hash(7, b"a", st(10));
         t.put_with_hash(7, b"b", st(10));
         t.put_with_hash(7, b"c", st(20));
@@ -500,12 +502,12 @@ mod tests {
         assert!(t.index.set.is_empty() && t.index.extra.is_empty());
     }
 
-    fn done(at: u64) -> St {
-        St::Done { keep_until_ms: at }
+    fn done(at: u64) -> EntryState {
+        EntryState::Done { keep_until_ms: at }
     }
 
-    fn run(fence: u64, lease_until_ms: u64) -> St {
-        St::Running { fence, attempt: 1, lease_until_ms }
+    fn run(fence: u64, lease_until_ms: u64) -> EntryState {
+        EntryState::Running { fence, attempt: 1, lease_until_ms }
     }
 
     #[test]
@@ -553,7 +555,7 @@ mod tests {
         let mut t = IdemTable::default();
         t.put(b"k", Some(b"fp"), b"", run(1, 10));
         let Some(mut o) = t.find(0, b"k", |_| {}) else { panic!("k is live") };
-        o.set_state(St::Running { fence: 2, attempt: 2, lease_until_ms: 20 });
+        o.set_state(EntryState::Running { fence: 2, attempt: 2, lease_until_ms: 20 });
         t.check_index();
         assert_eq!(t.first_deadline_ms(), Some(run(2, 20).reclaim_at()));
         let Some(mut o) = t.find(0, b"k", |_| {}) else { panic!("k is live") };
@@ -573,7 +575,7 @@ mod tests {
     }
 
     /// Fingerprint, result and state of a record in `random_ops`'s model.
-    type ModelRec = (Option<Vec<u8>>, Vec<u8>, St);
+    type ModelRec = (Option<Vec<u8>>, Vec<u8>, EntryState);
 
     /// Random operations against a plain map of key to state: the table
     /// agrees with it and its index never holds an entry no record needs.

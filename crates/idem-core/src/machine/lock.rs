@@ -1,6 +1,6 @@
 //! Leases with fencing: LOCK, RENEW, UNLOCK, LOCK.INFO.
 //!
-//! Decisions where SEMANTICS.md is silent:
+//! Decisions where docs/commands.md is silent:
 //! - A re-LOCK by the holder sets the lease to `now + LEASE` (like RENEW) and
 //!   keeps the fence.
 //! - A lock whose lease ran out with nobody waiting is free (and forgotten);
@@ -12,7 +12,7 @@
 use bytes::Bytes;
 
 use super::expiry::{Expiry, Kind};
-use super::waiters::{Prim, Waiter, Waiters};
+use super::waiters::{MachineWaiters, Prim, Waiter};
 use super::{keymap, left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::Change;
@@ -28,7 +28,7 @@ pub(super) struct LockEntry {
 
 /// Moves the lease of the lock stored under `k` to `lease_until_ms`, with
 /// its expiry entry and its waiters' handover entry.
-fn move_lease(expiry: &mut Expiry, waiters: &mut Waiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {
+fn move_lease(expiry: &mut Expiry, waiters: &mut MachineWaiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {
     expiry.moved(l.lease_until_ms, lease_until_ms, Kind::Lock, k);
     waiters.lease_changed(Prim::Lock, k, lease_until_ms);
     l.lease_until_ms = lease_until_ms;
@@ -47,7 +47,7 @@ fn forget<'a>(expiry: &mut Expiry, found: keymap::Occupied<'a, LockEntry>) -> ke
 /// the first waiter, the others' handover moves to the new lease.
 fn store_new(
     expiry: &mut Expiry,
-    waiters: &mut Waiters,
+    waiters: &mut MachineWaiters,
     slot: keymap::Vacant<'_, LockEntry>,
     name: &[u8],
     owner: &[u8],
@@ -105,7 +105,7 @@ impl Machine {
     }
 
     /// Gives `name` to its first waiter with a new fence; false if none waits.
-    fn lock_grant_next(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, fx: &mut Effects) -> bool {
+    fn lock_grant_next(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, effects: &mut Effects) -> bool {
         let Some(w) = self.waiters.take_front(Prim::Lock, name) else {
             return false;
         };
@@ -114,8 +114,8 @@ impl Machine {
         debug_assert!(self.locks.get(name.as_ref()).is_none_or(|l| fence > l.fence), "fences only grow per lock");
         let lease_until_ms = now_ms.saturating_add(w.lease_ms);
         self.lock_put(name, &owner, fence, lease_until_ms);
-        fx.changes.push(Change::LockPut { name: name.clone(), owner, fence, lease_until_ms });
-        fx.woken.push((w.id, Ok(acquired(fence))));
+        effects.changes.push(Change::LockPut { name: name.clone(), owner, fence, lease_until_ms });
+        effects.woken.push((w.id, Ok(acquired(fence))));
         true
     }
 
@@ -129,15 +129,15 @@ impl Machine {
         wait_ms: u64,
         waiter: Option<WaiterId>,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> Applied {
         let lease_until_ms = now_ms.saturating_add(lease_ms);
         if self.waiters.count(Prim::Lock, name) > 0 && self.lock_live(now_ms, name).is_none() {
             // The lease ran out while callers wait (normally `tick` hands it
             // over first): the first of them acquires, since callers that
             // queued earlier go first, and this caller finds it held.
-            if self.lock_grant_next(now_ms, name, env, fx) {
-                return self.lock(now_ms, name, owner, lease_ms, wait_ms, waiter, env, fx);
+            if self.lock_grant_next(now_ms, name, env, effects) {
+                return self.lock(now_ms, name, owner, lease_ms, wait_ms, waiter, env, effects);
             }
         }
         // One probe finds the lock, or the slot where a free one is acquired.
@@ -167,7 +167,7 @@ impl Machine {
                 let fence = l.fence;
                 if l.lease_until_ms != lease_until_ms {
                     move_lease(&mut self.expiry, &mut self.waiters, k, l, lease_until_ms);
-                    fx.changes.push(Change::LockPut {
+                    effects.changes.push(Change::LockPut {
                         name: name.clone(),
                         owner: owner.clone(),
                         fence,
@@ -179,7 +179,7 @@ impl Machine {
         };
         let fence = env.next_fence();
         store_new(&mut self.expiry, &mut self.waiters, slot, name, owner, fence, lease_until_ms);
-        fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+        effects.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
         Applied::Done(Ok(acquired(fence)))
     }
 
@@ -189,7 +189,7 @@ impl Machine {
         name: &Bytes,
         owner: &Bytes,
         lease_ms: u64,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         let Some(l) = self.lock_live(now_ms, name).filter(|l| l.owner == owner) else {
             return Ok(Reply::status("lost"));
@@ -198,7 +198,7 @@ impl Machine {
         let lease_until_ms = now_ms.saturating_add(lease_ms);
         if lease_until_ms != old_until_ms {
             self.lock_put(name, owner, fence, lease_until_ms);
-            fx.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
+            effects.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
         }
         Ok(Reply::status_with("renewed", [Reply::uint(fence)]))
     }
@@ -209,14 +209,14 @@ impl Machine {
         name: &Bytes,
         owner: &Bytes,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         if self.lock_live(now_ms, name).is_none_or(|l| l.owner != owner) {
             return Ok(Reply::Int(0));
         }
         self.lock_remove(name);
-        fx.changes.push(Change::LockDel { name: name.clone() });
-        self.lock_grant_next(now_ms, name, env, fx);
+        effects.changes.push(Change::LockDel { name: name.clone() });
+        self.lock_grant_next(now_ms, name, env, effects);
         Ok(Reply::Int(1))
     }
 
@@ -248,7 +248,7 @@ impl Machine {
     }
 
     /// The lease of `name` ran out while callers wait: the first acquires.
-    pub(super) fn lock_lease_ran_out(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, fx: &mut Effects) {
+    pub(super) fn lock_lease_ran_out(&mut self, now_ms: u64, name: &Bytes, env: &mut dyn Env, effects: &mut Effects) {
         let Some(l) = self.locks.get(name.as_ref()) else {
             return;
         };
@@ -258,7 +258,7 @@ impl Machine {
             self.waiters.lease_changed(Prim::Lock, name, until_ms);
             return;
         }
-        self.lock_grant_next(now_ms, name, env, fx);
+        self.lock_grant_next(now_ms, name, env, effects);
     }
 
     pub(super) fn reclaim_lock(&mut self, at_ms: u64, name: &Bytes) {

@@ -8,7 +8,7 @@
 //! # Layout
 //! One file per primitive (`idem.rs`, `claim.rs`, `lock.rs`, `token.rs`,
 //! `counter.rs`, `value.rs`, `fsm.rs`, `slots.rs`); this file dispatches.
-//! Each primitive's file documents the decisions taken where SEMANTICS.md is
+//! Each primitive's file documents the decisions taken where docs/commands.md is
 //! silent. `idem_table.rs` stores idempotency records compactly, `expiry.rs`
 //! orders the other records' deadlines, so that [`Machine::tick`] touches
 //! only what is due, and `waiters.rs` holds parked callers.
@@ -60,7 +60,7 @@ mod waiters;
 mod testkit;
 
 use expiry::{Expiry, Kind};
-use waiters::{Due, Prim, Waiters};
+use waiters::{Due, MachineWaiters, Prim};
 
 /// Identifies a parked caller (a WAIT on IDEM.BEGIN or LOCK). Chosen by the
 /// caller of [`Machine::apply`]; unique among live waiters of a machine.
@@ -151,7 +151,7 @@ pub struct Machine {
     fsm: keymap::KeyMap<Bytes>,
     slots: HashMap<Bytes, slots::Resource>,
     expiry: Expiry,
-    waiters: Waiters,
+    waiters: MachineWaiters,
 }
 
 impl Machine {
@@ -169,7 +169,7 @@ impl Machine {
             fsm: Default::default(),
             slots: HashMap::new(),
             expiry: Expiry::default(),
-            waiters: Waiters::default(),
+            waiters: MachineWaiters::default(),
         }
     }
 
@@ -190,49 +190,49 @@ impl Machine {
         cmd: &Command,
         waiter: Option<WaiterId>,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> Applied {
-        self.run_due(now_ms, env, fx);
+        self.run_due(now_ms, env, effects);
         let waiter = if cmd.wait_ms() > 0 { waiter } else { None };
         let now = now_ms;
         let r = match cmd {
             Command::IdemBegin { key, fingerprint, lease_ms, wait_ms } => {
-                return self.idem_begin(now, key, fingerprint.as_ref(), *lease_ms, *wait_ms, waiter, env, fx)
+                return self.idem_begin(now, key, fingerprint.as_ref(), *lease_ms, *wait_ms, waiter, env, effects)
             }
             Command::IdemCommit { key, fence, result, keep_ms } => {
-                self.idem_commit(now, key, *fence, result, *keep_ms, fx)
+                self.idem_commit(now, key, *fence, result, *keep_ms, effects)
             }
-            Command::IdemAbort { key, fence } => self.idem_abort(now, key, *fence, env, fx),
+            Command::IdemAbort { key, fence } => self.idem_abort(now, key, *fence, env, effects),
             Command::IdemGet { key } => self.idem_get(now, key),
-            Command::IdemDel { key } => self.idem_del(now, key, env, fx),
-            Command::Claim { key, owner, ttl_ms } => self.claim(now, key, owner, *ttl_ms, fx),
+            Command::IdemDel { key } => self.idem_del(now, key, env, effects),
+            Command::Claim { key, owner, ttl_ms } => self.claim(now, key, owner, *ttl_ms, effects),
             Command::ClaimAll { owner, keys } => {
                 let mut shards = [&mut *self];
-                claim_all(now, owner, keys, &mut shards, &|_| 0, fx)
+                claim_all(now, owner, keys, &mut shards, &|_| 0, effects)
             }
-            Command::Release { key, owner } => self.release(now, key, owner, fx),
+            Command::Release { key, owner } => self.release(now, key, owner, effects),
             Command::Owner { key } => self.owner(now, key),
             Command::Lock { name, owner, lease_ms, wait_ms } => {
-                return self.lock(now, name, owner, *lease_ms, *wait_ms, waiter, env, fx)
+                return self.lock(now, name, owner, *lease_ms, *wait_ms, waiter, env, effects)
             }
-            Command::Renew { name, owner, lease_ms } => self.renew(now, name, owner, *lease_ms, fx),
-            Command::Unlock { name, owner } => self.unlock(now, name, owner, env, fx),
+            Command::Renew { name, owner, lease_ms } => self.renew(now, name, owner, *lease_ms, effects),
+            Command::Unlock { name, owner } => self.unlock(now, name, owner, env, effects),
             Command::LockInfo { name } => self.lock_info(now, name),
-            Command::TokenNew { scope, ttl_ms } => self.token_new(now, scope, *ttl_ms, env, fx),
-            Command::TokenUse { scope, token } => self.token_use(now, scope, token, fx),
+            Command::TokenNew { scope, ttl_ms } => self.token_new(now, scope, *ttl_ms, env, effects),
+            Command::TokenUse { scope, token } => self.token_use(now, scope, token, effects),
             Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
-                self.counter_add(now, key, *delta, *min, *max, op.as_ref(), *keep_ms, fx)
+                self.counter_add(now, key, *delta, *min, *max, op.as_ref(), *keep_ms, effects)
             }
             Command::CounterGet { key } => self.counter_get(key),
             Command::ValueGet { key } => self.value_get(key),
-            Command::ValueSet { key, value, if_version } => self.value_set(key, value, *if_version, fx),
-            Command::FsmMove { key, to, from } => self.fsm_move(key, to, from, fx),
+            Command::ValueSet { key, value, if_version } => self.value_set(key, value, *if_version, effects),
+            Command::FsmMove { key, to, from } => self.fsm_move(key, to, from, effects),
             Command::FsmGet { key } => self.fsm_get(key),
             Command::SlotsReserve { resource, first, last, holder, size } => {
-                self.slots_reserve(resource, *first, *last, holder, *size, fx)
+                self.slots_reserve(resource, *first, *last, holder, *size, effects)
             }
             Command::SlotsRelease { resource, first, last, holder } => {
-                self.slots_release(resource, *first, *last, holder, fx)
+                self.slots_release(resource, *first, *last, holder, effects)
             }
             Command::SlotsGet { resource } => self.slots_get(resource),
         };
@@ -241,8 +241,8 @@ impl Machine {
 
     /// Advances time: expired leases hand over to the first waiter, waits that
     /// passed their deadline are answered, expired records are reclaimed.
-    pub fn tick(&mut self, now_ms: u64, env: &mut dyn Env, fx: &mut Effects) {
-        self.run_due(now_ms, env, fx);
+    pub fn tick(&mut self, now_ms: u64, env: &mut dyn Env, effects: &mut Effects) {
+        self.run_due(now_ms, env, effects);
         self.reclaim_idem(now_ms);
         while let Some((at, kind, key)) = self.expiry.pop_due(now_ms) {
             // The entry is popped already; each `reclaim_*` removes the
@@ -258,18 +258,18 @@ impl Machine {
     }
 
     /// Answers parked callers whose events are due, in time order.
-    fn run_due(&mut self, now_ms: u64, env: &mut dyn Env, fx: &mut Effects) {
+    fn run_due(&mut self, now_ms: u64, env: &mut dyn Env, effects: &mut Effects) {
         while let Some(due) = self.waiters.pop_due(now_ms) {
             match due {
-                Due::Handover(Prim::Idem, key) => self.idem_lease_ran_out(now_ms, &key, env, fx),
-                Due::Handover(Prim::Lock, key) => self.lock_lease_ran_out(now_ms, &key, env, fx),
+                Due::Handover(Prim::Idem, key) => self.idem_lease_ran_out(now_ms, &key, env, effects),
+                Due::Handover(Prim::Lock, key) => self.lock_lease_ran_out(now_ms, &key, env, effects),
                 Due::Timeout(Prim::Idem, key, w) => {
                     let reply = self.idem_running_reply(now_ms, &key);
-                    fx.woken.push((w.id, reply));
+                    effects.woken.push((w.id, reply));
                 }
                 Due::Timeout(Prim::Lock, key, w) => {
                     let reply = self.lock_busy_reply(now_ms, &key);
-                    fx.woken.push((w.id, reply));
+                    effects.woken.push((w.id, reply));
                 }
             }
         }
@@ -364,7 +364,7 @@ pub fn claim_all(
     keys: &[Bytes],
     shards: &mut [&mut Machine],
     shard_of: &dyn Fn(&[u8]) -> usize,
-    fx: &mut Effects,
+    effects: &mut Effects,
 ) -> CmdResult {
     let mut conflicts: Vec<Reply> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -380,7 +380,7 @@ pub fn claim_all(
         return Ok(Reply::status_with("held", conflicts));
     }
     for key in keys {
-        shards[shard_of(key)].claim_set(now_ms, key, owner, None, fx);
+        shards[shard_of(key)].claim_set(key, owner, None, effects);
     }
     Ok(Reply::status("claimed"))
 }
@@ -434,17 +434,17 @@ mod tests {
     fn claim_all_spans_shards_all_or_nothing() {
         let (mut m0, mut m1) = (Machine::new(Limits::default()), Machine::new(Limits::default()));
         let shard_of = |k: &[u8]| usize::from(k[0] % 2);
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let keys = [b("a"), b("b"), b("c")];
-        let r = claim_all(0, &b("x"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut fx);
+        let r = claim_all(0, &b("x"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut effects);
         assert_eq!(render(&r), "[claimed]");
-        assert_eq!(fx.changes.len(), 3);
+        assert_eq!(effects.changes.len(), 3);
         assert_eq!((m0.len(), m1.len()), (1, 2), "each key lives in its shard");
-        fx.clear();
+        effects.clear();
         let keys = [b("d"), b("b"), b("c")];
-        let r = claim_all(0, &b("y"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut fx);
+        let r = claim_all(0, &b("y"), &keys, &mut [&mut m0, &mut m1], &shard_of, &mut effects);
         assert_eq!(render(&r), "[held b x c x]");
-        assert!(fx.changes.is_empty());
+        assert!(effects.changes.is_empty());
         assert_eq!((m0.len(), m1.len()), (1, 2), "nothing changed");
     }
 
@@ -482,9 +482,9 @@ mod tests {
         }
         assert!(t.m.is_empty());
         let mut env = SeqEnv::default();
-        let mut fx = Effects::default();
+        let mut effects = Effects::default();
         let cmd = Command::parse(&[b("IDEM.BEGIN"), b("k")], &Limits::default()).expect("parses");
         let mut m = Machine::new(Limits::default());
-        assert!(matches!(m.apply(0, &cmd, Some(WaiterId(1)), &mut env, &mut fx), Applied::Done(Ok(_))));
+        assert!(matches!(m.apply(0, &cmd, Some(WaiterId(1)), &mut env, &mut effects), Applied::Done(Ok(_))));
     }
 }

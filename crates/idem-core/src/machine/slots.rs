@@ -4,7 +4,7 @@
 //! a small table of distinct holders, so a 48-slot day held by a few people
 //! costs 192 bytes plus one copy of each holder's name.
 //!
-//! Decisions where SEMANTICS.md is silent:
+//! Decisions where docs/commands.md is silent:
 //! - A new resource gets SIZE, or `SLOTS_SIZE_DEFAULT` without it; SIZE for
 //!   an existing resource must equal its size (`ERR` otherwise), and so must
 //!   every slot be below the size (`ERR`).
@@ -153,7 +153,7 @@ impl Machine {
         last: u32,
         holder: &Bytes,
         size: Option<u32>,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         // One lookup for an existing resource: read it, then write it.
         let existing = self.slots.get_mut(resource.as_ref());
@@ -187,7 +187,7 @@ impl Machine {
             None => self.slots.entry(own(resource)).or_insert_with(|| Resource::new(size)),
         };
         if r.set(first, last, holder) {
-            fx.changes.push(Change::SlotsReserve {
+            effects.changes.push(Change::SlotsReserve {
                 resource: resource.clone(),
                 size,
                 first,
@@ -204,11 +204,16 @@ impl Machine {
         first: u32,
         last: u32,
         holder: &Bytes,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         let freed = self.slots_free(resource, first, last, holder);
         if freed > 0 {
-            fx.changes.push(Change::SlotsRelease { resource: resource.clone(), first, last, holder: holder.clone() });
+            effects.changes.push(Change::SlotsRelease {
+                resource: resource.clone(),
+                first,
+                last,
+                holder: holder.clone(),
+            });
         }
         Ok(Reply::Int(i64::from(freed)))
     }

@@ -72,10 +72,10 @@ impl T {
         Command::parse(&args, self.m.limits()).expect("test command parses")
     }
 
-    fn collect(&mut self, fx: Effects) {
-        self.last = fx.changes;
+    fn collect(&mut self, effects: Effects) {
+        self.last = effects.changes;
         self.log.extend(self.last.iter().cloned());
-        self.woken.extend(fx.woken);
+        self.woken.extend(effects.woken);
     }
 
     /// Applies `args` at `self.now` without a waiter.
@@ -96,18 +96,18 @@ impl T {
 
     fn apply(&mut self, args: &str, waiter: Option<WaiterId>) -> Applied {
         let cmd = self.parse(args);
-        let mut fx = Effects::default();
-        let r = self.m.apply(self.now, &cmd, waiter, &mut self.env, &mut fx);
-        self.collect(fx);
+        let mut effects = Effects::default();
+        let r = self.m.apply(self.now, &cmd, waiter, &mut self.env, &mut effects);
+        self.collect(effects);
         r
     }
 
     /// Moves time to `now` and ticks.
     pub(crate) fn tick(&mut self, now: u64) {
         self.now = now;
-        let mut fx = Effects::default();
-        self.m.tick(now, &mut self.env, &mut fx);
-        self.collect(fx);
+        let mut effects = Effects::default();
+        self.m.tick(now, &mut self.env, &mut effects);
+        self.collect(effects);
     }
 
     /// Woken replies since the last call, rendered as `id=reply`.

@@ -49,16 +49,16 @@ impl Machine {
         scope: &Bytes,
         ttl_ms: u64,
         env: &mut dyn Env,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         let token = hex(&env.random_token());
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         self.token_put(pair_key(scope, &token), expires_at_ms);
-        fx.changes.push(Change::TokenPut { scope: scope.clone(), token: token.clone(), expires_at_ms });
+        effects.changes.push(Change::TokenPut { scope: scope.clone(), token: token.clone(), expires_at_ms });
         Ok(Reply::Bulk(token))
     }
 
-    pub(super) fn token_use(&mut self, now_ms: u64, scope: &Bytes, token: &Bytes, fx: &mut Effects) -> CmdResult {
+    pub(super) fn token_use(&mut self, now_ms: u64, scope: &Bytes, token: &Bytes, effects: &mut Effects) -> CmdResult {
         let Some((k, at)) = self.tokens.remove(&pair_key(scope, token)) else {
             return Ok(Reply::Int(0));
         };
@@ -67,7 +67,7 @@ impl Machine {
             // Expired: forgotten without a log entry, like any expiry.
             return Ok(Reply::Int(0));
         }
-        fx.changes.push(Change::TokenDel { scope: scope.clone(), token: token.clone() });
+        effects.changes.push(Change::TokenDel { scope: scope.clone(), token: token.clone() });
         Ok(Reply::Int(1))
     }
 

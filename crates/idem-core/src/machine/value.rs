@@ -43,7 +43,7 @@ impl Machine {
         key: &Bytes,
         value: &Bytes,
         if_version: Option<u64>,
-        fx: &mut Effects,
+        effects: &mut Effects,
     ) -> CmdResult {
         // One probe reads the version and writes, or finds where to insert.
         let slot = self.values.entry(key);
@@ -62,7 +62,7 @@ impl Machine {
                 e.insert((own(key), entry));
             }
         }
-        fx.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
+        effects.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
         Ok(Reply::status_with("ok", [Reply::uint(version)]))
     }
 

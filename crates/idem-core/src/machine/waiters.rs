@@ -58,7 +58,7 @@ pub(super) enum Due {
 
 /// Every parked caller of one machine.
 #[derive(Debug, Default)]
-pub(super) struct Waiters {
+pub(super) struct MachineWaiters {
     /// FIFO queues per key, one map per `Prim`.
     queues: [HashMap<Bytes, Queue>; 2],
     /// Where each waiter is: primitive, key, and its position in the FIFO.
@@ -71,7 +71,7 @@ pub(super) struct Waiters {
     seq: u64,
 }
 
-impl Waiters {
+impl MachineWaiters {
     /// How many callers wait on `key`.
     pub(super) fn count(&self, p: Prim, key: &[u8]) -> usize {
         self.queues[p as usize].get(key).map_or(0, |q| q.list.len())

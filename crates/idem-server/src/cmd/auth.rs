@@ -8,7 +8,7 @@ use idem_core::{CmdError, ErrorCode};
 
 use super::{Parse, Session};
 use crate::resp::Frame;
-use crate::server::Shared;
+use crate::state::ServerState;
 
 /// AUTH.
 #[derive(Debug)]
@@ -26,8 +26,8 @@ impl Auth {
         }
     }
 
-    pub(crate) fn apply(self, session: &mut Session, shared: &Shared) -> Frame {
-        match check(shared, self.user.as_deref(), &self.password) {
+    pub(crate) fn apply(self, session: &mut Session, state: &ServerState) -> Frame {
+        match check(state, self.user.as_deref(), &self.password) {
             Ok(()) => {
                 session.authenticated = true;
                 Frame::Simple("OK")
@@ -37,10 +37,10 @@ impl Auth {
     }
 }
 
-/// Checks a username and password against the configuration (shared by
+/// Checks a username and password against the configuration (state by
 /// AUTH and HELLO ... AUTH).
-pub(crate) fn check(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> Result<(), CmdError> {
-    let Some(expected) = shared.config.password.as_deref() else {
+pub(crate) fn check(state: &ServerState, user: Option<&[u8]>, password: &[u8]) -> Result<(), CmdError> {
+    let Some(expected) = state.config().password.as_deref() else {
         // As Redis with no requirepass: the default user takes any password
         // (so `HELLO 3 AUTH default x` works), the one-argument form is
         // flagged as a likely configuration mistake.

@@ -8,12 +8,13 @@ use idem_core::command::COMMAND_TABLE;
 use idem_core::CmdError;
 
 use super::parse::shown;
-use super::{Parse, SERVER_COMMANDS};
+use super::Parse;
 use crate::resp::Frame;
+use crate::server_commands::SERVER_COMMANDS;
 
 /// COMMAND and its subcommand.
 #[derive(Debug)]
-pub(crate) enum CommandCmd {
+pub(crate) enum CommandQuery {
     All,
     Count,
     List,
@@ -21,17 +22,17 @@ pub(crate) enum CommandCmd {
     Docs,
 }
 
-impl CommandCmd {
-    pub(crate) fn parse(p: &mut Parse) -> Result<CommandCmd, CmdError> {
-        let Some(sub) = p.next_opt() else { return Ok(CommandCmd::All) };
+impl CommandQuery {
+    pub(crate) fn parse(p: &mut Parse) -> Result<CommandQuery, CmdError> {
+        let Some(sub) = p.next_opt() else { return Ok(CommandQuery::All) };
         Ok(match sub.to_ascii_uppercase().as_slice() {
-            b"COUNT" => CommandCmd::Count,
-            b"LIST" => CommandCmd::List,
-            b"INFO" => CommandCmd::Info(p.rest()),
+            b"COUNT" => CommandQuery::Count,
+            b"LIST" => CommandQuery::List,
+            b"INFO" => CommandQuery::Info(p.rest()),
             b"DOCS" => {
                 // Docs are not served; the names asked for do not matter.
                 p.rest();
-                CommandCmd::Docs
+                CommandQuery::Docs
             }
             other => {
                 return Err(CmdError::syntax(format!(
@@ -44,12 +45,14 @@ impl CommandCmd {
 
     pub(crate) fn apply(self) -> Frame {
         match self {
-            CommandCmd::All => {
+            CommandQuery::All => {
                 Frame::Array(all().map(|(name, arity, write, server)| info(name, arity, write, server)).collect())
             }
-            CommandCmd::Count => Frame::Int(all().count() as i64),
-            CommandCmd::List => Frame::Array(all().map(|(name, ..)| Frame::text(name.to_ascii_lowercase())).collect()),
-            CommandCmd::Info(names) => Frame::Array(
+            CommandQuery::Count => Frame::Int(all().count() as i64),
+            CommandQuery::List => {
+                Frame::Array(all().map(|(name, ..)| Frame::text(name.to_ascii_lowercase())).collect())
+            }
+            CommandQuery::Info(names) => Frame::Array(
                 names
                     .iter()
                     .map(|n| {
@@ -60,7 +63,7 @@ impl CommandCmd {
                     .collect(),
             ),
             // An empty map: redis-cli then simply offers no hints.
-            CommandCmd::Docs => Frame::Map(Vec::new()),
+            CommandQuery::Docs => Frame::Map(Vec::new()),
         }
     }
 }

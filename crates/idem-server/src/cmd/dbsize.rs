@@ -4,7 +4,7 @@ use idem_core::CmdError;
 
 use super::Parse;
 use crate::resp::Frame;
-use crate::server::Shared;
+use crate::state::ServerState;
 
 /// DBSIZE.
 #[derive(Debug)]
@@ -15,8 +15,8 @@ impl DbSize {
         Ok(DbSize)
     }
 
-    pub(crate) async fn apply(self, shared: &Shared) -> Frame {
-        match shared.backend.dbsize().await {
+    pub(crate) async fn apply(self, state: &ServerState) -> Frame {
+        match state.backend().dbsize().await {
             Ok(n) => Frame::Int(i64::try_from(n).unwrap_or(i64::MAX)),
             Err(e) => e.into(),
         }

@@ -9,7 +9,7 @@ use super::client::check_name;
 use super::parse::shown;
 use super::{auth, Parse, Session};
 use crate::resp::{Frame, Protocol};
-use crate::server::Shared;
+use crate::state::ServerState;
 
 /// HELLO.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl Hello {
         Ok(hello)
     }
 
-    pub(crate) fn apply(self, session: &mut Session, shared: &Shared) -> Frame {
+    pub(crate) fn apply(self, session: &mut Session, state: &ServerState) -> Frame {
         // Everything is checked before anything changes: a refused HELLO
         // leaves the protocol, the name and the authentication as they were.
         let proto = match self.proto.as_deref() {
@@ -52,7 +52,7 @@ impl Hello {
             }
         }
         if let Some((user, password)) = &self.auth {
-            if let Err(e) = auth::check(shared, Some(user), password) {
+            if let Err(e) = auth::check(state, Some(user), password) {
                 return e.into();
             }
             session.authenticated = true;

@@ -4,14 +4,13 @@
 //! `everything` means every section; unknown sections are skipped.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use idem_core::CmdError;
 
 use super::Parse;
 use crate::resp::Frame;
-use crate::server::Shared;
+use crate::state::{InfoCounter, ServerState};
 
 const SECTIONS: &[&str] = &["server", "clients", "stats", "store"];
 
@@ -26,7 +25,7 @@ impl Info {
         Ok(Info { sections: p.rest() })
     }
 
-    pub(crate) fn apply(self, shared: &Shared) -> Frame {
+    pub(crate) fn apply(self, state: &ServerState) -> Frame {
         let everything = self.sections.is_empty()
             || self
                 .sections
@@ -38,15 +37,15 @@ impl Info {
                 if !text.is_empty() {
                     text.push_str("\r\n");
                 }
-                write_section(&mut text, section, shared);
+                write_section(&mut text, section, state);
             }
         }
         Frame::Bulk(Bytes::from(text))
     }
 }
 
-fn write_section(out: &mut String, section: &str, shared: &Shared) {
-    let stats = &shared.stats;
+fn write_section(out: &mut String, section: &str, state: &ServerState) {
+    let counters = state.counters();
     let title = match section {
         "server" => "Server",
         "clients" => "Clients",
@@ -65,25 +64,25 @@ fn write_section(out: &mut String, section: &str, shared: &Shared) {
             line("idem_version", &env!("CARGO_PKG_VERSION"));
             line("redis_mode", &"standalone");
             line("process_id", &std::process::id());
-            line("tcp_port", &shared.port);
-            line("uptime_in_seconds", &shared.started.elapsed().as_secs());
-            line("backend", &shared.backend.name());
-            line("event_loops", &shared.config.event_loops);
+            line("tcp_port", &state.port());
+            line("uptime_in_seconds", &state.uptime().as_secs());
+            line("backend", &state.backend().name());
+            line("event_loops", &state.config().event_loops);
         }
         "clients" => {
-            line("connected_clients", &stats.connected_clients.load(Relaxed));
-            line("maxclients", &shared.config.max_connections);
+            line("connected_clients", &counters.get(InfoCounter::ConnectedClients));
+            line("maxclients", &state.config().max_connections);
         }
         "stats" => {
-            line("total_connections_received", &stats.connections_received.load(Relaxed));
-            line("rejected_connections", &stats.connections_rejected.load(Relaxed));
-            line("total_commands_processed", &stats.commands_processed.load(Relaxed));
-            line("total_error_replies", &stats.error_replies.load(Relaxed));
-            line("total_protocol_errors", &stats.protocol_errors.load(Relaxed));
-            line("total_clients_disconnected_slow", &stats.slow_clients_disconnected.load(Relaxed));
+            line("total_connections_received", &counters.get(InfoCounter::ConnectionsReceived));
+            line("rejected_connections", &counters.get(InfoCounter::ConnectionsRejected));
+            line("total_commands_processed", &counters.get(InfoCounter::CommandsProcessed));
+            line("total_error_replies", &counters.get(InfoCounter::ErrorReplies));
+            line("total_protocol_errors", &counters.get(InfoCounter::ProtocolErrors));
+            line("total_clients_disconnected_slow", &counters.get(InfoCounter::SlowClientsDisconnected));
         }
         _ => {
-            for (k, v) in shared.backend.info() {
+            for (k, v) in state.backend().info() {
                 // Backend facts are free text: keep one field per line.
                 let clean = |s: &str| s.replace(['\r', '\n'], " ");
                 line(&clean(&k), &clean(&v));

@@ -4,7 +4,8 @@
 //! One file per command, as in mini-redis: each has `parse` (from a
 //! [`Parse`] cursor that rejects leftover arguments) and `apply` (which
 //! returns the reply frame). Adding a command touches its file, the enum
-//! below and [`SERVER_COMMANDS`].
+//! below and `SERVER_COMMANDS` (in `server_commands`, which the metrics
+//! read too).
 
 mod auth;
 mod client;
@@ -22,25 +23,12 @@ use bytes::Bytes;
 use idem_core::CmdError;
 
 use crate::resp::{Frame, Protocol};
-use crate::server::Shared;
+use crate::state::ServerState;
 
 pub(crate) use auth::password_matches;
 use parse::Parse;
 
-/// Name (upper case) and Redis-style arity of every server command, for
-/// dispatch and for the `COMMAND` reply.
-pub(crate) const SERVER_COMMANDS: &[(&str, i64)] = &[
-    ("PING", -1),
-    ("ECHO", 2),
-    ("HELLO", -1),
-    ("AUTH", -2),
-    ("QUIT", -1),
-    ("INFO", -1),
-    ("CLIENT", -2),
-    ("COMMAND", -1),
-    ("DBSIZE", 1),
-    ("SELECT", 2),
-];
+pub(crate) use crate::server_commands::lookup;
 
 /// The per-connection state server commands read and change.
 #[derive(Debug)]
@@ -67,19 +55,9 @@ pub(crate) enum ServerCmd {
     Quit(quit::Quit),
     Info(info::Info),
     Client(client::Client),
-    Command(command::CommandCmd),
+    Command(command::CommandQuery),
     DbSize(dbsize::DbSize),
     Select(select::Select),
-}
-
-/// The index in [`SERVER_COMMANDS`] and the upper-case name of the server
-/// command `name`, if it is one.
-pub(crate) fn lookup(name: &[u8]) -> Option<(usize, &'static str)> {
-    SERVER_COMMANDS
-        .iter()
-        .enumerate()
-        .find(|(_, (n, _))| n.as_bytes().eq_ignore_ascii_case(name))
-        .map(|(i, (n, _))| (i, *n))
 }
 
 impl ServerCmd {
@@ -94,7 +72,7 @@ impl ServerCmd {
             "QUIT" => ServerCmd::Quit(quit::Quit::parse(&mut p)?),
             "INFO" => ServerCmd::Info(info::Info::parse(&mut p)?),
             "CLIENT" => ServerCmd::Client(client::Client::parse(&mut p)?),
-            "COMMAND" => ServerCmd::Command(command::CommandCmd::parse(&mut p)?),
+            "COMMAND" => ServerCmd::Command(command::CommandQuery::parse(&mut p)?),
             "DBSIZE" => ServerCmd::DbSize(dbsize::DbSize::parse(&mut p)?),
             "SELECT" => ServerCmd::Select(select::Select::parse(&mut p)?),
             other => return Err(CmdError::syntax(format!("unknown command '{other}'"))),
@@ -110,17 +88,17 @@ impl ServerCmd {
     }
 
     /// Runs the command and returns its reply.
-    pub(crate) async fn apply(self, session: &mut Session, shared: &Shared) -> Frame {
+    pub(crate) async fn apply(self, session: &mut Session, state: &ServerState) -> Frame {
         match self {
             ServerCmd::Ping(c) => c.apply(),
             ServerCmd::Echo(c) => c.apply(),
-            ServerCmd::Hello(c) => c.apply(session, shared),
-            ServerCmd::Auth(c) => c.apply(session, shared),
+            ServerCmd::Hello(c) => c.apply(session, state),
+            ServerCmd::Auth(c) => c.apply(session, state),
             ServerCmd::Quit(c) => c.apply(session),
-            ServerCmd::Info(c) => c.apply(shared),
+            ServerCmd::Info(c) => c.apply(state),
             ServerCmd::Client(c) => c.apply(session),
             ServerCmd::Command(c) => c.apply(),
-            ServerCmd::DbSize(c) => c.apply(shared).await,
+            ServerCmd::DbSize(c) => c.apply(state).await,
             ServerCmd::Select(c) => c.apply(),
         }
     }

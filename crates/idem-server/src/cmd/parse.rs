@@ -13,7 +13,7 @@ pub(crate) struct Parse<'a> {
 
 impl<'a> Parse<'a> {
     /// A cursor over `args`, skipping the command name. Arguments taken
-    /// are shared with `args` (a reference count, not a copy).
+    /// are state with `args` (a reference count, not a copy).
     pub(crate) fn new(name: &'static str, args: &'a [Bytes]) -> Parse<'a> {
         let mut args = args.iter();
         args.next();

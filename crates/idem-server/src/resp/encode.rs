@@ -1,6 +1,6 @@
 //! Replies: from [`Frame`] (or a primitive's [`Reply`]) to RESP2 or RESP3 bytes.
 //!
-//! Status words are bulk strings in both protocols (SEMANTICS.md: every
+//! Status words are bulk strings in both protocols (docs/commands.md: every
 //! client library reads them the same way); arrays stay arrays. RESP3 only
 //! changes how absence (`_`) and maps (`%`) are written.
 

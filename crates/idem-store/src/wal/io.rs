@@ -1,7 +1,7 @@
 //! The storage the log runs on: a small file-system interface ([`Vfs`],
 //! [`VFile`]) with the real implementation ([`OsFs`]). Every byte the log
 //! reads or writes and every sync goes through it, so tests can swap in
-//! [`crate::wal::sim::SimFs`], which keeps written and durable bytes apart,
+//! `sim::SimFs` (with the `testing` feature), which keeps written and durable bytes apart,
 //! injects I/O errors and simulates crashes at every sync point.
 
 use std::any::Any;

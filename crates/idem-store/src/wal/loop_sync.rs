@@ -14,7 +14,7 @@
 //! This is how Redis's `appendfsync always` syncs, inside its event loop, but
 //! with several loops: while one loop waits for its `fdatasync`, the others
 //! keep serving. A loop that runs dry while another thread's sync is in
-//! progress files its need (`Shared::defer`) and goes back to serving I/O;
+//! progress files its need (`LogState::defer`) and goes back to serving I/O;
 //! the syncing thread, once done, wakes the loops whose records its sync did
 //! not cover (through each loop's [`Nudges`] task), and they sync. The
 //! hand-off to a writer thread and back (a futex wake, a context switch and a
@@ -23,26 +23,23 @@
 //! Appends and waits on other threads (a multi-threaded runtime, the HTTP
 //! API, the ticker) still go through the writer thread. A waiter there that
 //! may depend on a loop's record nobody has woken the writer for wakes it
-//! (`Shared::unwoken`), so every waiter is covered by some sync.
+//! (`LogState`'s `unwoken` flag), so every waiter is covered by some sync.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::writer::{Shared, Writer};
+use super::loop_thread;
+use super::state::LogState;
+use super::writer::Writer;
 use crate::FsyncMode;
 
 thread_local! {
-    /// This thread is an event loop that syncs its own waits.
-    static IN_LOOP: Cell<bool> = const { Cell::new(false) };
-    /// The highest LSN a task of this loop waits to see synced.
-    static LOOP_WANT: Cell<u64> = const { Cell::new(0) };
     /// Wakes this loop (the waker of its [`LoopSync::nudges`] task).
     static LOOP_WAKER: RefCell<Option<Waker>> = const { RefCell::new(None) };
     /// How many records the loop's last commit covered.
@@ -72,15 +69,13 @@ pub(crate) const GATHER_MAX: Duration = Duration::from_micros(200);
 /// it saves: waiting `g` longer delays every pending record by `g`, and a
 /// record that makes it into this sync is spared a sync of its own, about
 /// one sync's time. So the loop waits while `g × pending` stays under its
-/// recent sync time: long for a few records (4 clients, a 100 µs sync:
-/// 25 µs), short for many (50 clients: 3-5 µs), and never under
+/// recent sync time: long for a few records, short for many, and never under
 /// [`GATHER_GAP_MIN`], about what one empty poll takes. A slower disk
 /// makes the gap longer, as it should: each sync saved is worth more.
 ///
 /// Only a log's single loop gathers: the loop polls while it waits, and
-/// with two loops on two cores that polling took the cores the other loop
-/// and the clients needed (0.95× the requests/s, 1.23× the CPU per
-/// request, docs/benchmarks.md).
+/// with several loops that polling takes the cores the other loops and the
+/// clients need (measured in docs/benchmarks-log.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Gather {
     /// When the loop first ran dry with these records pending.
@@ -118,31 +113,26 @@ impl Gather {
     }
 }
 
-/// Whether the calling thread is an event loop that syncs its own waits.
-pub(crate) fn in_loop() -> bool {
-    IN_LOOP.with(Cell::get)
-}
-
-/// Notes, on a loop thread, that a task waits for `lsn` to be synced.
-pub(crate) fn note_wait(lsn: u64) {
-    LOOP_WANT.with(|w| w.set(w.get().max(lsn)));
-}
-
 /// Lets an event loop thread do the group commit for its own connections;
 /// get one from [`super::Log::loop_sync`].
 #[derive(Clone)]
 pub struct LoopSync {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) writer: Arc<Mutex<Writer>>,
+    state: Arc<LogState>,
+    writer: Arc<Mutex<Writer>>,
 }
 
 impl std::fmt::Debug for LoopSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopSync").field("mode", &self.shared.mode).finish()
+        f.debug_struct("LoopSync").field("mode", &self.state.mode()).finish()
     }
 }
 
 impl LoopSync {
+    /// The handle of the log whose state and writer these are.
+    pub(crate) fn new(state: Arc<LogState>, writer: Arc<Mutex<Writer>>) -> LoopSync {
+        LoopSync { state, writer }
+    }
+
     /// Marks the calling thread as an event loop that will call
     /// [`LoopSync::before_park`] whenever it runs out of work and runs
     /// [`LoopSync::nudges`] as a task. Call it once, on the loop thread,
@@ -150,8 +140,8 @@ impl LoopSync {
     /// its records without syncing them, and the writer thread keeps the
     /// one-second rhythm of syncs.
     pub fn enter(&self) {
-        IN_LOOP.with(|l| l.set(true));
-        self.shared.loops.fetch_add(1, Ordering::Relaxed);
+        loop_thread::enter();
+        self.state.add_loop();
     }
 
     /// A single-threaded tokio runtime wired as one of this log's loops: it
@@ -188,16 +178,16 @@ impl LoopSync {
     /// again.
     pub fn before_park(&self) {
         // Synced in Always mode, written in EverySecond mode.
-        let done = self.shared.loop_mark_lsn().load(Ordering::Acquire);
-        if LOOP_WANT.with(Cell::get) <= done {
-            LOOP_WANT.with(|w| w.set(0));
+        let done = self.state.loop_done();
+        if loop_thread::wanted() <= done {
+            loop_thread::take_wanted();
             GATHER.with(|g| g.set(None));
             return;
         }
         if self.gather(done) {
             return;
         }
-        let want = LOOP_WANT.with(|w| w.replace(0));
+        let want = loop_thread::take_wanted();
         let mut deferred = false;
         loop {
             if let Some(writer) = self.writer.try_lock() {
@@ -206,7 +196,7 @@ impl LoopSync {
             if deferred {
                 // The holder had not finished when this loop filed its
                 // request, so it will see it after it unlocks.
-                note_wait(want);
+                loop_thread::note_wait(want);
                 return;
             }
             let waker = LOOP_WAKER.with(|w| w.borrow().clone());
@@ -214,7 +204,7 @@ impl LoopSync {
                 // No nudge task on this loop: wait for the sync in progress.
                 return self.commit(self.writer.lock(), want);
             };
-            self.shared.defer(want, waker);
+            self.state.defer(want, waker);
             deferred = true;
             // Retried once: if the holder unlocked before the request was
             // filed, it may have missed it, but then the lock is free now
@@ -232,10 +222,10 @@ impl LoopSync {
     /// polls for I/O without blocking and calls `before_park` again.
     fn gather(&self, synced: u64) -> bool {
         // Gathering saves syncs; EverySecond mode has none to save here.
-        if self.shared.mode != FsyncMode::Always || self.shared.loops.load(Ordering::Relaxed) > 1 {
+        if self.state.mode() != FsyncMode::Always || self.state.loop_count() > 1 {
             return false;
         }
-        let pending = self.shared.appended.load(Ordering::Acquire).saturating_sub(synced);
+        let pending = self.state.appended().saturating_sub(synced);
         let next = Gather::step(
             GATHER.with(Cell::get),
             pending,
@@ -258,19 +248,24 @@ impl LoopSync {
         // it is in the tail this cycle takes, or was written by an earlier
         // cycle that this one's sync covers. After a failure `cycle` returns
         // at once, and the failure has already woken every waiter.
-        let done = self.shared.loop_mark_lsn();
-        let before = done.load(Ordering::Acquire);
+        let before = self.state.loop_done();
         if want > before {
             let start = Instant::now();
-            writer.cycle();
+            let committed = writer.cycle();
             let took = start.elapsed();
             // A moving average over about eight commits: one slow sync
             // does not stretch the next gathers much.
             SYNC_TIME.with(|t| t.set((t.get() * 7 + took) / 8));
-            LAST_BATCH.with(|b| b.set(done.load(Ordering::Acquire).saturating_sub(before)));
+            let after = self.state.loop_done();
+            // A cycle covers every record appended before it took the tail,
+            // and this loop's records were appended before its tasks waited;
+            // only a cycle that did not run (the log failed or was closed)
+            // leaves them uncovered.
+            assert!(after >= want || !committed, "a loop's commit up to {want} reached {after}");
+            LAST_BATCH.with(|b| b.set(after.saturating_sub(before)));
         }
         drop(writer);
-        self.shared.wake_deferred();
+        self.state.wake_deferred();
     }
 }
 
@@ -395,13 +390,13 @@ mod tests {
             done_tx.send(outcome.is_ok()).unwrap();
         });
         let start = Instant::now();
-        while sync.shared.deferred.lock().is_empty() {
+        while !sync.state.has_deferred() {
             assert!(start.elapsed() < Duration::from_secs(10), "the loop never filed its request");
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(done_rx.try_recv().is_err(), "acknowledged while the writer was held");
         drop(held);
-        sync.shared.wake_deferred();
+        sync.state.wake_deferred();
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the loop was not woken to sync");
         stop.send(()).unwrap();
         thread.join().unwrap();

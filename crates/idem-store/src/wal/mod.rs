@@ -15,15 +15,25 @@
 //!   record, shard by shard, and `finish`es it; the log then drops segments
 //!   the snapshot covers.
 //!
-//! Layout of this module: `record` (byte formats), `writer` (group commit),
-//! `segment` (segment files and their validation), `snapshot`, `recover`,
-//! `check` (offline verification), `io` (the storage interface) and `sim`
-//! (a fault-injecting storage for crash tests). docs/durability.md explains
-//! the guarantees and the on-disk format.
+//! Layout of this module, each depending only on those listed before it:
+//! - `io` (the storage interface), `record` (byte formats), `segment`
+//!   (file names, and the scan that validates a segment), `waiters` (the
+//!   registry of durable waits), `loop_thread` (what a loop thread knows
+//!   about itself);
+//! - `state` (the tail, the log positions and their invariants, the
+//!   failure, shared by everything below), `open_segment` (creating and
+//!   reopening the segment appended to), `prealloc` (zero-filling the next
+//!   one);
+//! - `writer` (group commit), `loop_sync` (group commit on event loops),
+//!   `snapshot`, `recover`, `check` (offline verification);
+//! - `sim` (a fault-injecting storage for crash tests, with the `testing`
+//!   feature).
+//!
+//! docs/durability.md explains the guarantees and the on-disk format.
+//! ARCHITECTURE.md lists the invariants and where they are asserted.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use idem_core::Change;
@@ -33,23 +43,30 @@ use crate::{FsyncMode, StoreError};
 mod check;
 pub mod io;
 mod loop_sync;
+mod loop_thread;
+mod open_segment;
+mod prealloc;
 mod record;
 mod recover;
 mod segment;
+#[cfg(any(test, feature = "testing"))]
 pub mod sim;
 mod snapshot;
+mod state;
 mod waiters;
 mod writer;
 
 pub use check::{check, check_with, CheckReport};
 pub use loop_sync::LoopSync;
+#[cfg(feature = "testing")]
 pub use record::{decode_changes_for_test, encode_changes_for_test};
 pub use segment::SEGMENT_BYTES_MAX;
 pub use snapshot::SnapshotWriter;
-pub use writer::LogStats;
+pub use state::LogStats;
 
 use io::{OsFs, Vfs};
-use writer::{Shared, Writer};
+use state::LogState;
+use writer::Writer;
 
 /// A position in the log: records up to and including it are ordered before later ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -77,7 +94,8 @@ pub struct LogOptions {
 }
 
 /// Where and how the log stores its files; [`Storage::default`] is the real
-/// file system with 64 MiB segments. Tests pass a [`sim::SimFs`].
+/// file system with 64 MiB segments. Tests pass a simulated file system
+/// (`sim::SimFs`, with the `testing` feature).
 #[derive(Clone, Debug)]
 pub struct Storage {
     /// The file system.
@@ -106,7 +124,7 @@ impl Default for Storage {
 
 /// The write-ahead log of one data directory.
 pub struct Log {
-    shared: Arc<Shared>,
+    state: Arc<LogState>,
     /// The group-commit state; whoever holds it writes and syncs.
     writer: Arc<parking_lot::Mutex<Writer>>,
     vfs: Arc<dyn Vfs>,
@@ -121,8 +139,8 @@ impl std::fmt::Debug for Log {
         f.debug_struct("Log")
             .field("dir", &self.dir)
             .field("fsync", &self.opts.fsync)
-            .field("appended", &self.shared.appended.load(Ordering::Relaxed))
-            .field("synced", &self.shared.synced.load(Ordering::Relaxed))
+            .field("appended", &self.state.appended())
+            .field("synced", &self.state.synced())
             .finish()
     }
 }
@@ -153,37 +171,25 @@ impl Log {
             .map_err(|source| StoreError::Io { path: lock_path.clone(), source })?
             .ok_or_else(|| StoreError::Locked(dir.to_path_buf()))?;
         let (walk, seg) = recover::recover(&*vfs, dir, replay)?;
-        let shared = Arc::new(Shared::new(opts.fsync, walk.next_lsn, walk.log_bytes()));
-        let recovered_lsn = walk.next_lsn - 1;
-        let writer = Writer {
-            shared: shared.clone(),
-            vfs: vfs.clone(),
-            dir: dir.to_path_buf(),
+        let state = Arc::new(LogState::new(opts.fsync, walk.next_lsn, walk.log_bytes()));
+        let writer = Writer::new(
+            state.clone(),
+            vfs.clone(),
+            dir.to_path_buf(),
             seg,
-            segment_bytes_max: storage.segment_bytes_max,
-            written_lsn: recovered_lsn,
-            synced_lsn: recovered_lsn,
-            opened_lsn: recovered_lsn,
-            last_is_mark: false,
-            prealloc_after_bytes: storage.prealloc_after_bytes,
-            written_since_open: 0,
-            prep_retry_at: 0,
-            prep: writer::Prep::Idle,
-            prep_cancel: Default::default(),
-            batch: Vec::with_capacity(64 << 10),
-            cuts: Vec::new(),
-            closed: false,
-        };
+            storage.segment_bytes_max,
+            storage.prealloc_after_bytes,
+        );
         let writer = Arc::new(parking_lot::Mutex::new(writer));
-        let (thread_writer, thread_shared) = (writer.clone(), shared.clone());
+        let (thread_writer, thread_state) = (writer.clone(), state.clone());
         let handle = std::thread::Builder::new()
             .name("idem-wal-writer".into())
-            .spawn(move || writer::run_thread(thread_writer, thread_shared))
+            .spawn(move || writer::run_thread(thread_writer, thread_state))
             .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         let recovered = Recovered { clock_ms: walk.clock_ms, fence_high: walk.fence_high, records: walk.records };
         Ok((
             Log {
-                shared,
+                state,
                 writer,
                 vfs,
                 dir: dir.to_path_buf(),
@@ -198,99 +204,62 @@ impl Log {
     /// Appends one record made of `changes` at engine time `now_ms`.
     /// Fails with `StoreError::Failed` once the log has failed.
     pub fn append(&self, now_ms: u64, changes: &[Change]) -> Result<Lsn, StoreError> {
-        self.shared.append_changes(now_ms, changes).map(Lsn)
+        self.state.append_changes(now_ms, changes).map(Lsn)
     }
 
     /// Appends a fence high-water mark: after a crash, fences resume above `fence_high`.
     pub fn append_fence_high(&self, now_ms: u64, fence_high: u64) -> Result<Lsn, StoreError> {
-        self.shared.append_payload(now_ms, record::KIND_FENCE_HIGH, &fence_high.to_le_bytes()).map(Lsn)
+        self.state.append_payload(now_ms, record::KIND_FENCE_HIGH, &fence_high.to_le_bytes()).map(Lsn)
     }
 
     /// The LSN of the last appended record (what a read has observed).
     pub fn last_appended(&self) -> Lsn {
-        Lsn(self.shared.appended.load(Ordering::Acquire))
+        Lsn(self.state.appended())
     }
 
     /// Resolves when every record up to `lsn` is durable (per the fsync mode).
     /// Once the log has failed, it fails for every LSN that was not durable
     /// before the failure.
     pub async fn durable(&self, lsn: Lsn) -> Result<(), StoreError> {
-        let mark = match self.shared.mode {
-            FsyncMode::Always => waiters::Mark::Synced,
-            FsyncMode::EverySecond => waiters::Mark::Written,
-        };
-        self.shared.wait_for(mark, lsn.0).await
+        self.state.wait_for(self.state.durable_mark(), lsn.0).await
     }
 
     /// A handle for event loop threads that do the group commit for their
     /// own connections (see [`LoopSync`]).
     pub fn loop_sync(&self) -> LoopSync {
-        LoopSync { shared: self.shared.clone(), writer: self.writer.clone() }
+        LoopSync::new(self.state.clone(), self.writer.clone())
     }
 
     /// Why the log stopped accepting writes, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure()
+        self.state.failure()
     }
 
     /// Whether a snapshot is due (the log grew past `snapshot_after_bytes`
     /// since the last one and none is in progress).
     pub fn snapshot_due(&self) -> bool {
-        self.shared.snapshot_due(self.opts.snapshot_after_bytes)
+        self.state.snapshot_due(self.opts.snapshot_after_bytes)
     }
 
     /// Starts a snapshot that covers every record appended before this call:
     /// the log starts a new segment at the next LSN, so the snapshot's cut
     /// falls on a segment boundary.
     pub fn begin_snapshot(&self) -> Result<SnapshotWriter, StoreError> {
-        let (lsn, appended_bytes_at_cut) = {
-            let mut tail = self.shared.tail.lock();
-            if let Some(reason) = &tail.failure {
-                return Err(StoreError::Failed(reason.clone()));
-            }
-            let lsn = tail.next_lsn;
-            let offset = tail.buf.len();
-            if tail.cuts.last().map(|c| c.0) != Some(lsn) {
-                tail.cuts.push((lsn, offset));
-            }
-            (lsn, tail.appended_bytes)
-        };
-        self.shared.snapshot.lock().in_progress += 1;
-        let (tmp_path, file) = match snapshot::create_tmp(&*self.vfs, &self.dir, lsn) {
-            Ok(created) => created,
-            Err(e) => {
-                self.shared.snapshot_abandoned();
-                return Err(e);
-            }
-        };
-        Ok(SnapshotWriter {
-            shared: self.shared.clone(),
-            vfs: self.vfs.clone(),
-            dir: self.dir.clone(),
-            tmp_path,
-            file: Some(file),
-            lsn,
-            appended_bytes_at_cut,
-            buf: Vec::with_capacity(1 << 20),
-            enc: Vec::new(),
-            offset: record::SNAPSHOT_HEADER_LEN as u64,
-            entries: 0,
-            done: false,
-        })
+        SnapshotWriter::begin(self.state.clone(), self.vfs.clone(), self.dir.clone())
     }
 
     /// Writes whatever is buffered and syncs it; used on graceful shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let target = self.shared.appended.load(Ordering::Acquire);
-        if target > self.shared.synced.load(Ordering::Acquire) {
-            self.shared.request_sync();
+        let target = self.state.appended();
+        if target > self.state.synced() {
+            self.state.request_sync();
         }
-        self.shared.wait_for(waiters::Mark::Synced, target).await
+        self.state.wait_for(waiters::Mark::Synced, target).await
     }
 
     /// Counters about group commit since open.
     pub fn stats(&self) -> LogStats {
-        *self.shared.stats.lock()
+        self.state.stats()
     }
 
     /// The data directory.
@@ -303,8 +272,7 @@ impl Drop for Log {
     /// Stops the writer after it has written and synced everything appended
     /// and a final mark record; blocks until then.
     fn drop(&mut self) {
-        self.shared.tail.lock().shutdown = true;
-        self.shared.wake_writer.notify_one();
+        self.state.shut_down();
         if let Some(handle) = self.writer_thread.take() {
             let _ = handle.join();
         }

@@ -562,8 +562,8 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Encodes `changes` as a record payload for tests and tools.
-#[doc(hidden)]
+/// Encodes `changes` as a record payload, for tests of the codec.
+#[cfg(feature = "testing")]
 pub fn encode_changes_for_test(changes: &[Change]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
@@ -574,7 +574,7 @@ pub fn encode_changes_for_test(changes: &[Change]) -> Vec<u8> {
 }
 
 /// Decodes a payload made by [`encode_changes_for_test`].
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub fn decode_changes_for_test(payload: &[u8]) -> Result<Vec<Change>, String> {
     match decode_body(KIND_CHANGES, payload)? {
         Body::Changes(c) => Ok(c),

@@ -10,10 +10,10 @@ use std::time::Instant;
 use idem_core::Change;
 
 use super::io::Vfs;
+use super::open_segment::OpenSegment;
 use super::record::{self, Body};
 use super::segment::{classify, scan_segment, FileKind, SegmentEnd};
 use super::snapshot::read_snapshot;
-use super::writer::{create_segment, OpenSegment};
 use crate::StoreError;
 
 /// Recovery logs a progress line every this many records.
@@ -96,6 +96,13 @@ pub(crate) fn walk(vfs: &dyn Vfs, dir: &Path, replay: &mut dyn FnMut(u64, Change
             snapshot_entries += 1;
             replay(clock_ms, change);
         })?;
+        if lsn == 0 {
+            return Err(StoreError::Corrupt {
+                path,
+                offset: 0,
+                reason: "a snapshot at LSN 0 (LSNs start at 1)".into(),
+            });
+        }
         if header.lsn != lsn {
             return Err(StoreError::Corrupt {
                 path,
@@ -165,6 +172,7 @@ pub(crate) fn walk(vfs: &dyn Vfs, dir: &Path, replay: &mut dyn FnMut(u64, Change
             }
             Ok(())
         })?;
+        assert!(scan.next_lsn >= next_lsn, "a segment's scan moves the log forward");
         next_lsn = scan.next_lsn;
         match scan.end {
             SegmentEnd::Clean => {}
@@ -231,9 +239,10 @@ pub(crate) fn recover(
             file.sync_all().map_err(|e| io_err(&last.path, e))?;
             // Zeros after the records are a preallocated segment's unused
             // space: writing continues over them.
-            OpenSegment { file, path: last.path.clone(), base: last.base, len: last.valid_len, cap }
+            assert!(last.base <= w.next_lsn, "the last segment starts at or before the next record");
+            OpenSegment::reopened(file, last.path.clone(), last.base, last.valid_len, cap)
         }
-        None => create_segment(vfs, dir, w.next_lsn).map_err(|e| io_err(dir, e))?,
+        None => OpenSegment::create(vfs, dir, w.next_lsn).map_err(|e| io_err(dir, e))?,
     };
     vfs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     Ok((w, segment))

@@ -9,7 +9,6 @@
 //! holder), never a delta.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use idem_core::Change;
@@ -17,7 +16,7 @@ use idem_core::Change;
 use super::io::{VFile, Vfs};
 use super::record::{self, SnapshotHeader, FRAME_HEAD_LEN, RECORD_BYTES_MAX, SNAPSHOT_HEADER_LEN};
 use super::segment::{classify, snapshot_name, snapshot_tmp_name, FileKind};
-use super::writer::Shared;
+use super::state::LogState;
 use crate::StoreError;
 
 /// Entries are buffered up to this size before one write.
@@ -31,21 +30,24 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 /// shard's lock in turn) then calls `finish`. Dropping it unfinished removes
 /// the temporary file.
 pub struct SnapshotWriter {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) vfs: Arc<dyn Vfs>,
-    pub(crate) dir: PathBuf,
-    pub(crate) tmp_path: PathBuf,
-    pub(crate) file: Option<Box<dyn VFile>>,
+    state: Arc<LogState>,
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    tmp_path: PathBuf,
+    file: Option<Box<dyn VFile>>,
     /// Every record below this LSN is reflected.
-    pub(crate) lsn: u64,
+    lsn: u64,
     /// The log's appended byte count at the cut (for snapshot scheduling).
-    pub(crate) appended_bytes_at_cut: u64,
-    pub(crate) buf: Vec<u8>,
-    pub(crate) enc: Vec<u8>,
-    pub(crate) offset: u64,
-    pub(crate) entries: u64,
+    appended_bytes_at_cut: u64,
+    /// Entries waiting for one write of up to [`SNAPSHOT_WRITE_BYTES`].
+    buf: Vec<u8>,
+    /// One entry's change, encoded.
+    change_bytes: Vec<u8>,
+    /// Where `buf` goes in the file.
+    offset: u64,
+    entries: u64,
     /// Set once `finish` has accounted for this snapshot.
-    pub(crate) done: bool,
+    done: bool,
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -55,6 +57,33 @@ impl std::fmt::Debug for SnapshotWriter {
 }
 
 impl SnapshotWriter {
+    /// Starts a snapshot of the log with `state` in `dir`: cuts the log (the
+    /// next record starts a new segment) and creates the temporary file.
+    pub(crate) fn begin(state: Arc<LogState>, vfs: Arc<dyn Vfs>, dir: PathBuf) -> Result<SnapshotWriter, StoreError> {
+        let (lsn, appended_bytes_at_cut) = state.cut_for_snapshot()?;
+        let (tmp_path, file) = match create_tmp(&*vfs, &dir, lsn) {
+            Ok(created) => created,
+            Err(e) => {
+                state.snapshot_abandoned();
+                return Err(e);
+            }
+        };
+        Ok(SnapshotWriter {
+            state,
+            vfs,
+            dir,
+            tmp_path,
+            file: Some(file),
+            lsn,
+            appended_bytes_at_cut,
+            buf: Vec::with_capacity(SNAPSHOT_WRITE_BYTES),
+            change_bytes: Vec::new(),
+            offset: SNAPSHOT_HEADER_LEN as u64,
+            entries: 0,
+            done: false,
+        })
+    }
+
     /// The LSN of the cut: the snapshot reflects every record below it.
     pub fn lsn(&self) -> u64 {
         self.lsn
@@ -62,12 +91,15 @@ impl SnapshotWriter {
 
     /// Adds one live record.
     pub fn add(&mut self, change: &Change) -> Result<(), StoreError> {
-        self.enc.clear();
-        record::put_change(&mut self.enc, change);
-        if self.enc.len() > RECORD_BYTES_MAX {
-            return Err(StoreError::RecordTooLarge { bytes: self.enc.len() as u64, max: RECORD_BYTES_MAX as u64 });
+        self.change_bytes.clear();
+        record::put_change(&mut self.change_bytes, change);
+        if self.change_bytes.len() > RECORD_BYTES_MAX {
+            return Err(StoreError::RecordTooLarge {
+                bytes: self.change_bytes.len() as u64,
+                max: RECORD_BYTES_MAX as u64,
+            });
         }
-        record::put_entry(&mut self.buf, &self.enc);
+        record::put_entry(&mut self.buf, &self.change_bytes);
         self.entries += 1;
         if self.buf.len() >= SNAPSHOT_WRITE_BYTES {
             self.write_buf()?;
@@ -97,7 +129,7 @@ impl SnapshotWriter {
         let file = self.file.as_mut().expect("open until finished");
         file.write_all_at(&record::snapshot_header(&header), 0).map_err(|e| io_err(&self.tmp_path, e))?;
         file.sync_all().map_err(|e| io_err(&self.tmp_path, e))?;
-        self.shared.wait_synced_blocking(self.lsn - 1)?;
+        self.state.wait_synced_blocking(self.lsn - 1)?;
         let final_path = self.dir.join(snapshot_name(self.lsn));
         self.vfs.rename(&self.tmp_path, &final_path).map_err(|e| io_err(&final_path, e))?;
         self.file = None;
@@ -107,7 +139,7 @@ impl SnapshotWriter {
         // them needs no sync: recovery ignores and removes leftovers.
         remove_covered(&*self.vfs, &self.dir, self.lsn);
         self.done = true;
-        self.shared.snapshot_done(self.appended_bytes_at_cut);
+        self.state.snapshot_done(self.appended_bytes_at_cut);
         Ok(())
     }
 }
@@ -118,7 +150,7 @@ impl Drop for SnapshotWriter {
             let _ = self.vfs.remove(&self.tmp_path);
         }
         if !self.done {
-            self.shared.snapshot_abandoned();
+            self.state.snapshot_abandoned();
         }
     }
 }
@@ -148,7 +180,7 @@ pub(crate) fn remove_covered(vfs: &dyn Vfs, dir: &Path, lsn: u64) {
 }
 
 /// Creates the temporary file of a snapshot at `lsn`.
-pub(crate) fn create_tmp(vfs: &dyn Vfs, dir: &Path, lsn: u64) -> Result<(PathBuf, Box<dyn VFile>), StoreError> {
+fn create_tmp(vfs: &dyn Vfs, dir: &Path, lsn: u64) -> Result<(PathBuf, Box<dyn VFile>), StoreError> {
     let path = dir.join(snapshot_tmp_name(lsn));
     // A leftover from an abandoned attempt at the same cut is garbage.
     let _ = vfs.remove(&path);
@@ -236,36 +268,4 @@ impl ChunkReader<'_> {
         self.file.read_exact_at(&mut self.buf[old..], self.pos + have as u64).map_err(Some)?;
         Ok(())
     }
-}
-
-impl Shared {
-    /// Records that a snapshot at a cut taken when `appended_bytes_at_cut`
-    /// bytes had been appended is complete.
-    pub(crate) fn snapshot_done(&self, appended_bytes_at_cut: u64) {
-        let mut state = self.snapshot.lock();
-        state.in_progress = state.in_progress.saturating_sub(1);
-        state.bytes_at_last = state.bytes_at_last.max(appended_bytes_at_cut);
-    }
-
-    pub(crate) fn snapshot_abandoned(&self) {
-        let mut state = self.snapshot.lock();
-        state.in_progress = state.in_progress.saturating_sub(1);
-    }
-
-    pub(crate) fn snapshot_due(&self, after_bytes: u64) -> bool {
-        let state = self.snapshot.lock();
-        state.in_progress == 0
-            && self.appended_bytes.load(Ordering::Relaxed).saturating_sub(state.bytes_at_last) >= after_bytes
-    }
-}
-
-/// Snapshot scheduling state.
-#[derive(Debug, Default)]
-pub(crate) struct SnapshotState {
-    /// Snapshots begun and neither finished nor dropped.
-    pub in_progress: u32,
-    /// The log's appended byte count at the cut of the last finished
-    /// snapshot. The count starts at the size of the log replayed at open, so
-    /// a long log left by the previous run is snapshotted soon.
-    pub bytes_at_last: u64,
 }
