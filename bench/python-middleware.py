@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 #: Pairs of concurrent duplicates in the replay run.
 PAIRS = 2000
 #: Unique-key requests in the throughput run (and as many replays).
-REQUESTS = 3000
+REQUESTS = 2000
 #: Requests in flight at once in the throughput run.
 CONCURRENCY = 32
 

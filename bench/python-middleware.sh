@@ -5,8 +5,8 @@
 #   1. 2,000 pairs of concurrent duplicates: duplicate effects, pair outcomes;
 #   2. an endpoint that raises on its first call, retried with the same key;
 #   3. throughput with unique keys, then with replays (32 in flight).
-# Prints one JSON line per implementation and a table of ratios.
-#   bash bench/python-middleware.sh            # IDEM_BIN: default target/release/idem
+# Prints one JSON line per run and a table of ratios.
+#   bash bench/python-middleware.sh      # IDEM_BIN: default target/release/idem; ROUNDS: default 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -49,20 +49,31 @@ app_peer=$(free_port)
 pids+=($!)
 wait_port "$app_idem"; wait_port "$app_peer"
 
-log "driving idem_client.asgi (idem, durable) ..."
-ours=$("$py" bench/python-middleware.py drive --url "http://127.0.0.1:$app_idem" --impl idem_client)
-log "driving asgi-idempotency-header (redis-server, no persistence) ..."
-peer=$("$py" bench/python-middleware.py drive --url "http://127.0.0.1:$app_peer" --impl asgi-idempotency-header)
-echo "$ours"
-echo "$peer"
-"$py" - "$ours" "$peer" <<'PY'
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"| | {a['impl']} | {b['impl']} |")
+# Alternating rounds, so that a change of load on a shared machine hits both alike.
+rounds=${ROUNDS:-2}
+results=()
+for r in $(seq "$rounds"); do
+    log "round $r: idem_client.asgi (idem, durable) ..."
+    results+=("$("$py" bench/python-middleware.py drive --url "http://127.0.0.1:$app_idem" --impl idem_client)")
+    log "round $r: asgi-idempotency-header (redis-server, no persistence) ..."
+    results+=("$("$py" bench/python-middleware.py drive --url "http://127.0.0.1:$app_peer" --impl asgi-idempotency-header)")
+done
+printf '%s\n' "${results[@]}"
+"$py" - "${results[@]}" <<'PY'
+import json, statistics, sys
+runs = [json.loads(a) for a in sys.argv[1:]]
+impls = ["idem_client", "asgi-idempotency-header"]
+by = {i: [r for r in runs if r["impl"] == i] for i in impls}
+def total(i, k): return sum(r[k] for r in by[i])
+def each(i, k): return [r[k] for r in by[i]]
+def med(i, k): return statistics.median(each(i, k))
+print(f"| per round, {len(by[impls[0]])} rounds | {impls[0]} | {impls[1]} |")
 print("|---|---|---|")
-for k in ("duplicate_effects", "pairs_not_run", "identical_pairs", "pair_statuses", "fail_once_statuses", "fail_once_runs",
-          "unique_ok", "replay_ok"):
-    print(f"| {k} | {a[k]} | {b[k]} |")
+for k in ("duplicate_effects", "pairs_not_run", "identical_pairs"):
+    print(f"| {k} (sum) | {total(impls[0], k)} | {total(impls[1], k)} |")
+for k in ("pair_statuses", "fail_once_statuses", "fail_once_runs"):
+    print(f"| {k} | {each(impls[0], k)} | {each(impls[1], k)} |")
 for k in ("unique_rps", "replay_rps"):
-    print(f"| {k} | {a[k]:.0f} ({a[k] / b[k]:.2f}x) | {b[k]:.0f} (1.00x) |")
+    a, b = med(impls[0], k), med(impls[1], k)
+    print(f"| {k} (median) | {a:.0f} ({a / b:.2f}x) | {b:.0f} (1.00x) |")
 PY
