@@ -344,7 +344,7 @@ impl History {
         let mut open: HashMap<u64, (usize, u64, Call, u32)> = HashMap::new();
         let mut retired: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut done: Vec<(usize, Op)> = Vec::new();
-        let mut active: HashMap<Fault, u64> = HashMap::new();
+        let mut active: HashMap<Fault, (u64, u32)> = HashMap::new();
         let mut faults = Vec::new();
         let mut restarts = 0u32;
         let mut failed = 0;
@@ -362,13 +362,18 @@ impl History {
                         if n.fault == Fault::Kill {
                             restarts += 1;
                         }
-                        if active.insert(n.fault, e.time_ns).is_some() {
-                            return Err(bad("a fault started twice"));
-                        }
+                        // Faults of one kind may overlap (two stalled
+                        // holders): one window from the first start to the
+                        // last end.
+                        active.entry(n.fault).or_insert((e.time_ns, 0)).1 += 1;
                     } else {
-                        let start_ns =
-                            active.remove(&n.fault).ok_or_else(|| bad("a fault ended that never started"))?;
-                        faults.push(FaultWindow { fault: n.fault, start_ns, end_ns: e.time_ns });
+                        let (start_ns, depth) =
+                            active.get_mut(&n.fault).ok_or_else(|| bad("a fault ended that never started"))?;
+                        *depth -= 1;
+                        if *depth == 0 {
+                            faults.push(FaultWindow { fault: n.fault, start_ns: *start_ns, end_ns: e.time_ns });
+                            active.remove(&n.fault);
+                        }
                     }
                 }
                 EventKind::Invoke => {
@@ -408,7 +413,7 @@ impl History {
                 Op { index: 0, process, call, reply: None, invoke_ns, return_ns: None, restarts_before_invoke },
             ));
         }
-        for (fault, start_ns) in active {
+        for (fault, (start_ns, _)) in active {
             faults.push(FaultWindow { fault, start_ns, end_ns: u64::MAX });
         }
         done.sort_by_key(|(at, _)| *at);

@@ -179,20 +179,17 @@ fn leases(history: &History, report: &mut SideReport) {
     // Open holdings: (key, holder identity) -> position in per_key's list.
     let mut open: HashMap<(String, String), usize> = HashMap::new();
     for op in history.ops() {
-        let (Some(reply), Some(return_ns)) = (&op.reply, op.return_ns) else {
-            // An unknown release may have happened: a holder that does not
-            // know whether it released must still treat its lease as live,
-            // which a careful client does; nothing to cut.
-            continue;
-        };
+        // A release ends the holder's belief when it is sent, whatever its
+        // outcome: the holder stops relying on the lease then.
+        let known = op.reply.as_ref().zip(op.return_ns);
         let lease_end = |lease_ms: u64| op.invoke_ns.saturating_add(lease_ms.saturating_mul(1_000_000));
-        match (&op.call, reply) {
-            (Call::Lock { name, owner, lease_ms, .. }, Reply::Acquired { fence }) => {
+        match (&op.call, known) {
+            (Call::Lock { name, owner, lease_ms, .. }, Some((Reply::Acquired { fence }, return_ns))) => {
                 let key = format!("lock:{name}");
                 let who = format!("{owner}/{fence}");
                 extend(&mut per_key, &mut open, key, who, return_ns, lease_end(*lease_ms), op.index);
             }
-            (Call::Renew { name, owner, lease_ms }, Reply::Renewed { fence }) => {
+            (Call::Renew { name, owner, lease_ms }, Some((Reply::Renewed { fence }, return_ns))) => {
                 let key = format!("lock:{name}");
                 let who = format!("{owner}/{fence}");
                 extend(&mut per_key, &mut open, key, who, return_ns, lease_end(*lease_ms), op.index);
@@ -207,7 +204,7 @@ fn leases(history: &History, report: &mut SideReport) {
                     }
                 }
             }
-            (Call::IdemBegin { key, lease_ms, .. }, Reply::Started { fence, .. }) => {
+            (Call::IdemBegin { key, lease_ms, .. }, Some((Reply::Started { fence, .. }, return_ns))) => {
                 let k = format!("idem:{key}");
                 extend(&mut per_key, &mut open, k, fence.to_string(), return_ns, lease_end(*lease_ms), op.index);
             }

@@ -291,3 +291,16 @@ fn an_exhausted_budget_is_unknown_never_pass() {
     let report = check_linearizable(&h.history(), CheckOptions { budget: Duration::ZERO, ..CheckOptions::default() });
     assert_eq!(report.verdict, Verdict::Unknown);
 }
+
+#[test]
+fn a_release_with_an_unknown_outcome_ends_the_holders_lease() {
+    // The holder sent UNLOCK, the server died: the lock may be free, and
+    // the holder no longer relies on it.
+    let mut h = H::new();
+    h.op(0, 10, lock("l", "a", 10_000), Reply::Acquired { fence: 1 });
+    h.info(20, Call::Unlock { name: s("l"), owner: s("a") });
+    h.kill(25, 40);
+    h.op(50, 60, lock("l", "b", 10_000), Reply::Acquired { fence: 2 });
+    assert_eq!(h.linear(), Verdict::Pass);
+    assert!(h.side().anomalies.is_empty(), "{:?}", h.side());
+}

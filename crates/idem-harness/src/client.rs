@@ -96,6 +96,15 @@ impl Client {
                 }
             },
             Ok(Err(e)) if e.code() == Some("STALE") => Outcome::Ok(Reply::Stale),
+            // The contract: an error reply changes nothing. BUSY (overloaded,
+            // store unreachable) is therefore a call that did not happen, and
+            // the checker holds idem to it. READONLY is the documented
+            // exception (docs/durability.md: a refused write may still reach
+            // the disk), so it stays unknown, like any other error.
+            Ok(Err(e)) if e.code() == Some("BUSY") => {
+                self.rec.ended(self.process, EventKind::Fail, &e.to_string());
+                return Outcome::Fail;
+            }
             Ok(Err(e)) => {
                 let why = e.to_string();
                 self.rec.ended(self.process, EventKind::Info, &why);

@@ -12,6 +12,8 @@ use crate::server::free_port;
 
 /// How long an engine may take to accept connections.
 const ENGINE_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Restarts tried after a kill before the run gives up.
+const ENGINE_RESTART_TRIES: u32 = 20;
 
 /// Which store idem runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +42,22 @@ fn pg_bin(name: &str) -> anyhow::Result<PathBuf> {
     found.pop().with_context(|| format!("no {name} under /usr/lib/postgresql/*/bin"))
 }
 
+/// Runs `cmd` as the postgres user (PostgreSQL refuses to run as root),
+/// still as this process's own child, so a kill reaps it.
+fn as_postgres(cmd: &mut Command) -> anyhow::Result<&mut Command> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpwnam with a NUL-terminated name; the result is read at
+    // once, before any other call could reuse its buffer.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(c"postgres".as_ptr());
+        if pw.is_null() {
+            bail!("no postgres user");
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    Ok(cmd.uid(uid).gid(gid).env("HOME", "/tmp"))
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
@@ -60,15 +78,18 @@ impl Engine {
                 // PostgreSQL refuses to run as root: its files belong to
                 // the postgres user.
                 run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
-                run(Command::new("runuser")
-                    .args(["-u", "postgres", "--"])
-                    .arg(pg_bin("initdb")?)
+                run(as_postgres(&mut Command::new(pg_bin("initdb")?))?
                     .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
                     .arg(dir.join("data")))?;
             }
             Store::Mysql => {
                 run(Command::new("mariadb-install-db")
-                    .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                    .args([
+                        "--no-defaults",
+                        "--user=root",
+                        "--auth-root-authentication-method=normal",
+                        "--skip-test-db",
+                    ])
                     .arg(format!("--datadir={}", dir.join("data").display())))?;
             }
             Store::Redis => {}
@@ -97,10 +118,9 @@ impl Engine {
         let data = self.dir.join("data");
         let mut cmd = match self.store {
             Store::Postgres => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"])
-                    .arg(pg_bin("postgres")?)
-                    .arg("-D")
+                let mut c = Command::new(pg_bin("postgres")?);
+                as_postgres(&mut c)?;
+                c.arg("-D")
                     .arg(&data)
                     .args(["-p", &port, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
                     .args(["-c", "synchronous_commit=on", "-c", "max_connections=200"])
@@ -177,18 +197,33 @@ impl Engine {
     /// SIGKILL and restart on the same data directory.
     pub fn crash_restart(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
-            // runuser forwards nothing on SIGKILL: kill its whole group's
-            // engine by the pid the engine wrote, falling back to the child.
             kill_engine_tree(&mut c);
         }
-        self.spawn()?;
-        self.wait_ready()
+        // The killed engine's children may hold its files for a moment:
+        // a new start that exits at once is retried.
+        let mut tries = 0;
+        loop {
+            self.spawn()?;
+            match self.wait_ready() {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < ENGINE_RESTART_TRIES => {
+                    tries += 1;
+                    eprintln!("idem-harness: {:?} restart failed ({e}), retrying", self.store);
+                    if let Some(mut c) = self.child.take() {
+                        kill_engine_tree(&mut c);
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 fn kill_engine_tree(c: &mut Child) {
     let pid = c.id() as i32;
-    // The engine is the child itself, or (under runuser) its only child.
+    // The engine and its children (PostgreSQL's backends) all die at once,
+    // as in a crash of the engine's host.
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         for child in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
             // SAFETY: kill(2) on a process this harness started.

@@ -61,6 +61,10 @@ struct Args {
     /// The checker's budget in seconds; when it runs out the verdict is unknown.
     #[arg(long, default_value_t = 300)]
     budget_s: u64,
+    /// Check an existing history file instead of running (with --store for
+    /// the fence scope).
+    #[arg(long)]
+    recheck: Option<PathBuf>,
     /// Extra environment for idem, KEY=VALUE (repeatable).
     #[arg(long = "idem-env")]
     idem_env: Vec<String>,
@@ -113,11 +117,16 @@ struct Report {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.recheck {
+        return recheck(path, &args);
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("target/harness").join(format!("{}-{seed}", format!("{:?}", args.store).to_lowercase()))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Absolute: engines change their working directory.
+    let out = out.canonicalize()?;
     let bin = match &args.idem_bin {
         Some(b) => b.clone(),
         None => default_bin()?,
@@ -278,4 +287,26 @@ fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Checks a recorded history again, printing both reports.
+fn recheck(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let history = History::from_jsonl(std::io::BufReader::new(std::fs::File::open(path)?))?;
+    let lin = check_linearizable(
+        &history,
+        CheckOptions { budget: Duration::from_secs(args.budget_s), ..CheckOptions::default() },
+    );
+    let fences = if args.store == Store::Redis { FenceScope::PerKey } else { FenceScope::Global };
+    let side = check_side(&history, SideOptions { fences });
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "linearizability": lin, "side": side }))?);
+    eprintln!("idem-harness: checked {} ops in {} ms", history.ops().len(), started.elapsed().as_millis());
+    let failed = lin.verdict == Verdict::Fail || !side.anomalies.is_empty();
+    std::process::exit(if failed {
+        1
+    } else if lin.verdict == Verdict::Unknown {
+        2
+    } else {
+        0
+    })
 }

@@ -17,9 +17,9 @@ use crate::recorder::Recorder;
 use crate::resource::Resources;
 
 /// How long a hot key keeps its name.
-const HOT_EPOCH: Duration = Duration::from_secs(3);
+const HOT_EPOCH: Duration = Duration::from_secs(2);
 /// Hot keys per primitive per epoch.
-const HOT_KEYS: u64 = 2;
+const HOT_KEYS: u64 = 3;
 /// Acknowledged keys remembered for the reads after a restart.
 const RECENT_MAX: usize = 40;
 /// A counter's bounds.
