@@ -13,6 +13,7 @@
 #
 #   bench/gateway.sh                      # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20 bench/gateway.sh
+#   IDEM_BIN=/path/to/idem bench/gateway.sh   # skip the release build
 #
 # Installs wrk and nginx (Debian packages) when missing; builds idem in
 # release mode. Uses loopback ports only and a temporary directory.
@@ -29,8 +30,12 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     log "installing wrk and nginx"
     apt-get install -y wrk nginx >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk nginx >/dev/null; }
 fi
-cargo build --release -p idem >/dev/null 2>&1 || cargo build --release -p idem
-IDEM=target/release/idem
+# IDEM_BIN names a release binary already built; otherwise build one.
+IDEM="${IDEM_BIN:-}"
+if [ -z "$IDEM" ]; then
+    cargo build --release -p idem >/dev/null 2>&1 || cargo build --release -p idem
+    IDEM=target/release/idem
+fi
 
 work="$(mktemp -d /tmp/idem-gateway-bench.XXXXXX)"
 pids=()
