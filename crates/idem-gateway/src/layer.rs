@@ -432,3 +432,45 @@ fn replay(result: &Bytes) -> Response<Body> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_replies_are_decoded_strictly() {
+        let started = Reply::status_with("started", [Reply::Int(7), Reply::Int(2)]);
+        assert!(matches!(Begin::decode(&started), Some(Begin::Started { fence: 7, attempt: 2 })));
+        let running = Reply::status_with("running", [Reply::Int(7), Reply::Int(1500)]);
+        assert!(matches!(Begin::decode(&running), Some(Begin::Running { left_ms: 1500 })));
+        let done = Reply::status_with("done", [Reply::Bulk(Bytes::from_static(b"r"))]);
+        assert!(matches!(Begin::decode(&done), Some(Begin::Done(b)) if &b[..] == b"r"));
+        for bad in [
+            Reply::status("started"),
+            Reply::status_with("started", [Reply::Int(-1), Reply::Int(1)]),
+            Reply::status_with("done", [Reply::Int(1)]),
+            Reply::status_with("ok", []),
+            Reply::Int(1),
+        ] {
+            assert!(Begin::decode(&bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_the_lease_left_up_to_whole_seconds() {
+        for (left_ms, secs) in [(0, "1"), (1, "1"), (1000, "1"), (1001, "2"), (29_500, "30")] {
+            let res = in_progress(left_ms);
+            assert_eq!(res.status(), StatusCode::CONFLICT);
+            assert_eq!(res.headers()[header::RETRY_AFTER], secs, "{left_ms} ms");
+        }
+    }
+
+    #[test]
+    fn a_not_replayable_record_answers_410_and_a_foreign_one_500() {
+        let marker = Bytes::from(Stored::encode_not_replayable(StatusCode::CREATED));
+        let res = replay(&marker);
+        assert_eq!(res.status(), StatusCode::GONE);
+        assert!(res.headers().get(REPLAYED).is_none());
+        assert_eq!(replay(&Bytes::from_static(b"not ours")).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
