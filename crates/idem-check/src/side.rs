@@ -358,7 +358,10 @@ fn replays(history: &History, report: &mut SideReport) {
 }
 
 fn durability(history: &History, report: &mut SideReport) {
-    let kills: Vec<u64> = history.faults().iter().filter(|f| f.fault == Fault::Kill).map(|f| f.start_ns).collect();
+    // A kill of idem or of its external store: what was acknowledged
+    // before must still be there after.
+    let kills: Vec<u64> =
+        history.faults().iter().filter(|f| matches!(f.fault, Fault::Kill | Fault::Store)).map(|f| f.start_ns).collect();
     if kills.is_empty() {
         return;
     }

@@ -24,8 +24,19 @@ pub enum Store {
     Redis,
 }
 
+/// How the private Redis persists: what idem's durability rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisPersistence {
+    /// `appendonly yes`, `appendfsync always`: every write is fsynced first.
+    Always,
+    /// No persistence at all (the machine's shared Redis runs this way):
+    /// a killed Redis forgets everything, acknowledged or not.
+    None,
+}
+
 /// A private engine process.
 pub struct Engine {
+    redis: RedisPersistence,
     child: Option<Child>,
     port: u16,
     store: Store,
@@ -68,7 +79,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 impl Engine {
     /// Creates the engine's data directory under `dir` and starts it.
-    pub fn start(store: Store, dir: &Path) -> anyhow::Result<Engine> {
+    pub fn start(store: Store, dir: &Path, redis: RedisPersistence) -> anyhow::Result<Engine> {
         let dir = dir.join(format!("{store:?}").to_lowercase());
         std::fs::create_dir_all(&dir)?;
         let port = free_port();
@@ -94,7 +105,7 @@ impl Engine {
             }
             Store::Redis => {}
         }
-        let mut e = Engine { child: None, port, store, dir };
+        let mut e = Engine { redis, child: None, port, store, dir };
         e.spawn()?;
         e.wait_ready()?;
         if store == Store::Mysql {
@@ -143,10 +154,12 @@ impl Engine {
             }
             Store::Redis => {
                 let mut c = Command::new("redis-server");
-                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-                    .args(["--appendonly", "yes", "--appendfsync", "always"])
-                    .arg("--dir")
-                    .arg(&self.dir);
+                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""]);
+                match self.redis {
+                    RedisPersistence::Always => c.args(["--appendonly", "yes", "--appendfsync", "always"]),
+                    RedisPersistence::None => c.args(["--appendonly", "no"]),
+                };
+                c.arg("--dir").arg(&self.dir);
                 c
             }
             Store::Embedded => unreachable!("no engine for the embedded store"),

@@ -65,6 +65,14 @@ struct Args {
     /// the fence scope).
     #[arg(long)]
     recheck: Option<PathBuf>,
+    /// Persistence of the private Redis (`none` shows what idem's promise
+    /// rests on: a killed Redis loses acknowledged writes).
+    #[arg(long, value_enum, default_value = "always")]
+    redis_persistence: engines::RedisPersistence,
+    /// Hold idem to the contract's letter: every BUSY reply changed nothing
+    /// (by default a BUSY after a broken store connection is unknown).
+    #[arg(long)]
+    busy_changes_nothing: bool,
     /// Extra environment for idem, KEY=VALUE (repeatable).
     #[arg(long = "idem-env")]
     idem_env: Vec<String>,
@@ -142,7 +150,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut engine = match args.store {
         Store::Embedded => None,
-        store => Some(Engine::start(store, &work)?),
+        store => Some(Engine::start(store, &work, args.redis_persistence)?),
     };
     let store_url = engine.as_ref().map(Engine::url);
     if let Some(url) = &store_url {
@@ -176,6 +184,7 @@ fn main() -> anyhow::Result<()> {
         stats: Stats::default(),
         recent: Default::default(),
         stall_next_holder: AtomicBool::new(false),
+        busy_changes_nothing: args.busy_changes_nothing,
         acked_elements: Mutex::new(Default::default()),
         live_holder_refusals: Mutex::new(Vec::new()),
     });

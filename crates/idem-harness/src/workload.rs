@@ -70,6 +70,8 @@ pub struct Shared {
     pub recent: Mutex<Recent>,
     /// Set by the nemesis: the next lock holder stalls past its lease.
     pub stall_next_holder: AtomicBool,
+    /// Every BUSY reply counts as "did not happen", as the contract says.
+    pub busy_changes_nothing: bool,
     /// Elements each lock's set must hold: every acknowledged fenced write.
     pub acked_elements: Mutex<HashMap<String, Vec<String>>>,
     /// Holders refused while their own lease was live by the harness's
@@ -94,7 +96,7 @@ impl Shared {
 /// One client: runs tasks until told to stop.
 pub async fn run_client(shared: Arc<Shared>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = Client::new(shared.url.clone(), shared.rec.clone(), shared.ids.clone());
+    let mut c = Client::new(shared.url.clone(), shared.rec.clone(), shared.ids.clone(), shared.busy_changes_nothing);
     let mut n = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         n += 1;
@@ -309,7 +311,7 @@ pub async fn verify_recent(s: Arc<Shared>) {
         let r = s.recent.lock().expect("recent");
         (r.idem.clone(), r.claims.clone(), r.values.clone())
     };
-    let mut c = Client::new(s.url.clone(), s.rec.clone(), s.ids.clone());
+    let mut c = Client::new(s.url.clone(), s.rec.clone(), s.ids.clone(), s.busy_changes_nothing);
     for key in idem {
         if c.call(Call::IdemGet { key }).await == Outcome::Fail {
             return;
