@@ -109,13 +109,14 @@ def idem_url(idem_server: IdemServer) -> str:
 
 @pytest.fixture
 def client(idem_url: str) -> Iterator[Client]:
-    with Client.from_url(idem_url) as c:
+    # A generous connect timeout: the suite shares a loaded machine with builds.
+    with Client.from_url(idem_url, socket_connect_timeout=PATIENCE_S) as c:
         yield c
 
 
 @pytest.fixture
 async def aclient(idem_url: str) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient.from_url(idem_url) as c:
+    async with AsyncClient.from_url(idem_url, socket_connect_timeout=PATIENCE_S) as c:
         yield c
 
 

@@ -18,8 +18,9 @@ from fenced import fenced_write
 
 from idem_client import Acquired, AsyncClient, Client, Free, Locked, LockLost, LockNotAcquired, LockState
 
-#: Lease of the watchdog tests: short, so several renewals happen in a short test.
-LEASE_MS = 300
+#: Lease of the watchdog tests: short, so several renewals happen in a short test, and
+#: long enough that a renewal every third of it keeps up on a loaded machine.
+LEASE_MS = 900
 
 
 def test_a_lease_shorter_than_the_work_stays_held(client: Client, run: str) -> None:
