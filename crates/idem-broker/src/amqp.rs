@@ -182,10 +182,10 @@ fn as_u32(v: &AMQPValue) -> Option<u32> {
 
 impl Delivery for AmqpDelivery {
     fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError> {
-        if let Some(k) = source.from_body(&self.d.data) {
+        if let Some(k) = source.read_body(&self.d.data) {
             return k;
         }
-        let KeySource::Header(name) = source else { unreachable!("from_body reads every body source") };
+        let KeySource::Header(name) = source else { unreachable!("read_body reads every body source") };
         if name.eq_ignore_ascii_case("message-id") {
             return match self.d.properties.message_id() {
                 Some(id) => check(id.as_str().as_bytes().to_vec()),

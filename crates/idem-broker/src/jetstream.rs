@@ -81,10 +81,10 @@ struct JsDelivery {
 
 impl Delivery for JsDelivery {
     fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError> {
-        if let Some(k) = source.from_body(&self.msg.payload) {
+        if let Some(k) = source.read_body(&self.msg.payload) {
             return k;
         }
-        let KeySource::Header(name) = source else { unreachable!("from_body reads every body source") };
+        let KeySource::Header(name) = source else { unreachable!("read_body reads every body source") };
         let value = self.msg.headers.as_ref().and_then(|h| h.get(name.as_str()));
         match value {
             Some(v) => check(v.as_str().as_bytes().to_vec()),

@@ -33,7 +33,7 @@ impl KeySource {
 
     /// Reads the key from a body, for [`KeySource::JsonField`]; `None` for
     /// a header source (the broker module reads those).
-    pub(crate) fn from_body(&self, body: &[u8]) -> Option<Result<Vec<u8>, KeyError>> {
+    pub(crate) fn read_body(&self, body: &[u8]) -> Option<Result<Vec<u8>, KeyError>> {
         let KeySource::JsonField(pointer) = self else { return None };
         let value: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
@@ -66,23 +66,23 @@ mod tests {
     #[test]
     fn json_field_reads_strings_and_numbers() {
         let src = KeySource::JsonField("/order/id".into());
-        assert_eq!(src.from_body(br#"{"order":{"id":"o-1"}}"#).unwrap().unwrap(), b"o-1");
-        assert_eq!(src.from_body(br#"{"order":{"id":42}}"#).unwrap().unwrap(), b"42");
+        assert_eq!(src.read_body(br#"{"order":{"id":"o-1"}}"#).unwrap().unwrap(), b"o-1");
+        assert_eq!(src.read_body(br#"{"order":{"id":42}}"#).unwrap().unwrap(), b"42");
     }
 
     #[test]
     fn json_field_refuses_what_is_not_a_key() {
         let src = KeySource::JsonField("/id".into());
-        assert!(matches!(src.from_body(b"not json"), Some(Err(KeyError::NotJson))));
-        assert!(matches!(src.from_body(br#"{"x":1}"#), Some(Err(KeyError::Missing(_)))));
-        assert!(matches!(src.from_body(br#"{"id":{"a":1}}"#), Some(Err(KeyError::NotAKey(_)))));
-        assert!(matches!(src.from_body(br#"{"id":""}"#), Some(Err(KeyError::Empty))));
+        assert!(matches!(src.read_body(b"not json"), Some(Err(KeyError::NotJson))));
+        assert!(matches!(src.read_body(br#"{"x":1}"#), Some(Err(KeyError::Missing(_)))));
+        assert!(matches!(src.read_body(br#"{"id":{"a":1}}"#), Some(Err(KeyError::NotAKey(_)))));
+        assert!(matches!(src.read_body(br#"{"id":""}"#), Some(Err(KeyError::Empty))));
         let long = format!(r#"{{"id":"{}"}}"#, "k".repeat(KEY_BYTES_MAX + 1));
-        assert!(matches!(src.from_body(long.as_bytes()), Some(Err(KeyError::TooLong(_)))));
+        assert!(matches!(src.read_body(long.as_bytes()), Some(Err(KeyError::TooLong(_)))));
     }
 
     #[test]
     fn header_sources_are_left_to_the_broker() {
-        assert!(KeySource::nats_msg_id().from_body(b"{}").is_none());
+        assert!(KeySource::nats_msg_id().read_body(b"{}").is_none());
     }
 }
