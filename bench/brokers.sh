@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 MESSAGES=${2:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
-cargo build --release -p idem-broker --bin idem-broker-s2 >&2
-BIN=target/release/idem-broker-s2
+# BIN: a prebuilt binary (skips the build).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p idem-broker --bin idem-broker-s2 >&2
+  BIN=target/release/idem-broker-s2
+fi
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) rounds=$ROUNDS messages=$MESSAGES concurrency=$CONCURRENCY loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
 for effect in "" "--pg-effect"; do
   for broker in jetstream rabbitmq; do
