@@ -38,6 +38,11 @@ pub enum Command {
         key: Bytes,
         fence: u64,
     },
+    IdemRenew {
+        key: Bytes,
+        fence: u64,
+        lease_ms: u64,
+    },
     IdemGet {
         key: Bytes,
     },
@@ -146,6 +151,7 @@ pub const COMMAND_TABLE: &[(&str, i64, bool)] = &[
     ("IDEM.BEGIN", -2, true),
     ("IDEM.COMMIT", -4, true),
     ("IDEM.ABORT", 3, true),
+    ("IDEM.RENEW", 5, true),
     ("IDEM.GET", 2, false),
     ("IDEM.DEL", 2, true),
     ("CLAIM", -3, true),
@@ -219,6 +225,12 @@ impl Command {
                 Command::IdemCommit { key, fence, result, keep_ms: keep_ms.unwrap_or(KEEP_MS_DEFAULT) }
             }
             b"IDEM.ABORT" => Command::IdemAbort { key: p.key("key")?, fence: p.u64("fence")? },
+            b"IDEM.RENEW" => {
+                let key = p.key("key")?;
+                let fence = p.u64("fence")?;
+                p.keyword("LEASE")?;
+                Command::IdemRenew { key, fence, lease_ms: p.duration("LEASE")? }
+            }
             b"IDEM.GET" => Command::IdemGet { key: p.key("key")? },
             b"IDEM.DEL" => Command::IdemDel { key: p.key("key")? },
             b"CLAIM" => {
@@ -380,6 +392,7 @@ impl Command {
             Command::IdemBegin { .. } => "IDEM.BEGIN",
             Command::IdemCommit { .. } => "IDEM.COMMIT",
             Command::IdemAbort { .. } => "IDEM.ABORT",
+            Command::IdemRenew { .. } => "IDEM.RENEW",
             Command::IdemGet { .. } => "IDEM.GET",
             Command::IdemDel { .. } => "IDEM.DEL",
             Command::Claim { .. } => "CLAIM",
@@ -426,6 +439,7 @@ impl Command {
             Command::IdemBegin { key, .. }
             | Command::IdemCommit { key, .. }
             | Command::IdemAbort { key, .. }
+            | Command::IdemRenew { key, .. }
             | Command::IdemGet { key }
             | Command::IdemDel { key }
             | Command::Claim { key, .. }
@@ -709,5 +723,23 @@ mod tests {
         let e = parse(&format!("IDEM.BEGIN k {long} 5")).unwrap_err();
         assert!(e.message.contains(long), "{}", e.message);
         assert!(parse("CLAIM k o TTL").is_err(), "an option without its value");
+    }
+
+    #[test]
+    fn idem_renew_takes_a_fence_and_a_bounded_lease() {
+        let cmd = parse("idem.renew k 7 lease 500").unwrap();
+        assert_eq!(cmd, Command::IdemRenew { key: Bytes::from_static(b"k"), fence: 7, lease_ms: 500 });
+        for (line, code) in [
+            ("IDEM.RENEW k 7 LEASE 0", ErrorCode::Err),
+            ("IDEM.RENEW k 7 LEASE 2592000001", ErrorCode::Limit),
+            ("IDEM.RENEW k -1 LEASE 5", ErrorCode::Err),
+            ("IDEM.RENEW k x LEASE 5", ErrorCode::Err),
+            ("IDEM.RENEW k 7 TTL 5", ErrorCode::Err),
+            ("IDEM.RENEW k 7 LEASE", ErrorCode::Err),
+            ("IDEM.RENEW k 7 LEASE 5 WAIT 1", ErrorCode::Err),
+            ("IDEM.RENEW  7 LEASE 5", ErrorCode::Err),
+        ] {
+            assert_eq!(parse(line).unwrap_err().code, code, "{line}");
+        }
     }
 }

@@ -270,6 +270,15 @@ impl Model {
                 self.idem_after_removal(key);
                 arr("ok", vec![])
             }
+            Command::IdemRenew { key, fence, lease_ms } => {
+                if !self.idem_holds(key, *fence) {
+                    return Some(Err(ErrorCode::Stale));
+                }
+                let (fp, st) = self.idem[key].clone();
+                let MIdem::Running { attempt, .. } = st else { unreachable!() };
+                self.idem.insert(key.clone(), (fp, MIdem::Running { fence: *fence, attempt, until: now + lease_ms }));
+                arr("renewed", vec![int(*fence)])
+            }
             Command::IdemGet { key } => match self.idem_rec(key) {
                 Some((_, MIdem::Running { fence, until, .. })) if now < until => self.running_reply(fence, until),
                 Some((_, MIdem::Done { result, .. })) => arr("done", vec![Reply::Bulk(result)]),
@@ -501,6 +510,7 @@ enum Op {
     Begin { k: u8, fp: Option<u8>, lease: Option<u64>, wait: u64 },
     Commit { k: u8, fence: u8, result: u8, keep: Option<u64> },
     Abort { k: u8, fence: u8 },
+    IdemRenew { k: u8, fence: u8, lease: u64 },
     IdemGet { k: u8 },
     IdemDel { k: u8 },
     Claim { k: u8, o: u8, ttl: Option<u64> },
@@ -554,6 +564,7 @@ fn idem_op(wait: impl Strategy<Value = u64>) -> impl Strategy<Value = Op> {
             .prop_map(|(k, fp, lease, wait)| Op::Begin { k, fp, lease, wait }),
         2 => (key(), any::<u8>(), 0u8..2, keep).prop_map(|(k, fence, result, keep)| Op::Commit { k, fence, result, keep }),
         2 => (key(), any::<u8>()).prop_map(|(k, fence)| Op::Abort { k, fence }),
+        2 => (key(), any::<u8>(), short_ms()).prop_map(|(k, fence, lease)| Op::IdemRenew { k, fence, lease }),
         1 => key().prop_map(|k| Op::IdemGet { k }),
         1 => key().prop_map(|k| Op::IdemDel { k }),
     ]
@@ -627,7 +638,7 @@ fn waiting_step() -> impl Strategy<Value = Step> {
     step_with(prop_oneof![idem_op(long_wait()), lock_op(long_wait())])
 }
 
-/// The argument list of `op`. COMMIT and ABORT usually name the key's
+/// The argument list of `op`. COMMIT, ABORT and RENEW usually name the key's
 /// current fence (from the model), sometimes a small arbitrary one.
 fn args(op: &Op, m: &Model) -> Vec<String> {
     let k = |p: &str, k: &u8| format!("{p}{k}");
@@ -662,6 +673,9 @@ fn args(op: &Op, m: &Model) -> Vec<String> {
             v
         }
         Op::Abort { k: key, fence: f } => vec!["IDEM.ABORT".into(), k("i", key), fence(key, f)],
+        Op::IdemRenew { k: key, fence: f, lease } => {
+            vec!["IDEM.RENEW".into(), k("i", key), fence(key, f), "LEASE".into(), lease.to_string()]
+        }
         Op::IdemGet { k: key } => vec!["IDEM.GET".into(), k("i", key)],
         Op::IdemDel { k: key } => vec!["IDEM.DEL".into(), k("i", key)],
         Op::Claim { k: key, o: ow, ttl } => {

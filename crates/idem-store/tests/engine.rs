@@ -210,6 +210,27 @@ async fn writes_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn a_renewed_lease_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || StoreConfig { data_dir: Some(dir.path().to_path_buf()), shards: 2, ..StoreConfig::default() };
+    let fence;
+    {
+        let store = Store::open(config()).unwrap();
+        fence = int_at(&run(&store, &["IDEM.BEGIN", "job", "LEASE", "1000"]).await, 1).to_string();
+        let r = run(&store, &["IDEM.RENEW", "job", &fence, "LEASE", "600000"]).await;
+        assert_eq!(word(&r), "renewed");
+        assert_eq!(int_at(&r, 1).to_string(), fence);
+        store.shutdown().await;
+    }
+    let store = Store::open(config()).unwrap();
+    let r = run(&store, &["IDEM.GET", "job"]).await;
+    assert_eq!(word(&r), "running");
+    // Only the renewal can leave more than the first lease's 1,000 ms.
+    assert!(int_at(&r, 2) > 1000, "the renewed lease was recovered: {r:?}");
+    assert_eq!(word(&run(&store, &["IDEM.COMMIT", "job", &fence, "ok"]).await), "ok");
+}
+
+#[tokio::test]
 async fn bad_input_changes_nothing() {
     let store = memory_store(2);
     let limits = Limits::default();

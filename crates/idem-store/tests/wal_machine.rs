@@ -26,13 +26,13 @@ impl Rng {
 }
 
 /// A random command on a small key space; `fences` holds fences seen in
-/// replies so that COMMIT/ABORT often use a live one.
+/// replies so that COMMIT/ABORT/RENEW often use a live one.
 fn random_command(rng: &mut Rng, fences: &[u64]) -> Vec<String> {
     let k = format!("k{}", rng.below(4));
     let o = format!("o{}", rng.below(3));
     let n = rng.below(5000) + 1;
     let fence = fences.get(rng.below(fences.len() as u64 + 1) as usize).copied().unwrap_or(1);
-    let v: Vec<String> = match rng.below(16) {
+    let v: Vec<String> = match rng.below(17) {
         0 => vec!["IDEM.BEGIN".into(), k, "LEASE".into(), n.to_string()],
         1 => vec!["IDEM.COMMIT".into(), k, fence.to_string(), format!("r{n}"), "KEEP".into(), (n * 3).to_string()],
         2 => vec!["IDEM.ABORT".into(), k, fence.to_string()],
@@ -62,6 +62,7 @@ fn random_command(rng: &mut Rng, fences: &[u64]) -> Vec<String> {
             vec!["SLOTS.RELEASE".into(), k, first.to_string(), (first + 8).to_string(), o]
         }
         14 => vec!["TOKEN.NEW".into(), k, "TTL".into(), n.to_string()],
+        15 => vec!["IDEM.RENEW".into(), k, fence.to_string(), "LEASE".into(), n.to_string()],
         _ => vec!["RENEW".into(), k, o, "LEASE".into(), n.to_string()],
     };
     v

@@ -1,4 +1,5 @@
-//! Idempotency keys: IDEM.BEGIN, IDEM.COMMIT, IDEM.ABORT, IDEM.GET, IDEM.DEL.
+//! Idempotency keys: IDEM.BEGIN, IDEM.COMMIT, IDEM.ABORT, IDEM.RENEW, IDEM.GET,
+//! IDEM.DEL.
 //!
 //! Decisions where docs/commands.md is silent:
 //! - A running record whose lease ran out is kept for `KEEP_MS_DEFAULT` after
@@ -11,6 +12,9 @@
 //!   first parked waiter, or the next BEGIN) gets attempt 1 and the record
 //!   takes *its* FP. Parked waiters whose FP differs from that new FP are
 //!   answered `MISMATCH` at once.
+//! - IDEM.RENEW sets the lease to `now + LEASE` (like RENEW of a lock), so
+//!   it may also shorten it; the fence and attempt stay. Parked BEGINs wait
+//!   for the new lease end.
 //! - IDEM.GET of a running record whose lease ran out replies `["absent"]`:
 //!   the key is available again. IDEM.DEL of such a record still removes it
 //!   (and its attempt count) and replies 1.
@@ -209,6 +213,33 @@ impl Machine {
         Ok(Reply::status("ok"))
     }
 
+    pub(super) fn idem_renew(
+        &mut self,
+        now_ms: u64,
+        key: &Bytes,
+        fence: u64,
+        lease_ms: u64,
+        effects: &mut Effects,
+    ) -> CmdResult {
+        let mut rec = match self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) {
+            Some(rec) if holds(rec.rec(), now_ms, fence) => rec,
+            _ => return Err(stale()),
+        };
+        let EntryState::Running { attempt, lease_until_ms: old_until_ms, .. } = rec.rec().state() else {
+            unreachable!("`holds` checked that the record is running");
+        };
+        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        assert!(lease_until_ms > now_ms, "a renewed lease is live");
+        if lease_until_ms != old_until_ms {
+            let fingerprint = rec.rec().fp().map(Bytes::copy_from_slice);
+            rec.set_state(EntryState::Running { fence, attempt, lease_until_ms });
+            self.waiters.lease_changed(Prim::Idem, key, lease_until_ms);
+            let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
+            effects.changes.push(Change::IdemPut { key: key.clone(), record });
+        }
+        Ok(Reply::status_with("renewed", [Reply::uint(fence)]))
+    }
+
     pub(super) fn idem_abort(
         &mut self,
         now_ms: u64,
@@ -353,6 +384,57 @@ mod tests {
         assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "[ok]");
         assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "!STALE", "done already");
         assert_eq!(t.cmd("IDEM.ABORT k 2"), "!STALE");
+        t.check_replay();
+    }
+
+    #[test]
+    fn renew_keeps_the_attempt_alive_past_its_first_lease() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k FP a LEASE 100"), "[started 1 1]");
+        t.now += 90;
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 100"), "[renewed 1]");
+        assert_eq!(t.last.len(), 1, "the new lease is logged");
+        t.now += 90;
+        assert_eq!(t.cmd("IDEM.BEGIN k FP a"), "[running 1 10]", "alive past the first lease");
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 10"), "[renewed 1]");
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 10"), "[renewed 1]");
+        assert!(t.last.is_empty(), "the same lease end changes nothing");
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 5"), "[renewed 1]", "a renewal may shorten the lease");
+        assert_eq!(t.cmd("IDEM.GET k"), "[running 1 5]");
+        t.check_replay();
+        assert_eq!(t.cmd("IDEM.COMMIT k 1 r"), "[ok]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn renew_needs_the_current_live_fence() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.RENEW nope 1 LEASE 100"), "!STALE");
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        assert_eq!(t.cmd("IDEM.RENEW k 2 LEASE 100"), "!STALE");
+        t.now += 100;
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 100"), "!STALE", "the lease ran out, nobody took over");
+        assert!(t.last.is_empty());
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 2 2]");
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 100"), "!STALE", "another attempt holds it");
+        assert_eq!(t.cmd("IDEM.COMMIT k 2 r"), "[ok]");
+        assert_eq!(t.cmd("IDEM.RENEW k 2 LEASE 100"), "!STALE", "done");
+        assert_eq!(t.cmd("IDEM.GET k"), "[done r]");
+        t.check_replay();
+    }
+
+    #[test]
+    fn renew_moves_the_handover_to_waiters() {
+        let mut t = T::new();
+        assert_eq!(t.cmd("IDEM.BEGIN k LEASE 100"), "[started 1 1]");
+        assert_eq!(t.wait("IDEM.BEGIN k WAIT 1000", 1), "parked");
+        assert_eq!(t.cmd("IDEM.RENEW k 1 LEASE 300"), "[renewed 1]");
+        let lease_end = t.now + 300;
+        assert_eq!(t.m.next_deadline_ms(), Some(lease_end));
+        t.tick(lease_end - 1);
+        assert!(t.woken().is_empty(), "the renewed lease is still live");
+        t.tick(lease_end);
+        assert_eq!(t.woken(), ["1=[started 2 2]"]);
         t.check_replay();
     }
 

@@ -203,6 +203,7 @@ impl Machine {
                 self.idem_commit(now, key, *fence, result, *keep_ms, effects)
             }
             Command::IdemAbort { key, fence } => self.idem_abort(now, key, *fence, env, effects),
+            Command::IdemRenew { key, fence, lease_ms } => self.idem_renew(now, key, *fence, *lease_ms, effects),
             Command::IdemGet { key } => self.idem_get(now, key),
             Command::IdemDel { key } => self.idem_del(now, key, env, effects),
             Command::Claim { key, owner, ttl_ms } => self.claim(now, key, owner, *ttl_ms, effects),
