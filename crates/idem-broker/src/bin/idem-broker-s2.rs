@@ -770,7 +770,8 @@ async fn bench(
         let snap = match variant {
             Variant::Adapter => {
                 let url = server.as_ref().expect("started above").url();
-                let client = Client::connect(Config::new(url).pool_size(IDEM_POOL_SIZE)).await?;
+                // One idem connection per handler, so the pool is not the bound.
+                let client = Client::connect(Config::new(url).pool_size(concurrency as usize)).await?;
                 consume_with(broker, &name, e, s, Adapter::new(client, handler), stats, done).await?
             }
             _ => consume_with(broker, &name, e, s, Unguarded::new(handler), stats, done).await?,
