@@ -25,6 +25,11 @@ pub enum Nemesis {
     Clock,
     /// SIGKILL the external store's engine and restart it.
     Store,
+    /// Not a fault but a broken idem: SIGKILL it and restart it on an empty
+    /// data directory, as a server that acknowledged before its sync and
+    /// reissues fences after a restart would behave. The checker must
+    /// report it.
+    Amnesia,
 }
 
 /// How many of each fault a run injected.
@@ -113,6 +118,16 @@ pub fn run(
                 shared.rec.fault(Fault::Kill, false);
                 injected.kills.fetch_add(1, Ordering::Relaxed);
                 injected.clock_restarts.fetch_add(1, Ordering::Relaxed);
+                runtime.spawn(verify_recent(shared.clone()));
+            }
+            Nemesis::Amnesia => {
+                shared.rec.fault(Fault::Kill, true);
+                server.kill();
+                server.forget_data()?;
+                server.spawn(None)?;
+                server.wait_ready()?;
+                shared.rec.fault(Fault::Kill, false);
+                injected.kills.fetch_add(1, Ordering::Relaxed);
                 runtime.spawn(verify_recent(shared.clone()));
             }
             Nemesis::Store => {

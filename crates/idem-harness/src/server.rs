@@ -119,6 +119,17 @@ impl Server {
         }
     }
 
+    /// Empties the embedded store's data directory (the server must be
+    /// down).
+    pub fn forget_data(&self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "the server is down");
+        if self.launch.store_url.is_some() {
+            bail!("amnesia needs the embedded store");
+        }
+        let _ = std::fs::remove_dir_all(&self.launch.data);
+        Ok(())
+    }
+
     /// SIGSTOP (true) or SIGCONT (false).
     pub fn signal_stop(&self, stop: bool) {
         if let Some(pid) = self.pid() {
