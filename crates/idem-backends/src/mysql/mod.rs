@@ -461,6 +461,15 @@ async fn call<Q: Queryable>(q: &mut Q, cmd: &Command) -> Result<Poll, mysql_asyn
                 stale(*fence)
             }
         }
+        Command::IdemRenew { key, fence, lease_ms } => {
+            let params = vec![bytes(key), Value::Int(to_i64(*fence)), Value::Int(to_i64(*lease_ms))];
+            let row = call_one(q, "CALL idem_record_renew(?, ?, ?)", params).await?;
+            match status(&row)?.as_str() {
+                "renewed" => Ok(Reply::status_with("renewed", [Reply::uint(*fence)])),
+                "stale" => stale(*fence),
+                _ => return Err(unexpected("idem_record_renew answered an unknown status")),
+            }
+        }
         Command::IdemGet { key } => {
             let row = call_one(q, "CALL idem_get(?)", vec![bytes(key)]).await?;
             match status(&row)?.as_str() {

@@ -33,12 +33,12 @@
 //!   the client's CLIENT_FOUND_ROWS flag).
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
 /// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
 /// interrupted half-way is simply run again.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1)];
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2)];
 
 /// Step 1: tables.
 const V1: &[&str] = &[
@@ -124,6 +124,10 @@ const V1: &[&str] = &[
         PRIMARY KEY (resource, slot)
     ) ENGINE = InnoDB",
 ];
+
+/// Step 2: no table change; the routines gain `idem_record_renew`
+/// (IDEM.RENEW), which an upgrade creates with the rest of [`ROUTINES`].
+const V2: &[&str] = &[];
 
 /// Every stored routine as `(kind, name, CREATE statement)`. Re-created
 /// (DROP, then CREATE) whenever the version moves, so a changed routine only
@@ -224,6 +228,29 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > idem_now_ms() THEN
                 DELETE FROM idem_records WHERE `key` = p_key;
                 SELECT 'ok' AS status;
+            ELSE
+                SELECT 'stale' AS status;
+            END IF;
+        END",
+    ),
+    // IDEM.RENEW -> (status): 'renewed' (the lease is now p_lease_ms from
+    // now) or 'stale' (as COMMIT).
+    (
+        "PROCEDURE",
+        "idem_record_renew",
+        "CREATE PROCEDURE idem_record_renew(IN p_key VARBINARY(512), IN p_fence BIGINT, IN p_lease_ms BIGINT)
+        MODIFIES SQL DATA
+        BEGIN
+            DECLARE v_found BOOLEAN DEFAULT TRUE;
+            DECLARE v_state VARCHAR(8);
+            DECLARE v_fence, v_exp, v_now BIGINT;
+            DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
+            SELECT state, fence, expires_at_ms INTO v_state, v_fence, v_exp
+            FROM idem_records WHERE `key` = p_key FOR UPDATE;
+            SET v_now = idem_now_ms();
+            IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > v_now THEN
+                UPDATE idem_records SET expires_at_ms = v_now + p_lease_ms WHERE `key` = p_key;
+                SELECT 'renewed' AS status;
             ELSE
                 SELECT 'stale' AS status;
             END IF;

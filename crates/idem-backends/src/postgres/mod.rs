@@ -76,6 +76,7 @@ const SQL_BEGIN: &str =
     "SELECT status, fence, n, result FROM idem_begin($1::bytea, $2::bytea, $3::bigint, $4::boolean)";
 const SQL_COMMIT: &str = "SELECT idem_commit($1::bytea, $2::bigint, $3::bytea, $4::bigint)";
 const SQL_ABORT: &str = "SELECT idem_abort($1::bytea, $2::bigint)";
+const SQL_IDEM_RENEW: &str = "SELECT idem_record_renew($1::bytea, $2::bigint, $3::bigint)";
 const SQL_GET: &str = "SELECT status, fence, left_ms, result FROM idem_get($1::bytea)";
 const SQL_DEL: &str = "SELECT idem_del($1::bytea)";
 const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::bytea, $3::bigint)";
@@ -512,6 +513,7 @@ fn sql_of(cmd: &Command) -> &'static str {
         Command::IdemBegin { .. } => SQL_BEGIN,
         Command::IdemCommit { .. } => SQL_COMMIT,
         Command::IdemAbort { .. } => SQL_ABORT,
+        Command::IdemRenew { .. } => SQL_IDEM_RENEW,
         Command::IdemGet { .. } => SQL_GET,
         Command::IdemDel { .. } => SQL_DEL,
         Command::Claim { .. } => SQL_CLAIM,
@@ -578,6 +580,14 @@ async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: b
             match row.try_get::<_, &str>(0)? {
                 "ok" => Ok(Reply::status("ok")),
                 _ => stale(*fence),
+            }
+        }
+        Command::IdemRenew { key, fence, lease_ms } => {
+            let row = client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence), &to_i64(*lease_ms)]).await?;
+            match row.try_get::<_, &str>(0)? {
+                "renewed" => Ok(Reply::status_with("renewed", [Reply::uint(*fence)])),
+                "stale" => stale(*fence),
+                other => Err(CmdError::busy(format!("postgres: idem_record_renew answered '{other}'"))),
             }
         }
         Command::IdemGet { key } => {

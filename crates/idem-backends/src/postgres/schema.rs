@@ -30,13 +30,13 @@
 //!   uncontended commits never pay for NOTIFY's commit-time lock.
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Migration steps: `(version, SQL)` for tables, indexes and the sequence.
 /// [`super::migrate`] applies the pending ones, then [`ROUTINES`], then
 /// records the version, all in one transaction (PostgreSQL's DDL is
 /// transactional, so a failed upgrade changes nothing).
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Step 1: tables and the fence sequence.
 const V1: &str = r#"
@@ -136,6 +136,10 @@ CREATE TABLE IF NOT EXISTS idem_slots (
 const V2: &str = r#"
 DROP FUNCTION IF EXISTS idem_cleanup(integer, bigint);
 "#;
+
+/// Step 3: no table change; the routines gain `idem_record_renew`
+/// (IDEM.RENEW), which an upgrade installs with the rest of [`ROUTINES`].
+const V3: &str = "";
 
 /// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
 /// moves, so a changed function only needs a new (possibly empty) step.
@@ -257,6 +261,29 @@ BEGIN
         PERFORM pg_notify('idem_wake', 'i' || encode(p_key, 'hex'));
     END IF;
     RETURN 'ok';
+END
+$fn$;
+
+-- IDEM.RENEW: 'renewed' (the lease is now p_lease_ms from now) or 'stale'
+-- (as COMMIT). A parked BEGIN sleeps until the lease it saw ends, so it is
+-- woken to read the new one.
+CREATE OR REPLACE FUNCTION idem_record_renew(p_key bytea, p_fence bigint, p_lease_ms bigint)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_waiting boolean;
+BEGIN
+    UPDATE idem_records SET expires_at_ms = idem_now_ms() + p_lease_ms
+    WHERE key = p_key AND state = 'running' AND fence = p_fence AND expires_at_ms > idem_now_ms()
+    RETURNING waiting INTO v_waiting;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+    IF v_waiting THEN
+        PERFORM pg_notify('idem_wake', 'i' || encode(p_key, 'hex'));
+    END IF;
+    RETURN 'renewed';
 END
 $fn$;
 

@@ -261,9 +261,11 @@ fn after_command(waits: &BackendWaiters, cmd: &Command, result: &mut CmdResult) 
         return;
     };
     match cmd {
-        Command::IdemCommit { key, .. } | Command::IdemAbort { key, .. } | Command::IdemDel { key } => {
-            waits.wake(WaitKind::Idem, key)
-        }
+        // A renewal moves the lease end the parked callers sleep until.
+        Command::IdemCommit { key, .. }
+        | Command::IdemAbort { key, .. }
+        | Command::IdemRenew { key, .. }
+        | Command::IdemDel { key } => waits.wake(WaitKind::Idem, key),
         Command::Unlock { name, .. } => waits.wake(WaitKind::Lock, name),
         Command::LockInfo { name } => {
             if let Reply::Array(items) = reply {

@@ -223,6 +223,10 @@ impl RedisBackend {
                 let v = self.idem_script(&key, vec![b"abort".to_vec(), num(fence)]).await?;
                 to_reply(v, NO_INTS)
             }
+            Command::IdemRenew { key, fence, lease_ms } => {
+                let v = self.idem_script(&key, vec![b"renew".to_vec(), num(fence), num(lease_ms)]).await?;
+                to_reply(v, &[("renewed", &[1])])
+            }
             Command::IdemGet { key } => {
                 to_reply(self.idem_script(&key, vec![b"get".to_vec()]).await?, &[("running", &[1, 2])])
             }

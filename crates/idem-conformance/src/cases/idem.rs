@@ -1,4 +1,4 @@
-//! Section 1: idempotency keys (IDEM.BEGIN / COMMIT / ABORT / GET / DEL).
+//! Section 1: idempotency keys (IDEM.BEGIN / COMMIT / ABORT / RENEW / GET / DEL).
 
 use bytes::Bytes;
 use idem_core::{Backend, ErrorCode, Reply};
@@ -329,4 +329,76 @@ pub async fn idem_wait_answers_at_once(b: &dyn Backend, c: &Ctx) {
     assert_eq!(status(&r), "done");
     let e = quick(owned(&["IDEM.BEGIN", &k, "FP", "b", "WAIT", "60000"])).await.expect_err("MISMATCH");
     assert_eq!(e.code, ErrorCode::Mismatch, "got '{e}'");
+}
+
+/// IDEM.RENEW by the holder moves its lease to LEASE from now, past the
+/// lease BEGIN gave it, and replies `[renewed, fence]`; the record stays the
+/// same attempt and the holder can still COMMIT.
+pub async fn idem_renew_keeps_the_attempt(b: &dyn Backend, c: &Ctx) {
+    let k = c.key("job");
+    let (fence, attempt) = start(b, &["IDEM.BEGIN", &k, "LEASE", "1000"]).await;
+    assert_eq!(attempt, 1);
+    let f = fence.to_string();
+    let r = ok(b, &["IDEM.RENEW", &k, &f, "LEASE", "60000"]).await;
+    assert_eq!(r, Reply::status_with("renewed", [Reply::uint(fence)]), "RENEW replies [renewed, fence]: {}", show(&r));
+    let r = expect(b, &["IDEM.GET", &k], "running").await;
+    assert_eq!(int_at(&r, 1) as u64, fence, "the same attempt: {}", show(&r));
+    // Only the renewal can leave more than BEGIN's 1,000 ms.
+    let left = int_at(&r, 2);
+    assert!(left > 1000 && left <= 60_000, "the lease is the renewed one: {}", show(&r));
+    let r = expect(b, &["IDEM.BEGIN", &k, "LEASE", "1000"], "running").await;
+    assert_eq!(int_at(&r, 1) as u64, fence, "another caller still sees the holder: {}", show(&r));
+    ok(b, &["IDEM.COMMIT", &k, &f, "r"]).await;
+    let r = expect(b, &["IDEM.BEGIN", &k], "done").await;
+    assert_eq!(bulk_at(&r, 1), "r");
+}
+
+/// IDEM.RENEW is STALE, and changes nothing, for a missing record, a fence
+/// that is not the current one, a lease that ran out (also once another
+/// attempt took over) and a done record.
+pub async fn idem_renew_refused(b: &dyn Backend, c: &Ctx) {
+    let k = c.key("job");
+    err_code(b, &["IDEM.RENEW", &k, "1", "LEASE", "10000"], ErrorCode::Stale).await;
+    assert_eq!(status(&ok(b, &["IDEM.GET", &k]).await), "absent", "a refused RENEW creates nothing");
+    let (f1, a1) = start(b, &["IDEM.BEGIN", &k, "LEASE", "150"]).await;
+    err_code(b, &["IDEM.RENEW", &k, &(f1 + 1).to_string(), "LEASE", "10000"], ErrorCode::Stale).await;
+    err_code(b, &["IDEM.RENEW", &k, &(f1 - 1).to_string(), "LEASE", "10000"], ErrorCode::Stale).await;
+    sleep_ms(400).await;
+    err_code(b, &["IDEM.RENEW", &k, &f1.to_string(), "LEASE", "10000"], ErrorCode::Stale).await;
+    assert_eq!(status(&ok(b, &["IDEM.GET", &k]).await), "absent", "a late RENEW does not revive the lease");
+    let (f2, a2) = start(b, &["IDEM.BEGIN", &k, "LEASE", "10000"]).await;
+    assert!(f2 > f1 && a2 > a1, "a takeover: fence {f2} > {f1}, attempt {a2} > {a1}");
+    err_code(b, &["IDEM.RENEW", &k, &f1.to_string(), "LEASE", "10000"], ErrorCode::Stale).await;
+    let r = expect(b, &["IDEM.GET", &k], "running").await;
+    assert_eq!(int_at(&r, 1) as u64, f2, "the old holder's RENEW left the new attempt alone: {}", show(&r));
+    ok(b, &["IDEM.COMMIT", &k, &f2.to_string(), "r"]).await;
+    err_code(b, &["IDEM.RENEW", &k, &f2.to_string(), "LEASE", "10000"], ErrorCode::Stale).await;
+    let r = expect(b, &["IDEM.GET", &k], "done").await;
+    assert_eq!(bulk_at(&r, 1), "r", "a RENEW of a done record changes nothing");
+}
+
+/// IDEM.RENEW with bad arguments is refused (ERR, or LIMIT for a LEASE over
+/// the bound) and changes nothing.
+pub async fn idem_renew_bad_arguments(b: &dyn Backend, c: &Ctx) {
+    let k = c.key("job");
+    let (fence, _) = start(b, &["IDEM.BEGIN", &k, "LEASE", "10000"]).await;
+    let f = fence.to_string();
+    let over = (idem_core::Limits::default().duration_ms_max + 1).to_string();
+    let cases: [(&[&str], ErrorCode); 8] = [
+        (&["IDEM.RENEW", &k, &f, "LEASE", "0"], ErrorCode::Err),
+        (&["IDEM.RENEW", &k, &f, "LEASE", &over], ErrorCode::Limit),
+        (&["IDEM.RENEW", &k, &f, "LEASE", "-5"], ErrorCode::Err),
+        (&["IDEM.RENEW", &k, "x", "LEASE", "60000"], ErrorCode::Err),
+        (&["IDEM.RENEW", &k, &f, "TTL", "60000"], ErrorCode::Err),
+        (&["IDEM.RENEW", &k, &f, "LEASE"], ErrorCode::Err),
+        (&["IDEM.RENEW", &k, &f, "LEASE", "60000", "WAIT", "5"], ErrorCode::Err),
+        (&["IDEM.RENEW", "", &f, "LEASE", "60000"], ErrorCode::Err),
+    ];
+    for (args, code) in cases {
+        let e = exec_bytes(b, &crate::to_bytes(args)).await.expect_err("bad arguments are refused");
+        assert_eq!(e.code, code, "{args:?}: expected {}, got '{e}'", code.as_str());
+    }
+    let r = expect(b, &["IDEM.GET", &k], "running").await;
+    assert_eq!(int_at(&r, 1) as u64, fence);
+    assert!(int_at(&r, 2) <= 10_000, "no refused RENEW moved the lease: {}", show(&r));
 }

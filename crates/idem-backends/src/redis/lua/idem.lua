@@ -159,6 +159,18 @@ elseif op == 'abort' then
   redis.call('DEL', R)
   handover(nil)
   return { 'ok' }
+elseif op == 'renew' then
+  -- ARGV: 2 fence, 3 lease_ms. The record and its fence counter live as
+  -- long as a grant of this lease would make them.
+  local rec = load()
+  if rec == nil or rec.st ~= 'r' or rec.fence ~= ARGV[2] or rec.untl <= now then
+    return err('STALE', 'fence ' .. ARGV[2] .. ' does not hold this key')
+  end
+  local lease = tonumber(ARGV[3])
+  redis.call('HSET', R, 'until', fmt(now + lease))
+  redis.call('PEXPIRE', R, lease + RUN_RETAIN_MS)
+  extend_ttl(F, lease + RUN_RETAIN_MS + FENCE_GRACE_MS)
+  return { 'renewed', rec.fence }
 elseif op == 'get' then
   local rec = load()
   if is_free(rec) then
