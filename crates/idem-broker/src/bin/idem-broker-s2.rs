@@ -798,7 +798,7 @@ async fn bench(
 }
 
 impl Publisher {
-    fn publish_owned(&self, id: String) -> impl std::future::Future<Output = anyhow::Result<()>> + '_ {
-        async move { self.publish(&id).await }
+    async fn publish_owned(&self, id: String) -> anyhow::Result<()> {
+        self.publish(&id).await
     }
 }
