@@ -64,6 +64,10 @@ class Target(ABC):
     http2: bool = True
     #: :meth:`Gateway.kill9_and_restart` works.
     can_kill9: bool = True
+    #: It renews a first request's lease while the upstream call runs, so a
+    #: call may outlive ``lease_ms`` (an implementation whose lease must cover
+    #: the whole call leaves this off).
+    renews_lease: bool = False
 
     def available(self) -> str | None:
         """``None`` when usable here, or why not (the cases are then skipped)."""
@@ -186,6 +190,7 @@ class IdemGatewayTarget(Target):
     def __init__(self, kind: str) -> None:
         self.name = f"gateway-{kind}"
         self.kind = kind
+        self.renews_lease = True
         # The embedded store belongs to one process (its data directory is locked).
         self.shares_store = kind != "embedded"
         self._server: subprocess.Popen[bytes] | None = None

@@ -10,8 +10,9 @@ from conftest import Upstream, effects
 from helpers import assert_problem, replayed, send, uid, upstream
 from targets import Setting, Started, free_port
 
-# Short bounds keep these cases fast; the lease covers the whole upstream call,
-# with a margin for a loaded machine.
+# Short bounds keep these cases fast. The lease also covers the whole upstream
+# call, with a margin for a loaded machine, for implementations that do not
+# renew it.
 LEASE_S = 2.5
 FAST: dict[str, Setting] = {
     "upstream_timeout_ms": 300,

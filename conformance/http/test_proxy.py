@@ -125,6 +125,10 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
         "lease_ms": 3000,
         "concurrent": "conflict",
     }
+    if gw.target.renews_lease:
+        # The lease no longer has to cover the call: the key frees after the
+        # last lease, long before the upstream timeout would have ended it.
+        settings["upstream_timeout_ms"] = 30_000
     g = gw.start(settings=settings)
     e, key = uid(), uid()
     outcome: list[object] = []
@@ -165,3 +169,37 @@ def test_kill9_mid_request_leaves_a_record_that_expires_with_its_lease(
     )
     assert effects(e) == 2
     assert replayed(send(g, "/k9", key=key, effect=e, json_body={}))
+
+
+def test_a_call_longer_than_the_lease_still_blocks_duplicates(gw: Started) -> None:
+    if not gw.target.renews_lease:
+        pytest.skip("the lease is not renewed")
+    lease_s = 0.6
+    settings: dict[str, Setting] = {
+        "upstream_timeout_ms": 10_000,
+        "lease_ms": int(lease_s * 1000),
+        "concurrent": "conflict",
+    }
+    g = gw.start(settings=settings)
+    e, key = uid(), uid()
+    outcome: list[httpx.Response] = []
+    t = threading.Thread(
+        target=lambda: outcome.append(
+            send(g, "/long", key=key, effect=e, json_body={}, headers=upstream(hold=e))
+        )
+    )
+    t.start()
+    deadline = time.monotonic() + 5
+    while effects(e) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    # Several leases long: only renewals keep the key held.
+    time.sleep(lease_s * 4)
+    assert_problem(send(g, "/long", key=key, effect=e, json_body={}), 409)
+    assert effects(e) == 1
+    release(e)
+    t.join()
+    assert outcome[0].status_code == 201 and not replayed(outcome[0])
+    again = send(g, "/long", key=key, effect=e, json_body={})
+    assert replayed(again) and again.content == outcome[0].content
+    assert effects(e) == 1

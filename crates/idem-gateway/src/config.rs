@@ -8,10 +8,13 @@ use crate::route::{Route, RouteDefaults};
 
 /// Default prefix of every stored key.
 pub const KEY_PREFIX_DEFAULT: &str = "gw:";
-/// Default lease of a first request, ms: it must cover the upstream call
-/// (the gateway's `upstream_timeout_ms` plus reading the response), since a
-/// record's lease cannot be extended while the call runs.
-pub const LEASE_MS_DEFAULT: u64 = 65_000;
+/// Default lease of a first request, ms. It is renewed at a third of itself
+/// while the call runs, so it bounds only how long the record of a gateway
+/// that died blocks its key.
+pub const LEASE_MS_DEFAULT: u64 = 10_000;
+/// Shortest lease of a first request, ms: renewals come at a third of the
+/// lease, and each is a store write.
+pub const LEASE_MS_MIN: u64 = 300;
 /// Default bound on a buffered request body, bytes.
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Default time a client has to send a buffered request body, ms.
@@ -40,7 +43,7 @@ pub struct LayerConfig {
     pub defaults: RouteDefaults,
     /// Prefix of every stored key (lets gateways share a store without sharing records).
     pub key_prefix: String,
-    /// Lease of a first request, ms.
+    /// Lease of a first request, ms; renewed at a third of itself while the call runs.
     pub lease_ms: u64,
     /// Longest key part, bytes (the `Idempotency-Key` value, or each source of a combined key).
     pub key_bytes_max: usize,
@@ -91,8 +94,8 @@ impl LayerConfig {
         if self.key_prefix.len() > 128 {
             return bad("key_prefix may be at most 128 bytes".into());
         }
-        if self.lease_ms == 0 || self.lease_ms > crate::route::KEEP_MS_MAX {
-            return bad(format!("lease_ms must be 1..={}", crate::route::KEEP_MS_MAX));
+        if self.lease_ms < LEASE_MS_MIN || self.lease_ms > crate::route::KEEP_MS_MAX {
+            return bad(format!("lease_ms must be {LEASE_MS_MIN}..={}", crate::route::KEEP_MS_MAX));
         }
         if self.key_bytes_max == 0 || self.key_bytes_max > 4096 {
             return bad("key_bytes_max must be 1..=4096 (parts are hashed into the stored key)".into());

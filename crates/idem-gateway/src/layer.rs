@@ -10,17 +10,22 @@
 //! - `running` (after the route's wait): 409 with `Retry-After`;
 //! - `MISMATCH`: 422.
 //!
-//! A record's lease cannot be extended, so it is taken long enough to cover
-//! the call ([`LayerConfig::lease_ms`]); a gateway that dies leaves a record
-//! that expires with its lease, and the fence makes a late commit `STALE`.
+//! A first request holds its record under a short lease
+//! ([`LayerConfig::lease_ms`]), renewed (`IDEM.RENEW`) at a third of the
+//! lease while the wrapped service runs and its response is read. A gateway
+//! that dies stops renewing, so its record expires with its last lease; the
+//! fence makes a late commit `STALE`.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures::future::Fuse;
 use futures::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -257,7 +262,10 @@ where
     ResB::Error: Into<BoxError>,
 {
     let cfg = &shared.config;
-    let res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
+    let renewal = renew_lease(&shared, &key, fence).fuse();
+    tokio::pin!(renewal);
+    let called = renewing(renewal.as_mut(), AssertUnwindSafe(inner.call(req)).catch_unwind()).await;
+    let res = match called {
         Err(_) => {
             shared.abort(&key, fence).await;
             return Ok(
@@ -300,7 +308,7 @@ where
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
+        match renewing(renewal.as_mut(), tokio::time::timeout_at(deadline, body.frame())).await {
             Ok(None) => break,
             Ok(Some(Ok(frame))) => {
                 // Trailers are not stored; a replay has none.
@@ -347,6 +355,47 @@ where
         Ok(()) => {}
     }
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// Runs `work` while the renewal runs beside it. The renewal is polled only
+/// here, so it stops when the work is done: the record is then settled, or
+/// (outcome unknown) left to expire with its last lease.
+async fn renewing<F: Future>(mut renewal: Pin<&mut Fuse<impl Future<Output = ()>>>, work: F) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            // A fused renewal that gave up stays pending from then on.
+            () = &mut renewal => {}
+        }
+    }
+}
+
+/// Renews the first request's lease at a third of the lease, so that a
+/// renewal that fails once still leaves time for the next. Ends when a
+/// renewal is refused as `STALE`: the lease ran out and another attempt
+/// may hold the record, so the commit's fence check decides.
+async fn renew_lease(shared: &Shared, key: &Bytes, fence: u64) {
+    let lease_ms = shared.config.lease_ms;
+    let every = Duration::from_millis((lease_ms / 3).max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let cmd = Command::IdemRenew { key: key.clone(), fence, lease_ms };
+        match shared.backend.execute(cmd).await {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::Stale => {
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(key),
+                    "lease renewal refused as STALE: the lease ran out; renewal stops and the commit's fence decides"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = %String::from_utf8_lossy(key), "lease renewal failed; retrying at the next interval")
+            }
+        }
+    }
 }
 
 async fn unknown_outcome(shared: &Shared, route: &Route, key: &Bytes, fence: u64) {

@@ -36,13 +36,26 @@ async fn explode(State(fx): State<Arc<Effects>>) -> &'static str {
     "second call"
 }
 
+/// Shortest lease the layer takes, ms: the slow handler outlives it many times.
+const SHORT_LEASE_MS: u64 = 300;
+
+async fn slow(State(fx): State<Arc<Effects>>) -> impl IntoResponse {
+    let n = fx.runs.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(std::time::Duration::from_millis(SHORT_LEASE_MS * 4)).await;
+    (StatusCode::CREATED, format!("slow run {n}"))
+}
+
 fn app(routes: &[&str]) -> (axum::Router, Arc<Effects>) {
+    app_with(routes, LayerConfig::default())
+}
+
+fn app_with(routes: &[&str], config: LayerConfig) -> (axum::Router, Arc<Effects>) {
     let store = idem_store::Store::open(idem_store::StoreConfig::default()).unwrap();
     let d = RouteDefaults::default();
-    let config =
-        LayerConfig { routes: routes.iter().map(|r| Route::parse(r, &d).unwrap()).collect(), ..Default::default() };
+    let config = LayerConfig { routes: routes.iter().map(|r| Route::parse(r, &d).unwrap()).collect(), ..config };
     let fx = Arc::new(Effects::default());
     let router = axum::Router::new()
+        .route("/slow", post(slow))
         .route("/things", post(create))
         .route("/explode", post(explode))
         .with_state(fx.clone())
@@ -125,4 +138,25 @@ async fn a_route_refuses_a_request_without_its_key() {
     let a = send(&app, post_req("/things", None, r#"{"user":{"id":7},"x":1}"#)).await;
     let b = send(&app, post_req("/things", None, r#"{"x":1,"user":{"id":7}}"#)).await;
     assert_eq!((a.2, fx.runs.load(Ordering::SeqCst)), (b.2, 1));
+}
+
+#[tokio::test]
+async fn the_lease_is_renewed_while_a_slow_handler_runs() {
+    let config = LayerConfig { lease_ms: SHORT_LEASE_MS, ..Default::default() };
+    let (app, fx) = app_with(&["POST /slow key=header:X-Key concurrent=conflict"], config);
+    let req = || Request::post("/slow").header("x-key", "slow-1").body(Body::empty()).unwrap();
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, req()).await }
+    });
+    // Well past the first lease: without renewals the key would be free.
+    tokio::time::sleep(std::time::Duration::from_millis(SHORT_LEASE_MS * 2)).await;
+    let during = send(&app, req()).await;
+    assert_eq!(during.0, StatusCode::CONFLICT, "the first request still holds the key: {}", during.2);
+    let first = first.await.unwrap();
+    assert_eq!((first.0, first.2.as_str()), (StatusCode::CREATED, "slow run 1"));
+    let after = send(&app, req()).await;
+    assert_eq!((after.0, after.2.as_str()), (StatusCode::CREATED, "slow run 1"));
+    assert_eq!(after.1["idempotent-replayed"], "true");
+    assert_eq!(fx.runs.load(Ordering::SeqCst), 1);
 }
