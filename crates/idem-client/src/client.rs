@@ -189,6 +189,22 @@ impl Client {
         self.ok("IDEM.ABORT", Command::IdemAbort { key: b(key), fence }).await
     }
 
+    /// `IDEM.RENEW key fence LEASE ms`: the attempt's lease now ends
+    /// `lease_ms` from now; returns its fence. [`Error::Stale`] when `fence`
+    /// no longer holds the key (its lease ran out, another attempt took
+    /// over, or it was committed): stop the work.
+    pub async fn idem_renew(&self, key: impl AsRef<[u8]>, fence: u64, lease_ms: u64) -> Result<u64, Error> {
+        let mut p = Parts::new("IDEM.RENEW", self.call(Command::IdemRenew { key: b(key), fence, lease_ms }).await?)?;
+        let r = match p.word() {
+            "renewed" => p.uint()?,
+            _ => return p.unexpected(),
+        };
+        if r != fence {
+            return Err(protocol("IDEM.RENEW", format!("renewed fence {r}, asked for {fence}")));
+        }
+        p.end(r)
+    }
+
     async fn ok(&self, name: &'static str, cmd: Command) -> Result<(), Error> {
         let p = Parts::new(name, self.call(cmd).await?)?;
         match p.word() {

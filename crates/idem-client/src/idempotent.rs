@@ -12,13 +12,17 @@
 //! (`IDEM.BEGIN ... WAIT`) or gets [`Error::InFlight`] at once, as
 //! [`OnRunning`] says.
 //!
-//! The contract has no command that extends an idempotency lease, so the
-//! lease must cover the work: a closure that outlives it loses the key to
-//! the next caller, and its commit is refused with [`Error::Stale`] (the
-//! closure's effects then need the fence check that `attempt > 1` warns
-//! about).
+//! While the closure runs, its lease is renewed (`IDEM.RENEW`) every third
+//! of it, so the lease need not cover the work, only a pause of this
+//! process: a crashed caller's key frees within one lease. A renewal that
+//! fails for a transport error is retried while the lease lasts; one that
+//! is `STALE` (the lease ran out anyway, and another attempt may run) stops
+//! the renewals, the closure runs to its end, and its commit is refused
+//! with [`Error::Stale`] (the closure's effects then need the fence check
+//! that `attempt > 1` warns about).
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use idem_core::command::{IDEM_LEASE_MS_DEFAULT, KEEP_MS_DEFAULT};
@@ -27,6 +31,7 @@ use serde::Serialize;
 
 use crate::client::{BeginOptions, Client};
 use crate::error::Error;
+use crate::lock::RENEW_RETRY_MS_MIN;
 use crate::replies::Begin;
 
 /// The longest a duplicate waits for the running attempt by default: the
@@ -79,7 +84,9 @@ impl IdempotentOptions {
         self.fingerprint = Some(Bytes::copy_from_slice(fp.as_ref()));
         self
     }
-    /// How long one attempt may run before another caller may take the key over.
+    /// How long another caller waits to take the key over when this one
+    /// stops renewing (it crashed, or lost the server). Renewed every third
+    /// of it while the work runs.
     pub fn lease_ms(mut self, ms: u64) -> Self {
         self.lease_ms = ms;
         self
@@ -148,9 +155,9 @@ impl Client {
     /// Runs `work` once for `key`: the first caller runs it and commits its
     /// result; later callers get the stored result back, marked
     /// [`Outcome::Replayed`]. A duplicate that arrives
-    /// while the work runs waits or fails as [`OnRunning`] says. The lease
-    /// must cover the work: the contract cannot extend it, and a commit after
-    /// it ran out is [`Error::Stale`].
+    /// while the work runs waits or fails as [`OnRunning`] says. The lease is
+    /// renewed every third of it while `work` runs; a commit after it was
+    /// lost anyway is [`Error::Stale`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -193,7 +200,7 @@ impl Client {
             Begin::Running { fence, left_ms } => return Err(Error::InFlight { fence, left_ms }.into()),
             Begin::Started { fence, attempt } => (fence, attempt),
         };
-        match work(Attempt { fence, number }).await {
+        match self.renewing(key, fence, opts.lease_ms, work(Attempt { fence, number })).await {
             Ok(value) => {
                 let encoded = match serde_json::to_vec(&value) {
                     Ok(b) => b,
@@ -212,6 +219,51 @@ impl Client {
                 }
                 Err(IdempotentError::Failed(e))
             }
+        }
+    }
+
+    /// Runs `work` while renewing the lease of `fence` every third of
+    /// `lease_ms`, until the work ends or a renewal is `STALE` (the work then
+    /// still runs to its end; its commit will say the record was lost).
+    async fn renewing<R>(&self, key: &[u8], fence: u64, lease_ms: u64, work: impl Future<Output = R>) -> R {
+        let period = Duration::from_millis((lease_ms / 3).max(1));
+        let retry = (period / 4).max(Duration::from_millis(RENEW_RETRY_MS_MIN));
+        let lease = Duration::from_millis(lease_ms);
+        let renew = async {
+            let start = tokio::time::Instant::now();
+            // The lease began before BEGIN's reply came back, so it ends no
+            // later than this: past it, a renewal can only be STALE.
+            let mut valid_until = start + lease;
+            let mut next = start + period;
+            loop {
+                tokio::time::sleep_until(next).await;
+                let sent = tokio::time::Instant::now();
+                if sent >= valid_until {
+                    tracing::warn!(fence, "no IDEM.RENEW succeeded within the lease: the attempt lost its record");
+                    return;
+                }
+                match self.idem_renew(key, fence, lease_ms).await {
+                    Ok(_) => {
+                        valid_until = sent + lease;
+                        next = sent + period;
+                    }
+                    Err(Error::Stale(_)) => {
+                        tracing::warn!(fence, "IDEM.RENEW is STALE: the attempt lost its record");
+                        return;
+                    }
+                    Err(e) => {
+                        // A brief outage must not cost the record: retry
+                        // soon, while the lease lasts.
+                        tracing::debug!(fence, error = %e, "IDEM.RENEW failed; retrying while the lease lasts");
+                        next = tokio::time::Instant::now() + retry;
+                    }
+                }
+            }
+        };
+        tokio::pin!(work, renew);
+        tokio::select! {
+            out = &mut work => out,
+            () = &mut renew => work.await,
         }
     }
 

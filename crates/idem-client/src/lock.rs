@@ -29,7 +29,8 @@ pub const LOCK_LEASE_MS_MIN: u64 = 30;
 
 /// Shortest pause between two attempts of a failed renewal (a quarter of
 /// the renewal period otherwise), so a dead server is not called in a loop.
-const RENEW_RETRY_MS_MIN: u64 = 5;
+/// `idempotent()` renews its record's lease with the same pause.
+pub(crate) const RENEW_RETRY_MS_MIN: u64 = 5;
 
 /// Options of [`Lock::acquire`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,9 @@ pub(crate) fn encode(cmd: &Command) -> redis::Cmd {
         Command::IdemAbort { key, fence } => {
             c.arg(&key[..]).arg(*fence);
         }
+        Command::IdemRenew { key, fence, lease_ms } => {
+            c.arg(&key[..]).arg(*fence).arg("LEASE").arg(*lease_ms);
+        }
         Command::IdemGet { key }
         | Command::IdemDel { key }
         | Command::Owner { key }
@@ -166,6 +169,7 @@ const CLAIM: &[Status] = &[st("claimed", &[]), st("held", &[Bulk])];
 const CLAIM_ALL: &[Status] = &[st("claimed", &[]), Status { word: "held", fixed: &[], repeated: &[Bulk, Bulk] }];
 const LOCK: &[Status] = &[st("acquired", &[UInt]), st("busy", &[Bulk, UInt])];
 const RENEW: &[Status] = &[st("renewed", &[UInt]), st("lost", &[])];
+const IDEM_RENEW: &[Status] = &[st("renewed", &[UInt])];
 const LOCK_INFO: &[Status] = &[st("free", &[]), st("held", &[Bulk, UInt, UInt, UInt])];
 const COUNTER_ADD: &[Status] = &[st("ok", &[Int]), st("refused", &[Int]), st("replayed", &[Int])];
 const VALUE_SET: &[Status] = &[st("ok", &[UInt]), st("conflict", &[UInt])];
@@ -177,6 +181,7 @@ fn shape(cmd: &Command) -> Shape {
     match cmd {
         Command::IdemBegin { .. } => Shape::Status(IDEM_BEGIN),
         Command::IdemCommit { .. } | Command::IdemAbort { .. } => Shape::Status(OK),
+        Command::IdemRenew { .. } => Shape::Status(IDEM_RENEW),
         Command::IdemGet { .. } => Shape::Status(IDEM_GET),
         Command::IdemDel { .. } | Command::Release { .. } | Command::Unlock { .. } | Command::TokenUse { .. } => {
             Shape::Count(Some(1))

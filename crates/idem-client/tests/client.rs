@@ -318,6 +318,57 @@ async fn idempotent_in_flight_fails_or_waits_as_asked() {
 }
 
 #[tokio::test]
+async fn idem_renew_extends_the_holders_lease_only() {
+    let (_s, c) = setup().await;
+    let Begin::Started { fence, .. } = c.begin("k", &BeginOptions::new().lease_ms(1_000)).await.unwrap() else {
+        panic!("first begin starts")
+    };
+    assert_eq!(c.idem_renew("k", fence, 60_000).await.unwrap(), fence);
+    let IdemState::Running { fence: f, left_ms } = c.idem_get("k").await.unwrap() else { panic!("running") };
+    assert!(f == fence && left_ms > 1_000, "the renewed lease: {left_ms} ms left");
+    assert!(matches!(c.idem_renew("k", fence + 1, 60_000).await.unwrap_err(), Error::Stale(_)));
+    c.commit("k", fence, "r").await.unwrap();
+    assert!(matches!(c.idem_renew("k", fence, 60_000).await.unwrap_err(), Error::Stale(_)), "done");
+    let e = c.idem_renew("k", fence, 0).await.unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "LEASE 0: {e}");
+}
+
+/// `idempotent()` renews its lease while the work runs: a duplicate that
+/// arrives after several leases still finds the first attempt running, and
+/// the first attempt's commit is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_renews_a_short_lease_while_the_work_runs() {
+    let (_s, c) = setup().await;
+    // A lease short enough to run out several times over during the work,
+    // long enough that a loaded test machine does not stall a renewal past it.
+    let opts = IdempotentOptions::new().lease_ms(600).on_running(OnRunning::Fail);
+    let (release, hold) = tokio::sync::oneshot::channel::<()>();
+    let first = {
+        let (c, opts) = (c.clone(), opts.clone());
+        tokio::spawn(async move {
+            c.idempotent("slow", &opts, |a| async move {
+                hold.await.expect("released");
+                Ok::<_, ()>(a.fence)
+            })
+            .await
+        })
+    };
+    let fence = loop {
+        if let IdemState::Running { fence, .. } = c.idem_get("slow").await.unwrap() {
+            break fence;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(2_400)).await;
+    let r = c.idempotent("slow", &opts, |_| async { Ok::<u64, ()>(0) }).await;
+    assert!(matches!(r, Err(IdempotentError::Idem(Error::InFlight { fence: f, .. })) if f == fence), "{r:?}");
+    release.send(()).unwrap();
+    let got = tokio::time::timeout(PATIENCE, first).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Outcome::Fresh(fence), "the renewed attempt committed");
+    assert_eq!(c.idempotent("slow", &opts, |_| async { Ok::<u64, ()>(0) }).await.unwrap(), Outcome::Replayed(fence));
+}
+
+#[tokio::test]
 async fn idempotent_fingerprint_and_type_errors() {
     let (_s, c) = setup().await;
     let a = IdempotentOptions::new().fingerprint("a");
