@@ -75,6 +75,20 @@ def test_abort_frees_the_key_and_a_stale_fence_is_refused(client: Client, run: s
         client.abort(key, first.fence)
 
 
+def test_idem_renew_extends_only_the_holders_lease(client: Client, run: str) -> None:
+    key = run + "op"
+    started = client.begin(key, lease_ms=1_000)
+    assert isinstance(started, Started)
+    assert client.idem_renew(key, started.fence, lease_ms=60_000) == Renewed(started.fence)
+    running = client.get(key)
+    assert isinstance(running, Running) and running.lease_left_ms > 1_000, running
+    with pytest.raises(Stale):
+        client.idem_renew(key, started.fence + 1, lease_ms=60_000)
+    client.commit(key, started.fence, b"r")
+    with pytest.raises(Stale):
+        client.idem_renew(key, started.fence, lease_ms=60_000)
+
+
 def test_a_parked_wait_does_not_block_other_callers(client: Client, run: str) -> None:
     key = run + "op"
     started = client.begin(key)
@@ -198,8 +212,11 @@ async def test_async_client(aclient: AsyncClient, run: str) -> None:
     # Other commands go through while twenty callers are parked.
     assert await aclient.claim(run + "k", "me") == Claimed()
     assert isinstance(await aclient.get(key), Running)
+    assert await aclient.idem_renew(key, started.fence, lease_ms=10_000) == Renewed(started.fence)
     await aclient.commit(key, started.fence, b"r")
     assert await asyncio.gather(*waiters) == [Done(b"r")] * 20
+    with pytest.raises(Stale):
+        await aclient.idem_renew(key, started.fence, lease_ms=10_000)
 
     assert await aclient.counter_add(run + "c", 2) == Applied(2)
     assert await aclient.counter_get(run + "c") == 2

@@ -208,6 +208,19 @@ def abort(key: Bin, fence: int) -> Command[None]:
     return Command((b"IDEM.ABORT", to_bytes(key), fence), lambda raw: _ok_word(raw, "IDEM.ABORT"))
 
 
+def _decode_idem_renew(raw: object) -> Renewed:
+    what = "IDEM.RENEW"
+    items = _array(raw, what)
+    if _word(items, what, raw) == "renewed":
+        _shape(items, 2, what, raw)
+        return Renewed(fence=_fence(items[1], what, raw))
+    raise _fail(what, raw)
+
+
+def idem_renew(key: Bin, fence: int, *, lease_ms: int) -> Command[Renewed]:
+    return Command((b"IDEM.RENEW", to_bytes(key), fence, b"LEASE", lease_ms), _decode_idem_renew)
+
+
 def _decode_get(raw: object) -> Record:
     what = "IDEM.GET"
     items = _array(raw, what)

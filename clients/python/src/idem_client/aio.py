@@ -30,6 +30,7 @@ from .replies import (
     LockInfo,
     LockReply,
     Record,
+    Renewed,
     RenewReply,
     SlotsReserve,
     ValueSet,
@@ -125,6 +126,10 @@ class AsyncClient:
     async def abort(self, key: Bin, fence: int) -> None:
         """IDEM.ABORT: removes the in-flight record so a retry runs again; `Stale` if not current."""
         await self.execute(p.abort(key, fence))
+
+    async def idem_renew(self, key: Bin, fence: int, *, lease_ms: int) -> Renewed:
+        """IDEM.RENEW: the lease now ends `lease_ms` from now; `Stale` if the fence lost the record."""
+        return await self.execute(p.idem_renew(key, fence, lease_ms=lease_ms))
 
     async def get(self, key: Bin) -> Record:
         """IDEM.GET: `Absent`, `Running` or `Done`."""

@@ -24,6 +24,7 @@ from .replies import (
     LockInfo,
     LockReply,
     Record,
+    Renewed,
     RenewReply,
     SlotsReserve,
     ValueSet,
@@ -142,6 +143,10 @@ class Client:
     def abort(self, key: Bin, fence: int) -> None:
         """IDEM.ABORT: removes the in-flight record so a retry runs again; `Stale` if not current."""
         self.execute(p.abort(key, fence))
+
+    def idem_renew(self, key: Bin, fence: int, *, lease_ms: int) -> Renewed:
+        """IDEM.RENEW: the lease now ends `lease_ms` from now; `Stale` if the fence lost the record."""
+        return self.execute(p.idem_renew(key, fence, lease_ms=lease_ms))
 
     def get(self, key: Bin) -> Record:
         """IDEM.GET: `Absent`, `Running` or `Done`."""
