@@ -5,8 +5,9 @@
 //!
 //! 1. the key is read from a header (`Nats-Msg-Id`, AMQP `message-id`) or a
 //!    JSON body field ([`KeySource`]);
-//! 2. the key is claimed with `IDEM.BEGIN` and a lease (on JetStream the
-//!    message is also marked in progress while the handler runs);
+//! 2. the key is claimed with `IDEM.BEGIN` and a lease, renewed with
+//!    `IDEM.RENEW` while the handler runs (on JetStream the message is also
+//!    marked in progress);
 //! 3. the handler runs; its result is committed, then the delivery is acked;
 //! 4. a duplicate whose record is done is acked without running; one whose
 //!    key is in flight elsewhere comes back after a delay; a failed handler's

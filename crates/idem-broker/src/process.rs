@@ -286,11 +286,13 @@ impl<H: Handler> Adapter<H> {
         };
         msg.fence = fence;
         msg.attempt = attempt;
-        // The handler must end inside the lease: after it, another run may
-        // hold the key and this one's commit would be refused anyway.
-        let budget = Duration::from_millis(settings.lease() - settings.lease() / 10);
+        // The lease is renewed (IDEM.RENEW) every third of it while the
+        // handler runs, so a long handler keeps its claim and a dead one
+        // loses it within one lease.
+        let renewals = self.renew_until_lost(&key, fence, settings.lease());
         let outcome = tokio::select! {
-            r = tokio::time::timeout(budget, self.handler.handle(msg.clone())) => r,
+            r = self.handler.handle(msg.clone()) => Ok(r),
+            () = renewals => Err(()),
             () = stopped(stop) => {
                 self.abort(&key, fence).await;
                 return (Action::Release, Counted::Other);
@@ -310,10 +312,28 @@ impl<H: Handler> Adapter<H> {
                 self.abort(&key, fence).await;
                 (after_failure(settings, &msg, &failure), Counted::Other)
             }
-            Err(_elapsed) => {
-                self.abort(&key, fence).await;
-                let failure = Failure::Retry(format!("the handler outran its {} ms lease", settings.lease()));
-                (after_failure(settings, &msg, &failure), Counted::Other)
+            Err(()) => {
+                // The claim is gone (another run may hold the key): this
+                // run's commit would be refused, so stop it and let the
+                // redelivery's BEGIN decide.
+                tracing::warn!("the claim was lost while the handler ran; redelivering");
+                (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
+            }
+        }
+    }
+
+    /// Renews the claim every third of `lease_ms`; returns once the fence no
+    /// longer holds the key. A renewal that fails otherwise (transport) is
+    /// retried at the next tick: the lease still has two thirds to run.
+    async fn renew_until_lost(&self, key: &[u8], fence: u64, lease_ms: u64) {
+        let mut tick = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.client.idem_renew(key, fence, lease_ms).await {
+                Ok(_) => {}
+                Err(idem_client::Error::Stale(_)) => return,
+                Err(e) => tracing::warn!(error = %e, "IDEM.RENEW failed; retrying at the next tick"),
             }
         }
     }

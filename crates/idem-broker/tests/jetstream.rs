@@ -192,6 +192,34 @@ async fn a_key_in_flight_elsewhere_is_redelivered_after_its_lease() {
 }
 
 #[tokio::test]
+async fn a_handler_longer_than_its_lease_keeps_the_claim() {
+    let server = TestServer::start().await;
+    let client = Client::connect(Config::new(server.url())).await.unwrap();
+    let js = Js::new("renew").await;
+    js.publish(Some("long"), "1").await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let probe = client.clone();
+    let handler = move |m: Message| {
+        seen.lock().push(m.attempt());
+        let probe = probe.clone();
+        Box::pin(async move {
+            // Four leases long; meanwhile a duplicate still finds it running.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            let again = probe.begin("orders:long", &BeginOptions::new()).await.unwrap();
+            assert!(matches!(again, idem_client::Begin::Running { .. }), "{again:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Bytes::new())
+        }) as BoxFuture<'static, Result<Bytes, Failure>>
+    };
+    let settings = Settings::new("orders", KeySource::Header("Order-Id".into())).lease_ms(300);
+    let snap = consume_until(&js, settings, Adapter::new(client, handler), |s| s.applied == 1).await;
+    assert_eq!((snap.applied, snap.retried), (1, 0), "{snap:?}");
+    assert_eq!(*attempts.lock(), vec![1], "one run, never taken over");
+    js.delete().await;
+}
+
+#[tokio::test]
 async fn one_order_key_runs_one_message_at_a_time_in_order() {
     let server = TestServer::start().await;
     let client = Client::connect(Config::new(server.url())).await.unwrap();
