@@ -30,6 +30,7 @@ from idem_client.brokers import (
     Stats,
 )
 from idem_client.brokers.nats import consume
+from idem_client.replies import Running
 
 NATS_URL = os.environ.get("IDEM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 PG_URL = os.environ.get("IDEM_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -134,3 +135,21 @@ async def test_postgres_inbox_writes_each_effect_once(stream: Stream) -> None:
         rows = conn.execute(f"SELECT k, count(*) FROM {table} GROUP BY k ORDER BY k").fetchall()
         conn.execute(f"DROP TABLE {table}")
     assert rows == [("a", 1), ("b", 1)]
+
+
+async def test_a_handler_longer_than_its_lease_keeps_the_claim(stream: Stream, aclient: AsyncClient) -> None:
+    attempts: list[int] = []
+    name = "orders" + uuid.uuid4().hex[:8]
+
+    async def handler(m: Message) -> bytes:
+        attempts.append(m.attempt)
+        await asyncio.sleep(0.9)  # three leases
+        assert isinstance(await aclient.begin(f"{name}:long".encode()), Running)
+        await asyncio.sleep(0.3)
+        return b"ok"
+
+    await stream.publish("long", b"{}")
+    settings = Settings(name, KeySource(header="Order-Id"), lease_ms=300)
+    stats = await run_until(stream, settings, Adapter(aclient, handler), lambda s: s.applied == 1)
+    assert (stats.applied, stats.retried) == (1, 0)
+    assert attempts == [1]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..aio import AsyncClient
+from ..errors import Stale
 from ..replies import Done, Running, Started
 
 #: Keys longer than this are refused: idem's key limit less the consumer's prefix.
@@ -220,21 +221,22 @@ class Adapter:
             return Redeliver(settings.busy_delay(begin.lease_left_ms)), "busy"
         assert isinstance(begin, Started)
         msg = Message(msg.key, msg.payload, msg.deliveries, begin.fence, begin.attempt)
-        # The handler must end inside the lease: after it another run may hold the key.
-        budget_s = (settings.lease_ms - settings.lease_ms // 10) / 1000
-        work = asyncio.ensure_future(asyncio.wait_for(self._handler(msg), budget_s))
+        # The lease is renewed (IDEM.RENEW) every third of it while the handler runs.
+        work = asyncio.ensure_future(self._handler(msg))
+        renewals = asyncio.ensure_future(self._renew_until_lost(key, begin.fence, settings.lease_ms))
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work, renewals, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
+        renewals.cancel()
         if not work.done():
             work.cancel()
-            await self._abort(key, begin.fence)
-            return Release(), "released"
+            if stop.is_set():
+                await self._abort(key, begin.fence)
+                return Release(), "released"
+            # The claim was lost: this run's commit would be refused; the redelivery decides.
+            return Redeliver(settings.backoff_after(msg.deliveries)), "retried"
         try:
             result = work.result()
-        except TimeoutError:
-            await self._abort(key, begin.fence)
-            return after_failure(settings, msg, RetryableFailure("the handler outran its lease"))
         except Exception as e:
             await self._abort(key, begin.fence)
             return after_failure(settings, msg, e)
@@ -244,6 +246,17 @@ class Adapter:
             # Unknown or refused: the redelivery's BEGIN says whether the record is done.
             return Redeliver(settings.backoff_after(msg.deliveries)), "retried"
         return Ack(), "applied"
+
+    async def _renew_until_lost(self, key: bytes, fence: int, lease_ms: int) -> None:
+        """Returns once the fence no longer holds the key; other failures retry at the next tick."""
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            try:
+                await self._client.idem_renew(key, fence, lease_ms=lease_ms)
+            except Stale:
+                return
+            except Exception:
+                continue
 
     async def _abort(self, key: bytes, fence: int) -> None:
         # On failure the key frees when its lease runs out.
