@@ -241,7 +241,10 @@ async fn idempotency_record_commits_with_the_business_row() {
     t.commit().await.unwrap();
     let mut t = c.start_transaction(repeatable_read()).await.unwrap();
     assert!(matches!(tx::idem_begin(&mut t, key.as_bytes(), None, 30_000).await.unwrap(), Begin::Running { .. }));
+    tx::idem_renew(&mut t, key.as_bytes(), fence, 30_000).await.unwrap();
+    assert!(matches!(tx::idem_renew(&mut t, key.as_bytes(), fence + 1, 30_000).await, Err(tx::Error::Stale(_))));
     tx::idem_abort(&mut t, key.as_bytes(), fence).await.unwrap();
+    assert!(matches!(tx::idem_renew(&mut t, key.as_bytes(), fence, 30_000).await, Err(tx::Error::Stale(_))));
     assert!(matches!(tx::idem_begin(&mut t, key.as_bytes(), None, 30_000).await.unwrap(), Begin::Started { .. }));
     t.commit().await.unwrap();
 

@@ -176,7 +176,10 @@ async fn idempotency_record_commits_with_the_business_row() {
     t.commit().await.unwrap();
     let t = c.transaction().await.unwrap();
     assert!(matches!(tx::idem_begin(&t, key.as_bytes(), None, 30_000).await.unwrap(), Begin::Running { .. }));
+    tx::idem_renew(&t, key.as_bytes(), fence, 30_000).await.unwrap();
+    assert!(matches!(tx::idem_renew(&t, key.as_bytes(), fence + 1, 30_000).await, Err(tx::Error::Stale(_))));
     tx::idem_abort(&t, key.as_bytes(), fence).await.unwrap();
+    assert!(matches!(tx::idem_renew(&t, key.as_bytes(), fence, 30_000).await, Err(tx::Error::Stale(_))));
     assert!(matches!(tx::idem_begin(&t, key.as_bytes(), None, 30_000).await.unwrap(), Begin::Started { .. }));
     t.commit().await.unwrap();
 

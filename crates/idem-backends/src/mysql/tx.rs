@@ -133,6 +133,18 @@ pub async fn idem_commit(
     }
 }
 
+/// IDEM.RENEW inside `t`: the running record's lease now ends `lease_ms`
+/// from now (on the database clock). `Error::Stale` when `fence` no longer
+/// holds the key.
+pub async fn idem_renew(t: &mut Transaction<'_>, key: &[u8], fence: u64, lease_ms: u64) -> Result<(), Error> {
+    let params = vec![bytes(key), Value::Int(to_i64(fence)), Value::Int(to_i64(lease_ms))];
+    let row = call_one(t, "CALL idem_record_renew(?, ?, ?)", params).await?;
+    match col::<String>(&row, 0)?.as_str() {
+        "renewed" => Ok(()),
+        _ => Err(Error::Stale(fence)),
+    }
+}
+
 /// IDEM.ABORT inside `t`: removes the running record so it may be retried.
 pub async fn idem_abort(t: &mut Transaction<'_>, key: &[u8], fence: u64) -> Result<(), Error> {
     let row = call_one(t, "CALL idem_abort(?, ?)", vec![bytes(key), Value::Int(to_i64(fence))]).await?;

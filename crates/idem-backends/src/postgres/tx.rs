@@ -197,6 +197,20 @@ pub async fn idem_commit(
     }
 }
 
+/// IDEM.RENEW inside `tx`: the running record's lease now ends `lease_ms`
+/// from now (on the database clock). `Error::Stale` when `fence` no longer
+/// holds the key.
+pub async fn idem_renew(tx: &Transaction<'_>, key: &[u8], fence: u64, lease_ms: u64) -> Result<(), Error> {
+    let (f, lease) = (to_i64(fence), to_i64(lease_ms));
+    let row =
+        one(tx, "SELECT idem_record_renew($1, $2, $3)", &[(&key, Type::BYTEA), (&f, Type::INT8), (&lease, Type::INT8)])
+            .await?;
+    match row.try_get::<_, &str>(0)? {
+        "renewed" => Ok(()),
+        _ => Err(Error::Stale(fence)),
+    }
+}
+
 /// IDEM.ABORT inside `tx`: removes the running record so it may be retried.
 pub async fn idem_abort(tx: &Transaction<'_>, key: &[u8], fence: u64) -> Result<(), Error> {
     let f = to_i64(fence);
