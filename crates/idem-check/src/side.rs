@@ -370,8 +370,10 @@ fn durability(history: &History, report: &mut SideReport) {
     // began after the ack.
     let kill_between = |ack_ns: u64, read_ns: u64| kills.iter().any(|&k| k > ack_ns && k < read_ns);
     let mut commits: HashMap<&str, (&str, u64, usize)> = HashMap::new();
-    let mut claims: HashMap<&str, (&str, u64, usize)> = HashMap::new();
-    let mut releases: HashMap<&str, Vec<u64>> = HashMap::new();
+    // Claim: owner, when it returned, when it was invoked, which op.
+    let mut claims: HashMap<&str, (&str, u64, u64, usize)> = HashMap::new();
+    // Release: when it was invoked, when it returned (never: unknown).
+    let mut releases: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
     let mut versions: HashMap<&str, (u64, u64, usize)> = HashMap::new();
     for op in history.ops() {
         match (&op.call, &op.reply, op.return_ns) {
@@ -379,9 +381,11 @@ fn durability(history: &History, report: &mut SideReport) {
                 commits.entry(key).or_insert((result, t, op.index));
             }
             (Call::Claim { key, owner }, Some(Reply::Claimed), Some(t)) => {
-                claims.insert(key, (owner, t, op.index));
+                claims.insert(key, (owner, t, op.invoke_ns, op.index));
             }
-            (Call::Release { key, .. }, _, _) => releases.entry(key).or_default().push(op.invoke_ns),
+            (Call::Release { key, .. }, _, _) => {
+                releases.entry(key).or_default().push((op.invoke_ns, op.return_ns.unwrap_or(u64::MAX)))
+            }
             (Call::ValueSet { key, .. }, Some(Reply::ValueOk { version }), Some(t)) => {
                 let e = versions.entry(key).or_insert((*version, t, op.index));
                 if *version > e.0 {
@@ -405,8 +409,12 @@ fn durability(history: &History, report: &mut SideReport) {
                 _ => None,
             },
             (Call::Owner { key }, Reply::Name { name }) => match claims.get(key.as_str()) {
-                Some(&(owner, t, index)) if kill_between(t, op.invoke_ns) => {
-                    let released = releases.get(key.as_str()).is_some_and(|r| r.iter().any(|&i| i > t && i < ret));
+                Some(&(owner, t, claim_invoke_ns, index)) if kill_between(t, op.invoke_ns) => {
+                    // A release that may come after the claim (it had not
+                    // returned when the claim was sent) and before the read.
+                    let released = releases
+                        .get(key.as_str())
+                        .is_some_and(|r| r.iter().any(|&(i, done)| done > claim_invoke_ns && i < ret));
                     report.durability_reads += 1;
                     (!released && name.as_deref() != Some(owner)).then(|| {
                         format!(

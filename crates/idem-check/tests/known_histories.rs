@@ -304,3 +304,17 @@ fn a_release_with_an_unknown_outcome_ends_the_holders_lease() {
     assert_eq!(h.linear(), Verdict::Pass);
     assert!(h.side().anomalies.is_empty(), "{:?}", h.side());
 }
+
+#[test]
+fn a_release_concurrent_with_a_reclaim_may_empty_the_claim() {
+    // The owner claims again while its own release is in flight; the
+    // release may come second, so an empty claim after a restart is fine.
+    let mut h = H::new();
+    h.op(0, 10, Call::Claim { key: s("e"), owner: s("a") }, Reply::Claimed);
+    h.op(20, 40, Call::Claim { key: s("e"), owner: s("a") }, Reply::Claimed);
+    h.op(30, 50, Call::Release { key: s("e"), owner: s("a") }, Reply::Int { n: 1 });
+    h.kill(60, 70);
+    h.op(80, 90, Call::Owner { key: s("e") }, Reply::Name { name: None });
+    assert_eq!(h.linear(), Verdict::Pass);
+    assert!(h.side().anomalies.is_empty(), "{:?}", h.side());
+}

@@ -10,6 +10,17 @@ use anyhow::{bail, Context};
 /// How long a (re)start with recovery may take before the run gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a killed process may take to be gone.
+const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `pid` still runs (a zombie has released its files).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// How the server is launched: which store, and what wraps it.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -111,11 +122,29 @@ impl Server {
         bail!("idem did not answer within {READY_TIMEOUT:?}")
     }
 
-    /// SIGKILL: no shutdown path runs.
+    /// SIGKILL: no shutdown path runs. Under `unshare` idem is the child's
+    /// child: it is killed too, and waited for until it is gone, so the next
+    /// start finds its data directory unlocked.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let pid = c.id();
+            let inner: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            for p in &inner {
+                // SAFETY: kill(2) on a process this harness started.
+                unsafe {
+                    libc::kill(*p, libc::SIGKILL);
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
+            let deadline = Instant::now() + GONE_TIMEOUT;
+            while Instant::now() < deadline && inner.iter().any(|p| alive(*p)) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
