@@ -13,14 +13,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a killed process may take to be gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether `pid` still runs (a zombie has released its files).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 /// How the server is launched: which store, and what wraps it.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -92,7 +84,9 @@ impl Server {
         for (k, v) in &self.launch.env {
             cmd.env(k, v);
         }
+        use std::os::unix::process::CommandExt;
         let child = cmd
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
             .spawn()
@@ -127,22 +121,18 @@ impl Server {
     /// start finds its data directory unlocked.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pid = c.id();
-            let inner: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            for p in &inner {
-                // SAFETY: kill(2) on a process this harness started.
-                unsafe {
-                    libc::kill(*p, libc::SIGKILL);
-                }
+            // The server runs in its own process group (with `unshare`,
+            // idem is the group's second process): kill the whole group.
+            let group = c.id() as i32;
+            // SAFETY: kill(2) on the process group this harness created.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
             }
             let _ = c.kill();
             let _ = c.wait();
             let deadline = Instant::now() + GONE_TIMEOUT;
-            while Instant::now() < deadline && inner.iter().any(|p| alive(*p)) {
+            // SAFETY: signal 0 only asks whether the group still exists.
+            while Instant::now() < deadline && unsafe { libc::kill(-group, 0) } == 0 {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -162,9 +152,11 @@ impl Server {
     /// SIGSTOP (true) or SIGCONT (false).
     pub fn signal_stop(&self, stop: bool) {
         if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on our own child's pid.
+            // The whole process group: under `unshare`, idem is not the
+            // child itself.
+            // SAFETY: kill(2) on the process group this harness created.
             unsafe {
-                libc::kill(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+                libc::kill(-pid, if stop { libc::SIGSTOP } else { libc::SIGCONT });
             }
         }
     }
