@@ -9,7 +9,10 @@
 #   gateway-replay  wrk -> idem gateway, 64 keys committed beforehand: every
 #                   request is a replay and the upstream is not touched
 # Each round runs the four in turn; the summary gives the median of each
-# figure over the rounds and the ratios against nginx.
+# figure over the rounds and the ratios against nginx. It also gives the
+# proxy's CPU time per request (user + system, from /proc): the gateway
+# process, or nginx's proxy workers (the upstream worker for `direct`).
+# Unlike rps, it hardly depends on what else the machine runs.
 #
 #   bench/gateway.sh                      # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20 bench/gateway.sh
@@ -93,6 +96,12 @@ function request()
         ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter}, '{"item":"tea","qty":2}')
 end
 LUA
+cat >"$work/keyless.lua" <<'LUA'
+-- No key: the gateway passes the request through (the proxy hop alone).
+function request()
+    return wrk.format("POST", "/orders", {["Content-Type"] = "application/json"}, '{"item":"tea","qty":2}')
+end
+LUA
 cat >"$work/replay.lua" <<'LUA'
 -- 64 keys, all committed before the run: every request is a replay.
 function init(args) counter = 0 end
@@ -107,20 +116,34 @@ wait_port() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/nul
 wait_port "$up_port"
 wait_port "$proxy_port"
 
-# wrk output -> "rps p50_ms p99_ms errors"
-measure() { # url script [args]
-    local url="$1" script="$2"
-    shift 2
-    local out
+# CPU clock ticks (user + system) of the given processes and their threads.
+cpu_ticks() {
+    local sum=0 p
+    for p in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$sum"
+}
+hz="$(getconf CLK_TCK)"
+nginx_workers() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; }
+
+# wrk output -> "rps p50_ms p99_ms errors cpu_us_per_request"
+measure() { # "pids" url script [args]
+    local pids="$1" url="$2" script="$3"
+    shift 3
+    local out before after
+    # shellcheck disable=SC2086 # a list of pids
+    before="$(cpu_ticks $pids)"
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" "$url" -- "$@")"
-    echo "$out" | awk '
+    # shellcheck disable=SC2086
+    after="$(cpu_ticks $pids)"
+    echo "$out" | awk -v ticks="$((after - before))" -v hz="$hz" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec/ { rps = $2 }
         /^ +50%/ { p50 = ms($2) }
         /^ +99%/ { p99 = ms($2) }
         /Non-2xx or 3xx/ { err += $NF }
         /Socket errors/ { err += $4 + $6 + $8 + $10 }
-        END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, err + 0 }'
+        /requests in/ { n = $1 }
+        END { printf "%.0f %.3f %.3f %d %.1f\n", rps, p50, p99, err + 0, (n > 0 ? ticks / hz * 1e6 / n : 0) }'
 }
 
 results="$work/results.txt"
@@ -135,12 +158,13 @@ for round in $(seq "$ROUNDS"); do
         curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: replay-$i" \
             --data '{"item":"tea","qty":2}' "http://127.0.0.1:$gw_port/orders"
     done
-    for mode in direct nginx gateway-unique gateway-replay; do
+    for mode in direct nginx gateway-keyless gateway-unique gateway-replay; do
         case "$mode" in
-            direct) r="$(measure "http://127.0.0.1:$up_port" "$work/unique.lua" "d$round")" ;;
-            nginx) r="$(measure "http://127.0.0.1:$proxy_port" "$work/unique.lua" "n$round")" ;;
-            gateway-unique) r="$(measure "http://127.0.0.1:$gw_port" "$work/unique.lua" "g$round")" ;;
-            gateway-replay) r="$(measure "http://127.0.0.1:$gw_port" "$work/replay.lua")" ;;
+            direct) r="$(measure "$(nginx_workers "$up_dir")" "http://127.0.0.1:$up_port" "$work/unique.lua" "d$round")" ;;
+            nginx) r="$(measure "$(nginx_workers "$proxy_dir")" "http://127.0.0.1:$proxy_port" "$work/unique.lua" "n$round")" ;;
+            gateway-unique) r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/unique.lua" "g$round")" ;;
+            gateway-keyless) r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/keyless.lua")" ;;
+            gateway-replay) r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/replay.lua")" ;;
         esac
         echo "$round $mode $r" | tee -a "$results" >&2
     done
@@ -150,16 +174,16 @@ done
 echo
 echo "rounds=$ROUNDS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$THREADS cores=$(nproc) load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx | CPU µs/request | CPU vs nginx |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 med = {}
-for mode in ["direct", "nginx", "gateway-unique", "gateway-replay"]:
+for mode in ["direct", "nginx", "gateway-keyless", "gateway-unique", "gateway-replay"]:
     rs = [r for r in rows if r[1] == mode]
-    med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4)) + (sum(int(r[5]) for r in rs),)
+    med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 6)) + (sum(int(r[5]) for r in rs),)
 n = med["nginx"]
-for mode, (rps, p50, p99, err) in med.items():
-    print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x |")
+for mode, (rps, p50, p99, cpu, err) in med.items():
+    print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x | {cpu:.1f} | {cpu / n[3]:.2f}x |")
 PY

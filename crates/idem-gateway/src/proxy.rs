@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +36,15 @@ pub const UPSTREAM_IDLE_TIMEOUT_MS_DEFAULT: u64 = 90_000;
 /// The client's address, put on each request by the server that accepted it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// The client's IP as a header value, made once per connection by the
+/// server, so that requests do not format it again.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientIpHeader(pub(crate) HeaderValue);
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Why a proxy could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,9 +79,14 @@ impl ProxyConfig {
     }
 }
 
-/// The proxy service. Cheap to clone (the connection pool is shared).
+/// The proxy service. Cheap to clone: one reference count, since every
+/// request clones the service it runs on.
 #[derive(Clone)]
 pub struct Proxy {
+    inner: Arc<ProxyInner>,
+}
+
+struct ProxyInner {
     client: Client<HttpConnector, Body>,
     scheme: Scheme,
     authority: Authority,
@@ -100,26 +115,38 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
             .build(connector);
         Ok(Proxy {
-            client,
-            scheme: Scheme::HTTP,
-            authority,
-            prefix,
-            timeout: Duration::from_millis(config.upstream_timeout_ms),
+            inner: Arc::new(ProxyInner {
+                client,
+                scheme: Scheme::HTTP,
+                authority,
+                prefix,
+                timeout: Duration::from_millis(config.upstream_timeout_ms),
+            }),
         })
     }
+}
 
+impl ProxyInner {
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
-        let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let pq: PathAndQuery = format!("{}{}", self.prefix, pq).parse()?;
+        let pq = match uri.path_and_query() {
+            // Without a prefix the client's path and query go as they are.
+            Some(pq) if self.prefix.is_empty() => pq.clone(),
+            pq => format!("{}{}", self.prefix, pq.map_or("/", PathAndQuery::as_str)).parse()?,
+        };
         Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(pq).build()
     }
 
-    async fn forward(self, mut req: Request<Body>) -> Response<Body> {
+    async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
         let uri = match self.upstream_uri(req.uri()) {
             Ok(u) => u,
             Err(e) => return failed(Problem::UpstreamUnreachable, UpstreamFailure::NotSent, e.to_string()),
         };
-        let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let client_ip = match req.extensions().get::<ClientIpHeader>() {
+            Some(h) => Some(h.0.clone()),
+            None => {
+                req.extensions().get::<ClientAddr>().and_then(|a| HeaderValue::from_str(&a.0.ip().to_string()).ok())
+            }
+        };
         let host = req
             .headers()
             .get(header::HOST)
@@ -129,17 +156,20 @@ impl Proxy {
         strip_hop_by_hop(headers);
         headers.remove(header::HOST);
         if let Some(ip) = client_ip {
-            let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip.to_string(),
+            let forwarded = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+                // An unreadable prior value is replaced, as it cannot be extended.
+                None | Some(Err(_)) => Some(ip),
+                Some(Ok(prior)) => {
+                    ip.to_str().ok().and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok())
+                }
             };
-            if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                headers.insert("x-forwarded-for", v);
+            if let Some(v) = forwarded {
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(host) = host {
-            headers.insert("x-forwarded-host", host);
+            headers.insert(X_FORWARDED_HOST, host);
         }
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_11;
@@ -174,15 +204,8 @@ fn failed(p: Problem, failure: UpstreamFailure, detail: String) -> Response<Body
 
 /// RFC 9110 §7.6.1: the fixed hop-by-hop headers and those `Connection` names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        strip_connection_named(h);
     }
     for n in [
         header::CONNECTION,
@@ -199,6 +222,20 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// Removes the headers that `Connection` names.
+fn strip_connection_named(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+}
+
 impl Service<Request<Body>> for Proxy {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -209,7 +246,7 @@ impl Service<Request<Body>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = self.inner.clone();
         Box::pin(async move { Ok(this.forward(req).await) })
     }
 }
@@ -234,8 +271,13 @@ mod tests {
     #[test]
     fn upstream_urls_are_checked_and_prefixes_kept() {
         let p = Proxy::new(&ProxyConfig::new("http://127.0.0.1:9/api/")).unwrap();
-        let u = p.upstream_uri(&"/orders?x=1".parse().unwrap()).unwrap();
+        let u = p.inner.upstream_uri(&"/orders?x=1".parse().unwrap()).unwrap();
         assert_eq!(u.to_string(), "http://127.0.0.1:9/api/orders?x=1");
+        let p = Proxy::new(&ProxyConfig::new("http://127.0.0.1:9")).unwrap();
+        let u = p.inner.upstream_uri(&"/orders?x=1".parse().unwrap()).unwrap();
+        assert_eq!(u.to_string(), "http://127.0.0.1:9/orders?x=1");
+        let u = p.inner.upstream_uri(&"http://elsewhere".parse().unwrap()).unwrap();
+        assert_eq!(u.to_string(), "http://127.0.0.1:9/");
         for bad in ["https://h", "h:1", "http:///x", "http://h/?q=1"] {
             assert!(Proxy::new(&ProxyConfig::new(bad)).is_err(), "{bad}");
         }

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
-use crate::proxy::ClientAddr;
+use crate::proxy::{ClientAddr, ClientIpHeader};
 
 /// Default bound on open client connections.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
@@ -95,8 +95,12 @@ where
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
+        let ip_header = http::HeaderValue::from_str(&addr.ip().to_string()).ok().map(ClientIpHeader);
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(addr));
+            if let Some(h) = &ip_header {
+                req.extensions_mut().insert(h.clone());
+            }
             svc.clone().oneshot(req.map(Body::new))
         });
         let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc).into_owned();
