@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Idempotency-Key gateway against nginx, in one run: wrk at 64
 # connections against a trivial upstream (an nginx returning a fixed JSON
-# body), four ways:
+# body), five ways:
 #   direct          wrk -> upstream
 #   nginx           wrk -> nginx proxy_pass (keep-alive to the upstream) -> upstream
+#   gateway-keyless wrk -> idem gateway -> upstream, no key: the proxy hop alone
 #   gateway-unique  wrk -> idem gateway -> upstream, a new Idempotency-Key per
 #                   request (two durable writes each: BEGIN and COMMIT, fsync on)
 #   gateway-replay  wrk -> idem gateway, 64 keys committed beforehand: every
 #                   request is a replay and the upstream is not touched
-# Each round runs the four in turn; the summary gives the median of each
+# Each round runs the five in turn; the summary gives the median of each
 # figure over the rounds and the ratios against nginx. It also gives the
 # proxy's CPU time per request (user + system, from /proc): the gateway
 # process, or nginx's proxy workers (the upstream worker for `direct`).
