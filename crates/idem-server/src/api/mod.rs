@@ -1,12 +1,15 @@
 //! The HTTP routes beside `/v1/command`, and the layer every route shares.
 //!
 //! - `GET /metrics`: Prometheus text (see `crate::observe`).
+//! - API v1 (`v1`): one REST path per primitive command; its OpenAPI 3.1
+//!   document at `GET /openapi.json` (`openapi`).
 //! - `GET /ui`: the dashboard (`ui`), `GET /v1/inspect/{key}`: one key's
 //!   state across the primitives (`inspect`).
 //! - [`around`]: authentication, the request id, status counting and the
 //!   request's log line, for every route.
 
 mod inspect;
+mod openapi;
 mod problem;
 mod request_id;
 mod ui;
@@ -31,6 +34,7 @@ pub(crate) use problem::problem;
 pub(crate) fn routes(state: Arc<ServerState>) -> Router<Arc<ServerState>> {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .route("/v1/inspect/{key}", get(inspect::inspect))
         .merge(ui::routes())
         .merge(v1::routes())

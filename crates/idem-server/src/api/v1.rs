@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use axum::extract::{RawPathParams, State};
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use bytes::Bytes;
-use idem_core::{CmdError, Command, Reply};
+use idem_core::{Command, Reply};
 use serde_json::{Map, Value};
 
 use super::problem;
@@ -256,7 +255,3 @@ fn reply_body(reply: &Reply) -> Value {
     m.insert("reply".into(), crate::http::reply_json(reply));
     Value::Object(m)
 }
-
-/// `CmdError` is what a refused command turns into; kept for the docs' links.
-#[allow(dead_code)]
-fn _uses(_: CmdError, _: Method) {}
