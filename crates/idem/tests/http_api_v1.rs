@@ -96,13 +96,15 @@ fn served_openapi_is_the_one_in_docs() {
 #[test]
 fn rest_paths_run_the_primitives() {
     let idem = Idem::start();
-    let (s, head, body) = idem.call("POST", "/v1/idem/o%3A1/begin", &[("X-Request-Id", "req-42")], r#"{"fp":"a","lease_ms":60000}"#);
+    let (s, head, body) =
+        idem.call("POST", "/v1/idem/o%3A1/begin", &[("X-Request-Id", "req-42")], r#"{"fp":"a","lease_ms":60000}"#);
     assert_eq!(s, 200, "{body}");
     assert!(head.contains("x-request-id: req-42"), "{head}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "started");
     let fence = v["reply"][1].as_u64().unwrap();
-    let (s, _, body) = idem.call("POST", "/v1/idem/o%3A1/commit", &[], &format!(r#"{{"fence":{fence},"result":"paid"}}"#));
+    let (s, _, body) =
+        idem.call("POST", "/v1/idem/o%3A1/commit", &[], &format!(r#"{{"fence":{fence},"result":"paid"}}"#));
     assert_eq!(s, 200, "{body}");
     let (_, _, body) = idem.call("POST", "/v1/idem/o%3A1/begin", &[], "{}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -135,7 +137,10 @@ fn rest_paths_run_the_primitives() {
     let (_, _, metrics) = idem.call("GET", "/metrics", &[], "");
     assert!(metrics.contains("idem_duplicates_absorbed_total{primitive=\"idem\"} 1\n"), "{metrics}");
     assert!(metrics.contains("idem_duplicates_absorbed_total{primitive=\"counter\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("idem_command_outcomes_total{command=\"IDEM.BEGIN\",outcome=\"mismatch\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("idem_command_outcomes_total{command=\"IDEM.BEGIN\",outcome=\"mismatch\"} 1\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("idem_wal_sync_duration_seconds_count "), "{metrics}");
 }
 

@@ -98,10 +98,9 @@ impl Machine {
                 waiters: self.waiters.count(Prim::Idem, key) as u64,
             },
             St::Running { attempt, .. } => IdemView::Absent { attempt },
-            St::Done { keep_until_ms } if now_ms < keep_until_ms => IdemView::Done {
-                result_bytes: rec.result().len() as u64,
-                keep_left_ms: keep_until_ms - now_ms,
-            },
+            St::Done { keep_until_ms } if now_ms < keep_until_ms => {
+                IdemView::Done { result_bytes: rec.result().len() as u64, keep_left_ms: keep_until_ms - now_ms }
+            }
             St::Done { .. } => IdemView::Absent { attempt: 0 },
         }
     }

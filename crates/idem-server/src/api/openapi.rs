@@ -98,7 +98,10 @@ fn key_param(name: &str) -> Value {
 
 fn responses(ok: Value) -> Value {
     let mut m = Map::new();
-    m.insert("200".into(), json!({ "description": "The command's reply", "content": { "application/json": { "schema": ok } } }));
+    m.insert(
+        "200".into(),
+        json!({ "description": "The command's reply", "content": { "application/json": { "schema": ok } } }),
+    );
     for (status, why) in ERRORS {
         m.insert(
             status.into(),

@@ -6,13 +6,36 @@ use idem_core::{CmdResult, ErrorCode, Reply};
 /// Outcome labels, a fixed set: the status words of docs/commands.md,
 /// then the shapes of replies without a word, then errors.
 pub(crate) const OUTCOMES: [&str; 27] = [
-    "started", "running", "done", "absent", "ok", "claimed", "held", "acquired", "busy", "renewed", "lost", "free",
-    "refused", "replayed", "conflict", "moved", "already", "reserved",
+    "started",
+    "running",
+    "done",
+    "absent",
+    "ok",
+    "claimed",
+    "held",
+    "acquired",
+    "busy",
+    "renewed",
+    "lost",
+    "free",
+    "refused",
+    "replayed",
+    "conflict",
+    "moved",
+    "already",
+    "reserved",
     // Replies without a status word: integers (DEL, RELEASE, UNLOCK,
     // TOKEN.USE, COUNTER.GET, SLOTS.RELEASE), bytes, nil, word-less arrays.
-    "zero", "positive", "value", "nil",
+    "zero",
+    "positive",
+    "value",
+    "nil",
     // Errors: the two the contract uses to stop a caller, overload, and the rest.
-    "mismatch", "stale", "overloaded", "readonly", "error",
+    "mismatch",
+    "stale",
+    "overloaded",
+    "readonly",
+    "error",
 ];
 
 /// Where the word outcomes end in [`OUTCOMES`].

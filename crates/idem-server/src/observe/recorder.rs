@@ -42,7 +42,8 @@ pub struct PrometheusRecorder {
 
 impl PrometheusRecorder {
     fn register(&self, key: &Key, kind: Kind) -> Arc<AtomicU64> {
-        let labels: Vec<(String, String)> = key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+        let labels: Vec<(String, String)> =
+            key.labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
         let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
         // A server started twice in one process registers the same series
         // again: both handles share one value, as one scrape shows one line.

@@ -61,8 +61,18 @@ pub(crate) async fn render(state: &ServerState) -> String {
         "Requests received over RESP and HTTP, server commands included.",
         counters.get(InfoCounter::CommandsProcessed) as f64,
     );
-    out.one("idem_error_replies_total", "counter", "Error replies sent.", counters.get(InfoCounter::ErrorReplies) as f64);
-    out.one("idem_resp_connections", "gauge", "RESP connections open now.", counters.get(InfoCounter::ConnectedClients) as f64);
+    out.one(
+        "idem_error_replies_total",
+        "counter",
+        "Error replies sent.",
+        counters.get(InfoCounter::ErrorReplies) as f64,
+    );
+    out.one(
+        "idem_resp_connections",
+        "gauge",
+        "RESP connections open now.",
+        counters.get(InfoCounter::ConnectedClients) as f64,
+    );
     out.one(
         "idem_resp_connections_received_total",
         "counter",
@@ -121,7 +131,11 @@ pub(crate) async fn render(state: &ServerState) -> String {
                 out.sample("idem_command_duration_seconds_bucket", &[("command", c), ("le", &le)], *n as f64);
             }
             out.sample("idem_command_duration_seconds_sum", &[("command", c)], secs(h.sum_us));
-            out.sample("idem_command_duration_seconds_count", &[("command", c)], h.cumulative[LATENCY_US_BOUNDS.len()] as f64);
+            out.sample(
+                "idem_command_duration_seconds_count",
+                &[("command", c)],
+                h.cumulative[LATENCY_US_BOUNDS.len()] as f64,
+            );
         }
     }
 
@@ -191,7 +205,11 @@ fn store_series(out: &mut Out, info: &[(String, String)]) {
         let name = "idem_wal_sync_duration_seconds";
         out.head(name, "histogram", "fdatasync calls on log segments, by duration.");
         for (bound, n) in buckets {
-            let le = if bound == "inf" { "+Inf".to_string() } else { (bound.parse::<f64>().unwrap_or(0.0) / 1e6).to_string() };
+            let le = if bound == "inf" {
+                "+Inf".to_string()
+            } else {
+                (bound.parse::<f64>().unwrap_or(0.0) / 1e6).to_string()
+            };
             out.sample(&format!("{name}_bucket"), &[("le", &le)], n);
         }
         out.sample(&format!("{name}_sum"), &[], sum_us / 1e6);

@@ -63,7 +63,8 @@ thread_local! {
 
 /// Upper bounds (inclusive, microseconds) of the buckets of
 /// [`LogStats::sync_us_buckets`]: from a fast NVMe flush to a stalled disk.
-pub const SYNC_US_BOUNDS: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+pub const SYNC_US_BOUNDS: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
 
 /// Counters for observing group commit (batches, fsync latency).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
