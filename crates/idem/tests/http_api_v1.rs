@@ -186,3 +186,25 @@ fn schemathesis_finds_no_failure() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn idem_inspect_shows_a_running_key() {
+    let idem = Idem::start();
+    let (_, _, body) = idem.call("POST", "/v1/idem/job%2F7/begin", &[], r#"{"lease_ms":60000}"#);
+    let fence = serde_json::from_str::<serde_json::Value>(&body).unwrap()["reply"][1].as_u64().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["inspect", "job/7", "--http", &idem.http.to_string(), "--password", PASSWORD])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["key"], "job/7");
+    assert_eq!(v["idem"]["state"], "running");
+    assert_eq!(v["idem"]["fence"].as_u64(), Some(fence));
+    assert_eq!(v["idem"]["attempt"].as_u64(), Some(1));
+    let wrong = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["inspect", "job/7", "--http", &idem.http.to_string(), "--password", "nope"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+}
