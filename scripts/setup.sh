@@ -25,10 +25,11 @@ fi
 
 # The Python venv: the idem-client package (editable, with its test extras:
 # pytest, mypy, ruff, FastAPI, uvicorn, psycopg, PyMySQL) and every
-# requirements file of the examples and the HTTP conformance suite.
+# requirements file of the examples, the HTTP conformance suite and the
+# HTTP API test (schemathesis).
 venv=target/py
 py_inputs=(clients/python/pyproject.toml)
-for req in examples/python/requirements.txt conformance/http/requirements.txt; do
+for req in examples/python/requirements.txt conformance/http/requirements.txt tests/requirements-api.txt; do
   [ -f "$req" ] && py_inputs+=("$req")
 done
 if [ ! -x "$venv/bin/python" ]; then
@@ -43,3 +44,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! "$venv/bin/python" -c "impor
   "$venv/bin/pip" install -q -e "clients/python[test]" "${reqs[@]}"
   echo "$sum" > "$stamp"
 fi
+
+# The dashboard test drives Debian's chromium through playwright-core.
+bash scripts/setup-browser.sh >/dev/null

@@ -46,6 +46,14 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The full state of idempotency key `key` (attempt and waiters
+    /// included), for operators' inspection. `None` (the default): this
+    /// backend cannot tell more than `IDEM.GET` does.
+    fn inspect_idem(&self, key: &[u8]) -> Option<crate::machine::IdemView> {
+        let _ = key;
+        None
+    }
+
     /// Hooks for a server that runs its connections on its own
     /// single-threaded event loops, so that the backend can do its durable
     /// work on the loop thread when the loop runs dry (see [`LoopHooks`]).

@@ -288,6 +288,7 @@ impl Conn {
             return Ok(());
         }
         let count = cmds.len();
+        let probe = self.state.observe().probe(cmds);
         let results = if cmds.is_empty() {
             Vec::new()
         } else if cmds.iter().any(|c| c.wait_ms() > 0) {
@@ -315,6 +316,7 @@ impl Conn {
             self.state.backend().name(),
             results.len()
         );
+        self.state.observe().finish(probe, &results);
         let mut results = results.into_iter();
         for slot in slots.drain(..) {
             let frame = match slot {

@@ -133,7 +133,9 @@ fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/v1/command", post(command))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::api::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::api::around))
         .with_state(state)
 }
 
@@ -185,7 +187,10 @@ async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, Bytes
             return Err(e);
         }
     };
-    state.backend().execute(command).await
+    let probe = state.observe().probe(std::slice::from_ref(&command));
+    let result = state.backend().execute(command).await;
+    state.observe().finish(probe, std::slice::from_ref(&result));
+    result
 }
 
 /// The HTTP status for an error code (the table in the module docs).

@@ -60,6 +60,7 @@
 //! reply (as in Redis: the server can no longer find the next request).
 #![warn(missing_docs)]
 
+mod api;
 mod base64;
 mod cmd;
 mod config;
@@ -68,6 +69,7 @@ mod error;
 mod http;
 mod loops;
 mod metrics;
+mod observe;
 pub mod resp;
 mod server;
 mod server_commands;
@@ -76,4 +78,5 @@ mod state;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use loops::{default_event_loops, EVENT_LOOPS_MAX};
+pub use observe::{install_recorder, PrometheusRecorder};
 pub use server::{shutdown_signal, Server};

@@ -108,6 +108,11 @@ impl CommandLabel {
             .unwrap_or(UNKNOWN)
     }
 
+    /// The label's index: for a primitive, its position in [`COMMAND_TABLE`].
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+
     fn name(self) -> &'static str {
         if self.0 < PRIMITIVE_LABELS {
             COMMAND_TABLE[self.0].0

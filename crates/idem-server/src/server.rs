@@ -49,6 +49,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     http: Option<(TcpListener, SocketAddr)>,
+    /// Whether per-command figures are kept (see [`Server::metrics`]).
+    metrics: bool,
 }
 
 impl Server {
@@ -66,7 +68,15 @@ impl Server {
                 Some((l, a))
             }
         };
-        Ok(Server { config, listener, local_addr, http })
+        Ok(Server { config, listener, local_addr, http, metrics: true })
+    }
+
+    /// Keeps (the default) or skips the per-command figures: outcomes,
+    /// duplicates absorbed and latency. Off, `/metrics` and INFO still show
+    /// connections, the store and the WAL.
+    pub fn metrics(mut self, on: bool) -> Server {
+        self.metrics = on;
+        self
     }
 
     /// The RESP address actually bound.
@@ -87,15 +97,17 @@ impl Server {
     where
         F: Future<Output = ()> + Send,
     {
-        let Server { config, listener, local_addr, http } = self;
+        let Server { config, listener, local_addr, http, metrics } = self;
         let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let state = Arc::new(ServerState::new(config, backend.clone(), local_addr.port()));
+        let observe = crate::observe::Observe::new(metrics);
+        let state = Arc::new(ServerState::new(config, backend.clone(), local_addr.port(), observe));
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let permits = Arc::new(Semaphore::new(state.config().max_connections));
         // HTTP gets its own pool of the same size: slow HTTP clients (hyper
         // has no header timeout here) must not starve RESP of connections.
         let http_permits = Arc::new(Semaphore::new(state.config().max_connections));
+        state.observe().http().watch_pool(http_permits.clone(), state.config().max_connections);
         let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, state.clone(), http_permits, stop_rx.clone())));
         let mut loops = match state.config().event_loops {
             0 => None,

@@ -10,6 +10,7 @@ use idem_core::Backend;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::observe::Observe;
 
 /// What every connection task shares: the configuration, the backend,
 /// the counters INFO reports and the metric handles.
@@ -19,6 +20,7 @@ pub(crate) struct ServerState {
     counters: InfoCounters,
     /// Registered here, so at `Server::run` (see `metrics` for why).
     metrics: Metrics,
+    observe: Observe,
     started: Instant,
     port: u16,
     next_client_id: AtomicU64,
@@ -26,12 +28,13 @@ pub(crate) struct ServerState {
 
 impl ServerState {
     /// The state of a server on `port` that runs commands on `backend`.
-    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16) -> ServerState {
+    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16, observe: Observe) -> ServerState {
         ServerState {
             config,
             backend,
             counters: InfoCounters::default(),
             metrics: Metrics::register(),
+            observe,
             started: Instant::now(),
             port,
             next_client_id: AtomicU64::new(1),
@@ -56,6 +59,11 @@ impl ServerState {
     /// The metric handles.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The figures `/metrics` and INFO show.
+    pub(crate) fn observe(&self) -> &Observe {
+        &self.observe
     }
 
     /// How long the server has run.

@@ -128,6 +128,18 @@ struct Inner {
     fsync: FsyncMode,
     ticker: Mutex<Option<JoinHandle<()>>>,
     snapshotting: AtomicBool,
+    /// How long `Store::open` took, recovery included.
+    recovery_ms: AtomicU64,
+    snapshot_stats: Mutex<SnapshotStats>,
+}
+
+/// The snapshots written since open, for INFO and metrics.
+#[derive(Clone, Copy, Default)]
+struct SnapshotStats {
+    count: u64,
+    ms_last: u64,
+    bytes_last: u64,
+    records_last: u64,
 }
 
 /// The embedded store: implements [`Backend`]. Open it with [`Store::open`].
@@ -183,6 +195,7 @@ impl Store {
     /// Opens the store described by `config`, recovering its data directory
     /// (when it has one). Starts the ticker thread.
     pub fn open(config: StoreConfig) -> Result<Arc<Store>, StoreError> {
+        let opened = Instant::now();
         let shard_count = config.shards.clamp(1, SHARDS_MAX);
         let mut machines: Vec<Machine> = (0..shard_count).map(|_| Machine::new(config.limits.clone())).collect();
         let (log, clock_ms, fence_high) = match &config.data_dir {
@@ -227,6 +240,8 @@ impl Store {
             fsync: config.fsync,
             ticker: Mutex::new(None),
             snapshotting: AtomicBool::new(false),
+            recovery_ms: AtomicU64::new(0),
+            snapshot_stats: Mutex::new(SnapshotStats::default()),
         });
         let ticker_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -234,6 +249,7 @@ impl Store {
             .spawn(move || ticker_inner.run_ticker())
             .map_err(|source| StoreError::Io { path: PathBuf::from("<ticker thread>"), source })?;
         *inner.ticker.lock() = Some(handle);
+        inner.recovery_ms.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(Arc::new(Store { inner }))
     }
 
@@ -467,8 +483,17 @@ impl Inner {
         }
         // Read after every shard is dumped: covers every fence they hold.
         let fence_high = self.fences.high();
+        let bytes = writer.bytes();
         writer.finish(fence_high, self.clock.now_ms())?;
-        tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        {
+            let mut st = self.snapshot_stats.lock();
+            st.count += 1;
+            st.ms_last = elapsed_ms;
+            st.bytes_last = bytes;
+            st.records_last = records;
+        }
+        tracing::info!(records, elapsed_ms, "snapshot written");
         Ok(())
     }
 }
@@ -523,6 +548,30 @@ impl Backend for Store {
             ("engine_time_ms".to_string(), inner.clock.now_ms().to_string()),
             ("fence_next".to_string(), inner.fences.high().to_string()),
         ];
+        let mut counts = idem_core::machine::MachineCounts::default();
+        let mut parked = 0u64;
+        for shard in inner.shards.iter() {
+            let st = shard.state.lock();
+            counts.add(&st.machine.counts());
+            parked += st.waiters.len() as u64;
+        }
+        let snap = *inner.snapshot_stats.lock();
+        v.extend([
+            ("records_idem".to_string(), counts.idem.to_string()),
+            ("records_claims".to_string(), counts.claims.to_string()),
+            ("records_locks".to_string(), counts.locks.to_string()),
+            ("records_tokens".to_string(), counts.tokens.to_string()),
+            ("records_counters".to_string(), counts.counters.to_string()),
+            ("records_values".to_string(), counts.values.to_string()),
+            ("records_fsm".to_string(), counts.fsm.to_string()),
+            ("records_slots".to_string(), counts.slots.to_string()),
+            ("parked_waiters".to_string(), parked.to_string()),
+            ("recovery_ms".to_string(), inner.recovery_ms.load(Ordering::Relaxed).to_string()),
+            ("snapshots".to_string(), snap.count.to_string()),
+            ("snapshot_ms_last".to_string(), snap.ms_last.to_string()),
+            ("snapshot_bytes_last".to_string(), snap.bytes_last.to_string()),
+            ("snapshot_records_last".to_string(), snap.records_last.to_string()),
+        ]);
         let failure = inner.log.as_ref().and_then(|l| l.failure());
         v.push(("storage_ok".to_string(), if failure.is_some() { "0" } else { "1" }.to_string()));
         if let Some(why) = failure {
@@ -547,9 +596,23 @@ impl Backend for Store {
                 ("log_batch_records_max".to_string(), stats.batch_records_max.to_string()),
                 ("log_segments_started".to_string(), stats.rotations.to_string()),
                 ("log_segments_preallocated".to_string(), stats.prealloc_rotations.to_string()),
+                ("log_sync_us_total".to_string(), stats.sync_us_total.to_string()),
             ]);
+            // Cumulative, as a Prometheus histogram reads them.
+            let mut below = 0;
+            for (i, n) in stats.sync_us_buckets.iter().enumerate() {
+                below += n;
+                let bound = crate::wal::SYNC_US_BOUNDS.get(i).map_or("inf".to_string(), |b| b.to_string());
+                v.push((format!("log_sync_us_bucket_{bound}"), below.to_string()));
+            }
         }
         v
+    }
+
+    fn inspect_idem(&self, key: &[u8]) -> Option<idem_core::machine::IdemView> {
+        let shard = &self.inner.shards[self.inner.shard_of(key)];
+        let now_ms = self.inner.clock.now_ms();
+        Some(shard.state.lock().machine.inspect_idem(now_ms, key))
     }
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {

@@ -6,6 +6,7 @@
 //! `gateway` (the Idempotency-Key reverse proxy).
 
 mod gateway;
+mod observe;
 mod settings;
 
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +57,17 @@ enum Cmd {
     Scenario(ScenarioArgs),
     /// The Idempotency-Key gateway: a reverse proxy that makes an unchanged HTTP app idempotent.
     Gateway(gateway::GatewayArgs),
+    /// Show what a running server holds under KEY (idempotency record with fence, lease left, attempt and waiters; lock; claim; counter; value; state).
+    Inspect {
+        /// The key (also a lock name, claim key, ...).
+        key: String,
+        /// The server's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        http: String,
+        /// The server's password (also IDEM_PASSWORD).
+        #[arg(long, env = "IDEM_PASSWORD")]
+        password: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +108,12 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `idem_store=debug` [default: info].
     #[arg(long)]
     log: Option<String>,
+    /// Log lines as text or as JSON objects.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: observe::LogFormat,
+    /// Skip the per-command figures (outcomes, duplicates, latency) of /metrics and INFO.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,8 +159,9 @@ fn main() -> anyhow::Result<()> {
                 log: args.log,
             };
             let settings = settings::load(args.config.as_ref(), &overrides)?;
-            init_tracing(&settings.log);
-            runtime.block_on(serve(settings))
+            observe::init_tracing(&settings.log, args.log_format);
+            observe::install_recorder();
+            runtime.block_on(serve(settings, !args.no_metrics))
         }
         Cmd::Check { data } => {
             init_tracing("info");
@@ -164,6 +183,10 @@ fn main() -> anyhow::Result<()> {
             let settings = gateway::load(args)?;
             init_tracing(&settings.log);
             runtime.block_on(gateway::run(settings))
+        }
+        Cmd::Inspect { key, http, password } => {
+            println!("{}", observe::inspect(&http, &key, password.as_deref())?);
+            Ok(())
         }
     }
 }
@@ -221,7 +244,7 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn serve(s: Settings) -> anyhow::Result<()> {
+async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
     let ip: IpAddr = s.bind.parse().with_context(|| format!("--bind {} is not an IP address", s.bind))?;
     if !ip.is_loopback() {
         tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if s.password.is_none() { " (no password set!)" } else { "" });
@@ -277,7 +300,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         limits,
         ..Default::default()
     };
-    let server = idem_server::Server::bind(config).await.context("binding the listener")?;
+    let server = idem_server::Server::bind(config).await.context("binding the listener")?.metrics(metrics);
     tracing::info!(addr = %server.local_addr(), "idem is serving RESP");
     server.run(backend, idem_server::shutdown_signal()).await;
     tracing::info!("shut down cleanly");

@@ -49,6 +49,7 @@ mod fsm;
 mod grow;
 mod idem;
 mod idem_table;
+mod inspect;
 mod keymap;
 mod lock;
 mod slots;
@@ -58,6 +59,8 @@ mod waiters;
 
 #[cfg(test)]
 mod testkit;
+
+pub use inspect::{IdemView, MachineCounts};
 
 use expiry::{Expiry, Kind};
 use waiters::{Due, MachineWaiters, Prim};

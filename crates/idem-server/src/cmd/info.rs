@@ -1,6 +1,6 @@
 //! `INFO [section ...]` -> a bulk string of `field:value` lines grouped in
 //! `# Section` blocks, as Redis writes it. Sections: server, clients, stats,
-//! store (the backend's own facts). No section, `all`, `default` or
+//! store (the backend's own facts), then those of `crate::observe`. No section, `all`, `default` or
 //! `everything` means every section; unknown sections are skipped.
 
 use std::fmt::Write;
@@ -32,7 +32,7 @@ impl Info {
                 .iter()
                 .any(|s| [&b"all"[..], b"default", b"everything"].iter().any(|w| s.eq_ignore_ascii_case(w)));
         let mut text = String::new();
-        for &section in SECTIONS {
+        for &section in SECTIONS.iter().chain(&crate::observe::SECTIONS) {
             if everything || self.sections.iter().any(|s| s.eq_ignore_ascii_case(section.as_bytes())) {
                 if !text.is_empty() {
                     text.push_str("\r\n");
@@ -50,7 +50,8 @@ fn write_section(out: &mut String, section: &str, state: &ServerState) {
         "server" => "Server",
         "clients" => "Clients",
         "stats" => "Stats",
-        _ => "Store",
+        "store" => "Store",
+        other => return observe_section(out, other, state),
     };
     out.push_str("# ");
     out.push_str(title);
@@ -89,4 +90,14 @@ fn write_section(out: &mut String, section: &str, state: &ServerState) {
             }
         }
     }
+}
+
+/// A section of `crate::observe`, under its title.
+fn observe_section(out: &mut String, section: &str, state: &ServerState) {
+    let mut title = section.to_string();
+    title[..1].make_ascii_uppercase();
+    out.push_str("# ");
+    out.push_str(&title);
+    out.push_str("\r\n");
+    crate::observe::write_section(out, section, state);
 }

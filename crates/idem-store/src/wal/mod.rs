@@ -62,7 +62,7 @@ pub use loop_sync::LoopSync;
 pub use record::{decode_changes_for_test, encode_changes_for_test};
 pub use segment::SEGMENT_BYTES_MAX;
 pub use snapshot::SnapshotWriter;
-pub use state::LogStats;
+pub use state::{LogStats, SYNC_US_BOUNDS};
 
 use io::{OsFs, Vfs};
 use state::LogState;

@@ -115,6 +115,12 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Bytes of the snapshot file so far (the whole file once every entry
+    /// is added).
+    pub fn bytes(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
     /// Writes the snapshot atomically (temp file, fsync, rename, fsync dir)
     /// with the fence high-water mark and engine time, then drops the log
     /// segments it covers.

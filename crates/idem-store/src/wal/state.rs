@@ -61,6 +61,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Upper bounds (inclusive, microseconds) of the buckets of
+/// [`LogStats::sync_us_buckets`]: from a fast NVMe flush to a stalled disk.
+pub const SYNC_US_BOUNDS: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+
 /// Counters for observing group commit (batches, fsync latency).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -76,6 +81,9 @@ pub struct LogStats {
     pub sync_us_total: u64,
     /// The slowest sync, in microseconds.
     pub sync_us_max: u64,
+    /// Syncs by duration: `[i]` counts those of at most `SYNC_US_BOUNDS[i]`
+    /// microseconds (and above the bound before), the last those above every bound.
+    pub sync_us_buckets: [u64; SYNC_US_BOUNDS.len() + 1],
     /// The most records written in one batch.
     pub batch_records_max: u64,
     /// Segments started since open.
@@ -270,6 +278,7 @@ impl LogState {
         stats.syncs += 1;
         stats.sync_us_total += us;
         stats.sync_us_max = stats.sync_us_max.max(us);
+        stats.sync_us_buckets[SYNC_US_BOUNDS.partition_point(|b| *b < us)] += 1;
     }
 
     /// Counts one new segment, preallocated or not.
