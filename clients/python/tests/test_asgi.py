@@ -12,7 +12,7 @@ import pytest
 from asgi_app import BIG_BYTES, make_app
 
 from idem_client import AsyncClient
-from idem_client.asgi import IdempotencyMiddleware
+from idem_client.asgi import IdempotencyMiddleware, Receive, Scope, Send
 from idem_client.http_semantics import RouteError, parse_idempotency_key, parse_route
 
 #: Pairs of concurrent duplicates in flight at once in the 2,000-pair run.
@@ -256,3 +256,36 @@ async def test_2000_pairs_of_concurrent_replays_have_no_duplicate_effect(
         assert a.status_code == b.status_code == 201
         assert a.content == b.content
         assert [a.headers.get("idempotent-replayed"), b.headers.get("idempotent-replayed")].count("true") == 1
+
+
+#: A lease short enough that the test outlives it several times over.
+SHORT_LEASE_MS = 300
+
+
+async def test_a_lease_shorter_than_the_app_stays_held(aclient: AsyncClient, run: str) -> None:
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    effects: Counter[str] = Counter()
+
+    async def slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+        effects[run] += 1
+        inside.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"made", "more_body": False})
+
+    mw = IdempotencyMiddleware(
+        slow_app, client=aclient, lease_ms=SHORT_LEASE_MS, concurrent="conflict", key_prefix="asgi-test:"
+    )
+    h = {"Idempotency-Key": run}
+    async with _http(mw) as http:
+        first = asyncio.create_task(http.post("/x", headers=h))
+        await asyncio.wait_for(inside.wait(), 10)
+        # Three leases later the record would be free without its renewals.
+        await asyncio.sleep(3 * SHORT_LEASE_MS / 1000)
+        _is_problem(await http.post("/x", headers=h), 409)
+        release.set()
+        assert (await first).status_code == 201
+        again = await http.post("/x", headers=h)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert effects[run] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pydantic
@@ -147,3 +148,32 @@ def test_results_round_trip(client: Client, run: str) -> None:
 def test_async_function_needs_no_sync_client(aclient: AsyncClient) -> None:
     with pytest.raises(TypeError):
         aclient.idempotent(key=lambda: "k")(lambda: 1)
+
+
+#: A lease short enough that the test outlives it several times over.
+SHORT_LEASE_MS = 300
+
+
+def test_a_lease_shorter_than_the_body_stays_held(client: Client, run: str) -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    @client.idempotent(key=lambda: "k", name=run, on_running="raise", lease_ms=SHORT_LEASE_MS)
+    def slow() -> str:
+        calls.append("run")
+        inside.set()
+        release.wait(10)
+        return "done"
+
+    first = threading.Thread(target=slow)
+    first.start()
+    assert inside.wait(10)
+    # Three leases later the record would be free without its renewals.
+    time.sleep(3 * SHORT_LEASE_MS / 1000)
+    with pytest.raises(InFlight):
+        slow()
+    release.set()
+    first.join(10)
+    assert slow.outcome().replayed
+    assert calls == ["run"]

@@ -25,6 +25,12 @@ as it streams and its record marked done but not replayable (duplicates get
 ``app_timeout_ms`` (it is then cancelled), has an unknown outcome: the
 record stays in flight until its lease ends (``on_timeout="keep"``) or is
 removed (``"abort"``).
+
+While the app runs the record's lease is renewed every third of
+``lease_ms``, so the lease bounds how long a crashed process holds the key,
+not how long the app may run. Renewing stops when a renewal gets ``STALE``
+(the record is lost; the commit's fence check then decides) and when the
+outcome becomes unknown, so such a record expires with its last lease.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from .http_semantics import (
     stored_key,
     stored_status,
 )
+from .idempotent import check_lease_ms, keep_renewing
 from .replies import Done, Running, Started
 
 Scope = MutableMapping[str, Any]
@@ -83,9 +90,8 @@ IETF_HEADER = "idempotency-key"
 REQUEST_BYTES_MAX = 1024 * 1024
 #: Largest response body stored for replays.
 STORED_BODY_BYTES_MAX = 512 * 1024
-#: The record's lease: how long the first request may run before a duplicate
-#: may run it again. Longer than `APP_TIMEOUT_MS`, so a request that is still
-#: answered is never run twice.
+#: The record's lease, renewed while the app runs: how long a key stays held
+#: after its process stops renewing (a crash, or an unknown outcome).
 LEASE_MS_DEFAULT = 65_000
 #: How long the app may take to deliver its response (or start streaming an
 #: oversize one) before the outcome counts as unknown.
@@ -148,8 +154,7 @@ class IdempotencyMiddleware:
             on_5xx=policy.on_5xx,
             on_timeout=policy.on_timeout,
         )
-        if app_timeout_ms >= lease_ms:
-            raise ValueError("lease_ms must exceed app_timeout_ms, or an answered request could run twice")
+        check_lease_ms(lease_ms)
         self._lease_ms = lease_ms
         self._app_timeout_s = app_timeout_ms / 1000
         self._release = frozenset(release_statuses)
@@ -307,10 +312,16 @@ class IdempotencyMiddleware:
         task = asyncio.current_task()
         assert task is not None
         expired = False
+        client, lease_ms = self._client, self._lease_ms
+        renewal = asyncio.create_task(
+            keep_renewing(lambda: client.idem_renew(key, started.fence, lease_ms=lease_ms), lease_ms)
+        )
 
         def expire() -> None:
             nonlocal expired
             expired = True
+            # The outcome is unknown: the record must expire with its last lease.
+            renewal.cancel()
             task.cancel()
 
         # The deadline covers the app until its response is out (or streaming);
@@ -319,6 +330,7 @@ class IdempotencyMiddleware:
         try:
             await self._app(scope, receive, capture.send)
         except asyncio.CancelledError:
+            renewal.cancel()
             if not expired:
                 await capture.failed()
                 raise
@@ -327,10 +339,12 @@ class IdempotencyMiddleware:
             await capture.timed_out()
             return
         except BaseException:
+            renewal.cancel()
             await capture.failed()
             raise
         finally:
             capture.deadline.cancel()
+            renewal.cancel()
         await capture.returned()
 
 
@@ -421,7 +435,7 @@ class _Capture:
                 self._key, self._fence, encode_response(stored), keep_ms=self._route.keep_ms
             )
         except Stale:
-            log.warning("the lease of %r ran out before its response was stored; raise lease_ms", self._key)
+            log.warning("the record of %r was lost before its response was stored", self._key)
         except IdemError as error:
             log.warning("could not store the response of %r: %s", self._key, error)
 

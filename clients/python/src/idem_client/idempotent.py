@@ -6,6 +6,11 @@ gets the stored result without running the body. An exception aborts the
 record, so a retry runs again. A concurrent duplicate waits for the first
 call's result (``on_running="wait"``) or raises :class:`InFlight`.
 
+While the body runs its record's lease is renewed every third of the lease,
+so ``lease_ms`` bounds how long a crashed caller holds the key, not how long
+the body may run. A renewal that gets ``STALE`` stops renewing: the record is
+lost, and the commit's fence check then raises :class:`LeaseExpired`.
+
 Results are JSON. With pydantic installed, the function's return annotation
 drives serialisation (pydantic models, dataclasses, lists of them, ...
 round-trip); without it, JSON values and top-level dataclasses do.
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from ._bytes import Bin, to_bytes
-from .errors import FingerprintMismatch, InFlight, LeaseExpired, Mismatch, Stale
+from .errors import FingerprintMismatch, IdemError, InFlight, LeaseExpired, Mismatch, Stale
 from .replies import Begin, Done, Running, Started
 
 P = ParamSpec("P")
@@ -36,8 +41,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 T_co = TypeVar("T_co", covariant=True)
 
-#: LEASE of a call when none is given: the function must finish within it.
+#: LEASE of a call when none is given: how long the key stays held after its
+#: caller stops renewing (a crash, a lost connection).
 LEASE_MS_DEFAULT = 30_000
+#: Shortest LEASE accepted: a renewal must have time to reach the server well
+#: before the lease ends.
+LEASE_MS_MIN = 300
+#: Renewals per lease: a third of the lease apart, so one slow or failed
+#: renewal still leaves time for the next before the record is lost.
+RENEWALS_PER_LEASE = 3
 #: How long a duplicate waits for the first call's outcome, by default: the lease.
 #: The server caps any WAIT at five minutes.
 WAIT_MS_MAX = 300_000
@@ -59,6 +71,8 @@ class SyncBackend(Protocol):
 
     def abort(self, key: Bin, fence: int) -> None: ...
 
+    def idem_renew(self, key: Bin, fence: int, *, lease_ms: int) -> object: ...
+
 
 class AsyncBackend(Protocol):
     """What the decorator needs from an asynchronous client."""
@@ -75,6 +89,8 @@ class AsyncBackend(Protocol):
     async def commit(self, key: Bin, fence: int, result: bytes, *, keep_ms: int | None = ...) -> None: ...
 
     async def abort(self, key: Bin, fence: int) -> None: ...
+
+    async def idem_renew(self, key: Bin, fence: int, *, lease_ms: int) -> object: ...
 
 
 #: Threads that run a sync client's possibly parked IDEM.BEGIN for async functions.
@@ -120,6 +136,66 @@ class _Threaded:
 
     async def abort(self, key: Bin, fence: int) -> None:
         await self._in(_Threaded._calls, lambda: self._sync.abort(key, fence))
+
+    async def idem_renew(self, key: Bin, fence: int, *, lease_ms: int) -> object:
+        return await self._in(_Threaded._calls, lambda: self._sync.idem_renew(key, fence, lease_ms=lease_ms))
+
+
+def renewal_period_s(lease_ms: int) -> float:
+    """Seconds between two renewals of a `lease_ms` lease."""
+    return lease_ms / RENEWALS_PER_LEASE / 1000
+
+
+def check_lease_ms(lease_ms: int) -> None:
+    """Refuses a lease too short to be renewed in time."""
+    if lease_ms < LEASE_MS_MIN:
+        raise ValueError(f"lease_ms must be at least {LEASE_MS_MIN}, not {lease_ms}")
+
+
+async def keep_renewing(renew: Callable[[], Awaitable[object]], lease_ms: int) -> None:
+    """Renews a record's lease every third of it until cancelled or the record is lost.
+
+    On ``STALE`` the record is lost: renewing stops and the commit's fence
+    check decides. Any other failure is retried at the next period, while the
+    last renewal's lease still holds.
+    """
+    period_s = renewal_period_s(lease_ms)
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await renew()
+        except Stale:
+            return
+        except (IdemError, OSError):
+            continue
+
+
+class _SyncRenewal:
+    """A thread renewing a synchronous call's record while its body runs."""
+
+    def __init__(self, backend: SyncBackend, key: bytes, fence: int, lease_ms: int) -> None:
+        self._backend = backend
+        self._key = key
+        self._fence = fence
+        self._lease_ms = lease_ms
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="idem-renew", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        period_s = renewal_period_s(self._lease_ms)
+        while not self._stopped.wait(period_s):
+            try:
+                self._backend.idem_renew(self._key, self._fence, lease_ms=self._lease_ms)
+            except Stale:
+                return
+            except (IdemError, OSError):
+                continue
+
+    def stop(self) -> None:
+        # Not joined: a renewal still in flight after the COMMIT or ABORT is
+        # refused by the fence check and changes nothing.
+        self._stopped.set()
 
 
 # ---------------------------------------------------------------- codecs
@@ -220,6 +296,7 @@ class _Plan:
         self._fingerprint = fingerprint
         self.keep_ms = keep_ms
         self.lease_ms = lease_ms if lease_ms is not None else LEASE_MS_DEFAULT
+        check_lease_ms(self.lease_ms)
         if on_running == "raise":
             self.wait_ms: int | None = None
         else:
@@ -286,12 +363,15 @@ class SyncIdempotent(Generic[P, T]):
     def _run(
         self, plan: _Plan, key: bytes, started: Started, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome[T]:
+        renewal = _SyncRenewal(self._backend, key, started.fence, plan.lease_ms)
         try:
             value = plan.fn(*args, **kwargs)
             data = plan.codec.encode(value)
         except BaseException:
+            renewal.stop()
             _abort_quietly(lambda: self._backend.abort(key, started.fence))
             raise
+        renewal.stop()
         try:
             self._backend.commit(key, started.fence, data, keep_ms=plan.keep_ms)
         except Stale as error:
@@ -327,13 +407,20 @@ class AsyncIdempotent(Generic[P, T]):
             return plan.replay(key, reply)
         if isinstance(reply, Running):
             raise plan.in_flight(key, reply)
+        fence = reply.fence
+        backend = self._backend
+        renewal = asyncio.create_task(
+            keep_renewing(lambda: backend.idem_renew(key, fence, lease_ms=plan.lease_ms), plan.lease_ms)
+        )
         try:
             value = await plan.fn(*args, **kwargs)
             data = plan.codec.encode(value)
         except BaseException:
+            renewal.cancel()
             # Shielded: a cancelled call must still free its record for a retry.
             await _abort_quietly_async(self._backend.abort(key, reply.fence))
             raise
+        renewal.cancel()
         try:
             await self._backend.commit(key, reply.fence, data, keep_ms=plan.keep_ms)
         except Stale as error:
