@@ -29,7 +29,16 @@ import uvicorn
 
 import targets
 import upstream_app
-from targets import Gateway, Setting, Store, Target, free_port, idem_bin, register, wait_listening
+from targets import (
+    Gateway,
+    Setting,
+    Store,
+    Target,
+    free_port,
+    idem_bin,
+    register,
+    wait_listening,
+)
 
 #: Gateway settings that mean the same for the middleware, and its argument names.
 SETTINGS = {
@@ -64,7 +73,9 @@ class AsgiGateway(Gateway):
         self.base_url = f"http://127.0.0.1:{port}"
         self._client = AsyncClient.from_url(idem_url)
         app = IdempotencyMiddleware(upstream_app.app, client=self._client, **kwargs)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -94,6 +105,7 @@ class AsgiTarget(Target):
     is_proxy = False
     http2 = False
     can_kill9 = False
+    renews_lease = True
 
     def __init__(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="idem-http-asgi-"))
@@ -118,7 +130,16 @@ class AsgiTarget(Target):
             with open(log, "ab") as out:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("IDEM_")}
                 self._server = subprocess.Popen(
-                    [idem_bin(), "serve", "--port", str(port), "--http-port", "0", "--data", str(self._tmp / "data")],
+                    [
+                        idem_bin(),
+                        "serve",
+                        "--port",
+                        str(port),
+                        "--http-port",
+                        "0",
+                        "--data",
+                        str(self._tmp / "data"),
+                    ],
                     stdout=out,
                     stderr=out,
                     env=env,
@@ -131,14 +152,23 @@ class AsgiTarget(Target):
         return Store(self.name, [self._idem_url()], f"asgi-{uuid.uuid4().hex[:12]}:")
 
     def start(
-        self, routes: Sequence[str], store: Store, upstream: str, settings: Mapping[str, Setting]
+        self,
+        routes: Sequence[str],
+        store: Store,
+        upstream: str,
+        settings: Mapping[str, Setting],
     ) -> Gateway:
-        kwargs: dict[str, Any] = {"routes": list(routes), "key_prefix": store.key_prefix}
+        kwargs: dict[str, Any] = {
+            "routes": list(routes),
+            "key_prefix": store.key_prefix,
+        }
         for name, value in settings.items():
             if name in SERVER_ONLY:
                 continue
             if name not in SETTINGS:
-                raise ValueError(f"{self.name}: no equivalent of the gateway setting {name!r}")
+                raise ValueError(
+                    f"{self.name}: no equivalent of the gateway setting {name!r}"
+                )
             kwargs[SETTINGS[name]] = value
         return AsgiGateway(store.args[0], kwargs)
 
