@@ -318,3 +318,17 @@ fn a_release_concurrent_with_a_reclaim_may_empty_the_claim() {
     assert_eq!(h.linear(), Verdict::Pass);
     assert!(h.side().anomalies.is_empty(), "{:?}", h.side());
 }
+
+#[test]
+fn lease_overlap_within_the_clock_resolution_is_not_an_anomaly() {
+    // idem counts leases in whole milliseconds: a lease may end up to 1 ms
+    // before invoke + lease by the harness's clock.
+    let mut within = H::new();
+    within.op(0, 10, lock("l", "a", 100), Reply::Acquired { fence: 1 });
+    within.op(90, 99, lock("l", "b", 100), Reply::Acquired { fence: 2 });
+    assert!(within.side().anomalies.is_empty(), "1 ms is the clock's resolution");
+    let mut beyond = H::new();
+    beyond.op(0, 10, lock("l", "a", 100), Reply::Acquired { fence: 1 });
+    beyond.op(90, 98, lock("l", "b", 100), Reply::Acquired { fence: 2 });
+    assert_eq!(beyond.side_kinds(), vec!["lease-overlap"]);
+}
