@@ -65,6 +65,8 @@ from .replies import (
 )
 
 R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
 
 Arg = bytes | int
 
@@ -158,6 +160,37 @@ def _ok_word(raw: object, what: str) -> None:
         raise _fail(what, raw)
 
 
+def _pairs(
+    items: list[object],
+    what: str,
+    raw: object,
+    first: Callable[[object, str, object], A],
+    second: Callable[[object, str, object], B],
+) -> list[tuple[A, B]]:
+    """Decodes ``[word, a1, b1, a2, b2, ...]`` (at least one pair) into ``[(a1, b1), ...]``."""
+    if len(items) < 3 or len(items) % 2 != 1:
+        raise _fail(what, raw)
+    rest = items[1:]
+    return [(first(rest[i], what, raw), second(rest[i + 1], what, raw)) for i in range(0, len(rest), 2)]
+
+
+def _running_or_done(word: str, items: list[object], what: str, raw: object) -> Running | Done:
+    """The `running` and `done` replies IDEM.BEGIN and IDEM.GET share."""
+    if word == "running":
+        _shape(items, 3, what, raw)
+        return Running(fence=_fence(items[1], what, raw), lease_left_ms=_nonneg(items[2], what, raw))
+    if word == "done":
+        _shape(items, 2, what, raw)
+        return Done(result=_bytes(items[1], what, raw))
+    raise _fail(what, raw)
+
+
+def _optional_bytes(raw: object, what: str) -> bytes | None:
+    if raw is None or isinstance(raw, bytes):
+        return raw
+    raise _fail(what, raw)
+
+
 def _flag(raw: object, what: str) -> bool:
     if type(raw) is not int or raw not in (0, 1):
         raise _fail(what, raw)
@@ -177,13 +210,7 @@ def _decode_begin(raw: object) -> Begin:
         if attempt < 1:
             raise _fail(what, raw)
         return Started(fence=_fence(items[1], what, raw), attempt=attempt)
-    if word == "running":
-        _shape(items, 3, what, raw)
-        return Running(fence=_fence(items[1], what, raw), lease_left_ms=_nonneg(items[2], what, raw))
-    if word == "done":
-        _shape(items, 2, what, raw)
-        return Done(result=_bytes(items[1], what, raw))
-    raise _fail(what, raw)
+    return _running_or_done(word, items, what, raw)
 
 
 def begin(key: Bin, *, fingerprint: Bin | None, lease_ms: int | None, wait_ms: int | None) -> Command[Begin]:
@@ -228,13 +255,7 @@ def _decode_get(raw: object) -> Record:
     if word == "absent":
         _shape(items, 1, what, raw)
         return Absent()
-    if word == "running":
-        _shape(items, 3, what, raw)
-        return Running(fence=_fence(items[1], what, raw), lease_left_ms=_nonneg(items[2], what, raw))
-    if word == "done":
-        _shape(items, 2, what, raw)
-        return Done(result=_bytes(items[1], what, raw))
-    raise _fail(what, raw)
+    return _running_or_done(word, items, what, raw)
 
 
 def get(key: Bin) -> Command[Record]:
@@ -275,14 +296,9 @@ def _decode_claim_all(raw: object) -> ClaimAll:
     if word == "claimed":
         _shape(items, 1, what, raw)
         return Claimed()
-    if word == "held" and len(items) >= 3 and len(items) % 2 == 1:
-        pairs = items[1:]
-        return HeldAll(
-            conflicts=tuple(
-                ClaimConflict(key=_bytes(pairs[i], what, raw), owner=_bytes(pairs[i + 1], what, raw))
-                for i in range(0, len(pairs), 2)
-            )
-        )
+    if word == "held":
+        pairs = _pairs(items, what, raw, _bytes, _bytes)
+        return HeldAll(conflicts=tuple(ClaimConflict(key=k, owner=o) for k, o in pairs))
     raise _fail(what, raw)
 
 
@@ -296,14 +312,8 @@ def release(key: Bin, owner: Bin) -> Command[bool]:
     return Command((b"RELEASE", to_bytes(key), to_bytes(owner)), lambda raw: _flag(raw, "RELEASE"))
 
 
-def _decode_owner(raw: object) -> bytes | None:
-    if raw is None or isinstance(raw, bytes):
-        return raw
-    raise _fail("OWNER", raw)
-
-
 def owner(key: Bin) -> Command[bytes | None]:
-    return Command((b"OWNER", to_bytes(key)), _decode_owner)
+    return Command((b"OWNER", to_bytes(key)), lambda raw: _optional_bytes(raw, "OWNER"))
 
 
 # ---------------------------------------------------------------- locks
@@ -507,12 +517,7 @@ def fsm_move(key: Bin, to: Bin, from_states: Iterable[Bin | None]) -> Command[Fs
 
 
 def fsm_get(key: Bin) -> Command[bytes | None]:
-    def decode(raw: object) -> bytes | None:
-        if raw is None or isinstance(raw, bytes):
-            return raw
-        raise _fail("FSM.GET", raw)
-
-    return Command((b"FSM.GET", to_bytes(key)), decode)
+    return Command((b"FSM.GET", to_bytes(key)), lambda raw: _optional_bytes(raw, "FSM.GET"))
 
 
 # ---------------------------------------------------------------- slots
@@ -525,14 +530,9 @@ def _decode_slots_reserve(raw: object) -> SlotsReserve:
     if word == "reserved":
         _shape(items, 1, what, raw)
         return Reserved()
-    if word == "conflict" and len(items) >= 3 and len(items) % 2 == 1:
-        rest = items[1:]
-        return SlotsTaken(
-            conflicts=tuple(
-                SlotConflict(slot=_nonneg(rest[i], what, raw), holder=_bytes(rest[i + 1], what, raw))
-                for i in range(0, len(rest), 2)
-            )
-        )
+    if word == "conflict":
+        pairs = _pairs(items, what, raw, _nonneg, _bytes)
+        return SlotsTaken(conflicts=tuple(SlotConflict(slot=n, holder=h) for n, h in pairs))
     raise _fail(what, raw)
 
 

@@ -145,25 +145,12 @@ class _LockState:
         return self._lost_flag
 
 
-class Lock:
-    """A lock held inside a ``with`` block, renewed by a daemon thread."""
+class _Holding:
+    """What both lock flavours expose without I/O: fence, owner, ``held``, ``check()``."""
 
-    def __init__(
-        self,
-        backend: SyncLockBackend,
-        name: Bin,
-        *,
-        lease_ms: int,
-        wait_ms: int = 0,
-        owner: Bin | None = None,
-        on_lost: Callable[[], None] | None = None,
-    ) -> None:
-        self._backend = backend
-        self._state = _LockState(name, lease_ms=lease_ms, wait_ms=wait_ms, owner=owner, on_lost=on_lost)
-        #: Set when the holder learns the lock is lost.
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
+    _state: _LockState
+    #: Set when the holder learns the lock is lost.
+    lost: threading.Event | asyncio.Event
 
     @property
     def fence(self) -> int:
@@ -188,6 +175,31 @@ class Lock:
         if not self.held:
             raise LockLost(f"lock {self._state.name!r} is no longer held")
 
+    def _lose(self) -> None:
+        self._state.mark_lost()
+        self.lost.set()
+
+
+class Lock(_Holding):
+    """A lock held inside a ``with`` block, renewed by a daemon thread."""
+
+    def __init__(
+        self,
+        backend: SyncLockBackend,
+        name: Bin,
+        *,
+        lease_ms: int,
+        wait_ms: int = 0,
+        owner: Bin | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._state = _LockState(name, lease_ms=lease_ms, wait_ms=wait_ms, owner=owner, on_lost=on_lost)
+        #: Set when the holder learns the lock is lost.
+        self.lost: threading.Event = threading.Event()
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
     def acquire(self) -> int:
         """LOCK (waiting up to `wait_ms`), then starts the watchdog; returns the fence."""
         if self._watchdog is not None:
@@ -210,10 +222,6 @@ class Lock:
             return False
         self._state.end()
         return self._backend.unlock(self._state.name, self._state.owner)
-
-    def _lose(self) -> None:
-        self._state.mark_lost()
-        self.lost.set()
 
     def _watch(self) -> None:
         s = self._state
@@ -248,7 +256,7 @@ class Lock:
                 raise
 
 
-class AsyncLock:
+class AsyncLock(_Holding):
     """A lock held inside an ``async with`` block, renewed by an asyncio task.
 
     The task runs on the event loop: a loop blocked longer than a third of
@@ -268,31 +276,8 @@ class AsyncLock:
         self._backend = backend
         self._state = _LockState(name, lease_ms=lease_ms, wait_ms=wait_ms, owner=owner, on_lost=on_lost)
         #: Set when the holder learns the lock is lost.
-        self.lost = asyncio.Event()
+        self.lost: asyncio.Event = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
-
-    @property
-    def fence(self) -> int:
-        """The fence of this holding: pass it to every protected write."""
-        return self._state.fence
-
-    @property
-    def owner(self) -> bytes:
-        """The owner token this lock object sends (random unless given)."""
-        return self._state.owner
-
-    @property
-    def held(self) -> bool:
-        """False once lost, or once the lease has passed on this process's clock."""
-        held = self._state.is_held()
-        if not held and self._state.was_lost:
-            self.lost.set()
-        return held
-
-    def check(self) -> None:
-        """Raises `LockLost` unless the lock is still held."""
-        if not self.held:
-            raise LockLost(f"lock {self._state.name!r} is no longer held")
 
     async def acquire(self) -> int:
         """LOCK (waiting up to `wait_ms`), then starts the watchdog; returns the fence."""
@@ -315,10 +300,6 @@ class AsyncLock:
             return False
         self._state.end()
         return await self._backend.unlock(self._state.name, self._state.owner)
-
-    def _lose(self) -> None:
-        self._state.mark_lost()
-        self.lost.set()
 
     async def _watch(self) -> None:
         s = self._state
