@@ -108,28 +108,8 @@ async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Resul
         let _ = axum::serve(listener, router).await;
     });
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(2 * PAIRS_IN_FLIGHT_MAX).build()?;
-    let url = format!("http://{addr}/register");
-    let run_id = ctx.run_id.clone();
     let started = Instant::now();
-    let outcomes: Vec<(Reply, Reply)> = futures::stream::iter(0..users)
-        .map(|i| {
-            let client = client.clone();
-            let url = url.clone();
-            let body = serde_json::json!({
-                "openid": format!("o{i}-{run_id}"),
-                "username": format!("user{i}"),
-                "password": format!("pw{i}"),
-            })
-            .to_string();
-            async move {
-                // The replay: the same registration twice, concurrently.
-                tokio::join!(post_once(&client, &url, body.clone()), post_once(&client, &url, body))
-            }
-        })
-        .buffer_unordered(PAIRS_IN_FLIGHT_MAX)
-        .collect()
-        .await;
+    let outcomes = send_replayed_pairs(&format!("http://{addr}/register"), users, &ctx.run_id, post_once).await?;
     let elapsed = started.elapsed();
     server.abort();
 
@@ -208,7 +188,39 @@ struct Reply {
     code: Option<i64>,
 }
 
-async fn post_once(client: &reqwest::Client, url: &str, body: String) -> Reply {
+/// Sends each of `users` registrations twice at once (the replay), at most
+/// [`PAIRS_IN_FLIGHT_MAX`] pairs in flight, through `send`; one answer pair
+/// per user. The naive, idem and gateway variants all drive their service
+/// through it, so they see the same load.
+pub(crate) async fn send_replayed_pairs<A, F, Fut>(
+    url: &str,
+    users: usize,
+    run_id: &str,
+    send: F,
+) -> anyhow::Result<Vec<(A, A)>>
+where
+    F: Fn(reqwest::Client, String, String) -> Fut + Copy,
+    Fut: std::future::Future<Output = A>,
+{
+    let client = reqwest::Client::builder().pool_max_idle_per_host(2 * PAIRS_IN_FLIGHT_MAX).build()?;
+    Ok(futures::stream::iter(0..users)
+        .map(|i| {
+            let body = serde_json::json!({
+                "openid": format!("o{i}-{run_id}"),
+                "username": format!("user{i}"),
+                "password": format!("pw{i}"),
+            })
+            .to_string();
+            let (client, url) = (client.clone(), url.to_string());
+            async move { tokio::join!(send(client.clone(), url.clone(), body.clone()), send(client, url, body)) }
+        })
+        .buffer_unordered(PAIRS_IN_FLIGHT_MAX)
+        .collect()
+        .await)
+}
+
+async fn post_once(client: reqwest::Client, url: String, body: String) -> Reply {
+    let (client, url) = (&client, url.as_str());
     let res = client.post(url).header(header::CONTENT_TYPE, "application/json").body(body).send().await;
     match res {
         Ok(r) => {

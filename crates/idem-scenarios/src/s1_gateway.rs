@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use idem_gateway::{IdempotencyLayer, LayerConfig, Proxy, ProxyConfig, Route, RouteDefaults, ServerConfig};
 use tower::Layer as _;
 
 use crate::harness::{count, exec, rate, Ctx};
 use crate::report::VariantReport;
-use crate::s1::{naive_router, users_table_sql, PAIRS_IN_FLIGHT_MAX, SERVICE_CONNS};
+use crate::s1::{naive_router, send_replayed_pairs, users_table_sql, PAIRS_IN_FLIGHT_MAX, SERVICE_CONNS};
 use crate::Scenario;
 
 /// The variant's name in report lines.
@@ -64,25 +63,8 @@ pub(crate) async fn run_variant(ctx: &Ctx, users: usize) -> anyhow::Result<Varia
         let _ = stop_rx.await;
     }));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(2 * PAIRS_IN_FLIGHT_MAX).build()?;
-    let url = format!("http://{gw_addr}/register");
-    let run_id = ctx.run_id.clone();
     let started = Instant::now();
-    let outcomes: Vec<(Answer, Answer)> = futures::stream::iter(0..users)
-        .map(|i| {
-            let client = client.clone();
-            let url = url.clone();
-            let body = serde_json::json!({
-                "openid": format!("o{i}-{run_id}"),
-                "username": format!("user{i}"),
-                "password": format!("pw{i}"),
-            })
-            .to_string();
-            async move { tokio::join!(post(&client, &url, body.clone()), post(&client, &url, body)) }
-        })
-        .buffer_unordered(PAIRS_IN_FLIGHT_MAX)
-        .collect()
-        .await;
+    let outcomes = send_replayed_pairs(&format!("http://{gw_addr}/register"), users, &ctx.run_id, post).await?;
     let elapsed = started.elapsed();
     let _ = stop_tx.send(());
     let _ = gateway.await;
@@ -133,7 +115,8 @@ pub(crate) async fn run_variant(ctx: &Ctx, users: usize) -> anyhow::Result<Varia
         .with("transport_errors", transport_errors))
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Answer {
+async fn post(client: reqwest::Client, url: String, body: String) -> Answer {
+    let (client, url) = (&client, url.as_str());
     let res = client.post(url).header("content-type", "application/json").body(body).send().await;
     match res {
         Ok(r) => {
