@@ -104,6 +104,11 @@ fn rest_paths_run_the_primitives() {
     assert_eq!(v["status"], "started");
     let fence = v["reply"][1].as_u64().unwrap();
     let (s, _, body) =
+        idem.call("POST", "/v1/idem/o%3A1/renew", &[], &format!(r#"{{"fence":{fence},"lease_ms":60000}}"#));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["status"].as_str(), v["reply"][1].as_u64()), (Some("renewed"), Some(fence)));
+    let (s, _, body) =
         idem.call("POST", "/v1/idem/o%3A1/commit", &[], &format!(r#"{{"fence":{fence},"result":"paid"}}"#));
     assert_eq!(s, 200, "{body}");
     let (_, _, body) = idem.call("POST", "/v1/idem/o%3A1/begin", &[], "{}");

@@ -105,6 +105,17 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "post",
+        path: "/v1/idem/{key}/renew",
+        command: "IDEM.RENEW",
+        param: Some("key"),
+        summary: "Extend the lease of the attempt holding `fence`",
+        fields: &[
+            req("fence", Kind::Uint, "The fence BEGIN granted."),
+            kw("lease_ms", LEASE, "LEASE", "The new lease from now."),
+        ],
+    },
+    Route {
+        method: "post",
         path: "/v1/idem/{key}/abort",
         command: "IDEM.ABORT",
         param: Some("key"),
