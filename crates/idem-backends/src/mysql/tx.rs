@@ -54,6 +54,10 @@ pub enum Error {
     /// The statement failed (including a missing schema: run `migrate` first).
     #[error("mysql: {0}")]
     Db(#[from] mysql_async::Error),
+    /// The engine answered with a shape these procedures do not write (a
+    /// schema from another idem version).
+    #[error("mysql: unexpected reply: {0}")]
+    Unexpected(&'static str),
 }
 
 impl Error {
@@ -141,7 +145,8 @@ pub async fn idem_renew(t: &mut Transaction<'_>, key: &[u8], fence: u64, lease_m
     let row = call_one(t, "CALL idem_record_renew(?, ?, ?)", params).await?;
     match col::<String>(&row, 0)?.as_str() {
         "renewed" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+        "stale" => Err(Error::Stale(fence)),
+        _ => Err(Error::Unexpected("idem_record_renew answered a status it does not write")),
     }
 }
 

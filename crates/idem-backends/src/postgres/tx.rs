@@ -207,7 +207,8 @@ pub async fn idem_renew(tx: &Transaction<'_>, key: &[u8], fence: u64, lease_ms: 
             .await?;
     match row.try_get::<_, &str>(0)? {
         "renewed" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+        "stale" => Err(Error::Stale(fence)),
+        _ => Err(Error::Unexpected("idem_record_renew answered a status it does not write")),
     }
 }
 
