@@ -140,13 +140,7 @@ async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Resul
     }
 
     // The verdict comes from the table, not from the handler's replies.
-    let rows = count(&pool, &format!("SELECT COUNT(*) FROM {table}")).await?;
-    let dup_openids = count(
-        &pool,
-        &format!("SELECT COUNT(*) FROM (SELECT openid FROM {table} GROUP BY openid HAVING COUNT(*) > 1) d"),
-    )
-    .await?;
-    let distinct = count(&pool, &format!("SELECT COUNT(DISTINCT openid) FROM {table}")).await?;
+    let (rows, dup_openids, distinct) = count_users(&pool, &table).await?;
     pool.disconnect().await?;
 
     Ok(VariantReport::new(Scenario::S1, variant.name())
@@ -163,6 +157,19 @@ async fn run_variant(ctx: &Ctx, variant: Variant, users: usize) -> anyhow::Resul
         .with("http_409", http_409)
         .with("http_5xx", http_5xx)
         .with("transport_errors", transport_errors))
+}
+
+/// What the users table holds after a run: (rows, openids stored more than
+/// once, distinct openids). Every variant's verdict comes from here.
+pub(crate) async fn count_users(pool: &mysql_async::Pool, table: &str) -> anyhow::Result<(u64, u64, u64)> {
+    let rows = count(pool, &format!("SELECT COUNT(*) FROM {table}")).await?;
+    let dup_openids = count(
+        pool,
+        &format!("SELECT COUNT(*) FROM (SELECT openid FROM {table} GROUP BY openid HAVING COUNT(*) > 1) d"),
+    )
+    .await?;
+    let distinct = count(pool, &format!("SELECT COUNT(DISTINCT openid) FROM {table}")).await?;
+    Ok((rows, dup_openids, distinct))
 }
 
 /// The users table. No unique index on openid: only a plain one, as a lookup would have.

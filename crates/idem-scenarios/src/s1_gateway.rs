@@ -15,9 +15,9 @@ use anyhow::Context as _;
 use idem_gateway::{IdempotencyLayer, LayerConfig, Proxy, ProxyConfig, Route, RouteDefaults, ServerConfig};
 use tower::Layer as _;
 
-use crate::harness::{count, exec, rate, Ctx};
+use crate::harness::{exec, rate, Ctx};
 use crate::report::VariantReport;
-use crate::s1::{naive_router, send_replayed_pairs, users_table_sql, PAIRS_IN_FLIGHT_MAX, SERVICE_CONNS};
+use crate::s1::{count_users, naive_router, send_replayed_pairs, users_table_sql, PAIRS_IN_FLIGHT_MAX, SERVICE_CONNS};
 use crate::Scenario;
 
 /// The variant's name in report lines.
@@ -90,13 +90,7 @@ pub(crate) async fn run_variant(ctx: &Ctx, users: usize) -> anyhow::Result<Varia
             one_replay_pairs += 1;
         }
     }
-    let rows = count(&pool, &format!("SELECT COUNT(*) FROM {table}")).await?;
-    let dup_openids = count(
-        &pool,
-        &format!("SELECT COUNT(*) FROM (SELECT openid FROM {table} GROUP BY openid HAVING COUNT(*) > 1) d"),
-    )
-    .await?;
-    let distinct = count(&pool, &format!("SELECT COUNT(DISTINCT openid) FROM {table}")).await?;
+    let (rows, dup_openids, distinct) = count_users(&pool, &table).await?;
     pool.disconnect().await?;
 
     Ok(VariantReport::new(Scenario::S1, VARIANT)
