@@ -3,8 +3,8 @@
 //! The metric names idem's adapters emit, in one place, so that the HTTP
 //! gateway (the `Idempotency-Key` tower layer) and the broker consumers
 //! (NATS, RabbitMQ) report series that the dashboard and the Grafana
-//! dashboard in docs/ can read without a translation table. The server's
-//! own series are listed in docs/observability.md.
+//! dashboard in docs/ can read without a translation table. Every series,
+//! the server's included, is listed in docs/observability.md.
 //!
 //! Adapters record through the `metrics` crate facade (any exporter), with
 //! labels from the fixed sets below only: a label value never comes from a
@@ -14,7 +14,12 @@
 //! metrics::counter!(gateway::REQUESTS_TOTAL, gateway::OUTCOME => gateway::outcome::REPLAYED).increment(1);
 //! metrics::histogram!(gateway::DURATION_SECONDS, gateway::OUTCOME => gateway::outcome::EXECUTED).record(secs);
 //! ```
+//!
+//! [`exporter`] is the recorder that prints them: one for the server's
+//! `/metrics`, `idem gateway --metrics-listen` and the broker consumers.
 #![warn(missing_docs)]
+
+pub mod exporter;
 
 /// Series of the HTTP gateway (`Idempotency-Key` middleware).
 pub mod gateway {
@@ -83,8 +88,13 @@ pub mod broker {
         pub const IN_FLIGHT: &str = "in_flight";
         /// The handler failed: negatively acknowledged for a retry.
         pub const FAILED: &str = "failed";
+        /// Sent to the dead-letter queue (no key, a permanent failure, or
+        /// the delivery limit reached).
+        pub const DEAD_LETTERED: &str = "dead_lettered";
+        /// Given back to the broker unprocessed at shutdown.
+        pub const RELEASED: &str = "released";
         /// Every value.
-        pub const ALL: [&str; 4] = [PROCESSED, DUPLICATE, IN_FLIGHT, FAILED];
+        pub const ALL: [&str; 6] = [PROCESSED, DUPLICATE, IN_FLIGHT, FAILED, DEAD_LETTERED, RELEASED];
     }
 }
 
