@@ -298,6 +298,7 @@ macro_rules! __for_each_case {
             slots_size_default,
             slots_outside_size,
             slots_release_by_other,
+            slots_forgotten_when_empty,
             errors_limits,
             batch_in_order,
             race_idem_begin,

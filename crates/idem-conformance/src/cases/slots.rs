@@ -75,3 +75,20 @@ pub async fn slots_release_by_other(b: &dyn Backend, c: &Ctx) {
     assert_eq!(int(&ok(b, &["SLOTS.RELEASE", &r, "0", "3", "h2"]).await), 0);
     assert_eq!(holders(b, &r).await, layout(&[(1, None), (2, Some("h1")), (1, None)]));
 }
+
+/// A resource whose last held slot is released is forgotten: SLOTS.GET
+/// replies an empty array and a new reservation chooses its SIZE again.
+/// (The Redis store once kept the emptied resource, and SLOTS.GET answered
+/// SIZE free slots: docs/reliability.md.)
+pub async fn slots_forgotten_when_empty(b: &dyn Backend, c: &Ctx) {
+    let r = c.key("emptied");
+    expect(b, &["SLOTS.RESERVE", &r, "1", "2", "h", "SIZE", "4"], "reserved").await;
+    expect(b, &["SLOTS.RESERVE", &r, "3", "3", "g"], "reserved").await;
+    assert_eq!(int(&ok(b, &["SLOTS.RELEASE", &r, "0", "3", "h"]).await), 2);
+    assert_eq!(holders(b, &r).await, layout(&[(3, None), (1, Some("g"))]), "g still holds slot 3");
+    assert_eq!(int(&ok(b, &["SLOTS.RELEASE", &r, "3", "3", "g"]).await), 1);
+    assert_eq!(holders(b, &r).await, Vec::<Option<String>>::new(), "no held slot: the resource is forgotten");
+    assert_eq!(int(&ok(b, &["SLOTS.RELEASE", &r, "0", "3", "g"]).await), 0, "a forgotten resource frees nothing");
+    expect(b, &["SLOTS.RESERVE", &r, "7", "7", "h", "SIZE", "8"], "reserved").await;
+    assert_eq!(holders(b, &r).await, layout(&[(7, None), (1, Some("h"))]), "its SIZE was chosen again");
+}

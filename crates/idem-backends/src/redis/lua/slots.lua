@@ -87,6 +87,11 @@ elseif op == 'release' then
   if #batch > 0 then
     redis.call('HDEL', H, unpack(batch))
   end
+  -- A resource with no held slot is forgotten (docs/commands.md), so that
+  -- its size may be chosen again: only the 'size' field is left then.
+  if freed > 0 and redis.call('HLEN', H) <= 1 then
+    redis.call('DEL', H)
+  end
   return freed
 elseif op == 'get' then
   local size = tonumber(redis.call('HGET', H, 'size') or '0')
