@@ -5,9 +5,9 @@
 use idem_core::{CmdError, ErrorCode};
 
 /// Why a call failed. A server error (the first eight variants) means the
-/// request changed nothing. A transport error or a timeout on a write leaves
-/// its outcome unknown: the command may have been applied before the
-/// connection broke.
+/// request changed nothing. `Unknown` (the ninth), a transport error and a
+/// timeout on a write leave its outcome unknown: the command may have been
+/// applied before a connection broke.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -35,6 +35,11 @@ pub enum Error {
     /// `BUSY`: the server is overloaded or its backend unreachable; retry later.
     #[error("BUSY {0}")]
     Busy(String),
+    /// `UNKNOWN`: the server's external store broke off after the command was
+    /// sent, so it may or may not have taken effect (the one server error that
+    /// does not mean "changed nothing"). Retry with the same key or op id, or read.
+    #[error("UNKNOWN {0}")]
+    Unknown(String),
     /// `idempotent()` found the key's work in flight and its options say not
     /// to wait (or the wait ended with the work still running).
     #[error("the work of this key is in flight elsewhere (fence {fence}, {left_ms} ms left on its lease)")]
@@ -90,6 +95,7 @@ impl Error {
             Error::NoAuth(_) => ErrorCode::NoAuth,
             Error::ReadOnly(_) => ErrorCode::ReadOnly,
             Error::Busy(_) => ErrorCode::Busy,
+            Error::Unknown(_) => ErrorCode::Unknown,
             _ => return None,
         })
     }
@@ -106,6 +112,7 @@ impl Error {
             "NOAUTH" => Error::NoAuth(message),
             "READONLY" => Error::ReadOnly(message),
             "BUSY" => Error::Busy(message),
+            "UNKNOWN" => Error::Unknown(message),
             _ => return None,
         })
     }
@@ -125,7 +132,8 @@ impl Error {
                 | Error::NoPerm(m)
                 | Error::NoAuth(m)
                 | Error::ReadOnly(m)
-                | Error::Busy(m),
+                | Error::Busy(m)
+                | Error::Unknown(m),
             ) => CmdError::new(code, m),
             _ => CmdError::busy(format!("idem server: {text}")),
         }

@@ -35,7 +35,7 @@ mod layout {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use idem_conformance::{err, expect, int_at, ok, text_or_nil, Ctx};
+    use idem_conformance::{err, expect, int_at, ok, text_at, text_or_nil, Ctx};
     use idem_core::ErrorCode;
     use redis::aio::MultiplexedConnection;
 
@@ -125,8 +125,10 @@ mod layout {
         Server(child)
     }
 
-    /// When Redis goes away requests fail with BUSY (nothing is retried
-    /// blindly); when it is back the backend reconnects by itself.
+    /// When Redis goes away requests fail (nothing is retried blindly): the
+    /// one sent on the dying connection with UNKNOWN or BUSY, every later one
+    /// with BUSY, since no connection can be opened to send it on; when Redis
+    /// is back the backend reconnects by itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconnects_after_redis_restarts() {
         let port = free_port();
@@ -138,7 +140,9 @@ mod layout {
         expect(&b, &["CLAIM", &k, "o"], "claimed").await;
         drop(server);
         let e = err(&b, &["CLAIM", &k, "o"]).await;
-        assert_eq!(e.code, ErrorCode::Busy, "got '{e}'");
+        assert!(matches!(e.code, ErrorCode::Busy | ErrorCode::Unknown), "got '{e}'");
+        let e = err(&b, &["CLAIM", &k, "o"]).await;
+        assert_eq!(e.code, ErrorCode::Busy, "nothing can be sent while Redis is down: got '{e}'");
         let _server = tokio::task::spawn_blocking(move || start_redis(port)).await.expect("restart");
         let start = Instant::now();
         loop {
@@ -155,5 +159,130 @@ mod layout {
                 }
             }
         }
+    }
+
+    /// A TCP proxy in front of Redis that can cut a connection after Redis
+    /// has run a command and before its reply reaches the backend, and can
+    /// stop accepting connections.
+    struct CutProxy {
+        port: u16,
+        cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        accept: Option<tokio::task::JoinHandle<()>>,
+        upstream: String,
+    }
+
+    impl CutProxy {
+        async fn start(upstream: String) -> CutProxy {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let mut p = CutProxy { port, cut: Default::default(), accept: None, upstream };
+            p.accept = Some(tokio::spawn(Self::serve(listener, p.upstream.clone(), p.cut.clone())));
+            p
+        }
+
+        async fn serve(
+            listener: tokio::net::TcpListener,
+            upstream: String,
+            cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        ) {
+            use std::sync::atomic::Ordering;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream.as_str()).await else { continue };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        // Redis ran the command; its reply is dropped with the
+                        // connection (both halves go when this task returns).
+                        if cut.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        fn cut_replies(&self, on: bool) {
+            self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        /// Stops accepting: connecting to the port is refused.
+        async fn stop(&mut self) {
+            if let Some(a) = self.accept.take() {
+                a.abort();
+                let _ = a.await;
+            }
+        }
+
+        /// Accepts again on the same port.
+        async fn resume(&mut self) {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind");
+            self.accept = Some(tokio::spawn(Self::serve(listener, self.upstream.clone(), self.cut.clone())));
+        }
+    }
+
+    fn upstream() -> String {
+        super::url().trim_start_matches("redis://").trim_end_matches('/').to_string()
+    }
+
+    /// A command whose connection breaks after Redis ran it is answered
+    /// UNKNOWN, not BUSY: BUSY promises that nothing changed, and here the
+    /// LOCK took effect (the regression of docs/reliability.md, where a
+    /// killed Redis left a LOCK applied behind a BUSY reply).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_cut_after_the_send_is_unknown_and_may_have_taken_effect() {
+        let proxy = CutProxy::start(upstream()).await;
+        let b = idem_backends::redis::RedisBackend::connect(&proxy.url()).await.expect("connect");
+        let c = Ctx::new();
+        // The lock script is loaded before the cut, so the cut request is
+        // the one EVALSHA that runs it.
+        expect(&b, &["LOCK", &c.key("warm"), "a", "LEASE", "60000"], "acquired").await;
+        let k = c.key("k");
+        proxy.cut_replies(true);
+        let e = err(&b, &["LOCK", &k, "a", "LEASE", "60000"]).await;
+        proxy.cut_replies(false);
+        assert_eq!(e.code, ErrorCode::Unknown, "got '{e}'");
+        let busy = expect(&b, &["LOCK", &k, "b", "LEASE", "1000"], "busy").await;
+        assert_eq!(text_at(&busy, 1), "a", "the LOCK answered UNKNOWN took effect");
+        let again = expect(&b, &["LOCK", &k, "a", "LEASE", "60000"], "acquired").await;
+        assert!(int_at(&again, 1) > 0, "a retry by the same owner gets its lock");
+    }
+
+    /// A command that cannot be sent (the connection broke and no new one
+    /// can be opened) is answered BUSY and changes nothing; once Redis is
+    /// reachable again the backend reconnects.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_that_cannot_be_sent_is_busy_and_changes_nothing() {
+        let mut proxy = CutProxy::start(upstream()).await;
+        let b = idem_backends::redis::RedisBackend::connect(&proxy.url()).await.expect("connect");
+        let c = Ctx::new();
+        let k = c.key("k");
+        expect(&b, &["CLAIM", &c.key("warm"), "o"], "claimed").await;
+        proxy.stop().await;
+        proxy.cut_replies(true);
+        // Breaks the open connection (this one's outcome is unknown).
+        let e = err(&b, &["CLAIM", &c.key("cut"), "o"]).await;
+        assert_eq!(e.code, ErrorCode::Unknown, "got '{e}'");
+        proxy.cut_replies(false);
+        let e = err(&b, &["CLAIM", &k, "o"]).await;
+        assert_eq!(e.code, ErrorCode::Busy, "got '{e}'");
+        proxy.resume().await;
+        let owner = ok(&b, &["OWNER", &k]).await;
+        assert_eq!(owner, idem_core::Reply::Nil, "the CLAIM answered BUSY changed nothing");
+        expect(&b, &["CLAIM", &k, "o2"], "claimed").await;
     }
 }

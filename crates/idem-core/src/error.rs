@@ -24,6 +24,10 @@ pub enum ErrorCode {
     ReadOnly,
     /// Overloaded or a backend is unreachable; retry later.
     Busy,
+    /// The outcome is unknown: an external store's connection broke after
+    /// the command was sent, so it may or may not have taken effect. The one
+    /// code that does not promise "changed nothing" (docs/commands.md).
+    Unknown,
 }
 
 impl ErrorCode {
@@ -38,11 +42,13 @@ impl ErrorCode {
             ErrorCode::NoAuth => "NOAUTH",
             ErrorCode::ReadOnly => "READONLY",
             ErrorCode::Busy => "BUSY",
+            ErrorCode::Unknown => "UNKNOWN",
         }
     }
 }
 
-/// A refused request: a code and a human-readable message. The request changed nothing.
+/// A refused request: a code and a human-readable message. The request
+/// changed nothing, except under [`ErrorCode::Unknown`], whose outcome is unknown.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct CmdError {
     /// The machine-readable code.
@@ -89,5 +95,10 @@ impl CmdError {
     /// `BUSY`: overloaded or backend unreachable; retry later.
     pub fn busy(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Busy, message)
+    }
+    /// `UNKNOWN`: the command may or may not have taken effect (an external
+    /// store's connection broke after it was sent).
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unknown, message)
     }
 }

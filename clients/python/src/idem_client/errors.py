@@ -2,7 +2,8 @@
 
 The server answers a request it cannot honour with an error whose first word
 is a code (docs/commands.md, "Common rules"); each code has its own class
-here, so callers catch what they can act on. The request changed nothing.
+here, so callers catch what they can act on. The request changed nothing,
+except under :class:`OutcomeUnknown`, whose outcome is unknown.
 """
 
 from __future__ import annotations
@@ -79,6 +80,18 @@ class Unavailable(IdemError):
     """
 
 
+class OutcomeUnknown(Unavailable):
+    """`UNKNOWN`: the server's external store broke off after the command was sent.
+
+    The command may or may not have taken effect (the one server error that
+    does not mean "changed nothing"): retry with the same key or op id, or read.
+    An :class:`Unavailable` too, so code that handles a broken connection
+    handles it.
+    """
+
+    code = "UNKNOWN"
+
+
 class FingerprintMismatch(Mismatch):
     """An idempotent call reused a key with different arguments."""
 
@@ -118,5 +131,15 @@ class LockLost(IdemError):
 
 ERRORS_BY_CODE: dict[str, type[IdemError]] = {
     cls.code: cls
-    for cls in (CommandError, LimitExceeded, Mismatch, Stale, NoPermission, NoAuth, ReadOnly, Busy)
+    for cls in (
+        CommandError,
+        LimitExceeded,
+        Mismatch,
+        Stale,
+        NoPermission,
+        NoAuth,
+        ReadOnly,
+        Busy,
+        OutcomeUnknown,
+    )
 }

@@ -70,31 +70,79 @@ enum Conn {
 
 /// One multiplexed connection to a single Redis, replaced by a fresh one
 /// after it breaks. (The workspace builds `redis` without its
-/// `connection-manager` feature; this is the part of it idem needs.) A
-/// request that fails on a broken connection is not retried, because a
-/// script may have run before the connection broke: the caller gets `BUSY`
-/// and retries, which every idem command tolerates.
+/// `connection-manager` feature; this is the part of it idem needs.)
+///
+/// A request that fails on a connection after it was handed to it is not
+/// retried, because its script may have run before the connection broke: its
+/// caller gets `UNKNOWN` ([`Failure::Sent`]). The connection is then dropped,
+/// and the next request opens a fresh one before it sends anything; if that
+/// fails, nothing was sent and the caller gets `BUSY` ([`Failure::NotSent`]).
 struct Single {
     client: redis::Client,
-    conn: tokio::sync::RwLock<MultiplexedConnection>,
+    /// `None` after the connection broke, until a request opens a new one.
+    conn: tokio::sync::RwLock<Option<MultiplexedConnection>>,
+}
+
+/// The longest a request waits for a fresh connection after the last one
+/// broke before it is answered `BUSY` (nothing sent).
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a request to Redis failed.
+enum Failure {
+    /// Nothing was sent: no connection could be opened.
+    NotSent(redis::RedisError),
+    /// The request was handed to a connection: a Redis error reply, or a
+    /// broken connection (then the script may have run).
+    Sent(redis::RedisError),
 }
 
 impl Single {
-    async fn get(&self) -> MultiplexedConnection {
-        self.conn.read().await.clone()
+    /// The connection, opened first if the last one broke. An error means
+    /// nothing was sent.
+    async fn get(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        if let Some(c) = self.conn.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut slot = self.conn.write().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = tokio::time::timeout(RECONNECT_TIMEOUT, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
     }
 
+    /// Drops the connection after an error that broke it.
     async fn check(&self, e: &redis::RedisError) {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-            if let Ok(fresh) = self.client.get_multiplexed_async_connection().await {
-                *self.conn.write().await = fresh;
-            }
+        if broke(e) {
+            *self.conn.write().await = None;
         }
+    }
+
+    async fn send<F, Fut>(&self, send: F) -> Result<Value, Failure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<Value>>,
+    {
+        let conn = self.get().await.map_err(Failure::NotSent)?;
+        let r = send(conn).await;
+        if let Err(e) = &r {
+            self.check(e).await;
+        }
+        r.map_err(Failure::Sent)
     }
 }
 
+/// Whether `e` means the connection broke (or a reply never came): the
+/// request's outcome is then unknown.
+fn broke(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout()
+}
+
 impl Conn {
-    async fn script(&self, script: &Script, keys: &[Vec<u8>], args: &[Vec<u8>]) -> redis::RedisResult<Value> {
+    async fn script(&self, script: &Script, keys: &[Vec<u8>], args: &[Vec<u8>]) -> Result<Value, Failure> {
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -103,28 +151,26 @@ impl Conn {
             inv.arg(a);
         }
         match self {
-            Conn::Single(s) => {
-                let r = inv.invoke_async(&mut s.get().await).await;
-                if let Err(e) = &r {
-                    s.check(e).await;
-                }
-                r
-            }
-            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Single(s) => s.send(|mut c| async move { inv.invoke_async(&mut c).await }).await,
+            // The cluster client reconnects by itself; a refused connection
+            // sent nothing, anything else was sent.
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await.map_err(cluster_failure),
         }
     }
 
-    async fn cmd(&self, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
+    async fn cmd(&self, cmd: &redis::Cmd) -> Result<Value, Failure> {
         match self {
-            Conn::Single(s) => {
-                let r = cmd.query_async(&mut s.get().await).await;
-                if let Err(e) = &r {
-                    s.check(e).await;
-                }
-                r
-            }
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Single(s) => s.send(|mut c| async move { cmd.query_async(&mut c).await }).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await.map_err(cluster_failure),
         }
+    }
+}
+
+fn cluster_failure(e: redis::RedisError) -> Failure {
+    if e.is_connection_refusal() {
+        Failure::NotSent(e)
+    } else {
+        Failure::Sent(e)
     }
 }
 
@@ -147,7 +193,7 @@ impl RedisBackend {
         let client = redis::Client::open(url).map_err(engine_error)?;
         let conn = client.get_multiplexed_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
-            conn: Arc::new(Conn::Single(Single { client, conn: tokio::sync::RwLock::new(conn) })),
+            conn: Arc::new(Conn::Single(Single { client, conn: tokio::sync::RwLock::new(Some(conn)) })),
             cluster: false,
             scripts: Scripts::new(),
             limits: Limits::default(),
@@ -189,7 +235,7 @@ impl RedisBackend {
     /// The scripts call TIME before writing, which needs effects replication:
     /// the default from Redis 5 on and the only mode of Redis 7. Refuse older servers.
     async fn check_version(&self) -> Result<(), BackendError> {
-        let v = self.conn.cmd(redis::cmd("INFO").arg("server")).await.map_err(engine_error)?;
+        let v = self.conn.cmd(redis::cmd("INFO").arg("server")).await.map_err(|f| engine_error(f.into_error()))?;
         let text = match v {
             Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
             Value::VerbatimString { text, .. } => text,
@@ -614,11 +660,28 @@ fn parse_i64(b: &[u8]) -> Result<i64, CmdError> {
         .ok_or_else(|| CmdError::busy(format!("redis: not an integer: {:?}", String::from_utf8_lossy(b))))
 }
 
-fn redis_error(e: redis::RedisError) -> CmdError {
-    if e.kind() == redis::ErrorKind::CrossSlot {
-        return CmdError::syntax(format!("redis: keys of one command must share a hash tag on Redis Cluster ({e})"));
+impl Failure {
+    fn into_error(self) -> redis::RedisError {
+        match self {
+            Failure::NotSent(e) | Failure::Sent(e) => e,
+        }
     }
-    CmdError::busy(format!("redis: {e}"))
+}
+
+/// The reply for a failed request: `UNKNOWN` when the connection broke after
+/// the request was handed to it (its script may have run: docs/commands.md),
+/// `BUSY` when nothing was sent or Redis answered with an error.
+fn redis_error(f: Failure) -> CmdError {
+    match f {
+        Failure::NotSent(e) => CmdError::busy(format!("redis unreachable, nothing sent: {e}")),
+        Failure::Sent(e) if broke(&e) => CmdError::unknown(format!(
+            "redis: the connection broke after the command was sent ({e}); it may have taken effect"
+        )),
+        Failure::Sent(e) if e.kind() == redis::ErrorKind::CrossSlot => {
+            CmdError::syntax(format!("redis: keys of one command must share a hash tag on Redis Cluster ({e})"))
+        }
+        Failure::Sent(e) => CmdError::busy(format!("redis: {e}")),
+    }
 }
 
 /// The status words scripts answer with, as the `'static` words of [`Reply`].
