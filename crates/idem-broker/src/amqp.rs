@@ -181,6 +181,8 @@ fn as_u32(v: &AMQPValue) -> Option<u32> {
 }
 
 impl Delivery for AmqpDelivery {
+    const BROKER: &'static str = idem_metrics::broker::brokers::RABBITMQ;
+
     fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError> {
         if let Some(k) = source.read_body(&self.d.data) {
             return k;

@@ -4,7 +4,7 @@
 //! `drain_ms`, then release the rest.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -14,12 +14,15 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::KeyError;
 use crate::key::KeySource;
+use crate::meter::Meter;
 use crate::ordering::OrderGate;
-use crate::process::{message, Action, Counted, Process, Stats, StatsSnapshot};
+use crate::process::{message, Action, Counted, Outcome, Process, Stats, StatsSnapshot};
 use crate::settings::Settings;
 
 /// One delivery, as a broker module hands it to the loop.
 pub(crate) trait Delivery: Send + 'static {
+    /// The `broker` label of the metrics (`idem_metrics::broker::brokers`).
+    const BROKER: &'static str;
     /// Reads a key from the delivery (header, property or body).
     fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError>;
     /// The body.
@@ -37,6 +40,7 @@ struct Shared<P> {
     settings: Settings,
     process: Arc<P>,
     stats: Arc<Stats>,
+    meter: Meter,
     gate: OrderGate,
 }
 
@@ -56,7 +60,8 @@ where
     let slots = Arc::new(Semaphore::new(settings.concurrency_n() as usize));
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Duration::from_millis(settings.drain());
-    let shared = Arc::new(Shared { settings, process, stats: stats.clone(), gate: OrderGate::default() });
+    let meter = Meter::register(D::BROKER);
+    let shared = Arc::new(Shared { settings, process, stats: stats.clone(), meter, gate: OrderGate::default() });
     let mut tasks = JoinSet::new();
     let mut deliveries = deliveries;
     tokio::pin!(shutdown);
@@ -91,13 +96,14 @@ where
 }
 
 async fn one<D: Delivery, P: Process>(shared: &Shared<P>, delivery: D, stop: watch::Receiver<bool>) {
+    let arrived = Instant::now();
     let settings = &shared.settings;
     let key = match delivery.key(settings.key()) {
         Ok(k) => k,
         Err(e) => {
             // No redelivery can give the message a key.
             let action = Action::DeadLetter { reason: e.to_string() };
-            settle(shared, delivery, action, Counted::Other).await;
+            settle(shared, delivery, action, Counted::Other, arrived).await;
             return;
         }
     };
@@ -112,13 +118,15 @@ async fn one<D: Delivery, P: Process>(shared: &Shared<P>, delivery: D, stop: wat
     if let Some(k) = keep_alive {
         k.abort();
     }
-    settle(shared, delivery, action, counted).await;
+    settle(shared, delivery, action, counted, arrived).await;
 }
 
-async fn settle<D: Delivery, P>(shared: &Shared<P>, delivery: D, action: Action, counted: Counted) {
+async fn settle<D: Delivery, P>(shared: &Shared<P>, delivery: D, action: Action, counted: Counted, arrived: Instant) {
     if let Err(e) = delivery.settle(&action).await {
         // The broker redelivers an unsettled message; its record answers it.
         tracing::warn!(error = %e, ?action, "settling a delivery failed");
     }
-    shared.stats.count(&action, counted);
+    let outcome = Outcome::of(&action, counted);
+    shared.stats.count(outcome);
+    shared.meter.record(outcome, arrived.elapsed());
 }

@@ -80,6 +80,8 @@ struct JsDelivery {
 }
 
 impl Delivery for JsDelivery {
+    const BROKER: &'static str = idem_metrics::broker::brokers::NATS;
+
     fn key(&self, source: &KeySource) -> Result<Vec<u8>, KeyError> {
         if let Some(k) = source.read_body(&self.msg.payload) {
             return k;

@@ -23,6 +23,7 @@
 mod driver;
 mod error;
 mod key;
+mod meter;
 mod ordering;
 mod process;
 mod settings;
@@ -31,6 +32,8 @@ mod settings;
 pub mod amqp;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
+#[cfg(feature = "scenario")]
+pub mod s2;
 
 pub use error::{ConsumeError, KeyError, SettingsError};
 pub use key::{KeySource, KEY_BYTES_MAX};

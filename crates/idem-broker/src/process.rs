@@ -163,16 +163,74 @@ impl Stats {
             released: g(&self.released),
         }
     }
-    pub(crate) fn count(&self, action: &Action, outcome: Counted) {
-        let field = match (action, outcome) {
-            (Action::Ack, Counted::Applied) => &self.applied,
-            (Action::Ack, _) => &self.duplicates,
-            (Action::Redeliver { .. }, Counted::Busy) => &self.busy,
-            (Action::Redeliver { .. }, _) => &self.retried,
-            (Action::Release, _) => &self.released,
-            (Action::DeadLetter { .. }, _) => &self.dead_lettered,
+    pub(crate) fn count(&self, outcome: Outcome) {
+        let field = match outcome {
+            Outcome::Processed => &self.applied,
+            Outcome::Duplicate => &self.duplicates,
+            Outcome::InFlight => &self.busy,
+            Outcome::Failed => &self.retried,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Released => &self.released,
         };
         field.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What happened to one delivery: the one classification both [`Stats`]
+/// and the metrics (`idem_broker_messages_total{outcome}`) count by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handler ran and its record was committed; acked.
+    Processed,
+    /// The record was done: acked without running the handler.
+    Duplicate,
+    /// Another run holds the key: redelivered later.
+    InFlight,
+    /// The handler, idem or the database failed: redelivered after a backoff.
+    Failed,
+    /// Sent to the dead-letter queue.
+    DeadLettered,
+    /// Given back unprocessed at shutdown.
+    Released,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of [`Outcome::index`].
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Processed,
+        Outcome::Duplicate,
+        Outcome::InFlight,
+        Outcome::Failed,
+        Outcome::DeadLettered,
+        Outcome::Released,
+    ];
+
+    pub(crate) fn of(action: &Action, counted: Counted) -> Outcome {
+        match (action, counted) {
+            (Action::Ack, Counted::Applied) => Outcome::Processed,
+            (Action::Ack, _) => Outcome::Duplicate,
+            (Action::Redeliver { .. }, Counted::Busy) => Outcome::InFlight,
+            (Action::Redeliver { .. }, _) => Outcome::Failed,
+            (Action::Release, _) => Outcome::Released,
+            (Action::DeadLetter { .. }, _) => Outcome::DeadLettered,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `outcome` label.
+    pub(crate) fn label(self) -> &'static str {
+        use idem_metrics::broker::outcome as o;
+        match self {
+            Outcome::Processed => o::PROCESSED,
+            Outcome::Duplicate => o::DUPLICATE,
+            Outcome::InFlight => o::IN_FLIGHT,
+            Outcome::Failed => o::FAILED,
+            Outcome::DeadLettered => o::DEAD_LETTERED,
+            Outcome::Released => o::RELEASED,
+        }
     }
 }
 

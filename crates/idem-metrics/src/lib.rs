@@ -122,4 +122,34 @@ mod tests {
             assert!(l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{l}");
         }
     }
+
+    /// The adapters' series as docs/observability.md and the Grafana
+    /// dashboard name them: every name in the table and on a panel, every
+    /// label value in the table.
+    #[test]
+    fn docs_and_dashboard_name_every_adapter_series() {
+        let doc = include_str!("../../../docs/observability.md");
+        let grafana = include_str!("../../../docs/grafana-dashboard.json");
+        let names = [
+            gateway::REQUESTS_TOTAL,
+            gateway::DUPLICATES_ABSORBED_TOTAL,
+            gateway::DURATION_SECONDS,
+            gateway::IDEM_CALL_SECONDS,
+            broker::MESSAGES_TOTAL,
+            broker::DUPLICATES_ABSORBED_TOTAL,
+            broker::HANDLE_SECONDS,
+            exporter::DROPPED_SERIES_TOTAL,
+        ];
+        for n in names {
+            assert!(doc.contains(&format!("| `{n}` |")), "{n} has no row in docs/observability.md");
+            assert!(grafana.contains(n), "{n} is on no panel of docs/grafana-dashboard.json");
+        }
+        let values = gateway::outcome::ALL
+            .iter()
+            .chain(&broker::outcome::ALL)
+            .chain(&[broker::brokers::NATS, broker::brokers::RABBITMQ]);
+        for v in values {
+            assert!(doc.contains(&format!("`{v}`")), "label value {v} is not in docs/observability.md");
+        }
+    }
 }
