@@ -16,6 +16,8 @@ pub mod error;
 pub mod limits;
 pub mod machine;
 pub mod reply;
+#[cfg(feature = "seeded-bugs")]
+pub mod seeded;
 
 pub use backend::{Backend, BoxFuture, CmdResult, LoopHooks};
 pub use change::{Change, IdemRecord, IdemState};

@@ -223,6 +223,10 @@ impl Store {
             })
             .collect();
         let first_fence = fence_high + 1;
+        // Seeded bug `fence-reissue` (test builds only, docs/reliability.md):
+        // recovery forgets the high-water mark and fences start again at 1.
+        #[cfg(feature = "seeded-bugs")]
+        let first_fence = if idem_core::seeded::active(idem_core::seeded::Bug::FenceReissue) { 1 } else { first_fence };
         let inner = Arc::new(Inner {
             shards,
             log,
@@ -410,6 +414,13 @@ impl Inner {
                     }
                 }
             }
+        }
+        // Seeded bug `ack-before-sync` (test builds only, docs/reliability.md):
+        // the reply does not wait for its records; nothing asks for their
+        // write, so they stay in the log's buffer until a snapshot.
+        #[cfg(feature = "seeded-bugs")]
+        if idem_core::seeded::active(idem_core::seeded::Bug::AckBeforeSync) {
+            return results;
         }
         if let Some(log) = &self.log {
             if wait_for > Lsn(0) {
@@ -609,10 +620,14 @@ impl Backend for Store {
         v
     }
 
-    fn inspect_idem(&self, key: &[u8]) -> Option<idem_core::machine::IdemView> {
+    fn inspect_idem<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
         let shard = &self.inner.shards[self.inner.shard_of(key)];
         let now_ms = self.inner.clock.now_ms();
-        Some(shard.state.lock().machine.inspect_idem(now_ms, key))
+        let view = shard.state.lock().machine.inspect_idem(now_ms, key);
+        Box::pin(async move { Ok(Some(view)) })
     }
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {

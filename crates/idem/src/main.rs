@@ -142,6 +142,10 @@ struct ScenarioArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    #[cfg(feature = "seeded-bugs")]
+    if let Some(bug) = idem_core::seeded::chosen().map_err(anyhow::Error::msg)? {
+        eprintln!("idem: SEEDED BUG {} is active: this build is broken on purpose (docs/reliability.md)", bug.name());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(args) => {

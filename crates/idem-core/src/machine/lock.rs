@@ -26,6 +26,17 @@ pub(super) struct LockEntry {
     lease_until_ms: u64,
 }
 
+/// When a lease of `lease_ms` granted or renewed at `now_ms` ends.
+fn lease_end(now_ms: u64, lease_ms: u64) -> u64 {
+    // Seeded bug `early-regrant` (test builds only, docs/reliability.md):
+    // the lease ends halfway, so the lock is regranted while it still runs.
+    #[cfg(feature = "seeded-bugs")]
+    if crate::seeded::active(crate::seeded::Bug::EarlyRegrant) {
+        return now_ms.saturating_add(lease_ms / 2);
+    }
+    now_ms.saturating_add(lease_ms)
+}
+
 /// Moves the lease of the lock stored under `k` to `lease_until_ms`, with
 /// its expiry entry and its waiters' handover entry.
 fn move_lease(expiry: &mut Expiry, waiters: &mut MachineWaiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {
@@ -112,7 +123,7 @@ impl Machine {
         let owner = w.arg.clone().unwrap_or_default();
         let fence = env.next_fence();
         debug_assert!(self.locks.get(name.as_ref()).is_none_or(|l| fence > l.fence), "fences only grow per lock");
-        let lease_until_ms = now_ms.saturating_add(w.lease_ms);
+        let lease_until_ms = lease_end(now_ms, w.lease_ms);
         self.lock_put(name, &owner, fence, lease_until_ms);
         effects.changes.push(Change::LockPut { name: name.clone(), owner, fence, lease_until_ms });
         effects.woken.push((w.id, Ok(acquired(fence))));
@@ -131,7 +142,7 @@ impl Machine {
         env: &mut dyn Env,
         effects: &mut Effects,
     ) -> Applied {
-        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        let lease_until_ms = lease_end(now_ms, lease_ms);
         if self.waiters.count(Prim::Lock, name) > 0 && self.lock_live(now_ms, name).is_none() {
             // The lease ran out while callers wait (normally `tick` hands it
             // over first): the first of them acquires, since callers that
@@ -195,7 +206,7 @@ impl Machine {
             return Ok(Reply::status("lost"));
         };
         let (fence, old_until_ms) = (l.fence, l.lease_until_ms);
-        let lease_until_ms = now_ms.saturating_add(lease_ms);
+        let lease_until_ms = lease_end(now_ms, lease_ms);
         if lease_until_ms != old_until_ms {
             self.lock_put(name, owner, fence, lease_until_ms);
             effects.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
