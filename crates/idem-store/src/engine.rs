@@ -620,14 +620,10 @@ impl Backend for Store {
         v
     }
 
-    fn inspect_idem<'a>(
-        &'a self,
-        key: &'a [u8],
-    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
+    fn inspect_idem(&self, key: &[u8]) -> Option<idem_core::machine::IdemView> {
         let shard = &self.inner.shards[self.inner.shard_of(key)];
         let now_ms = self.inner.clock.now_ms();
-        let view = shard.state.lock().machine.inspect_idem(now_ms, key);
-        Box::pin(async move { Ok(Some(view)) })
+        Some(shard.state.lock().machine.inspect_idem(now_ms, key))
     }
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {
