@@ -51,7 +51,8 @@ pub struct Client {
 
 /// Whether a BUSY message says the store connection was never made.
 fn never_sent(message: &str) -> bool {
-    message.contains("error connecting")
+    message.contains("nothing sent")
+        || message.contains("error connecting")
         || message.contains("creating a new object")
         || message.contains("Connection refused")
 }
@@ -104,11 +105,12 @@ impl Client {
                 }
             },
             Ok(Err(e)) if e.code() == Some("STALE") => Outcome::Ok(Reply::Stale),
-            // The contract says an error reply changes nothing. A BUSY whose
-            // store connection could not even be made certainly did not
-            // happen. A BUSY after a store connection broke mid-call may
-            // have taken effect (seen on Redis: docs/reliability.md), so it
-            // is unknown, unless the run holds idem to the contract's letter.
+            // The contract says an error reply other than UNKNOWN changes
+            // nothing. A BUSY whose store connection could not even be made
+            // certainly did not happen. The SQL stores still answer BUSY when
+            // their connection breaks mid-call, which may have taken effect
+            // (docs/backends.md), so such a BUSY is unknown, unless the run
+            // holds idem to the contract's letter. UNKNOWN is unknown.
             Ok(Err(e)) if e.code() == Some("BUSY") && (self.busy_changes_nothing || never_sent(&e.to_string())) => {
                 self.rec.ended(self.process, EventKind::Fail, &e.to_string());
                 return Outcome::Fail;
