@@ -16,6 +16,10 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The idem binary links jemalloc, which tikv-jemalloc-sys builds with make.
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# The fault harness (crates/idem-harness): wall-clock jumps through
+# libfaketime, fsync errors injected with strace.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

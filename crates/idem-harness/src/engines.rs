@@ -199,12 +199,22 @@ impl Engine {
 
     /// The URL idem's `--store` takes.
     pub fn url(&self) -> String {
+        self.url_via(self.port)
+    }
+
+    /// The URL of the engine as reached through `port` (a fault proxy).
+    pub fn url_via(&self, port: u16) -> String {
         match self.store {
-            Store::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
-            Store::Mysql => format!("mysql://root@127.0.0.1:{}/idem", self.port),
-            Store::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Store::Postgres => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            Store::Mysql => format!("mysql://root@127.0.0.1:{port}/idem"),
+            Store::Redis => format!("redis://127.0.0.1:{port}"),
             Store::Embedded => unreachable!("no engine for the embedded store"),
         }
+    }
+
+    /// Where the engine listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// SIGKILL and restart on the same data directory.

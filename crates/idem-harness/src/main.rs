@@ -3,18 +3,21 @@
 //! and its check by idem-check.
 //!
 //! ```text
-//! idem-harness --store embedded|postgres|mysql|redis --nemesis kill,pause,clock,store --time 60s
+//! idem-harness --store embedded|postgres|mysql|redis --nemesis kill,pause,clock,disk,net --time 60s
 //! ```
 //!
 //! Exit status: 0 when the history passes every check, 1 when an anomaly
 //! is found, 2 when the checker's budget ran out (unknown is never a pass).
 
 mod client;
+mod disk;
 mod engines;
 mod nemesis;
+mod proxy;
 mod recorder;
 mod resource;
 mod server;
+mod wallclock;
 mod workload;
 
 use std::path::PathBuf;
@@ -152,7 +155,8 @@ fn main() -> anyhow::Result<()> {
         Store::Embedded => None,
         store => Some(Engine::start(store, &work, args.redis_persistence)?),
     };
-    let store_url = engine.as_ref().map(Engine::url);
+    let rig = nemesis::Rig::prepare(&args.nemesis, args.store, &work, engine.as_ref())?;
+    let store_url = rig.store_url(engine.as_ref());
     if let Some(url) = &store_url {
         if matches!(args.store, Store::Postgres | Store::Mysql) {
             let st = std::process::Command::new(&bin).args(["migrate", "--store", url]).output()?;
@@ -161,12 +165,12 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let mut env = Vec::new();
+    let mut env = rig.env();
     for kv in &args.idem_env {
         let (k, v) = kv.split_once('=').with_context(|| format!("--idem-env {kv}: expected KEY=VALUE"))?;
         env.push((k.to_string(), v.to_string()));
     }
-    let launch = Launch { bin, store_url, data: work.join("idem-data"), logs: out.clone(), env };
+    let launch = Launch { bin, store_url, data: rig.data_dir(work.join("idem-data")), logs: out.clone(), env };
     let mut server = Server::new(launch);
     server.spawn(None)?;
     server.wait_ready()?;
@@ -196,6 +200,7 @@ fn main() -> anyhow::Result<()> {
     let nemesis_result = nemesis::run(
         &mut server,
         engine.as_mut(),
+        &rig,
         &shared,
         nemesis::Plan { nemeses: &args.nemesis, until, seed },
         runtime.handle(),
@@ -213,6 +218,7 @@ fn main() -> anyhow::Result<()> {
     drop(runtime);
     server.kill();
     drop(engine);
+    drop(rig);
     nemesis_result?;
 
     let checked = Instant::now();
