@@ -25,6 +25,7 @@ mod error;
 mod key;
 mod meter;
 mod ordering;
+mod pipeline;
 mod process;
 mod settings;
 
@@ -37,6 +38,7 @@ pub mod s2;
 
 pub use error::{ConsumeError, KeyError, SettingsError};
 pub use key::{KeySource, KEY_BYTES_MAX};
+pub use pipeline::{PIPELINES_IN_FLIGHT_MAX, PIPELINE_COMMANDS_MAX};
 pub use process::{
     Action, Adapter, Failure, Handler, Message, MysqlHandler, MysqlInbox, PgHandler, PostgresInbox, Process, Stats,
     StatsSnapshot, Unguarded,

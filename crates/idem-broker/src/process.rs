@@ -13,9 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use idem_backends::{mysql::tx as mytx, postgres::tx as pgtx};
-use idem_client::{Begin, BeginOptions, Client};
+use idem_client::{Begin, Client};
+use idem_core::Command;
 use tokio::sync::watch;
 
+use crate::pipeline::Pipeline;
 use crate::settings::Settings;
 
 /// A message as the handler sees it.
@@ -319,18 +321,27 @@ impl<H: Handler> Process for Unguarded<H> {
 /// that must not happen.
 pub struct Adapter<H> {
     client: Client,
+    pipeline: Pipeline,
     handler: H,
 }
 
 impl<H: Handler> Adapter<H> {
-    /// Records on the server behind `client`.
+    /// Records on the server behind `client`. The claims and commits of
+    /// handlers running at once share pipelines on its pool (at most
+    /// [`crate::PIPELINES_IN_FLIGHT_MAX`] connections for them).
     pub fn new(client: Client, handler: H) -> Arc<Adapter<H>> {
-        Arc::new(Adapter { client, handler })
+        let pipeline = Pipeline::new(client.backend());
+        Arc::new(Adapter { client, pipeline, handler })
     }
 
     async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
         let key = settings.idem_key(&msg.key);
-        let begin = self.client.begin(&key, &BeginOptions::new().lease_ms(settings.lease())).await;
+        let key = Bytes::from(key);
+        let cmd = Command::IdemBegin { key: key.clone(), fingerprint: None, lease_ms: settings.lease(), wait_ms: 0 };
+        let begin = match self.pipeline.call(cmd).await {
+            Ok(reply) => Begin::from_reply(reply).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let (fence, attempt) = match begin {
             Ok(Begin::Done(_)) => return (Action::Ack, Counted::Duplicate),
             Ok(Begin::Running { left_ms, .. }) => {
@@ -357,7 +368,7 @@ impl<H: Handler> Adapter<H> {
             }
         };
         match outcome {
-            Ok(Ok(result)) => match self.client.commit_keep(&key, fence, &result, settings.keep()).await {
+            Ok(Ok(result)) => match self.commit(key.clone(), fence, result, settings.keep()).await {
                 Ok(()) => (Action::Ack, Counted::Applied),
                 Err(e) => {
                     // Unknown or refused: the next delivery's BEGIN says
@@ -377,6 +388,16 @@ impl<H: Handler> Adapter<H> {
                 tracing::warn!("the claim was lost while the handler ran; redelivering");
                 (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
             }
+        }
+    }
+
+    /// `IDEM.COMMIT` in a pipeline; any error (refused, or the outcome
+    /// unknown) is the caller's cue to redeliver.
+    async fn commit(&self, key: Bytes, fence: u64, result: Bytes, keep_ms: u64) -> Result<(), String> {
+        let cmd = Command::IdemCommit { key, fence, result, keep_ms };
+        match self.pipeline.call(cmd).await {
+            Ok(reply) => idem_client::ok_reply("IDEM.COMMIT", reply).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -11,8 +11,8 @@ use crate::error::Error;
 use crate::pool::Pool;
 use crate::remote::RemoteBackend;
 use crate::replies::{
-    bytes_or_nil, flag, int, protocol, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState, LockInfo,
-    LockReply, Parts, Renew, Reserve, SlotHeld, ValueSet, Versioned,
+    bytes_or_nil, flag, int, ok_reply, protocol, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState,
+    LockInfo, LockReply, Parts, Renew, Reserve, SlotHeld, ValueSet, Versioned,
 };
 use crate::wire;
 
@@ -156,14 +156,7 @@ impl Client {
             lease_ms: opts.lease_ms,
             wait_ms: opts.wait_ms,
         };
-        let mut p = Parts::new("IDEM.BEGIN", self.call(cmd).await?)?;
-        let r = match p.word() {
-            "started" => Begin::Started { fence: p.uint()?, attempt: p.uint()? },
-            "running" => Begin::Running { fence: p.uint()?, left_ms: p.uint()? },
-            "done" => Begin::Done(p.bytes()?),
-            _ => return p.unexpected(),
-        };
-        p.end(r)
+        Begin::from_reply(self.call(cmd).await?)
     }
 
     /// `IDEM.COMMIT` with the default KEEP (24 h). A fence that is no longer
@@ -206,11 +199,7 @@ impl Client {
     }
 
     async fn ok(&self, name: &'static str, cmd: Command) -> Result<(), Error> {
-        let p = Parts::new(name, self.call(cmd).await?)?;
-        match p.word() {
-            "ok" => p.end(()),
-            _ => p.unexpected(),
-        }
+        ok_reply(name, self.call(cmd).await?)
     }
 
     /// `IDEM.GET`.

@@ -29,6 +29,33 @@ pub enum Begin {
     Done(Bytes),
 }
 
+impl Begin {
+    /// Decodes an `IDEM.BEGIN` reply that was sent another way (in a
+    /// pipeline through [`crate::RemoteBackend`]), as strictly as
+    /// [`crate::Client::begin`] does.
+    pub fn from_reply(r: Reply) -> Result<Begin, Error> {
+        let mut p = Parts::new("IDEM.BEGIN", r)?;
+        let r = match p.word() {
+            "started" => Begin::Started { fence: p.uint()?, attempt: p.uint()? },
+            "running" => Begin::Running { fence: p.uint()?, left_ms: p.uint()? },
+            "done" => Begin::Done(p.bytes()?),
+            _ => return p.unexpected(),
+        };
+        p.end(r)
+    }
+}
+
+/// Decodes the reply of a command whose only success is `ok`
+/// (`IDEM.COMMIT`, `IDEM.ABORT`, ...) that was sent another way (in a
+/// pipeline through [`crate::RemoteBackend`]).
+pub fn ok_reply(command: &'static str, r: Reply) -> Result<(), Error> {
+    let p = Parts::new(command, r)?;
+    match p.word() {
+        "ok" => p.end(()),
+        _ => p.unexpected(),
+    }
+}
+
 /// The reply to `IDEM.GET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdemState {
