@@ -78,5 +78,5 @@ mod state;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use loops::{default_event_loops, EVENT_LOOPS_MAX};
-pub use observe::{install_recorder, PrometheusRecorder};
+pub use observe::install_recorder;
 pub use server::{shutdown_signal, Server};

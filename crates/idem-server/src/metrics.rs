@@ -1,5 +1,6 @@
-//! Counters recorded with the `metrics` crate. No exporter is installed
-//! here; the binary (or an embedding application) installs one.
+//! Counters recorded with the `metrics` crate. The `idem` binary installs
+//! `idem_metrics::exporter` (and `/metrics` appends what it holds); an
+//! embedding application may install any recorder instead.
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
@@ -138,6 +139,21 @@ fn code_label(index: usize) -> &'static str {
     ERROR_CODES.get(index).copied().unwrap_or("OTHER")
 }
 
+/// The `# HELP` of each series below (gauges take the same call: the
+/// description is per name).
+const DESCRIPTIONS: [(&str, &str); 7] = [
+    ("idem_commands_total", "Requests received, by command name and front end."),
+    ("idem_command_errors_total", "Error replies, by code and front end."),
+    ("idem_connections_accepted_total", "RESP connections accepted."),
+    ("idem_connections_rejected_total", "RESP connections turned away at max_connections."),
+    ("idem_connections", "RESP connections open now."),
+    ("idem_protocol_errors_total", "Connections closed for a protocol error."),
+    (
+        "idem_slow_clients_disconnected_total",
+        "Clients cut for not reading their replies or exceeding the output bound.",
+    ),
+];
+
 /// Every handle the server records to, registered once (see the module
 /// docs for when the recorder must be installed).
 pub(crate) struct Metrics {
@@ -171,6 +187,9 @@ impl Metrics {
                 .map(|i| metrics::counter!("idem_command_errors_total", "code" => code_label(i), "transport" => t.label()))
                 .collect()
         });
+        for (name, help) in DESCRIPTIONS {
+            metrics::describe_counter!(name, help);
+        }
         Metrics {
             commands,
             errors,

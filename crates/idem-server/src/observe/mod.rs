@@ -10,13 +10,14 @@
 mod http_stats;
 mod info;
 mod outcome;
-mod recorder;
 mod render;
 mod telemetry;
 
 pub(crate) use http_stats::HttpStats;
+/// Installs the exporter whose series `/metrics` appends (see
+/// `idem_metrics::exporter`).
+pub use idem_metrics::exporter::install as install_recorder;
 pub(crate) use info::{write_section, SECTIONS};
-pub use recorder::{install_recorder, PrometheusRecorder};
 pub(crate) use render::{render, CONTENT_TYPE};
 pub(crate) use telemetry::{Probe, Telemetry};
 

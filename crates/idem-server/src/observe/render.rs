@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use super::recorder::{self, Kind};
 use super::telemetry::LATENCY_US_BOUNDS;
 use crate::state::{InfoCounter, ServerState};
 
@@ -85,18 +84,9 @@ pub(crate) async fn render(state: &ServerState) -> String {
         "RESP connections turned away at max_connections.",
         counters.get(InfoCounter::ConnectionsRejected) as f64,
     );
-    out.one(
-        "idem_protocol_errors_total",
-        "counter",
-        "Connections closed for a protocol error.",
-        counters.get(InfoCounter::ProtocolErrors) as f64,
-    );
-    out.one(
-        "idem_slow_clients_disconnected_total",
-        "counter",
-        "Clients cut for not reading their replies.",
-        counters.get(InfoCounter::SlowClientsDisconnected) as f64,
-    );
+    // Connections closed for a protocol error or a slow reader are
+    // `idem_protocol_errors_total` and `idem_slow_clients_disconnected_total`
+    // in the exporter's part (`crate::metrics`): one name, one series.
     if let Some(rss) = resident_bytes() {
         out.one("process_resident_memory_bytes", "gauge", "Resident memory of the server process.", rss as f64);
     }
@@ -144,20 +134,9 @@ pub(crate) async fn render(state: &ServerState) -> String {
     }
     store_series(&mut out, &state.backend().info());
 
-    if let Some(r) = recorder::installed() {
-        r.with_series(|series| {
-            let mut last = "";
-            for s in series {
-                if s.name != last {
-                    let kind = if s.kind == Kind::Counter { "counter" } else { "gauge" };
-                    out.head(&s.name, kind, "Recorded through the metrics crate (see the idem-server docs).");
-                    last = &s.name;
-                }
-                let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                out.sample(&s.name, &labels, s.value());
-            }
-        });
-    }
+    // The series recorded through the `metrics` facade (`crate::metrics`),
+    // when the process installed idem's exporter.
+    idem_metrics::exporter::render(&mut out.0);
     out.0
 }
 
