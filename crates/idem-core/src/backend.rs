@@ -46,12 +46,12 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// The full state of idempotency key `key` (attempt and waiters
-    /// included), for operators' inspection. `None` (the default): this
-    /// backend cannot tell more than `IDEM.GET` does.
-    fn inspect_idem(&self, key: &[u8]) -> Option<crate::machine::IdemView> {
+    /// The full state of idempotency key `key` (fence, attempt, lease
+    /// left and waiters), for operators' inspection; reads only. `Ok(None)`
+    /// (the default): this backend cannot tell more than `IDEM.GET` does.
+    fn inspect_idem<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<crate::machine::IdemView>, CmdError>> {
         let _ = key;
-        None
+        Box::pin(async { Ok(None) })
     }
 
     /// Hooks for a server that runs its connections on its own

@@ -620,10 +620,14 @@ impl Backend for Store {
         v
     }
 
-    fn inspect_idem(&self, key: &[u8]) -> Option<idem_core::machine::IdemView> {
+    fn inspect_idem<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
         let shard = &self.inner.shards[self.inner.shard_of(key)];
         let now_ms = self.inner.clock.now_ms();
-        Some(shard.state.lock().machine.inspect_idem(now_ms, key))
+        let view = shard.state.lock().machine.inspect_idem(now_ms, key);
+        Box::pin(async move { Ok(Some(view)) })
     }
 
     fn loop_hooks(&self) -> Option<Arc<dyn idem_core::LoopHooks>> {

@@ -351,6 +351,31 @@ impl Backend for MySqlBackend {
         Box::pin(sql_shared::execute_batch(&*self.inner, cmds))
     }
 
+    fn inspect_idem<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            // By the engine's clock, as the procedures that write the row.
+            let row: Option<(String, i64, i64, i64, i64)> = conn
+                .exec_first(
+                    "SELECT state, fence, attempt, expires_at_ms - idem_now_ms(), COALESCE(LENGTH(result), 0)
+                     FROM idem_records WHERE `key` = ?",
+                    (key,),
+                )
+                .await
+                .map_err(|e| cmd_error(&e))?;
+            let stored = match row {
+                Some((state, fence, attempt, left, len)) => {
+                    Some(sql_shared::stored_idem(&state, fence, attempt, left, len)?)
+                }
+                None => None,
+            };
+            Ok(Some(sql_shared::idem_view(&self.inner.waits, key, stored)))
+        })
+    }
+
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
         Box::pin(async move {
             let mut conn = self.inner.pool.get_conn().await.map_err(|e| cmd_error(&e))?;

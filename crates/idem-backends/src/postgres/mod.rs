@@ -103,6 +103,10 @@ const SQL_SLOTS_RELEASE: &str = "SELECT idem_slots_release($1::bytea, $2::intege
 const SQL_SLOTS_GET: &str = "SELECT size, slot, holder FROM idem_slots_get($1::bytea)";
 const SQL_CLEANUP: &str = "SELECT idem_cleanup($1::integer)";
 const SQL_DBSIZE: &str = "SELECT idem_dbsize()";
+/// The inspector's read of one record, by the engine's clock (as the
+/// functions that write it).
+const SQL_INSPECT_IDEM: &str = "SELECT state, fence, attempt::bigint, expires_at_ms - idem_now_ms(), \
+     COALESCE(octet_length(result), 0)::bigint FROM idem_records WHERE key = $1::bytea";
 
 /// The PostgreSQL backend: a connection pool, a LISTEN connection that wakes
 /// parked callers, and a task that deletes expired rows.
@@ -799,6 +803,25 @@ impl Backend for PgBackend {
             let row = client.query_one(SQL_DBSIZE, &[]).await.map_err(|e| db_cmd_error(&e))?;
             let n: i64 = row.try_get(0).map_err(|e| db_cmd_error(&e))?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn inspect_idem<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
+        Box::pin(async move {
+            let client = self.inner.pool.get().await.map_err(|e| ExecError::Pool(e).into_cmd_error())?;
+            let row = client.query_opt(SQL_INSPECT_IDEM, &[&key]).await.map_err(|e| db_cmd_error(&e))?;
+            let stored = match row {
+                Some(r) => {
+                    let get = |i: usize| r.try_get::<_, i64>(i).map_err(|e| db_cmd_error(&e));
+                    let state: String = r.try_get(0).map_err(|e| db_cmd_error(&e))?;
+                    Some(sql_shared::stored_idem(&state, get(1)?, get(2)?, get(3)?, get(4)?)?)
+                }
+                None => None,
+            };
+            Ok(Some(sql_shared::idem_view(&self.inner.waits, key, stored)))
         })
     }
 

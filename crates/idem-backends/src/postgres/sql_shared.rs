@@ -318,6 +318,43 @@ pub(crate) fn new_token() -> Bytes {
 /// A duration or fence from the contract as the engines' signed 64-bit
 /// integer. Parsed durations are far below `i64::MAX`; a larger fence cannot
 /// exist in the engine, so saturating keeps it unequal to every real one.
+/// An idempotency row as the inspection query reads it (`state`, `fence`,
+/// `attempt`, milliseconds left, result length), checked: anything the
+/// schema does not allow is an error, not a plausible view.
+pub(crate) fn stored_idem(
+    state: &str,
+    fence: i64,
+    attempt: i64,
+    left_ms: i64,
+    result_bytes: i64,
+) -> Result<idem_core::machine::StoredIdem, CmdError> {
+    let bad =
+        |what: &str| CmdError::new(idem_core::ErrorCode::Err, format!("unexpected idem record in the engine: {what}"));
+    let running = match state {
+        "running" => true,
+        "done" => false,
+        other => return Err(bad(&format!("state {other:?}"))),
+    };
+    Ok(idem_core::machine::StoredIdem {
+        running,
+        fence: u64::try_from(fence).map_err(|_| bad("negative fence"))?,
+        attempt: u32::try_from(attempt).map_err(|_| bad("attempt out of range"))?,
+        left_ms,
+        result_bytes: u64::try_from(result_bytes).map_err(|_| bad("negative result length"))?,
+    })
+}
+
+/// The inspector's view of `key` from its row (None: no row), with the
+/// callers parked on it in this process (the only ones a SQL backend knows).
+pub(crate) fn idem_view(
+    waits: &BackendWaiters,
+    key: &[u8],
+    row: Option<idem_core::machine::StoredIdem>,
+) -> idem_core::machine::IdemView {
+    let waiters = waits.waiters(WaitKind::Idem, &Bytes::copy_from_slice(key)) as u64;
+    idem_core::machine::IdemView::of_stored(row, waiters, idem_core::machine::WaitersScope::ThisProcess)
+}
+
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -60,7 +60,7 @@ mod waiters;
 #[cfg(test)]
 mod testkit;
 
-pub use inspect::{IdemView, MachineCounts};
+pub use inspect::{IdemView, MachineCounts, StoredIdem, WaitersScope};
 
 use expiry::{Expiry, Kind};
 use waiters::{Due, MachineWaiters, Prim};

@@ -1,8 +1,9 @@
 //! `GET /v1/inspect/{key}`: what every primitive holds under one key.
 //! The idempotency record comes from [`idem_core::Backend::inspect_idem`]
-//! when the backend can tell (attempt and waiters included), else from
-//! IDEM.GET; the other primitives from their read commands, so inspection
-//! works on every backend and changes nothing.
+//! (fence, attempt, lease left and waiters: every store idem ships does
+//! this), else from IDEM.GET, with `attempt` and `waiters` null and
+//! `unknown_reason` saying why; the other primitives from their read
+//! commands, so inspection works on every backend and changes nothing.
 
 use std::sync::Arc;
 
@@ -35,9 +36,10 @@ pub(crate) async fn inspect(State(state): State<Arc<ServerState>>, Path(key): Pa
         Ok(r) => r,
         Err(_) => return problem::from_error(&idem_core::CmdError::busy("backend answered a partial batch")),
     };
-    let idem = match state.backend().inspect_idem(&key) {
-        Some(view) => idem_view(&view),
-        None => from_get(idem),
+    let idem = match state.backend().inspect_idem(&key).await {
+        Ok(Some(view)) => idem_view(&view),
+        Ok(None) => unknown(from_get(idem), "this backend keeps no attempt or waiter count to read"),
+        Err(e) => unknown(from_get(idem), &format!("the backend's record could not be read: {e}")),
     };
     let body = json!({
         "key": String::from_utf8_lossy(&key),
@@ -54,14 +56,29 @@ pub(crate) async fn inspect(State(state): State<Arc<ServerState>>, Path(key): Pa
 fn idem_view(v: &IdemView) -> Value {
     match v {
         IdemView::Absent { attempt } => json!({ "state": "absent", "attempt": attempt }),
-        IdemView::Running { fence, attempt, lease_left_ms, waiters } => json!({
+        IdemView::Running { fence, attempt, lease_left_ms, waiters, waiters_scope } => json!({
             "state": "running", "fence": fence, "attempt": attempt,
-            "lease_left_ms": lease_left_ms, "waiters": waiters,
+            "lease_left_ms": lease_left_ms, "waiters": waiters, "waiters_scope": waiters_scope.as_str(),
         }),
         IdemView::Done { result_bytes, keep_left_ms } => {
             json!({ "state": "done", "result_bytes": result_bytes, "keep_left_ms": keep_left_ms })
         }
     }
+}
+
+/// `view` (from IDEM.GET) with the figures IDEM.GET does not carry as
+/// null, and why.
+fn unknown(mut view: Value, reason: &str) -> Value {
+    if let Value::Object(m) = &mut view {
+        if m.get("state").and_then(Value::as_str) == Some("running") {
+            m.insert("waiters".into(), Value::Null);
+        }
+        if m.contains_key("state") {
+            m.insert("attempt".into(), Value::Null);
+            m.insert("unknown_reason".into(), Value::String(reason.to_string()));
+        }
+    }
+    view
 }
 
 /// The IDEM.GET reply as the inspector shows it (no attempt nor waiters).
@@ -107,5 +124,37 @@ fn plain(r: CmdResult) -> Value {
     match r {
         Ok(reply) => crate::http::reply_json(&reply),
         Err(e) => Value::String(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_the_backend_cannot_read_shows_null_with_a_reason() {
+        let get = Ok(Reply::status_with("running", [Reply::Int(7), Reply::Int(900)]));
+        let v = unknown(from_get(get), "why");
+        assert_eq!(
+            v,
+            json!({ "state": "running", "fence": 7, "lease_left_ms": 900, "attempt": null, "waiters": null, "unknown_reason": "why" })
+        );
+        let v = unknown(from_get(Ok(Reply::status("absent"))), "why");
+        assert_eq!(v, json!({ "state": "absent", "attempt": null, "unknown_reason": "why" }));
+    }
+
+    #[test]
+    fn a_running_view_names_its_waiters_scope() {
+        let view = IdemView::Running {
+            fence: 3,
+            attempt: 2,
+            lease_left_ms: 10,
+            waiters: 1,
+            waiters_scope: idem_core::machine::WaitersScope::ThisProcess,
+        };
+        assert_eq!(
+            idem_view(&view),
+            json!({ "state": "running", "fence": 3, "attempt": 2, "lease_left_ms": 10, "waiters": 1, "waiters_scope": "this_server" })
+        );
     }
 }

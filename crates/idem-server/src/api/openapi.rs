@@ -75,7 +75,21 @@ pub(crate) fn document() -> Value {
                     "required": ["key", "idem", "lock", "claim", "counter", "value", "fsm"],
                     "properties": {
                         "key": { "type": "string" },
-                        "idem": { "type": "object", "description": "state (absent, running, done), fence, attempt, lease_left_ms, waiters; result_bytes and keep_left_ms when done" },
+                        "idem": {
+                            "type": "object",
+                            "description": "The idempotency record: state (absent, running, done); fence, attempt, lease_left_ms, waiters and waiters_scope while running; result_bytes and keep_left_ms when done; attempt when absent. attempt and waiters are null, with unknown_reason, when the backend cannot read its record (see docs/observability.md).",
+                            "properties": {
+                                "state": { "type": "string" },
+                                "fence": { "type": "integer", "minimum": 0 },
+                                "attempt": { "type": ["integer", "null"], "minimum": 0 },
+                                "lease_left_ms": { "type": "integer", "minimum": 0 },
+                                "waiters": { "type": ["integer", "null"], "minimum": 0 },
+                                "waiters_scope": { "type": "string", "enum": ["store", "this_server"] },
+                                "result_bytes": { "type": "integer", "minimum": 0 },
+                                "keep_left_ms": { "type": "integer", "minimum": 0 },
+                                "unknown_reason": { "type": "string" },
+                            },
+                        },
                         "lock": { "type": "object" },
                         "claim": { "type": "object" },
                         "counter": { "type": "object" },

@@ -180,6 +180,20 @@ elseif op == 'get' then
     return { 'done', redis.call('HGET', R, 'res') }
   end
   return { 'running', rec.fence, fmt(rec.untl - now) }
+elseif op == 'inspect' then
+  -- Read-only, for the inspector: { st ('' without a record), fence, att,
+  -- ms left (lease while running, retention once done), result length,
+  -- waiters queued (including ones whose caller vanished, until pruned) }.
+  local rec = load()
+  local queued = redis.call('ZCARD', Q)
+  if rec == nil then
+    return { '', '0', 0, 0, 0, queued }
+  end
+  local left = rec.untl - now
+  if rec.st == 'd' then
+    left = redis.call('PTTL', R)
+  end
+  return { rec.st, rec.fence or '0', rec.att, left, redis.call('HSTRLEN', R, 'res'), queued }
 elseif op == 'del' then
   local rec = load()
   local n = 0
