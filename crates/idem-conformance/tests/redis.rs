@@ -285,4 +285,38 @@ mod layout {
         assert_eq!(owner, idem_core::Reply::Nil, "the CLAIM answered BUSY changed nothing");
         expect(&b, &["CLAIM", &k, "o2"], "claimed").await;
     }
+
+    /// A LOCK parked on WAIT is queued in Redis by its first call. If a
+    /// later poll fails, even one that was never sent, the queued waiter
+    /// may still be granted the lock when it is freed, so the LOCK is
+    /// answered UNKNOWN, not BUSY (the harness's seed 6 found a LOCK answered
+    /// BUSY whose owner later held the lock).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parked_lock_whose_poll_fails_is_unknown() {
+        let mut proxy = CutProxy::start(upstream()).await;
+        let b = std::sync::Arc::new(idem_backends::redis::RedisBackend::connect(&proxy.url()).await.expect("connect"));
+        let c = Ctx::new();
+        let k = c.key("k");
+        expect(&*b, &["LOCK", &k, "a", "LEASE", "60000"], "acquired").await;
+        let parked = {
+            let (b, k) = (b.clone(), k.clone());
+            tokio::spawn(async move {
+                idem_conformance::exec(&*b, &["LOCK", &k, "b", "LEASE", "60000", "WAIT", "5000"]).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Break the connection and refuse new ones while the waiter polls.
+        proxy.stop().await;
+        proxy.cut_replies(true);
+        let _ = idem_conformance::exec(&*b, &["CLAIM", &c.key("cut"), "o"]).await;
+        proxy.cut_replies(false);
+        let e = parked.await.expect("join").expect_err("the parked LOCK cannot complete");
+        assert_eq!(e.code, ErrorCode::Unknown, "got '{e}'");
+        // Its dequeue (best effort, in the background) could not reach Redis either.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.resume().await;
+        assert_eq!(idem_conformance::int(&ok(&*b, &["UNLOCK", &k, "a"]).await), 1);
+        let busy = expect(&*b, &["LOCK", &k, "c", "LEASE", "1000"], "busy").await;
+        assert_eq!(text_at(&busy, 1), "b", "the LOCK answered UNKNOWN was granted");
+    }
 }

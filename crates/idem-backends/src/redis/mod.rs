@@ -498,8 +498,20 @@ impl RedisBackend {
                 mode = "leave";
             }
             // On an error the waiter may still be queued: returning drops
-            // `cancel` armed, which dequeues it.
-            let v = call(mode, left_ms.max(1)).await?;
+            // `cancel` armed, which dequeues it, best effort. Until it has,
+            // a script that frees the key may grant it to the waiter, so
+            // once queued (any call after the first) a failed poll leaves
+            // the command's outcome unknown, even if the poll itself was
+            // never sent.
+            let v = match call(mode, left_ms.max(1)).await {
+                Ok(v) => v,
+                Err(e) if mode != "first" && e.code == ErrorCode::Busy => {
+                    return Err(CmdError::unknown(format!(
+                        "redis: this WAIT was queued and a later poll failed ({e}); it may have been granted"
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
             if mode == "leave" || !is_word(&v, b"wait") {
                 // Answered: nothing to cancel (a final answer dequeued the waiter).
                 if let Some(c) = cancel.as_mut() {
@@ -612,41 +624,6 @@ impl Backend for RedisBackend {
                 Value::Int(n) => Ok(n.max(0) as u64),
                 other => Err(unexpected(&other)),
             }
-        })
-    }
-
-    fn inspect_idem<'a>(
-        &'a self,
-        key: &'a [u8],
-    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
-        use idem_core::machine::{IdemView, StoredIdem, WaitersScope};
-        Box::pin(async move {
-            let v = self.idem_script(key, vec![b"inspect".to_vec()]).await?;
-            let Value::Array(items) = &v else { return Err(unexpected(&v)) };
-            let [Value::BulkString(st), Value::BulkString(fence), Value::Int(att), Value::Int(left), Value::Int(len), Value::Int(queued)] =
-                items.as_slice()
-            else {
-                return Err(unexpected(&v));
-            };
-            let running = match st.as_slice() {
-                b"" => None,
-                b"r" => Some(true),
-                b"d" => Some(false),
-                _ => return Err(unexpected(&v)),
-            };
-            let stored = match running {
-                Some(running) => Some(StoredIdem {
-                    running,
-                    fence: u64::try_from(parse_i64(fence)?).map_err(|_| unexpected(&v))?,
-                    attempt: u32::try_from(*att).map_err(|_| unexpected(&v))?,
-                    left_ms: *left,
-                    result_bytes: u64::try_from(*len).map_err(|_| unexpected(&v))?,
-                }),
-                None => None,
-            };
-            // The queue lives in Redis: every server's parked callers.
-            let waiters = u64::try_from(*queued).map_err(|_| unexpected(&v))?;
-            Ok(Some(IdemView::of_stored(stored, waiters, WaitersScope::Store)))
         })
     }
 
