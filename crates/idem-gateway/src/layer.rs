@@ -21,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -34,6 +34,7 @@ use tower::{Layer, Service};
 
 use crate::config::{ConfigError, LayerConfig};
 use crate::extract::{ExtractError, Extractor, Identity, RequestView};
+use crate::metrics::{Metrics, Outcome};
 use crate::problem::Problem;
 use crate::route::{On5xx, OnTimeout, Route};
 use crate::stored::Stored;
@@ -57,6 +58,7 @@ struct Shared {
     backend: Arc<dyn Backend>,
     config: LayerConfig,
     ietf: Route,
+    metrics: Metrics,
 }
 
 /// The tower layer. Cheap to clone.
@@ -66,11 +68,14 @@ pub struct IdempotencyLayer {
 }
 
 impl IdempotencyLayer {
-    /// A layer over `backend`, after checking `config`.
+    /// A layer over `backend`, after checking `config`. Its metric handles
+    /// are registered here, with the `metrics` recorder installed now (see
+    /// docs/gateway.md, "Metrics").
     pub fn new(backend: Arc<dyn Backend>, config: LayerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let ietf = Route::ietf(&config.defaults);
-        Ok(IdempotencyLayer { shared: Arc::new(Shared { backend, config, ietf }) })
+        let metrics = Metrics::register();
+        Ok(IdempotencyLayer { shared: Arc::new(Shared { backend, config, ietf, metrics }) })
     }
 }
 
@@ -110,11 +115,35 @@ where
         // The clone that was polled ready handles this request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(handle(self.shared.clone(), inner, req.map(Body::new)))
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let mut idem = None;
+            let (res, outcome) = handle(&shared, inner, req.map(Body::new), &mut idem).await;
+            shared.metrics.record(outcome, start.elapsed(), idem);
+            res
+        })
     }
 }
 
-async fn handle<S, ResB>(shared: Arc<Shared>, mut inner: S, req: Request<Body>) -> Result<Response<Body>, S::Error>
+/// Adds the time of a store call to `spent`.
+async fn timed<F: Future>(spent: &mut Option<Duration>, call: F) -> F::Output {
+    let start = Instant::now();
+    let out = call.await;
+    *spent = Some(spent.unwrap_or_default() + start.elapsed());
+    out
+}
+
+type Handled<E> = (Result<Response<Body>, E>, Outcome);
+
+/// Handles one request; also says what happened to it and adds the time
+/// its store calls took to `idem`.
+async fn handle<S, ResB>(
+    shared: &Arc<Shared>,
+    mut inner: S,
+    req: Request<Body>,
+    idem: &mut Option<Duration>,
+) -> Handled<S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -123,22 +152,26 @@ where
     ResB::Error: Into<BoxError>,
 {
     let cfg = &shared.config;
+    let bypass = |res: Result<Response<ResB>, S::Error>| (res.map(|r| r.map(Body::new)), Outcome::Bypassed);
+    let refuse = |res: Response<Body>| (Ok(res), Outcome::MissingKey);
     let Some((route, params)) = shared.route_for(&req) else {
-        return inner.call(req).await.map(|r| r.map(Body::new));
+        return bypass(inner.call(req).await);
     };
     let (parts, body) = req.into_parts();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cfg.request_bytes_max as u64) {
-        return Ok(too_large(cfg.request_bytes_max));
+        return refuse(too_large(cfg.request_bytes_max));
     }
     let read = Limited::new(body, cfg.request_bytes_max).collect();
     let body = match tokio::time::timeout(Duration::from_millis(cfg.body_read_timeout_ms), read).await {
         Err(_) => {
-            return Ok(Problem::BodyTimeout
-                .response(format!("the body did not arrive within {} ms", cfg.body_read_timeout_ms)))
+            return refuse(
+                Problem::BodyTimeout
+                    .response(format!("the body did not arrive within {} ms", cfg.body_read_timeout_ms)),
+            )
         }
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return Ok(too_large(cfg.request_bytes_max)),
-        Ok(Err(e)) => return Ok(Problem::BodyUnreadable.response(e.to_string())),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return refuse(too_large(cfg.request_bytes_max)),
+        Ok(Err(e)) => return refuse(Problem::BodyUnreadable.response(e.to_string())),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let view = RequestView {
@@ -153,13 +186,15 @@ where
     let req = Request::from_parts(parts, Body::from(body));
     let Identity { key, fingerprint } = match identity {
         Ok(Some(id)) => id,
-        Ok(None) if !route.require() => return inner.call(req).await.map(|r| r.map(Body::new)),
+        Ok(None) if !route.require() => return bypass(inner.call(req).await),
         Ok(None) => {
             let sources: Vec<String> = route.key().iter().map(ToString::to_string).collect();
-            return Ok(Problem::KeyMissing.response(format!("this route needs its key from {}", sources.join(" + "))));
+            return refuse(
+                Problem::KeyMissing.response(format!("this route needs its key from {}", sources.join(" + "))),
+            );
         }
-        Err(e @ ExtractError::Missing(_)) => return Ok(Problem::KeyMissing.response(e.to_string())),
-        Err(e) => return Ok(Problem::KeyInvalid.response(e.to_string())),
+        Err(e @ ExtractError::Missing(_)) => return refuse(Problem::KeyMissing.response(e.to_string())),
+        Err(e) => return refuse(Problem::KeyInvalid.response(e.to_string())),
     };
     let key = Bytes::from(key);
     let begin = Command::IdemBegin {
@@ -168,13 +203,14 @@ where
         lease_ms: cfg.lease_ms,
         wait_ms: route.wait_ms(),
     };
-    let reply = match shared.backend.execute(begin).await {
+    let reply = match timed(idem, shared.backend.execute(begin)).await {
         Ok(r) => r,
         Err(e) if e.code == ErrorCode::Mismatch => {
-            return Ok(Problem::KeyReused
-                .response("this key was first used with a different request (method, path, query or body)"))
+            let res = Problem::KeyReused
+                .response("this key was first used with a different request (method, path, query or body)");
+            return (Ok(res), Outcome::Mismatch);
         }
-        Err(e) => return Ok(store_unavailable(&e)),
+        Err(e) => return (Ok(store_unavailable(&e)), Outcome::IdemError),
     };
     match Begin::decode(&reply) {
         Some(Begin::Started { fence, attempt }) => {
@@ -184,18 +220,25 @@ where
             }
             let route = route.clone();
             let task = tokio::spawn(first_run(shared.clone(), route, key.clone(), fence, inner, req));
-            match task.await {
-                Ok(r) => r,
+            let res = match task.await {
+                Ok((r, settle)) => {
+                    *idem = Some(idem.unwrap_or_default() + settle);
+                    r
+                }
                 Err(e) => {
                     // Only a cancelled task gets here (runtime shutdown): a
                     // panic is caught inside, and the record was aborted.
                     Ok(Problem::ServiceFailed.response(format!("the request's task ended: {e}")))
                 }
-            }
+            };
+            (res, Outcome::Executed)
         }
-        Some(Begin::Running { left_ms }) => Ok(in_progress(left_ms)),
-        Some(Begin::Done(result)) => Ok(replay(&result)),
-        None => Ok(store_unavailable(&CmdError::busy(format!("unexpected IDEM.BEGIN reply {reply:?}")))),
+        Some(Begin::Running { left_ms }) => (Ok(in_progress(left_ms)), Outcome::InFlight),
+        Some(Begin::Done(result)) => (Ok(replay(&result)), Outcome::Replayed),
+        None => (
+            Ok(store_unavailable(&CmdError::busy(format!("unexpected IDEM.BEGIN reply {reply:?}")))),
+            Outcome::IdemError,
+        ),
     }
 }
 
@@ -246,14 +289,35 @@ impl Shared {
     }
 }
 
-/// The first request with a key, in its own task: run, then settle the record.
+/// The first request with a key, in its own task: run, then settle the
+/// record. Also gives the time the settling store calls took.
 async fn first_run<S, ResB>(
     shared: Arc<Shared>,
     route: Route,
     key: Bytes,
     fence: u64,
+    inner: S,
+    req: Request<Body>,
+) -> (Result<Response<Body>, S::Error>, Duration)
+where
+    S: Service<Request<Body>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let mut spent = None;
+    let res = run_and_settle(&shared, &route, &key, fence, inner, req, &mut spent).await;
+    (res, spent.unwrap_or_default())
+}
+
+async fn run_and_settle<S, ResB>(
+    shared: &Shared,
+    route: &Route,
+    key: &Bytes,
+    fence: u64,
     mut inner: S,
     req: Request<Body>,
+    spent: &mut Option<Duration>,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<ResB>> + Send + 'static,
@@ -262,18 +326,18 @@ where
     ResB::Error: Into<BoxError>,
 {
     let cfg = &shared.config;
-    let renewal = renew_lease(&shared, &key, fence).fuse();
+    let renewal = renew_lease(shared, key, fence).fuse();
     tokio::pin!(renewal);
     let called = renewing(renewal.as_mut(), AssertUnwindSafe(inner.call(req)).catch_unwind()).await;
     let res = match called {
         Err(_) => {
-            shared.abort(&key, fence).await;
+            timed(spent, shared.abort(key, fence)).await;
             return Ok(
                 Problem::ServiceFailed.response("the service failed while handling this request; it may be retried")
             );
         }
         Ok(Err(e)) => {
-            shared.abort(&key, fence).await;
+            timed(spent, shared.abort(key, fence)).await;
             return Err(e);
         }
         Ok(Ok(res)) => res.map(Body::new),
@@ -281,10 +345,10 @@ where
     if let Some(failure) = res.extensions().get::<UpstreamFailure>().copied() {
         match (failure, route.on_timeout()) {
             (UpstreamFailure::NotSent, _) | (UpstreamFailure::Unknown, OnTimeout::Abort) => {
-                shared.abort(&key, fence).await
+                timed(spent, shared.abort(key, fence)).await
             }
             (UpstreamFailure::Unknown, OnTimeout::Keep) => tracing::warn!(
-                key = %String::from_utf8_lossy(&key),
+                key = %String::from_utf8_lossy(key),
                 "upstream outcome unknown; the record stays in flight until its lease ends"
             ),
         }
@@ -295,12 +359,12 @@ where
         || (status.is_server_error() && route.on_5xx() == On5xx::Abort)
         || status.is_informational();
     if released {
-        shared.abort(&key, fence).await;
+        timed(spent, shared.abort(key, fence)).await;
         return Ok(res);
     }
     let declared = res.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cfg.stored_body_bytes_max as u64) {
-        shared.commit_logged(&route, &key, fence, Stored::encode_not_replayable(status)).await;
+        timed(spent, shared.commit_logged(route, key, fence, Stored::encode_not_replayable(status))).await;
         return Ok(res);
     }
     let (parts, mut body) = res.into_parts();
@@ -317,7 +381,7 @@ where
                 chunks.push(data);
                 if total > cfg.stored_body_bytes_max {
                     // Done, but too large to store: pass it through.
-                    shared.commit_logged(&route, &key, fence, Stored::encode_not_replayable(status)).await;
+                    timed(spent, shared.commit_logged(route, key, fence, Stored::encode_not_replayable(status))).await;
                     let head = futures::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
                     let stream = futures::StreamExt::chain(head, body.into_data_stream());
                     return Ok(Response::from_parts(parts, Body::from_stream(stream)));
@@ -326,11 +390,11 @@ where
             // The response broke off or stalled: the upstream ran, but
             // whether it finished is unknown.
             Ok(Some(Err(e))) => {
-                unknown_outcome(&shared, &route, &key, fence).await;
+                timed(spent, unknown_outcome(shared, route, key, fence)).await;
                 return Ok(Problem::UpstreamUnreachable.response(format!("the response body broke off: {e}")));
             }
             Err(_) => {
-                unknown_outcome(&shared, &route, &key, fence).await;
+                timed(spent, unknown_outcome(shared, route, key, fence)).await;
                 return Ok(Problem::UpstreamTimeout
                     .response(format!("the response body did not arrive within {} ms", cfg.response_read_timeout_ms)));
             }
@@ -343,12 +407,12 @@ where
     debug_assert_eq!(body.len(), total);
     let keep = |n: &http::HeaderName| cfg.replay_headers.contains(n);
     let result = Stored::encode_response(status, &parts.headers, keep, &body);
-    match shared.commit(&route, &key, fence, result).await {
+    match timed(spent, shared.commit(route, key, fence, result)).await {
         Err(e) if e.code == ErrorCode::Limit => {
-            shared.commit_logged(&route, &key, fence, Stored::encode_not_replayable(status)).await
+            timed(spent, shared.commit_logged(route, key, fence, Stored::encode_not_replayable(status))).await
         }
         Err(e) if e.code == ErrorCode::Stale => tracing::warn!(
-            key = %String::from_utf8_lossy(&key),
+            key = %String::from_utf8_lossy(key),
             "commit refused as STALE: the lease ran out and another attempt took over; this caller still gets its upstream response"
         ),
         Err(e) => tracing::error!(error = %e, "commit failed; the record stays in flight until its lease ends"),

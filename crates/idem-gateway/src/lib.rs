@@ -7,7 +7,8 @@
 //!
 //! - [`IdempotencyLayer`]: a tower layer, usable in any axum or hyper app;
 //! - [`Proxy`]: a reverse proxy service to one upstream;
-//! - [`serve`]: the listener (HTTP/1.1 and HTTP/2, bounded);
+//! - [`serve_on_loops`] and [`serve`]: the listener (HTTP/1.1 and HTTP/2,
+//!   bounded), on single-threaded event loops or on the caller's runtime;
 //! - the gateway (`idem gateway`) is the layer around the proxy.
 //!
 //! docs/gateway.md describes the behaviour, the settings and the failure policy.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod extract;
 pub mod key_header;
 pub mod layer;
+mod metrics;
 pub mod problem;
 pub mod proxy;
 pub mod route;
@@ -26,7 +28,8 @@ pub mod stored;
 
 pub use config::{ConfigError, LayerConfig};
 pub use layer::{Idempotency, IdempotencyLayer, UpstreamFailure, REPLAYED};
+pub use metrics::{install_exporter, serve_metrics};
 pub use problem::Problem;
 pub use proxy::{ClientAddr, Proxy, ProxyConfig, ProxyError};
 pub use route::{Route, RouteDefaults, RouteError, RouteTable};
-pub use server::{serve, ServerConfig};
+pub use server::{default_event_loops, serve, serve_on_loops, ServerConfig, EVENT_LOOPS_MAX};

@@ -1,6 +1,14 @@
-//! The reverse proxy: forwards a request to one upstream over pooled
-//! keep-alive connections. Hop-by-hop headers are dropped both ways, the
+//! The reverse proxy: forwards a request to one upstream over keep-alive
+//! HTTP/1.1 connections. Hop-by-hop headers are dropped both ways, the
 //! `X-Forwarded-*` headers are set, bodies stream in both directions.
+//!
+//! Each [`Proxy`] built with [`Proxy::new`] keeps its own idle connections,
+//! so a gateway builds one per event loop: a request takes an idle
+//! connection of its loop (or opens one), and gives it back when the
+//! response body has been read to its end. Connection, request and
+//! response all stay on the loop's thread. A connection is given back only
+//! after a complete response, so the next request on it never waits behind
+//! another.
 //!
 //! A failure it answers on the upstream's behalf carries an
 //! [`UpstreamFailure`] extension, so the idempotency layer can tell a
@@ -9,17 +17,21 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use idem_core::BoxFuture;
 use tower::Service;
 
@@ -28,7 +40,7 @@ use crate::problem::Problem;
 
 /// Default bound on the upstream's answer (its response head), ms.
 pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// Default idle keep-alive connections kept per upstream host.
+/// Default idle keep-alive connections a proxy keeps (one proxy per event loop).
 pub const UPSTREAM_IDLE_CONNECTIONS_MAX_DEFAULT: usize = 256;
 /// Default time an idle upstream connection is kept, ms.
 pub const UPSTREAM_IDLE_TIMEOUT_MS_DEFAULT: u64 = 90_000;
@@ -59,9 +71,9 @@ pub struct ProxyError {
 pub struct ProxyConfig {
     /// `http://host:port[/prefix]`.
     pub upstream: String,
-    /// Bound on the upstream's response head, ms.
+    /// Bound on the upstream's response head, ms (connecting included).
     pub upstream_timeout_ms: u64,
-    /// Idle keep-alive connections kept per upstream host.
+    /// Idle keep-alive connections a proxy keeps.
     pub idle_connections_max: usize,
     /// Time an idle upstream connection is kept, ms.
     pub idle_timeout_ms: u64,
@@ -79,20 +91,83 @@ impl ProxyConfig {
     }
 }
 
-/// The proxy service. Cheap to clone: one reference count, since every
-/// request clones the service it runs on.
+/// The proxy service. Cheap to clone (one reference count, since every
+/// request clones the service it runs on); clones share their idle
+/// connections.
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<ProxyInner>,
 }
 
 struct ProxyInner {
-    client: Client<HttpConnector, Body>,
-    scheme: Scheme,
-    authority: Authority,
+    /// `host:port` to connect to.
+    address: String,
+    /// The `Host` header sent upstream.
+    host: HeaderValue,
     /// Path prefix of the upstream URL, without a trailing `/`.
     prefix: String,
     timeout: Duration,
+    idle: Arc<Idle>,
+}
+
+/// A proxy's idle upstream connections, most recently used last.
+struct Idle {
+    conns: Mutex<Vec<(SendRequest<Body>, Instant)>>,
+    max: usize,
+    timeout: Duration,
+    /// Whether the task that closes connections idle past `timeout` runs.
+    sweeping: AtomicBool,
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(SendRequest<Body>, Instant)>> {
+        // A panic while holding it leaves a plain list of connections.
+        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used live connection, if any.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let mut conns = self.lock();
+        while let Some((c, since)) = conns.pop() {
+            if !c.is_closed() && since.elapsed() < self.timeout {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, c: SendRequest<Body>) {
+        if c.is_closed() {
+            return;
+        }
+        let mut conns = self.lock();
+        if conns.len() < self.max {
+            conns.push((c, Instant::now()));
+        }
+    }
+
+    /// Closes the connections idle past the timeout (the oldest come first).
+    fn sweep(&self) {
+        let mut conns = self.lock();
+        let expired = conns.iter().take_while(|(_, since)| since.elapsed() >= self.timeout).count();
+        conns.drain(..expired);
+    }
+
+    /// Starts the sweeping task on the caller's runtime, once.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let idle: Weak<Idle> = Arc::downgrade(self);
+        let every = self.timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(idle) = idle.upgrade() else { return };
+                idle.sweep();
+            }
+        });
+    }
 }
 
 impl Proxy {
@@ -104,41 +179,107 @@ impl Proxy {
             return Err(err("only http:// upstreams are supported"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| err("no host"))?;
+        if authority.host().is_empty() {
+            return Err(err("no host"));
+        }
         if uri.query().is_some() {
             return Err(err("an upstream URL has no query"));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.idle_connections_max)
-            .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
-            .build(connector);
+        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| err("not a host"))?;
         Ok(Proxy {
             inner: Arc::new(ProxyInner {
-                client,
-                scheme: Scheme::HTTP,
-                authority,
+                address,
+                host,
                 prefix,
                 timeout: Duration::from_millis(config.upstream_timeout_ms),
+                idle: Arc::new(Idle {
+                    conns: Mutex::new(Vec::new()),
+                    max: config.idle_connections_max,
+                    timeout: Duration::from_millis(config.idle_timeout_ms.max(1)),
+                    sweeping: AtomicBool::new(false),
+                }),
             }),
         })
     }
 }
 
+/// Why a request got no response from the upstream.
+enum SendError {
+    /// It never left: the connection could not be made.
+    NotSent(String),
+    /// It may have run.
+    Unknown(String),
+}
+
 impl ProxyInner {
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, http::Error> {
-        let pq = match uri.path_and_query() {
+    /// The request target sent upstream (origin form).
+    fn upstream_path(&self, uri: &Uri) -> Result<PathAndQuery, http::Error> {
+        Ok(match uri.path_and_query() {
             // Without a prefix the client's path and query go as they are.
             Some(pq) if self.prefix.is_empty() => pq.clone(),
             pq => format!("{}{}", self.prefix, pq.map_or("/", PathAndQuery::as_str)).parse()?,
-        };
-        Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(pq).build()
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        // Driven on the caller's thread: with a proxy per event loop, the
+        // connection never leaves its loop.
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        self.idle.start_sweeping();
+        Ok(sender)
+    }
+
+    /// Sends `req` on an idle connection, or on a new one. A request the
+    /// idle connection did not take (it had just closed) goes on a new one.
+    async fn send(&self, mut req: Request<Body>) -> Result<Response<PooledBody>, SendError> {
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.idle.take() {
+                Some(s) => s,
+                None => {
+                    fresh = true;
+                    self.connect().await.map_err(|e| SendError::NotSent(format!("cannot connect: {e}")))?
+                }
+            };
+            if sender.ready().await.is_err() {
+                if fresh {
+                    return Err(SendError::NotSent("the new upstream connection closed at once".into()));
+                }
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => {
+                    let idle = self.idle.clone();
+                    return Ok(res.map(|body| PooledBody { body, conn: Some((sender, idle)), ended: false }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if !fresh => req = back,
+                    Some(_) => {
+                        return Err(SendError::NotSent(format!("the upstream refused the request: {}", e.error())))
+                    }
+                    None => {
+                        return Err(SendError::Unknown(format!(
+                            "the upstream connection failed after the request was sent: {}",
+                            e.error()
+                        )))
+                    }
+                },
+            }
+        }
     }
 
     async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
-        let uri = match self.upstream_uri(req.uri()) {
-            Ok(u) => u,
+        let path = match self.upstream_path(req.uri()) {
+            Ok(p) => p,
             Err(e) => return failed(Problem::UpstreamUnreachable, UpstreamFailure::NotSent, e.to_string()),
         };
         let client_ip = match req.extensions().get::<ClientIpHeader>() {
@@ -154,7 +295,7 @@ impl ProxyInner {
             .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        headers.remove(header::HOST);
+        headers.insert(header::HOST, self.host.clone());
         if let Some(ip) = client_ip {
             let forwarded = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
                 // An unreadable prior value is replaced, as it cannot be extended.
@@ -171,26 +312,66 @@ impl ProxyInner {
         if let Some(host) = host {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        *req.uri_mut() = uri;
+        *req.uri_mut() = Uri::from(path);
         *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.timeout, self.send(req)).await {
             Err(_) => failed(
                 Problem::UpstreamTimeout,
                 UpstreamFailure::Unknown,
                 format!("the upstream did not answer within {} ms", self.timeout.as_millis()),
             ),
-            Ok(Err(e)) if e.is_connect() => {
-                failed(Problem::UpstreamUnreachable, UpstreamFailure::NotSent, format!("cannot connect: {e}"))
+            Ok(Err(SendError::NotSent(detail))) => {
+                failed(Problem::UpstreamUnreachable, UpstreamFailure::NotSent, detail)
             }
-            Ok(Err(e)) => failed(
-                Problem::UpstreamUnreachable,
-                UpstreamFailure::Unknown,
-                format!("the upstream connection failed after the request was sent: {e}"),
-            ),
+            Ok(Err(SendError::Unknown(detail))) => {
+                failed(Problem::UpstreamUnreachable, UpstreamFailure::Unknown, detail)
+            }
             Ok(Ok(res)) => {
                 let (mut parts, body) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body))
+            }
+        }
+    }
+}
+
+/// An upstream response body that gives its connection back to the idle
+/// list once it has been read to its end (a connection whose response was
+/// not read to the end is closed: HTTP/1.1 cannot skip the rest).
+struct PooledBody {
+    body: Incoming,
+    conn: Option<(SendRequest<Body>, Arc<Idle>)>,
+    ended: bool,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.ended || http_body::Body::is_end_stream(&self.body) {
+            if let Some((conn, idle)) = self.conn.take() {
+                idle.give_back(conn);
             }
         }
     }
@@ -271,13 +452,15 @@ mod tests {
     #[test]
     fn upstream_urls_are_checked_and_prefixes_kept() {
         let p = Proxy::new(&ProxyConfig::new("http://127.0.0.1:9/api/")).unwrap();
-        let u = p.inner.upstream_uri(&"/orders?x=1".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "http://127.0.0.1:9/api/orders?x=1");
+        let u = p.inner.upstream_path(&"/orders?x=1".parse().unwrap()).unwrap();
+        assert_eq!(u.as_str(), "/api/orders?x=1");
+        assert_eq!(p.inner.address, "127.0.0.1:9");
         let p = Proxy::new(&ProxyConfig::new("http://127.0.0.1:9")).unwrap();
-        let u = p.inner.upstream_uri(&"/orders?x=1".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "http://127.0.0.1:9/orders?x=1");
-        let u = p.inner.upstream_uri(&"http://elsewhere".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "http://127.0.0.1:9/");
+        let u = p.inner.upstream_path(&"/orders?x=1".parse().unwrap()).unwrap();
+        assert_eq!(u.as_str(), "/orders?x=1");
+        let u = p.inner.upstream_path(&"http://elsewhere".parse().unwrap()).unwrap();
+        assert_eq!(u.as_str(), "/");
+        assert_eq!(Proxy::new(&ProxyConfig::new("http://app")).unwrap().inner.address, "app:80");
         for bad in ["https://h", "h:1", "http:///x", "http://h/?q=1"] {
             assert!(Proxy::new(&ProxyConfig::new(bad)).is_err(), "{bad}");
         }

@@ -79,6 +79,8 @@ pub struct GatewaySettings {
     pub upstream_idle_connections_max: usize,
     /// Time an idle upstream connection is kept, ms.
     pub upstream_idle_timeout_ms: u64,
+    /// Single-threaded event loops serving the connections (each with its own upstream connections).
+    pub event_loops: usize,
     /// Most open client connections.
     pub max_connections: usize,
     /// Largest request head, bytes.
@@ -87,6 +89,8 @@ pub struct GatewaySettings {
     pub header_read_timeout_ms: u64,
     /// Time in-flight requests get on shutdown, ms.
     pub shutdown_grace_ms: u64,
+    /// Address serving `GET /metrics` (Prometheus text); unset: no metrics endpoint.
+    pub metrics_listen: Option<String>,
     /// Log filter.
     pub log: String,
 }
@@ -124,10 +128,12 @@ impl Default for GatewaySettings {
             upstream_timeout_ms: proxy.upstream_timeout_ms,
             upstream_idle_connections_max: proxy.idle_connections_max,
             upstream_idle_timeout_ms: proxy.idle_timeout_ms,
+            event_loops: idem_gateway::default_event_loops(),
             max_connections: server.max_connections,
             header_bytes_max: server.header_bytes_max,
             header_read_timeout_ms: server.header_read_timeout_ms,
             shutdown_grace_ms: server.shutdown_grace_ms,
+            metrics_listen: None,
             log: "info".into(),
         }
     }
@@ -160,6 +166,9 @@ pub struct GatewayArgs {
     /// Prefix of every stored key [default: gw:].
     #[arg(long)]
     key_prefix: Option<String>,
+    /// Serve GET /metrics (Prometheus text) on this address [default: off].
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Log filter [default: info].
     #[arg(long)]
     log: Option<String>,
@@ -182,6 +191,8 @@ struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     key_prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<String>,
 }
 
@@ -201,6 +212,7 @@ pub fn load(args: GatewayArgs) -> anyhow::Result<GatewaySettings> {
         idem: args.idem,
         route: (!routes.is_empty()).then_some(routes),
         key_prefix: args.key_prefix,
+        metrics_listen: args.metrics_listen,
         log: args.log,
     };
     let mut fig = Figment::from(Serialized::defaults(GatewaySettings::default()));
@@ -238,7 +250,11 @@ impl GatewaySettings {
         if !matches!(self.fsync.as_str(), "always" | "every-second") {
             anyhow::bail!("fsync must be 'always' or 'every-second', got '{}'", self.fsync);
         }
+        if self.event_loops > idem_gateway::EVENT_LOOPS_MAX {
+            anyhow::bail!("event_loops must be at most {}", idem_gateway::EVENT_LOOPS_MAX);
+        }
         for (name, v) in [
+            ("event_loops", self.event_loops),
             ("max_connections", self.max_connections),
             ("upstream_idle_connections_max", self.upstream_idle_connections_max.max(1)),
             ("idem_pool_size", self.idem_pool_size),
@@ -352,19 +368,51 @@ pub async fn run(s: GatewaySettings) -> anyhow::Result<()> {
             idem_store::Store::open(cfg).with_context(|| format!("opening data directory {}", s.data.display()))?
         }
     };
+    // The exporter goes in before the layer registers its metric handles.
+    let metrics_task = match &s.metrics_listen {
+        None => None,
+        Some(addr) => {
+            if !idem_gateway::install_exporter() {
+                anyhow::bail!("--metrics-listen: another metrics recorder is installed");
+            }
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "serving GET /metrics");
+            Some(tokio::spawn(async move {
+                if let Err(e) = idem_gateway::serve_metrics(l).await {
+                    tracing::error!(error = %e, "the metrics endpoint stopped");
+                }
+            }))
+        }
+    };
     let layer = IdempotencyLayer::new(backend.clone(), s.layer_config()?)?;
-    let proxy = Proxy::new(&s.proxy_config())?;
-    let service = layer.layer(proxy);
+    let proxy_config = s.proxy_config();
+    Proxy::new(&proxy_config)?;
     let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
     let mode = if s.route.is_empty() { "IETF mode".to_string() } else { format!("{} routes", s.route.len()) };
-    tracing::info!(addr = %listener.local_addr()?, upstream = %s.upstream, backend = backend.name(), %mode, "idem gateway is serving");
+    tracing::info!(addr = %listener.local_addr()?, upstream = %s.upstream, backend = backend.name(), %mode, event_loops = s.event_loops, "idem gateway is serving");
     let server = ServerConfig {
         max_connections: s.max_connections,
         header_bytes_max: s.header_bytes_max,
         header_read_timeout_ms: s.header_read_timeout_ms,
         shutdown_grace_ms: s.shutdown_grace_ms,
     };
-    idem_gateway::serve(listener, service, server, idem_server::shutdown_signal()).await;
+    // One proxy per loop: its pooled upstream connections stay on that loop's thread.
+    let make_service = || layer.layer(Proxy::new(&proxy_config).expect("checked above"));
+    idem_gateway::serve_on_loops(
+        listener,
+        make_service,
+        server,
+        s.event_loops,
+        backend.loop_hooks(),
+        idem_server::shutdown_signal(),
+    )
+    .await
+    .context("starting the event loops")?;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     backend.shutdown().await;
     tracing::info!("gateway shut down cleanly");
     Ok(())
@@ -384,6 +432,7 @@ mod tests {
             idem: None,
             routes: routes.iter().map(|r| r.to_string()).collect(),
             key_prefix: None,
+            metrics_listen: None,
             log: None,
         }
     }
