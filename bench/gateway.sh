@@ -18,6 +18,7 @@
 #   bench/gateway.sh                      # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20 bench/gateway.sh
 #   IDEM_BIN=/path/to/idem bench/gateway.sh   # skip the release build
+#   IDEM_EVENT_LOOPS=1 bench/gateway.sh       # the gateway's event loops (default: one per core)
 #
 # Installs wrk and nginx (Debian packages) when missing; builds idem in
 # release mode. Uses loopback ports only and a temporary directory.
@@ -173,7 +174,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "rounds=$ROUNDS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$THREADS cores=$(nproc) load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "rounds=$ROUNDS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$THREADS cores=$(nproc) gateway_event_loops=${IDEM_EVENT_LOOPS:-default} load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx | CPU µs/request | CPU vs nginx |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
