@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -144,8 +144,8 @@ impl SyncEio {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting strace (scripts/setup.sh installs it)")?;
-        // strace reports each attached thread on stderr, then is silent.
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
+        // strace reports "Process N attached with T threads" once it
+        // holds them all.
         let stderr = child.stderr.take().context("strace's stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -156,17 +156,10 @@ impl SyncEio {
                 }
             }
         });
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        let mut seen = 0;
-        while seen < threads {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(()) => seen += 1,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("strace attached to {seen} of {threads} threads of idem within {ATTACH_TIMEOUT:?}");
-                }
-            }
+        if rx.recv_timeout(ATTACH_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("strace did not attach to idem ({pid}) within {ATTACH_TIMEOUT:?}");
         }
         Ok(SyncEio { child, log: log.to_path_buf() })
     }
