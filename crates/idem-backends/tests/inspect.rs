@@ -67,6 +67,11 @@ async fn check(b: Arc<dyn Backend>, tag: &str, scope: WaitersScope) {
             other => panic!("the parked caller never showed: {other:?}"),
         }
     }
+    if scope == WaitersScope::ThisProcess {
+        // INFO's parked_waiters (idem_parked_waiters) counts the same callers.
+        let parked = b.info().into_iter().find(|(k, _)| k == "parked_waiters").map(|(_, v)| v);
+        assert_eq!(parked.as_deref(), Some("1"));
+    }
     b.execute(cmd(&format!("IDEM.COMMIT {key} {fence} paid KEEP 60000"))).await.expect("commit");
     let replayed = tokio::time::timeout(PATIENCE, waiter).await.expect("waiter answered").unwrap().expect("wait");
     assert_eq!(replayed.word(), Some("done"), "{replayed:?}");

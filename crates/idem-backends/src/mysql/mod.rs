@@ -393,7 +393,11 @@ impl Backend for MySqlBackend {
     }
 
     fn info(&self) -> Vec<(String, String)> {
-        vec![("mysql_schema_version".into(), schema::SCHEMA_VERSION.to_string())]
+        vec![
+            ("mysql_schema_version".into(), schema::SCHEMA_VERSION.to_string()),
+            // This server's parked callers: the only ones it can count.
+            ("parked_waiters".into(), self.inner.waits.total().to_string()),
+        ]
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

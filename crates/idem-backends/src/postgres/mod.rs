@@ -832,6 +832,8 @@ impl Backend for PgBackend {
             ("postgres_pool_available".into(), status.available.to_string()),
             ("postgres_listening".into(), self.inner.listening.load(Ordering::Relaxed).to_string()),
             ("postgres_schema_version".into(), schema::SCHEMA_VERSION.to_string()),
+            // This server's parked callers: the only ones it can count.
+            ("parked_waiters".into(), self.inner.waits.total().to_string()),
         ]
     }
 

@@ -94,6 +94,11 @@ impl BackendWaiters {
         self.map().get(&(kind, key.clone())).map_or(0, |q| q.waiters.load(Ordering::Relaxed))
     }
 
+    /// Callers of this process parked on any key (INFO's `parked_waiters`).
+    pub(crate) fn total(&self) -> usize {
+        self.map().values().map(|q| q.waiters.load(Ordering::Relaxed)).sum()
+    }
+
     /// Tells the head waiter of `key`, if any, to poll now.
     pub(crate) fn wake(&self, kind: WaitKind, key: &Bytes) {
         if let Some(q) = self.map().get(&(kind, key.clone())) {

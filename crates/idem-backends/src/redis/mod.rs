@@ -627,6 +627,41 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn inspect_idem<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
+        use idem_core::machine::{IdemView, StoredIdem, WaitersScope};
+        Box::pin(async move {
+            let v = self.idem_script(key, vec![b"inspect".to_vec()]).await?;
+            let Value::Array(items) = &v else { return Err(unexpected(&v)) };
+            let [Value::BulkString(st), Value::BulkString(fence), Value::Int(att), Value::Int(left), Value::Int(len), Value::Int(queued)] =
+                items.as_slice()
+            else {
+                return Err(unexpected(&v));
+            };
+            let running = match st.as_slice() {
+                b"" => None,
+                b"r" => Some(true),
+                b"d" => Some(false),
+                _ => return Err(unexpected(&v)),
+            };
+            let stored = match running {
+                Some(running) => Some(StoredIdem {
+                    running,
+                    fence: u64::try_from(parse_i64(fence)?).map_err(|_| unexpected(&v))?,
+                    attempt: u32::try_from(*att).map_err(|_| unexpected(&v))?,
+                    left_ms: *left,
+                    result_bytes: u64::try_from(*len).map_err(|_| unexpected(&v))?,
+                }),
+                None => None,
+            };
+            // The queue lives in Redis: every server's parked callers.
+            let waiters = u64::try_from(*queued).map_err(|_| unexpected(&v))?;
+            Ok(Some(IdemView::of_stored(stored, waiters, WaitersScope::Store)))
+        })
+    }
+
     fn info(&self) -> Vec<(String, String)> {
         vec![
             ("backend".into(), self.name().into()),
