@@ -63,9 +63,14 @@ const JS_ACK_PENDING_MAX: i64 = 10_000;
 const PG_CONNS_PER_WORKER: usize = 8;
 /// The idem connections per worker process.
 const IDEM_POOL_SIZE: usize = 16;
-/// After every order has its row and the broker holds nothing, the run
-/// still waits this long for late redeliveries before counting.
-const SETTLE_MS: u64 = 3_000;
+/// After every order has its row and the broker holds nothing, a run with
+/// kills or a crash still waits this long (JetStream's ack wait) for late
+/// redeliveries of messages a dead worker held, before counting.
+const SETTLE_MS: u64 = ACK_WAIT_MS;
+/// The same wait without kills: every message has then been settled by a
+/// live worker (acked, or moved to a delay queue, which the backlog counts),
+/// so nothing comes late; this only confirms the backlog stays empty.
+const SETTLE_MS_NO_KILLS: u64 = 2 * POLL_MS;
 /// How often the driver restarts dead workers and checks for the end.
 const POLL_MS: u64 = 50;
 /// Messages published at once while the benchmark fills its queue.
@@ -471,6 +476,8 @@ async fn drive(
     let distinct_sql = format!("SELECT count(DISTINCT order_id) FROM {table}");
     let mut next_kill = Instant::now() + Duration::from_millis(plan.kill_every_ms.max(1));
     let mut settled_since: Option<Instant> = None;
+    let quiet = plan.kill_every_ms == 0 && plan.crash_after_effect.is_none();
+    let settle = Duration::from_millis(if quiet { SETTLE_MS_NO_KILLS } else { SETTLE_MS });
     loop {
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         // Restart any worker that died (killed, or crashed on purpose).
@@ -492,7 +499,7 @@ async fn drive(
             let done = count(distinct_sql.clone()).await? == plan.orders as u64 && queue.backlog().await? == 0;
             match (done, settled_since) {
                 (true, None) => settled_since = Some(Instant::now()),
-                (true, Some(t)) if t.elapsed() >= Duration::from_millis(SETTLE_MS) => break,
+                (true, Some(t)) if t.elapsed() >= settle => break,
                 (false, _) => settled_since = None,
                 _ => {}
             }

@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | S1 replayed registration | [`s1`] | axum + MariaDB + idem (in the handler, and the unchanged handler behind `idem-gateway`) |
 //! | S2 product copy via MQ | [`s2`] | NATS JetStream + MariaDB (+ Redis lock) + idem in-transaction claims (MariaDB, PostgreSQL) |
+//! | S2 through the broker adapters | [`s2_broker`] | JetStream or RabbitMQ + PostgreSQL + killed consumer processes + `idem-broker` |
 //! | S3 prize grant | [`s3`] | MariaDB (REPEATABLE READ) + Redis lock + idem keys (server, and in the transaction) |
 //! | S4 meeting-room rush | [`s4`] | MariaDB + idem `SLOTS.RESERVE` |
 //! | S5 points, budget, callbacks | [`s5`] | MariaDB + NATS JetStream + idem counters and keys |
@@ -37,6 +38,7 @@ mod report;
 pub mod s1;
 mod s1_gateway;
 pub mod s2;
+pub mod s2_broker;
 pub mod s3;
 pub mod s4;
 pub mod s5;
@@ -108,12 +110,16 @@ pub struct ScenarioOpts {
     pub redis_url: String,
     /// NATS with JetStream, e.g. `nats://127.0.0.1:4222`.
     pub nats_url: String,
-    /// RabbitMQ, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (reserved: the
-    /// scenarios use JetStream as their broker).
+    /// RabbitMQ, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (S2 with
+    /// [`ScenarioOpts::s2_broker`] on RabbitMQ).
     pub amqp_url: String,
     /// An external idem server (`redis://host:port`); `None` starts one
     /// in-process with the embedded store in a temporary directory.
     pub idem_url: Option<String>,
+    /// S2 only: run it through the broker adapters (naive, adapter and
+    /// inbox consumer processes, optionally killed) instead of the product
+    /// copy ([`s2_broker`]).
+    pub s2_broker: Option<s2_broker::BrokerRun>,
 }
 
 impl Default for ScenarioOpts {
@@ -126,6 +132,7 @@ impl Default for ScenarioOpts {
             nats_url: "nats://127.0.0.1:4222".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             idem_url: None,
+            s2_broker: None,
         }
     }
 }
@@ -142,7 +149,10 @@ pub async fn run(which: Scenario, opts: ScenarioOpts) -> anyhow::Result<Vec<Vari
     let ctx = harness::Ctx::start(which, opts).await?;
     let result = match which {
         Scenario::S1 => s1::run(&ctx).await,
-        Scenario::S2 => s2::run(&ctx).await,
+        Scenario::S2 => match &ctx.opts.s2_broker {
+            Some(b) => s2_broker::run(&ctx, b).await,
+            None => s2::run(&ctx).await,
+        },
         Scenario::S3 => s3::run(&ctx).await,
         Scenario::S4 => s4::run(&ctx).await,
         Scenario::S5 => s5::run(&ctx).await,

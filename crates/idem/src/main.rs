@@ -55,6 +55,9 @@ enum Cmd {
     },
     /// Reproduce a scenario (s1..s5) naive vs idem against the real engines.
     Scenario(ScenarioArgs),
+    /// One consumer process of `scenario s2 --broker` (started by the scenario itself).
+    #[command(name = "s2-worker", hide = true)]
+    S2Worker(idem_broker::s2::WorkerArgs),
     /// The Idempotency-Key gateway: a reverse proxy that makes an unchanged HTTP app idempotent.
     Gateway(gateway::GatewayArgs),
     /// Show what a running server holds under KEY (idempotency record with fence, lease left, attempt and waiters; lock; claim; counter; value; state).
@@ -138,6 +141,15 @@ struct ScenarioArgs {
     /// NATS JetStream URL [default: nats://127.0.0.1:4222].
     #[arg(long)]
     nats: Option<String>,
+    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(long)]
+    amqp: Option<String>,
+    /// S2 only: run S2 through the broker adapters on this broker (naive, adapter and inbox consumer processes) instead of the product copy.
+    #[arg(long, value_enum)]
+    broker: Option<idem_broker::s2::Broker>,
+    /// S2 only: SIGKILL and restart consumer processes while the producer runs (with --broker; alone, on jetstream).
+    #[arg(long)]
+    kill: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -182,6 +194,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Scenario(args) => {
             init_tracing("warn");
             runtime.block_on(scenario(args))
+        }
+        Cmd::S2Worker(args) => {
+            init_tracing("warn");
+            runtime.block_on(idem_broker::s2::worker(args))
         }
         Cmd::Gateway(args) => {
             let settings = gateway::load(args)?;
@@ -325,6 +341,22 @@ async fn scenario(args: ScenarioArgs) -> anyhow::Result<()> {
     }
     if let Some(u) = args.nats {
         opts.nats_url = u;
+    }
+    if let Some(u) = args.amqp {
+        opts.amqp_url = u;
+    }
+    let broker = match (args.broker, args.kill) {
+        (Some(b), kill) => Some((b, kill)),
+        (None, true) => Some((idem_broker::s2::Broker::Jetstream, true)),
+        (None, false) => None,
+    };
+    if let Some((broker, kill)) = broker {
+        anyhow::ensure!(which == idem_scenarios::Scenario::S2, "--broker and --kill are options of scenario s2");
+        let worker = idem_broker::s2::WorkerCommand {
+            program: std::env::current_exe().context("finding this binary to start consumer processes")?,
+            args: vec!["s2-worker".into()],
+        };
+        opts.s2_broker = Some(idem_scenarios::s2_broker::BrokerRun { broker, kill, worker });
     }
     let reports = idem_scenarios::run(which, opts).await.with_context(|| format!("scenario {which} could not run"))?;
     for r in &reports {
