@@ -2,7 +2,11 @@
 # Messages per second through the idem-broker adapter against the raw
 # consumer (manual ack, no records), on the same broker, the same durable
 # queue settings (JetStream file storage; RabbitMQ durable quorum queue with
-# persistent messages) and the same concurrency, rounds interleaved.
+# persistent messages), the same concurrency and prefetch, rounds
+# interleaved. The adapter's idem server runs in the consumer's process on
+# the embedded durable store (fsync before each reply). Also reported: the
+# consumer process's CPU time per message (user + system; for the adapter it
+# includes the idem server; the broker's own CPU is in neither).
 # Usage: bench/brokers.sh [rounds] [messages]
 # Results: docs/benchmarks-brokers.md.
 set -euo pipefail
@@ -28,11 +32,13 @@ for effect in "" "--pg-effect"; do
   done
 done | tee /dev/stderr | awk '
   { for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-    k = f["broker"] " pg_effect=" f["pg_effect"]; v[k, f["variant"], ++n[k, f["variant"]]] = f["msgs_per_s"]; keys[k] = 1 }
-  function median(k, var,    m, i, j, t, a) {
-    m = n[k, var]; for (i = 1; i <= m; i++) a[i] = v[k, var, i]
+    k = f["broker"] " pg_effect=" f["pg_effect"]; j = ++n[k, f["variant"]]
+    v[k, f["variant"], j] = f["msgs_per_s"]; c[k, f["variant"], j] = f["cpu_us_per_msg"]; keys[k] = 1 }
+  function median(arr, k, var,    m, i, j, t, a) {
+    m = n[k, var]; for (i = 1; i <= m; i++) a[i] = arr[k, var, i]
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
-  END { for (k in keys) { r = median(k, "naive"); a = median(k, "adapter");
-    printf "median %s raw_msgs_per_s=%d adapter_msgs_per_s=%d ratio=%.2f\n", k, r, a, a / r } }'
+  END { for (k in keys) { r = median(v, k, "naive"); a = median(v, k, "adapter");
+    rc = median(c, k, "naive"); ac = median(c, k, "adapter")
+    printf "median %s raw_msgs_per_s=%d adapter_msgs_per_s=%d ratio=%.2f raw_cpu_us_per_msg=%.1f adapter_cpu_us_per_msg=%.1f\n", k, r, a, a / r, rc, ac } }'
 echo "# loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)"

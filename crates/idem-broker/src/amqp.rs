@@ -27,7 +27,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
-use tokio::task::JoinHandle;
 
 use crate::driver::{self, Delivery};
 use crate::error::{ConsumeError, KeyError};
@@ -215,7 +214,7 @@ impl Delivery for AmqpDelivery {
         ours.max(queue).saturating_add(1)
     }
 
-    fn keep_alive(&self, _every_ms: u64) -> Option<JoinHandle<()>> {
+    fn keep_alive(&self, _every_ms: u64) -> Option<BoxFuture<'static, ()>> {
         None
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::error::KeyError;
 use crate::key::KeySource;
@@ -30,8 +30,10 @@ pub(crate) trait Delivery: Send + 'static {
     /// Which delivery this is (1 = first).
     fn deliveries(&self) -> u32;
     /// Keeps the broker from redelivering while the handler runs, where the
-    /// broker has a per-message timer (JetStream's ack wait).
-    fn keep_alive(&self, every_ms: u64) -> Option<JoinHandle<()>>;
+    /// broker has a per-message timer (JetStream's ack wait): a future that
+    /// never ends, polled alongside the handler (no task of its own), whose
+    /// first signal goes out after `every_ms`, so a short handler sends none.
+    fn keep_alive(&self, every_ms: u64) -> Option<BoxFuture<'static, ()>>;
     /// Acknowledges, redelivers or dead-letters the delivery.
     fn settle(self, action: &Action) -> BoxFuture<'static, Result<(), String>>;
 }
@@ -112,12 +114,16 @@ async fn one<D: Delivery, P: Process>(shared: &Shared<P>, delivery: D, stop: wat
         Some(k) => Some(shared.gate.turn(k).await),
         None => None,
     };
-    let keep_alive = delivery.keep_alive(settings.progress_every());
     let msg = message(key, delivery.payload(), delivery.deliveries());
-    let (action, counted) = shared.process.process(settings, msg, stop).await;
-    if let Some(k) = keep_alive {
-        k.abort();
-    }
+    let work = shared.process.process(settings, msg, stop);
+    let (action, counted) = match delivery.keep_alive(settings.progress_every()) {
+        Some(keep_alive) => tokio::select! {
+            biased;
+            r = work => r,
+            () = keep_alive => unreachable!("a keep-alive never ends"),
+        },
+        None => work.await,
+    };
     settle(shared, delivery, action, counted, arrived).await;
 }
 

@@ -22,7 +22,6 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::task::JoinHandle;
 
 use crate::driver::{self, Delivery};
 use crate::error::{ConsumeError, KeyError};
@@ -102,13 +101,12 @@ impl Delivery for JsDelivery {
         self.msg.info().map_or(1, |i| u32::try_from(i.delivered).unwrap_or(u32::MAX).max(1))
     }
 
-    fn keep_alive(&self, every_ms: u64) -> Option<JoinHandle<()>> {
+    fn keep_alive(&self, every_ms: u64) -> Option<BoxFuture<'static, ()>> {
         let msg = self.msg.clone();
-        Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
-            tick.tick().await;
+        Some(Box::pin(async move {
+            let every = Duration::from_millis(every_ms);
             loop {
-                tick.tick().await;
+                tokio::time::sleep(every).await;
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "+WPI failed");
                 }
