@@ -4,13 +4,19 @@
 # fresh data directory. Prints rps, p50/p99 and server CPU per request of
 # each, and the B/A ratios per round and their median.
 #
-# Usage: bench/ab-idem.sh A_BIN B_BIN
+# Usage: bench/ab-idem.sh A_BIN B_BIN   (A_BIN = B_BIN with different
+#   A_ARGS/B_ARGS compares two settings of one build, e.g. the cost of
+#   metrics: B_ARGS=--no-metrics; the same arguments on both measure the
+#   run-to-run noise)
 # Environment: ROUNDS=3  P=1  N (default 150000 at P=1, 600000 otherwise)
+#   A_ARGS, B_ARGS: extra `idem serve` arguments of each side (default none)
 #   CLIENTS=50  CMD="IDEM.BEGIN k:__rand_int__ LEASE 3600000"  KEYSPACE=1000000
 #   DATA_ROOT=/tmp (the data directories: keep them on the disk under test)
 set -euo pipefail
 A=$1
 B=$2
+read -r -a A_EXTRA <<<"${A_ARGS:-}"
+read -r -a B_EXTRA <<<"${B_ARGS:-}"
 ROUNDS=${ROUNDS:-3}
 P=${P:-1}
 if [[ $P == 1 ]]; then N=${N:-150000}; else N=${N:-600000}; fi
@@ -28,11 +34,12 @@ trap cleanup EXIT
 need_redis
 HZ=$(getconf CLK_TCK)
 
-run_one() { # bin label round -> prints "label rps p50 p99 cpu_us_per_req"
+run_one() { # bin label round extra-args... -> prints "label rps p50 p99 cpu_us_per_req"
     local bin=$1 label=$2 round=$3 port
+    shift 3
     port=$(free_port)
     rm -rf "$WORK/data"
-    IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$bin" serve --port "$port" --http-port 0 --data "$WORK/data" --log warn \
+    IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$bin" serve --port "$port" --http-port 0 --data "$WORK/data" --log warn "$@" \
         >"$WORK/$label.log" 2>&1 &
     PID=$!
     for _ in $(seq 200); do redis-cli -p "$port" PING 2>/dev/null | grep -q PONG && break; sleep 0.05; done
@@ -54,8 +61,11 @@ echo -e "round\tbuild\trps\tp50\tp99\tcpu_us_per_req\tlog" >"$WORK/results.tsv"
 for r in $(seq "$ROUNDS"); do
     if ((r % 2)); then order="A B"; else order="B A"; fi
     for which in $order; do
-        if [[ $which == A ]]; then bin=$A; else bin=$B; fi
-        run_one "$bin" "$which" "$r" | tee -a "$WORK/results.tsv"
+        if [[ $which == A ]]; then
+            run_one "$A" A "$r" ${A_EXTRA[@]+"${A_EXTRA[@]}"} | tee -a "$WORK/results.tsv"
+        else
+            run_one "$B" B "$r" ${B_EXTRA[@]+"${B_EXTRA[@]}"} | tee -a "$WORK/results.tsv"
+        fi
     done
 done
 python3 - "$WORK/results.tsv" <<'PY'
@@ -66,6 +76,12 @@ for r in rows:
     by.setdefault(r[0], {})[r[1]] = (float(r[2]), float(r[5]))
 rps = [v["B"][0] / v["A"][0] for v in by.values()]
 cpu = [v["B"][1] / v["A"][1] for v in by.values()]
-print("B/A rps per round:", " ".join(f"{x:.2f}" for x in rps), " median", f"{statistics.median(rps):.2f}")
-print("B/A CPU per request per round:", " ".join(f"{x:.2f}" for x in cpu), " median", f"{statistics.median(cpu):.2f}")
+def line(name, xs):
+    print(f"B/A {name} per round:", " ".join(f"{x:.3f}" for x in xs), f" median {statistics.median(xs):.3f}",
+          f" range {min(xs):.3f}-{max(xs):.3f}")
+line("rps", rps)
+line("CPU per request", cpu)
+for side in ("A", "B"):
+    c = [v[side][1] for v in by.values()]
+    print(f"{side} CPU us per request: median {statistics.median(c):.2f}, max/min {max(c) / min(c):.3f}")
 PY
