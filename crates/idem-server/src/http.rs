@@ -18,6 +18,7 @@
 //! | `NOPERM` | 403 Forbidden | not allowed |
 //! | `READONLY` | 503 Service Unavailable | storage cannot accept writes; reads still work |
 //! | `BUSY` | 503 Service Unavailable, `Retry-After: 1` | overloaded; retry later |
+//! | `UNKNOWN` | 502 Bad Gateway | the external store's connection broke after the command was sent: outcome unknown |
 //!
 //! Outcomes that are not errors (`running`, `held`, `busy`, `refused`,
 //! `conflict`) are 200 replies: the client switches on the status word.
@@ -203,6 +204,7 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::NoAuth => StatusCode::UNAUTHORIZED,
         ErrorCode::NoPerm => StatusCode::FORBIDDEN,
         ErrorCode::ReadOnly | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unknown => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
