@@ -19,6 +19,7 @@ fn scenario(args: &[&str]) -> HashMap<String, HashMap<String, String>> {
     assert!(out.status.success(), "idem scenario failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let mut lines = HashMap::new();
     for line in stdout.lines().filter(|l| l.starts_with("scenario=s2 ")) {
+        println!("{line}");
         let fields: HashMap<String, String> =
             line.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
         let variant = fields.get("variant").cloned().unwrap_or_else(|| "summary".into());
