@@ -1,7 +1,9 @@
 //! A short run of the harness on every store: the real idem binary under
-//! kills (also during recovery), server pauses, holder stalls and restarts
-//! into a shifted monotonic clock, with the history checked. About 25 s of
-//! load per store; the long runs are in docs/reliability.md.
+//! kills (also during recovery), server pauses, holder stalls, restarts
+//! into a shifted monotonic clock and wall-clock jumps (embedded), and a
+//! faulty link to PostgreSQL and MariaDB (blackhole, half-open, reset,
+//! latency), with the history checked. About 25 s of load per store; the
+//! long runs are in docs/reliability.md.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -44,23 +46,44 @@ fn run(store: &str, nemeses: &str, seconds: u64) -> serde_json::Value {
     report
 }
 
+/// How many faults of the given kinds the run injected.
+fn injected(report: &serde_json::Value, kinds: &[&str]) -> u64 {
+    kinds.iter().map(|k| report["injected"][k].as_u64().unwrap_or_else(|| panic!("no count {k}: {report:#}"))).sum()
+}
+
+const NET: [&str; 4] = ["net_blackholes", "net_half_opens", "net_resets", "net_latency"];
+
 #[test]
 fn embedded_under_kills_pauses_and_clock_shifts() {
     let r = run("embedded", "kill,pause,clock", 30);
-    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(injected(&r, &["kills", "wall_clock_jumps"]) > 0, "{r:#}");
     assert!(r["side"]["durability_reads"].as_u64().unwrap() > 0, "{r:#}");
 }
 
 #[test]
-fn postgres_under_kills_and_pauses() {
-    let r = run("postgres", "kill,pause", 20);
-    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+fn postgres_under_kills_pauses_and_link_faults() {
+    let r = run("postgres", "kill,pause,net", 20);
+    assert!(injected(&r, &[&["kills"][..], &NET[..]].concat()) > 0, "{r:#}");
 }
 
 #[test]
-fn mysql_under_kills_and_pauses() {
-    let r = run("mysql", "kill,pause", 20);
-    assert!(r["injected"]["kills"].as_u64().unwrap() > 0, "{r:#}");
+fn mysql_under_kills_pauses_and_link_faults() {
+    let r = run("mysql", "kill,pause,net", 20);
+    assert!(injected(&r, &[&["kills"][..], &NET[..]].concat()) > 0, "{r:#}");
+}
+
+// Out of the default suite while its finding is open: after a disk fault,
+// reads are served from memory that holds writes refused with READONLY,
+// which a restart then loses (docs/reliability.md, "Open findings"). Run it
+// with `--ignored`.
+#[test]
+#[ignore = "open finding on the embedded store's disk faults: docs/reliability.md, Open findings"]
+fn embedded_under_disk_faults() {
+    let r = run("embedded", "disk", 20);
+    assert!(injected(&r, &["disk_full", "sync_eio"]) > 0, "{r:#}");
+    // Every fault failed the log, and no failed sync was retried.
+    assert_eq!(r["injected"]["storage_failures_seen"], injected(&r, &["disk_full", "sync_eio"]), "{r:#}");
+    assert_eq!(r["injected"]["sync_calls_failed"], r["injected"]["sync_eio"], "{r:#}");
 }
 
 #[test]
