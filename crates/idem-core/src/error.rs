@@ -24,6 +24,9 @@ pub enum ErrorCode {
     ReadOnly,
     /// Overloaded or a backend is unreachable; retry later.
     Busy,
+    /// The store is at its memory bound (`maxmemory`): a command that would
+    /// create a record is refused; records that exist still work.
+    Oom,
 }
 
 impl ErrorCode {
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::NoAuth => "NOAUTH",
             ErrorCode::ReadOnly => "READONLY",
             ErrorCode::Busy => "BUSY",
+            ErrorCode::Oom => "OOM",
         }
     }
 }
