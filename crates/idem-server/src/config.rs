@@ -2,8 +2,11 @@
 //! client can make the server hold.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use idem_core::Limits;
+
+use crate::acl::UserConfig;
 
 /// How to run a [`Server`](crate::Server). Every bound has a documented
 /// default: [`ServerConfig::documented_defaults`] lists them as the crate
@@ -64,6 +67,47 @@ pub struct ServerConfig {
     /// Limits applied while parsing primitive commands; keep them equal to
     /// the backend's.
     pub limits: Limits,
+    /// ACL users (see [`crate::acl`]). Empty (the default): the single
+    /// `password`, or no authentication, exactly as without ACLs.
+    pub users: Vec<UserConfig>,
+    /// Certificate, key and client CA for the TLS listeners; `None` = no TLS.
+    pub tls: Option<TlsConfig>,
+    /// RESP over TLS listen address (needs `tls`); `None` = none.
+    pub tls_bind: Option<SocketAddr>,
+    /// HTTP over TLS listen address (needs `tls`); `None` = none.
+    pub https_bind: Option<SocketAddr>,
+    /// Serve TLS only: `bind` and `http_bind` are not listened on (needs
+    /// `tls_bind` or `https_bind`).
+    pub tls_only: bool,
+    /// Time a new TLS connection has to finish its handshake; over it the
+    /// connection is closed.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+/// Whether TLS clients must present a certificate signed by `ca`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client may present one; if it does, it must verify.
+    Optional,
+    /// Every client must present one that verifies (mTLS).
+    Required,
+}
+
+/// The files of the TLS identity, read at bind and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates; needed unless
+    /// `client_auth` is `None`.
+    pub ca: Option<PathBuf>,
+    /// Client certificate policy.
+    pub client_auth: TlsClientAuth,
 }
 
 impl ServerConfig {
@@ -91,6 +135,7 @@ impl ServerConfig {
             ("shutdown_grace_ms", count(d.shutdown_grace_ms)),
             ("http_body_bytes_max", bytes(d.http_body_bytes_max)),
             ("password", d.password.unwrap_or_else(|| "none".to_string())),
+            ("tls_handshake_timeout_ms", count(d.tls_handshake_timeout_ms)),
             ("key_bytes_max", bytes(d.limits.key_bytes_max)),
             ("value_bytes_max", bytes(d.limits.value_bytes_max)),
         ]
@@ -141,6 +186,12 @@ impl Default for ServerConfig {
             password: None,
             event_loops: crate::loops::default_event_loops(),
             limits: Limits::default(),
+            users: Vec::new(),
+            tls: None,
+            tls_bind: None,
+            https_bind: None,
+            tls_only: false,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }

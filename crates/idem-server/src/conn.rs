@@ -26,11 +26,13 @@ use idem_core::{CmdError, Command, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::cmd::{self, ServerCmd, Session};
 use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
 use crate::state::{InfoCounter, ServerState};
+use crate::tls::{self, Stream};
 
 /// Bytes asked of the socket per read. Redis uses the same 16 KiB.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -52,19 +54,30 @@ const IDLE_BUFFER_BYTES_MAX: usize = 4 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Serves one accepted connection until it closes, fails or shutdown.
-pub(crate) async fn serve(stream: TcpStream, state: Arc<ServerState>, shutdown: watch::Receiver<bool>) {
+/// Serves one accepted connection until it closes, fails or shutdown; over
+/// TLS when `tls` is given (the handshake runs here, in the connection's
+/// own task, bounded by `tls_handshake_timeout_ms`).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    state: Arc<ServerState>,
+    shutdown: watch::Receiver<bool>,
+) {
     // Replies are small and latency matters more than packet count: batching
     // already happens per pipeline, Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let _open = OpenGuard::new(&state);
-    let session = Session {
-        id: state.next_client_id(),
-        name: None,
-        proto: resp::Protocol::Resp2,
-        authenticated: state.config().password.is_none(),
-        quit: false,
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(acceptor) => match tls::accept(acceptor, stream, state.config().tls_handshake_timeout_ms).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+        },
     };
+    let session = Session::new(state.next_client_id(), &state);
     // Registered with the channel once, for the life of the connection:
     // `shutdown.changed()` at every read would add and remove a waiter (a
     // lock of a mutex that every connection shares) each time.
@@ -109,7 +122,7 @@ impl Drop for OpenGuard {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Whether the last read filled its whole window: more input is
@@ -248,7 +261,7 @@ impl Conn {
                 // A server command splits the batch: everything before it
                 // runs and is answered first, so replies keep request order.
                 self.run_segment(&mut cmds, slots).await?;
-                let frame = self.server_command(name, request).await;
+                let frame = self.server_command(index, name, request).await;
                 self.reply(frame).await?;
                 if self.session.quit {
                     self.flush().await?;
@@ -263,7 +276,14 @@ impl Conn {
             }
             match Command::parse(request, &state.config().limits) {
                 Ok(c) => {
-                    state.metrics().command(CommandLabel::primitive(&c), Transport::Resp);
+                    let label = CommandLabel::primitive(&c);
+                    state.metrics().command(label, Transport::Resp);
+                    if let Some(user) = &self.session.user {
+                        if let Err(e) = user.check_primitive(label.index(), &c) {
+                            slots.push(Slot::Ready(e.into()));
+                            continue;
+                        }
+                    }
                     if cmds.capacity() == 0 {
                         cmds.reserve_exact(ends.len() - i);
                     }
@@ -299,7 +319,7 @@ impl Conn {
             let batch = self.state.backend().execute_batch(mem::take(cmds));
             tokio::select! {
                 results = batch => results,
-                _ = peer_closed(&self.stream) => {
+                _ = peer_closed(self.stream.tcp().expect("the handshake is done before serving")) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left during a WAIT"));
                 }
             }
@@ -328,12 +348,19 @@ impl Conn {
         Ok(())
     }
 
-    async fn server_command(&mut self, name: &'static str, args: &[Bytes]) -> Frame {
+    async fn server_command(&mut self, index: usize, name: &'static str, args: &[Bytes]) -> Frame {
         if !self.session.authenticated && !ServerCmd::allowed_unauthenticated(name) {
             return noauth();
         }
         match ServerCmd::parse(name, args) {
-            Ok(c) => c.apply(&mut self.session, &self.state).await,
+            Ok(c) => {
+                if let (Some(user), false) = (&self.session.user, c.always_allowed()) {
+                    if let Err(e) = user.check_server(index) {
+                        return e.into();
+                    }
+                }
+                c.apply(&mut self.session, &self.state).await
+            }
             Err(e) => e.into(),
         }
     }
@@ -380,6 +407,19 @@ impl Conn {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.wbuf.advance(n);
+        }
+        if let Stream::Tls(_) = self.stream {
+            // TLS may hold encrypted bytes the socket did not take yet.
+            let flush = self.stream.flush();
+            if timeout_ms == 0 {
+                flush.await?;
+            } else if tokio::time::timeout(Duration::from_millis(timeout_ms), flush).await.is_err() {
+                self.slow_client();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("client read no replies for {timeout_ms} ms"),
+                ));
+            }
         }
         Ok(())
     }

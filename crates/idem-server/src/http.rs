@@ -43,11 +43,12 @@ use std::task::{Context, Poll};
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{CommandLabel, Transport};
 use crate::state::{InfoCounter, ServerState};
+use crate::tls::{Stream, TlsSource};
 use crate::{base64, cmd};
 
 /// Serves HTTP on `listener` until `stop` turns true, then finishes the
@@ -55,15 +56,17 @@ use crate::{base64, cmd};
 /// of `max_connections`, separate from RESP's).
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<TlsSource>>,
     state: Arc<ServerState>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshake_ms = state.config().tls_handshake_timeout_ms;
     let app = router(state);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let listener = BoundedListener { inner: listener, permits };
+    let listener = BoundedListener { inner: listener, permits, tls, handshake_ms };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed; RESP keeps serving");
     }
@@ -74,6 +77,10 @@ pub(crate) async fn serve(
 struct BoundedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    /// HTTPS: each connection's handshake runs on its first read, in its
+    /// own task, so a slow handshake never holds up the accept loop.
+    tls: Option<Arc<TlsSource>>,
+    handshake_ms: u64,
 }
 
 impl Listener for BoundedListener {
@@ -86,6 +93,10 @@ impl Listener for BoundedListener {
         let permit = self.permits.clone().acquire_owned().await.ok();
         let (stream, addr) = Listener::accept(&mut self.inner).await;
         let _ = stream.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => Stream::lazy_tls(tls.acceptor(), stream, self.handshake_ms),
+        };
         (Permitted { stream, _permit: permit }, addr)
     }
 
@@ -96,7 +107,7 @@ impl Listener for BoundedListener {
 
 /// A connection and the permit it holds until it is dropped.
 struct Permitted {
-    stream: TcpStream,
+    stream: Stream,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -158,13 +169,8 @@ async fn command(
 }
 
 async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Reply, CmdError> {
-    if let Some(password) = state.config().password.as_deref() {
-        let given =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
-        if !cmd::password_matches(password.as_bytes(), given) {
-            return Err(CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"));
-        }
-    }
+    let user = crate::http_auth::authenticate(state, headers)
+        .map_err(|_| CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"))?;
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             CmdError::limit(format!("request body is over the limit of {} bytes", state.config().http_body_bytes_max))
@@ -179,7 +185,11 @@ async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, Bytes
     }
     let command = match Command::parse(&args, &state.config().limits) {
         Ok(c) => {
-            state.metrics().command(CommandLabel::primitive(&c), Transport::Http);
+            let label = CommandLabel::primitive(&c);
+            state.metrics().command(label, Transport::Http);
+            if let Some(user) = &user {
+                user.check_primitive(label.index(), &c)?;
+            }
             c
         }
         Err(e) => {

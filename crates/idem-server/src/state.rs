@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use idem_core::Backend;
 
+use crate::acl::Acl;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::observe::Observe;
@@ -17,6 +18,8 @@ use crate::observe::Observe;
 pub(crate) struct ServerState {
     config: ServerConfig,
     backend: Arc<dyn Backend>,
+    /// The users, built from `config.users` and `config.password`.
+    acl: Acl,
     counters: InfoCounters,
     /// Registered here, so at `Server::run` (see `metrics` for why).
     metrics: Metrics,
@@ -27,11 +30,19 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
-    /// The state of a server on `port` that runs commands on `backend`.
-    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16, observe: Observe) -> ServerState {
+    /// The state of a server on `port` that runs commands on `backend`,
+    /// with the users `acl` (built from `config` at bind).
+    pub(crate) fn new(
+        config: ServerConfig,
+        acl: Acl,
+        backend: Arc<dyn Backend>,
+        port: u16,
+        observe: Observe,
+    ) -> ServerState {
         ServerState {
             config,
             backend,
+            acl,
             counters: InfoCounters::default(),
             metrics: Metrics::register(),
             observe,
@@ -44,6 +55,17 @@ impl ServerState {
     /// The validated configuration.
     pub(crate) fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// Every user, for `ACL LIST` (the `default` user included).
+    pub(crate) fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    /// The users whose rules are enforced: `Some` only when ACL users are
+    /// configured, so that without them nothing changes.
+    pub(crate) fn acl_enforced(&self) -> Option<&Acl> {
+        (!self.config.users.is_empty()).then_some(&self.acl)
     }
 
     /// Where commands run.

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use axum::extract::{RawPathParams, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use idem_core::{Command, Reply};
 use serde_json::{Map, Value};
 
-use super::problem;
+use super::{problem, Principal};
 use crate::state::ServerState;
 
 /// The JSON type of a body field.
@@ -332,9 +332,13 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
         };
         router = router.route(
             route.path,
-            on(filter, move |state: State<Arc<ServerState>>, params: RawPathParams, body: Bytes| {
-                handle(route, state, params, body)
-            }),
+            on(
+                filter,
+                move |state: State<Arc<ServerState>>,
+                      principal: Option<Extension<Principal>>,
+                      params: RawPathParams,
+                      body: Bytes| { handle(route, state, principal, params, body) },
+            ),
         );
     }
     router
@@ -343,6 +347,7 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
 async fn handle(
     route: &'static Route,
     State(state): State<Arc<ServerState>>,
+    principal: Option<Extension<Principal>>,
     params: RawPathParams,
     body: Bytes,
 ) -> Response {
@@ -354,6 +359,12 @@ async fn handle(
         Ok(c) => c,
         Err(e) => return problem::from_error(&e),
     };
+    if let Some(Extension(Principal(user))) = &principal {
+        let id = crate::metrics::CommandLabel::primitive(&command).index();
+        if let Err(e) = user.check_primitive(id, &command) {
+            return problem::from_error(&e);
+        }
+    }
     let probe = state.observe().probe(std::slice::from_ref(&command));
     let result = state.backend().execute(command).await;
     state.observe().finish(probe, std::slice::from_ref(&result));
