@@ -243,7 +243,7 @@ pub(crate) fn reply_json(r: &Reply) -> Value {
 /// Parses the body into arguments, stopping as soon as there are more than
 /// `args_max`: a body of a million tiny elements is refused while reading,
 /// not after building a million values.
-fn parse_args(body: &[u8], args_max: usize) -> Result<Vec<Bytes>, CmdError> {
+pub(crate) fn parse_args(body: &[u8], args_max: usize) -> Result<Vec<Bytes>, CmdError> {
     let over = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = ArgsSeed { max: args_max, over: &over }.deserialize(&mut de).and_then(|v| de.end().map(|_| v));

@@ -72,6 +72,9 @@ mod cmd;
 mod config;
 mod conn;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod http_auth;
 mod loops;

@@ -13,7 +13,7 @@ mod openapi;
 mod problem;
 mod request_id;
 mod ui;
-mod v1;
+pub(crate) mod v1;
 
 use std::sync::Arc;
 use std::time::Instant;

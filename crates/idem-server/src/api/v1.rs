@@ -351,7 +351,8 @@ async fn handle(
     params: RawPathParams,
     body: Bytes,
 ) -> Response {
-    let args = match args(route, &params, &body) {
+    let param = route.param.and_then(|name| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v));
+    let args = match args(route, param, &body) {
         Ok(a) => a,
         Err(why) => return problem::bad_request(why),
     };
@@ -374,11 +375,11 @@ async fn handle(
     }
 }
 
-/// The command's arguments from the path parameter and the JSON body.
-fn args(route: &Route, params: &RawPathParams, body: &[u8]) -> Result<Vec<Bytes>, String> {
+/// The command's arguments from the path parameter's value and the JSON body.
+pub(crate) fn args(route: &Route, param: Option<&str>, body: &[u8]) -> Result<Vec<Bytes>, String> {
     let mut out = vec![Bytes::from_static(route.command.as_bytes())];
-    if let Some(name) = route.param {
-        let value = params.iter().find(|(k, _)| *k == name).map(|(_, v)| v).ok_or("missing path parameter")?;
+    if route.param.is_some() {
+        let value = param.ok_or("missing path parameter")?;
         out.push(Bytes::copy_from_slice(value.as_bytes()));
     }
     let blank = body.iter().all(|b| b.is_ascii_whitespace());
