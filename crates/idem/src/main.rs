@@ -301,6 +301,18 @@ fn redact(url: &str) -> String {
 async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
     let ip: IpAddr = s.bind.parse().with_context(|| format!("--bind {} is not an IP address", s.bind))?;
     s.check_protected(ip)?;
+    let users: Vec<idem_server::acl::UserConfig> = s
+        .user
+        .iter()
+        .map(|u| idem_server::acl::UserConfig {
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            rules: u.rules.clone(),
+        })
+        .collect();
+    // Checked before the store opens, so a typo in a rule costs no recovery.
+    idem_server::acl::Acl::build(&users, s.password.as_deref())
+        .map_err(|e| anyhow::anyhow!("invalid [[user]]: {e}"))?;
     if !ip.is_loopback() {
         let open = s.password.is_none() && s.user.is_empty();
         tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if open { " (no authentication: --insecure-no-auth)" } else { "" });
@@ -325,6 +337,7 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
                 limits: limits.clone(),
                 snapshot_after_bytes: s.snapshot_after_bytes,
                 prealloc_after_bytes: Some(s.prealloc_after_bytes),
+                maxmemory_bytes: s.maxmemory_bytes,
                 ..Default::default()
             };
             if s.shards > 0 {
@@ -351,18 +364,14 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
         output_buffer_bytes_max: s.output_buffer_bytes_max,
         write_timeout_ms: s.write_timeout_ms,
         idle_timeout_ms: s.idle_timeout_ms,
+        client_buffers_bytes_max: s.client_buffers_bytes_max,
+        http_body_bytes_max: s.http_body_bytes_max,
+        http_header_read_timeout_ms: s.http_header_read_timeout_ms,
+        http_body_read_timeout_ms: s.http_body_read_timeout_ms,
         password: s.password.clone(),
         event_loops: s.event_loops,
         limits,
-        users: s
-            .user
-            .iter()
-            .map(|u| idem_server::acl::UserConfig {
-                name: u.name.clone(),
-                password_hash: u.password_hash.clone(),
-                rules: u.rules.clone(),
-            })
-            .collect(),
+        users,
         tls: match (&s.tls_cert, &s.tls_key) {
             (Some(cert), Some(key)) => Some(idem_server::TlsConfig {
                 cert: cert.clone(),
