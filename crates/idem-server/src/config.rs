@@ -51,8 +51,21 @@ pub struct ServerConfig {
     /// On shutdown, how long connections may take to finish the batch in
     /// flight (a WAIT may park it) before they are cut.
     pub shutdown_grace_ms: u64,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes. A `Content-Length` over it is
+    /// refused with 413 from the header, before any of the body is read.
     pub http_body_bytes_max: usize,
+    /// Time an HTTP client has to send a request head (request line and
+    /// headers), from its first byte; over it the connection is closed.
+    /// Also the most an idle keep-alive connection is kept.
+    pub http_header_read_timeout_ms: u64,
+    /// Time an HTTP client has to send a request body, from the end of its
+    /// head; over it the request gets 408 and the connection is closed.
+    pub http_body_read_timeout_ms: u64,
+    /// Most bytes the buffers of all clients together may hold: the read
+    /// and write buffers of every RESP connection and the bodies of HTTP
+    /// requests being read. Over it, the client holding the most is
+    /// disconnected (as Redis's client eviction).
+    pub client_buffers_bytes_max: usize,
     /// When set, clients must `AUTH` (or `HELLO 3 AUTH default <password>`,
     /// or send `Authorization: Bearer <password>` over HTTP) first; other
     /// commands get `NOAUTH`.
@@ -134,6 +147,9 @@ impl ServerConfig {
             ("batch_commands_max", count(d.batch_commands_max as u64)),
             ("shutdown_grace_ms", count(d.shutdown_grace_ms)),
             ("http_body_bytes_max", bytes(d.http_body_bytes_max)),
+            ("http_header_read_timeout_ms", count(d.http_header_read_timeout_ms)),
+            ("http_body_read_timeout_ms", count(d.http_body_read_timeout_ms)),
+            ("client_buffers_bytes_max", bytes(d.client_buffers_bytes_max)),
             ("password", d.password.unwrap_or_else(|| "none".to_string())),
             ("tls_handshake_timeout_ms", count(d.tls_handshake_timeout_ms)),
             ("key_bytes_max", bytes(d.limits.key_bytes_max)),
@@ -183,6 +199,9 @@ impl Default for ServerConfig {
             batch_commands_max: 1024,
             shutdown_grace_ms: 30_000,
             http_body_bytes_max: 8 * 1024 * 1024,
+            http_header_read_timeout_ms: 10_000,
+            http_body_read_timeout_ms: 10_000,
+            client_buffers_bytes_max: 256 * 1024 * 1024,
             password: None,
             event_loops: crate::loops::default_event_loops(),
             limits: Limits::default(),

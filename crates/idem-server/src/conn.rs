@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::buffers::Tracked;
 use crate::cmd::{self, ServerCmd, Session};
 use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
@@ -87,6 +88,7 @@ pub(crate) async fn serve(
     };
     let mut conn = Conn {
         stream,
+        buffers: state.buffers().register(),
         stopping: Box::pin(stopping.fuse()),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
@@ -98,9 +100,18 @@ pub(crate) async fn serve(
         state,
         shutdown,
     };
-    if let Err(e) = conn.run().await {
-        tracing::debug!(client = conn.session.id, error = %e, "connection closed");
+    match conn.run().await {
+        Err(e) if e.kind() == EVICTED => conn.close_evicted().await,
+        Err(e) => tracing::debug!(client = conn.session.id, error = %e, "connection closed"),
+        Ok(()) => {}
     }
+}
+
+/// The error kind that ends an evicted connection (see `buffers`).
+const EVICTED: io::ErrorKind = io::ErrorKind::OutOfMemory;
+
+fn evicted_error() -> io::Error {
+    io::Error::new(EVICTED, "evicted: the buffers of all clients are over client_buffers_bytes_max")
 }
 
 /// Keeps `connected_clients` right even when the task is aborted.
@@ -123,6 +134,8 @@ impl Drop for OpenGuard {
 
 struct Conn {
     stream: Stream,
+    /// This connection's share of `client_buffers_bytes_max`.
+    buffers: Tracked,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Whether the last read filled its whole window: more input is
@@ -372,6 +385,7 @@ impl Conn {
             self.state.metrics().error(text, Transport::Resp);
         }
         resp::encode(&frame, self.session.proto, &mut self.wbuf);
+        self.report_buffers()?;
         let max = self.state.config().output_buffer_bytes_max;
         if self.wbuf.len() > max {
             self.slow_client();
@@ -388,7 +402,15 @@ impl Conn {
     async fn flush(&mut self) -> io::Result<()> {
         let timeout_ms = self.state.config().write_timeout_ms;
         while !self.wbuf.is_empty() {
-            let write = self.stream.write(&self.wbuf);
+            let Conn { stream, wbuf, buffers, .. } = self;
+            // A client that does not read its replies is the likely one to
+            // be evicted: stop waiting for it then.
+            let write = async {
+                tokio::select! {
+                    r = stream.write(wbuf) => r,
+                    _ = buffers.usage().evicted() => Err(evicted_error()),
+                }
+            };
             let n = if timeout_ms == 0 {
                 write.await?
             } else {
@@ -430,6 +452,32 @@ impl Conn {
         tracing::info!(client = self.session.id, "disconnecting a client that does not read its replies");
     }
 
+    /// Reports what the read and write buffers hold now to the bound on
+    /// all clients' buffers; fails when this client is evicted.
+    fn report_buffers(&mut self) -> io::Result<()> {
+        if self.buffers.report(self.rbuf.capacity() + self.wbuf.capacity()) {
+            Ok(())
+        } else {
+            Err(evicted_error())
+        }
+    }
+
+    /// Ends an evicted connection: gives its buffers back at once, tells
+    /// the client why when no reply is half written, and closes as after a
+    /// protocol error (reading what is in flight, into a fixed buffer, so
+    /// that the close is not a reset).
+    async fn close_evicted(&mut self) {
+        tracing::info!(client = self.session.id, "client evicted: client_buffers_bytes_max");
+        let whole_replies = self.wbuf.is_empty();
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        if whole_replies {
+            let line = format!("-ERR {}\r\n", evicted_error());
+            let _ = tokio::time::timeout(LINGER, self.stream.write_all(line.as_bytes())).await;
+        }
+        self.linger().await;
+    }
+
     /// Replies `-ERR Protocol error: ...` and ends the connection: after a
     /// framing error the next request's start is unknown.
     async fn protocol_error(&mut self, e: ProtocolError) -> io::Result<()> {
@@ -438,11 +486,18 @@ impl Conn {
         tracing::debug!(client = self.session.id, error = %e, "protocol error");
         self.reply(Frame::Error(format!("ERR Protocol error: {e}"))).await?;
         self.flush().await?;
+        self.linger().await;
+        Ok(())
+    }
+
+    /// Shuts the write side and reads what the client still sends before
+    /// the connection is dropped. Closing with unread input makes the
+    /// kernel reset the connection, and a client still sending (say, a
+    /// 3 MiB value) would see "reset" instead of the error. So read and
+    /// discard what is in flight, into a fixed buffer, for a bounded time
+    /// and size, before closing.
+    async fn linger(&mut self) {
         let _ = self.stream.shutdown().await;
-        // Closing with unread input makes the kernel reset the connection,
-        // and a client still sending (say, a 3 MiB value) would see "reset"
-        // instead of the error. So read and discard what is in flight, into
-        // a fixed buffer, for a bounded time and size, before closing.
         let mut sink = [0u8; 16 * 1024];
         let mut left = LINGER_BYTES_MAX;
         let _ = tokio::time::timeout(LINGER, async {
@@ -454,7 +509,6 @@ impl Conn {
             }
         })
         .await;
-        Ok(())
     }
 
     /// Waits for input and appends it to the read buffer. Returns false
@@ -469,6 +523,7 @@ impl Conn {
         shrink_idle(&mut self.args);
         shrink_idle(&mut self.ends);
         shrink_idle(&mut self.slots);
+        self.report_buffers()?;
         let idle_ms = self.state.config().idle_timeout_ms;
         let idle = async {
             if idle_ms == 0 {
@@ -484,6 +539,7 @@ impl Conn {
         let chunk = if self.read_filled { READ_CHUNK_BYTES } else { IDLE_BUFFER_BYTES_MAX };
         let want = room.min(chunk);
         self.rbuf.reserve(want);
+        self.report_buffers()?;
         let mut buf = (&mut self.rbuf).limit(want);
         // `read_buf` rather than `readable()` + `try_read_buf`: tokio clears
         // the read readiness after a short read, which saves the empty
@@ -498,6 +554,7 @@ impl Conn {
                 Ok(n > 0)
             }
             _ = &mut self.stopping => Ok(false),
+            _ = self.buffers.usage().evicted() => Err(evicted_error()),
             _ = &mut idle => {
                 tracing::debug!(client = self.session.id, "closing idle connection");
                 Ok(false)

@@ -18,6 +18,7 @@
 //! | `NOPERM` | 403 Forbidden | not allowed |
 //! | `READONLY` | 503 Service Unavailable | storage cannot accept writes; reads still work |
 //! | `BUSY` | 503 Service Unavailable, `Retry-After: 1` | overloaded; retry later |
+//! | `OOM` | 507 Insufficient Storage | the store is at `maxmemory_bytes`: no new record; existing ones still work |
 //!
 //! Outcomes that are not errors (`running`, `held`, `busy`, `refused`,
 //! `conflict`) are 200 replies: the client switches on the status word.
@@ -42,6 +43,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -62,14 +68,32 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let handshake_ms = state.config().tls_handshake_timeout_ms;
+    let header_read_timeout = Duration::from_millis(state.config().http_header_read_timeout_ms);
     let app = router(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let listener = BoundedListener { inner: listener, permits, tls, handshake_ms };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "HTTP server failed; RESP keeps serving");
+    let mut listener = BoundedListener { inner: listener, permits, tls, handshake_ms };
+    // hyper directly rather than `axum::serve`, for the head's read timeout
+    // (a slow-loris client sending a byte now and then is cut at it; it
+    // also bounds how long an idle keep-alive connection is kept).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (io, _addr) = tokio::select! {
+            accepted = Listener::accept(&mut listener) => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone())).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    // Finishes the requests in flight; `Server::run` bounds the wait.
+    graceful.shutdown().await;
 }
 
 /// A listener that accepts only while a connection permit is free; at the
@@ -146,6 +170,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http_body::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::api::around))
         .with_state(state)
 }
@@ -213,6 +238,7 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::NoAuth => StatusCode::UNAUTHORIZED,
         ErrorCode::NoPerm => StatusCode::FORBIDDEN,
         ErrorCode::ReadOnly | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Oom => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -49,7 +49,10 @@
 //! | `idle_timeout_ms` | 0 (never) | no input for this long: close |
 //! | `batch_commands_max` | 1,024 | the rest waits for the next batch |
 //! | `shutdown_grace_ms` | 30,000 | connections still busy at shutdown are cut |
-//! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT` |
+//! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT`, from the `Content-Length` header when it declares more |
+//! | `http_header_read_timeout_ms` | 10,000 | an HTTP head (or an idle keep-alive connection) this slow: close |
+//! | `http_body_read_timeout_ms` | 10,000 | an HTTP body this slow after its head: 408, close |
+//! | `client_buffers_bytes_max` | 256 MiB | all clients' buffers together: the client holding the most is evicted (`buffers`) |
 //! | `password` | none | commands before AUTH get `-NOAUTH Authentication required.` |
 //! | `users` | none | ACL users ([`acl`]): a refused command or key gets `-NOPERM` naming it |
 //! | `tls_handshake_timeout_ms` | 10,000 | a TLS handshake not done by then: close |
@@ -68,6 +71,7 @@
 pub mod acl;
 mod api;
 mod base64;
+mod buffers;
 mod cmd;
 mod config;
 mod conn;
@@ -77,6 +81,7 @@ mod error;
 pub mod fuzz;
 mod http;
 mod http_auth;
+mod http_body;
 mod loops;
 mod metrics;
 mod observe;

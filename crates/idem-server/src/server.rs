@@ -24,10 +24,12 @@ use crate::{conn, http};
 /// Large so that a burst of thousands of connects is queued, not refused.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Most connections being turned away at once (each gets its `-BUSY` line
-/// from a short task); beyond this, extra ones are dropped without a word,
-/// so a connect flood cannot grow the number of tasks.
-const REJECTERS_MAX: usize = 64;
+/// Most connections being turned away at once, each by a short task that
+/// writes its `-BUSY` line and closes politely. When all are busy, the
+/// accept loop waits for one (at most `REJECT_LINGER`) and further
+/// connections wait in the backlog: a connect flood cannot grow the number
+/// of tasks, and every turned-away client still reads its `-BUSY`.
+const REJECTERS_MAX: usize = 1024;
 
 /// How long a turned-away connection is given to read its `-BUSY` line.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
@@ -200,7 +202,7 @@ impl Server {
                                     },
                                 }
                             }
-                            Err(_) => reject(stream, &state, &rejecters),
+                            Err(_) => reject(stream, &state, &rejecters).await,
                         }
                     }
                     Err(e) => {
@@ -348,6 +350,9 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
         ("output_buffer_bytes_max", c.output_buffer_bytes_max),
         ("batch_commands_max", c.batch_commands_max),
         ("http_body_bytes_max", c.http_body_bytes_max),
+        ("client_buffers_bytes_max", c.client_buffers_bytes_max),
+        ("http_header_read_timeout_ms", c.http_header_read_timeout_ms as usize),
+        ("http_body_read_timeout_ms", c.http_body_read_timeout_ms as usize),
     ];
     for (name, v) in positive {
         if v == 0 {
@@ -385,15 +390,18 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// Turns a connection away with `-BUSY max connections reached`.
-fn reject(stream: TcpStream, state: &ServerState, rejecters: &Arc<Semaphore>) {
+async fn reject(stream: TcpStream, state: &ServerState, rejecters: &Arc<Semaphore>) {
     state.counters().add(InfoCounter::ConnectionsRejected, 1);
     state.metrics().connection_rejected();
-    let Ok(permit) = rejecters.clone().try_acquire_owned() else { return };
+    let permit = rejecters.clone().acquire_owned().await.expect("the rejecters' semaphore is never closed");
     tokio::spawn(async move {
         let _permit = permit;
         let mut stream = stream;
-        // A fresh socket's send buffer is empty, so this write completes at once.
-        let _ = stream.try_write(b"-BUSY max connections reached\r\n");
+        // Awaited, not `try_write`: a socket just accepted is not known to
+        // be writable until the reactor has seen it, and `try_write` would
+        // then give up without writing. The send buffer is empty, so this
+        // completes as soon as the socket is registered.
+        let _ = tokio::time::timeout(REJECT_LINGER, stream.write_all(b"-BUSY max connections reached\r\n")).await;
         // Read (and discard) what the client sent meanwhile before closing:
         // closing with unread input makes the kernel send a reset, which can
         // destroy the BUSY line before the client reads it.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use idem_core::Backend;
 
 use crate::acl::Acl;
+use crate::buffers::ClientBuffers;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::observe::Observe;
@@ -27,6 +28,7 @@ pub(crate) struct ServerState {
     started: Instant,
     port: u16,
     next_client_id: AtomicU64,
+    buffers: Arc<ClientBuffers>,
 }
 
 impl ServerState {
@@ -40,6 +42,7 @@ impl ServerState {
         observe: Observe,
     ) -> ServerState {
         ServerState {
+            buffers: Arc::new(ClientBuffers::new(config.client_buffers_bytes_max)),
             config,
             backend,
             acl,
@@ -96,6 +99,11 @@ impl ServerState {
     /// The RESP port actually bound.
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The buffers of all clients, against `client_buffers_bytes_max`.
+    pub(crate) fn buffers(&self) -> &Arc<ClientBuffers> {
+        &self.buffers
     }
 
     /// A fresh connection id; ids are never reused within a process.

@@ -59,6 +59,19 @@ pub struct Settings {
     pub key_bytes_max: usize,
     /// Longest result or value in bytes.
     pub value_bytes_max: usize,
+    /// Memory bound of the embedded store's records (estimate: key +
+    /// payload + 64 bytes each); at it, commands that would create a
+    /// record get OOM. 0 = no bound.
+    pub maxmemory_bytes: u64,
+    /// Most bytes the buffers of all clients together may hold; over it the
+    /// client holding the most is disconnected.
+    pub client_buffers_bytes_max: usize,
+    /// Largest HTTP request body, bytes (a larger Content-Length gets 413 at once).
+    pub http_body_bytes_max: usize,
+    /// Time an HTTP client has to send a request head, ms.
+    pub http_header_read_timeout_ms: u64,
+    /// Time an HTTP client has to send a request body after its head, ms.
+    pub http_body_read_timeout_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `idem_store=debug`.
     pub log: String,
     /// PEM certificate chain for TLS (with `tls_key`).
@@ -122,6 +135,11 @@ impl Default for Settings {
             idle_timeout_ms: server.idle_timeout_ms,
             key_bytes_max: limits.key_bytes_max,
             value_bytes_max: limits.value_bytes_max,
+            maxmemory_bytes: idem_store::StoreConfig::default().maxmemory_bytes,
+            client_buffers_bytes_max: server.client_buffers_bytes_max,
+            http_body_bytes_max: server.http_body_bytes_max,
+            http_header_read_timeout_ms: server.http_header_read_timeout_ms,
+            http_body_read_timeout_ms: server.http_body_read_timeout_ms,
             log: "info".into(),
             tls_cert: None,
             tls_key: None,
