@@ -48,7 +48,8 @@ const FRAME_LIMITS: FrameLimits =
 /// Frames `data` as the server does, whole and then cut in two at a point
 /// the first byte chooses: framing never depends on how the bytes arrived
 /// (partial input is "not yet", never an error), every request it takes
-/// keeps within the bounds, and `check` agrees with `take_request`.
+/// keeps within the bounds, and `check` agrees with `take_request` (but
+/// for an inline request's quoting, which only the parse checks).
 pub fn resp_framer(data: &[u8]) {
     let whole = frame_all(&[data]);
     let cut = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
@@ -65,6 +66,7 @@ fn frame_all(parts: &[&[u8]]) -> (Vec<Vec<Bytes>>, Option<String>, Vec<u8>) {
         buf.extend_from_slice(part);
         loop {
             let checked = resp::check(&buf, &FRAME_LIMITS);
+            let inline = buf.first() != Some(&b'*');
             let mut args = Vec::new();
             match resp::take_request(&mut buf, &FRAME_LIMITS, &mut args) {
                 Ok(true) => {
@@ -81,7 +83,13 @@ fn frame_all(parts: &[&[u8]]) -> (Vec<Vec<Bytes>>, Option<String>, Vec<u8>) {
                     break;
                 }
                 Err(e) => {
-                    assert!(checked.is_err(), "take_request failed where check did not");
+                    // `check` proves an inline request whole; its quoting is
+                    // only split, and refused, by the parse.
+                    let whole_inline = inline && matches!(checked, Ok(Some(_)));
+                    assert!(
+                        checked.is_err() || whole_inline,
+                        "take_request failed ({e}) where check did not ({checked:?})"
+                    );
                     return (requests, Some(e.to_string()), Vec::new());
                 }
             }
