@@ -16,6 +16,7 @@ use idem_core::Backend;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod url_params;
 
 /// Why a backend could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]

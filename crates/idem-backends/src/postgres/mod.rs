@@ -187,8 +187,8 @@ struct Target {
 /// (chain and host name), against the CA certificates in `sslrootcert`
 /// or else the system's roots: idem never encrypts to an unverified peer.
 fn parse_config(url: &str) -> Result<Target, BackendError> {
-    let (rest, mode) = take_param(url, "sslmode");
-    let (rest, root) = take_param(&rest, "sslrootcert");
+    let (rest, mode) = crate::url_params::take_param(url, "sslmode");
+    let (rest, root) = crate::url_params::take_param(&rest, "sslrootcert");
     let mut cfg = rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))?;
     cfg.ssl_mode(match mode.as_deref() {
         None | Some("disable") => SslMode::Disable,
@@ -224,27 +224,6 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Target { cfg, tls: MakeRustlsConnect::new(tls) })
-}
-
-/// Removes `name=value` from the query of `url`: (the URL without it, value).
-fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((path, query)) = url.split_once('?') else { return (url.to_string(), None) };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == name => {
-                value = Some(v.to_string());
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    if kept.is_empty() {
-        (path.to_string(), value)
-    } else {
-        (format!("{path}?{}", kept.join("&")), value)
-    }
 }
 
 impl PgBackend {

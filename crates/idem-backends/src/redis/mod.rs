@@ -154,7 +154,7 @@ pub fn open_client(url: &str) -> Result<redis::Client, BackendError> {
     if !url.starts_with("rediss://") {
         return redis::Client::open(url).map_err(engine_error);
     }
-    let (base, ca) = take_param(url, TLS_CA_PARAM);
+    let (base, ca) = crate::url_params::take_param(url, TLS_CA_PARAM);
     match ca {
         None => redis::Client::open(base).map_err(engine_error),
         Some(path) => {
@@ -163,36 +163,6 @@ pub fn open_client(url: &str) -> Result<redis::Client, BackendError> {
             redis::Client::build_with_tls(base, certs).map_err(engine_error)
         }
     }
-}
-
-/// Removes `name=value` from the query of `url`: (the URL without it, value).
-fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let (head, fragment) = match url.split_once('#') {
-        Some((h, f)) => (h, Some(f)),
-        None => (url, None),
-    };
-    let Some((path, query)) = head.split_once('?') else { return (url.to_string(), None) };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == name => {
-                value = Some(v.to_string());
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let mut out = path.to_string();
-    if !kept.is_empty() {
-        out.push('?');
-        out.push_str(&kept.join("&"));
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    (out, value)
 }
 
 impl RedisBackend {
