@@ -346,6 +346,47 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_that_cannot_work_are_refused_with_a_reason() {
+        let base = Settings::default();
+        let cases: [(Settings, &str); 5] = [
+            (Settings { tls_port: 7400, ..base.clone() }, "need tls_cert"),
+            (Settings { tls_cert: Some("c.pem".into()), ..base.clone() }, "go together"),
+            (Settings { tls_cert: Some("c.pem".into()), tls_key: Some("k.pem".into()), ..base.clone() }, "no TLS port"),
+            (Settings { tls_only: true, ..base.clone() }, "tls_only needs tls_port"),
+            (Settings { tls_client_auth: "sometimes".into(), ..base.clone() }, "tls_client_auth"),
+        ];
+        for (s, why) in cases {
+            let err = s.validate().expect_err(why).to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let ca_unused = Settings {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_ca: Some("ca.pem".into()),
+            tls_port: 7400,
+            ..base.clone()
+        };
+        assert!(ca_unused.validate().unwrap_err().to_string().contains("tls_client_auth"));
+        let same_port = Settings { tls_cert: Some("c".into()), tls_key: Some("k".into()), tls_port: 7379, ..base };
+        assert!(same_port.validate().unwrap_err().to_string().contains("both 7379"));
+    }
+
+    #[test]
+    fn protected_mode_needs_some_authentication_beyond_loopback() {
+        let open = Settings::default();
+        let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(open.check_protected("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(open.check_protected("::1".parse().unwrap()).is_ok());
+        assert!(open.check_protected(any).unwrap_err().to_string().contains("--insecure-no-auth"));
+        assert!(Settings { password: Some("pw".into()), ..Settings::default() }.check_protected(any).is_ok());
+        assert!(Settings { insecure_no_auth: true, ..Settings::default() }.check_protected(any).is_ok());
+        let mtls = Settings { tls_only: true, tls_client_auth: "required".into(), ..Settings::default() };
+        assert!(mtls.check_protected(any).is_ok(), "client certificates are authentication");
+        let optional = Settings { tls_only: true, tls_client_auth: "optional".into(), ..Settings::default() };
+        assert!(optional.check_protected(any).is_err(), "optional certificates authenticate no one");
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("idem.toml");
