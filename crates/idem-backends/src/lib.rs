@@ -16,6 +16,7 @@ use idem_core::Backend;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod url_params;
 
 /// Why a backend could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ pub enum BackendError {
 }
 
 /// Opens the backend a store URL names: `postgres://…`, `mysql://…`,
-/// `redis://…` or `redis-cluster://host:port,host:port,…`.
+/// `redis://…` (`rediss://…` over TLS) or `redis-cluster://host:port,host:port,…`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, BackendError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgBackend::connect(url).await?))
@@ -43,7 +44,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, BackendError> {
         Ok(Arc::new(mysql::MySqlBackend::connect(url).await?))
     } else if url.starts_with("redis-cluster://") {
         Ok(Arc::new(redis::RedisBackend::connect_cluster(url).await?))
-    } else if url.starts_with("redis://") {
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(Arc::new(redis::RedisBackend::connect(url).await?))
     } else {
         Err(BackendError::UnsupportedUrl(url.to_string()))
@@ -57,7 +58,7 @@ pub async fn migrate(url: &str) -> Result<(), BackendError> {
         postgres::migrate(url).await
     } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
         mysql::migrate(url).await
-    } else if url.starts_with("redis://") || url.starts_with("redis-cluster://") {
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis-cluster://") {
         Ok(())
     } else {
         Err(BackendError::UnsupportedUrl(url.to_string()))

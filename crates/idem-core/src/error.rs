@@ -28,6 +28,9 @@ pub enum ErrorCode {
     /// the command was sent, so it may or may not have taken effect. The one
     /// code that does not promise "changed nothing" (docs/commands.md).
     Unknown,
+    /// The store is at its memory bound (`maxmemory`): a command that would
+    /// create a record is refused; records that exist still work.
+    Oom,
 }
 
 impl ErrorCode {
@@ -43,6 +46,7 @@ impl ErrorCode {
             ErrorCode::ReadOnly => "READONLY",
             ErrorCode::Busy => "BUSY",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Oom => "OOM",
         }
     }
 }

@@ -2,8 +2,11 @@
 //! client can make the server hold.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use idem_core::Limits;
+
+use crate::acl::UserConfig;
 
 /// How to run a [`Server`](crate::Server). Every bound has a documented
 /// default: [`ServerConfig::documented_defaults`] lists them as the crate
@@ -48,8 +51,21 @@ pub struct ServerConfig {
     /// On shutdown, how long connections may take to finish the batch in
     /// flight (a WAIT may park it) before they are cut.
     pub shutdown_grace_ms: u64,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes. A `Content-Length` over it is
+    /// refused with 413 from the header, before any of the body is read.
     pub http_body_bytes_max: usize,
+    /// Time an HTTP client has to send a request head (request line and
+    /// headers), from its first byte; over it the connection is closed.
+    /// Also the most an idle keep-alive connection is kept.
+    pub http_header_read_timeout_ms: u64,
+    /// Time an HTTP client has to send a request body, from the end of its
+    /// head; over it the request gets 408 and the connection is closed.
+    pub http_body_read_timeout_ms: u64,
+    /// Most bytes the buffers of all clients together may hold: the read
+    /// and write buffers of every RESP connection and the bodies of HTTP
+    /// requests being read. Over it, the client holding the most is
+    /// disconnected (as Redis's client eviction).
+    pub client_buffers_bytes_max: usize,
     /// When set, clients must `AUTH` (or `HELLO 3 AUTH default <password>`,
     /// or send `Authorization: Bearer <password>` over HTTP) first; other
     /// commands get `NOAUTH`.
@@ -64,6 +80,47 @@ pub struct ServerConfig {
     /// Limits applied while parsing primitive commands; keep them equal to
     /// the backend's.
     pub limits: Limits,
+    /// ACL users (see [`crate::acl`]). Empty (the default): the single
+    /// `password`, or no authentication, exactly as without ACLs.
+    pub users: Vec<UserConfig>,
+    /// Certificate, key and client CA for the TLS listeners; `None` = no TLS.
+    pub tls: Option<TlsConfig>,
+    /// RESP over TLS listen address (needs `tls`); `None` = none.
+    pub tls_bind: Option<SocketAddr>,
+    /// HTTP over TLS listen address (needs `tls`); `None` = none.
+    pub https_bind: Option<SocketAddr>,
+    /// Serve TLS only: `bind` and `http_bind` are not listened on (needs
+    /// `tls_bind` or `https_bind`).
+    pub tls_only: bool,
+    /// Time a new TLS connection has to finish its handshake; over it the
+    /// connection is closed.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+/// Whether TLS clients must present a certificate signed by `ca`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client may present one; if it does, it must verify.
+    Optional,
+    /// Every client must present one that verifies (mTLS).
+    Required,
+}
+
+/// The files of the TLS identity, read at bind and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates; needed unless
+    /// `client_auth` is `None`.
+    pub ca: Option<PathBuf>,
+    /// Client certificate policy.
+    pub client_auth: TlsClientAuth,
 }
 
 impl ServerConfig {
@@ -90,7 +147,11 @@ impl ServerConfig {
             ("batch_commands_max", count(d.batch_commands_max as u64)),
             ("shutdown_grace_ms", count(d.shutdown_grace_ms)),
             ("http_body_bytes_max", bytes(d.http_body_bytes_max)),
+            ("http_header_read_timeout_ms", count(d.http_header_read_timeout_ms)),
+            ("http_body_read_timeout_ms", count(d.http_body_read_timeout_ms)),
+            ("client_buffers_bytes_max", bytes(d.client_buffers_bytes_max)),
             ("password", d.password.unwrap_or_else(|| "none".to_string())),
+            ("tls_handshake_timeout_ms", count(d.tls_handshake_timeout_ms)),
             ("key_bytes_max", bytes(d.limits.key_bytes_max)),
             ("value_bytes_max", bytes(d.limits.value_bytes_max)),
         ]
@@ -138,9 +199,18 @@ impl Default for ServerConfig {
             batch_commands_max: 1024,
             shutdown_grace_ms: 30_000,
             http_body_bytes_max: 8 * 1024 * 1024,
+            http_header_read_timeout_ms: 10_000,
+            http_body_read_timeout_ms: 10_000,
+            client_buffers_bytes_max: 256 * 1024 * 1024,
             password: None,
             event_loops: crate::loops::default_event_loops(),
             limits: Limits::default(),
+            users: Vec::new(),
+            tls: None,
+            tls_bind: None,
+            https_bind: None,
+            tls_only: false,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }

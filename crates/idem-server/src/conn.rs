@@ -26,11 +26,14 @@ use idem_core::{CmdError, Command, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
+use crate::buffers::Tracked;
 use crate::cmd::{self, ServerCmd, Session};
 use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
 use crate::state::{InfoCounter, ServerState};
+use crate::tls::{self, Stream};
 
 /// Bytes asked of the socket per read. Redis uses the same 16 KiB.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -52,19 +55,30 @@ const IDLE_BUFFER_BYTES_MAX: usize = 4 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// Serves one accepted connection until it closes, fails or shutdown.
-pub(crate) async fn serve(stream: TcpStream, state: Arc<ServerState>, shutdown: watch::Receiver<bool>) {
+/// Serves one accepted connection until it closes, fails or shutdown; over
+/// TLS when `tls` is given (the handshake runs here, in the connection's
+/// own task, bounded by `tls_handshake_timeout_ms`).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    state: Arc<ServerState>,
+    shutdown: watch::Receiver<bool>,
+) {
     // Replies are small and latency matters more than packet count: batching
     // already happens per pipeline, Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let _open = OpenGuard::new(&state);
-    let session = Session {
-        id: state.next_client_id(),
-        name: None,
-        proto: resp::Protocol::Resp2,
-        authenticated: state.config().password.is_none(),
-        quit: false,
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(acceptor) => match tls::accept(acceptor, stream, state.config().tls_handshake_timeout_ms).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+        },
     };
+    let session = Session::new(state.next_client_id(), &state);
     // Registered with the channel once, for the life of the connection:
     // `shutdown.changed()` at every read would add and remove a waiter (a
     // lock of a mutex that every connection shares) each time.
@@ -74,6 +88,7 @@ pub(crate) async fn serve(stream: TcpStream, state: Arc<ServerState>, shutdown: 
     };
     let mut conn = Conn {
         stream,
+        buffers: state.buffers().register(),
         stopping: Box::pin(stopping.fuse()),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
@@ -85,9 +100,18 @@ pub(crate) async fn serve(stream: TcpStream, state: Arc<ServerState>, shutdown: 
         state,
         shutdown,
     };
-    if let Err(e) = conn.run().await {
-        tracing::debug!(client = conn.session.id, error = %e, "connection closed");
+    match conn.run().await {
+        Err(e) if e.kind() == EVICTED => conn.close_evicted().await,
+        Err(e) => tracing::debug!(client = conn.session.id, error = %e, "connection closed"),
+        Ok(()) => {}
     }
+}
+
+/// The error kind that ends an evicted connection (see `buffers`).
+const EVICTED: io::ErrorKind = io::ErrorKind::OutOfMemory;
+
+fn evicted_error() -> io::Error {
+    io::Error::new(EVICTED, "evicted: the buffers of all clients are over client_buffers_bytes_max")
 }
 
 /// Keeps `connected_clients` right even when the task is aborted.
@@ -109,7 +133,9 @@ impl Drop for OpenGuard {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
+    /// This connection's share of `client_buffers_bytes_max`.
+    buffers: Tracked,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Whether the last read filled its whole window: more input is
@@ -248,7 +274,7 @@ impl Conn {
                 // A server command splits the batch: everything before it
                 // runs and is answered first, so replies keep request order.
                 self.run_segment(&mut cmds, slots).await?;
-                let frame = self.server_command(name, request).await;
+                let frame = self.server_command(index, name, request).await;
                 self.reply(frame).await?;
                 if self.session.quit {
                     self.flush().await?;
@@ -263,7 +289,14 @@ impl Conn {
             }
             match Command::parse(request, &state.config().limits) {
                 Ok(c) => {
-                    state.metrics().command(CommandLabel::primitive(&c), Transport::Resp);
+                    let label = CommandLabel::primitive(&c);
+                    state.metrics().command(label, Transport::Resp);
+                    if let Some(user) = &self.session.user {
+                        if let Err(e) = user.check_primitive(label.index(), &c) {
+                            slots.push(Slot::Ready(e.into()));
+                            continue;
+                        }
+                    }
                     if cmds.capacity() == 0 {
                         cmds.reserve_exact(ends.len() - i);
                     }
@@ -299,7 +332,7 @@ impl Conn {
             let batch = self.state.backend().execute_batch(mem::take(cmds));
             tokio::select! {
                 results = batch => results,
-                _ = peer_closed(&self.stream) => {
+                _ = peer_closed(self.stream.tcp().expect("the handshake is done before serving")) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client left during a WAIT"));
                 }
             }
@@ -328,12 +361,19 @@ impl Conn {
         Ok(())
     }
 
-    async fn server_command(&mut self, name: &'static str, args: &[Bytes]) -> Frame {
+    async fn server_command(&mut self, index: usize, name: &'static str, args: &[Bytes]) -> Frame {
         if !self.session.authenticated && !ServerCmd::allowed_unauthenticated(name) {
             return noauth();
         }
         match ServerCmd::parse(name, args) {
-            Ok(c) => c.apply(&mut self.session, &self.state).await,
+            Ok(c) => {
+                if let (Some(user), false) = (&self.session.user, c.always_allowed()) {
+                    if let Err(e) = user.check_server(index) {
+                        return e.into();
+                    }
+                }
+                c.apply(&mut self.session, &self.state).await
+            }
             Err(e) => e.into(),
         }
     }
@@ -345,6 +385,7 @@ impl Conn {
             self.state.metrics().error(text, Transport::Resp);
         }
         resp::encode(&frame, self.session.proto, &mut self.wbuf);
+        self.report_buffers()?;
         let max = self.state.config().output_buffer_bytes_max;
         if self.wbuf.len() > max {
             self.slow_client();
@@ -361,7 +402,15 @@ impl Conn {
     async fn flush(&mut self) -> io::Result<()> {
         let timeout_ms = self.state.config().write_timeout_ms;
         while !self.wbuf.is_empty() {
-            let write = self.stream.write(&self.wbuf);
+            let Conn { stream, wbuf, buffers, .. } = self;
+            // A client that does not read its replies is the likely one to
+            // be evicted: stop waiting for it then.
+            let write = async {
+                tokio::select! {
+                    r = stream.write(wbuf) => r,
+                    _ = buffers.usage().evicted() => Err(evicted_error()),
+                }
+            };
             let n = if timeout_ms == 0 {
                 write.await?
             } else {
@@ -381,6 +430,19 @@ impl Conn {
             }
             self.wbuf.advance(n);
         }
+        if let Stream::Tls(_) = self.stream {
+            // TLS may hold encrypted bytes the socket did not take yet.
+            let flush = self.stream.flush();
+            if timeout_ms == 0 {
+                flush.await?;
+            } else if tokio::time::timeout(Duration::from_millis(timeout_ms), flush).await.is_err() {
+                self.slow_client();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("client read no replies for {timeout_ms} ms"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -388,6 +450,32 @@ impl Conn {
         self.state.counters().add(InfoCounter::SlowClientsDisconnected, 1);
         self.state.metrics().slow_client_disconnected();
         tracing::info!(client = self.session.id, "disconnecting a client that does not read its replies");
+    }
+
+    /// Reports what the read and write buffers hold now to the bound on
+    /// all clients' buffers; fails when this client is evicted.
+    fn report_buffers(&mut self) -> io::Result<()> {
+        if self.buffers.report(self.rbuf.capacity() + self.wbuf.capacity()) {
+            Ok(())
+        } else {
+            Err(evicted_error())
+        }
+    }
+
+    /// Ends an evicted connection: gives its buffers back at once, tells
+    /// the client why when no reply is half written, and closes as after a
+    /// protocol error (reading what is in flight, into a fixed buffer, so
+    /// that the close is not a reset).
+    async fn close_evicted(&mut self) {
+        tracing::info!(client = self.session.id, "client evicted: client_buffers_bytes_max");
+        let whole_replies = self.wbuf.is_empty();
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        if whole_replies {
+            let line = format!("-ERR {}\r\n", evicted_error());
+            let _ = tokio::time::timeout(LINGER, self.stream.write_all(line.as_bytes())).await;
+        }
+        self.linger().await;
     }
 
     /// Replies `-ERR Protocol error: ...` and ends the connection: after a
@@ -398,11 +486,18 @@ impl Conn {
         tracing::debug!(client = self.session.id, error = %e, "protocol error");
         self.reply(Frame::Error(format!("ERR Protocol error: {e}"))).await?;
         self.flush().await?;
+        self.linger().await;
+        Ok(())
+    }
+
+    /// Shuts the write side and reads what the client still sends before
+    /// the connection is dropped. Closing with unread input makes the
+    /// kernel reset the connection, and a client still sending (say, a
+    /// 3 MiB value) would see "reset" instead of the error. So read and
+    /// discard what is in flight, into a fixed buffer, for a bounded time
+    /// and size, before closing.
+    async fn linger(&mut self) {
         let _ = self.stream.shutdown().await;
-        // Closing with unread input makes the kernel reset the connection,
-        // and a client still sending (say, a 3 MiB value) would see "reset"
-        // instead of the error. So read and discard what is in flight, into
-        // a fixed buffer, for a bounded time and size, before closing.
         let mut sink = [0u8; 16 * 1024];
         let mut left = LINGER_BYTES_MAX;
         let _ = tokio::time::timeout(LINGER, async {
@@ -414,7 +509,6 @@ impl Conn {
             }
         })
         .await;
-        Ok(())
     }
 
     /// Waits for input and appends it to the read buffer. Returns false
@@ -429,6 +523,7 @@ impl Conn {
         shrink_idle(&mut self.args);
         shrink_idle(&mut self.ends);
         shrink_idle(&mut self.slots);
+        self.report_buffers()?;
         let idle_ms = self.state.config().idle_timeout_ms;
         let idle = async {
             if idle_ms == 0 {
@@ -444,6 +539,7 @@ impl Conn {
         let chunk = if self.read_filled { READ_CHUNK_BYTES } else { IDLE_BUFFER_BYTES_MAX };
         let want = room.min(chunk);
         self.rbuf.reserve(want);
+        self.report_buffers()?;
         let mut buf = (&mut self.rbuf).limit(want);
         // `read_buf` rather than `readable()` + `try_read_buf`: tokio clears
         // the read readiness after a short read, which saves the empty
@@ -458,6 +554,7 @@ impl Conn {
                 Ok(n > 0)
             }
             _ = &mut self.stopping => Ok(false),
+            _ = self.buffers.usage().evicted() => Err(evicted_error()),
             _ = &mut idle => {
                 tracing::debug!(client = self.session.id, "closing idle connection");
                 Ok(false)

@@ -19,6 +19,7 @@
 //! | `READONLY` | 503 Service Unavailable | storage cannot accept writes; reads still work |
 //! | `BUSY` | 503 Service Unavailable, `Retry-After: 1` | overloaded; retry later |
 //! | `UNKNOWN` | 502 Bad Gateway | the external store's connection broke after the command was sent: outcome unknown |
+//! | `OOM` | 507 Insufficient Storage | the store is at `maxmemory_bytes`: no new record; existing ones still work |
 //!
 //! Outcomes that are not errors (`running`, `held`, `busy`, `refused`,
 //! `conflict`) are 200 replies: the client switches on the status word.
@@ -43,12 +44,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{CommandLabel, Transport};
 use crate::state::{InfoCounter, ServerState};
+use crate::tls::{Stream, TlsSource};
 use crate::{base64, cmd};
 
 /// Serves HTTP on `listener` until `stop` turns true, then finishes the
@@ -56,18 +63,38 @@ use crate::{base64, cmd};
 /// of `max_connections`, separate from RESP's).
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<TlsSource>>,
     state: Arc<ServerState>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshake_ms = state.config().tls_handshake_timeout_ms;
+    let header_read_timeout = Duration::from_millis(state.config().http_header_read_timeout_ms);
     let app = router(state);
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let listener = BoundedListener { inner: listener, permits };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "HTTP server failed; RESP keeps serving");
+    let mut listener = BoundedListener { inner: listener, permits, tls, handshake_ms };
+    // hyper directly rather than `axum::serve`, for the head's read timeout
+    // (a slow-loris client sending a byte now and then is cut at it; it
+    // also bounds how long an idle keep-alive connection is kept).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (io, _addr) = tokio::select! {
+            accepted = Listener::accept(&mut listener) => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone())).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    // Finishes the requests in flight; `Server::run` bounds the wait.
+    graceful.shutdown().await;
 }
 
 /// A listener that accepts only while a connection permit is free; at the
@@ -75,6 +102,10 @@ pub(crate) async fn serve(
 struct BoundedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    /// HTTPS: each connection's handshake runs on its first read, in its
+    /// own task, so a slow handshake never holds up the accept loop.
+    tls: Option<Arc<TlsSource>>,
+    handshake_ms: u64,
 }
 
 impl Listener for BoundedListener {
@@ -87,6 +118,10 @@ impl Listener for BoundedListener {
         let permit = self.permits.clone().acquire_owned().await.ok();
         let (stream, addr) = Listener::accept(&mut self.inner).await;
         let _ = stream.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => Stream::lazy_tls(tls.acceptor(), stream, self.handshake_ms),
+        };
         (Permitted { stream, _permit: permit }, addr)
     }
 
@@ -97,7 +132,7 @@ impl Listener for BoundedListener {
 
 /// A connection and the permit it holds until it is dropped.
 struct Permitted {
-    stream: TcpStream,
+    stream: Stream,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -136,6 +171,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::api::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http_body::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::api::around))
         .with_state(state)
 }
@@ -159,13 +195,8 @@ async fn command(
 }
 
 async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Reply, CmdError> {
-    if let Some(password) = state.config().password.as_deref() {
-        let given =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")).unwrap_or_default();
-        if !cmd::password_matches(password.as_bytes(), given) {
-            return Err(CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"));
-        }
-    }
+    let user = crate::http_auth::authenticate(state, headers)
+        .map_err(|_| CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"))?;
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             CmdError::limit(format!("request body is over the limit of {} bytes", state.config().http_body_bytes_max))
@@ -180,7 +211,11 @@ async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, Bytes
     }
     let command = match Command::parse(&args, &state.config().limits) {
         Ok(c) => {
-            state.metrics().command(CommandLabel::primitive(&c), Transport::Http);
+            let label = CommandLabel::primitive(&c);
+            state.metrics().command(label, Transport::Http);
+            if let Some(user) = &user {
+                user.check_primitive(label.index(), &c)?;
+            }
             c
         }
         Err(e) => {
@@ -205,6 +240,7 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::NoPerm => StatusCode::FORBIDDEN,
         ErrorCode::ReadOnly | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Unknown => StatusCode::BAD_GATEWAY,
+        ErrorCode::Oom => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -235,7 +271,7 @@ pub(crate) fn reply_json(r: &Reply) -> Value {
 /// Parses the body into arguments, stopping as soon as there are more than
 /// `args_max`: a body of a million tiny elements is refused while reading,
 /// not after building a million values.
-fn parse_args(body: &[u8], args_max: usize) -> Result<Vec<Bytes>, CmdError> {
+pub(crate) fn parse_args(body: &[u8], args_max: usize) -> Result<Vec<Bytes>, CmdError> {
     let over = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = ArgsSeed { max: args_max, over: &over }.deserialize(&mut de).and_then(|v| de.end().map(|_| v));

@@ -18,7 +18,10 @@
 //!   `resp::encode` writes replies.
 //! - `conn`: one task per connection: pipelining, backpressure, timeouts.
 //! - `cmd`: the server commands (one file each): PING, ECHO, HELLO, AUTH,
-//!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT. Everything else is parsed
+//!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT, ACL.
+//! - [`acl`]: ACL users, their rules and the per-command check;
+//!   `http_auth`: HTTP `Authorization` mapped onto the same users.
+//! - [`tls`]: TLS on the RESP and HTTP listeners, reloaded on SIGHUP. Everything else is parsed
 //!   by `idem_core::Command::parse` and run by the backend.
 //! - `server`: bind, accept, connection bound, graceful shutdown.
 //! - `state`: what every connection shares (configuration, backend,
@@ -46,8 +49,13 @@
 //! | `idle_timeout_ms` | 0 (never) | no input for this long: close |
 //! | `batch_commands_max` | 1,024 | the rest waits for the next batch |
 //! | `shutdown_grace_ms` | 30,000 | connections still busy at shutdown are cut |
-//! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT` |
+//! | `http_body_bytes_max` | 8 MiB | HTTP 413 `LIMIT`, from the `Content-Length` header when it declares more |
+//! | `http_header_read_timeout_ms` | 10,000 | an HTTP head (or an idle keep-alive connection) this slow: close |
+//! | `http_body_read_timeout_ms` | 10,000 | an HTTP body this slow after its head: 408, close |
+//! | `client_buffers_bytes_max` | 256 MiB | all clients' buffers together: the client holding the most is evicted (`buffers`) |
 //! | `password` | none | commands before AUTH get `-NOAUTH Authentication required.` |
+//! | `users` | none | ACL users ([`acl`]): a refused command or key gets `-NOPERM` naming it |
+//! | `tls_handshake_timeout_ms` | 10,000 | a TLS handshake not done by then: close |
 //! | `limits` | `Limits::default()` | command errors from the parser (`LIMIT ...`) |
 //!
 //! Values are bounded twice on purpose: a value just over
@@ -60,13 +68,20 @@
 //! reply (as in Redis: the server can no longer find the next request).
 #![warn(missing_docs)]
 
+pub mod acl;
 mod api;
 mod base64;
+mod buffers;
 mod cmd;
 mod config;
 mod conn;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
+mod http_auth;
+mod http_body;
 mod loops;
 mod metrics;
 mod observe;
@@ -74,8 +89,9 @@ pub mod resp;
 mod server;
 mod server_commands;
 mod state;
+pub mod tls;
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, TlsClientAuth, TlsConfig};
 pub use error::ServerError;
 pub use loops::{default_event_loops, EVENT_LOOPS_MAX};
 pub use observe::install_recorder;

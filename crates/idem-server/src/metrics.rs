@@ -126,7 +126,8 @@ impl CommandLabel {
 }
 
 /// The `code` labels of `idem_command_errors_total`; anything else is `OTHER`.
-const ERROR_CODES: &[&str] = &["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "NOPROTO"];
+const ERROR_CODES: &[&str] =
+    &["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "OOM", "NOPROTO"];
 
 /// The index in [`ERROR_CODES`] of the code of an error text ("CODE
 /// message"); `ERROR_CODES.len()` stands for `OTHER`.

@@ -12,20 +12,24 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::acl::Acl;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::loops::{EventLoops, EVENT_LOOPS_MAX};
 use crate::state::{InfoCounter, ServerState};
+use crate::tls::TlsSource;
 use crate::{conn, http};
 
 /// Backlog of the listening socket; the kernel caps it at `somaxconn`.
 /// Large so that a burst of thousands of connects is queued, not refused.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Most connections being turned away at once (each gets its `-BUSY` line
-/// from a short task); beyond this, extra ones are dropped without a word,
-/// so a connect flood cannot grow the number of tasks.
-const REJECTERS_MAX: usize = 64;
+/// Most connections being turned away at once, each by a short task that
+/// writes its `-BUSY` line and closes politely. When all are busy, the
+/// accept loop waits for one (at most `REJECT_LINGER`) and further
+/// connections wait in the backlog: a connect flood cannot grow the number
+/// of tasks, and every turned-away client still reads its `-BUSY`.
+const REJECTERS_MAX: usize = 1024;
 
 /// How long a turned-away connection is given to read its `-BUSY` line.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
@@ -46,9 +50,16 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
-    listener: TcpListener,
+    /// The plain RESP listener; `None` in TLS-only mode.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     http: Option<(TcpListener, SocketAddr)>,
+    /// RESP over TLS.
+    tls_listener: Option<(TcpListener, SocketAddr)>,
+    /// HTTP over TLS.
+    https: Option<(TcpListener, SocketAddr)>,
+    tls: Option<Arc<TlsSource>>,
+    acl: Acl,
     /// Whether per-command figures are kept (see [`Server::metrics`]).
     metrics: bool,
 }
@@ -58,17 +69,31 @@ impl Server {
     /// if any). Bind port 0 to get a free port, then read [`Server::local_addr`].
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         validate(&config)?;
-        let listener = listen(config.bind)?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
-        let http = match config.http_bind {
+        let acl = Acl::build(&config.users, config.password.as_deref()).map_err(ServerError::Config)?;
+        let tls = match &config.tls {
             None => None,
-            Some(addr) => {
-                let l = listen(addr)?;
-                let a = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-                Some((l, a))
+            Some(files) => Some(Arc::new(TlsSource::load(files).map_err(ServerError::Config)?)),
+        };
+        let listen_opt = |addr: Option<SocketAddr>| -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+            match addr {
+                None => Ok(None),
+                Some(addr) => {
+                    let l = listen(addr)?;
+                    let a = l.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+                    Ok(Some((l, a)))
+                }
             }
         };
-        Ok(Server { config, listener, local_addr, http, metrics: true })
+        let plain = listen_opt((!config.tls_only).then_some(config.bind))?;
+        let http = listen_opt(config.http_bind.filter(|_| !config.tls_only))?;
+        let tls_listener = listen_opt(config.tls_bind)?;
+        let https = listen_opt(config.https_bind)?;
+        let local_addr = match (&plain, &tls_listener) {
+            (Some((_, a)), _) | (None, Some((_, a))) => *a,
+            (None, None) => unreachable!("validate requires a RESP listener"),
+        };
+        let listener = plain.map(|(l, _)| l);
+        Ok(Server { config, listener, local_addr, http, tls_listener, https, tls, acl, metrics: true })
     }
 
     /// Keeps (the default) or skips the per-command figures: outcomes,
@@ -79,14 +104,32 @@ impl Server {
         self
     }
 
-    /// The RESP address actually bound.
+    /// The RESP address actually bound: the plain one, or in TLS-only mode
+    /// the TLS one.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The HTTP address actually bound, when `http_bind` was set.
+    /// The HTTP address actually bound, when `http_bind` was set (and not
+    /// in TLS-only mode).
     pub fn http_local_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The RESP-over-TLS address actually bound, when `tls_bind` was set.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The HTTPS address actually bound, when `https_bind` was set.
+    pub fn https_local_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The TLS configuration in force, to reload it (the server reloads it
+    /// itself on SIGHUP).
+    pub fn tls(&self) -> Option<Arc<TlsSource>> {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` completes. Then it stops accepting, lets each
@@ -97,10 +140,11 @@ impl Server {
     where
         F: Future<Output = ()> + Send,
     {
-        let Server { config, listener, local_addr, http, metrics } = self;
+        let Server { config, listener, local_addr, http, tls_listener, https, tls, acl, metrics } = self;
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         let observe = crate::observe::Observe::new(metrics);
-        let state = Arc::new(ServerState::new(config, backend.clone(), local_addr.port(), observe));
+        let state = Arc::new(ServerState::new(config, acl, backend.clone(), local_addr.port(), observe));
+        let reloader = tls.clone().and_then(reload_on_sighup);
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let permits = Arc::new(Semaphore::new(state.config().max_connections));
@@ -108,7 +152,12 @@ impl Server {
         // has no header timeout here) must not starve RESP of connections.
         let http_permits = Arc::new(Semaphore::new(state.config().max_connections));
         state.observe().http().watch_pool(http_permits.clone(), state.config().max_connections);
-        let http_task = http.map(|(l, _)| tokio::spawn(http::serve(l, state.clone(), http_permits, stop_rx.clone())));
+        let http_task =
+            http.map(|(l, _)| tokio::spawn(http::serve(l, None, state.clone(), http_permits.clone(), stop_rx.clone())));
+        let https_task = https
+            .zip(tls.clone())
+            .map(|((l, _), t)| tokio::spawn(http::serve(l, Some(t), state.clone(), http_permits, stop_rx.clone())));
+        let tls_listener = tls_listener.map(|(l, _)| l);
         let mut loops = match state.config().event_loops {
             0 => None,
             n => match EventLoops::start(n, backend.loop_hooks()) {
@@ -125,8 +174,8 @@ impl Server {
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                accepted = accept(listener.as_ref(), tls_listener.as_ref(), tls.as_deref()) => match accepted {
+                    Ok((stream, acceptor)) => {
                         state.counters().add(InfoCounter::ConnectionsReceived, 1);
                         match permits.clone().try_acquire_owned() {
                             Ok(permit) => {
@@ -134,7 +183,7 @@ impl Server {
                                 match &mut loops {
                                     None => {
                                         conns.spawn(async move {
-                                            conn::serve(stream, state, stop_rx).await;
+                                            conn::serve(stream, acceptor, state, stop_rx).await;
                                             drop(permit);
                                         });
                                     }
@@ -143,7 +192,7 @@ impl Server {
                                         Ok(std_stream) => {
                                             conns.spawn_on(async move {
                                                 match TcpStream::from_std(std_stream) {
-                                                    Ok(stream) => conn::serve(stream, state, stop_rx).await,
+                                                    Ok(stream) => conn::serve(stream, acceptor, state, stop_rx).await,
                                                     Err(e) => tracing::warn!(error = %e, "cannot register a connection with its event loop"),
                                                 }
                                                 drop(permit);
@@ -153,7 +202,7 @@ impl Server {
                                     },
                                 }
                             }
-                            Err(_) => reject(stream, &state, &rejecters),
+                            Err(_) => reject(stream, &state, &rejecters).await,
                         }
                     }
                     Err(e) => {
@@ -171,11 +220,15 @@ impl Server {
 
         // Stop accepting: closing the listener makes new connects fail at once.
         drop(listener);
+        drop(tls_listener);
+        if let Some(r) = reloader {
+            r.abort();
+        }
         tracing::info!(connections = conns.len(), "shutting down: finishing batches in flight");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(grace, async {
             while conns.join_next().await.is_some() {}
-            if let Some(t) = http_task {
+            for t in [http_task, https_task].into_iter().flatten() {
                 let _ = t.await;
             }
         })
@@ -220,6 +273,63 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The next connection from either RESP listener, with the TLS acceptor to
+/// use when it came in on the TLS one.
+async fn accept(
+    plain: Option<&TcpListener>,
+    tls_listener: Option<&TcpListener>,
+    tls: Option<&TlsSource>,
+) -> std::io::Result<(TcpStream, Option<tokio_rustls::TlsAcceptor>)> {
+    let plain = async {
+        match plain {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
+    };
+    let secure = async {
+        match (tls_listener, tls) {
+            (Some(l), Some(_)) => l.accept().await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = plain => r.map(|(s, _)| (s, None)),
+        r = secure => r.map(|(s, _)| (s, tls.map(TlsSource::acceptor))),
+    }
+}
+
+/// Reloads the certificates on every SIGHUP: new handshakes use the new
+/// files; when they cannot be read, the old ones stay and the error is
+/// logged. The handler is installed before this returns, so a SIGHUP sent
+/// once the server runs never takes the default action (ending the process).
+fn reload_on_sighup(tls: Arc<TlsSource>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: cannot reload the TLS certificates; keeping the ones in use")
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tls;
+        None
+    }
+}
+
 fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let err = |source| ServerError::Bind { addr, source };
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
@@ -240,6 +350,9 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
         ("output_buffer_bytes_max", c.output_buffer_bytes_max),
         ("batch_commands_max", c.batch_commands_max),
         ("http_body_bytes_max", c.http_body_bytes_max),
+        ("client_buffers_bytes_max", c.client_buffers_bytes_max),
+        ("http_header_read_timeout_ms", c.http_header_read_timeout_ms as usize),
+        ("http_body_read_timeout_ms", c.http_body_read_timeout_ms as usize),
     ];
     for (name, v) in positive {
         if v == 0 {
@@ -264,19 +377,31 @@ fn validate(c: &ServerConfig) -> Result<(), ServerError> {
     if c.password.as_deref() == Some("") {
         return Err(ServerError::Config("password must not be empty (use None for no password)".into()));
     }
+    if c.tls.is_none() && (c.tls_bind.is_some() || c.https_bind.is_some()) {
+        return Err(ServerError::Config("tls_bind and https_bind need tls (a certificate and key)".into()));
+    }
+    if c.tls_only && c.tls_bind.is_none() {
+        return Err(ServerError::Config("tls_only needs tls_bind: RESP must be served somewhere".into()));
+    }
+    if c.tls.is_some() && c.tls_handshake_timeout_ms == 0 {
+        return Err(ServerError::Config("tls_handshake_timeout_ms must be at least 1".into()));
+    }
     Ok(())
 }
 
 /// Turns a connection away with `-BUSY max connections reached`.
-fn reject(stream: TcpStream, state: &ServerState, rejecters: &Arc<Semaphore>) {
+async fn reject(stream: TcpStream, state: &ServerState, rejecters: &Arc<Semaphore>) {
     state.counters().add(InfoCounter::ConnectionsRejected, 1);
     state.metrics().connection_rejected();
-    let Ok(permit) = rejecters.clone().try_acquire_owned() else { return };
+    let permit = rejecters.clone().acquire_owned().await.expect("the rejecters' semaphore is never closed");
     tokio::spawn(async move {
         let _permit = permit;
         let mut stream = stream;
-        // A fresh socket's send buffer is empty, so this write completes at once.
-        let _ = stream.try_write(b"-BUSY max connections reached\r\n");
+        // Awaited, not `try_write`: a socket just accepted is not known to
+        // be writable until the reactor has seen it, and `try_write` would
+        // then give up without writing. The send buffer is empty, so this
+        // completes as soon as the socket is registered.
+        let _ = tokio::time::timeout(REJECT_LINGER, stream.write_all(b"-BUSY max connections reached\r\n")).await;
         // Read (and discard) what the client sent meanwhile before closing:
         // closing with unread input makes the kernel send a reset, which can
         // destroy the BUSY line before the client reads it.

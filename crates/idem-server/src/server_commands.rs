@@ -15,6 +15,7 @@ pub(crate) const SERVER_COMMANDS: &[(&str, i64)] = &[
     ("COMMAND", -1),
     ("DBSIZE", 1),
     ("SELECT", 2),
+    ("ACL", -2),
 ];
 
 /// The index in [`SERVER_COMMANDS`] and the upper-case name of the server

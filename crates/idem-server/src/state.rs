@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use idem_core::Backend;
 
+use crate::acl::Acl;
+use crate::buffers::ClientBuffers;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::observe::Observe;
@@ -17,6 +19,8 @@ use crate::observe::Observe;
 pub(crate) struct ServerState {
     config: ServerConfig,
     backend: Arc<dyn Backend>,
+    /// The users, built from `config.users` and `config.password`.
+    acl: Acl,
     counters: InfoCounters,
     /// Registered here, so at `Server::run` (see `metrics` for why).
     metrics: Metrics,
@@ -24,14 +28,24 @@ pub(crate) struct ServerState {
     started: Instant,
     port: u16,
     next_client_id: AtomicU64,
+    buffers: Arc<ClientBuffers>,
 }
 
 impl ServerState {
-    /// The state of a server on `port` that runs commands on `backend`.
-    pub(crate) fn new(config: ServerConfig, backend: Arc<dyn Backend>, port: u16, observe: Observe) -> ServerState {
+    /// The state of a server on `port` that runs commands on `backend`,
+    /// with the users `acl` (built from `config` at bind).
+    pub(crate) fn new(
+        config: ServerConfig,
+        acl: Acl,
+        backend: Arc<dyn Backend>,
+        port: u16,
+        observe: Observe,
+    ) -> ServerState {
         ServerState {
+            buffers: Arc::new(ClientBuffers::new(config.client_buffers_bytes_max)),
             config,
             backend,
+            acl,
             counters: InfoCounters::default(),
             metrics: Metrics::register(),
             observe,
@@ -44,6 +58,17 @@ impl ServerState {
     /// The validated configuration.
     pub(crate) fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// Every user, for `ACL LIST` (the `default` user included).
+    pub(crate) fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    /// The users whose rules are enforced: `Some` only when ACL users are
+    /// configured, so that without them nothing changes.
+    pub(crate) fn acl_enforced(&self) -> Option<&Acl> {
+        (!self.config.users.is_empty()).then_some(&self.acl)
     }
 
     /// Where commands run.
@@ -74,6 +99,11 @@ impl ServerState {
     /// The RESP port actually bound.
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The buffers of all clients, against `client_buffers_bytes_max`.
+    pub(crate) fn buffers(&self) -> &Arc<ClientBuffers> {
+        &self.buffers
     }
 
     /// A fresh connection id; ids are never reused within a process.

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use idem_core::machine::{self, Applied, Effects, Env, Machine, WaiterId};
-use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits};
+use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, ErrorCode, Limits};
 use parking_lot::Mutex;
 use rand::RngCore;
 use tokio::sync::oneshot;
@@ -42,6 +42,11 @@ const TICK_INTERVAL: Duration = Duration::from_millis(5);
 /// out, a high-water mark for the whole block is logged, so after a crash the
 /// sequence resumes above anything that could have been granted.
 const FENCE_BLOCK: u64 = 1 << 20;
+
+/// How often the ticker recounts the memory estimate of the shards that
+/// changed since their last count: it corrects the running figure for
+/// records that expired or were handed over, which no command addressed.
+const MEMORY_RECOUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most shards a store may be configured with.
 pub const SHARDS_MAX: usize = 1024;
@@ -110,6 +115,10 @@ struct ShardState {
     machine: Machine,
     waiters: std::collections::HashMap<WaiterId, oneshot::Sender<Wake>>,
     effects: Effects,
+    /// This shard's share of `Memory::used_bytes`.
+    memory_bytes: u64,
+    /// Whether the shard may have changed since its memory was last recounted.
+    memory_dirty: bool,
 }
 
 struct Shard {
@@ -131,6 +140,45 @@ struct Inner {
     /// How long `Store::open` took, recovery included.
     recovery_ms: AtomicU64,
     snapshot_stats: Mutex<SnapshotStats>,
+    memory: Memory,
+}
+
+/// The memory estimate of every record ([`Machine::memory_bytes`]) against
+/// `maxmemory_bytes`. The sum of the shards' shares, each changed only
+/// under its shard's lock: by the commands' own changes when there is a
+/// bound, and by the ticker's recount.
+struct Memory {
+    used_bytes: AtomicU64,
+    /// 0: no bound.
+    max_bytes: u64,
+}
+
+impl Memory {
+    /// Moves `shard`'s share to `bytes`.
+    fn set_share(&self, shard: &mut ShardState, bytes: u64) {
+        let old = std::mem::replace(&mut shard.memory_bytes, bytes);
+        if bytes >= old {
+            self.used_bytes.fetch_add(bytes - old, Ordering::Relaxed);
+        } else {
+            let before = self.used_bytes.fetch_sub(old - bytes, Ordering::Relaxed);
+            assert!(before >= old - bytes, "the total holds every shard's share");
+        }
+    }
+
+    /// `OOM` when the store is at its bound and `creates` (the command would create a record).
+    fn refuse(&self, creates: impl FnOnce() -> bool) -> Option<CmdError> {
+        let used = self.used_bytes.load(Ordering::Relaxed);
+        if self.max_bytes == 0 || used < self.max_bytes || !creates() {
+            return None;
+        }
+        Some(CmdError::new(
+            ErrorCode::Oom,
+            format!(
+                "command not allowed when the records use {used} bytes of maxmemory_bytes {}; existing records still work",
+                self.max_bytes
+            ),
+        ))
+    }
 }
 
 /// The snapshots written since open, for INFO and metrics.
@@ -219,6 +267,8 @@ impl Store {
                     machine,
                     waiters: std::collections::HashMap::new(),
                     effects: Effects::default(),
+                    memory_bytes: 0,
+                    memory_dirty: true,
                 }),
             })
             .collect();
@@ -246,7 +296,10 @@ impl Store {
             snapshotting: AtomicBool::new(false),
             recovery_ms: AtomicU64::new(0),
             snapshot_stats: Mutex::new(SnapshotStats::default()),
+            memory: Memory { used_bytes: AtomicU64::new(0), max_bytes: config.maxmemory_bytes },
         });
+        // Count what recovery loaded before serving, so the bound holds from the start.
+        inner.recount_memory();
         let ticker_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("idem-ticker".into())
@@ -334,9 +387,27 @@ impl Inner {
         let mut guard = self.shards[idx].state.lock();
         let shard_state = &mut *guard;
         let now_ms = self.clock.now_ms();
+        if let Some(e) = self.memory.refuse(|| shard_state.machine.creates_record(cmd)) {
+            return ApplyOutcome::Done(Err(e), Lsn(0));
+        }
         let waiter = (cmd.wait_ms() > 0).then(|| WaiterId(self.next_waiter.fetch_add(1, Ordering::Relaxed)));
         let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
+        // With a bound, the command's own change of the estimate is counted
+        // at once; other changes (expiry, handovers) at the next recount.
+        let bounded = self.memory.max_bytes > 0 && cmd.is_write();
+        let before = if bounded { shard_state.machine.command_bytes(cmd) } else { 0 };
         let applied = shard_state.machine.apply(now_ms, cmd, waiter, &mut env, &mut shard_state.effects);
+        if cmd.is_write() && !shard_state.effects.changes.is_empty() {
+            shard_state.memory_dirty = true;
+            if bounded {
+                let mut after = shard_state.machine.command_bytes(cmd);
+                if let Command::TokenNew { scope, .. } = cmd {
+                    after += machine::token_record_bytes(scope);
+                }
+                let share = (shard_state.memory_bytes + after).saturating_sub(before);
+                self.memory.set_share(shard_state, share);
+            }
+        }
         let lsn = self.settle(shard_state, now_ms);
         match applied {
             Applied::Done(result) => match lsn {
@@ -364,6 +435,19 @@ impl Inner {
         idxs.sort_unstable();
         idxs.dedup();
         let mut guards: Vec<_> = idxs.iter().map(|&i| self.shards[i].state.lock()).collect();
+        let creates = || {
+            keys.iter().any(|k| {
+                let i = idxs.binary_search(&self.shard_of(k)).expect("every key's shard is locked");
+                guards[i].machine.creates_record(&Command::Claim { key: k.clone(), owner: owner.clone(), ttl_ms: None })
+            })
+        };
+        if let Some(e) = self.memory.refuse(creates) {
+            return ApplyOutcome::Done(Err(e), Lsn(0));
+        }
+        for g in guards.iter_mut() {
+            // Counted at the next recount (CLAIM.ALL adds small records).
+            g.memory_dirty = true;
+        }
         let now_ms = self.clock.now_ms();
         let mut effects = Effects::default();
         let result = {
@@ -438,9 +522,27 @@ impl Inner {
         results
     }
 
+    /// Recounts the memory estimate of every shard that changed since its
+    /// last count, one shard's lock at a time.
+    fn recount_memory(&self) {
+        for shard in self.shards.iter() {
+            let mut guard = shard.state.lock();
+            if guard.memory_dirty {
+                let bytes = guard.machine.memory_bytes();
+                guard.memory_dirty = false;
+                self.memory.set_share(&mut guard, bytes);
+            }
+        }
+    }
+
     fn run_ticker(self: Arc<Self>) {
+        let mut recounted = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(TICK_INTERVAL);
+            if recounted.elapsed() >= MEMORY_RECOUNT_INTERVAL {
+                self.recount_memory();
+                recounted = Instant::now();
+            }
             for shard in self.shards.iter() {
                 let mut guard = shard.state.lock();
                 let shard_state = &mut *guard;
@@ -450,6 +552,7 @@ impl Inner {
                 }
                 let mut env = EngineEnv { fences: &self.fences, log: self.log.as_ref(), now_ms };
                 shard_state.machine.tick(now_ms, &mut env, &mut shard_state.effects);
+                shard_state.memory_dirty = true;
                 if let Err(e) = self.settle(shard_state, now_ms) {
                     tracing::error!(error = %e, "could not log expiry handovers");
                 }
@@ -558,6 +661,8 @@ impl Backend for Store {
             ),
             ("engine_time_ms".to_string(), inner.clock.now_ms().to_string()),
             ("fence_next".to_string(), inner.fences.high().to_string()),
+            ("memory_used_bytes".to_string(), inner.memory.used_bytes.load(Ordering::Relaxed).to_string()),
+            ("maxmemory_bytes".to_string(), inner.memory.max_bytes.to_string()),
         ];
         let mut counts = idem_core::machine::MachineCounts::default();
         let mut parked = 0u64;

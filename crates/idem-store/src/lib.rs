@@ -43,6 +43,12 @@ pub struct StoreConfig {
     /// Preallocate log segments once this many bytes were logged since
     /// open (default 1 MiB; `None`: never). See docs/durability.md.
     pub prealloc_after_bytes: Option<u64>,
+    /// The memory bound of the records, by the estimate of
+    /// [`idem_core::machine::Machine::memory_bytes`]: at or over it, a
+    /// command that would create a record gets `OOM`; records that exist
+    /// can still be read, committed, released and expire, and none is ever
+    /// evicted. 0 (the default): no bound.
+    pub maxmemory_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +61,7 @@ impl Default for StoreConfig {
             limits: idem_core::Limits::default(),
             snapshot_after_bytes: 256 * 1024 * 1024,
             prealloc_after_bytes: Some(wal::PREALLOC_AFTER_BYTES),
+            maxmemory_bytes: 0,
         }
     }
 }

@@ -60,6 +60,11 @@ enum Cmd {
     S2Worker(idem_broker::s2::WorkerArgs),
     /// The Idempotency-Key gateway: a reverse proxy that makes an unchanged HTTP app idempotent.
     Gateway(gateway::GatewayArgs),
+    /// ACL helpers: `idem acl hash-password` reads a password on stdin and prints its SHA-256 for `password_hash`.
+    Acl {
+        #[command(subcommand)]
+        command: AclCmd,
+    },
     /// Show what a running server holds under KEY (idempotency record with fence, lease left, attempt and waiters; lock; claim; counter; value; state).
     Inspect {
         /// The key (also a lock name, claim key, ...).
@@ -71,6 +76,12 @@ enum Cmd {
         #[arg(long, env = "IDEM_PASSWORD")]
         password: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AclCmd {
+    /// Read a password from stdin (one line) and print its SHA-256 in hex, for a [[user]]'s `password_hash`.
+    HashPassword,
 }
 
 #[derive(clap::Args, Debug)]
@@ -111,6 +122,30 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `idem_store=debug` [default: info].
     #[arg(long)]
     log: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mTLS).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificates: none, optional or required [default: none].
+    #[arg(long)]
+    tls_client_auth: Option<String>,
+    /// RESP over TLS port; 0 = none [default: 0].
+    #[arg(long)]
+    tls_port: Option<u16>,
+    /// HTTP over TLS port; 0 = none [default: 0].
+    #[arg(long)]
+    https_port: Option<u16>,
+    /// Serve TLS only (no plain RESP or HTTP port).
+    #[arg(long)]
+    tls_only: bool,
+    /// Serve beyond loopback without a password or ACL users (turns protected mode off).
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value = "text")]
     log_format: observe::LogFormat,
@@ -173,6 +208,14 @@ fn main() -> anyhow::Result<()> {
                 max_connections: args.max_connections,
                 idle_timeout_ms: args.idle_timeout_ms,
                 log: args.log,
+                tls_cert: args.tls_cert,
+                tls_key: args.tls_key,
+                tls_ca: args.tls_ca,
+                tls_client_auth: args.tls_client_auth,
+                tls_port: args.tls_port,
+                https_port: args.https_port,
+                tls_only: args.tls_only.then_some(true),
+                insecure_no_auth: args.insecure_no_auth.then_some(true),
             };
             let settings = settings::load(args.config.as_ref(), &overrides)?;
             observe::init_tracing(&settings.log, args.log_format);
@@ -203,6 +246,17 @@ fn main() -> anyhow::Result<()> {
             let settings = gateway::load(args)?;
             init_tracing(&settings.log);
             runtime.block_on(gateway::run(settings))
+        }
+        Cmd::Acl { command: AclCmd::HashPassword } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+            let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+            anyhow::ensure!(
+                !password.is_empty(),
+                "empty password: type it on stdin, e.g. `idem acl hash-password < file`"
+            );
+            println!("{}", idem_server::acl::hash_password(password.as_bytes()));
+            Ok(())
         }
         Cmd::Inspect { key, http, password } => {
             println!("{}", observe::inspect(&http, &key, password.as_deref())?);
@@ -266,8 +320,22 @@ fn redact(url: &str) -> String {
 
 async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
     let ip: IpAddr = s.bind.parse().with_context(|| format!("--bind {} is not an IP address", s.bind))?;
+    s.check_protected(ip)?;
+    let users: Vec<idem_server::acl::UserConfig> = s
+        .user
+        .iter()
+        .map(|u| idem_server::acl::UserConfig {
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            rules: u.rules.clone(),
+        })
+        .collect();
+    // Checked before the store opens, so a typo in a rule costs no recovery.
+    idem_server::acl::Acl::build(&users, s.password.as_deref())
+        .map_err(|e| anyhow::anyhow!("invalid [[user]]: {e}"))?;
     if !ip.is_loopback() {
-        tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if s.password.is_none() { " (no password set!)" } else { "" });
+        let open = s.password.is_none() && s.user.is_empty();
+        tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if open { " (no authentication: --insecure-no-auth)" } else { "" });
     }
     let limits = idem_core::Limits {
         key_bytes_max: s.key_bytes_max,
@@ -289,6 +357,7 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
                 limits: limits.clone(),
                 snapshot_after_bytes: s.snapshot_after_bytes,
                 prealloc_after_bytes: Some(s.prealloc_after_bytes),
+                maxmemory_bytes: s.maxmemory_bytes,
                 ..Default::default()
             };
             if s.shards > 0 {
@@ -315,13 +384,36 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
         output_buffer_bytes_max: s.output_buffer_bytes_max,
         write_timeout_ms: s.write_timeout_ms,
         idle_timeout_ms: s.idle_timeout_ms,
+        client_buffers_bytes_max: s.client_buffers_bytes_max,
+        http_body_bytes_max: s.http_body_bytes_max,
+        http_header_read_timeout_ms: s.http_header_read_timeout_ms,
+        http_body_read_timeout_ms: s.http_body_read_timeout_ms,
         password: s.password.clone(),
         event_loops: s.event_loops,
         limits,
+        users,
+        tls: match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some(idem_server::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: s.tls_ca.clone(),
+                client_auth: s.tls_client_auth()?,
+            }),
+            _ => None,
+        },
+        tls_bind: (s.tls_port != 0).then(|| SocketAddr::new(ip, s.tls_port)),
+        https_bind: (s.https_port != 0).then(|| SocketAddr::new(ip, s.https_port)),
+        tls_only: s.tls_only,
         ..Default::default()
     };
     let server = idem_server::Server::bind(config).await.context("binding the listener")?.metrics(metrics);
     tracing::info!(addr = %server.local_addr(), "idem is serving RESP");
+    if let Some(addr) = server.tls_local_addr() {
+        tracing::info!(%addr, "idem is serving RESP over TLS (certificates reload on SIGHUP)");
+    }
+    if let Some(addr) = server.https_local_addr() {
+        tracing::info!(%addr, "idem is serving HTTPS");
+    }
     server.run(backend, idem_server::shutdown_signal()).await;
     tracing::info!("shut down cleanly");
     Ok(())

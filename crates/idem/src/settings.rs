@@ -59,8 +59,54 @@ pub struct Settings {
     pub key_bytes_max: usize,
     /// Longest result or value in bytes.
     pub value_bytes_max: usize,
+    /// Memory bound of the embedded store's records (estimate: key +
+    /// payload + 64 bytes each); at it, commands that would create a
+    /// record get OOM. 0 = no bound.
+    pub maxmemory_bytes: u64,
+    /// Most bytes the buffers of all clients together may hold; over it the
+    /// client holding the most is disconnected.
+    pub client_buffers_bytes_max: usize,
+    /// Largest HTTP request body, bytes (a larger Content-Length gets 413 at once).
+    pub http_body_bytes_max: usize,
+    /// Time an HTTP client has to send a request head, ms.
+    pub http_header_read_timeout_ms: u64,
+    /// Time an HTTP client has to send a request body after its head, ms.
+    pub http_body_read_timeout_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `idem_store=debug`.
     pub log: String,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mTLS).
+    pub tls_ca: Option<PathBuf>,
+    /// `none` (default), `optional` or `required`: client certificates, checked against `tls_ca`.
+    pub tls_client_auth: String,
+    /// RESP over TLS port; 0 = none.
+    pub tls_port: u16,
+    /// HTTP over TLS port; 0 = none.
+    pub https_port: u16,
+    /// Serve TLS only: `port` and `http_port` are not listened on.
+    pub tls_only: bool,
+    /// ACL users: `[[user]]` tables in the config file.
+    pub user: Vec<UserSettings>,
+    /// Serve beyond loopback with no password and no ACL users (protected mode off).
+    pub insecure_no_auth: bool,
+}
+
+/// One `[[user]]` table: `name`, `password_hash` (from `idem acl
+/// hash-password`) and `rules` (docs/security.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// The user name.
+    pub name: String,
+    /// SHA-256 of the password, 64 hex digits.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// ACL rules, e.g. `on ~tenant-a:* +@idem -@admin`.
+    #[serde(default)]
+    pub rules: String,
 }
 
 impl Default for Settings {
@@ -89,7 +135,21 @@ impl Default for Settings {
             idle_timeout_ms: server.idle_timeout_ms,
             key_bytes_max: limits.key_bytes_max,
             value_bytes_max: limits.value_bytes_max,
+            maxmemory_bytes: idem_store::StoreConfig::default().maxmemory_bytes,
+            client_buffers_bytes_max: server.client_buffers_bytes_max,
+            http_body_bytes_max: server.http_body_bytes_max,
+            http_header_read_timeout_ms: server.http_header_read_timeout_ms,
+            http_body_read_timeout_ms: server.http_body_read_timeout_ms,
             log: "info".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_auth: "none".into(),
+            tls_port: 0,
+            https_port: 0,
+            tls_only: false,
+            user: Vec::new(),
+            insecure_no_auth: false,
         }
     }
 }
@@ -119,6 +179,22 @@ pub struct Overrides {
     pub idle_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_no_auth: Option<bool>,
 }
 
 /// Loads settings: defaults < config file < `IDEM_*` environment < flags.
@@ -176,7 +252,67 @@ impl Settings {
         if self.http_port != 0 && self.http_port == self.port {
             anyhow::bail!("http_port and port are both {}", self.port);
         }
+        self.tls_client_auth()?;
+        let tls_ports = self.tls_port != 0 || self.https_port != 0;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            anyhow::bail!("tls_cert and tls_key go together: set both or neither");
+        }
+        if tls_ports && self.tls_cert.is_none() {
+            anyhow::bail!("tls_port and https_port need tls_cert and tls_key");
+        }
+        if self.tls_cert.is_some() && !tls_ports {
+            anyhow::bail!("tls_cert is set but no TLS port is: set tls_port (RESP) and/or https_port (HTTP)");
+        }
+        if self.tls_only && self.tls_port == 0 {
+            anyhow::bail!("tls_only needs tls_port: RESP must be served somewhere");
+        }
+        if self.tls_ca.is_some() && self.tls_client_auth == "none" {
+            anyhow::bail!(
+                "tls_ca is set but tls_client_auth is 'none': set it to 'required' or 'optional', or drop tls_ca"
+            );
+        }
+        let ports = [
+            ("port", self.port),
+            ("http_port", self.http_port),
+            ("tls_port", self.tls_port),
+            ("https_port", self.https_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if *pa != 0 && pa == pb {
+                    anyhow::bail!("{a} and {b} are both {pa}");
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The client certificate policy, parsed.
+    pub fn tls_client_auth(&self) -> anyhow::Result<idem_server::TlsClientAuth> {
+        Ok(match self.tls_client_auth.as_str() {
+            "none" => idem_server::TlsClientAuth::None,
+            "optional" => idem_server::TlsClientAuth::Optional,
+            "required" => idem_server::TlsClientAuth::Required,
+            other => anyhow::bail!("tls_client_auth must be 'none', 'optional' or 'required', got '{other}'"),
+        })
+    }
+
+    /// Protected mode: listening beyond loopback needs a password, ACL
+    /// users, or client certificates on a TLS-only server; otherwise an
+    /// error that says how to proceed (`--insecure-no-auth` lifts it).
+    pub fn check_protected(&self, ip: std::net::IpAddr) -> anyhow::Result<()> {
+        let authenticated =
+            self.password.is_some() || !self.user.is_empty() || (self.tls_only && self.tls_client_auth == "required");
+        if ip.is_loopback() || authenticated || self.insecure_no_auth {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "protected mode: refusing to listen on {ip} with no password and no ACL users, since anyone who can \
+             reach it could run every command. Either set a password (--password, IDEM_PASSWORD or `password` in \
+             the config file), or add [[user]] entries to the config file (docs/security.md), or require client \
+             certificates (tls_only with tls_client_auth = \"required\"), or listen on 127.0.0.1 only; or, if the \
+             network itself is trusted, pass --insecure-no-auth"
+        )
     }
 }
 
@@ -207,6 +343,47 @@ mod tests {
         std::env::remove_var("IDEM_IDLE_TIMEOUT_MS");
         std::env::remove_var("IDEM_NOT_A_SETTING");
         assert_eq!(s.idle_timeout_ms, 1234, "IDEM_IDLE_TIMEOUT_MS sets idle_timeout_ms");
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused_with_a_reason() {
+        let base = Settings::default();
+        let cases: [(Settings, &str); 5] = [
+            (Settings { tls_port: 7400, ..base.clone() }, "need tls_cert"),
+            (Settings { tls_cert: Some("c.pem".into()), ..base.clone() }, "go together"),
+            (Settings { tls_cert: Some("c.pem".into()), tls_key: Some("k.pem".into()), ..base.clone() }, "no TLS port"),
+            (Settings { tls_only: true, ..base.clone() }, "tls_only needs tls_port"),
+            (Settings { tls_client_auth: "sometimes".into(), ..base.clone() }, "tls_client_auth"),
+        ];
+        for (s, why) in cases {
+            let err = s.validate().expect_err(why).to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        let ca_unused = Settings {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_ca: Some("ca.pem".into()),
+            tls_port: 7400,
+            ..base.clone()
+        };
+        assert!(ca_unused.validate().unwrap_err().to_string().contains("tls_client_auth"));
+        let same_port = Settings { tls_cert: Some("c".into()), tls_key: Some("k".into()), tls_port: 7379, ..base };
+        assert!(same_port.validate().unwrap_err().to_string().contains("both 7379"));
+    }
+
+    #[test]
+    fn protected_mode_needs_some_authentication_beyond_loopback() {
+        let open = Settings::default();
+        let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+        assert!(open.check_protected("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(open.check_protected("::1".parse().unwrap()).is_ok());
+        assert!(open.check_protected(any).unwrap_err().to_string().contains("--insecure-no-auth"));
+        assert!(Settings { password: Some("pw".into()), ..Settings::default() }.check_protected(any).is_ok());
+        assert!(Settings { insecure_no_auth: true, ..Settings::default() }.check_protected(any).is_ok());
+        let mtls = Settings { tls_only: true, tls_client_auth: "required".into(), ..Settings::default() };
+        assert!(mtls.check_protected(any).is_ok(), "client certificates are authentication");
+        let optional = Settings { tls_only: true, tls_client_auth: "optional".into(), ..Settings::default() };
+        assert!(optional.check_protected(any).is_err(), "optional certificates authenticate no one");
     }
 
     #[test]

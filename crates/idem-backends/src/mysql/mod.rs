@@ -87,12 +87,41 @@ fn engine_err(message: impl std::fmt::Display) -> BackendError {
 }
 
 /// `mariadb://` is accepted as a synonym of `mysql://`.
+///
+/// TLS follows the MySQL client's `ssl-mode` and `ssl-ca` (read here and
+/// removed from the URL): absent or `DISABLED`, no TLS (as before TLS
+/// support); `REQUIRED` and `VERIFY_IDENTITY`, TLS with the server's
+/// certificate verified (chain and host name); `VERIFY_CA`, chain only.
+/// The chain is checked against the CA certificates in `ssl-ca`, or else
+/// the built-in web roots: idem never encrypts to an unverified peer.
 fn parse_opts(url: &str) -> Result<Opts, BackendError> {
     let url = match url.strip_prefix("mariadb://") {
         Some(rest) => format!("mysql://{rest}"),
         None => url.to_string(),
     };
-    Opts::from_url(&url).map_err(|e| engine_err(format!("bad URL: {e}")))
+    let (url, mode) = crate::url_params::take_param(&url, "ssl-mode");
+    let (url, ca) = crate::url_params::take_param(&url, "ssl-ca");
+    let opts = Opts::from_url(&url).map_err(|e| engine_err(format!("bad URL: {e}")))?;
+    let skip_domain = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("DISABLED") => {
+            if ca.is_some() {
+                return Err(engine_err("ssl-ca needs ssl-mode=REQUIRED, VERIFY_CA or VERIFY_IDENTITY"));
+            }
+            return Ok(opts);
+        }
+        Some("REQUIRED" | "VERIFY_IDENTITY") => false,
+        Some("VERIFY_CA") => true,
+        Some(other) => {
+            return Err(engine_err(format!(
+                "ssl-mode={other}: expected DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY"
+            )))
+        }
+    };
+    let mut ssl = mysql_async::SslOpts::default().with_danger_skip_domain_validation(skip_domain);
+    if let Some(path) = ca {
+        ssl = ssl.with_root_certs(vec![std::path::PathBuf::from(path).into()]).with_disable_built_in_roots(true);
+    }
+    Ok(mysql_async::OptsBuilder::from_opts(opts).ssl_opts(ssl).into())
 }
 
 fn is_deadlock(e: &mysql_async::Error) -> bool {

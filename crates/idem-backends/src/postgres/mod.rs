@@ -35,9 +35,12 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits, Reply};
+use rustls::pki_types::pem::PemObject;
 use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::BackendError;
 
@@ -173,8 +176,58 @@ fn engine_err(message: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "postgres", message: message.to_string() }
 }
 
-fn parse_config(url: &str) -> Result<tokio_postgres::Config, BackendError> {
-    url.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))
+/// Where and how to connect: the engine's settings, and the TLS connector
+/// built from the URL's `sslmode` and `sslrootcert`.
+#[derive(Clone)]
+struct Target {
+    cfg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+/// Parses a `postgres://` URL. TLS follows libpq's `sslmode`: absent or
+/// `disable`, no TLS (as before TLS support); `prefer`, TLS when the server
+/// offers it; `require`, `verify-ca` and `verify-full`, TLS or no
+/// connection. Whenever TLS is used the server's certificate is verified
+/// (chain and host name), against the CA certificates in `sslrootcert`
+/// or else the system's roots: idem never encrypts to an unverified peer.
+fn parse_config(url: &str) -> Result<Target, BackendError> {
+    let (rest, mode) = crate::url_params::take_param(url, "sslmode");
+    let (rest, root) = crate::url_params::take_param(&rest, "sslrootcert");
+    let mut cfg = rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))?;
+    cfg.ssl_mode(match mode.as_deref() {
+        None | Some("disable") => SslMode::Disable,
+        Some("prefer") => SslMode::Prefer,
+        Some("require" | "verify-ca" | "verify-full") => SslMode::Require,
+        Some(other) => {
+            return Err(engine_err(format!(
+                "sslmode={other}: expected disable, prefer, require, verify-ca or verify-full"
+            )))
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    match &root {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| engine_err(format!("sslrootcert {path}: {e}")))?;
+            for cert in <rustls::pki_types::CertificateDer as PemObject>::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| engine_err(format!("sslrootcert {path}: {e}")))?;
+                roots.add(cert).map_err(|e| engine_err(format!("sslrootcert {path}: {e}")))?;
+            }
+        }
+        None if cfg.get_ssl_mode() != SslMode::Disable => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system root rustls cannot parse is skipped, as a browser would.
+                let _ = roots.add(cert);
+            }
+        }
+        None => {}
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(engine_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Target { cfg, tls: MakeRustlsConnect::new(tls) })
 }
 
 impl PgBackend {
@@ -183,8 +236,8 @@ impl PgBackend {
     /// than this build's, and starts the LISTEN and cleanup tasks. Must be
     /// called inside a Tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let mut cfg = parse_config(url)?;
-        let version = schema_version(&cfg).await?;
+        let target = parse_config(url)?;
+        let version = schema_version(&target).await?;
         if version > schema::SCHEMA_VERSION {
             return Err(engine_err(format!(
                 "the schema is at version {version}, newer than this build's {}; upgrade idem",
@@ -192,9 +245,10 @@ impl PgBackend {
             )));
         }
         if version < schema::SCHEMA_VERSION {
-            migrate_config(&cfg).await?;
+            migrate_config(&target).await?;
         }
-        let listen_cfg = cfg.clone();
+        let listen_target = target.clone();
+        let Target { mut cfg, tls } = target;
         // Commands must not wait forever on a row that a caller's own long
         // transaction has locked; `lock_timeout` turns that into BUSY.
         let options = format!("{} -c lock_timeout={LOCK_TIMEOUT_MS}", cfg.get_options().unwrap_or(""));
@@ -202,7 +256,7 @@ impl PgBackend {
         if cfg.get_application_name().is_none() {
             cfg.application_name("idem");
         }
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(POOL_SIZE_MAX)
             .runtime(Runtime::Tokio1)
@@ -218,7 +272,7 @@ impl PgBackend {
             listening: Arc::new(AtomicBool::new(false)),
         });
         let tasks = vec![
-            tokio::spawn(listen_loop(listen_cfg, inner.waits.clone(), inner.listening.clone())),
+            tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone())),
             tokio::spawn(cleanup_loop(pool)),
         ];
         Ok(PgBackend { inner, tasks })
@@ -240,8 +294,8 @@ pub async fn migrate(url: &str) -> Result<(), BackendError> {
     migrate_config(&parse_config(url)?).await
 }
 
-async fn connect_one(cfg: &tokio_postgres::Config) -> Result<tokio_postgres::Client, BackendError> {
-    let (client, conn) = cfg.connect(NoTls).await.map_err(engine_err)?;
+async fn connect_one(target: &Target) -> Result<tokio_postgres::Client, BackendError> {
+    let (client, conn) = target.cfg.connect(target.tls.clone()).await.map_err(engine_err)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres: migration connection ended");
@@ -251,8 +305,8 @@ async fn connect_one(cfg: &tokio_postgres::Config) -> Result<tokio_postgres::Cli
 }
 
 /// The version in `idem_schema_version`, 0 when the schema is absent.
-async fn schema_version(cfg: &tokio_postgres::Config) -> Result<i32, BackendError> {
-    let client = connect_one(cfg).await?;
+async fn schema_version(target: &Target) -> Result<i32, BackendError> {
+    let client = connect_one(target).await?;
     let exists: bool = client
         .query_one("SELECT to_regclass('idem_schema_version') IS NOT NULL", &[])
         .await
@@ -266,8 +320,8 @@ async fn schema_version(cfg: &tokio_postgres::Config) -> Result<i32, BackendErro
     Ok(row.map_or(0, |r| r.get(0)))
 }
 
-async fn migrate_config(cfg: &tokio_postgres::Config) -> Result<(), BackendError> {
-    let client = connect_one(cfg).await?;
+async fn migrate_config(target: &Target) -> Result<(), BackendError> {
+    let client = connect_one(target).await?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await.map_err(engine_err)?;
     let result = apply_migrations(&client).await;
     // The lock also ends with the session; unlocking early lets waiters go.
@@ -316,7 +370,7 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
 
 /// Keeps one connection LISTENing on [`WAKE_CHANNEL`] and wakes the parked
 /// callers whose key a NOTIFY names; reconnects after failures.
-async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<BackendWaiters>, listening: Arc<AtomicBool>) {
+async fn listen_loop(cfg: Target, waits: Arc<BackendWaiters>, listening: Arc<AtomicBool>) {
     loop {
         if let Err(e) = listen_once(&cfg, &waits, &listening).await {
             tracing::warn!(error = %e, "postgres: LISTEN connection failed; parked waits fall back to polling");
@@ -329,11 +383,11 @@ async fn listen_loop(cfg: tokio_postgres::Config, waits: Arc<BackendWaiters>, li
 }
 
 async fn listen_once(
-    cfg: &tokio_postgres::Config,
+    cfg: &Target,
     waits: &Arc<BackendWaiters>,
     listening: &AtomicBool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let (client, mut conn) = cfg.cfg.connect(cfg.tls.clone()).await?;
     let waits_for_driver = waits.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));

@@ -19,6 +19,13 @@ pub(super) struct ClaimEntry {
     expires_at_ms: Option<u64>,
 }
 
+impl ClaimEntry {
+    /// Bytes held besides the key (for `Machine::memory_bytes`).
+    pub(super) fn payload_bytes(&self) -> u64 {
+        self.owner.len() as u64
+    }
+}
+
 /// Stores a claim of `key`, which has none, in the vacant `slot` of its key.
 fn store_new(
     expiry: &mut Expiry,

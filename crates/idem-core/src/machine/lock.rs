@@ -37,6 +37,13 @@ fn lease_end(now_ms: u64, lease_ms: u64) -> u64 {
     now_ms.saturating_add(lease_ms)
 }
 
+impl LockEntry {
+    /// Bytes held besides the key (for `Machine::memory_bytes`).
+    pub(super) fn payload_bytes(&self) -> u64 {
+        self.owner.len() as u64
+    }
+}
+
 /// Moves the lease of the lock stored under `k` to `lease_until_ms`, with
 /// its expiry entry and its waiters' handover entry.
 fn move_lease(expiry: &mut Expiry, waiters: &mut MachineWaiters, k: &Bytes, l: &mut LockEntry, lease_until_ms: u64) {

@@ -52,6 +52,7 @@ mod idem_table;
 mod inspect;
 mod keymap;
 mod lock;
+mod memory;
 mod slots;
 mod token;
 mod value;
@@ -61,6 +62,7 @@ mod waiters;
 mod testkit;
 
 pub use inspect::{IdemView, MachineCounts, StoredIdem, WaitersScope};
+pub use memory::{token_record_bytes, RECORD_OVERHEAD_BYTES};
 
 use expiry::{Expiry, Kind};
 use waiters::{Due, MachineWaiters, Prim};

@@ -31,6 +31,12 @@ pub(super) struct Resource {
 }
 
 impl Resource {
+    /// Bytes held besides the name: the slot table at `slot_bytes` a slot,
+    /// and the holders' names (for `Machine::memory_bytes`).
+    pub(super) fn payload_bytes(&self, slot_bytes: u64) -> u64 {
+        self.slots.len() as u64 * slot_bytes + self.holders.iter().map(|h| h.len() as u64).sum::<u64>()
+    }
+
     fn new(size: u32) -> Self {
         Resource { holders: Vec::new(), slots: vec![0; size as usize].into_boxed_slice() }
     }

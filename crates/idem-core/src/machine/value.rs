@@ -17,6 +17,13 @@ pub(super) struct ValueEntry {
     version: u64,
 }
 
+impl ValueEntry {
+    /// Bytes held besides the key (for `Machine::memory_bytes`).
+    pub(super) fn payload_bytes(&self) -> u64 {
+        self.value.len() as u64
+    }
+}
+
 impl Machine {
     pub(super) fn value_put(&mut self, key: &Bytes, value: &Bytes, version: u64) {
         let entry = ValueEntry { value: own(value), version };

@@ -9,20 +9,31 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use idem_core::machine::IdemView;
 use idem_core::{CmdResult, Command, Reply};
 use serde_json::{json, Value};
 
-use super::problem;
+use super::{problem, Principal};
 use crate::state::ServerState;
 
 /// The read commands run, each on the key.
 const READS: [&str; 6] = ["IDEM.GET", "LOCK.INFO", "OWNER", "COUNTER.GET", "VALUE.GET", "FSM.GET"];
 
-pub(crate) async fn inspect(State(state): State<Arc<ServerState>>, Path(key): Path<String>) -> Response {
+pub(crate) async fn inspect(
+    State(state): State<Arc<ServerState>>,
+    principal: Option<Extension<Principal>>,
+    Path(key): Path<String>,
+) -> Response {
     let key = Bytes::from(key);
+    if let Some(Extension(Principal(user))) = &principal {
+        for name in READS {
+            if let Err(e) = user.check_read(name, &key) {
+                return problem::from_error(&e);
+            }
+        }
+    }
     let mut cmds = Vec::with_capacity(READS.len());
     for name in READS {
         let args = [Bytes::from_static(name.as_bytes()), key.clone()];

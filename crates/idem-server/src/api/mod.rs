@@ -13,7 +13,7 @@ mod openapi;
 mod problem;
 mod request_id;
 mod ui;
-mod v1;
+pub(crate) mod v1;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,19 +51,18 @@ fn is_open(path: &str) -> bool {
     matches!(path, "/healthz" | "/openapi.json" | "/v1/command")
 }
 
-/// Whether the request carries the server's password, as
-/// `Authorization: Bearer <password>` or as HTTP Basic (any user name),
-/// which lets a browser open the dashboard.
-fn authorized(state: &ServerState, req: &Request) -> bool {
-    let Some(password) = state.config().password.as_deref() else { return true };
-    let Some(value) = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()) else { return false };
-    if let Some(token) = value.strip_prefix(b"Bearer ") {
-        return crate::cmd::password_matches(password.as_bytes(), token);
+/// The ACL user a request was authenticated as (see `crate::http_auth`),
+/// for the handlers that check it; absent without ACL users.
+#[derive(Clone)]
+pub(crate) struct Principal(pub(crate) Arc<crate::acl::AclUser>);
+
+/// With ACL users, the figures and the dashboard need the rights of INFO.
+fn check_route(user: &crate::acl::AclUser, path: &str) -> Result<(), idem_core::CmdError> {
+    if path == "/metrics" || path.starts_with("/ui") {
+        let info = crate::server_commands::lookup(b"INFO").expect("INFO is a server command").0;
+        return user.check_server(info);
     }
-    let Some(encoded) = value.strip_prefix(b"Basic ") else { return false };
-    let Some(decoded) = std::str::from_utf8(encoded).ok().and_then(crate::base64::decode) else { return false };
-    let given = decoded.iter().position(|b| *b == b':').map_or(&decoded[..], |i| &decoded[i + 1..]);
-    crate::cmd::password_matches(password.as_bytes(), given)
+    Ok(())
 }
 
 /// Runs around every HTTP request: gives it an id (the client's
@@ -75,15 +74,28 @@ pub(crate) async fn around(State(state): State<Arc<ServerState>>, req: Request, 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("http", request_id = %id, %method, %path);
+    let mut req = req;
     let mut resp = async {
-        if !is_open(&path) && !authorized(&state, &req) {
-            let mut resp = problem(StatusCode::UNAUTHORIZED, "NOAUTH", "send Authorization: Bearer <password>");
-            // Basic on every path: a browser sends the password it was
-            // given for the dashboard page only to a path that asks for it
-            // this way (the dashboard's own requests to /metrics and
-            // /v1/inspect); API clients send Bearer without being asked.
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"idem\""));
-            return resp;
+        if !is_open(&path) {
+            match crate::http_auth::authenticate(&state, req.headers()) {
+                Ok(None) => {}
+                Ok(Some(user)) => {
+                    if let Err(e) = check_route(&user, &path) {
+                        return problem(StatusCode::FORBIDDEN, "NOPERM", &e.message);
+                    }
+                    req.extensions_mut().insert(Principal(user));
+                }
+                Err(_) => {
+                    let mut resp = problem(StatusCode::UNAUTHORIZED, "NOAUTH", "send Authorization: Bearer <password>");
+                    // Basic on every path: a browser sends the password it was
+                    // given for the dashboard page only to a path that asks for it
+                    // this way (the dashboard's own requests to /metrics and
+                    // /v1/inspect); API clients send Bearer without being asked.
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"idem\""));
+                    return resp;
+                }
+            }
         }
         next.run(req).await
     }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use axum::extract::{RawPathParams, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use idem_core::{Command, Reply};
 use serde_json::{Map, Value};
 
-use super::problem;
+use super::{problem, Principal};
 use crate::state::ServerState;
 
 /// The JSON type of a body field.
@@ -332,9 +332,13 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
         };
         router = router.route(
             route.path,
-            on(filter, move |state: State<Arc<ServerState>>, params: RawPathParams, body: Bytes| {
-                handle(route, state, params, body)
-            }),
+            on(
+                filter,
+                move |state: State<Arc<ServerState>>,
+                      principal: Option<Extension<Principal>>,
+                      params: RawPathParams,
+                      body: Bytes| { handle(route, state, principal, params, body) },
+            ),
         );
     }
     router
@@ -343,10 +347,12 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
 async fn handle(
     route: &'static Route,
     State(state): State<Arc<ServerState>>,
+    principal: Option<Extension<Principal>>,
     params: RawPathParams,
     body: Bytes,
 ) -> Response {
-    let args = match args(route, &params, &body) {
+    let param = route.param.and_then(|name| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v));
+    let args = match args(route, param, &body) {
         Ok(a) => a,
         Err(why) => return problem::bad_request(why),
     };
@@ -354,6 +360,12 @@ async fn handle(
         Ok(c) => c,
         Err(e) => return problem::from_error(&e),
     };
+    if let Some(Extension(Principal(user))) = &principal {
+        let id = crate::metrics::CommandLabel::primitive(&command).index();
+        if let Err(e) = user.check_primitive(id, &command) {
+            return problem::from_error(&e);
+        }
+    }
     let probe = state.observe().probe(std::slice::from_ref(&command));
     let result = state.backend().execute(command).await;
     state.observe().finish(probe, std::slice::from_ref(&result));
@@ -363,11 +375,11 @@ async fn handle(
     }
 }
 
-/// The command's arguments from the path parameter and the JSON body.
-fn args(route: &Route, params: &RawPathParams, body: &[u8]) -> Result<Vec<Bytes>, String> {
+/// The command's arguments from the path parameter's value and the JSON body.
+pub(crate) fn args(route: &Route, param: Option<&str>, body: &[u8]) -> Result<Vec<Bytes>, String> {
     let mut out = vec![Bytes::from_static(route.command.as_bytes())];
-    if let Some(name) = route.param {
-        let value = params.iter().find(|(k, _)| *k == name).map(|(_, v)| v).ok_or("missing path parameter")?;
+    if route.param.is_some() {
+        let value = param.ok_or("missing path parameter")?;
         out.push(Bytes::copy_from_slice(value.as_bytes()));
     }
     let blank = body.iter().all(|b| b.is_ascii_whitespace());

@@ -1,12 +1,17 @@
 //! `AUTH [username] password` -> `OK` | error `NOAUTH`.
 //!
-//! idem has one user, `default`, as a Redis server with `requirepass` does,
-//! so `AUTH password` and `AUTH default password` are the same.
+//! Without ACL users, idem has one user, `default`, as a Redis server with
+//! `requirepass` does, so `AUTH password` and `AUTH default password` are
+//! the same. With ACL users (`crate::acl`), `AUTH user password` logs in as
+//! that user, and `AUTH password` as `default`.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use idem_core::{CmdError, ErrorCode};
 
 use super::{Parse, Session};
+use crate::acl::AclUser;
 use crate::resp::Frame;
 use crate::state::ServerState;
 
@@ -28,8 +33,9 @@ impl Auth {
 
     pub(crate) fn apply(self, session: &mut Session, state: &ServerState) -> Frame {
         match check(state, self.user.as_deref(), &self.password) {
-            Ok(()) => {
+            Ok(user) => {
                 session.authenticated = true;
+                session.user = user;
                 Frame::Simple("OK")
             }
             Err(e) => e.into(),
@@ -37,16 +43,26 @@ impl Auth {
     }
 }
 
-/// Checks a username and password against the configuration (state by
-/// AUTH and HELLO ... AUTH).
-pub(crate) fn check(state: &ServerState, user: Option<&[u8]>, password: &[u8]) -> Result<(), CmdError> {
+/// Checks a username and password against the configuration (shared by
+/// AUTH and HELLO ... AUTH). With ACL users, returns the user logged in.
+pub(crate) fn check(
+    state: &ServerState,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Result<Option<Arc<AclUser>>, CmdError> {
+    if let Some(acl) = state.acl_enforced() {
+        return match acl.authenticate(user, password) {
+            Some(u) => Ok(Some(u.clone())),
+            None => Err(invalid_pair()),
+        };
+    }
     let Some(expected) = state.config().password.as_deref() else {
         // As Redis with no requirepass: the default user takes any password
         // (so `HELLO 3 AUTH default x` works), the one-argument form is
         // flagged as a likely configuration mistake.
         return match user {
-            Some(b"default") => Ok(()),
-            Some(_) => Err(CmdError::new(ErrorCode::NoAuth, "invalid username-password pair")),
+            Some(b"default") => Ok(None),
+            Some(_) => Err(invalid_pair()),
             None => Err(CmdError::syntax(
                 "AUTH called without any password configured for the default user. \
                  Are you sure your configuration is correct?",
@@ -57,10 +73,14 @@ pub(crate) fn check(state: &ServerState, user: Option<&[u8]>, password: &[u8]) -
     // Evaluate both so that a wrong user and a wrong password take the same path.
     let password_ok = password_matches(expected.as_bytes(), password);
     if user_ok && password_ok {
-        Ok(())
+        Ok(None)
     } else {
-        Err(CmdError::new(ErrorCode::NoAuth, "invalid username-password pair"))
+        Err(invalid_pair())
     }
+}
+
+fn invalid_pair() -> CmdError {
+    CmdError::new(ErrorCode::NoAuth, "invalid username-password pair")
 }
 
 /// Compares in time that depends only on the lengths, so that response

@@ -52,8 +52,9 @@ impl Hello {
             }
         }
         if let Some((user, password)) = &self.auth {
-            if let Err(e) = auth::check(state, Some(user), password) {
-                return e.into();
+            match auth::check(state, Some(user), password) {
+                Ok(u) => session.user = u,
+                Err(e) => return e.into(),
             }
             session.authenticated = true;
         } else if !session.authenticated {

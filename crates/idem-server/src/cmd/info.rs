@@ -73,6 +73,8 @@ fn write_section(out: &mut String, section: &str, state: &ServerState) {
         "clients" => {
             line("connected_clients", &counters.get(InfoCounter::ConnectedClients));
             line("maxclients", &state.config().max_connections);
+            line("client_buffers_bytes", &state.buffers().total_bytes());
+            line("client_buffers_bytes_max", &state.buffers().max_bytes());
         }
         "stats" => {
             line("total_connections_received", &counters.get(InfoCounter::ConnectionsReceived));
@@ -81,6 +83,7 @@ fn write_section(out: &mut String, section: &str, state: &ServerState) {
             line("total_error_replies", &counters.get(InfoCounter::ErrorReplies));
             line("total_protocol_errors", &counters.get(InfoCounter::ProtocolErrors));
             line("total_clients_disconnected_slow", &counters.get(InfoCounter::SlowClientsDisconnected));
+            line("evicted_clients", &state.buffers().evicted_count());
         }
         _ => {
             for (k, v) in state.backend().info() {

@@ -1,5 +1,6 @@
 //! Server commands: the ones the server answers itself, without the backend
-//! (PING, HELLO, AUTH, QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT, ECHO).
+//! (PING, HELLO, AUTH, QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT, ECHO,
+//! ACL).
 //!
 //! One file per command, as in mini-redis: each has `parse` (from a
 //! [`Parse`] cursor that rejects leftover arguments) and `apply` (which
@@ -7,6 +8,7 @@
 //! below and `SERVER_COMMANDS` (in `server_commands`, which the metrics
 //! read too).
 
+mod acl;
 mod auth;
 mod client;
 mod command;
@@ -19,8 +21,12 @@ mod ping;
 mod quit;
 mod select;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use idem_core::CmdError;
+
+use crate::acl::AclUser;
 
 use crate::resp::{Frame, Protocol};
 use crate::state::ServerState;
@@ -41,8 +47,26 @@ pub(crate) struct Session {
     pub(crate) proto: Protocol,
     /// True once AUTH succeeded, or from the start when no password is set.
     pub(crate) authenticated: bool,
+    /// The ACL user logged in, when ACL users are configured; `None`
+    /// without them (every command allowed once authenticated).
+    pub(crate) user: Option<Arc<AclUser>>,
     /// Set by QUIT: close after writing the replies so far.
     pub(crate) quit: bool,
+}
+
+impl Session {
+    /// A new connection's session: logged in as the `default` user when it
+    /// needs no password.
+    pub(crate) fn new(id: u64, state: &ServerState) -> Session {
+        let (authenticated, user) = match state.acl_enforced() {
+            None => (state.config().password.is_none(), None),
+            Some(acl) => match acl.anonymous() {
+                Some(u) => (true, Some(u.clone())),
+                None => (false, None),
+            },
+        };
+        Session { id, name: None, proto: Protocol::Resp2, authenticated, user, quit: false }
+    }
 }
 
 /// A parsed server command.
@@ -58,6 +82,7 @@ pub(crate) enum ServerCmd {
     Command(command::CommandQuery),
     DbSize(dbsize::DbSize),
     Select(select::Select),
+    Acl(acl::AclCmd),
 }
 
 impl ServerCmd {
@@ -75,6 +100,7 @@ impl ServerCmd {
             "COMMAND" => ServerCmd::Command(command::CommandQuery::parse(&mut p)?),
             "DBSIZE" => ServerCmd::DbSize(dbsize::DbSize::parse(&mut p)?),
             "SELECT" => ServerCmd::Select(select::Select::parse(&mut p)?),
+            "ACL" => ServerCmd::Acl(acl::AclCmd::parse(&mut p)?),
             other => return Err(CmdError::syntax(format!("unknown command '{other}'"))),
         };
         p.finish()?;
@@ -85,6 +111,16 @@ impl ServerCmd {
     /// ones that authenticate or leave, as in Redis.
     pub(crate) fn allowed_unauthenticated(name: &str) -> bool {
         matches!(name, "AUTH" | "HELLO" | "QUIT")
+    }
+
+    /// Whether every authenticated user may run the command, whatever its
+    /// ACL rules: logging in and out, and asking who one is.
+    pub(crate) fn always_allowed(&self) -> bool {
+        match self {
+            ServerCmd::Auth(_) | ServerCmd::Hello(_) | ServerCmd::Quit(_) => true,
+            ServerCmd::Acl(c) => c.always_allowed(),
+            _ => false,
+        }
     }
 
     /// Runs the command and returns its reply.
@@ -100,6 +136,7 @@ impl ServerCmd {
             ServerCmd::Command(c) => c.apply(),
             ServerCmd::DbSize(c) => c.apply(state).await,
             ServerCmd::Select(c) => c.apply(),
+            ServerCmd::Acl(c) => c.apply(session, state),
         }
     }
 }

@@ -156,10 +156,12 @@ fn store_series(out: &mut Out, info: &[(String, String)]) {
             out.sample("idem_live_records", &[("primitive", p)], n);
         }
     }
-    let plain: [(&str, &str, &str, &str, f64); 13] = [
+    let plain: [(&str, &str, &str, &str, f64); 15] = [
         ("parked_waiters", "idem_parked_waiters", "gauge", "Callers parked with WAIT.", 1.0),
         ("storage_ok", "idem_storage_ok", "gauge", "0 once storage refused a write (READONLY).", 1.0),
         ("fence_next", "idem_fence_next", "gauge", "The next fence the store will grant.", 1.0),
+        ("memory_used_bytes", "idem_store_memory_bytes", "gauge", "Estimated memory of the records.", 1.0),
+        ("maxmemory_bytes", "idem_store_memory_max_bytes", "gauge", "The store's memory bound; 0 = none.", 1.0),
         ("recovery_ms", "idem_recovery_duration_seconds", "gauge", "Time the store took to open and recover.", 1e-3),
         ("log_records", "idem_wal_records_total", "counter", "Records appended to the write-ahead log.", 1.0),
         ("log_bytes", "idem_wal_bytes_total", "counter", "Bytes written to log segments.", 1.0),

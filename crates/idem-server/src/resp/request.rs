@@ -133,7 +133,14 @@ const SPANS_MAX: usize = 16;
 pub fn take_request(buf: &mut BytesMut, limits: &FrameLimits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
     if buf.first() != Some(&b'*') {
         let Some(n) = check(buf, limits)? else { return Ok(false) };
+        let before = args.len();
         parse_into(buf.split_to(n).freeze(), args)?;
+        // An inline line's words are only known once split; the line's own
+        // bound (`inline_bytes_max`) keeps the split small.
+        let words = args.len() - before;
+        if words > limits.args_max {
+            return Err(ProtocolError::TooManyArgs { got: words as u64, max: limits.args_max });
+        }
         return Ok(true);
     }
     let mut spans = [(0usize, 0usize); SPANS_MAX];
@@ -439,6 +446,10 @@ mod tests {
     #[test]
     fn bounds_are_checked_before_the_data_arrives() {
         assert_eq!(check(b"*1000000\r\n", &LIM), Err(ProtocolError::TooManyArgs { got: 1_000_000, max: 8 }));
+        // An inline request is held to the same bound once split (a fuzz finding).
+        let mut buf = BytesMut::from(&b"a b c d e f g h i\r\n"[..]);
+        let mut args = Vec::new();
+        assert_eq!(take_request(&mut buf, &LIM, &mut args), Err(ProtocolError::TooManyArgs { got: 9, max: 8 }));
         assert_eq!(
             check(b"*1\r\n$1099511627776\r\n", &LIM),
             Err(ProtocolError::BulkTooLong { got: 1 << 40, max: 1024 })

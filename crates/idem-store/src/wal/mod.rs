@@ -59,7 +59,10 @@ mod writer;
 pub use check::{check, check_with, CheckReport};
 pub use loop_sync::LoopSync;
 #[cfg(feature = "testing")]
-pub use record::{decode_changes_for_test, encode_changes_for_test};
+pub use record::{
+    decode_changes_for_test, decode_record_for_test, encode_changes_for_test, frame_record_for_test,
+    segment_header_for_test,
+};
 pub use segment::SEGMENT_BYTES_MAX;
 pub use snapshot::SnapshotWriter;
 pub use state::{LogStats, SYNC_US_BOUNDS};

@@ -581,3 +581,29 @@ pub fn decode_changes_for_test(payload: &[u8]) -> Result<Vec<Change>, String> {
         _ => unreachable!("kind is changes"),
     }
 }
+
+/// Reads the framed record at the start of `buf` and decodes its payload,
+/// as recovery does, for the fuzz targets: the record's LSN and what it holds.
+#[cfg(feature = "testing")]
+pub fn decode_record_for_test(buf: &[u8]) -> Result<(u64, Vec<Change>), String> {
+    let raw = read_record(buf).map_err(|e| e.to_string())?;
+    match decode_body(raw.kind, raw.payload)? {
+        Body::Changes(c) => Ok((raw.lsn, c)),
+        Body::FenceHigh(_) | Body::Mark => Ok((raw.lsn, Vec::new())),
+    }
+}
+
+/// Frames `payload` as a record of `kind` at `lsn` (synced LSN and time 0)
+/// with a valid checksum, for the fuzz targets.
+#[cfg(feature = "testing")]
+pub fn frame_record_for_test(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_record(&mut out, lsn, 0, 0, &Payload { kind, bytes: payload, crc: None });
+    out
+}
+
+/// A segment header for base LSN `base`, for the fuzz targets.
+#[cfg(feature = "testing")]
+pub fn segment_header_for_test(base: u64) -> Vec<u8> {
+    segment_header(base).to_vec()
+}

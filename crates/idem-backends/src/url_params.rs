@@ -1,0 +1,48 @@
+//! Store URL query parameters that idem reads itself (TLS files and modes)
+//! and removes before the engine's client library parses the URL.
+
+/// Removes `name=value` from the query of `url`: (the URL without it, the
+/// value). A `#fragment` is kept.
+pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let (head, fragment) = match url.split_once('#') {
+        Some((h, f)) => (h, Some(f)),
+        None => (url, None),
+    };
+    let Some((path, query)) = head.split_once('?') else { return (url.to_string(), None) };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((k, v)) if k == name => {
+                value = Some(v.to_string());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let mut out = path.to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    (out, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_param;
+
+    #[test]
+    fn takes_one_parameter_and_keeps_the_rest() {
+        let (u, v) = take_param("rediss://h:1/?a=1&tls_ca=/x.pem&b=2#insecure", "tls_ca");
+        assert_eq!((u.as_str(), v.as_deref()), ("rediss://h:1/?a=1&b=2#insecure", Some("/x.pem")));
+        let (u, v) = take_param("postgres://h/db?sslmode=require", "sslmode");
+        assert_eq!((u.as_str(), v.as_deref()), ("postgres://h/db", Some("require")));
+        let (u, v) = take_param("mysql://h/db", "ssl-mode");
+        assert_eq!((u.as_str(), v), ("mysql://h/db", None));
+    }
+}

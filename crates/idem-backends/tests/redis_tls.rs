@@ -1,0 +1,94 @@
+//! `rediss://`: the Redis backend over TLS, against a private redis-server
+//! started here with `--tls-port` and a certificate generated here (the
+//! shared Redis on 6379 has no TLS). Also checks that a server whose
+//! certificate is not trusted is refused.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use idem_core::{Command as IdemCommand, Limits, Reply};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A redis-server on its own port and directory, killed when dropped.
+struct PrivateRedis(Child);
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes ca.pem, cert.pem and key.pem (for localhost) into `dir`.
+fn write_certs(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "idem test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+fn start_tls_redis(dir: &Path) -> (PrivateRedis, u16) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--tls-cert-file")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("key.pem"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/setup.sh");
+    let redis = PrivateRedis(child);
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "private redis-server did not open its TLS port");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (redis, port)
+}
+
+fn cmd(args: &[&str]) -> IdemCommand {
+    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    IdemCommand::parse(&args, &Limits::default()).unwrap()
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    write_certs(dir.path());
+    let (_redis, port) = start_tls_redis(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let url = format!("rediss://localhost:{port}/?tls_ca={}", ca.display());
+    let backend = idem_backends::connect(&url).await.expect("rediss:// with the private CA");
+    let set = backend.execute(cmd(&["VALUE.SET", "tls:k", "v"])).await.unwrap();
+    assert_eq!(set, Reply::Array(vec![Reply::Word("ok"), Reply::Int(1)]));
+    let got = backend.execute(cmd(&["VALUE.GET", "tls:k"])).await.unwrap();
+    assert_eq!(got, Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"v")), Reply::Int(1)]));
+
+    // Without the CA, the system's roots do not trust the certificate.
+    let untrusted = idem_backends::connect(&format!("rediss://localhost:{port}/")).await;
+    assert!(untrusted.is_err(), "a certificate from an unknown CA is refused");
+    // Plain redis:// to a TLS port fails rather than talking in clear.
+    assert!(idem_backends::connect(&format!("redis://localhost:{port}/")).await.is_err());
+}
