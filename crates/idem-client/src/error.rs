@@ -4,8 +4,8 @@
 
 use idem_core::{CmdError, ErrorCode};
 
-/// Why a call failed. A server error (the first eight variants) means the
-/// request changed nothing. `Unknown` (the ninth), a transport error and a
+/// Why a call failed. A server error (the first eight variants, and
+/// `OutOfMemory`) means the request changed nothing. `Unknown` (the ninth), a transport error and a
 /// timeout on a write leave its outcome unknown: the command may have been
 /// applied before a connection broke.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,10 @@ pub enum Error {
     /// does not mean "changed nothing"). Retry with the same key or op id, or read.
     #[error("UNKNOWN {0}")]
     Unknown(String),
+    /// `OOM`: the server's embedded store is at its memory bound
+    /// (`maxmemory_bytes`): nothing was created; records that exist still work.
+    #[error("OOM {0}")]
+    OutOfMemory(String),
     /// `idempotent()` found the key's work in flight and its options say not
     /// to wait (or the wait ended with the work still running).
     #[error("the work of this key is in flight elsewhere (fence {fence}, {left_ms} ms left on its lease)")]
@@ -96,6 +100,7 @@ impl Error {
             Error::ReadOnly(_) => ErrorCode::ReadOnly,
             Error::Busy(_) => ErrorCode::Busy,
             Error::Unknown(_) => ErrorCode::Unknown,
+            Error::OutOfMemory(_) => ErrorCode::Oom,
             _ => return None,
         })
     }
@@ -113,6 +118,7 @@ impl Error {
             "READONLY" => Error::ReadOnly(message),
             "BUSY" => Error::Busy(message),
             "UNKNOWN" => Error::Unknown(message),
+            "OOM" => Error::OutOfMemory(message),
             _ => return None,
         })
     }
@@ -133,7 +139,8 @@ impl Error {
                 | Error::NoAuth(m)
                 | Error::ReadOnly(m)
                 | Error::Busy(m)
-                | Error::Unknown(m),
+                | Error::Unknown(m)
+                | Error::OutOfMemory(m),
             ) => CmdError::new(code, m),
             _ => CmdError::busy(format!("idem server: {text}")),
         }

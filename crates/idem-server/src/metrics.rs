@@ -127,7 +127,7 @@ impl CommandLabel {
 
 /// The `code` labels of `idem_command_errors_total`; anything else is `OTHER`.
 const ERROR_CODES: &[&str] =
-    &["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "OOM", "NOPROTO"];
+    &["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "OOM", "UNKNOWN", "NOPROTO"];
 
 /// The index in [`ERROR_CODES`] of the code of an error text ("CODE
 /// message"); `ERROR_CODES.len()` stands for `OTHER`.

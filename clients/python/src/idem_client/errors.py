@@ -65,6 +65,15 @@ class Busy(IdemError):
     code = "BUSY"
 
 
+class OutOfMemory(IdemError):
+    """`OOM`: the server's embedded store is at its memory bound; nothing was created.
+
+    Records that exist can still be read, committed, released and expired.
+    """
+
+    code = "OOM"
+
+
 class UnexpectedReply(IdemError):
     """The server answered something the contract does not allow for this command.
 
@@ -140,6 +149,7 @@ ERRORS_BY_CODE: dict[str, type[IdemError]] = {
         NoAuth,
         ReadOnly,
         Busy,
+        OutOfMemory,
         OutcomeUnknown,
     )
 }

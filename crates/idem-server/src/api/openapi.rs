@@ -67,7 +67,7 @@ pub(crate) fn document() -> Value {
                         "title": { "type": "string" },
                         "status": { "type": "integer" },
                         "detail": { "type": "string" },
-                        "code": { "type": "string", "enum": ["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "OOM", "NOPROTO"] },
+                        "code": { "type": "string", "enum": ["ERR", "LIMIT", "MISMATCH", "STALE", "NOPERM", "NOAUTH", "READONLY", "BUSY", "OOM", "UNKNOWN", "NOPROTO"] },
                     },
                 },
                 "Inspection": {
