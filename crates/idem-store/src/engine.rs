@@ -333,7 +333,8 @@ impl Inner {
 
     fn read_only_error(&self) -> Option<CmdError> {
         let log = self.log.as_ref()?;
-        log.failure().map(|why| CmdError::read_only(format!("storage failed, writes are refused until restart: {why}")))
+        log.failure()
+            .map(|why| CmdError::read_only(format!("storage failed, commands are refused until restart: {why}")))
     }
 
     /// The LSN a reply that observed state (a read, or a write that changed
@@ -374,10 +375,12 @@ impl Inner {
     }
 
     fn apply(&self, cmd: &Command) -> ApplyOutcome {
-        if cmd.is_write() {
-            if let Some(e) = self.read_only_error() {
-                return ApplyOutcome::Done(Err(e), Lsn(0));
-            }
+        // After a log failure every command is refused, reads too: the state
+        // in memory may hold changes whose records were never made durable
+        // (their callers were answered READONLY), and a read must not reveal
+        // what a restart will not have.
+        if let Some(e) = self.read_only_error() {
+            return ApplyOutcome::Done(Err(e), Lsn(0));
         }
         let key = match cmd.route_key() {
             Some(k) => k,

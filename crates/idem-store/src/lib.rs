@@ -89,7 +89,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A write or fsync failed earlier; the store accepts no more writes until restarted.
-    #[error("storage failed, writes are refused until restart: {0}")]
+    #[error("storage failed, commands are refused until restart: {0}")]
     Failed(String),
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another idem process")]

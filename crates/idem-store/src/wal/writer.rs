@@ -289,7 +289,7 @@ struct FailOnPanic<'a>(&'a LogState);
 impl Drop for FailOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tracing::error!("the write-ahead log writer panicked; writes are refused until restart");
+            tracing::error!("the write-ahead log writer panicked; commands are refused until restart");
             self.0.fail_on_panic();
         }
     }
