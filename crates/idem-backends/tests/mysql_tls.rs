@@ -2,45 +2,19 @@
 //! backend over TLS, against a private MariaDB started here with a
 //! certificate generated here (the shared MariaDB on 3306 has no TLS).
 
-use std::net::TcpListener;
+mod tls_certs;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idem_core::{Command as IdemCommand, Limits, Reply};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tls_certs::{free_port, write_certs, KillOnDrop};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct PrivateMariaDb(Child);
-
-impl Drop for PrivateMariaDb {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Writes a new CA as `ca_name`, and cert.pem / key.pem for localhost signed by it.
-fn write_certs(dir: &Path, ca_name: &str) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join(ca_name), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-fn start_mariadb(dir: &Path) -> (PrivateMariaDb, u16) {
+fn start_mariadb(dir: &Path) -> (KillOnDrop, u16) {
     write_certs(dir, "other-ca.pem");
     // Written last: the served pair is the one ca.pem signed.
     write_certs(dir, "ca.pem");
@@ -68,7 +42,7 @@ fn start_mariadb(dir: &Path) -> (PrivateMariaDb, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let db = PrivateMariaDb(child);
+    let db = KillOnDrop(child);
     let deadline = Instant::now() + PATIENCE;
     loop {
         let created = Command::new("mariadb")

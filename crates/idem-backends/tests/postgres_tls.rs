@@ -4,16 +4,17 @@
 //! 5432 has no TLS). Also: a certificate from an unknown CA is refused, and
 //! no `sslmode` keeps the plain connection of before.
 
-use std::net::TcpListener;
+mod tls_certs;
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idem_core::{Command as IdemCommand, Limits, Reply};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tls_certs::{free_port, write_certs, KillOnDrop};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -39,34 +40,7 @@ fn as_postgres(cmd: &mut Command) -> &mut Command {
     cmd.uid(uid).gid(gid).env("HOME", "/tmp")
 }
 
-struct PrivatePg(Child);
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Writes a new CA as `ca_name`, and cert.pem / key.pem for localhost signed by it.
-fn write_certs(dir: &Path, ca_name: &str) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join(ca_name), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-fn start_pg(dir: &Path) -> (PrivatePg, u16) {
+fn start_pg(dir: &Path) -> (KillOnDrop, u16) {
     let run = |c: &mut Command| {
         let out = c.output().unwrap();
         assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -94,7 +68,7 @@ fn start_pg(dir: &Path) -> (PrivatePg, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pg = PrivatePg(child);
+    let pg = KillOnDrop(child);
     let deadline = Instant::now() + PATIENCE;
     loop {
         let ready = Command::new(pg_bin("pg_isready")).args(["-h", "127.0.0.1", "-p", &port.to_string()]).output();

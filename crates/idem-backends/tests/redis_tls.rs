@@ -3,46 +3,19 @@
 //! shared Redis on 6379 has no TLS). Also checks that a server whose
 //! certificate is not trusted is refused.
 
-use std::net::TcpListener;
+mod tls_certs;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idem_core::{Command as IdemCommand, Limits, Reply};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use tls_certs::{free_port, write_certs, KillOnDrop};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A redis-server on its own port and directory, killed when dropped.
-struct PrivateRedis(Child);
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Writes ca.pem, cert.pem and key.pem (for localhost) into `dir`.
-fn write_certs(dir: &Path) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "idem test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-}
-
-fn start_tls_redis(dir: &Path) -> (PrivateRedis, u16) {
+fn start_tls_redis(dir: &Path) -> (KillOnDrop, u16) {
     let port = free_port();
     let child = Command::new("redis-server")
         .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -59,7 +32,7 @@ fn start_tls_redis(dir: &Path) -> (PrivateRedis, u16) {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server is installed by scripts/setup.sh");
-    let redis = PrivateRedis(child);
+    let redis = KillOnDrop(child);
     let deadline = Instant::now() + PATIENCE;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "private redis-server did not open its TLS port");
@@ -76,7 +49,7 @@ fn cmd(args: &[&str]) -> IdemCommand {
 #[tokio::test]
 async fn rediss_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    write_certs(dir.path());
+    write_certs(dir.path(), "ca.pem");
     let (_redis, port) = start_tls_redis(dir.path());
     let ca = dir.path().join("ca.pem");
     let url = format!("rediss://localhost:{port}/?tls_ca={}", ca.display());
