@@ -1,21 +1,61 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in fuzz/ (not part of scripts/test.sh: it is
-# long and needs the nightly toolchain). Usage:
-#   scripts/fuzz.sh [RUNS [SECONDS]]   # per target; defaults 10000000 runs, 3600 s
-# Each target stops at RUNS executions or SECONDS, whichever comes first,
-# and prints libFuzzer's final stats (docs/security.md records them). A
-# crash leaves its input in fuzz/artifacts/<target>/ and stops the script.
+# Runs every cargo-fuzz target in fuzz/ (needs the nightly toolchain and
+# cargo-fuzz; installs them if missing). Usage:
+#   scripts/fuzz.sh [RUNS [SECONDS]]  # per target; defaults 10000000 runs, 3600 s
+#   scripts/fuzz.sh smoke             # 20,000 runs per target with AddressSanitizer
+# A long run stops each target at RUNS executions or SECONDS, whichever comes
+# first, one target at a time at `nice -n 15`, growing fuzz/corpus/<target>/
+# (only the committed seed-* files are tracked). The smoke writes what it
+# finds to a temporary directory and leaves the corpus alone.
+# FUZZ_SANITIZER (address or none) overrides the sanitizer: the long run uses
+# none by default, because AddressSanitizer costs several times the
+# executions per second (docs/security.md has both rates); FUZZ_TARGETS
+# chooses targets. Each target's full libFuzzer output is in
+# fuzz/target/logs/<target>.log; the script prints its final stats and
+# corpus size. A crash leaves its input in fuzz/artifacts/<target>/ and
+# stops the script with status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-10000000}"
-seconds="${2:-3600}"
+smoke=false
+if [ "${1:-}" = smoke ]; then
+  smoke=true
+  runs=20000
+  seconds=60
+  san="${FUZZ_SANITIZER:-address}"
+else
+  runs="${1:-10000000}"
+  seconds="${2:-3600}"
+  san="${FUZZ_SANITIZER:-none}"
+fi
+read -r -a targets <<<"${FUZZ_TARGETS:-resp_framer command_parser wal_record wal_recovery http_json gateway_extract}"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-targets=(resp_framer command_parser wal_record wal_recovery http_json gateway_extract)
-(cd fuzz && cargo +nightly fuzz build)
+cd fuzz
+# One target directory per sanitizer, so that switching does not rebuild.
+fuzz=(cargo +nightly fuzz)
+opts=(-s "$san" --target-dir "target/$san")
+nice -n 10 "${fuzz[@]}" build "${opts[@]}"
+mkdir -p target/logs
+scratch=""
+trap '[ -z "$scratch" ] || rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
-  echo "== $t"
-  (cd fuzz && nice -n 15 cargo +nightly fuzz run "$t" -- \
-    -runs="$runs" -max_total_time="$seconds" -print_final_stats=1 2>&1) | grep -E '^(Done|stat::|==|INFO: Seed|.*(ERROR|panicked|crash))' || true
-  test -z "$(ls -A "fuzz/artifacts/$t" 2>/dev/null)" || { echo "$t: crash inputs in fuzz/artifacts/$t" >&2; exit 1; }
+  log="target/logs/$t.log"
+  if $smoke; then
+    scratch="$(mktemp -d)"
+    dirs=("$scratch" "corpus/$t")
+  else
+    dirs=("corpus/$t")
+  fi
+  echo "== $t (sanitizer $san, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  rc=0
+  nice -n 15 "${fuzz[@]}" run "${opts[@]}" "$t" "${dirs[@]}" -- \
+    -runs="$runs" -max_total_time="$seconds" -timeout=30 -print_final_stats=1 >"$log" 2>&1 || rc=$?
+  grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$log" || true
+  $smoke || echo "corpus: $(find "corpus/$t" -type f | wc -l) files, $(du -sb "corpus/$t" | cut -f1) bytes"
+  if $smoke; then rm -rf "$scratch"; scratch=""; fi
+  if [ "$rc" -ne 0 ] || [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
+    tail -n 40 "$log" >&2
+    echo "$t: libFuzzer exited with $rc; crash inputs in fuzz/artifacts/$t, full output in fuzz/$log" >&2
+    exit 1
+  fi
 done

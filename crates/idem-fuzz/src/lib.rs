@@ -17,7 +17,8 @@
 //! commands and the figures of the long runs.
 #![warn(missing_docs)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -143,17 +144,31 @@ pub fn wal_recovery(data: &[u8]) {
     if flags & 1 != 0 {
         fix_checksums(&mut file, header_len);
     }
-    let fs = SimFs::new();
-    let dir = Path::new("/fuzz");
-    let seg = dir.join(format!("wal-{:020}.log", 1));
-    drop(fs.create_new(&seg).expect("a fresh simulated file"));
+    // One simulated file system per thread, its segment overwritten by each
+    // input: the check only reads (and releases its lock), so no state
+    // carries from one input to the next, and building the file system is
+    // not repeated for every execution.
+    thread_local! {
+        static FS: (SimFs, PathBuf) = {
+            let fs = SimFs::new();
+            let seg = Path::new(RECOVERY_DIR).join(format!("wal-{:020}.log", 1));
+            drop(fs.create_new(&seg).expect("a fresh simulated file"));
+            (fs, seg)
+        };
+    }
     let len = file.len() as u64;
-    fs.overwrite(&seg, file);
-    if let Ok(report) = idem_store::wal::check_with(&fs, dir) {
+    let checked = FS.with(|(fs, seg)| {
+        fs.overwrite(seg, file);
+        idem_store::wal::check_with(fs, Path::new(RECOVERY_DIR))
+    });
+    if let Ok(report) = checked {
         assert!(report.log_bytes <= len, "{} valid bytes in a file of {len}", report.log_bytes);
         assert!(report.next_lsn >= 1);
     }
 }
+
+/// The simulated data directory of [`wal_recovery`].
+const RECOVERY_DIR: &str = "/fuzz";
 
 /// Walks the frames of a segment from `at` by their length fields and
 /// rewrites each checksum to match.
@@ -206,10 +221,13 @@ pub fn gateway_extract(data: &[u8]) {
     let mut next = || parts.next().unwrap_or_default();
     let (spec, key, query, tail, content_type, body) = (next(), next(), next(), next(), next(), next());
     let defaults = RouteDefaults::default();
-    let route = std::str::from_utf8(spec)
-        .ok()
-        .and_then(|s| Route::parse(s, &defaults).ok())
-        .unwrap_or_else(|| Route::parse(GATEWAY_ROUTE, &defaults).expect("the fixed route parses"));
+    let parsed = std::str::from_utf8(spec).ok().and_then(|s| Route::parse(s, &defaults).ok());
+    // The fixed route is parsed once per process, not for every input without
+    // a valid spec: that setup tests nothing new and slowed every execution.
+    static FIXED: OnceLock<Route> = OnceLock::new();
+    let route = parsed.as_ref().unwrap_or_else(|| {
+        FIXED.get_or_init(|| Route::parse(GATEWAY_ROUTE, &RouteDefaults::default()).expect("the fixed route parses"))
+    });
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_bytes(key) {
         headers.insert(HeaderName::from_static("idempotency-key"), v);
@@ -222,7 +240,7 @@ pub fn gateway_extract(data: &[u8]) {
     let params = route.matches(&Method::POST, &path).unwrap_or_default();
     let identity = |headers: &HeaderMap| {
         let view = RequestView { method: &Method::POST, path: &path, query, headers, body, params: &params };
-        Extractor::new(view, 64).identity(&route, b"gw:")
+        Extractor::new(view, 64).identity(route, b"gw:")
     };
     let first = identity(&headers);
     if let Ok(Some(id)) = &first {

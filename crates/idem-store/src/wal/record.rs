@@ -227,15 +227,20 @@ pub(crate) struct RawRecord<'a> {
 pub(crate) enum FrameError {
     /// Fewer bytes remain than the frame claims (or than a frame head).
     Short,
-    /// The bytes are there but wrong.
-    Bad(String),
+    /// The length field is below the record's fixed part or above the bound.
+    /// No `String`: recovery's search for a later valid record tries every
+    /// offset of a damaged segment, so a miss must not allocate.
+    Length(usize),
+    /// The checksum does not match.
+    Checksum,
 }
 
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Short => f.write_str("cut short by the end of the file"),
-            FrameError::Bad(reason) => f.write_str(reason),
+            FrameError::Length(len) => write!(f, "implausible length {len}"),
+            FrameError::Checksum => f.write_str("checksum mismatch"),
         }
     }
 }
@@ -260,7 +265,7 @@ pub(crate) fn read_frame(buf: &[u8], body_len_min: usize) -> Result<&[u8], Frame
     }
     let len = u32_at(buf, 0) as usize;
     if len < body_len_min || len > RECORD_BYTES_MAX {
-        return Err(FrameError::Bad(format!("implausible length {len}")));
+        return Err(FrameError::Length(len));
     }
     if buf.len() < FRAME_HEAD_LEN + len {
         return Err(FrameError::Short);
@@ -270,7 +275,7 @@ pub(crate) fn read_frame(buf: &[u8], body_len_min: usize) -> Result<&[u8], Frame
     h.update(&buf[0..4]);
     h.update(body);
     if h.finalize() != u32_at(buf, 4) {
-        return Err(FrameError::Bad("checksum mismatch".into()));
+        return Err(FrameError::Checksum);
     }
     Ok(body)
 }

@@ -149,7 +149,7 @@ pub(crate) fn scan_segment(
                 return Ok(SegmentScan { next_lsn: lsn, valid_len: off as u64, end: SegmentEnd::Clean });
             }
             Err(FrameError::Short) => "record cut short by the end of the file".to_string(),
-            Err(FrameError::Bad(reason)) => reason,
+            Err(e) => e.to_string(),
         };
         if !is_last {
             return Err(corrupt(path, off as u64, format!("{reason} (in a segment that was complete and synced)")));
