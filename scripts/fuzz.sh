@@ -12,8 +12,9 @@
 # executions per second (docs/security.md has both rates); FUZZ_TARGETS
 # chooses targets. Each target's full libFuzzer output is in
 # fuzz/target/logs/<target>.log; the script prints its final stats and
-# corpus size. A crash leaves its input in fuzz/artifacts/<target>/ and
-# stops the script with status 1.
+# corpus size, and a long run appends a Markdown row per target to
+# fuzz/target/logs/summary.md. A crash leaves its input in
+# fuzz/artifacts/<target>/ and stops the script with status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=false
@@ -32,10 +33,15 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cd fuzz
 # One target directory per sanitizer, so that switching does not rebuild.
-fuzz=(cargo +nightly fuzz)
-opts=(-s "$san" --target-dir "target/$san")
-nice -n 10 "${fuzz[@]}" build "${opts[@]}"
+# Built once; the binaries then run directly (`cargo fuzz run` would
+# rebuild before each target whenever the tree changed in between).
+nice -n 10 cargo +nightly fuzz build -s "$san" --target-dir "target/$san"
+bin="target/$san/$(rustc -vV | sed -n 's/^host: //p')/release"
 mkdir -p target/logs
+# The environment `cargo fuzz run` gives a target: backtraces on a crash,
+# and ASan's ODR-violation check off.
+export RUST_BACKTRACE=1
+if [ "$san" = address ]; then export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"; fi
 scratch=""
 trap '[ -z "$scratch" ] || rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
@@ -48,10 +54,19 @@ for t in "${targets[@]}"; do
   fi
   echo "== $t (sanitizer $san, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   rc=0
-  nice -n 15 "${fuzz[@]}" run "${opts[@]}" "$t" "${dirs[@]}" -- \
-    -runs="$runs" -max_total_time="$seconds" -timeout=30 -print_final_stats=1 >"$log" 2>&1 || rc=$?
+  mkdir -p "artifacts/$t"
+  nice -n 15 "$bin/$t" -artifact_prefix="artifacts/$t/" -runs="$runs" -max_total_time="$seconds" \
+    -timeout=30 -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1 || rc=$?
   grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$log" || true
-  $smoke || echo "corpus: $(find "corpus/$t" -type f | wc -l) files, $(du -sb "corpus/$t" | cut -f1) bytes"
+  if ! $smoke; then
+    files="$(find "corpus/$t" -type f | wc -l)"
+    echo "corpus: $files files, $(du -sb "corpus/$t" | cut -f1) bytes"
+    # One Markdown row per finished target, for docs/security.md.
+    execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+    rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
+    crashes="$(find "artifacts/$t" -type f 2>/dev/null | wc -l)"
+    echo "| \`$t\` | $execs | $rate | $files | $crashes | $san | $(date -u +%F) | $(git rev-parse --short HEAD) |" >>target/logs/summary.md
+  fi
   if $smoke; then rm -rf "$scratch"; scratch=""; fi
   if [ "$rc" -ne 0 ] || [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     tail -n 40 "$log" >&2
