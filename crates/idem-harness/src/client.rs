@@ -49,9 +49,11 @@ pub struct Client {
     busy_changes_nothing: bool,
 }
 
-/// Whether a BUSY message says the store connection was never made.
+/// Whether a BUSY message says the store connection was never made, or
+/// that the store ran nothing (Redis loading its data set).
 fn never_sent(message: &str) -> bool {
     message.contains("nothing sent")
+        || message.contains("nothing ran")
         || message.contains("error connecting")
         || message.contains("creating a new object")
         || message.contains("Connection refused")

@@ -747,6 +747,12 @@ impl Failure {
 fn redis_error(f: Failure) -> CmdError {
     match f {
         Failure::NotSent(e) => CmdError::busy(format!("redis unreachable, nothing sent: {e}")),
+        // Redis answers LOADING, before running anything, while it replays
+        // its data set after a start: say that nothing ran, as above, so a
+        // client knows the command did not take effect.
+        Failure::Sent(e) if e.kind() == redis::ErrorKind::BusyLoadingError => {
+            CmdError::busy(format!("redis is loading its data set, nothing ran: {e}"))
+        }
         Failure::Sent(e) if broke(&e) => CmdError::unknown(format!(
             "redis: the connection broke after the command was sent ({e}); it may have taken effect"
         )),
