@@ -1,7 +1,15 @@
-//! The loop every broker module shares: take a delivery when a handler slot
-//! is free, run it in its own task, settle it as its [`Action`] says, and on
-//! shutdown stop taking deliveries, let the running ones finish for
-//! `drain_ms`, then release the rest.
+//! The loop every broker module shares: take a delivery while fewer than
+//! concurrency + prefetch are in flight, run it in its own task (its handler
+//! waits for one of `concurrency` handler slots), settle it as its [`Action`]
+//! says, and on shutdown stop taking deliveries, let the running ones finish
+//! for `drain_ms`, then release the rest.
+//!
+//! Two bounds, because a message's record work is not handler work: the
+//! adapter claims a message (`IDEM.BEGIN`) as soon as it arrives, while it
+//! waits for a handler slot, and commits it and acks it after its slot is
+//! free again. Both round trips then overlap other messages' handlers
+//! instead of holding a slot, and more of them share a pipeline and a group
+//! commit. Handlers at once stay within `concurrency`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +24,7 @@ use crate::error::KeyError;
 use crate::key::KeySource;
 use crate::meter::Meter;
 use crate::ordering::OrderGate;
-use crate::process::{message, Action, Counted, Outcome, Process, Stats, StatsSnapshot};
+use crate::process::{message, Action, Counted, HandlerSlots, Outcome, Process, Stats, StatsSnapshot};
 use crate::settings::Settings;
 
 /// One delivery, as a broker module hands it to the loop.
@@ -44,6 +52,7 @@ struct Shared<P> {
     stats: Arc<Stats>,
     meter: Meter,
     gate: OrderGate,
+    slots: HandlerSlots,
 }
 
 /// Runs until `deliveries` ends or `shutdown` resolves, then drains.
@@ -59,20 +68,21 @@ where
     S: Stream<Item = D> + Unpin,
     P: Process,
 {
-    let slots = Arc::new(Semaphore::new(settings.concurrency_n() as usize));
+    let in_flight = (settings.concurrency_n() + settings.prefetch_n()) as usize;
+    let taken = Arc::new(Semaphore::new(in_flight));
+    let slots = HandlerSlots::new(settings.concurrency_n() as usize);
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Duration::from_millis(settings.drain());
     let meter = Meter::register(D::BROKER);
-    let shared = Arc::new(Shared { settings, process, stats: stats.clone(), meter, gate: OrderGate::default() });
+    let shared = Arc::new(Shared { settings, process, stats: stats.clone(), meter, gate: OrderGate::default(), slots });
     let mut tasks = JoinSet::new();
     let mut deliveries = deliveries;
     tokio::pin!(shutdown);
     loop {
-        // A slot first, then a delivery: a message is only taken from the
-        // broker when a handler can start on it, so in flight stays within
-        // concurrency + prefetch.
+        // A place first, then a delivery: messages taken from the broker and
+        // not yet settled stay within concurrency + prefetch.
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            p = taken.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
         let delivery = tokio::select! {
@@ -115,7 +125,7 @@ async fn one<D: Delivery, P: Process>(shared: &Shared<P>, delivery: D, stop: wat
         None => None,
     };
     let msg = message(key, delivery.payload(), delivery.deliveries());
-    let work = shared.process.process(settings, msg, stop);
+    let work = shared.process.process(settings, msg, &shared.slots, stop);
     let (action, counted) = match delivery.keep_alive(settings.progress_every()) {
         Some(keep_alive) => tokio::select! {
             biased;

@@ -40,7 +40,7 @@ pub use error::{ConsumeError, KeyError, SettingsError};
 pub use key::{KeySource, KEY_BYTES_MAX};
 pub use pipeline::{PIPELINES_IN_FLIGHT_MAX, PIPELINE_COMMANDS_MAX};
 pub use process::{
-    Action, Adapter, Failure, Handler, Message, MysqlHandler, MysqlInbox, PgHandler, PostgresInbox, Process, Stats,
-    StatsSnapshot, Unguarded,
+    Action, Adapter, Failure, Handler, HandlerSlots, Message, MysqlHandler, MysqlInbox, PgHandler, PostgresInbox,
+    Process, Stats, StatsSnapshot, Unguarded,
 };
 pub use settings::*;

@@ -1,4 +1,4 @@
-//! Idem calls made at the same moment by different handlers, sent as one
+//! Idem calls made at the same moment for different messages, sent as one
 //! pipeline on one pooled connection. A consumer with many handlers sends
 //! an `IDEM.BEGIN` or `IDEM.COMMIT` per message; sent one by one, each pays
 //! its own write, read and wake-ups on both sides. Coalesced, a burst of
@@ -41,7 +41,8 @@ impl Pipeline {
 
     /// Sends `cmd` with whatever other calls are waiting, and returns its
     /// reply. The queue is unbounded in type only: each caller waits for its
-    /// reply, so it holds at most one call per running handler.
+    /// reply, so it holds at most one call per message in flight
+    /// (concurrency + prefetch).
     pub(crate) async fn call(&self, cmd: Command) -> CmdResult {
         let calls = self.calls.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use idem_backends::{mysql::tx as mytx, postgres::tx as pgtx};
 use idem_client::{Begin, Client};
 use idem_core::Command;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::pipeline::Pipeline;
 use crate::settings::Settings;
@@ -247,16 +247,36 @@ pub enum Counted {
     Other,
 }
 
+/// The consumer's handler slots: [`Settings::concurrency`] of them. A
+/// [`Process`] holds one while its handler runs, and not while it claims or
+/// commits the message's record on an idem server, so those round trips
+/// overlap other handlers.
+#[doc(hidden)]
+pub struct HandlerSlots(Semaphore);
+
+impl HandlerSlots {
+    pub(crate) fn new(n: usize) -> HandlerSlots {
+        HandlerSlots(Semaphore::new(n))
+    }
+
+    /// Waits for a free slot; it is free again when the permit drops.
+    pub(crate) async fn acquire(&self) -> SemaphorePermit<'_> {
+        self.0.acquire().await.expect("the handler slots are never closed")
+    }
+}
+
 /// One way to keep the records. Broker modules call [`Process::process`]
 /// for each delivery with a key.
 pub trait Process: Send + Sync + 'static {
-    /// Processes one delivery; `stop` turns true when shutdown wants the
-    /// running handlers released.
+    /// Processes one delivery, running its handler (if it runs) in one of
+    /// `slots`; `stop` turns true when shutdown wants the running handlers
+    /// released.
     #[doc(hidden)]
     fn process<'a>(
         &'a self,
         settings: &'a Settings,
         msg: Message,
+        slots: &'a HandlerSlots,
         stop: watch::Receiver<bool>,
     ) -> BoxFuture<'a, (Action, Counted)>;
 }
@@ -303,9 +323,11 @@ impl<H: Handler> Process for Unguarded<H> {
         &'a self,
         settings: &'a Settings,
         msg: Message,
+        slots: &'a HandlerSlots,
         _stop: watch::Receiver<bool>,
     ) -> BoxFuture<'a, (Action, Counted)> {
         Box::pin(async move {
+            let _slot = slots.acquire().await;
             match self.handler.handle(msg.clone()).await {
                 Ok(_) => (Action::Ack, Counted::Applied),
                 Err(failure) => (after_failure(settings, &msg, &failure), Counted::Other),
@@ -327,14 +349,20 @@ pub struct Adapter<H> {
 
 impl<H: Handler> Adapter<H> {
     /// Records on the server behind `client`. The claims and commits of
-    /// handlers running at once share pipelines on its pool (at most
+    /// messages in flight at once share pipelines on its pool (at most
     /// [`crate::PIPELINES_IN_FLIGHT_MAX`] connections for them).
     pub fn new(client: Client, handler: H) -> Arc<Adapter<H>> {
         let pipeline = Pipeline::new(client.backend());
         Arc::new(Adapter { client, pipeline, handler })
     }
 
-    async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
+    async fn run(
+        &self,
+        settings: &Settings,
+        mut msg: Message,
+        slots: &HandlerSlots,
+        stop: watch::Receiver<bool>,
+    ) -> (Action, Counted) {
         let key = settings.idem_key(&msg.key);
         let key = Bytes::from(key);
         let cmd = Command::IdemBegin { key: key.clone(), fingerprint: None, lease_ms: settings.lease(), wait_ms: 0 };
@@ -355,12 +383,19 @@ impl<H: Handler> Adapter<H> {
         };
         msg.fence = fence;
         msg.attempt = attempt;
-        // The lease is renewed (IDEM.RENEW) every third of it while the
+        // The lease is renewed (IDEM.RENEW) every third of it from the
+        // claim on, while the message waits for a handler slot and while the
         // handler runs, so a long handler keeps its claim and a dead one
         // loses it within one lease.
         let renewals = self.renew_until_lost(&key, fence, settings.lease());
+        // The slot is held by the handler only: it is free again before the
+        // commit, so the next handler starts while this record commits.
+        let work = async {
+            let _slot = slots.acquire().await;
+            self.handler.handle(msg.clone()).await
+        };
         let outcome = tokio::select! {
-            r = self.handler.handle(msg.clone()) => Ok(r),
+            r = work => Ok(r),
             () = renewals => Err(()),
             () = stopped(stop) => {
                 self.abort(&key, fence).await;
@@ -429,9 +464,10 @@ impl<H: Handler> Process for Adapter<H> {
         &'a self,
         settings: &'a Settings,
         msg: Message,
+        slots: &'a HandlerSlots,
         stop: watch::Receiver<bool>,
     ) -> BoxFuture<'a, (Action, Counted)> {
-        Box::pin(self.run(settings, msg, stop))
+        Box::pin(self.run(settings, msg, slots, stop))
     }
 }
 
@@ -506,9 +542,15 @@ impl<H: PgHandler> Process for PostgresInbox<H> {
         &'a self,
         settings: &'a Settings,
         msg: Message,
+        slots: &'a HandlerSlots,
         stop: watch::Receiver<bool>,
     ) -> BoxFuture<'a, (Action, Counted)> {
-        Box::pin(self.run(settings, msg, stop))
+        // The record is written in the handler's transaction: the slot is
+        // held for all of it (which also bounds the database connections).
+        Box::pin(async move {
+            let _slot = slots.acquire().await;
+            self.run(settings, msg, stop).await
+        })
     }
 }
 
@@ -573,8 +615,14 @@ impl<H: MysqlHandler> Process for MysqlInbox<H> {
         &'a self,
         settings: &'a Settings,
         msg: Message,
+        slots: &'a HandlerSlots,
         stop: watch::Receiver<bool>,
     ) -> BoxFuture<'a, (Action, Counted)> {
-        Box::pin(self.run(settings, msg, stop))
+        // The record is written in the handler's transaction: the slot is
+        // held for all of it (which also bounds the database connections).
+        Box::pin(async move {
+            let _slot = slots.acquire().await;
+            self.run(settings, msg, stop).await
+        })
     }
 }
