@@ -13,7 +13,12 @@
 # figure over the rounds and the ratios against nginx. It also gives the
 # proxy's CPU time per request (user + system, from /proc): the gateway
 # process, or nginx's proxy workers (the upstream worker for `direct`).
-# Unlike rps, it hardly depends on what else the machine runs.
+# Unlike rps, it hardly depends on what else the machine runs. Each run
+# also gives the share of the machine's CPU left idle (all cores, from
+# /proc/stat: 0 means the run was CPU bound, not latency bound) and, where
+# `perf` may count syscall tracepoints (root), the proxy's fdatasync calls
+# per request: 2 per request would be one sync per record, and the inverse
+# of (calls per request / 2) is the records each group commit covers.
 #
 #   bench/gateway.sh                      # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20 bench/gateway.sh
@@ -127,17 +132,40 @@ cpu_ticks() {
 hz="$(getconf CLK_TCK)"
 nginx_workers() { pgrep -P "$(cat "$1/nginx.pid")" | tr '\n' ' '; }
 
-# wrk output -> "rps p50_ms p99_ms errors cpu_us_per_request"
+# Idle and total jiffies of the whole machine (all cores), from /proc/stat.
+machine_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat; }
+
+# Whether perf can count syscall tracepoints here (root, or a permissive
+# perf_event_paranoid); then each run also counts the proxy's fdatasync calls.
+count_syncs=0
+if command -v perf >/dev/null && perf stat -e syscalls:sys_enter_fdatasync -o /dev/null -- true >/dev/null 2>&1; then
+    count_syncs=1
+fi
+
+# wrk output -> "rps p50_ms p99_ms errors cpu_us_per_request idle_pct fdatasyncs_per_request"
+# (the last is -1 when perf cannot count it).
 measure() { # "pids" url script [args]
     local pids="$1" url="$2" script="$3"
     shift 3
-    local out before after
+    local out before after jiffies perf_pid="" syncs=-1
     # shellcheck disable=SC2086 # a list of pids
     before="$(cpu_ticks $pids)"
+    jiffies="$(machine_jiffies)"
+    if [ "$count_syncs" = 1 ]; then
+        perf stat -x, -e syscalls:sys_enter_fdatasync -p "$(echo $pids | tr ' ' ',')" -o "$work/perf.csv" &
+        perf_pid=$!
+    fi
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" "$url" -- "$@")"
     # shellcheck disable=SC2086
     after="$(cpu_ticks $pids)"
-    echo "$out" | awk -v ticks="$((after - before))" -v hz="$hz" '
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        syncs="$(awk -F, '/fdatasync/ { print ($1 ~ /^[0-9]+$/) ? $1 : -1 }' "$work/perf.csv")"
+    fi
+    # shellcheck disable=SC2086 # two numbers
+    set -- $jiffies $(machine_jiffies)
+    echo "$out" | awk -v ticks="$((after - before))" -v hz="$hz" -v idle="$(($3 - $1))" -v total="$(($4 - $2))" -v syncs="${syncs:--1}" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec/ { rps = $2 }
         /^ +50%/ { p50 = ms($2) }
@@ -145,7 +173,8 @@ measure() { # "pids" url script [args]
         /Non-2xx or 3xx/ { err += $NF }
         /Socket errors/ { err += $4 + $6 + $8 + $10 }
         /requests in/ { n = $1 }
-        END { printf "%.0f %.3f %.3f %d %.1f\n", rps, p50, p99, err + 0, (n > 0 ? ticks / hz * 1e6 / n : 0) }'
+        END { printf "%.0f %.3f %.3f %d %.1f %.1f %.4f\n", rps, p50, p99, err + 0, (n > 0 ? ticks / hz * 1e6 / n : 0),
+                  (total > 0 ? 100 * idle / total : 0), (syncs >= 0 && n > 0 ? syncs / n : -1) }'
 }
 
 results="$work/results.txt"
@@ -176,16 +205,17 @@ done
 echo
 echo "rounds=$ROUNDS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$THREADS cores=$(nproc) gateway_event_loops=${IDEM_EVENT_LOOPS:-default} load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx | CPU µs/request | CPU vs nginx |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| mode | rps | p50 ms | p99 ms | errors | rps vs nginx | p50 vs nginx | p99 vs nginx | CPU µs/request | CPU vs nginx | idle % | fdatasync/request |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 med = {}
 for mode in ["direct", "nginx", "gateway-keyless", "gateway-unique", "gateway-replay"]:
     rs = [r for r in rows if r[1] == mode]
-    med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 6)) + (sum(int(r[5]) for r in rs),)
+    med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 6, 7, 8)) + (sum(int(r[5]) for r in rs),)
 n = med["nginx"]
-for mode, (rps, p50, p99, cpu, err) in med.items():
-    print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x | {cpu:.1f} | {cpu / n[3]:.2f}x |")
+for mode, (rps, p50, p99, cpu, idle, syncs, err) in med.items():
+    per = f"{syncs:.3f}" if syncs >= 0 else "-"
+    print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x | {cpu:.1f} | {cpu / n[3]:.2f}x | {idle:.0f} | {per} |")
 PY
