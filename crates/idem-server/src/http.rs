@@ -30,11 +30,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use idem_core::{CmdError, Command, ErrorCode, Reply};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -44,15 +45,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::serve::Listener;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::acl::AclUser;
+use crate::http_conn::{self, Drain};
 use crate::metrics::{CommandLabel, Transport};
 use crate::state::{InfoCounter, ServerState};
 use crate::tls::{Stream, TlsSource};
@@ -75,26 +77,28 @@ pub(crate) async fn serve(
     // hyper directly rather than `axum::serve`, for the head's read timeout
     // (a slow-loris client sending a byte now and then is cut at it; it
     // also bounds how long an idle keep-alive connection is kept).
+    // HTTP/2 has no head read timeout in hyper: `http_conn::serve` closes
+    // a connection with no request in flight for as long, for both.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let drain = Drain::new();
     loop {
         let (io, _addr) = tokio::select! {
             accepted = Listener::accept(&mut listener) => accepted,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone())).into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service, signal) = (builder.clone(), TowerToHyperService::new(app.clone()), drain.signal());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = http_conn::serve(&builder, io, service, header_read_timeout, signal).await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
     // Finishes the requests in flight; `Server::run` bounds the wait.
-    graceful.shutdown().await;
+    drain.shutdown().await;
 }
 
 /// A listener that accepts only while a connection permit is free; at the
@@ -172,31 +176,67 @@ fn router(state: Arc<ServerState>) -> Router {
         .merge(crate::api::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_max))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http_body::guard))
+        // Outside the body guard: a client is authenticated before any of
+        // its body is read.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_command))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::api::around))
         .with_state(state)
 }
 
-async fn command(
-    State(state): State<Arc<ServerState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    state.counters().add(InfoCounter::CommandsProcessed, 1);
-    let result = run(&state, &headers, body).await;
-    match result {
-        Ok(reply) => (StatusCode::OK, Json(reply_json(&reply))).into_response(),
-        Err(e) => {
-            state.counters().add(InfoCounter::ErrorReplies, 1);
-            let text = e.to_string();
-            state.metrics().error(&text, Transport::Http);
-            error_response(&e)
+/// Who sent a `/v1/command` request, as [`authenticate_command`] found
+/// from its headers; `None` without ACL users.
+#[derive(Clone)]
+struct CommandUser(Option<Arc<AclUser>>);
+
+/// Authenticates `POST /v1/command` from its headers alone (the API routes
+/// are authenticated in `crate::api::around`, which leaves this one to
+/// answer in its own error format). A client that is refused gets its 401
+/// before a byte of its body is read, so it never holds a body buffer or a
+/// body-read wait; the connection is then closed, the body unread.
+async fn authenticate_command(State(state): State<Arc<ServerState>>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() != "/v1/command" {
+        return next.run(req).await;
+    }
+    match crate::http_auth::authenticate(&state, req.headers()) {
+        Ok(user) => {
+            req.extensions_mut().insert(CommandUser(user));
+            next.run(req).await
+        }
+        Err(_) => {
+            state.counters().add(InfoCounter::CommandsProcessed, 1);
+            let mut resp = refused(&state, &CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"));
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
         }
     }
 }
 
-async fn run(state: &ServerState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Reply, CmdError> {
-    let user = crate::http_auth::authenticate(state, headers)
-        .map_err(|_| CmdError::new(ErrorCode::NoAuth, "send Authorization: Bearer <password>"))?;
+async fn command(
+    State(state): State<Arc<ServerState>>,
+    Extension(CommandUser(user)): Extension<CommandUser>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    state.counters().add(InfoCounter::CommandsProcessed, 1);
+    let result = run(&state, user, body).await;
+    match result {
+        Ok(reply) => (StatusCode::OK, Json(reply_json(&reply))).into_response(),
+        Err(e) => refused(&state, &e),
+    }
+}
+
+/// The error reply to a command, counted.
+fn refused(state: &ServerState, e: &CmdError) -> Response {
+    state.counters().add(InfoCounter::ErrorReplies, 1);
+    let text = e.to_string();
+    state.metrics().error(&text, Transport::Http);
+    error_response(e)
+}
+
+async fn run(
+    state: &ServerState,
+    user: Option<Arc<AclUser>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Reply, CmdError> {
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             CmdError::limit(format!("request body is over the limit of {} bytes", state.config().http_body_bytes_max))

@@ -82,6 +82,7 @@ pub mod fuzz;
 mod http;
 mod http_auth;
 mod http_body;
+pub mod http_conn;
 mod loops;
 mod metrics;
 mod observe;
