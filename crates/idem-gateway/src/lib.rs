@@ -8,7 +8,8 @@
 //! - [`IdempotencyLayer`]: a tower layer, usable in any axum or hyper app;
 //! - [`Proxy`]: a reverse proxy service to one upstream;
 //! - [`serve_on_loops`] and [`serve`]: the listener (HTTP/1.1 and HTTP/2,
-//!   bounded), on single-threaded event loops or on the caller's runtime;
+//!   bounded, plain and/or TLS: [`tls`]), on single-threaded event loops or
+//!   on the caller's runtime;
 //! - the gateway (`idem gateway`) is the layer around the proxy.
 //!
 //! docs/gateway.md describes the behaviour, the settings and the failure policy.
@@ -25,6 +26,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod stored;
+pub mod tls;
 
 pub use config::{ConfigError, LayerConfig};
 pub use layer::{Idempotency, IdempotencyLayer, UpstreamFailure, REPLAYED};
@@ -33,3 +35,4 @@ pub use problem::Problem;
 pub use proxy::{ClientAddr, Proxy, ProxyConfig, ProxyError};
 pub use route::{Route, RouteDefaults, RouteError, RouteTable};
 pub use server::{default_event_loops, serve, serve_on_loops, ServerConfig, EVENT_LOOPS_MAX};
+pub use tls::Listeners;

@@ -1,6 +1,9 @@
-//! The listener side: accepts HTTP/1.1 and HTTP/2 (prior knowledge) on one
-//! port, with a bound on connections, on header size and on the time a
-//! client may take to send its request head.
+//! The listener side: accepts HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN
+//! over TLS) on a plain port, a TLS port or both ([`Listeners`]), with a
+//! bound on connections, on header size, on the time a client may take to
+//! finish its TLS handshake and to send its request head, and on the time a
+//! connection stays open with no request in flight (HTTP/2 included, see
+//! `idem_server::http_conn`).
 //!
 //! [`serve_on_loops`] is what `idem gateway` runs: every accepted connection
 //! goes to one of several single-threaded event loops, in turn, and stays
@@ -20,16 +23,18 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use idem_core::LoopHooks;
+use idem_server::http_conn::{self, Drain};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
 use crate::proxy::{ClientAddr, ClientIpHeader};
+use crate::tls::Listeners;
 
 /// Default bound on open client connections.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 10_000;
@@ -39,6 +44,8 @@ pub const HEADER_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time in-flight requests get to finish on shutdown, ms.
 pub const SHUTDOWN_GRACE_MS_DEFAULT: u64 = 10_000;
+/// Default time a client has to finish its TLS handshake, ms.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
 /// Most event loops [`serve_on_loops`] starts.
 pub const EVENT_LOOPS_MAX: usize = 256;
@@ -58,10 +65,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest request head, bytes (HTTP/1.1 read buffer; HTTP/2 header list).
     pub header_bytes_max: usize,
-    /// Time a client has to send its request head, ms.
+    /// Time a client has to send its request head, ms; also the longest a
+    /// connection is kept with no request in flight (HTTP/1.1 and HTTP/2).
     pub header_read_timeout_ms: u64,
     /// Time in-flight requests get to finish on shutdown, ms.
     pub shutdown_grace_ms: u64,
+    /// Time a client on the TLS listener has to finish its handshake, ms;
+    /// the connection holds its slot meanwhile.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -71,26 +82,31 @@ impl Default for ServerConfig {
             header_bytes_max: HEADER_BYTES_MAX_DEFAULT,
             header_read_timeout_ms: HEADER_READ_TIMEOUT_MS_DEFAULT,
             shutdown_grace_ms: SHUTDOWN_GRACE_MS_DEFAULT,
+            tls_handshake_timeout_ms: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
         }
     }
 }
 
-/// Serves `service` on `listener`, on the caller's runtime, until `shutdown`
-/// resolves, then lets in-flight requests finish (up to the grace period).
-pub async fn serve<S>(listener: TcpListener, service: S, config: ServerConfig, shutdown: impl Future<Output = ()>)
-where
+/// Serves `service` on `listener` (a [`TcpListener`], or [`Listeners`] for
+/// TLS), on the caller's runtime, until `shutdown` resolves, then lets
+/// in-flight requests finish (up to the grace period).
+pub async fn serve<S>(
+    listener: impl Into<Listeners>,
+    service: S,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    let listener = listener.into();
     let builder = Arc::new(builder(&config));
-    let graceful = GracefulShutdown::new();
-    accept(&listener, &config, shutdown, |stream, addr, permit| {
-        let conn = builder.serve_connection(TokioIo::new(stream), hyper_service(service.clone(), addr)).into_owned();
-        let conn = graceful.watch(conn);
+    let graceful = Drain::new();
+    let bounds = ConnBounds::of(&config);
+    accept(&listener, &config, shutdown, |stream, addr, tls, permit| {
+        let (builder, service, signal) = (builder.clone(), service.clone(), graceful.signal());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            serve_connection(&builder, stream, tls, bounds, hyper_service(service, addr), signal).await;
             drop(permit);
         });
     })
@@ -105,7 +121,7 @@ where
 /// caller's runtime until `shutdown` resolves, lets in-flight requests
 /// finish (up to the grace period), then stops the loops.
 pub async fn serve_on_loops<S>(
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     make_service: impl Fn() -> S,
     config: ServerConfig,
     loops: usize,
@@ -117,12 +133,14 @@ where
     S::Future: Send + 'static,
 {
     assert!((1..=EVENT_LOOPS_MAX).contains(&loops), "event loops must be 1..={EVENT_LOOPS_MAX}");
+    let listener = listener.into();
+    let bounds = ConnBounds::of(&config);
     let running = EventLoops::start(loops, hooks)?;
     let services: Vec<S> = (0..loops).map(|_| make_service()).collect();
     let builder = Arc::new(builder(&config));
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     let mut next = 0;
-    accept(&listener, &config, shutdown, |stream, addr, permit| {
+    accept(&listener, &config, shutdown, |stream, addr, tls, permit| {
         let i = next;
         next = (next + 1) % loops;
         // The socket is registered with the loop's own reactor, there.
@@ -133,16 +151,13 @@ where
                 return;
             }
         };
-        let (builder, service, watcher) = (builder.clone(), services[i].clone(), graceful.watcher());
+        let (builder, service, signal) = (builder.clone(), services[i].clone(), graceful.signal());
         running.handles[i].spawn(async move {
             let stream = match TcpStream::from_std(std_stream) {
                 Ok(s) => s,
                 Err(e) => return tracing::warn!(error = %e, "cannot register a connection on its event loop"),
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), hyper_service(service, addr)).into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            serve_connection(&builder, stream, tls, bounds, hyper_service(service, addr), signal).await;
             drop(permit);
         });
     })
@@ -151,6 +166,57 @@ where
     drain(graceful, &config).await;
     running.stop().await;
     Ok(())
+}
+
+/// The time bounds of one connection.
+#[derive(Clone, Copy)]
+struct ConnBounds {
+    handshake: Duration,
+    /// With no request in flight, for HTTP/1.1 and HTTP/2 alike (hyper's
+    /// own head read timeout covers HTTP/1.1 only).
+    idle: Duration,
+}
+
+impl ConnBounds {
+    fn of(config: &ServerConfig) -> ConnBounds {
+        ConnBounds {
+            handshake: Duration::from_millis(config.tls_handshake_timeout_ms),
+            idle: Duration::from_millis(config.header_read_timeout_ms),
+        }
+    }
+}
+
+/// Serves one connection until it ends, after its TLS handshake when `tls`
+/// is given. The handshake runs here, on the connection's own task, so a
+/// slow one holds only its own connection slot, never the accept loop.
+async fn serve_connection<H>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    bounds: ConnBounds,
+    service: H,
+    signal: watch::Receiver<bool>,
+) where
+    H: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send + 'static,
+{
+    let ended = match tls {
+        None => http_conn::serve(builder, stream, service, bounds.idle, signal).await,
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(bounds.handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake not done in time; connection closed"),
+            };
+            http_conn::serve(builder, stream, service, bounds.idle, signal).await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
 }
 
 fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -193,13 +259,14 @@ where
     })
 }
 
-/// Accepts connections within the connection bound until `shutdown`
-/// resolves, giving each to `serve_one` with its permit.
+/// Accepts connections on either listener within the connection bound
+/// until `shutdown` resolves, giving each to `serve_one` with the TLS
+/// acceptor to use (when it came in on the TLS listener) and its permit.
 async fn accept(
-    listener: &TcpListener,
+    listeners: &Listeners,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
-    mut serve_one: impl FnMut(TcpStream, std::net::SocketAddr, tokio::sync::OwnedSemaphorePermit),
+    mut serve_one: impl FnMut(TcpStream, std::net::SocketAddr, Option<TlsAcceptor>, tokio::sync::OwnedSemaphorePermit),
 ) {
     assert!(config.max_connections > 0, "max_connections must be at least 1");
     let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -209,24 +276,36 @@ async fn accept(
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = accept_on(listeners.plain.as_ref()) => r.map(|(s, a)| (s, a, None)),
+            r = accept_on(listeners.tls.as_ref().map(|(l, _)| l)) => {
+                r.map(|(s, a)| (s, a, listeners.tls.as_ref().map(|(_, t)| t.acceptor())))
+            }
             () = &mut shutdown => break,
         };
+        let (stream, addr, tls) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        serve_one(stream, addr, permit);
+        serve_one(stream, addr, tls, permit);
     }
 }
 
-async fn drain(graceful: GracefulShutdown, config: &ServerConfig) {
+/// The next connection on `listener`; never, without one.
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drain(graceful: Drain, config: &ServerConfig) {
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_millis(config.shutdown_grace_ms)) => {

@@ -17,7 +17,7 @@ use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::loops::{EventLoops, EVENT_LOOPS_MAX};
 use crate::state::{InfoCounter, ServerState};
-use crate::tls::TlsSource;
+use crate::tls::{reload_on_sighup, TlsSource};
 use crate::{conn, http};
 
 /// Backlog of the listening socket; the kernel caps it at `somaxconn`.
@@ -295,38 +295,6 @@ async fn accept(
     tokio::select! {
         r = plain => r.map(|(s, _)| (s, None)),
         r = secure => r.map(|(s, _)| (s, tls.map(TlsSource::acceptor))),
-    }
-}
-
-/// Reloads the certificates on every SIGHUP: new handshakes use the new
-/// files; when they cannot be read, the old ones stay and the error is
-/// logged. The handler is installed before this returns, so a SIGHUP sent
-/// once the server runs never takes the default action (ending the process).
-fn reload_on_sighup(tls: Arc<TlsSource>) -> Option<tokio::task::JoinHandle<()>> {
-    #[cfg(unix)]
-    {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
-                return None;
-            }
-        };
-        Some(tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "SIGHUP: cannot reload the TLS certificates; keeping the ones in use")
-                    }
-                }
-            }
-        }))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tls;
-        None
     }
 }
 

@@ -1,4 +1,5 @@
-//! TLS for the RESP and HTTP listeners (rustls, ring provider).
+//! TLS for the RESP and HTTP listeners, and the gateway's (rustls, ring
+//! provider).
 //!
 //! [`TlsSource`] holds the current rustls configuration behind a lock; each
 //! new connection takes an acceptor from it, so [`TlsSource::reload`] (on
@@ -33,6 +34,8 @@ pub const PEM_CERTS_MAX: usize = 1024;
 /// The TLS configuration in force, and the files it is reloaded from.
 pub struct TlsSource {
     files: TlsConfig,
+    /// ALPN protocols offered, most preferred first; empty: no ALPN.
+    alpn: Vec<Vec<u8>>,
     current: RwLock<Arc<rustls::ServerConfig>>,
 }
 
@@ -44,26 +47,34 @@ impl std::fmt::Debug for TlsSource {
 
 impl TlsSource {
     /// Reads the certificate, key and CA named by `files`.
+    /// No ALPN: RESP ignores it, and the HTTP front end serves HTTP/1.1 only.
     pub fn load(files: &TlsConfig) -> Result<TlsSource, String> {
-        let config = build(files)?;
-        Ok(TlsSource { files: files.clone(), current: RwLock::new(Arc::new(config)) })
+        TlsSource::load_with_alpn(files, &[])
+    }
+
+    /// As [`TlsSource::load`], offering the ALPN protocols `alpn` (most
+    /// preferred first; `b"h2"`, `b"http/1.1"` for a listener that serves both).
+    pub fn load_with_alpn(files: &TlsConfig, alpn: &[&[u8]]) -> Result<TlsSource, String> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let config = build(files, &alpn)?;
+        Ok(TlsSource { files: files.clone(), alpn, current: RwLock::new(Arc::new(config)) })
     }
 
     /// Reads the files again. On success new handshakes use them; on error
     /// the configuration in force stays and the error says why.
     pub fn reload(&self) -> Result<(), String> {
-        let config = build(&self.files)?;
+        let config = build(&self.files, &self.alpn)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(())
     }
 
     /// An acceptor with the configuration in force now.
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 
-fn build(files: &TlsConfig) -> Result<rustls::ServerConfig, String> {
+fn build(files: &TlsConfig, alpn: &[Vec<u8>]) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&files.cert)?;
     if certs.is_empty() {
@@ -93,8 +104,7 @@ fn build(files: &TlsConfig) -> Result<rustls::ServerConfig, String> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls_cert {} and tls_key {}: {e}", files.cert.display(), files.key.display()))?;
-    // HTTP/1.1 only: the HTTP front end serves HTTP/1.1, and RESP ignores ALPN.
-    config.alpn_protocols = Vec::new();
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }
 
@@ -108,6 +118,38 @@ fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, St
         out.push(c.map_err(|e| format!("{}: {e}", path.display()))?);
     }
     Ok(out)
+}
+
+/// Reloads the certificates on every SIGHUP: new handshakes use the new
+/// files; when they cannot be read, the old ones stay and the error is
+/// logged. The handler is installed before this returns, so a SIGHUP sent
+/// once the server runs never takes the default action (ending the process).
+pub fn reload_on_sighup(tls: Arc<TlsSource>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: cannot reload the TLS certificates; keeping the ones in use")
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tls;
+        None
+    }
 }
 
 type Handshake = Pin<Box<dyn Future<Output = io::Result<TlsStream<TcpStream>>> + Send>>;

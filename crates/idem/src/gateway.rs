@@ -12,8 +12,10 @@ use figment::Figment;
 use http::HeaderName;
 use idem_core::Backend;
 use idem_gateway::route::{Concurrent, On5xx, OnTimeout, RouteDefaults, RouteTable};
-use idem_gateway::{IdempotencyLayer, LayerConfig, Proxy, ProxyConfig, Route, ServerConfig};
+use idem_gateway::tls::{TlsClientAuth, TlsConfig, TlsSource};
+use idem_gateway::{IdempotencyLayer, LayerConfig, Listeners, Proxy, ProxyConfig, Route, ServerConfig};
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 use tower::Layer;
 
 /// Default address the gateway listens on.
@@ -27,8 +29,22 @@ const IDEM_POOL_SIZE_DEFAULT: usize = 256;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
-    /// Address to listen on.
+    /// Address to listen on (plain HTTP; not listened on with `tls_only`).
     pub listen: String,
+    /// Address serving HTTPS (needs `tls_cert` and `tls_key`); unset: none.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// `none` (default), `optional` or `required`: client certificates, checked against `tls_ca`.
+    pub tls_client_auth: String,
+    /// Serve HTTPS only: `listen` is not listened on (needs `tls_listen`).
+    pub tls_only: bool,
+    /// Time a client has to finish its TLS handshake, ms.
+    pub tls_handshake_timeout_ms: u64,
     /// The app behind the gateway, `http://host:port[/prefix]`.
     pub upstream: String,
     /// Data directory of the embedded store.
@@ -103,6 +119,13 @@ impl Default for GatewaySettings {
         let d = RouteDefaults::default();
         GatewaySettings {
             listen: LISTEN_DEFAULT.into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_auth: "none".into(),
+            tls_only: false,
+            tls_handshake_timeout_ms: server.tls_handshake_timeout_ms,
             upstream: String::new(),
             data: PathBuf::from("./idem-gateway-data"),
             store: None,
@@ -148,6 +171,24 @@ pub struct GatewayArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<String>,
+    /// Address serving HTTPS [default: none].
+    #[arg(long)]
+    tls_listen: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mTLS).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificates: none, optional or required [default: none].
+    #[arg(long)]
+    tls_client_auth: Option<String>,
+    /// Serve HTTPS only (`--listen` is not listened on).
+    #[arg(long)]
+    tls_only: bool,
     /// The app behind the gateway: http://host:port[/prefix].
     #[arg(long)]
     upstream: Option<String>,
@@ -179,6 +220,18 @@ struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    tls_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<PathBuf>,
@@ -206,6 +259,12 @@ pub fn load(args: GatewayArgs) -> anyhow::Result<GatewaySettings> {
         .map_err(|e| anyhow::anyhow!("--route: {e}"))?;
     let overrides = Overrides {
         listen: args.listen,
+        tls_listen: args.tls_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_ca: args.tls_ca,
+        tls_client_auth: args.tls_client_auth,
+        tls_only: args.tls_only.then_some(true),
         upstream: args.upstream,
         data: args.data,
         store: args.store,
@@ -263,11 +322,17 @@ impl GatewaySettings {
                 anyhow::bail!("{name} must be at least 1");
             }
         }
-        if self.header_bytes_max < 1024 || self.upstream_timeout_ms == 0 || self.header_read_timeout_ms == 0 {
+        if self.header_bytes_max < 1024
+            || self.upstream_timeout_ms == 0
+            || self.header_read_timeout_ms == 0
+            || self.tls_handshake_timeout_ms == 0
+        {
             anyhow::bail!(
-                "header_bytes_max must be at least 1024, and upstream_timeout_ms and header_read_timeout_ms at least 1"
+                "header_bytes_max must be at least 1024, and upstream_timeout_ms, header_read_timeout_ms and \
+                 tls_handshake_timeout_ms at least 1"
             );
         }
+        self.tls_files()?;
         Proxy::new(&self.proxy_config()).context("--upstream")?;
         Ok(())
     }
@@ -330,6 +395,40 @@ impl GatewaySettings {
         Ok(cfg)
     }
 
+    /// The TLS files, when HTTPS is served; refuses settings that cannot work.
+    fn tls_files(&self) -> anyhow::Result<Option<TlsConfig>> {
+        let client_auth = crate::settings::parse_tls_client_auth(&self.tls_client_auth)?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            anyhow::bail!("tls_cert and tls_key go together: set both or neither");
+        }
+        if self.tls_listen.is_some() && self.tls_cert.is_none() {
+            anyhow::bail!("tls_listen needs tls_cert and tls_key");
+        }
+        if self.tls_cert.is_some() && self.tls_listen.is_none() {
+            anyhow::bail!("tls_cert is set but tls_listen is not: set the address to serve HTTPS on");
+        }
+        if self.tls_only && self.tls_listen.is_none() {
+            anyhow::bail!("tls_only needs tls_listen: the gateway must listen somewhere");
+        }
+        if self.tls_ca.is_some() && client_auth == TlsClientAuth::None {
+            anyhow::bail!(
+                "tls_ca is set but tls_client_auth is 'none': set it to 'required' or 'optional', or drop tls_ca"
+            );
+        }
+        if self.tls_ca.is_none() && client_auth != TlsClientAuth::None {
+            anyhow::bail!(
+                "tls_client_auth '{}' needs tls_ca (the CA that signs client certificates)",
+                self.tls_client_auth
+            );
+        }
+        Ok(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsConfig { cert: cert.clone(), key: key.clone(), ca: self.tls_ca.clone(), client_auth })
+            }
+            _ => None,
+        })
+    }
+
     fn proxy_config(&self) -> ProxyConfig {
         ProxyConfig {
             upstream: self.upstream.clone(),
@@ -389,19 +488,21 @@ pub async fn run(s: GatewaySettings) -> anyhow::Result<()> {
     let layer = IdempotencyLayer::new(backend.clone(), s.layer_config()?)?;
     let proxy_config = s.proxy_config();
     Proxy::new(&proxy_config)?;
-    let listener = tokio::net::TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
-    let mode = if s.route.is_empty() { "IETF mode".to_string() } else { format!("{} routes", s.route.len()) };
-    tracing::info!(addr = %listener.local_addr()?, upstream = %s.upstream, backend = backend.name(), %mode, event_loops = s.event_loops, "idem gateway is serving");
+    let listeners = bind(&s, backend.name()).await?;
+    // Installed before serving: a SIGHUP then reloads, never ends the process.
+    let reloader = listeners.1.clone().and_then(idem_gateway::tls::reload_on_sighup);
+    let listeners = listeners.0;
     let server = ServerConfig {
         max_connections: s.max_connections,
         header_bytes_max: s.header_bytes_max,
         header_read_timeout_ms: s.header_read_timeout_ms,
         shutdown_grace_ms: s.shutdown_grace_ms,
+        tls_handshake_timeout_ms: s.tls_handshake_timeout_ms,
     };
     // One proxy per loop: its pooled upstream connections stay on that loop's thread.
     let make_service = || layer.layer(Proxy::new(&proxy_config).expect("checked above"));
     idem_gateway::serve_on_loops(
-        listener,
+        listeners,
         make_service,
         server,
         s.event_loops,
@@ -410,12 +511,39 @@ pub async fn run(s: GatewaySettings) -> anyhow::Result<()> {
     )
     .await
     .context("starting the event loops")?;
-    if let Some(t) = metrics_task {
+    for t in [metrics_task, reloader].into_iter().flatten() {
         t.abort();
     }
     backend.shutdown().await;
     tracing::info!("gateway shut down cleanly");
     Ok(())
+}
+
+/// Binds the plain and TLS listeners the settings ask for, and loads the
+/// certificates; the [`TlsSource`] is returned to reload it.
+async fn bind(s: &GatewaySettings, backend: &str) -> anyhow::Result<(Listeners, Option<Arc<TlsSource>>)> {
+    let tls = match s.tls_files()? {
+        None => None,
+        Some(files) => Some(Arc::new(idem_gateway::tls::load(&files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?)),
+    };
+    let mode = if s.route.is_empty() { "IETF mode".to_string() } else { format!("{} routes", s.route.len()) };
+    let plain = match s.tls_only {
+        true => None,
+        false => {
+            let l = TcpListener::bind(&s.listen).await.with_context(|| format!("binding {}", s.listen))?;
+            tracing::info!(addr = %l.local_addr()?, upstream = %s.upstream, backend, %mode, event_loops = s.event_loops, "idem gateway is serving HTTP");
+            Some(l)
+        }
+    };
+    let secure = match (&s.tls_listen, &tls) {
+        (Some(addr), Some(tls)) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("binding tls_listen {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, upstream = %s.upstream, backend, %mode, event_loops = s.event_loops, client_auth = %s.tls_client_auth, "idem gateway is serving HTTPS");
+            Some((l, tls.clone()))
+        }
+        _ => None,
+    };
+    Ok((Listeners::new(plain, secure), tls))
 }
 
 #[cfg(test)]
@@ -426,6 +554,12 @@ mod tests {
         GatewayArgs {
             config: None,
             listen: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_auth: None,
+            tls_only: false,
             upstream: Some("http://127.0.0.1:9".into()),
             data: None,
             store: None,
@@ -478,6 +612,12 @@ mod tests {
             ("lease_ms = 10\n", "lease_ms"),
             ("concurrent = \"later\"\n", "wait or conflict"),
             ("no_such = 1\n", "no_such"),
+            ("tls_listen = \"127.0.0.1:0\"\n", "tls_listen needs tls_cert"),
+            ("tls_cert = \"c.pem\"\n", "tls_cert and tls_key go together"),
+            ("tls_only = true\n", "tls_only needs tls_listen"),
+            ("tls_client_auth = \"required\"\n", "needs tls_ca"),
+            ("tls_ca = \"ca.pem\"\n", "tls_client_auth is 'none'"),
+            ("tls_client_auth = \"maybe\"\n", "'none', 'optional' or 'required'"),
         ] {
             std::fs::write(&file, text).unwrap();
             let mut a = args(&[]);

@@ -289,12 +289,7 @@ impl Settings {
 
     /// The client certificate policy, parsed.
     pub fn tls_client_auth(&self) -> anyhow::Result<idem_server::TlsClientAuth> {
-        Ok(match self.tls_client_auth.as_str() {
-            "none" => idem_server::TlsClientAuth::None,
-            "optional" => idem_server::TlsClientAuth::Optional,
-            "required" => idem_server::TlsClientAuth::Required,
-            other => anyhow::bail!("tls_client_auth must be 'none', 'optional' or 'required', got '{other}'"),
-        })
+        parse_tls_client_auth(&self.tls_client_auth)
     }
 
     /// Protected mode: listening beyond loopback needs a password, ACL
@@ -314,6 +309,16 @@ impl Settings {
              network itself is trusted, pass --insecure-no-auth"
         )
     }
+}
+
+/// A `tls_client_auth` setting (`serve` and `gateway`), parsed.
+pub fn parse_tls_client_auth(setting: &str) -> anyhow::Result<idem_server::TlsClientAuth> {
+    Ok(match setting {
+        "none" => idem_server::TlsClientAuth::None,
+        "optional" => idem_server::TlsClientAuth::Optional,
+        "required" => idem_server::TlsClientAuth::Required,
+        other => anyhow::bail!("tls_client_auth must be 'none', 'optional' or 'required', got '{other}'"),
+    })
 }
 
 #[cfg(test)]
