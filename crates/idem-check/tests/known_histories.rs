@@ -106,6 +106,40 @@ fn double_grant_fails_and_expiry_takeover_passes() {
 }
 
 #[test]
+fn an_unknown_waiter_grant_given_back_early_passes_and_an_acknowledged_one_fails() {
+    // `a` parks on the lock and its outcome is lost; the store hands it the
+    // lock when `x` unlocks (`b` sees `a` as the holder), then gives the
+    // unused grant back when `a`'s caller is gone, and `c` takes the lock
+    // long before `a`'s 800 ms lease could have run out. Found by the Redis
+    // run under network faults (docs/reliability.md).
+    let waiting = |owner: &str| Call::Lock { name: s("l"), owner: s(owner), lease_ms: 800, wait_ms: 200 };
+    let mut h = H::new();
+    h.op(0, 5, lock("l", "x", 10_000), Reply::Acquired { fence: 1 });
+    h.info(10, waiting("a"));
+    h.op(50, 55, Call::Unlock { name: s("l"), owner: s("x") }, Reply::Int { n: 1 });
+    h.op(60, 65, lock("l", "b", 800), Reply::Busy { holder: s("a") });
+    h.op(100, 105, lock("l", "c", 800), Reply::Acquired { fence: 3 });
+    assert_eq!(h.linear(), Verdict::Pass, "a grant nobody picked up may be given back");
+    // The same with `a` answered `acquired`: its fence is known and in use,
+    // so nobody else may get the lock before its lease ends.
+    let mut acked = H::new();
+    acked.op(0, 5, lock("l", "x", 10_000), Reply::Acquired { fence: 1 });
+    acked.op(10, 58, waiting("a"), Reply::Acquired { fence: 2 });
+    acked.op(50, 55, Call::Unlock { name: s("l"), owner: s("x") }, Reply::Int { n: 1 });
+    acked.op(60, 65, lock("l", "b", 800), Reply::Busy { holder: s("a") });
+    acked.op(100, 105, lock("l", "c", 800), Reply::Acquired { fence: 3 });
+    assert_eq!(acked.linear(), Verdict::Fail);
+    // Without WAIT an unknown LOCK is never parked: its grant, once seen,
+    // lasts its lease.
+    let mut plain = H::new();
+    plain.op(0, 5, lock("l", "x", 100), Reply::Acquired { fence: 1 });
+    plain.info(200, lock("l", "a", 800));
+    plain.op(250, 255, lock("l", "b", 800), Reply::Busy { holder: s("a") });
+    plain.op(300, 305, lock("l", "c", 800), Reply::Acquired { fence: 3 });
+    assert_eq!(plain.linear(), Verdict::Fail);
+}
+
+#[test]
 fn a_lease_that_never_ends_fails() {
     // 5 s after a 100 ms lease ended, without restart, the holder is still
     // reported: expiry does not work.

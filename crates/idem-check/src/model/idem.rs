@@ -35,7 +35,12 @@ pub struct IdemState {
 impl IdemModel {
     /// The states a new attempt leads to from `s`, checking its reply.
     fn start(s: &IdemState, op: &Op, attempt: u32, lease_ms: u64) -> Option<IdemState> {
-        let lease = Lease::granted(op, lease_ms);
+        let parked = matches!(op.call, Call::IdemBegin { wait_ms, .. } if wait_ms > 0);
+        let lease = if op.reply.is_none() && parked {
+            Lease::granted_to_unknown_waiter(op, lease_ms)
+        } else {
+            Lease::granted(op, lease_ms)
+        };
         match &op.reply {
             Some(Reply::Started { fence, attempt: a }) if *fence > s.fence_max && *a == attempt => {
                 Some(IdemState { record: Record::Running { fence: Some(*fence), attempt, lease }, fence_max: *fence })

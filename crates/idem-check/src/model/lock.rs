@@ -42,8 +42,12 @@ impl Model for LockModel {
         let may_be_free = s.holder.as_ref().is_none_or(|h| h.lease.may_be_over(op, t));
         let mut next = Vec::new();
         match &op.call {
-            Call::Lock { owner, lease_ms, .. } => {
-                let lease = Lease::granted(op, *lease_ms);
+            Call::Lock { owner, lease_ms, wait_ms, .. } => {
+                let lease = if op.reply.is_none() && *wait_ms > 0 {
+                    Lease::granted_to_unknown_waiter(op, *lease_ms)
+                } else {
+                    Lease::granted(op, *lease_ms)
+                };
                 // LOCK again by the holder of a live lease: same fence.
                 if let Some(h) = live.filter(|h| &h.owner == owner) {
                     let fence = match &op.reply {

@@ -87,6 +87,16 @@ impl Lease {
         }
     }
 
+    /// The lease of a parked `WAIT` call whose outcome is unknown: it may
+    /// end at any time. A store hands a freed key to a parked waiter, and
+    /// when the waiter's caller went away (its reply lost, its poll failed)
+    /// the store gives back a grant it never picked up (backends-redis.md,
+    /// *WAIT (IDEM.BEGIN and LOCK)*), with no `UNLOCK` in the history: nobody learnt that
+    /// fence, so nobody can use it.
+    pub fn granted_to_unknown_waiter(op: &Op, lease_ms: u64) -> Lease {
+        Lease { earliest_end_ns: op.invoke_ns, ..Lease::granted(op, lease_ms) }
+    }
+
     /// Whether the lease may have ended at some instant of `op`'s interval.
     pub fn may_be_over(&self, op: &Op, t: Timing) -> bool {
         op.return_ns.is_none_or(|r| r.saturating_add(t.slack_ns) >= self.earliest_end_ns)
