@@ -32,3 +32,16 @@ if [ -d conformance/http ]; then
   IDEM_HTTP_PLUGINS="${IDEM_HTTP_PLUGINS:-target_asgi}" pytest_allowing_none conformance/http
 fi
 (cd clients/python && "../../$py/mypy" --strict && "../../$py/ruff" check .)
+
+# The fuzz smoke: every cargo-fuzz target for 20,000 runs under
+# AddressSanitizer (scripts/fuzz.sh smoke). It needs nightly and cargo-fuzz,
+# which this script does not install; IDEM_FUZZ_SMOKE=0 skips it.
+if [ "${IDEM_FUZZ_SMOKE:-1}" = 0 ]; then
+  echo "fuzz smoke skipped: IDEM_FUZZ_SMOKE=0"
+elif ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly --profile minimal)"
+elif ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "fuzz smoke skipped: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
+else
+  bash scripts/fuzz.sh smoke
+fi
