@@ -265,3 +265,99 @@ fn slots_get<R: SqlRow>(engine: &'static str, rows: &[R]) -> CmdResult {
     }
     Ok(Reply::Array(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idem_core::ErrorCode;
+
+    /// A row as plain values: the decoder is a pure function of the rows.
+    enum V {
+        T(&'static str),
+        I(i64),
+        B(&'static [u8]),
+        Null,
+    }
+    struct R(Vec<V>);
+
+    impl SqlRow for R {
+        fn text(&self, i: usize) -> Result<Option<String>, CmdError> {
+            match self.0.get(i) {
+                Some(V::T(t)) => Ok(Some(t.to_string())),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not text"))),
+            }
+        }
+        fn int(&self, i: usize) -> Result<Option<i64>, CmdError> {
+            match self.0.get(i) {
+                Some(V::I(n)) => Ok(Some(*n)),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not an integer"))),
+            }
+        }
+        fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, CmdError> {
+            match self.0.get(i) {
+                Some(V::B(b)) => Ok(Some(b.to_vec())),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not bytes"))),
+            }
+        }
+    }
+
+    fn begin() -> Command {
+        Command::IdemBegin { key: Bytes::from_static(b"k"), fingerprint: None, lease_ms: 1000, wait_ms: 0 }
+    }
+
+    fn final_reply(p: Result<Poll, CmdError>) -> CmdResult {
+        match p? {
+            Poll::Final(r) => r,
+            Poll::Blocked { reply, .. } => Ok(reply),
+        }
+    }
+
+    #[test]
+    fn known_words_decode_to_the_documented_replies() {
+        let started = R(vec![V::T("started"), V::I(7), V::I(1), V::Null]);
+        assert_eq!(
+            final_reply(decode("t", &begin(), &[started])),
+            Ok(Reply::status_with("started", [Reply::Int(7), Reply::Int(1)]))
+        );
+        let running = R(vec![V::T("running"), V::I(7), V::I(250), V::Null]);
+        assert!(matches!(decode("t", &begin(), &[running]), Ok(Poll::Blocked { left_ms: 250, .. })));
+        let mismatch = R(vec![V::T("mismatch"), V::Null, V::Null, V::Null]);
+        assert_eq!(final_reply(decode("t", &begin(), &[mismatch])).unwrap_err().code, ErrorCode::Mismatch);
+        let claim = Command::Claim { key: Bytes::from_static(b"k"), owner: Bytes::from_static(b"o"), ttl_ms: None };
+        assert_eq!(
+            final_reply(decode("t", &claim, &[R(vec![V::T("held"), V::B(b"w")])])),
+            Ok(Reply::status_with("held", [Reply::Bulk(Bytes::from_static(b"w"))]))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_unknown_never_a_plausible_reply() {
+        let code = |r: Result<Poll, CmdError>| final_reply(r).unwrap_err().code;
+        // A status word the command does not have.
+        assert_eq!(
+            code(decode("t", &begin(), &[R(vec![V::T("stale"), V::Null, V::Null, V::Null])])),
+            ErrorCode::Unknown
+        );
+        let commit = Command::IdemCommit {
+            key: Bytes::from_static(b"k"),
+            fence: 3,
+            result: Bytes::from_static(b"r"),
+            keep_ms: 1000,
+        };
+        assert_eq!(code(decode("t", &commit, &[R(vec![V::T("okay")])])), ErrorCode::Unknown);
+        // No row, two rows, a NULL where a value belongs, a negative fence.
+        assert_eq!(code(decode::<R>("t", &commit, &[])), ErrorCode::Unknown);
+        assert_eq!(code(decode("t", &commit, &[R(vec![V::T("ok")]), R(vec![V::T("ok")])])), ErrorCode::Unknown);
+        assert_eq!(
+            code(decode("t", &begin(), &[R(vec![V::T("done"), V::Null, V::Null, V::Null])])),
+            ErrorCode::Unknown
+        );
+        assert_eq!(
+            code(decode("t", &begin(), &[R(vec![V::T("started"), V::I(-1), V::I(1), V::Null])])),
+            ErrorCode::Unknown
+        );
+    }
+}
