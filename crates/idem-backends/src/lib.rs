@@ -1,66 +1,95 @@
 //! # idem-backends
 //!
-//! idem's contract on external engines, for users who outgrow one machine or
-//! whose business rows live in PostgreSQL or MySQL:
-//! - [`postgres`]: PostgreSQL (also inside the caller's own transaction);
-//! - [`mysql`]: MySQL / MariaDB (also inside the caller's own transaction);
-//! - [`redis`]: Redis and Redis Cluster.
+//! Opens the backend a store URL names, over the engine crates this build
+//! includes, one cargo feature each (all on by default):
+//! - `postgres`: [`idem_postgres`], PostgreSQL (also inside the caller's own transaction);
+//! - `mysql`: [`idem_mysql`], MySQL / MariaDB (also inside the caller's own transaction);
+//! - `redis`: [`idem_redis`], Redis and Redis Cluster.
 //!
-//! Every backend implements [`idem_core::Backend`] and passes the one
-//! conformance suite in `idem-conformance`.
+//! The engines live in their own crates, in the shape of TiKV's engine
+//! crates: each implements [`idem_core::Backend`], shares nothing with the
+//! others but `idem-core` (and, for the SQL two, `idem-sql`), and passes the
+//! one conformance suite in `idem-conformance`. This facade only maps a URL
+//! scheme to an engine, so that the binaries (`idem serve --store`,
+//! `idem migrate`, the gateway, the benchmarks) choose engines by feature
+//! without each repeating the dispatch.
 
 use std::sync::Arc;
 
 use idem_core::Backend;
+pub use idem_core::BackendError;
+#[cfg(feature = "mysql")]
+pub use idem_mysql as mysql;
+#[cfg(feature = "postgres")]
+pub use idem_postgres as postgres;
+#[cfg(feature = "redis")]
+pub use idem_redis as redis;
 
-pub mod mysql;
-pub mod postgres;
-pub mod redis;
-mod url_params;
+/// The engine a store URL's scheme names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    MySql,
+    Redis,
+    RedisCluster,
+}
 
-/// Why a backend could not be opened or migrated.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The store URL is not one this crate understands.
-    #[error("unsupported store URL '{0}': expected postgres://, mysql://, redis:// or redis-cluster://")]
-    UnsupportedUrl(String),
-    /// The engine refused or could not be reached.
-    #[error("{engine}: {message}")]
-    Engine {
-        /// Which engine.
-        engine: &'static str,
-        /// What it said.
-        message: String,
-    },
+fn engine_of(url: &str) -> Result<Engine, BackendError> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    match scheme {
+        "postgres" | "postgresql" => Ok(Engine::Postgres),
+        "mysql" | "mariadb" => Ok(Engine::MySql),
+        "redis" | "rediss" => Ok(Engine::Redis),
+        "redis-cluster" => Ok(Engine::RedisCluster),
+        _ => Err(BackendError::UnsupportedUrl(url.to_string())),
+    }
 }
 
 /// Opens the backend a store URL names: `postgres://…`, `mysql://…`,
 /// `redis://…` (`rediss://…` over TLS) or `redis-cluster://host:port,host:port,…`.
+/// A scheme whose engine this build leaves out is an
+/// [`BackendError::UnsupportedUrl`].
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, BackendError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgBackend::connect(url).await?))
-    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        Ok(Arc::new(mysql::MySqlBackend::connect(url).await?))
-    } else if url.starts_with("redis-cluster://") {
-        Ok(Arc::new(redis::RedisBackend::connect_cluster(url).await?))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Arc::new(redis::RedisBackend::connect(url).await?))
-    } else {
-        Err(BackendError::UnsupportedUrl(url.to_string()))
+    match engine_of(url)? {
+        #[cfg(feature = "postgres")]
+        Engine::Postgres => Ok(Arc::new(postgres::PgBackend::connect(url).await?)),
+        #[cfg(feature = "mysql")]
+        Engine::MySql => Ok(Arc::new(mysql::MySqlBackend::connect(url).await?)),
+        #[cfg(feature = "redis")]
+        Engine::RedisCluster => Ok(Arc::new(redis::RedisBackend::connect_cluster(url).await?)),
+        #[cfg(feature = "redis")]
+        Engine::Redis => Ok(Arc::new(redis::RedisBackend::connect(url).await?)),
+        #[allow(unreachable_patterns)]
+        _ => Err(BackendError::UnsupportedUrl(url.to_string())),
     }
 }
 
 /// Creates or upgrades idem's schema in the store a URL names (SQL engines;
 /// a no-op for Redis). Safe to run repeatedly and concurrently.
 pub async fn migrate(url: &str) -> Result<(), BackendError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::migrate(url).await
-    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        mysql::migrate(url).await
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis-cluster://") {
-        Ok(())
-    } else {
-        Err(BackendError::UnsupportedUrl(url.to_string()))
+    match engine_of(url)? {
+        #[cfg(feature = "postgres")]
+        Engine::Postgres => postgres::migrate(url).await,
+        #[cfg(feature = "mysql")]
+        Engine::MySql => mysql::migrate(url).await,
+        #[cfg(feature = "redis")]
+        Engine::Redis | Engine::RedisCluster => Ok(()),
+        #[allow(unreachable_patterns)]
+        _ => Err(BackendError::UnsupportedUrl(url.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_map_to_engines() {
+        assert_eq!(engine_of("postgresql://u@h/db").ok(), Some(Engine::Postgres));
+        assert_eq!(engine_of("mariadb://u@h/db").ok(), Some(Engine::MySql));
+        assert_eq!(engine_of("rediss://h:1").ok(), Some(Engine::Redis));
+        assert_eq!(engine_of("redis-cluster://h:1,h:2").ok(), Some(Engine::RedisCluster));
+        assert!(matches!(engine_of("redisx://h"), Err(BackendError::UnsupportedUrl(_))));
+        assert!(matches!(engine_of("postgres"), Err(BackendError::UnsupportedUrl(_))));
     }
 }

@@ -15,9 +15,11 @@ pub mod command;
 pub mod error;
 pub mod limits;
 pub mod machine;
+pub mod outcome;
 pub mod reply;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
+pub mod store_url;
 
 pub use backend::{Backend, BoxFuture, CmdResult, LoopHooks};
 pub use change::{Change, IdemRecord, IdemState};
@@ -25,3 +27,4 @@ pub use command::Command;
 pub use error::{CmdError, ErrorCode};
 pub use limits::Limits;
 pub use reply::Reply;
+pub use store_url::BackendError;

@@ -1,6 +1,30 @@
 //! Bounds on everything a request can make the engine hold. Each has a
 //! documented default; operators may lower them (and raise some).
 
+/// How long an external engine (PostgreSQL, MySQL, Redis) keeps an
+/// idempotency record whose lease ran out without a commit, counted from the
+/// lease end: a later IDEM.BEGIN still sees its attempt number and
+/// fingerprint. The default KEEP, so a running record is remembered as long
+/// as a done one.
+pub const RUNNING_RETAIN_MS: u64 = crate::command::KEEP_MS_DEFAULT;
+
+/// The constants the engines' SQL routines and Lua scripts use, as
+/// (placeholder, value): the routine and script texts name each one by its
+/// placeholder, and [`with_engine_constants`] writes in the value from here,
+/// so a rule is written once, in Rust.
+pub const ENGINE_CONSTANTS: &[(&str, u64)] = &[("@RUNNING_RETAIN_MS@", RUNNING_RETAIN_MS)];
+
+/// `text` (SQL routines or a Lua script) with every placeholder of
+/// [`ENGINE_CONSTANTS`] replaced by its value. The engine crates test that
+/// no `@` is left in what they install.
+pub fn with_engine_constants(text: &str) -> String {
+    let mut out = text.to_string();
+    for (name, value) in ENGINE_CONSTANTS {
+        out = out.replace(name, &value.to_string());
+    }
+    out
+}
+
 /// Limits enforced while parsing and applying commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -2,8 +2,9 @@
 //!
 //! Subcommands: `serve` (the server, on the embedded durable store by default),
 //! `check` (verify a data directory offline), `migrate` (create or upgrade the
-//! schema of an external SQL store), `scenario` (reproduce S1–S5 side by side),
-//! `gateway` (the Idempotency-Key reverse proxy).
+//! schema of an external SQL store), `gateway` (the Idempotency-Key reverse
+//! proxy). The scenarios S1–S5 are their own binary, `idem-scenario` (crate
+//! `idem-scenarios`), so that the server links none of their engines' clients.
 
 mod gateway;
 mod observe;
@@ -53,11 +54,6 @@ enum Cmd {
         #[arg(long)]
         store: String,
     },
-    /// Reproduce a scenario (s1..s5) naive vs idem against the real engines.
-    Scenario(ScenarioArgs),
-    /// One consumer process of `scenario s2 --broker` (started by the scenario itself).
-    #[command(name = "s2-worker", hide = true)]
-    S2Worker(idem_broker::s2::WorkerArgs),
     /// The Idempotency-Key gateway: a reverse proxy that makes an unchanged HTTP app idempotent.
     Gateway(gateway::GatewayArgs),
     /// ACL helpers: `idem acl hash-password` reads a password on stdin and prints its SHA-256 for `password_hash`.
@@ -154,39 +150,6 @@ struct ServeArgs {
     no_metrics: bool,
 }
 
-#[derive(clap::Args, Debug)]
-struct ScenarioArgs {
-    /// Which scenario: s1, s2, s3, s4 or s5.
-    name: String,
-    /// Problem size (scenario-specific: users, products, pairs, bookings, scale).
-    #[arg(long)]
-    size: Option<usize>,
-    /// An external idem server (redis://host:port); default: one in-process on the embedded store in a temp dir.
-    #[arg(long)]
-    idem: Option<String>,
-    /// MariaDB/MySQL URL [default: mysql://root@127.0.0.1:3306/test].
-    #[arg(long)]
-    mysql: Option<String>,
-    /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/test].
-    #[arg(long)]
-    pg: Option<String>,
-    /// Redis URL for the naive locks [default: redis://127.0.0.1:6379].
-    #[arg(long)]
-    redis: Option<String>,
-    /// NATS JetStream URL [default: nats://127.0.0.1:4222].
-    #[arg(long)]
-    nats: Option<String>,
-    /// RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f].
-    #[arg(long)]
-    amqp: Option<String>,
-    /// S2 only: run S2 through the broker adapters on this broker (naive, adapter and inbox consumer processes) instead of the product copy.
-    #[arg(long, value_enum)]
-    broker: Option<idem_broker::s2::Broker>,
-    /// S2 only: SIGKILL and restart consumer processes while the producer runs (with --broker; alone, on jetstream).
-    #[arg(long)]
-    kill: bool,
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     #[cfg(feature = "seeded-bugs")]
@@ -233,14 +196,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(idem_backends::migrate(&store)).with_context(|| "migration failed")?;
             println!("schema is up to date in {}", redact(&store));
             Ok(())
-        }
-        Cmd::Scenario(args) => {
-            init_tracing("warn");
-            runtime.block_on(scenario(args))
-        }
-        Cmd::S2Worker(args) => {
-            init_tracing("warn");
-            runtime.block_on(idem_broker::s2::worker(args))
         }
         Cmd::Gateway(args) => {
             let settings = gateway::load(args)?;
@@ -416,43 +371,5 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
     }
     server.run(backend, idem_server::shutdown_signal()).await;
     tracing::info!("shut down cleanly");
-    Ok(())
-}
-
-async fn scenario(args: ScenarioArgs) -> anyhow::Result<()> {
-    let which: idem_scenarios::Scenario = args.name.parse()?;
-    let mut opts = idem_scenarios::ScenarioOpts { size: args.size, idem_url: args.idem, ..Default::default() };
-    if let Some(u) = args.mysql {
-        opts.mysql_url = u;
-    }
-    if let Some(u) = args.pg {
-        opts.pg_url = u;
-    }
-    if let Some(u) = args.redis {
-        opts.redis_url = u;
-    }
-    if let Some(u) = args.nats {
-        opts.nats_url = u;
-    }
-    if let Some(u) = args.amqp {
-        opts.amqp_url = u;
-    }
-    let broker = match (args.broker, args.kill) {
-        (Some(b), kill) => Some((b, kill)),
-        (None, true) => Some((idem_broker::s2::Broker::Jetstream, true)),
-        (None, false) => None,
-    };
-    if let Some((broker, kill)) = broker {
-        anyhow::ensure!(which == idem_scenarios::Scenario::S2, "--broker and --kill are options of scenario s2");
-        let worker = idem_broker::s2::WorkerCommand {
-            program: std::env::current_exe().context("finding this binary to start consumer processes")?,
-            args: vec!["s2-worker".into()],
-        };
-        opts.s2_broker = Some(idem_scenarios::s2_broker::BrokerRun { broker, kill, worker });
-    }
-    let reports = idem_scenarios::run(which, opts).await.with_context(|| format!("scenario {which} could not run"))?;
-    for r in &reports {
-        println!("{r}");
-    }
     Ok(())
 }

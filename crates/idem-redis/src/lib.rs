@@ -25,7 +25,7 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 
-use crate::BackendError;
+use idem_core::BackendError;
 use keys::rkey;
 
 /// The first pause between two polls of a parked WAIT.
@@ -49,7 +49,7 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        let s = |body: &str| Script::new(&idem_core::limits::with_engine_constants(&format!("{PRELUDE}\n{body}")));
         Scripts {
             idem: s(include_str!("lua/idem.lua")),
             lock: s(include_str!("lua/lock.lua")),
@@ -200,7 +200,7 @@ pub fn open_client(url: &str) -> Result<redis::Client, BackendError> {
     if !url.starts_with("rediss://") {
         return redis::Client::open(url).map_err(engine_error);
     }
-    let (base, ca) = crate::url_params::take_param(url, TLS_CA_PARAM);
+    let (base, ca) = idem_core::store_url::take_param(url, TLS_CA_PARAM);
     match ca {
         None => redis::Client::open(base).map_err(engine_error),
         Some(path) => {
@@ -722,15 +722,20 @@ fn is_word(v: &Value, w: &[u8]) -> bool {
     matches!(v, Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b == w))
 }
 
+/// A script reply the contract does not allow: the script ran, and idem
+/// cannot tell what it did (`UNKNOWN`, never a plausible reply).
 fn unexpected(v: &Value) -> CmdError {
-    CmdError::busy(format!("redis: unexpected reply {v:?}"))
+    idem_core::outcome::unexpected("redis", format!("reply {v:?}"))
+}
+
+fn unexpected_word(what: &str, word: &[u8]) -> CmdError {
+    idem_core::outcome::unexpected("redis", format!("{what} {:?}", String::from_utf8_lossy(word)))
 }
 
 fn parse_i64(b: &[u8]) -> Result<i64, CmdError> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| CmdError::busy(format!("redis: not an integer: {:?}", String::from_utf8_lossy(b))))
+    std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok()).ok_or_else(|| {
+        idem_core::outcome::unexpected("redis", format!("not an integer: {:?}", String::from_utf8_lossy(b)))
+    })
 }
 
 impl Failure {
@@ -794,13 +799,15 @@ fn to_reply(v: Value, ints: Shape) -> CmdResult {
                     "MISMATCH" => ErrorCode::Mismatch,
                     "BUSY" => ErrorCode::Busy,
                     "LIMIT" => ErrorCode::Limit,
-                    _ => ErrorCode::Err,
+                    "ERR" => ErrorCode::Err,
+                    other => return Err(unexpected_word("error code", other.as_bytes())),
                 };
                 return Err(CmdError::new(code, text(2)));
             }
-            let word = WORDS.iter().find(|w| w.as_bytes() == first.as_slice()).ok_or_else(|| {
-                CmdError::busy(format!("redis: unknown status {:?}", String::from_utf8_lossy(&first)))
-            })?;
+            let word = WORDS
+                .iter()
+                .find(|w| w.as_bytes() == first.as_slice())
+                .ok_or_else(|| unexpected_word("status", &first))?;
             let ints: &[usize] = ints.iter().find(|(w, _)| w == word).map_or(&[], |(_, p)| p);
             let mut out = vec![Reply::Word(word)];
             for (i, item) in items.into_iter().enumerate().skip(1) {
@@ -824,5 +831,15 @@ fn plain(v: Value) -> CmdResult {
         Value::SimpleString(s) => Ok(Reply::Bulk(Bytes::from(s))),
         Value::Okay => Ok(Reply::Bulk(Bytes::from_static(b"OK"))),
         other => Err(unexpected(&other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_prelude_takes_every_constant_from_rust() {
+        let text = idem_core::limits::with_engine_constants(super::PRELUDE);
+        assert!(!text.contains('@'), "a placeholder is left in the prelude");
+        assert!(text.contains(&format!("local RUN_RETAIN_MS = {}\n", idem_core::limits::RUNNING_RETAIN_MS)));
     }
 }

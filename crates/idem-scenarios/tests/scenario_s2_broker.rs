@@ -1,5 +1,5 @@
-//! `idem scenario s2 --broker B [--kill]` through the binary: the consumer
-//! processes are `idem s2-worker` children of the scenario, and the counts
+//! `idem-scenario s2 --broker B [--kill]` through the binary: the consumer
+//! processes are `idem-scenario s2-worker` children of the scenario, and the counts
 //! come from the PostgreSQL effects table. Without kills every count is
 //! exact and checked exactly; the runs with kills (tens of seconds) are
 //! `#[ignore]`d, their figures are in docs/scenarios.md.
@@ -10,13 +10,10 @@ use std::process::Command;
 /// Runs the scenario; returns its lines as maps, keyed by variant (the
 /// summary under "summary").
 fn scenario(args: &[&str]) -> HashMap<String, HashMap<String, String>> {
-    let out = Command::new(env!("CARGO_BIN_EXE_idem"))
-        .args(["scenario", "s2"])
-        .args(args)
-        .output()
-        .expect("run idem scenario");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_idem-scenario")).arg("s2").args(args).output().expect("run idem-scenario");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "idem scenario failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "idem-scenario failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let mut lines = HashMap::new();
     for line in stdout.lines().filter(|l| l.starts_with("scenario=s2 ")) {
         println!("{line}");

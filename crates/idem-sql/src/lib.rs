@@ -1,8 +1,10 @@
-//! What the two SQL backends share: the driver of a pipeline
-//! ([`execute_batch`] over a [`SqlRunner`]), parked WAITs (first come, first
-//! served among the waiters of one idem process), one-time token text and
-//! small conversions. It lives under `postgres` because the crate's top-level
-//! module list is fixed; `mysql` uses it as `crate::postgres::sql_shared`.
+//! # idem-sql
+//!
+//! What the two SQL backends (`idem-postgres`, `idem-mysql`) share: the
+//! driver of a pipeline ([`execute_batch`] over a [`SqlRunner`]), parked
+//! WAITs (first come, first served among the waiters of one idem process),
+//! one-time token text and small conversions. Neither engine crate imports
+//! from the other: what both need lives here.
 //!
 //! How a WAIT works on a SQL engine: the engine cannot park a caller, so the
 //! caller polls. Within one process, the waiters of one key queue on a fair
@@ -13,6 +15,10 @@
 //! wake-up (this process ended the attempt or lock, or PostgreSQL sent
 //! NOTIFY) cuts the sleep short. No DB connection is held while sleeping:
 //! each poll takes one from the pool and gives it back.
+
+pub mod decode;
+
+pub use decode::{decode, SqlRow};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,19 +33,19 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// First pause between two polls of a parked WAIT.
-pub(crate) const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
+pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
 /// Longest pause between two polls when no wake-up signal crosses processes
 /// (MySQL; PostgreSQL while its LISTEN connection is down): the worst-case
 /// latency with which a waiter notices an attempt or lock ended by another
 /// idem process.
-pub(crate) const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
+pub const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
 /// Extra pause after a lease's end before polling, so that the engine's clock
 /// has surely passed it.
 const LEASE_END_SLACK: Duration = Duration::from_millis(1);
 
 /// What a parked caller waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum WaitKind {
+pub enum WaitKind {
     /// IDEM.BEGIN on a running record.
     Idem,
     /// LOCK on a held lock.
@@ -47,7 +53,7 @@ pub(crate) enum WaitKind {
 }
 
 /// The outcome of one poll of a parked WAIT.
-pub(crate) enum Poll {
+pub enum Poll {
     /// The command is answered (started, done, acquired, or an error reply).
     Final(CmdResult),
     /// Still blocked: the reply to give if the WAIT ends now (`running` or
@@ -72,14 +78,14 @@ struct KeyQueue {
 }
 
 /// The parked callers of one backend, per key.
-pub(crate) struct BackendWaiters {
+pub struct BackendWaiters {
     queues: Mutex<HashMap<(WaitKind, Bytes), Arc<KeyQueue>>>,
     per_key_max: usize,
 }
 
 impl BackendWaiters {
     /// No waiters yet; at most `per_key_max` parked callers per key (the next gets `BUSY`).
-    pub(crate) fn new(per_key_max: usize) -> Self {
+    pub fn new(per_key_max: usize) -> Self {
         BackendWaiters { queues: Mutex::new(HashMap::new()), per_key_max }
     }
 
@@ -90,24 +96,24 @@ impl BackendWaiters {
     }
 
     /// Callers of this process parked on `key`.
-    pub(crate) fn waiters(&self, kind: WaitKind, key: &Bytes) -> usize {
+    pub fn waiters(&self, kind: WaitKind, key: &Bytes) -> usize {
         self.map().get(&(kind, key.clone())).map_or(0, |q| q.waiters.load(Ordering::Relaxed))
     }
 
     /// Callers of this process parked on any key (INFO's `parked_waiters`).
-    pub(crate) fn total(&self) -> usize {
+    pub fn total(&self) -> usize {
         self.map().values().map(|q| q.waiters.load(Ordering::Relaxed)).sum()
     }
 
     /// Tells the head waiter of `key`, if any, to poll now.
-    pub(crate) fn wake(&self, kind: WaitKind, key: &Bytes) {
+    pub fn wake(&self, kind: WaitKind, key: &Bytes) {
         if let Some(q) = self.map().get(&(kind, key.clone())) {
             q.wake.notify_one();
         }
     }
 
     /// Tells every head waiter to poll now (after wake-ups may have been lost).
-    pub(crate) fn wake_all(&self) {
+    pub fn wake_all(&self) {
         for q in self.map().values() {
             q.wake.notify_one();
         }
@@ -136,7 +142,7 @@ impl BackendWaiters {
     /// whether to mark the engine's row as watched) until it gives a final
     /// reply or the WAIT passes, then returns the last blocked reply.
     /// `poll_cap` gives the current longest pause between polls.
-    pub(crate) async fn park<F, Fut>(
+    pub async fn park<F, Fut>(
         &self,
         kind: WaitKind,
         key: &Bytes,
@@ -206,7 +212,7 @@ impl Drop for Registration<'_> {
 }
 
 /// What a SQL backend provides to [`execute_batch`].
-pub(crate) trait SqlRunner: Send + Sync {
+pub trait SqlRunner: Send + Sync {
     /// The backend's parked callers.
     fn waits(&self) -> &BackendWaiters;
     /// The longest pause between two polls of a parked WAIT right now.
@@ -222,7 +228,7 @@ pub(crate) trait SqlRunner: Send + Sync {
 /// [`SqlRunner::run_plain`] together; a command with WAIT parks alone, with no
 /// connection held while it sleeps. Local waiters are woken after commands
 /// that may end what they wait on, and LOCK.INFO gets its waiter count.
-pub(crate) async fn execute_batch(runner: &dyn SqlRunner, cmds: Vec<Command>) -> Vec<CmdResult> {
+pub async fn execute_batch(runner: &dyn SqlRunner, cmds: Vec<Command>) -> Vec<CmdResult> {
     let waits = runner.waits();
     let mut results = Vec::with_capacity(cmds.len());
     let mut rest = &cmds[..];
@@ -285,7 +291,7 @@ fn after_command(waits: &BackendWaiters, cmd: &Command, result: &mut CmdResult) 
 
 /// The JSON array of hex strings that the MySQL procedures take for a list
 /// of binary keys (CLAIM.ALL's keys, FSM.MOVE's FROM states).
-pub(crate) fn hex_json_array(items: &[Bytes]) -> String {
+pub fn hex_json_array(items: &[Bytes]) -> String {
     let mut out = Vec::with_capacity(2 + items.iter().map(|i| i.len() * 2 + 3).sum::<usize>());
     out.push(b'[');
     for (n, item) in items.iter().enumerate() {
@@ -312,7 +318,7 @@ fn push_hex(out: &mut Vec<u8>, data: &[u8]) {
 
 /// A new one-time token: 128 random bits from the OS as 32 lowercase hex
 /// characters (URL-safe; the same form the embedded store gives).
-pub(crate) fn new_token() -> Bytes {
+pub fn new_token() -> Bytes {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let mut text = Vec::with_capacity(32);
@@ -326,7 +332,7 @@ pub(crate) fn new_token() -> Bytes {
 /// An idempotency row as the inspection query reads it (`state`, `fence`,
 /// `attempt`, milliseconds left, result length), checked: anything the
 /// schema does not allow is an error, not a plausible view.
-pub(crate) fn stored_idem(
+pub fn stored_idem(
     state: &str,
     fence: i64,
     attempt: i64,
@@ -351,7 +357,7 @@ pub(crate) fn stored_idem(
 
 /// The inspector's view of `key` from its row (None: no row), with the
 /// callers parked on it in this process (the only ones a SQL backend knows).
-pub(crate) fn idem_view(
+pub fn idem_view(
     waits: &BackendWaiters,
     key: &[u8],
     row: Option<idem_core::machine::StoredIdem>,
@@ -360,20 +366,20 @@ pub(crate) fn idem_view(
     idem_core::machine::IdemView::of_stored(row, waiters, idem_core::machine::WaitersScope::ThisProcess)
 }
 
-pub(crate) fn to_i64(v: u64) -> i64 {
+pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// An engine integer that is never negative by construction (fences,
 /// attempts, milliseconds left) as a reply integer.
-pub(crate) fn uint(v: i64) -> Reply {
+pub fn uint(v: i64) -> Reply {
     Reply::uint(u64::try_from(v).unwrap_or(0))
 }
 
 /// CLAIM.ALL's keys without repeats, in first-seen order: the engines
 /// refuse to touch one row twice in one statement, and a repeated key adds
 /// nothing to an all-or-nothing claim.
-pub(crate) fn distinct_keys(keys: &[Bytes]) -> Vec<Bytes> {
+pub fn distinct_keys(keys: &[Bytes]) -> Vec<Bytes> {
     let mut seen = std::collections::HashSet::with_capacity(keys.len());
     keys.iter().filter(|k| seen.insert(&k[..])).cloned().collect()
 }

@@ -4,11 +4,11 @@
 //! installs) on the caller's transaction, so a claim or an idempotency record
 //! commits or rolls back together with the business rows written beside it
 //! (docs/scenarios.md S2, S3). The answer types are shared with
-//! [`crate::postgres::tx`].
+//! `idem-postgres`'s `tx` (they live in [`idem_core::outcome`]).
 //!
 //! ```no_run
 //! # async fn demo(pool: &mysql_async::Pool) -> Result<(), Box<dyn std::error::Error>> {
-//! use idem_backends::mysql::tx::{self, Claimed};
+//! use idem_mysql::tx::{self, Claimed};
 //! use mysql_async::prelude::Queryable;
 //! let mut conn = pool.get_conn().await?;
 //! let mut t = conn.start_transaction(mysql_async::TxOpts::default()).await?;
@@ -36,10 +36,11 @@
 use bytes::Bytes;
 use mysql_async::{Transaction, Value};
 
-pub use crate::postgres::tx::{Begin, Claimed, Counted};
+pub use idem_core::outcome::{Begin, Claimed, Counted};
+use idem_core::outcome::{BeginStatus, ClaimStatus, CounterStatus, EndStatus, IdemRenewStatus};
 
 use super::{call_one, col, ER_LOCK_DEADLOCK};
-use crate::postgres::sql_shared::to_i64;
+use idem_sql::to_i64;
 
 /// Why an in-transaction call failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub enum Error {
     /// The engine answered with a shape these procedures do not write (a
     /// schema from another idem version).
     #[error("mysql: unexpected reply: {0}")]
-    Unexpected(&'static str),
+    Unexpected(String),
 }
 
 impl Error {
@@ -76,15 +77,21 @@ fn opt_i64(v: Option<i64>) -> Value {
     v.map_or(Value::NULL, Value::Int)
 }
 
+/// The status word `word` as one of a command's closed set; any other is
+/// [`Error::Unexpected`].
+fn status<S>(parse: fn(&str, &str) -> Result<S, idem_core::CmdError>, word: &str) -> Result<S, Error> {
+    parse("mysql", word).map_err(|e| Error::Unexpected(e.message))
+}
+
 /// CLAIM inside `t`: claims `key` for `owner`, until released (`ttl_ms`
 /// None) or for `ttl_ms` milliseconds. Claiming a key one already owns
 /// succeeds again (and sets the new TTL).
 pub async fn claim(t: &mut Transaction<'_>, key: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> Result<Claimed, Error> {
     let row =
         call_one(t, "CALL idem_claim(?, ?, ?)", vec![bytes(key), bytes(owner), opt_i64(ttl_ms.map(to_i64))]).await?;
-    Ok(match col::<String>(&row, 0)?.as_str() {
-        "claimed" => Claimed::Claimed,
-        _ => Claimed::Held { owner: Bytes::from(col::<Vec<u8>>(&row, 1)?) },
+    Ok(match status(ClaimStatus::parse, &col::<String>(&row, 0)?)? {
+        ClaimStatus::Claimed => Claimed::Claimed,
+        ClaimStatus::Held => Claimed::Held { owner: Bytes::from(col::<Vec<u8>>(&row, 1)?) },
     })
 }
 
@@ -111,13 +118,13 @@ pub async fn idem_begin(
     let fp = fingerprint.map_or(Value::NULL, bytes);
     let row = call_one(t, "CALL idem_begin(?, ?, ?)", vec![bytes(key), fp, Value::Int(to_i64(lease_ms))]).await?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(match col::<String>(&row, 0)?.as_str() {
-        "started" => {
+    Ok(match status(BeginStatus::parse, &col::<String>(&row, 0)?)? {
+        BeginStatus::Started => {
             Begin::Started { fence: u(col(&row, 1)?), attempt: u32::try_from(col::<i64>(&row, 2)?).unwrap_or(u32::MAX) }
         }
-        "running" => Begin::Running { fence: u(col(&row, 1)?), left_ms: u(col(&row, 2)?) },
-        "done" => Begin::Done { result: Bytes::from(col::<Vec<u8>>(&row, 3)?) },
-        _ => return Err(Error::Mismatch),
+        BeginStatus::Running => Begin::Running { fence: u(col(&row, 1)?), left_ms: u(col(&row, 2)?) },
+        BeginStatus::Done => Begin::Done { result: Bytes::from(col::<Vec<u8>>(&row, 3)?) },
+        BeginStatus::Mismatch => return Err(Error::Mismatch),
     })
 }
 
@@ -131,9 +138,9 @@ pub async fn idem_commit(
 ) -> Result<(), Error> {
     let params = vec![bytes(key), Value::Int(to_i64(fence)), bytes(result), Value::Int(to_i64(keep_ms))];
     let row = call_one(t, "CALL idem_commit(?, ?, ?, ?)", params).await?;
-    match col::<String>(&row, 0)?.as_str() {
-        "ok" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+    match status(EndStatus::parse, &col::<String>(&row, 0)?)? {
+        EndStatus::Ok => Ok(()),
+        EndStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
@@ -143,19 +150,18 @@ pub async fn idem_commit(
 pub async fn idem_renew(t: &mut Transaction<'_>, key: &[u8], fence: u64, lease_ms: u64) -> Result<(), Error> {
     let params = vec![bytes(key), Value::Int(to_i64(fence)), Value::Int(to_i64(lease_ms))];
     let row = call_one(t, "CALL idem_record_renew(?, ?, ?)", params).await?;
-    match col::<String>(&row, 0)?.as_str() {
-        "renewed" => Ok(()),
-        "stale" => Err(Error::Stale(fence)),
-        _ => Err(Error::Unexpected("idem_record_renew answered a status it does not write")),
+    match status(IdemRenewStatus::parse, &col::<String>(&row, 0)?)? {
+        IdemRenewStatus::Renewed => Ok(()),
+        IdemRenewStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
 /// IDEM.ABORT inside `t`: removes the running record so it may be retried.
 pub async fn idem_abort(t: &mut Transaction<'_>, key: &[u8], fence: u64) -> Result<(), Error> {
     let row = call_one(t, "CALL idem_abort(?, ?)", vec![bytes(key), Value::Int(to_i64(fence))]).await?;
-    match col::<String>(&row, 0)?.as_str() {
-        "ok" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+    match status(EndStatus::parse, &col::<String>(&row, 0)?)? {
+        EndStatus::Ok => Ok(()),
+        EndStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
@@ -174,9 +180,5 @@ pub async fn counter_add(
     let params = vec![bytes(key), Value::Int(delta), opt_i64(min), opt_i64(max), op, Value::Int(to_i64(keep_ms))];
     let row = call_one(t, "CALL idem_counter_add(?, ?, ?, ?, ?, ?)", params).await?;
     let value: i64 = col(&row, 1)?;
-    Ok(match col::<String>(&row, 0)?.as_str() {
-        "ok" => Counted::Ok(value),
-        "replayed" => Counted::Replayed(value),
-        _ => Counted::Refused(value),
-    })
+    Ok(Counted::of(status(CounterStatus::parse, &col::<String>(&row, 0)?)?, value))
 }

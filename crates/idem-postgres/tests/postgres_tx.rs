@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use idem_backends::postgres::tx::{self, Begin, Claimed, Counted};
-use idem_backends::postgres::{self, PgBackend};
 use idem_core::{Backend, Command, Reply};
+use idem_postgres::tx::{self, Begin, Claimed, Counted};
+use idem_postgres::{self as postgres, PgBackend};
 use tokio_postgres::{Client, NoTls};
 
 fn url() -> String {

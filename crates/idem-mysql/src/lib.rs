@@ -18,7 +18,7 @@
 //!   older servers, which restart the counter at MAX(id) + 1, cannot reuse one
 //!   either. Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
-//!   `postgres/sql_shared.rs`) with backoff from 2 ms doubling to
+//!   `idem-sql`) with backoff from 2 ms doubling to
 //!   50 ms, woken at once when this process ends the attempt or lock, and at
 //!   the holder's lease end. Latency: immediate within one idem process, at
 //!   most 50 ms across processes, 1 ms after a lease runs out. Waiters are
@@ -38,8 +38,8 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::task::JoinHandle;
 
-use crate::postgres::sql_shared::{self, to_i64, BackendWaiters, Poll, SqlRunner};
-use crate::BackendError;
+use idem_core::BackendError;
+use idem_sql::{to_i64, BackendWaiters, Poll, SqlRow, SqlRunner};
 
 mod schema;
 pub mod tx;
@@ -99,8 +99,8 @@ fn parse_opts(url: &str) -> Result<Opts, BackendError> {
         Some(rest) => format!("mysql://{rest}"),
         None => url.to_string(),
     };
-    let (url, mode) = crate::url_params::take_param(&url, "ssl-mode");
-    let (url, ca) = crate::url_params::take_param(&url, "ssl-ca");
+    let (url, mode) = idem_core::store_url::take_param(&url, "ssl-mode");
+    let (url, ca) = idem_core::store_url::take_param(&url, "ssl-ca");
     let opts = Opts::from_url(&url).map_err(|e| engine_err(format!("bad URL: {e}")))?;
     let skip_domain = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None | Some("DISABLED") => {
@@ -128,8 +128,9 @@ fn is_deadlock(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Server(s) if s.code == ER_LOCK_DEADLOCK)
 }
 
-/// Every engine failure is `BUSY`: the command's transaction rolled back, so
-/// it changed nothing and may be retried.
+/// A failure before COMMIT is `BUSY`: the command's transaction rolled back
+/// (or never began), so it changed nothing and may be retried. A COMMIT cut
+/// off with its connection is `UNKNOWN` instead (`Inner::run_one`).
 fn cmd_error(e: &mysql_async::Error) -> CmdError {
     match e {
         mysql_async::Error::Server(s) if s.code == ER_LOCK_WAIT_TIMEOUT => {
@@ -263,7 +264,7 @@ async fn apply_migrations(conn: &mut Conn) -> Result<(), BackendError> {
     }
     for (kind, name, create) in schema::ROUTINES {
         conn.query_drop(format!("DROP {kind} IF EXISTS {name}")).await.map_err(|e| step_err(name, e))?;
-        conn.query_drop(*create).await.map_err(|e| step_err(name, e))?;
+        conn.query_drop(idem_core::limits::with_engine_constants(create)).await.map_err(|e| step_err(name, e))?;
     }
     conn.exec_drop(
         "INSERT INTO idem_schema_version (id, version) VALUES (1, ?)
@@ -309,11 +310,18 @@ impl Inner {
                 async {
                     let mut t = conn.start_transaction(TxOpts::default()).await?;
                     match call(&mut t, cmd).await {
-                        Ok(p) => {
-                            t.commit().await?;
-                            Ok(p)
-                        }
+                        Ok(p) => match t.commit().await {
+                            Ok(()) => Ok(p),
+                            // The COMMIT was sent and no answer came: it may
+                            // have committed.
+                            Err(e) if !matches!(e, mysql_async::Error::Server(_)) => Err(CallError::Reply(
+                                CmdError::unknown(format!("mysql: {e}; the command may or may not have taken effect")),
+                            )),
+                            Err(e) => Err(CallError::Db(e)),
+                        },
                         Err(e) => {
+                            // Until COMMIT nothing is durable: a transaction
+                            // cut off with its connection rolls back.
                             let _ = t.rollback().await;
                             Err(e)
                         }
@@ -325,8 +333,9 @@ impl Inner {
             };
             match attempt {
                 Ok(p) => return Ok(p),
-                Err(e) if is_deadlock(&e) && tries < RETRIES_MAX => tries += 1,
-                Err(e) => return Err(cmd_error(&e)),
+                Err(CallError::Db(e)) if is_deadlock(&e) && tries < RETRIES_MAX => tries += 1,
+                Err(CallError::Db(e)) => return Err(cmd_error(&e)),
+                Err(CallError::Reply(e)) => return Err(e),
             }
         }
     }
@@ -338,7 +347,7 @@ impl SqlRunner for Inner {
     }
 
     fn poll_cap(&self) -> Duration {
-        sql_shared::POLL_BACKOFF_MAX
+        idem_sql::POLL_BACKOFF_MAX
     }
 
     fn run_plain<'a>(&'a self, cmds: &'a [Command]) -> BoxFuture<'a, Vec<CmdResult>> {
@@ -377,7 +386,7 @@ impl Backend for MySqlBackend {
     }
 
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(sql_shared::execute_batch(&*self.inner, cmds))
+        Box::pin(idem_sql::execute_batch(&*self.inner, cmds))
     }
 
     fn inspect_idem<'a>(
@@ -397,11 +406,11 @@ impl Backend for MySqlBackend {
                 .map_err(|e| cmd_error(&e))?;
             let stored = match row {
                 Some((state, fence, attempt, left, len)) => {
-                    Some(sql_shared::stored_idem(&state, fence, attempt, left, len)?)
+                    Some(idem_sql::stored_idem(&state, fence, attempt, left, len)?)
                 }
                 None => None,
             };
-            Ok(Some(sql_shared::idem_view(&self.inner.waits, key, stored)))
+            Ok(Some(idem_sql::idem_view(&self.inner.waits, key, stored)))
         })
     }
 
@@ -474,195 +483,134 @@ fn bulk(b: Vec<u8>) -> Reply {
     Reply::Bulk(Bytes::from(b))
 }
 
-fn status(row: &Row) -> Result<String, mysql_async::Error> {
-    col::<String>(row, 0)
+/// This crate's name in errors.
+const ENGINE: &str = "mysql";
+
+/// A result row as the shared decoder reads it.
+struct MyRow<'a>(&'a Row);
+
+impl MyRow<'_> {
+    fn get<T: FromValue>(&self, i: usize) -> Result<Option<T>, CmdError> {
+        match self.0.as_ref(i) {
+            None => Err(idem_core::outcome::unexpected(ENGINE, format!("column {i} is missing"))),
+            Some(Value::NULL) => Ok(None),
+            Some(v) => mysql_async::from_value_opt::<T>(v.clone())
+                .map(Some)
+                .map_err(|e| idem_core::outcome::unexpected(ENGINE, format!("column {i}: {e}"))),
+        }
+    }
 }
 
-fn stale(fence: u64) -> CmdResult {
-    Err(CmdError::stale(format!("fence {fence} is not the current one")))
+impl SqlRow for MyRow<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, CmdError> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, CmdError> {
+        self.get(i)
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, CmdError> {
+        self.get(i)
+    }
+}
+
+/// Why one CALL failed: the engine or the connection, or an answer the
+/// contract does not allow.
+pub(crate) enum CallError {
+    Db(mysql_async::Error),
+    Reply(CmdError),
+}
+
+impl From<mysql_async::Error> for CallError {
+    fn from(e: mysql_async::Error) -> Self {
+        CallError::Db(e)
+    }
+}
+
+impl From<CmdError> for CallError {
+    fn from(e: CmdError) -> Self {
+        CallError::Reply(e)
+    }
 }
 
 /// Runs one command as one CALL (or SELECT) on `q`: a connection or a
 /// transaction the caller commits.
-async fn call<Q: Queryable>(q: &mut Q, cmd: &Command) -> Result<Poll, mysql_async::Error> {
-    let uint = sql_shared::uint;
-    let reply: CmdResult = match cmd {
+async fn call<Q: Queryable>(q: &mut Q, cmd: &Command) -> Result<Poll, CallError> {
+    let p = |v: Vec<Value>| Params::Positional(v);
+    let rows: Vec<Row> = match cmd {
         Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
             let fp = fingerprint.as_deref().map_or(Value::NULL, bytes);
-            let row =
-                call_one(q, "CALL idem_begin(?, ?, ?)", vec![bytes(key), fp, Value::Int(to_i64(*lease_ms))]).await?;
-            match status(&row)?.as_str() {
-                "started" => Ok(Reply::status_with("started", [uint(col(&row, 1)?), uint(col(&row, 2)?)])),
-                "running" => {
-                    let left: i64 = col(&row, 2)?;
-                    let reply = Reply::status_with("running", [uint(col(&row, 1)?), uint(left)]);
-                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
-                }
-                "done" => Ok(Reply::status_with("done", [bulk(col(&row, 3)?)])),
-                _ => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
-            }
+            q.exec("CALL idem_begin(?, ?, ?)", p(vec![bytes(key), fp, Value::Int(to_i64(*lease_ms))])).await?
         }
         Command::IdemCommit { key, fence, result, keep_ms } => {
             let params = vec![bytes(key), Value::Int(to_i64(*fence)), bytes(result), Value::Int(to_i64(*keep_ms))];
-            let row = call_one(q, "CALL idem_commit(?, ?, ?, ?)", params).await?;
-            if status(&row)? == "ok" {
-                Ok(Reply::status("ok"))
-            } else {
-                stale(*fence)
-            }
+            q.exec("CALL idem_commit(?, ?, ?, ?)", p(params)).await?
         }
         Command::IdemAbort { key, fence } => {
-            let row = call_one(q, "CALL idem_abort(?, ?)", vec![bytes(key), Value::Int(to_i64(*fence))]).await?;
-            if status(&row)? == "ok" {
-                Ok(Reply::status("ok"))
-            } else {
-                stale(*fence)
-            }
+            q.exec("CALL idem_abort(?, ?)", p(vec![bytes(key), Value::Int(to_i64(*fence))])).await?
         }
         Command::IdemRenew { key, fence, lease_ms } => {
             let params = vec![bytes(key), Value::Int(to_i64(*fence)), Value::Int(to_i64(*lease_ms))];
-            let row = call_one(q, "CALL idem_record_renew(?, ?, ?)", params).await?;
-            match status(&row)?.as_str() {
-                "renewed" => Ok(Reply::status_with("renewed", [Reply::uint(*fence)])),
-                "stale" => stale(*fence),
-                _ => return Err(unexpected("idem_record_renew answered an unknown status")),
-            }
+            q.exec("CALL idem_record_renew(?, ?, ?)", p(params)).await?
         }
-        Command::IdemGet { key } => {
-            let row = call_one(q, "CALL idem_get(?)", vec![bytes(key)]).await?;
-            match status(&row)?.as_str() {
-                "running" => Ok(Reply::status_with("running", [uint(col(&row, 1)?), uint(col(&row, 2)?)])),
-                "done" => Ok(Reply::status_with("done", [bulk(col(&row, 3)?)])),
-                _ => Ok(Reply::status("absent")),
-            }
-        }
-        Command::IdemDel { key } => {
-            let row = call_one(q, "CALL idem_del(?)", vec![bytes(key)]).await?;
-            Ok(Reply::Int(col(&row, 0)?))
-        }
+        Command::IdemGet { key } => q.exec("CALL idem_get(?)", p(vec![bytes(key)])).await?,
+        Command::IdemDel { key } => q.exec("CALL idem_del(?)", p(vec![bytes(key)])).await?,
         Command::Claim { key, owner, ttl_ms } => {
             let params = vec![bytes(key), bytes(owner), opt_i64(ttl_ms.map(to_i64))];
-            let row = call_one(q, "CALL idem_claim(?, ?, ?)", params).await?;
-            match status(&row)?.as_str() {
-                "claimed" => Ok(Reply::status("claimed")),
-                _ => Ok(Reply::status_with("held", [bulk(col(&row, 1)?)])),
-            }
+            q.exec("CALL idem_claim(?, ?, ?)", p(params)).await?
         }
         Command::ClaimAll { owner, keys } => {
-            let keys = sql_shared::hex_json_array(&sql_shared::distinct_keys(keys));
-            let rows: Vec<Row> =
-                q.exec("CALL idem_claim_all(?, ?)", Params::Positional(vec![bytes(owner), Value::from(keys)])).await?;
-            let mut out = vec![Reply::Word("held")];
-            for row in &rows {
-                if status(row)? == "claimed" {
-                    return Ok(Poll::Final(Ok(Reply::status("claimed"))));
-                }
-                out.push(bulk(col(row, 1)?));
-                out.push(bulk(col(row, 2)?));
-            }
-            if rows.is_empty() {
-                return Err(unexpected("CLAIM.ALL returned no row"));
-            }
-            Ok(Reply::Array(out))
+            let keys = idem_sql::hex_json_array(&idem_sql::distinct_keys(keys));
+            q.exec("CALL idem_claim_all(?, ?)", p(vec![bytes(owner), Value::from(keys)])).await?
         }
-        Command::Release { key, owner } => {
-            let row = call_one(q, "CALL idem_release(?, ?)", vec![bytes(key), bytes(owner)]).await?;
-            Ok(Reply::Int(col(&row, 0)?))
-        }
-        Command::Owner { key } => {
-            let row = call_one(q, "CALL idem_owner(?)", vec![bytes(key)]).await?;
-            Ok(col::<Option<Vec<u8>>>(&row, 0)?.map_or(Reply::Nil, bulk))
-        }
+        Command::Release { key, owner } => q.exec("CALL idem_release(?, ?)", p(vec![bytes(key), bytes(owner)])).await?,
+        Command::Owner { key } => q.exec("CALL idem_owner(?)", p(vec![bytes(key)])).await?,
         Command::Lock { name, owner, lease_ms, .. } => {
             let params = vec![bytes(name), bytes(owner), Value::Int(to_i64(*lease_ms))];
-            let row = call_one(q, "CALL idem_lock(?, ?, ?)", params).await?;
-            match status(&row)?.as_str() {
-                "acquired" => Ok(Reply::status_with("acquired", [uint(col(&row, 1)?)])),
-                _ => {
-                    let left: i64 = col(&row, 3)?;
-                    let reply = Reply::status_with("busy", [bulk(col(&row, 2)?), uint(left)]);
-                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
-                }
-            }
+            q.exec("CALL idem_lock(?, ?, ?)", p(params)).await?
         }
         Command::Renew { name, owner, lease_ms } => {
             let params = vec![bytes(name), bytes(owner), Value::Int(to_i64(*lease_ms))];
-            let row = call_one(q, "CALL idem_renew(?, ?, ?)", params).await?;
-            match status(&row)?.as_str() {
-                "renewed" => Ok(Reply::status_with("renewed", [uint(col(&row, 1)?)])),
-                _ => Ok(Reply::status("lost")),
-            }
+            q.exec("CALL idem_renew(?, ?, ?)", p(params)).await?
         }
-        Command::Unlock { name, owner } => {
-            let row = call_one(q, "CALL idem_unlock(?, ?)", vec![bytes(name), bytes(owner)]).await?;
-            Ok(Reply::Int(col(&row, 0)?))
-        }
-        Command::LockInfo { name } => {
-            let row = call_one(q, "CALL idem_lock_info(?)", vec![bytes(name)]).await?;
-            match status(&row)?.as_str() {
-                "held" => Ok(Reply::status_with(
-                    "held",
-                    [bulk(col(&row, 1)?), uint(col(&row, 2)?), uint(col(&row, 3)?), Reply::Int(0)],
-                )),
-                _ => Ok(Reply::status("free")),
-            }
-        }
+        Command::Unlock { name, owner } => q.exec("CALL idem_unlock(?, ?)", p(vec![bytes(name), bytes(owner)])).await?,
+        Command::LockInfo { name } => q.exec("CALL idem_lock_info(?)", p(vec![bytes(name)])).await?,
         Command::TokenNew { scope, ttl_ms } => {
-            let token = sql_shared::new_token();
+            let token = idem_sql::new_token();
             call_one(q, "CALL idem_token_new(?, ?, ?)", vec![bytes(scope), bytes(&token), Value::Int(to_i64(*ttl_ms))])
                 .await?;
-            Ok(Reply::Bulk(token))
+            return Ok(Poll::Final(Ok(Reply::Bulk(token))));
         }
         Command::TokenUse { scope, token } => {
-            let row = call_one(q, "CALL idem_token_use(?, ?)", vec![bytes(scope), bytes(token)]).await?;
-            Ok(Reply::Int(col(&row, 0)?))
+            q.exec("CALL idem_token_use(?, ?)", p(vec![bytes(scope), bytes(token)])).await?
         }
         Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
             let op = op.as_deref().map_or(Value::NULL, bytes);
             let params =
                 vec![bytes(key), Value::Int(*delta), opt_i64(*min), opt_i64(*max), op, Value::Int(to_i64(*keep_ms))];
-            let row = call_one(q, "CALL idem_counter_add(?, ?, ?, ?, ?, ?)", params).await?;
-            let value = Reply::Int(col(&row, 1)?);
-            match status(&row)?.as_str() {
-                "ok" => Ok(Reply::status_with("ok", [value])),
-                "replayed" => Ok(Reply::status_with("replayed", [value])),
-                _ => Ok(Reply::status_with("refused", [value])),
-            }
+            q.exec("CALL idem_counter_add(?, ?, ?, ?, ?, ?)", p(params)).await?
         }
         Command::CounterGet { key } => {
-            let v: Option<i64> =
-                q.exec_first("SELECT value FROM idem_counters WHERE `key` = ?", (key.to_vec(),)).await?;
-            Ok(Reply::Int(v.unwrap_or(0)))
+            q.exec("SELECT value FROM idem_counters WHERE `key` = ?", p(vec![bytes(key)])).await?
         }
         Command::ValueGet { key } => {
             let row: Option<(Vec<u8>, i64)> = q
                 .exec_first("SELECT value, version FROM idem_values WHERE `key` = ? AND version > 0", (key.to_vec(),))
                 .await?;
-            Ok(row.map_or(Reply::Nil, |(v, ver)| Reply::Array(vec![bulk(v), uint(ver)])))
+            let reply = row.map_or(Reply::Nil, |(v, ver)| Reply::Array(vec![bulk(v), idem_sql::uint(ver)]));
+            return Ok(Poll::Final(Ok(reply)));
         }
         Command::ValueSet { key, value, if_version } => {
             let params = vec![bytes(key), bytes(value), opt_i64(if_version.map(to_i64))];
-            let row = call_one(q, "CALL idem_value_set(?, ?, ?)", params).await?;
-            let version = uint(col(&row, 1)?);
-            match status(&row)?.as_str() {
-                "ok" => Ok(Reply::status_with("ok", [version])),
-                _ => Ok(Reply::status_with("conflict", [version])),
-            }
+            q.exec("CALL idem_value_set(?, ?, ?)", p(params)).await?
         }
         Command::FsmMove { key, to, from } => {
-            let params = vec![bytes(key), bytes(to), Value::from(sql_shared::hex_json_array(from))];
-            let row = call_one(q, "CALL idem_fsm_move(?, ?, ?)", params).await?;
-            let state = bulk(col(&row, 1)?);
-            match status(&row)?.as_str() {
-                "moved" => Ok(Reply::status_with("moved", [state])),
-                "already" => Ok(Reply::status_with("already", [state])),
-                _ => Ok(Reply::status_with("refused", [state])),
-            }
+            let params = vec![bytes(key), bytes(to), Value::from(idem_sql::hex_json_array(from))];
+            q.exec("CALL idem_fsm_move(?, ?, ?)", p(params)).await?
         }
         Command::FsmGet { key } => {
             let v: Option<Vec<u8>> =
                 q.exec_first("SELECT state FROM idem_fsm WHERE `key` = ? AND state <> ''", (key.to_vec(),)).await?;
-            Ok(v.map_or(Reply::Nil, bulk))
+            return Ok(Poll::Final(Ok(v.map_or(Reply::Nil, bulk))));
         }
         Command::SlotsReserve { resource, first, last, holder, size } => {
             let size_v = size.map_or(Value::NULL, |s| Value::Int(i64::from(s)));
@@ -673,61 +621,23 @@ async fn call<Q: Queryable>(q: &mut Q, cmd: &Command) -> Result<Poll, mysql_asyn
                 bytes(holder),
                 size_v,
             ];
-            let rows: Vec<Row> = q.exec("CALL idem_slots_reserve(?, ?, ?, ?, ?)", Params::Positional(params)).await?;
-            let mut out = vec![Reply::Word("conflict")];
-            for row in &rows {
-                match status(row)?.as_str() {
-                    "reserved" => return Ok(Poll::Final(Ok(Reply::status("reserved")))),
-                    "outside" => {
-                        let real: i64 = col(row, 1)?;
-                        return Ok(Poll::Final(Err(CmdError::syntax(format!(
-                            "SLOTS.RESERVE: slot {last} is outside SIZE {real}"
-                        )))));
-                    }
-                    "size" => {
-                        let real: i64 = col(row, 1)?;
-                        return Ok(Poll::Final(Err(CmdError::syntax(format!(
-                            "SLOTS.RESERVE: SIZE {} differs from the resource's size {real}",
-                            size.map_or(real, i64::from)
-                        )))));
-                    }
-                    _ => {
-                        out.push(Reply::Int(col(row, 1)?));
-                        out.push(bulk(col(row, 2)?));
-                    }
-                }
-            }
-            if rows.is_empty() {
-                return Err(unexpected("SLOTS.RESERVE returned no row"));
-            }
-            Ok(Reply::Array(out))
+            q.exec("CALL idem_slots_reserve(?, ?, ?, ?, ?)", p(params)).await?
         }
         Command::SlotsRelease { resource, first, last, holder } => {
             let params =
                 vec![bytes(resource), Value::Int(i64::from(*first)), Value::Int(i64::from(*last)), bytes(holder)];
-            let row = call_one(q, "CALL idem_slots_release(?, ?, ?, ?)", params).await?;
-            Ok(Reply::Int(col(&row, 0)?))
+            q.exec("CALL idem_slots_release(?, ?, ?, ?)", p(params)).await?
         }
         Command::SlotsGet { resource } => {
-            let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = q
-                .exec(
-                    "SELECT r.size, s.slot, s.holder FROM idem_slot_resources r
-                     LEFT JOIN idem_slots s ON s.resource = r.resource
-                     WHERE r.resource = ? AND r.size > 0",
-                    (resource.to_vec(),),
-                )
-                .await?;
-            let size = rows.first().map_or(0, |r| usize::try_from(r.0).unwrap_or(0));
-            let mut cells = vec![Reply::Nil; size];
-            for (_, slot, holder) in rows {
-                if let (Some(slot), Some(holder)) = (slot, holder) {
-                    if let Some(cell) = usize::try_from(slot).ok().and_then(|s| cells.get_mut(s)) {
-                        *cell = bulk(holder);
-                    }
-                }
-            }
-            Ok(Reply::Array(cells))
+            q.exec(
+                "SELECT r.size, s.slot, s.holder FROM idem_slot_resources r
+                 LEFT JOIN idem_slots s ON s.resource = r.resource
+                 WHERE r.resource = ? AND r.size > 0",
+                p(vec![bytes(resource)]),
+            )
+            .await?
         }
     };
-    Ok(Poll::Final(reply))
+    let rows: Vec<MyRow<'_>> = rows.iter().map(MyRow).collect();
+    Ok(idem_sql::decode(ENGINE, cmd, &rows)?)
 }

@@ -6,8 +6,9 @@
 -- strings; fences and times stay below 2^53 (microseconds until year 2255).
 
 -- A running idempotency record is kept this long after its lease runs out,
--- so that a takeover still knows the attempt number and the fingerprint.
-local RUN_RETAIN_MS = 86400000
+-- so that a takeover still knows the attempt number and the fingerprint
+-- (idem_core::limits::RUNNING_RETAIN_MS, written in by the Rust side).
+local RUN_RETAIN_MS = @RUNNING_RETAIN_MS@
 -- A fence counter outlives the record it serves by this much, so that a
 -- deleted and re-created key continues from it rather than from the clock.
 local FENCE_GRACE_MS = 600000

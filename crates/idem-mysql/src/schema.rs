@@ -52,8 +52,8 @@ const V1: &[&str] = &[
     // Idempotency records. state 'running': expires_at_ms is the lease end;
     // 'done': the end of retention (KEEP); 'new': a placeholder that exists
     // only inside the call that creates a record. A running record whose lease
-    // ran out is remembered (for its attempt number) for 86400000 ms (the
-    // default KEEP) after its lease end.
+    // ran out is remembered (for its attempt number) for
+    // idem_core::limits::RUNNING_RETAIN_MS after its lease end.
     "CREATE TABLE IF NOT EXISTS idem_records (
         `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
         fingerprint    VARBINARY(512) NULL,
@@ -161,7 +161,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             FROM idem_records WHERE `key` = p_key FOR UPDATE;
             SET v_now = idem_now_ms();
             IF v_state = 'new' OR (v_state = 'done' AND v_exp <= v_now)
-               OR (v_state = 'running' AND v_exp + 86400000 <= v_now) THEN
+               OR (v_state = 'running' AND v_exp + @RUNNING_RETAIN_MS@ <= v_now) THEN
                 -- New, or forgotten: attempt 1 with this caller's fingerprint.
                 INSERT INTO idem_fences () VALUES ();
                 SET v_fence = LAST_INSERT_ID();
@@ -291,7 +291,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DELETE FROM idem_records
             WHERE `key` = p_key
               AND ((state = 'done' AND expires_at_ms > v_now)
-                   OR (state = 'running' AND expires_at_ms + 86400000 > v_now));
+                   OR (state = 'running' AND expires_at_ms + @RUNNING_RETAIN_MS@ > v_now));
             SELECT ROW_COUNT() AS n;
         END",
     ),
@@ -679,7 +679,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DECLARE v_max BIGINT;
             DELETE FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
-            DELETE FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_now - 86400000 LIMIT p_batch;
+            DELETE FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_now - @RUNNING_RETAIN_MS@ LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
             DELETE FROM idem_claims WHERE expires_at_ms <= v_now LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
@@ -696,3 +696,19 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
         END",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routines_take_every_constant_from_rust() {
+        let grace = idem_core::limits::RUNNING_RETAIN_MS.to_string();
+        let mut uses = 0;
+        for (_, name, create) in super::ROUTINES {
+            let text = idem_core::limits::with_engine_constants(create);
+            assert!(!text.contains('@'), "a placeholder is left in {name}");
+            assert!(!create.contains(&grace), "{name} names the grace by its placeholder");
+            uses += text.matches(&grace).count();
+        }
+        assert_eq!(uses, 3, "the running-record grace appears where the routines use it");
+    }
+}

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo(client: &mut tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! use idem_backends::postgres::tx::{self, Claimed};
+//! use idem_postgres::tx::{self, Claimed};
 //! let t = client.transaction().await?;
 //! match tx::claim(&t, b"product:acme:X1", b"req-42", None).await? {
 //!     Claimed::Claimed => {
@@ -37,54 +37,9 @@ use bytes::Bytes;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
-use super::sql_shared::to_i64;
-
-/// The answer to a claim.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claimed {
-    /// The caller owns the key now (or already did).
-    Claimed,
-    /// Another owner holds the key.
-    Held {
-        /// Who holds it.
-        owner: Bytes,
-    },
-}
-
-/// The answer to an IDEM.BEGIN.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Begin {
-    /// The caller must do the work, then commit or abort with `fence`.
-    Started {
-        /// The fence of this attempt.
-        fence: u64,
-        /// 1, or more when earlier attempts' leases ran out (check for half-done work).
-        attempt: u32,
-    },
-    /// Another attempt holds a live lease.
-    Running {
-        /// That attempt's fence.
-        fence: u64,
-        /// Milliseconds until its lease runs out.
-        left_ms: u64,
-    },
-    /// Completed earlier: replay this result.
-    Done {
-        /// The committed result.
-        result: Bytes,
-    },
-}
-
-/// The answer to a counter addition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counted {
-    /// Applied; the new value.
-    Ok(i64),
-    /// Refused (outside MIN/MAX, or overflow); the unchanged value.
-    Refused(i64),
-    /// This op id was applied before; the value its first application produced.
-    Replayed(i64),
-}
+pub use idem_core::outcome::{Begin, Claimed, Counted};
+use idem_core::outcome::{BeginStatus, ClaimStatus, CounterStatus, EndStatus, IdemRenewStatus};
+use idem_sql::to_i64;
 
 /// Why an in-transaction call failed. After [`Error::Db`] the transaction is
 /// aborted (PostgreSQL refuses further statements): roll it back.
@@ -103,7 +58,7 @@ pub enum Error {
     /// The engine answered with a shape these functions do not write (a
     /// schema from another idem version).
     #[error("postgres: unexpected reply: {0}")]
-    Unexpected(&'static str),
+    Unexpected(String),
 }
 
 impl Error {
@@ -117,7 +72,13 @@ impl Error {
 async fn one(tx: &Transaction<'_>, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Row, Error> {
     // `query_typed` sends parse, bind and execute at once: one round trip.
     let rows = tx.query_typed(sql, params).await?;
-    rows.into_iter().next().ok_or(Error::Unexpected("no row"))
+    rows.into_iter().next().ok_or(Error::Unexpected("no row".into()))
+}
+
+/// The status word `word` as one of a command's closed set; any other is
+/// [`Error::Unexpected`].
+fn status<S>(parse: fn(&str, &str) -> Result<S, idem_core::CmdError>, word: &str) -> Result<S, Error> {
+    parse("postgres", word).map_err(|e| Error::Unexpected(e.message))
 }
 
 /// CLAIM inside `tx`: claims `key` for `owner`, until released (`ttl_ms`
@@ -131,9 +92,9 @@ pub async fn claim(tx: &Transaction<'_>, key: &[u8], owner: &[u8], ttl_ms: Optio
         &[(&key, Type::BYTEA), (&owner, Type::BYTEA), (&ttl, Type::INT8)],
     )
     .await?;
-    Ok(match row.try_get::<_, &str>(0)? {
-        "claimed" => Claimed::Claimed,
-        _ => Claimed::Held { owner: Bytes::from(row.try_get::<_, Vec<u8>>(1)?) },
+    Ok(match status(ClaimStatus::parse, row.try_get::<_, &str>(0)?)? {
+        ClaimStatus::Claimed => Claimed::Claimed,
+        ClaimStatus::Held => Claimed::Held { owner: Bytes::from(row.try_get::<_, Vec<u8>>(1)?) },
     })
 }
 
@@ -165,14 +126,14 @@ pub async fn idem_begin(
     )
     .await?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(match row.try_get::<_, &str>(0)? {
-        "started" => Begin::Started {
+    Ok(match status(BeginStatus::parse, row.try_get::<_, &str>(0)?)? {
+        BeginStatus::Started => Begin::Started {
             fence: u(row.try_get(1)?),
             attempt: u32::try_from(row.try_get::<_, i64>(2)?).unwrap_or(u32::MAX),
         },
-        "running" => Begin::Running { fence: u(row.try_get(1)?), left_ms: u(row.try_get(2)?) },
-        "done" => Begin::Done { result: Bytes::from(row.try_get::<_, Vec<u8>>(3)?) },
-        _ => return Err(Error::Mismatch),
+        BeginStatus::Running => Begin::Running { fence: u(row.try_get(1)?), left_ms: u(row.try_get(2)?) },
+        BeginStatus::Done => Begin::Done { result: Bytes::from(row.try_get::<_, Vec<u8>>(3)?) },
+        BeginStatus::Mismatch => return Err(Error::Mismatch),
     })
 }
 
@@ -191,9 +152,9 @@ pub async fn idem_commit(
         &[(&key, Type::BYTEA), (&f, Type::INT8), (&result, Type::BYTEA), (&keep, Type::INT8)],
     )
     .await?;
-    match row.try_get::<_, &str>(0)? {
-        "ok" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+    match status(EndStatus::parse, row.try_get::<_, &str>(0)?)? {
+        EndStatus::Ok => Ok(()),
+        EndStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
@@ -205,10 +166,9 @@ pub async fn idem_renew(tx: &Transaction<'_>, key: &[u8], fence: u64, lease_ms: 
     let row =
         one(tx, "SELECT idem_record_renew($1, $2, $3)", &[(&key, Type::BYTEA), (&f, Type::INT8), (&lease, Type::INT8)])
             .await?;
-    match row.try_get::<_, &str>(0)? {
-        "renewed" => Ok(()),
-        "stale" => Err(Error::Stale(fence)),
-        _ => Err(Error::Unexpected("idem_record_renew answered a status it does not write")),
+    match status(IdemRenewStatus::parse, row.try_get::<_, &str>(0)?)? {
+        IdemRenewStatus::Renewed => Ok(()),
+        IdemRenewStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
@@ -216,9 +176,9 @@ pub async fn idem_renew(tx: &Transaction<'_>, key: &[u8], fence: u64, lease_ms: 
 pub async fn idem_abort(tx: &Transaction<'_>, key: &[u8], fence: u64) -> Result<(), Error> {
     let f = to_i64(fence);
     let row = one(tx, "SELECT idem_abort($1, $2)", &[(&key, Type::BYTEA), (&f, Type::INT8)]).await?;
-    match row.try_get::<_, &str>(0)? {
-        "ok" => Ok(()),
-        _ => Err(Error::Stale(fence)),
+    match status(EndStatus::parse, row.try_get::<_, &str>(0)?)? {
+        EndStatus::Ok => Ok(()),
+        EndStatus::Stale => Err(Error::Stale(fence)),
     }
 }
 
@@ -248,9 +208,5 @@ pub async fn counter_add(
     )
     .await?;
     let value: i64 = row.try_get(1)?;
-    Ok(match row.try_get::<_, &str>(0)? {
-        "ok" => Counted::Ok(value),
-        "replayed" => Counted::Replayed(value),
-        _ => Counted::Refused(value),
-    })
+    Ok(Counted::of(status(CounterStatus::parse, row.try_get::<_, &str>(0)?)?, value))
 }

@@ -1,9 +1,31 @@
-//! Store URL query parameters that idem reads itself (TLS files and modes)
-//! and removes before the engine's client library parses the URL.
+//! What every engine crate (`idem-postgres`, `idem-mysql`, `idem-redis`)
+//! shares when it opens a store URL: the error it reports, and the query
+//! parameters idem reads itself (TLS files and modes) and removes before the
+//! engine's client library parses the URL.
+
+/// Why a backend could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The store URL is not one of the engines this build includes.
+    #[error("unsupported store URL '{0}': expected {SCHEMES}")]
+    UnsupportedUrl(String),
+    /// The engine refused or could not be reached.
+    #[error("{engine}: {message}")]
+    Engine {
+        /// Which engine.
+        engine: &'static str,
+        /// What it said.
+        message: String,
+    },
+}
+
+const SCHEMES: &str =
+    "postgres://, mysql://, redis://, rediss:// or redis-cluster:// (each when its engine's feature is on)";
 
 /// Removes `name=value` from the query of `url`: (the URL without it, the
 /// value). A `#fragment` is kept.
-pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let (head, fragment) = match url.split_once('#') {
         Some((h, f)) => (h, Some(f)),
         None => (url, None),

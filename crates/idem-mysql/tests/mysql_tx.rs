@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use idem_backends::mysql::tx::{self, Begin, Claimed, Counted};
-use idem_backends::mysql::{self, MySqlBackend};
 use idem_core::{Backend, Command, Reply};
+use idem_mysql::tx::{self, Begin, Claimed, Counted};
+use idem_mysql::{self as mysql, MySqlBackend};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, IsolationLevel, Pool, TxOpts};
 

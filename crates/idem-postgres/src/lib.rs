@@ -17,7 +17,7 @@
 //!   WAL-logged ahead of use and a grant's transaction commits before its
 //!   reply. Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
-//!   `sql_shared.rs`), woken by `LISTEN idem_wake` when another process ends a
+//!   `idem-sql`), woken by `LISTEN idem_wake` when another process ends a
 //!   watched attempt or lock. Typical latency: a NOTIFY round (about a
 //!   millisecond) after COMMIT/ABORT/DEL/UNLOCK, 1 ms after a lease runs out;
 //!   at worst [`POLL_BACKOFF_MAX_LISTENING`] (or 50 ms while the LISTEN
@@ -42,13 +42,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::BackendError;
+use idem_core::BackendError;
 
 mod schema;
-pub(crate) mod sql_shared;
 pub mod tx;
 
-use sql_shared::{to_i64, uint, BackendWaiters, Poll, SqlRunner, WaitKind};
+use idem_sql::{to_i64, uint, BackendWaiters, Poll, SqlRow, SqlRunner, WaitKind};
 
 /// Most connections one backend opens to PostgreSQL (plus one for LISTEN).
 pub const POOL_SIZE_MAX: usize = 16;
@@ -125,15 +124,30 @@ struct Inner {
     listening: Arc<AtomicBool>,
 }
 
-/// Why a statement failed: no connection, or the engine said no.
+/// Why a command failed, by whether it may have run: `BUSY` only when it
+/// certainly did not, `UNKNOWN` when the connection broke after its
+/// statement was sent (docs/commands.md).
 enum ExecError {
+    /// No connection from the pool: nothing was sent.
     Pool(deadpool_postgres::PoolError),
+    /// Failed before the statement was sent (while preparing it, or on a
+    /// connection already closed).
+    NotSent(Option<tokio_postgres::Error>),
+    /// Failed after the statement was sent.
     Db(tokio_postgres::Error),
+    /// The engine answered something the contract does not allow.
+    Reply(CmdError),
 }
 
 impl From<tokio_postgres::Error> for ExecError {
     fn from(e: tokio_postgres::Error) -> Self {
         ExecError::Db(e)
+    }
+}
+
+impl From<CmdError> for ExecError {
+    fn from(e: CmdError) -> Self {
+        ExecError::Reply(e)
     }
 }
 
@@ -146,7 +160,10 @@ impl ExecError {
     fn into_cmd_error(self) -> CmdError {
         match self {
             ExecError::Pool(e) => CmdError::busy(format!("postgres unreachable: {e}")),
-            ExecError::Db(e) => db_cmd_error(&e),
+            ExecError::NotSent(Some(e)) => db_cmd_error(&e),
+            ExecError::NotSent(None) => CmdError::busy("postgres: the connection is closed"),
+            ExecError::Db(e) => sent_cmd_error(&e),
+            ExecError::Reply(e) => e,
         }
     }
 }
@@ -155,8 +172,10 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
-/// Every engine failure is `BUSY`: the request changed nothing (its
-/// statement rolled back) and may be retried.
+/// An error the engine answered with is `BUSY`: the statement rolled back,
+/// so the request changed nothing and may be retried. Without an answer
+/// (the connection broke) it is `BUSY` too, for callers that know nothing
+/// was sent; after a send, see [`sent_cmd_error`].
 fn db_cmd_error(e: &tokio_postgres::Error) -> CmdError {
     match e.code() {
         Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE => {
@@ -169,6 +188,18 @@ fn db_cmd_error(e: &tokio_postgres::Error) -> CmdError {
             Some(db) => CmdError::busy(format!("postgres: {}", db.message())),
             None => CmdError::busy(format!("postgres unreachable: {e}")),
         },
+    }
+}
+
+/// A failure after the statement was sent: an error the engine answered
+/// with rolled the statement back (`BUSY`); anything else (the connection
+/// broke, a reply that cannot be read) leaves its outcome unknown: the
+/// statement may have committed (`UNKNOWN`).
+fn sent_cmd_error(e: &tokio_postgres::Error) -> CmdError {
+    if e.as_db_error().is_some() {
+        db_cmd_error(e)
+    } else {
+        CmdError::unknown(format!("postgres: {e}; the command may or may not have taken effect"))
     }
 }
 
@@ -191,8 +222,8 @@ struct Target {
 /// (chain and host name), against the CA certificates in `sslrootcert`
 /// or else the system's roots: idem never encrypts to an unverified peer.
 fn parse_config(url: &str) -> Result<Target, BackendError> {
-    let (rest, mode) = crate::url_params::take_param(url, "sslmode");
-    let (rest, root) = crate::url_params::take_param(&rest, "sslrootcert");
+    let (rest, mode) = idem_core::store_url::take_param(url, "sslmode");
+    let (rest, root) = idem_core::store_url::take_param(&rest, "sslrootcert");
     let mut cfg = rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))?;
     cfg.ssl_mode(match mode.as_deref() {
         None | Some("disable") => SslMode::Disable,
@@ -357,7 +388,7 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
     let upgrade = format!(
         "BEGIN;\n{steps}\n{routines}\nINSERT INTO idem_schema_version (id, version) VALUES (1, {version})
          ON CONFLICT (id) DO UPDATE SET version = excluded.version;\nCOMMIT;",
-        routines = schema::ROUTINES,
+        routines = idem_core::limits::with_engine_constants(schema::ROUTINES),
         version = schema::SCHEMA_VERSION,
     );
     if let Err(e) = client.batch_execute(&upgrade).await {
@@ -517,7 +548,7 @@ impl SqlRunner for Inner {
         if self.listening.load(Ordering::Relaxed) {
             POLL_BACKOFF_MAX_LISTENING
         } else {
-            sql_shared::POLL_BACKOFF_MAX
+            idem_sql::POLL_BACKOFF_MAX
         }
     }
 
@@ -600,246 +631,124 @@ fn bulk(b: Vec<u8>) -> Reply {
     Reply::Bulk(Bytes::from(b))
 }
 
-fn stale(fence: u64) -> CmdResult {
-    Err(CmdError::stale(format!("fence {fence} is not the current one")))
+/// This crate's name in errors.
+const ENGINE: &str = "postgres";
+
+/// A result row as the shared decoder reads it.
+struct PgRow<'a>(&'a Row);
+
+impl PgRow<'_> {
+    fn get<'r, T: tokio_postgres::types::FromSql<'r>>(&'r self, i: usize) -> Result<T, CmdError> {
+        self.0.try_get(i).map_err(|e| idem_core::outcome::unexpected(ENGINE, format!("column {i}: {e}")))
+    }
+}
+
+impl SqlRow for PgRow<'_> {
+    fn text(&self, i: usize) -> Result<Option<String>, CmdError> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, CmdError> {
+        // The functions answer counts as `integer` and fences, values and
+        // durations as `bigint`.
+        match self.0.columns().get(i).map(|c| c.type_().clone()) {
+            Some(t) if t == tokio_postgres::types::Type::INT4 => Ok(self.get::<Option<i32>>(i)?.map(i64::from)),
+            _ => self.get(i),
+        }
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, CmdError> {
+        self.get(i)
+    }
 }
 
 /// Runs one command as one statement. `mark_wait` (IDEM.BEGIN and LOCK only)
 /// flags the row as watched by a parked caller. LOCK.INFO's waiter count is
-/// filled in by [`sql_shared::execute_batch`].
+/// filled in by [`idem_sql::execute_batch`].
 async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: bool) -> Result<Poll, ExecError> {
-    let stmt = client.prepare_cached(sql_of(cmd)).await?;
-    let reply: CmdResult = match cmd {
+    let stmt = client.prepare_cached(sql_of(cmd)).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+    if client.is_closed() {
+        // Nothing was sent: the command certainly did not run.
+        return Err(ExecError::NotSent(None));
+    }
+    let rows = match cmd {
         Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
             let fp = fingerprint.as_deref();
-            let row = client.query_one(&stmt, &[&key.as_ref(), &fp, &to_i64(*lease_ms), &mark_wait]).await?;
-            let status: &str = row.try_get(0)?;
-            match status {
-                "started" => Ok(Reply::status_with("started", [uint(row.try_get(1)?), uint(row.try_get(2)?)])),
-                "running" => {
-                    let left: i64 = row.try_get(2)?;
-                    let reply = Reply::status_with("running", [uint(row.try_get(1)?), uint(left)]);
-                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
-                }
-                "done" => Ok(Reply::status_with("done", [bulk(row.try_get(3)?)])),
-                _ => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
-            }
+            client.query(&stmt, &[&key.as_ref(), &fp, &to_i64(*lease_ms), &mark_wait]).await?
         }
         Command::IdemCommit { key, fence, result, keep_ms } => {
-            let row =
-                client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence), &result.as_ref(), &to_i64(*keep_ms)]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "ok" => Ok(Reply::status("ok")),
-                _ => stale(*fence),
-            }
+            client.query(&stmt, &[&key.as_ref(), &to_i64(*fence), &result.as_ref(), &to_i64(*keep_ms)]).await?
         }
-        Command::IdemAbort { key, fence } => {
-            let row = client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence)]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "ok" => Ok(Reply::status("ok")),
-                _ => stale(*fence),
-            }
-        }
+        Command::IdemAbort { key, fence } => client.query(&stmt, &[&key.as_ref(), &to_i64(*fence)]).await?,
         Command::IdemRenew { key, fence, lease_ms } => {
-            let row = client.query_one(&stmt, &[&key.as_ref(), &to_i64(*fence), &to_i64(*lease_ms)]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "renewed" => Ok(Reply::status_with("renewed", [Reply::uint(*fence)])),
-                "stale" => stale(*fence),
-                other => Err(CmdError::busy(format!("postgres: idem_record_renew answered '{other}'"))),
-            }
+            client.query(&stmt, &[&key.as_ref(), &to_i64(*fence), &to_i64(*lease_ms)]).await?
         }
-        Command::IdemGet { key } => {
-            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "running" => Ok(Reply::status_with("running", [uint(row.try_get(1)?), uint(row.try_get(2)?)])),
-                "done" => Ok(Reply::status_with("done", [bulk(row.try_get(3)?)])),
-                _ => Ok(Reply::status("absent")),
-            }
-        }
-        Command::IdemDel { key } => {
-            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
-            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+        Command::IdemGet { key } | Command::IdemDel { key } | Command::Owner { key } | Command::CounterGet { key } => {
+            client.query(&stmt, &[&key.as_ref()]).await?
         }
         Command::Claim { key, owner, ttl_ms } => {
-            let ttl = ttl_ms.map(to_i64);
-            let row = client.query_one(&stmt, &[&key.as_ref(), &owner.as_ref(), &ttl]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "claimed" => Ok(Reply::status("claimed")),
-                _ => Ok(Reply::status_with("held", [bulk(row.try_get(1)?)])),
-            }
+            client.query(&stmt, &[&key.as_ref(), &owner.as_ref(), &ttl_ms.map(to_i64)]).await?
         }
         Command::ClaimAll { owner, keys } => {
-            let keys = sql_shared::distinct_keys(keys);
+            let keys = idem_sql::distinct_keys(keys);
             let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-            let rows = client.query(&stmt, &[&owner.as_ref(), &key_refs]).await?;
-            claim_all_reply(&rows)?
+            client.query(&stmt, &[&owner.as_ref(), &key_refs]).await?
         }
-        Command::Release { key, owner } => {
-            let row = client.query_one(&stmt, &[&key.as_ref(), &owner.as_ref()]).await?;
-            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
-        }
-        Command::Owner { key } => {
-            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
-            Ok(row.try_get::<_, Option<Vec<u8>>>(0)?.map_or(Reply::Nil, bulk))
-        }
+        Command::Release { key, owner } => client.query(&stmt, &[&key.as_ref(), &owner.as_ref()]).await?,
         Command::Lock { name, owner, lease_ms, .. } => {
-            let row =
-                client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms), &mark_wait]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "acquired" => Ok(Reply::status_with("acquired", [uint(row.try_get(1)?)])),
-                _ => {
-                    let left: i64 = row.try_get(3)?;
-                    let reply = Reply::status_with("busy", [bulk(row.try_get(2)?), uint(left)]);
-                    return Ok(Poll::Blocked { reply, left_ms: u64::try_from(left).unwrap_or(0) });
-                }
-            }
+            client.query(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms), &mark_wait]).await?
         }
         Command::Renew { name, owner, lease_ms } => {
-            let row = client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms)]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "renewed" => Ok(Reply::status_with("renewed", [uint(row.try_get(1)?)])),
-                _ => Ok(Reply::status("lost")),
-            }
+            client.query(&stmt, &[&name.as_ref(), &owner.as_ref(), &to_i64(*lease_ms)]).await?
         }
-        Command::Unlock { name, owner } => {
-            let row = client.query_one(&stmt, &[&name.as_ref(), &owner.as_ref()]).await?;
-            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
-        }
-        Command::LockInfo { name } => {
-            let row = client.query_one(&stmt, &[&name.as_ref()]).await?;
-            match row.try_get::<_, &str>(0)? {
-                "held" => Ok(Reply::status_with(
-                    "held",
-                    [bulk(row.try_get(1)?), uint(row.try_get(2)?), uint(row.try_get(3)?), Reply::Int(0)],
-                )),
-                _ => Ok(Reply::status("free")),
-            }
-        }
+        Command::Unlock { name, owner } => client.query(&stmt, &[&name.as_ref(), &owner.as_ref()]).await?,
+        Command::LockInfo { name } => client.query(&stmt, &[&name.as_ref()]).await?,
         Command::TokenNew { scope, ttl_ms } => {
-            let token = sql_shared::new_token();
+            let token = idem_sql::new_token();
             client.query_one(&stmt, &[&scope.as_ref(), &token.as_ref(), &to_i64(*ttl_ms)]).await?;
-            Ok(Reply::Bulk(token))
+            return Ok(Poll::Final(Ok(Reply::Bulk(token))));
         }
-        Command::TokenUse { scope, token } => {
-            let row = client.query_one(&stmt, &[&scope.as_ref(), &token.as_ref()]).await?;
-            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
-        }
+        Command::TokenUse { scope, token } => client.query(&stmt, &[&scope.as_ref(), &token.as_ref()]).await?,
         Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
-            let row =
-                client.query_one(&stmt, &[&key.as_ref(), delta, min, max, &op.as_deref(), &to_i64(*keep_ms)]).await?;
-            let value = Reply::Int(row.try_get(1)?);
-            match row.try_get::<_, &str>(0)? {
-                "ok" => Ok(Reply::status_with("ok", [value])),
-                "replayed" => Ok(Reply::status_with("replayed", [value])),
-                _ => Ok(Reply::status_with("refused", [value])),
-            }
+            client.query(&stmt, &[&key.as_ref(), delta, min, max, &op.as_deref(), &to_i64(*keep_ms)]).await?
         }
-        Command::CounterGet { key } => {
-            let row = client.query_one(&stmt, &[&key.as_ref()]).await?;
-            Ok(Reply::Int(row.try_get(0)?))
+        Command::ValueGet { key } => {
+            let reply = match client.query_opt(&stmt, &[&key.as_ref()]).await? {
+                Some(row) => Reply::Array(vec![bulk(row.try_get(0)?), uint(row.try_get(1)?)]),
+                None => Reply::Nil,
+            };
+            return Ok(Poll::Final(Ok(reply)));
         }
-        Command::ValueGet { key } => match client.query_opt(&stmt, &[&key.as_ref()]).await? {
-            Some(row) => Ok(Reply::Array(vec![bulk(row.try_get(0)?), uint(row.try_get(1)?)])),
-            None => Ok(Reply::Nil),
-        },
         Command::ValueSet { key, value, if_version } => {
-            let ifv = if_version.map(to_i64);
-            let row = client.query_one(&stmt, &[&key.as_ref(), &value.as_ref(), &ifv]).await?;
-            let version = uint(row.try_get(1)?);
-            match row.try_get::<_, &str>(0)? {
-                "ok" => Ok(Reply::status_with("ok", [version])),
-                _ => Ok(Reply::status_with("conflict", [version])),
-            }
+            client.query(&stmt, &[&key.as_ref(), &value.as_ref(), &if_version.map(to_i64)]).await?
         }
         Command::FsmMove { key, to, from } => {
             let from_refs: Vec<&[u8]> = from.iter().map(|s| s.as_ref()).collect();
-            let row = client.query_one(&stmt, &[&key.as_ref(), &to.as_ref(), &from_refs]).await?;
-            let state = bulk(row.try_get(1)?);
-            match row.try_get::<_, &str>(0)? {
-                "moved" => Ok(Reply::status_with("moved", [state])),
-                "already" => Ok(Reply::status_with("already", [state])),
-                _ => Ok(Reply::status_with("refused", [state])),
-            }
+            client.query(&stmt, &[&key.as_ref(), &to.as_ref(), &from_refs]).await?
         }
-        Command::FsmGet { key } => match client.query_opt(&stmt, &[&key.as_ref()]).await? {
-            Some(row) => Ok(bulk(row.try_get(0)?)),
-            None => Ok(Reply::Nil),
-        },
+        Command::FsmGet { key } => {
+            let reply = match client.query_opt(&stmt, &[&key.as_ref()]).await? {
+                Some(row) => bulk(row.try_get(0)?),
+                None => Reply::Nil,
+            };
+            return Ok(Poll::Final(Ok(reply)));
+        }
         Command::SlotsReserve { resource, first, last, holder, size } => {
             let size = size.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
             let (first, last) = (slot_i32(*first), slot_i32(*last));
-            let rows = client.query(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref(), &size]).await?;
-            slots_reserve_reply(&rows, last, size)?
+            client.query(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref(), &size]).await?
         }
         Command::SlotsRelease { resource, first, last, holder } => {
             let (first, last) = (slot_i32(*first), slot_i32(*last));
-            let row = client.query_one(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref()]).await?;
-            Ok(Reply::Int(i64::from(row.try_get::<_, i32>(0)?)))
+            client.query(&stmt, &[&resource.as_ref(), &first, &last, &holder.as_ref()]).await?
         }
-        Command::SlotsGet { resource } => {
-            let rows = client.query(&stmt, &[&resource.as_ref()]).await?;
-            slots_get_reply(&rows)?
-        }
+        Command::SlotsGet { resource } => client.query(&stmt, &[&resource.as_ref()]).await?,
     };
-    Ok(Poll::Final(reply))
+    let rows: Vec<PgRow<'_>> = rows.iter().map(PgRow).collect();
+    Ok(idem_sql::decode(ENGINE, cmd, &rows)?)
 }
 
 fn slot_i32(v: u32) -> i32 {
     // Slots are below `Limits::slots_size_max` (65 536 by default), far below i32::MAX.
     i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-fn claim_all_reply(rows: &[Row]) -> Result<CmdResult, ExecError> {
-    let mut out = vec![Reply::Word("held")];
-    for row in rows {
-        if row.try_get::<_, &str>(0)? == "claimed" {
-            return Ok(Ok(Reply::status("claimed")));
-        }
-        out.push(bulk(row.try_get(1)?));
-        out.push(bulk(row.try_get(2)?));
-    }
-    Ok(Ok(Reply::Array(out)))
-}
-
-fn slots_reserve_reply(rows: &[Row], last: i32, asked_size: Option<i32>) -> Result<CmdResult, ExecError> {
-    let mut out = vec![Reply::Word("conflict")];
-    for row in rows {
-        match row.try_get::<_, &str>(0)? {
-            "reserved" => return Ok(Ok(Reply::status("reserved"))),
-            "outside" => {
-                let size: i32 = row.try_get(1)?;
-                return Ok(Err(CmdError::syntax(format!("SLOTS.RESERVE: slot {last} is outside SIZE {size}"))));
-            }
-            "size" => {
-                let size: i32 = row.try_get(1)?;
-                let asked = asked_size.unwrap_or(size);
-                return Ok(Err(CmdError::syntax(format!(
-                    "SLOTS.RESERVE: SIZE {asked} differs from the resource's size {size}"
-                ))));
-            }
-            _ => {
-                out.push(Reply::Int(i64::from(row.try_get::<_, i32>(1)?)));
-                out.push(bulk(row.try_get(2)?));
-            }
-        }
-    }
-    Ok(Ok(Reply::Array(out)))
-}
-
-fn slots_get_reply(rows: &[Row]) -> Result<CmdResult, ExecError> {
-    let Some(first) = rows.first() else {
-        return Ok(Ok(Reply::Array(Vec::new())));
-    };
-    let size = usize::try_from(first.try_get::<_, i32>(0)?).unwrap_or(0);
-    let mut out = vec![Reply::Nil; size];
-    for row in rows {
-        if let (Some(slot), Some(holder)) = (row.try_get::<_, Option<i32>>(1)?, row.try_get::<_, Option<Vec<u8>>>(2)?) {
-            if let Some(cell) = usize::try_from(slot).ok().and_then(|s| out.get_mut(s)) {
-                *cell = bulk(holder);
-            }
-        }
-    }
-    Ok(Ok(Reply::Array(out)))
 }
 
 impl Backend for PgBackend {
@@ -848,7 +757,7 @@ impl Backend for PgBackend {
     }
 
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
-        Box::pin(sql_shared::execute_batch(&*self.inner, cmds))
+        Box::pin(idem_sql::execute_batch(&*self.inner, cmds))
     }
 
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
@@ -871,11 +780,11 @@ impl Backend for PgBackend {
                 Some(r) => {
                     let get = |i: usize| r.try_get::<_, i64>(i).map_err(|e| db_cmd_error(&e));
                     let state: String = r.try_get(0).map_err(|e| db_cmd_error(&e))?;
-                    Some(sql_shared::stored_idem(&state, get(1)?, get(2)?, get(3)?, get(4)?)?)
+                    Some(idem_sql::stored_idem(&state, get(1)?, get(2)?, get(3)?, get(4)?)?)
                 }
                 None => None,
             };
-            Ok(Some(sql_shared::idem_view(&self.inner.waits, key, stored)))
+            Ok(Some(idem_sql::idem_view(&self.inner.waits, key, stored)))
         })
     }
 

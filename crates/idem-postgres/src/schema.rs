@@ -44,8 +44,8 @@ CREATE SEQUENCE IF NOT EXISTS idem_fence_seq AS bigint START 1 NO CYCLE;
 
 -- Idempotency records. state 'running': expires_at_ms is the lease end;
 -- state 'done': the end of retention (KEEP). A running record whose lease ran
--- out is remembered (for its attempt number) for a grace period of 86400000
--- ms (the default KEEP) after its lease end, then forgotten.
+-- out is remembered (for its attempt number) for a grace period
+-- (idem_core::limits::RUNNING_RETAIN_MS) after its lease end, then forgotten.
 CREATE TABLE IF NOT EXISTS idem_records (
     key            bytea   PRIMARY KEY,
     fingerprint    bytea,
@@ -180,7 +180,7 @@ BEGIN
         END IF;
         v_now := idem_now_ms();
         IF (r.state = 'done' AND r.expires_at_ms <= v_now)
-           OR (r.state = 'running' AND r.expires_at_ms + 86400000 <= v_now) THEN
+           OR (r.state = 'running' AND r.expires_at_ms + @RUNNING_RETAIN_MS@ <= v_now) THEN
             -- The record is forgotten (retention or grace over): the key is
             -- new again, attempt 1 with this caller's fingerprint.
             v_fence := nextval('idem_fence_seq');
@@ -319,7 +319,7 @@ DECLARE
 BEGIN
     DELETE FROM idem_records WHERE key = p_key
     RETURNING CASE WHEN state = 'done' THEN expires_at_ms > idem_now_ms()
-                   ELSE expires_at_ms + 86400000 > idem_now_ms() END,
+                   ELSE expires_at_ms + @RUNNING_RETAIN_MS@ > idem_now_ms() END,
               waiting
     INTO v_live, v_waiting;
     IF NOT FOUND THEN
@@ -785,7 +785,7 @@ $fn$;
 
 -- Deletes up to p_batch rows per table whose time has passed; returns how
 -- many. A running record whose lease ran out is kept for the grace period
--- (86400000 ms), so that a late BEGIN still sees a larger attempt number.
+-- (RUNNING_RETAIN_MS), so that a late BEGIN still sees a larger attempt number.
 CREATE OR REPLACE FUNCTION idem_cleanup(p_batch integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -794,7 +794,7 @@ DECLARE
     v_now  bigint := idem_now_ms();
     v_n    bigint := 0;
     v_m    bigint;
-    v_grace_end bigint := v_now - 86400000;
+    v_grace_end bigint := v_now - @RUNNING_RETAIN_MS@;
 BEGIN
     DELETE FROM idem_records WHERE key IN (
         SELECT key FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now LIMIT p_batch)
@@ -834,3 +834,15 @@ LANGUAGE sql VOLATILE AS $fn$
          + (SELECT count(*) FROM idem_fsm) + (SELECT count(*) FROM idem_slot_resources)
 $fn$;
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routines_take_every_constant_from_rust() {
+        let text = idem_core::limits::with_engine_constants(super::ROUTINES);
+        assert!(!text.contains('@'), "a placeholder is left in the routines");
+        let grace = idem_core::limits::RUNNING_RETAIN_MS.to_string();
+        assert_eq!(text.matches(&grace).count(), 3, "the running-record grace appears where the routines use it");
+        assert!(!super::ROUTINES.contains(&grace), "the routines' source names the grace by its placeholder");
+    }
+}
