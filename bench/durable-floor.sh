@@ -121,6 +121,8 @@ done
 
 printf '\n%s rounds, %s requests per line at P=1 (%s at P>1); per round the ratio to\n' "$ROUNDS" "$N" "$N_P16"
 printf 'redis-nopersist, to redis-always and to floor-loop, then the median; CPU per request from /proc\n'
+printf '%-10s %-18s %12s %11s %9s %11s %14s %14s\n' line server "rps (median)" "x nopersist" "x always" "x floor-loop" \
+    "server us/req" "client us/req"
 awk -F'\t' '
     { rps[$1, $2, $3] = $4; cpu[$1, $2, $3] = $5; cli[$1, $2, $3] = $6; lines[$1] = 1; names[$3] = 1; rounds[$2] = 1 }
     function median(a, n,   i, j, t) {
@@ -129,7 +131,6 @@ awk -F'\t' '
     }
     function ratio(x, y) { return y > 0 ? x / y : 0 }
     END {
-        printf "%-10s %-18s %12s %11s %9s %11s %14s %14s\n", "line", "server", "rps (median)", "x nopersist", "x always", "x floor-loop", "server us/req", "client us/req"
         for (l in lines) for (s in names) {
             n = 0; split("", a); split("", b); split("", c); split("", f); split("", d); split("", e)
             for (r in rounds) {
