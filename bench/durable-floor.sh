@@ -11,23 +11,31 @@
 #   gather:20:200   poll on until 20 µs pass without a request, at most 200 µs
 #                   (idem's fixed gap before commit 9fac322 weighed it)
 #   thread          a sync thread syncs while the loop serves, one sync in flight
-# Every server gets the line `-c 50 -P $P -r 1000000` with SET k 1 NX PX
-# (IDEM.BEGIN k LEASE for idem), interleaved in a rotating order per round.
+# Every server gets the line `-c $C -P $P -r 1000000` with SET k 1 NX PX
+# (IDEM.BEGIN k LEASE for idem), for every pipeline depth P in PIPELINES and
+# every client count C in CLIENTS, interleaved in a rotating order per round.
+# Each server's CPU per request (utime + stime of its process over the
+# line, from /proc) is reported next to its throughput.
 # A floor server's ratio to Redis without persistence bounds what any server
 # with its policy can reach here: it does less work per request than any real
 # one.
 #
-# Usage: bench/durable-floor.sh        (about 2 minutes per round at P=1)
+# Usage: bench/durable-floor.sh        (about 1 minute per round and line at P=1)
 # Environment:
-#   ROUNDS=3  N=150000  P=1  MODES="none loop gather:20:200 thread"
+#   ROUNDS=3  N=150000 (requests per line at P=1; N_P16=4*N at P>1)
+#   PIPELINES="1 16"  CLIENTS="50 4"  MODES="none loop"
+#   (P=1 alone, as before: PIPELINES=1 CLIENTS=50)
 #   BENCH_IDEM_BIN=path   use this idem binary (default: build it)
+#   BASE_IDEM_BIN=path    also run this idem binary, as `idem-base`, on the same lines
 #   FLOOR_BIN=path        use this durable_floor binary (default: build it)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 N=${N:-150000}
-P=${P:-1}
-MODES=${MODES:-"none loop gather:20:200 thread"}
+N_P16=${N_P16:-$((4 * N))}
+PIPELINES=${PIPELINES:-${P:-"1 16"}}
+CLIENTS=${CLIENTS:-"50 4"}
+MODES=${MODES:-"none loop"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/idem-floor.XXXXXX)
 PIDS=()
@@ -42,7 +50,9 @@ trap 'exit 130' INT TERM
 need_redis
 if [[ -z ${BENCH_IDEM_BIN:-} || -z ${FLOOR_BIN:-} ]]; then
     log "building idem and durable_floor (release)"
-    (cd "$ROOT" && cargo build --release -p idem -p idem-bench --example durable_floor 2>&1 | tail -n 1 >&2)
+    # Two invocations: with `--example`, cargo builds only the example, not idem's binary.
+    (cd "$ROOT" && cargo build --release -p idem --bin idem 2>&1 | tail -n 1 >&2)
+    (cd "$ROOT" && cargo build --release -p idem-bench --example durable_floor 2>&1 | tail -n 1 >&2)
 fi
 BENCH_IDEM_BIN=${BENCH_IDEM_BIN:-$ROOT/target/release/idem}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/target/release/examples/durable_floor}
@@ -75,6 +85,10 @@ start redis-always redis-server --port @PORT@ --bind 127.0.0.1 --dir "$WORK/redi
     --appendonly yes --appendfsync always --auto-aof-rewrite-percentage 0
 start idem env IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$BENCH_IDEM_BIN" serve --port @PORT@ --http-port 0 \
     --data "$WORK/idem" --log warn
+if [[ -n ${BASE_IDEM_BIN:-} ]]; then
+    start idem-base env IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$BASE_IDEM_BIN" serve --port @PORT@ --http-port 0 \
+        --data "$WORK/idem-base" --log warn
+fi
 for m in $MODES; do
     start "floor-$m" "$FLOOR_BIN" @PORT@ "$WORK/floor-$m" "$m"
 done
@@ -84,36 +98,47 @@ HZ=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 for round in $(seq "$ROUNDS"); do
-    count=${#NAMES[@]}
-    for i in $(seq 0 $((count - 1))); do
-        name=${NAMES[$(((i + round) % count))]}
-        k="r${round}:__rand_int__"
-        if [[ $name == idem ]]; then cmd=(IDEM.BEGIN "$k" LEASE 3600000); else cmd=(SET "$k" 1 NX PX 3600000); fi
-        t0=$(cpu_ticks "${PID[$name]}")
-        { TIMEFORMAT='%U %S'; time redis-benchmark -p "${PORT[$name]}" -c 50 -n "$N" -P "$P" -r 1000000 --csv \
-            "${cmd[@]}" >"$WORK/rb.csv" 2>/dev/null; } 2>"$WORK/rb.time"
-        rps=$(tail -n 1 "$WORK/rb.csv" | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
-        cli=$(awk -v n="$N" '{printf "%.1f", ($1 + $2) * 1e6 / n}' "$WORK/rb.time")
-        us=$(awk -v a="$t0" -v b="$(cpu_ticks "${PID[$name]}")" -v hz="$HZ" -v n="$N" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
-        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$rps" "$us" "$cli" >>"$RESULTS"
-        log "round $round $name: $rps rps, CPU per request: server $us µs, client $cli µs"
+    for P in $PIPELINES; do
+        for C in $CLIENTS; do
+            if ((P > 1)); then n=$N_P16; else n=$N; fi
+            count=${#NAMES[@]}
+            for i in $(seq 0 $((count - 1))); do
+                name=${NAMES[$(((i + round) % count))]}
+                k="r${round}p${P}c${C}:__rand_int__"
+                if [[ $name == idem* ]]; then cmd=(IDEM.BEGIN "$k" LEASE 3600000); else cmd=(SET "$k" 1 NX PX 3600000); fi
+                t0=$(cpu_ticks "${PID[$name]}")
+                { TIMEFORMAT='%U %S'; time redis-benchmark -p "${PORT[$name]}" -c "$C" -n "$n" -P "$P" -r 1000000 --csv \
+                    "${cmd[@]}" >"$WORK/rb.csv" 2>/dev/null; } 2>"$WORK/rb.time"
+                rps=$(tail -n 1 "$WORK/rb.csv" | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
+                cli=$(awk -v n="$n" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$WORK/rb.time")
+                us=$(awk -v a="$t0" -v b="$(cpu_ticks "${PID[$name]}")" -v hz="$HZ" -v n="$n" 'BEGIN{printf "%.2f", (b - a) / hz * 1e6 / n}')
+                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "P=$P c=$C" "$round" "$name" "$rps" "$us" "$cli" >>"$RESULTS"
+                log "P=$P c=$C round $round $name: $rps rps, CPU per request: server $us µs, client $cli µs"
+            done
+        done
     done
 done
 
-printf '\nP=%s, %s requests per line, %s rounds; ratio to redis-nopersist and to redis-always per round, then the median\n' \
-    "$P" "$N" "$ROUNDS"
+printf '\n%s rounds, %s requests per line at P=1 (%s at P>1); per round the ratio to\n' "$ROUNDS" "$N" "$N_P16"
+printf 'redis-nopersist, to redis-always and to floor-loop, then the median; CPU per request from /proc\n'
+printf '%-10s %-18s %12s %11s %9s %11s %14s %14s\n' line server "rps (median)" "x nopersist" "x always" "x floor-loop" \
+    "server us/req" "client us/req"
 awk -F'\t' '
-    { rps[$1, $2] = $3; cpu[$1, $2] = $4; cli[$1, $2] = $5; names[$2] = 1; rounds[$1] = 1 }
+    { rps[$1, $2, $3] = $4; cpu[$1, $2, $3] = $5; cli[$1, $2, $3] = $6; lines[$1] = 1; names[$3] = 1; rounds[$2] = 1 }
     function median(a, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
+    function ratio(x, y) { return y > 0 ? x / y : 0 }
     END {
-        printf "%-22s %12s %12s %12s %14s %14s\n", "server", "rps (median)", "x nopersist", "x always", "server us/req", "client us/req"
-        for (s in names) {
-            n = 0; split("", a); split("", b); split("", c); split("", d); split("", e)
-            for (r in rounds) { n++; a[n] = rps[r, s]; b[n] = rps[r, s] / rps[r, "redis-nopersist"]; c[n] = rps[r, s] / rps[r, "redis-always"]; d[n] = cpu[r, s]; e[n] = cli[r, s] }
-            printf "%-22s %12.0f %12.2f %12.2f %14.1f %14.1f\n", s, median(a, n), median(b, n), median(c, n), median(d, n), median(e, n)
+        for (l in lines) for (s in names) {
+            n = 0; split("", a); split("", b); split("", c); split("", f); split("", d); split("", e)
+            for (r in rounds) {
+                n++; a[n] = rps[l, r, s]; b[n] = ratio(rps[l, r, s], rps[l, r, "redis-nopersist"])
+                c[n] = ratio(rps[l, r, s], rps[l, r, "redis-always"]); f[n] = ratio(rps[l, r, s], rps[l, r, "floor-loop"])
+                d[n] = cpu[l, r, s]; e[n] = cli[l, r, s]
+            }
+            printf "%-10s %-18s %12.0f %11.2f %9.2f %11.2f %14.2f %14.2f\n", l, s, median(a, n), median(b, n), median(c, n), median(f, n), median(d, n), median(e, n)
         }
     }' "$RESULTS" | sort
 grep -h "records per sync" "$WORK"/floor-*.log 2>/dev/null | tail -n 4 >&2 || true
