@@ -34,10 +34,14 @@ fi
 (cd clients/python && "../../$py/mypy" --strict && "../../$py/ruff" check .)
 
 # The fuzz smoke: every cargo-fuzz target for 20,000 runs under
-# AddressSanitizer (scripts/fuzz.sh smoke). It needs nightly and cargo-fuzz,
-# which this script does not install; IDEM_FUZZ_SMOKE=0 skips it.
-if [ "${IDEM_FUZZ_SMOKE:-1}" = 0 ]; then
-  echo "fuzz smoke skipped: IDEM_FUZZ_SMOKE=0"
+# AddressSanitizer (scripts/fuzz.sh smoke). Opt-in with IDEM_FUZZ_SMOKE=1:
+# it needs nightly and cargo-fuzz, and on a clean clone its ASan build of the
+# fuzz workspace takes about 11 minutes on two cores, which would push this
+# suite past its time budget. Without it, every committed seed and
+# regression input is still replayed through the same checks on stable
+# (crates/idem-fuzz/tests/corpus.rs, in the nextest run above).
+if [ "${IDEM_FUZZ_SMOKE:-0}" != 1 ]; then
+  echo "fuzz smoke skipped (IDEM_FUZZ_SMOKE=1 runs it; the corpus replay ran in nextest)"
 elif ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly --profile minimal)"
 elif ! command -v cargo-fuzz >/dev/null 2>&1; then

@@ -5,6 +5,7 @@
 //! restarted on a data set big enough, and with a per-key load delay
 //! (`key-load-delay`), that its loading can be caught.
 
+#[allow(dead_code)]
 mod tls_certs;
 
 use std::path::Path;
