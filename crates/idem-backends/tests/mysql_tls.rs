@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use idem_core::{Command as IdemCommand, Limits, Reply};
-use tls_certs::{free_port, write_certs, KillOnDrop};
+use idem_core::Reply;
+use tls_certs::{cmd, free_port, write_certs, KillOnDrop};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -64,11 +63,6 @@ fn start_mariadb(dir: &Path) -> (KillOnDrop, u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
     (db, port)
-}
-
-fn cmd(args: &[&str]) -> IdemCommand {
-    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-    IdemCommand::parse(&args, &Limits::default()).unwrap()
 }
 
 // Out of the default suite: initialising a MariaDB data directory takes

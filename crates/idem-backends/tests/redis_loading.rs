@@ -5,16 +5,14 @@
 //! restarted on a data set big enough, and with a per-key load delay
 //! (`key-load-delay`), that its loading can be caught.
 
-#[allow(dead_code)]
 mod tls_certs;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use idem_core::{Command as IdemCommand, ErrorCode, Limits, Reply};
-use tls_certs::{free_port, KillOnDrop};
+use idem_core::{ErrorCode, Reply};
+use tls_certs::{cmd, free_port, wait_for_port, KillOnDrop};
 
 /// How long the test waits for the private server to start or finish loading.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -34,17 +32,8 @@ fn start_redis(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
         .spawn()
         .expect("redis-server is installed by scripts/setup.sh");
     let redis = KillOnDrop(child);
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "private redis-server did not open its port");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_port(port, PATIENCE, "private redis-server");
     redis
-}
-
-fn cmd(args: &[&str]) -> IdemCommand {
-    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-    IdemCommand::parse(&args, &Limits::default()).unwrap()
 }
 
 /// Whether the server answers a plain read with `LOADING`.

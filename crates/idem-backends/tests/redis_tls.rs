@@ -7,11 +7,11 @@ mod tls_certs;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use idem_core::{Command as IdemCommand, Limits, Reply};
-use tls_certs::{free_port, write_certs, KillOnDrop};
+use idem_core::Reply;
+use tls_certs::{cmd, free_port, wait_for_port, write_certs, KillOnDrop};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -33,17 +33,8 @@ fn start_tls_redis(dir: &Path) -> (KillOnDrop, u16) {
         .spawn()
         .expect("redis-server is installed by scripts/setup.sh");
     let redis = KillOnDrop(child);
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "private redis-server did not open its TLS port");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_port(port, PATIENCE, "private redis-server (TLS)");
     (redis, port)
-}
-
-fn cmd(args: &[&str]) -> IdemCommand {
-    let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-    IdemCommand::parse(&args, &Limits::default()).unwrap()
 }
 
 #[tokio::test]
