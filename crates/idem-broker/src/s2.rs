@@ -1,6 +1,6 @@
 //! Scenario S2 over a real broker with consumer processes killed and
 //! restarted, and the adapter's throughput benchmark (feature `scenario`).
-//! `idem scenario s2 --broker ... [--kill]` and the `idem-broker-s2` binary
+//! `idem-scenario s2 --broker ... [--kill]` and the `idem-broker-s2` binary
 //! both run it from here.
 //!
 //! [`run`]: a producer publishes `orders` orders (and again every

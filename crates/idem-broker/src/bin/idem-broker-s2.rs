@@ -1,6 +1,6 @@
 //! Scenario S2 over a real broker with consumer processes killed and
 //! restarted (`run`, one variant), and the adapter's throughput benchmark
-//! (`bench`). The code is `idem_broker::s2`; `idem scenario s2 --broker B
+//! (`bench`). The code is `idem_broker::s2`; `idem-scenario s2 --broker B
 //! [--kill]` runs every variant of the same scenario.
 
 use std::time::Duration;
