@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use idem_gateway::tls::{TlsClientAuth, TlsConfig, TlsSource};
 use idem_gateway::{IdempotencyLayer, LayerConfig, Listeners, ServerConfig};
-use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use idem_testkit::{Ca, ExtendedKeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,46 +26,34 @@ use tokio::sync::oneshot;
 /// Longest wait for anything a test expects to happen.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A certificate authority made for one test.
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca { cert: params.self_signed(&key).unwrap(), key }
-    }
-
+/// The test CA's files.
+trait CaFiles {
     /// Writes a leaf for `localhost` / 127.0.0.1 with `usage` to
     /// `dir/<name>.pem` and `dir/<name>-key.pem`; returns both paths.
-    fn leaf(&self, dir: &Path, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+    fn leaf_files(&self, dir: &Path, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf);
+    /// Writes the CA certificate to `dir/<name>.pem`.
+    fn write(&self, dir: &Path, name: &str) -> PathBuf;
+}
+
+impl CaFiles for Ca {
+    fn leaf_files(&self, dir: &Path, name: &str, usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.leaf(usage);
         let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
         (c, k)
     }
 
-    /// Writes the CA certificate to `dir/<name>.pem`.
     fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(format!("{name}.pem"));
-        std::fs::write(&p, self.cert.pem()).unwrap();
+        std::fs::write(&p, self.pem()).unwrap();
         p
     }
 }
-
 /// The server's files in `dir`: a certificate from `ca`, and `client_ca`
 /// as the CA of client certificates.
 fn server_files(dir: &Path, ca: &Ca, client_ca: &Ca, client_auth: TlsClientAuth) -> TlsConfig {
-    let (cert, key) = ca.leaf(dir, "server", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = ca.leaf_files(dir, "server", ExtendedKeyUsagePurpose::ServerAuth);
     let ca_path = client_ca.write(dir, "client-ca");
     TlsConfig { cert, key, ca: (client_auth != TlsClientAuth::None).then_some(ca_path), client_auth }
 }
@@ -186,8 +174,8 @@ async fn required_client_certificates_refuse_a_client_without_one() {
     let (ca, client_ca, stranger) = (Ca::new("server CA"), Ca::new("client CA"), Ca::new("stranger CA"));
     let files = server_files(dir.path(), &ca, &client_ca, TlsClientAuth::Required);
     let trust = ca.write(dir.path(), "ca");
-    let (cert, key) = client_ca.leaf(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth);
-    let (bad_cert, bad_key) = stranger.leaf(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth);
+    let (cert, key) = client_ca.leaf_files(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth);
+    let (bad_cert, bad_key) = stranger.leaf_files(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth);
     let gw = Gateway::start(&files, true, ServerConfig::default()).await;
     assert!(gw.plain.is_none());
 
@@ -207,8 +195,8 @@ async fn optional_client_certificates_admit_none_but_check_one_presented() {
     let (ca, client_ca, stranger) = (Ca::new("server CA"), Ca::new("client CA"), Ca::new("stranger CA"));
     let files = server_files(dir.path(), &ca, &client_ca, TlsClientAuth::Optional);
     let trust = ca.write(dir.path(), "ca");
-    let (cert, key) = client_ca.leaf(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth);
-    let (bad_cert, bad_key) = stranger.leaf(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth);
+    let (cert, key) = client_ca.leaf_files(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth);
+    let (bad_cert, bad_key) = stranger.leaf_files(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth);
     let gw = Gateway::start(&files, true, ServerConfig::default()).await;
 
     let none = curl(&https(gw.https), &trust, "k1", &[]).await;
@@ -241,7 +229,7 @@ async fn a_reload_swaps_the_certificate_and_a_bad_one_changes_nothing() {
     std::fs::write(&files.cert, kept_cert).unwrap();
 
     // The new certificate, in the same files.
-    let (cert, key) = new_ca.leaf(dir.path(), "next", ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = new_ca.leaf_files(dir.path(), "next", ExtendedKeyUsagePurpose::ServerAuth);
     std::fs::rename(cert, &files.cert).unwrap();
     std::fs::rename(key, &files.key).unwrap();
     gw.tls.reload().unwrap();
@@ -281,7 +269,7 @@ async fn an_http2_client_that_sends_no_request_is_disconnected() {
     let gw = Gateway::start(&files, true, config).await;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.cert.pem().as_bytes()).unwrap()).unwrap();
+    roots.add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap()).unwrap();
     let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -11,42 +11,13 @@ use std::sync::Arc;
 
 use common::{Raw, PATIENCE, V};
 use idem_server::{Server, ServerConfig, TlsClientAuth, TlsConfig};
-use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use idem_testkit::{Ca, ExtendedKeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
-
-/// A certificate authority made for one test.
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca { cert: params.self_signed(&key).unwrap(), key }
-    }
-
-    /// A leaf for `localhost` / 127.0.0.1 with `usage`: (cert PEM, key PEM).
-    fn leaf(&self, usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-}
 
 /// Writes the server's files into `dir`: cert.pem, key.pem, ca.pem (the CA
 /// that signs client certificates).

@@ -8,35 +8,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use idem_testkit::{Ca, ExtendedKeyUsagePurpose};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A certificate authority made for one test.
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
+/// The test CA's files.
+trait CaFiles {
+    /// Writes a server certificate for 127.0.0.1 and its key to `cert` and `key`.
+    fn server_leaf(&self, cert: &Path, key: &Path);
+    fn write(&self, path: &Path) -> PathBuf;
 }
 
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca { cert: params.self_signed(&key).unwrap(), key }
-    }
-
-    /// Writes a server certificate for 127.0.0.1 and its key to `cert` and `key`.
+impl CaFiles for Ca {
     fn server_leaf(&self, cert: &Path, key: &Path) {
-        let pair = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let signed = params.signed_by(&pair, &self.cert, &self.key).unwrap();
+        let (cert_pem, key_pem) = self.leaf(ExtendedKeyUsagePurpose::ServerAuth);
         // Written whole and renamed over: the gateway never reads half a file.
-        for (path, text) in [(cert, signed.pem()), (key, pair.serialize_pem())] {
+        for (path, text) in [(cert, cert_pem), (key, key_pem)] {
             let tmp = path.with_extension("tmp");
             std::fs::File::create(&tmp).unwrap().write_all(text.as_bytes()).unwrap();
             std::fs::rename(tmp, path).unwrap();
@@ -44,11 +33,10 @@ impl Ca {
     }
 
     fn write(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, self.cert.pem()).unwrap();
+        std::fs::write(path, self.pem()).unwrap();
         path.to_path_buf()
     }
 }
-
 /// An upstream that answers every request with 200 and "up".
 fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
