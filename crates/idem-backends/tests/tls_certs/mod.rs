@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use idem_core::{Command as IdemCommand, Limits};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use idem_testkit::{Ca, ExtendedKeyUsagePurpose};
 
 /// A private engine process, killed and reaped when the test ends.
 pub struct KillOnDrop(pub Child);
@@ -46,14 +46,9 @@ pub fn cmd(args: &[&str]) -> IdemCommand {
 
 /// Writes a new CA as `ca_name`, and cert.pem / key.pem for localhost signed by it.
 pub fn write_certs(dir: &Path, ca_name: &str) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let ca = Ca::new(ca_name);
+    let (cert, key) = ca.leaf(ExtendedKeyUsagePurpose::ServerAuth);
     std::fs::write(dir.join(ca_name), ca.pem()).unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
 }
