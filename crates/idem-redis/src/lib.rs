@@ -25,6 +25,7 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 
+use idem_core::outcome::Claimed;
 use idem_core::BackendError;
 use keys::rkey;
 
@@ -181,7 +182,13 @@ pub struct RedisBackend {
     cluster: bool,
     scripts: Scripts,
     limits: Limits,
+    /// The server has `SET … NX GET` (Redis 7.0 on): CLAIM runs natively
+    /// and needs the script only for a re-claim by the holder.
+    set_nx_get: bool,
 }
+
+/// The first Redis version whose `SET` takes `NX` and `GET` together.
+const SET_NX_GET_SINCE_MAJOR: u32 = 7;
 
 fn engine_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "redis", message: e.to_string() }
@@ -223,9 +230,9 @@ impl RedisBackend {
             cluster: false,
             scripts: Scripts::new(),
             limits: Limits::default(),
+            set_nx_get: false,
         };
-        backend.check_version().await?;
-        Ok(backend)
+        backend.check_version().await
     }
 
     /// Connects to a Redis Cluster at `redis-cluster://host:port,host:port,…`
@@ -246,9 +253,9 @@ impl RedisBackend {
             cluster: true,
             scripts: Scripts::new(),
             limits: Limits::default(),
+            set_nx_get: false,
         };
-        backend.check_version().await?;
-        Ok(backend)
+        backend.check_version().await
     }
 
     /// Uses `limits` (only `waiters_per_key_max` matters here; the parser
@@ -259,8 +266,9 @@ impl RedisBackend {
     }
 
     /// The scripts call TIME before writing, which needs effects replication:
-    /// the default from Redis 5 on and the only mode of Redis 7. Refuse older servers.
-    async fn check_version(&self) -> Result<(), BackendError> {
+    /// the default from Redis 5 on and the only mode of Redis 7. Refuse older
+    /// servers; use `SET … NX GET` where the server has it.
+    async fn check_version(mut self) -> Result<Self, BackendError> {
         let v = self.conn.cmd(redis::cmd("INFO").arg("server")).await.map_err(|f| engine_error(f.into_error()))?;
         let text = match v {
             Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -277,7 +285,12 @@ impl RedisBackend {
             .and_then(|s| s.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
         match major {
             Some(m) if m < 5 => Err(engine_error(format!("Redis {m}.x is too old: idem needs Redis 5 or newer"))),
-            _ => Ok(()),
+            m => {
+                // An unreadable version keeps the script path, which every
+                // supported server runs.
+                self.set_nx_get = m.is_some_and(|m| m >= SET_NX_GET_SINCE_MAJOR);
+                Ok(self)
+            }
         }
     }
 
@@ -303,11 +316,7 @@ impl RedisBackend {
                 to_reply(self.idem_script(&key, vec![b"get".to_vec()]).await?, &[("running", &[1, 2])])
             }
             Command::IdemDel { key } => to_reply(self.idem_script(&key, vec![b"del".to_vec()]).await?, NO_INTS),
-            Command::Claim { key, owner, ttl_ms } => {
-                let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(num).unwrap_or_default()];
-                let v = self.script(&self.scripts.claim, vec![rkey("claim", &key, None)], args).await?;
-                to_reply(v, NO_INTS)
-            }
+            Command::Claim { key, owner, ttl_ms } => self.claim(&key, &owner, ttl_ms).await,
             Command::ClaimAll { owner, keys } => self.claim_all(&owner, &keys).await,
             Command::Release { key, owner } => {
                 let args = vec![b"release".to_vec(), owner.to_vec()];
@@ -549,6 +558,32 @@ impl RedisBackend {
             backoff = (backoff * 2).min(POLL_BACKOFF_MAX);
             mode = "poll";
         }
+    }
+
+    /// CLAIM. On Redis 7 and later, one native `SET k owner NX GET [PX ttl]`
+    /// decides a fresh key (nil: set, `claimed`) and another holder (its
+    /// owner comes back: nothing written, `held`); only a re-claim by the
+    /// holder itself, whose TTL must then change to the latest CLAIM's, runs
+    /// the script, which re-reads the key and decides atomically.
+    async fn claim(&self, key: &[u8], owner: &Bytes, ttl_ms: Option<u64>) -> CmdResult {
+        let rk = rkey("claim", key, None);
+        if self.set_nx_get {
+            let mut set = redis::cmd("SET");
+            set.arg(&rk).arg(owner.as_ref()).arg("NX").arg("GET");
+            if let Some(ttl) = ttl_ms {
+                set.arg("PX").arg(ttl);
+            }
+            match self.cmd(&set).await? {
+                Value::Nil => return Ok(Claimed::Claimed.into_reply()),
+                Value::BulkString(cur) if cur != owner.as_ref() => {
+                    return Ok(Claimed::Held { owner: Bytes::from(cur) }.into_reply());
+                }
+                Value::BulkString(_) => {}
+                other => return Err(unexpected(&other)),
+            }
+        }
+        let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(num).unwrap_or_default()];
+        to_reply(self.script(&self.scripts.claim, vec![rk], args).await?, NO_INTS)
     }
 
     async fn claim_all(&self, owner: &Bytes, keys: &[Bytes]) -> CmdResult {

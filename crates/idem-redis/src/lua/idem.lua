@@ -33,11 +33,16 @@ local function grant(rec, lease, has, fp)
     rfp = fp
   end
   local fence = next_fence(F, now_us, lease + RUN_RETAIN_MS)
-  redis.call('DEL', R)
-  redis.call('HSET', R, 'st', 'r', 'fence', fmt(fence), 'att', fmt(att), 'until', fmt(now + lease))
-  if rfp then
-    redis.call('HSET', R, 'fp', rfp)
+  -- A takeover replaces the old record whole; an absent one has nothing to drop.
+  if rec then
+    redis.call('DEL', R)
   end
+  local fields = { 'st', 'r', 'fence', fmt(fence), 'att', fmt(att), 'until', fmt(now + lease) }
+  if rfp then
+    fields[#fields + 1] = 'fp'
+    fields[#fields + 1] = rfp
+  end
+  redis.call('HSET', R, unpack(fields))
   redis.call('PEXPIRE', R, lease + RUN_RETAIN_MS)
   return fence, att
 end
