@@ -2,7 +2,9 @@
 //!
 //! Every primitive is one stored procedure (`schema.rs`); the backend runs
 //! each command as `START TRANSACTION; CALL idem_x(...); COMMIT` on a pooled
-//! connection (reads run without a transaction). The same procedures are
+//! connection (reads run without a transaction), except CLAIM on MariaDB:
+//! one autocommit `INSERT … ON DUPLICATE KEY UPDATE … RETURNING` that makes
+//! the procedure's decision (`CLAIM_UPSERT`). The same procedures are
 //! what [`tx`] and other languages call inside their own transactions
 //! (docs/backends-sql.md).
 //!
@@ -38,6 +40,7 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::task::JoinHandle;
 
+use idem_core::outcome::Claimed;
 use idem_core::BackendError;
 use idem_sql::{to_i64, BackendWaiters, Poll, SqlRow, SqlRunner};
 
@@ -80,7 +83,26 @@ pub struct MySqlBackend {
 struct Inner {
     pool: Pool,
     waits: BackendWaiters,
+    /// MariaDB: `INSERT … RETURNING` exists, so CLAIM is one autocommit
+    /// statement ([`CLAIM_UPSERT`]) instead of START / CALL / COMMIT.
+    returning: bool,
 }
+
+/// CLAIM as one autocommit statement (MariaDB 10.5+, which has `INSERT …
+/// RETURNING`); the same decision as the `idem_claim` procedure: the row is
+/// inserted, or taken over when it is the caller's own or its TTL ran out
+/// (owner first, then the expiry, which reads the updated owner), and the
+/// final owner comes back. A duplicate from another live holder changes no
+/// column, so InnoDB writes nothing for it (no undo, no redo, no commit
+/// flush), as for the raw `INSERT IGNORE`. `@EXP@` is the new expiry:
+/// `NULL` without a TTL (no clock read), else `idem_now_ms() + ?`; the clock
+/// is read on a duplicate only when the row has an expiry.
+const CLAIM_UPSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms) VALUES (?, ?, @EXP@)
+     ON DUPLICATE KEY UPDATE
+       owner = IF(owner = VALUES(owner)
+                  OR (expires_at_ms IS NOT NULL AND expires_at_ms <= idem_now_ms()), VALUES(owner), owner),
+       expires_at_ms = IF(owner = VALUES(owner), VALUES(expires_at_ms), expires_at_ms)
+     RETURNING owner";
 
 fn engine_err(message: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "mysql", message: message.to_string() }
@@ -184,9 +206,13 @@ impl MySqlBackend {
         ]);
         let pool = Pool::new(opts);
         // Fail now, not on the first command, when the engine is unreachable.
-        drop(pool.get_conn().await.map_err(engine_err)?);
-        let inner =
-            Arc::new(Inner { pool: pool.clone(), waits: BackendWaiters::new(Limits::default().waiters_per_key_max) });
+        let returning = {
+            let mut conn = pool.get_conn().await.map_err(engine_err)?;
+            let v: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(engine_err)?;
+            v.is_some_and(|v| v.contains("MariaDB"))
+        };
+        let waits = BackendWaiters::new(Limits::default().waiters_per_key_max);
+        let inner = Arc::new(Inner { pool: pool.clone(), waits, returning });
         let cleanup = tokio::spawn(cleanup_loop(pool));
         Ok(MySqlBackend { inner, cleanup })
     }
@@ -306,7 +332,9 @@ impl Inner {
     async fn run_one(&self, conn: &mut Conn, cmd: &Command) -> Result<Poll, CmdError> {
         let mut tries = 0;
         loop {
-            let attempt = if cmd.is_write() {
+            let attempt = if let (true, Command::Claim { key, owner, ttl_ms }) = (self.returning, cmd) {
+                claim_upsert(conn, key, owner, *ttl_ms).await
+            } else if cmd.is_write() {
                 async {
                     let mut t = conn.start_transaction(TxOpts::default()).await?;
                     match call(&mut t, cmd).await {
@@ -530,6 +558,31 @@ impl From<CmdError> for CallError {
     fn from(e: CmdError) -> Self {
         CallError::Reply(e)
     }
+}
+
+/// CLAIM through [`CLAIM_UPSERT`], in its own autocommit statement.
+async fn claim_upsert(conn: &mut Conn, key: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> Result<Poll, CallError> {
+    let exp = if ttl_ms.is_some() { "idem_now_ms() + ?" } else { "NULL" };
+    // Prepared apart from the execution (and cached per connection), so
+    // that a connection failing here has sent nothing: `BUSY`.
+    let stmt = conn.prep(CLAIM_UPSERT.replace("@EXP@", exp)).await?;
+    let mut params = vec![bytes(key), bytes(owner)];
+    params.extend(ttl_ms.map(|t| Value::Int(to_i64(t))));
+    let row: Option<Row> = match conn.exec_first(&stmt, Params::Positional(params)).await {
+        Ok(row) => row,
+        Err(e @ mysql_async::Error::Server(_)) => return Err(CallError::Db(e)),
+        // The statement was sent and autocommits: it may have taken effect.
+        Err(e) => {
+            return Err(CallError::Reply(CmdError::unknown(format!(
+                "mysql: {e}; the command may or may not have taken effect"
+            ))))
+        }
+    };
+    let row = row.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no row"))?;
+    let holder: Vec<u8> =
+        MyRow(&row).bytes(0)?.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no owner"))?;
+    let outcome = if holder == owner { Claimed::Claimed } else { Claimed::Held { owner: Bytes::from(holder) } };
+    Ok(Poll::Final(Ok(outcome.into_reply())))
 }
 
 /// Runs one command as one CALL (or SELECT) on `q`: a connection or a
