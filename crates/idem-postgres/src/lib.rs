@@ -76,12 +76,58 @@ const MIGRATE_LOCK_KEY: i64 = 0x6964_656d_6d69_6772;
 
 const SQL_BEGIN: &str =
     "SELECT status, fence, n, result FROM idem_begin($1::bytea, $2::bytea, $3::bigint, $4::boolean)";
+/// IDEM.BEGIN's first try, one statement (for a caller that does not WAIT).
+/// A live record is answered from the statement's snapshot without a row
+/// lock (`running`, `done` or `mismatch`, as `idem_begin` would): no
+/// transaction id, no WAL, no commit flush. An absent key is granted by one
+/// INSERT that carries its fence and lease, one row version, under the key's
+/// fence lock (`idem_key_lock`, see the schema), taken before the fence is
+/// drawn. No row comes back when the record's lease or retention ran out
+/// (a takeover, or a forgotten key), or when the key was inserted after the
+/// snapshot: then [`SQL_BEGIN`] decides under the locks.
+const SQL_BEGIN_FAST: &str = "WITH cur AS (
+         SELECT r.state, r.fingerprint, r.fence, r.expires_at_ms, r.result, idem_now_ms() AS now
+         FROM idem_records r WHERE r.key = $1::bytea),
+     lk AS (SELECT idem_key_lock($1::bytea) WHERE NOT EXISTS (SELECT 1 FROM cur)),
+     ins AS (
+         INSERT INTO idem_records (key, fingerprint, state, fence, attempt, expires_at_ms)
+         SELECT $1::bytea, $2::bytea, 'running', nextval('idem_fence_seq'), 1, idem_now_ms() + $3::bigint FROM lk
+         ON CONFLICT (key) DO NOTHING RETURNING fence),
+     live AS (
+         SELECT c.*, ($2::bytea IS NOT NULL AND c.fingerprint IS NOT NULL AND c.fingerprint <> $2::bytea) AS mismatch
+         FROM cur c WHERE c.expires_at_ms > c.now)
+     SELECT 'started'::text AS status, ins.fence, 1::bigint AS n, NULL::bytea AS result FROM ins
+     UNION ALL
+     SELECT 'mismatch', NULL, NULL, NULL FROM live WHERE mismatch
+     UNION ALL
+     SELECT 'done', NULL, NULL, live.result FROM live WHERE NOT mismatch AND state = 'done'
+     UNION ALL
+     SELECT 'running', live.fence, live.expires_at_ms - live.now, NULL FROM live
+     WHERE NOT mismatch AND state = 'running'";
 const SQL_COMMIT: &str = "SELECT idem_commit($1::bytea, $2::bigint, $3::bytea, $4::bigint)";
 const SQL_ABORT: &str = "SELECT idem_abort($1::bytea, $2::bigint)";
 const SQL_IDEM_RENEW: &str = "SELECT idem_record_renew($1::bytea, $2::bigint, $3::bigint)";
 const SQL_GET: &str = "SELECT status, fence, left_ms, result FROM idem_get($1::bytea)";
 const SQL_DEL: &str = "SELECT idem_del($1::bytea)";
 const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::bytea, $3::bigint)";
+/// CLAIM's first try, one statement that takes no row lock: a fresh key is
+/// inserted (`claimed`, the same heap and index insert and the same one
+/// commit as a raw `INSERT … ON CONFLICT DO NOTHING`), and a key another
+/// live owner holds is answered from the statement's snapshot (`held`)
+/// without a transaction id, a WAL record or a commit flush. `DO NOTHING`
+/// still waits for a concurrent inserter of the key, as the locking path
+/// does. No row comes back when the claim is the caller's own (its TTL
+/// must change), has run out, or was committed after the snapshot: then
+/// [`SQL_CLAIM`] decides under the row lock.
+const SQL_CLAIM_FAST: &str = "WITH ins AS (
+         INSERT INTO idem_claims (key, owner, expires_at_ms)
+         VALUES ($1::bytea, $2::bytea, idem_now_ms() + $3::bigint)
+         ON CONFLICT (key) DO NOTHING RETURNING 1)
+     SELECT 'claimed'::text AS status, NULL::bytea AS owner FROM ins
+     UNION ALL
+     SELECT 'held'::text, c.owner FROM idem_claims c
+     WHERE NOT EXISTS (SELECT 1 FROM ins) AND c.key = $1::bytea AND c.owner <> $2::bytea
+       AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())";
 const SQL_CLAIM_ALL: &str = "SELECT status, key, owner FROM idem_claim_all($1::bytea, $2::bytea[])";
 const SQL_RELEASE: &str = "SELECT idem_release($1::bytea, $2::bytea)";
 const SQL_OWNER: &str = "SELECT idem_owner($1::bytea)";
@@ -497,7 +543,7 @@ impl Inner {
     ) -> Result<Poll, CmdError> {
         let mut tries = 0;
         loop {
-            match run_cmd(client, cmd, mark_wait).await {
+            match run_cmd(client, cmd, mark_wait, Path::Fast).await {
                 Ok(p) => return Ok(p),
                 Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
                 Err(e) => return Err(e.into_cmd_error()),
@@ -521,7 +567,7 @@ impl Inner {
         // future's first poll, which `join_in_order` makes the batch order.
         // Pipelined commands are not retried: a retry would run out of order.
         for cmd in cmds {
-            if let Err(e) = client.prepare_cached(sql_of(cmd)).await {
+            if let Err(e) = client.prepare_cached(sql_of(cmd, Path::Strict)).await {
                 let err = db_cmd_error(&e);
                 return cmds.iter().map(|_| Err(err.clone())).collect();
             }
@@ -531,7 +577,10 @@ impl Inner {
             .map(|cmd| {
                 let client = &client;
                 Box::pin(async move {
-                    run_cmd(client, cmd, false).await.map_err(ExecError::into_cmd_error).and_then(final_reply)
+                    run_cmd(client, cmd, false, Path::Strict)
+                        .await
+                        .map_err(ExecError::into_cmd_error)
+                        .and_then(final_reply)
                 }) as BoxFuture<'_, CmdResult>
             })
             .collect();
@@ -597,8 +646,21 @@ async fn join_in_order<T>(mut futs: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     out.into_iter().flatten().collect()
 }
 
-fn sql_of(cmd: &Command) -> &'static str {
+/// Which statement a command with a fast path sends first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The lock-free first try (e.g. [`SQL_CLAIM_FAST`]), and the function
+    /// only when it cannot answer: two statements in the worst case.
+    Fast,
+    /// The function alone: one statement, as a pipelined batch needs, whose
+    /// statements must run in the batch's order.
+    Strict,
+}
+
+fn sql_of(cmd: &Command, path: Path) -> &'static str {
     match cmd {
+        Command::Claim { .. } if path == Path::Fast => SQL_CLAIM_FAST,
+        Command::IdemBegin { .. } if path == Path::Fast => SQL_BEGIN_FAST,
         Command::IdemBegin { .. } => SQL_BEGIN,
         Command::IdemCommit { .. } => SQL_COMMIT,
         Command::IdemAbort { .. } => SQL_ABORT,
@@ -663,16 +725,34 @@ impl SqlRow for PgRow<'_> {
 /// Runs one command as one statement. `mark_wait` (IDEM.BEGIN and LOCK only)
 /// flags the row as watched by a parked caller. LOCK.INFO's waiter count is
 /// filled in by [`idem_sql::execute_batch`].
-async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: bool) -> Result<Poll, ExecError> {
-    let stmt = client.prepare_cached(sql_of(cmd)).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+async fn run_cmd(
+    client: &deadpool_postgres::Client,
+    cmd: &Command,
+    mark_wait: bool,
+    path: Path,
+) -> Result<Poll, ExecError> {
+    // Marking the record as watched is a write: the locking path does it.
+    let path = if mark_wait { Path::Strict } else { path };
+    let stmt = client.prepare_cached(sql_of(cmd, path)).await.map_err(|e| ExecError::NotSent(Some(e)))?;
     if client.is_closed() {
         // Nothing was sent: the command certainly did not run.
         return Err(ExecError::NotSent(None));
     }
     let rows = match cmd {
         Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
-            let fp = fingerprint.as_deref();
-            client.query(&stmt, &[&key.as_ref(), &fp, &to_i64(*lease_ms), &mark_wait]).await?
+            let (key, fp, lease) = (key.as_ref(), fingerprint.as_deref(), to_i64(*lease_ms));
+            if path == Path::Fast {
+                let rows = client.query(&stmt, &[&key, &fp, &lease]).await?;
+                if !rows.is_empty() {
+                    let rows: Vec<PgRow<'_>> = rows.iter().map(PgRow).collect();
+                    return Ok(idem_sql::decode(ENGINE, cmd, &rows)?);
+                }
+                // The first try wrote nothing: decide under the locks.
+                let stmt = client.prepare_cached(SQL_BEGIN).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+                client.query(&stmt, &[&key, &fp, &lease, &mark_wait]).await?
+            } else {
+                client.query(&stmt, &[&key, &fp, &lease, &mark_wait]).await?
+            }
         }
         Command::IdemCommit { key, fence, result, keep_ms } => {
             client.query(&stmt, &[&key.as_ref(), &to_i64(*fence), &result.as_ref(), &to_i64(*keep_ms)]).await?
@@ -685,7 +765,16 @@ async fn run_cmd(client: &deadpool_postgres::Client, cmd: &Command, mark_wait: b
             client.query(&stmt, &[&key.as_ref()]).await?
         }
         Command::Claim { key, owner, ttl_ms } => {
-            client.query(&stmt, &[&key.as_ref(), &owner.as_ref(), &ttl_ms.map(to_i64)]).await?
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&key.as_ref(), &owner.as_ref(), &ttl_ms.map(to_i64)];
+            let rows = client.query(&stmt, &params).await?;
+            if rows.is_empty() && path == Path::Fast {
+                // The first try wrote nothing: decide under the row lock.
+                let stmt = client.prepare_cached(SQL_CLAIM).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+                client.query(&stmt, &params).await?
+            } else {
+                rows
+            }
         }
         Command::ClaimAll { owner, keys } => {
             let keys = idem_sql::distinct_keys(keys);

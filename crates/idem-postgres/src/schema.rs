@@ -23,20 +23,21 @@
 //!   it is inserted `ON CONFLICT DO NOTHING` and the loop reads it again, so two
 //!   callers racing on a new key serialise on the unique index. Loops are
 //!   bounded (8 turns); running out raises SQLSTATE 40001, which callers retry.
-//! - A fence is drawn (`nextval`) only while the key's row is locked, so every
-//!   fence of a key is larger than every earlier fence of that key.
+//! - A lock's fence is drawn (`nextval`) only while its row is locked; a
+//!   record's only while its key's fence lock (`idem_key_lock`) is held, so
+//!   every fence of a key is larger than every earlier fence of that key.
 //! - `waiting` flags rows that a parked WAIT caller is watching; the statement
 //!   that ends such an attempt or lock sends `NOTIFY idem_wake` only then, so
 //!   uncontended commits never pay for NOTIFY's commit-time lock.
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// Migration steps: `(version, SQL)` for tables, indexes and the sequence.
 /// [`super::migrate`] applies the pending ones, then [`ROUTINES`], then
 /// records the version, all in one transaction (PostgreSQL's DDL is
 /// transactional, so a failed upgrade changes nothing).
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Step 1: tables and the fence sequence.
 const V1: &str = r#"
@@ -141,6 +142,11 @@ DROP FUNCTION IF EXISTS idem_cleanup(integer, bigint);
 /// (IDEM.RENEW), which an upgrade installs with the rest of [`ROUTINES`].
 const V3: &str = "";
 
+/// Step 4: no table change; `idem_begin` takes the key's fence lock
+/// (`idem_key_lock`) before it reads the record, as the backend's one-statement
+/// IDEM.BEGIN does, which an upgrade installs with the rest of [`ROUTINES`].
+const V4: &str = "";
+
 /// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
 /// moves, so a changed function only needs a new (possibly empty) step.
 pub(crate) const ROUTINES: &str = r#"
@@ -149,6 +155,23 @@ pub(crate) const ROUTINES: &str = r#"
 CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS bigint
 LANGUAGE sql VOLATILE AS $fn$
     SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+$fn$;
+
+-- The fence lock of an idempotency key: a transaction-scoped advisory lock
+-- that every path drawing a fence for the key takes first, before any row
+-- lock (so lock order is always this, then the row). Two drawers of one key
+-- therefore draw and commit in turn, and a fence drawn before the record
+-- exists (the backend's one-statement BEGIN draws it in the INSERT itself)
+-- can never be smaller than one drawn and committed for the key meanwhile,
+-- even if that record was deleted again, or its grant rolled back. It needs
+-- no transaction id and writes no WAL; it holds a lock-table slot until the
+-- transaction ends (a transaction that begins many keys may need a larger
+-- max_locks_per_transaction). Distinct keys may share a lock (a 32-bit
+-- hash): that only makes them wait for each other. The first argument,
+-- 'idem' in ASCII, keeps these locks apart from an application's own.
+CREATE OR REPLACE FUNCTION idem_key_lock(p_key bytea) RETURNS void
+LANGUAGE sql VOLATILE AS $fn$
+    SELECT pg_advisory_xact_lock(1768187245, hashtext(encode(p_key, 'hex')))
 $fn$;
 
 -- IDEM.BEGIN. status: 'started' (fence, n = attempt), 'running' (fence,
@@ -163,6 +186,7 @@ DECLARE
     v_now    bigint;
     v_fence  bigint;
 BEGIN
+    PERFORM idem_key_lock(p_key);
     FOR i IN 1..8 LOOP
         SELECT * INTO r FROM idem_records WHERE key = p_key FOR UPDATE;
         IF NOT FOUND THEN
