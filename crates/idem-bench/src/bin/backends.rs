@@ -11,6 +11,13 @@
 //!   `INSERT IGNORE` (a mysql_async pool capped at 16, like idem's), Redis
 //!   `SET k owner NX` / `SET k 1 NX PX 30000` (one multiplexed connection,
 //!   like idem's);
+//! - **fair raw** (IDEM.BEGIN only): the least a lease with a fence costs
+//!   on the engine, through the same client: PostgreSQL and MariaDB one
+//!   insert carrying a fence from a sequence and a lease end on the
+//!   engine's clock that returns the holder's fence and lease on a
+//!   duplicate (a CTE on PostgreSQL, `ON DUPLICATE KEY UPDATE … RETURNING`
+//!   on MariaDB); Redis a minimal script, `TIME` then `SET k fence NX GET
+//!   PX 30000` (and `PTTL` on a duplicate);
 //! - **idem**: `CLAIM k owner` / `IDEM.BEGIN k LEASE 30000` through
 //!   `Backend::execute` of the backend `idem_backends::connect` opens;
 //! - **mysql-tx** (an extra engine): idem's MariaDB procedures through
@@ -21,7 +28,11 @@
 //! Besides ops/s and p50/p99 (hdrhistogram), each measurement reads the
 //! engine's own counters before and after (WAL bytes and writing transactions
 //! on PostgreSQL; statements, new connections, COMMITs, redo on MariaDB;
-//! server time and commands run on Redis) and reports them per request.
+//! commands run on Redis) and the engine's CPU time (PostgreSQL: utime +
+//! stime of every `postgres` process plus what the postmaster collected
+//! from exited ones, from /proc; MariaDB: `mariadbd`'s utime + stime from
+//! /proc; Redis: `INFO cpu`), and reports them per request. The /proc
+//! figures need the engine on this machine; otherwise they are left out.
 //!
 //! Workloads: `claim` and `begin` on fresh random keys; `claim-dup` and
 //! `begin-dup` with 50% duplicates (every second request repeats the key of
@@ -53,6 +64,17 @@ const LEASE_MS: u64 = 30_000;
 const KEY_PREFIX: &str = "ibb:";
 /// The raw side's table on the SQL engines.
 const RAW_TABLE: &str = "bench_backends_claim";
+/// The fair raw BEGIN's table and fence sequence on the SQL engines.
+const FAIR_TABLE: &str = "bench_backends_begin";
+const FAIR_SEQ: &str = "bench_backends_fence";
+/// The fair raw BEGIN on Redis: a fence from the server's clock (µs) and a
+/// lease, set only if the key is free; a duplicate gets the holder's fence
+/// and the lease time left.
+const FAIR_REDIS_SCRIPT: &str = "local t = redis.call('TIME')
+local fence = t[1] .. string.format('%06d', tonumber(t[2]))
+local cur = redis.call('SET', KEYS[1], fence, 'NX', 'GET', 'PX', ARGV[1])
+if cur then return { cur, redis.call('PTTL', KEYS[1]) } end
+return { fence }";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,7 +82,7 @@ const RAW_TABLE: &str = "bench_backends_claim";
 )]
 struct Args {
     /// Engines to measure, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "pg,mysql,mysql-tx,redis")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pg,mysql,redis")]
     engines: Vec<Engine>,
     /// Seconds per measurement (one side of one round).
     #[arg(long, default_value_t = 3)]
@@ -68,8 +90,8 @@ struct Args {
     /// Concurrent tasks (a comma-separated list runs each).
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     concurrency: Vec<usize>,
-    /// Rounds per workload; each round measures both sides.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per workload; each round measures every side.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Workloads to run.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "claim,claim-dup,begin,begin-dup")]
@@ -122,6 +144,14 @@ impl Engine {
             (Engine::Redis, true) => "SET k 1 NX PX 30000",
         }
     }
+
+    fn fair_label(self) -> &'static str {
+        match self {
+            Engine::Pg => "INSERT … nextval, lease ON CONFLICT DO NOTHING RETURNING, holder on dup",
+            Engine::Mysql | Engine::MysqlTx => "INSERT … NEXT VALUE, lease ODKU RETURNING",
+            Engine::Redis => "script: TIME, SET NX GET PX (+PTTL)",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +188,8 @@ impl Workload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     Raw,
+    /// The fair raw BEGIN (begin workloads only).
+    Fair,
     Idem,
 }
 
@@ -166,15 +198,44 @@ enum Side {
 /// A minimal tokio-postgres pool: `n` connections, each with the insert
 /// statement prepared, handed out by a semaphore (as deadpool does for idem).
 struct PgRaw {
-    conns: std::sync::Mutex<Vec<(tokio_postgres::Client, tokio_postgres::Statement)>>,
+    conns: std::sync::Mutex<Vec<PgConn>>,
     permits: tokio::sync::Semaphore,
+}
+
+struct PgConn {
+    client: tokio_postgres::Client,
+    insert: tokio_postgres::Statement,
+    fair: tokio_postgres::Statement,
+}
+
+/// The fair raw BEGIN on PostgreSQL: (fence, inserted).
+fn pg_fair_sql() -> String {
+    format!(
+        "WITH ins AS (INSERT INTO {FAIR_TABLE} (k, fence, expires_at_ms)
+             VALUES ($1, nextval('{FAIR_SEQ}'), floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + {LEASE_MS})
+             ON CONFLICT DO NOTHING RETURNING fence, expires_at_ms)
+         SELECT fence, expires_at_ms, true FROM ins
+         UNION ALL
+         SELECT fence, expires_at_ms, false FROM {FAIR_TABLE} WHERE NOT EXISTS (SELECT 1 FROM ins) AND k = $1"
+    )
+}
+
+/// The fair raw BEGIN on MariaDB: (fence, expires_at_ms, the fence drawn).
+fn mysql_fair_sql() -> String {
+    format!(
+        "INSERT INTO {FAIR_TABLE} (k, fence, expires_at_ms)
+         VALUES (?, NEXT VALUE FOR {FAIR_SEQ},
+                 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000 + {LEASE_MS})
+         ON DUPLICATE KEY UPDATE k = k
+         RETURNING fence, expires_at_ms, PREVIOUS VALUE FOR {FAIR_SEQ}"
+    )
 }
 
 /// The raw statement's client for one engine.
 enum Raw {
     Pg(PgRaw),
     Mysql(mysql_async::Pool),
-    Redis(redis::aio::MultiplexedConnection),
+    Redis(redis::aio::MultiplexedConnection, redis::Script),
 }
 
 impl Raw {
@@ -188,17 +249,20 @@ impl Raw {
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
-                    let stmt = client
+                    let insert = client
                         .prepare(&format!("INSERT INTO {RAW_TABLE} (k, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING"))
                         .await?;
-                    conns.push((client, stmt));
+                    let fair = client.prepare(&pg_fair_sql()).await?;
+                    conns.push(PgConn { client, insert, fair });
                 }
                 Raw::Pg(PgRaw { conns: std::sync::Mutex::new(conns), permits: tokio::sync::Semaphore::new(n) })
             }
-            Engine::Mysql | Engine::MysqlTx => Raw::Mysql(mysql_pool(args, !args.mysql_raw_reconnect, Vec::new())?),
-            Engine::Redis => {
-                Raw::Redis(redis::Client::open(args.redis_url.as_str())?.get_multiplexed_async_connection().await?)
-            }
+            // The same session settings as idem's pool.
+            Engine::Mysql | Engine::MysqlTx => Raw::Mysql(mysql_pool(args, !args.mysql_raw_reconnect, mysql_init())?),
+            Engine::Redis => Raw::Redis(
+                redis::Client::open(args.redis_url.as_str())?.get_multiplexed_async_connection().await?,
+                redis::Script::new(FAIR_REDIS_SCRIPT),
+            ),
         })
     }
 
@@ -207,9 +271,9 @@ impl Raw {
         match self {
             Raw::Pg(p) => {
                 let _permit = p.permits.acquire().await?;
-                let (client, stmt) = p.conns.lock().expect("pool lock").pop().ok_or_else(|| anyhow!("pool empty"))?;
-                let r = client.execute(&stmt, &[&key, &owner]).await;
-                p.conns.lock().expect("pool lock").push((client, stmt));
+                let c = p.conns.lock().expect("pool lock").pop().ok_or_else(|| anyhow!("pool empty"))?;
+                let r = c.client.execute(&c.insert, &[&key, &owner]).await;
+                p.conns.lock().expect("pool lock").push(c);
                 Ok(r? == 1)
             }
             Raw::Mysql(pool) => {
@@ -218,7 +282,7 @@ impl Raw {
                     .await?;
                 Ok(conn.affected_rows() == 1)
             }
-            Raw::Redis(c) => {
+            Raw::Redis(c, _) => {
                 let mut c = c.clone();
                 let mut cmd = redis::cmd("SET");
                 if begin {
@@ -231,6 +295,40 @@ impl Raw {
             }
         }
     }
+}
+
+impl Raw {
+    /// Runs the fair raw BEGIN; true when it granted a fresh lease.
+    async fn fair(&self, key: &[u8]) -> Result<bool> {
+        match self {
+            Raw::Pg(p) => {
+                let _permit = p.permits.acquire().await?;
+                let c = p.conns.lock().expect("pool lock").pop().ok_or_else(|| anyhow!("pool empty"))?;
+                let r = c.client.query_one(&c.fair, &[&key]).await;
+                p.conns.lock().expect("pool lock").push(c);
+                Ok(r?.try_get::<_, bool>(2)?)
+            }
+            Raw::Mysql(pool) => {
+                let mut conn = pool.get_conn().await?;
+                let row: Option<(i64, i64, i64)> = conn.exec_first(mysql_fair_sql(), (key,)).await?;
+                let (fence, _, drawn) = row.ok_or_else(|| anyhow!("fair insert returned no row"))?;
+                Ok(fence == drawn)
+            }
+            Raw::Redis(c, script) => {
+                let mut c = c.clone();
+                let r: Vec<redis::Value> = script.key(key).arg(LEASE_MS).invoke_async(&mut c).await?;
+                Ok(r.len() == 1)
+            }
+        }
+    }
+}
+
+/// idem's MariaDB session settings (the backend's pool has the same).
+fn mysql_init() -> Vec<String> {
+    vec![
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
+        "SET SESSION innodb_lock_wait_timeout = 5".to_string(),
+    ]
 }
 
 /// A mysql_async pool capped at [`SQL_POOL_MAX`] connections, like idem's.
@@ -303,7 +401,10 @@ impl Admin {
                 });
                 client
                     .batch_execute(&format!(
-                        "CREATE TABLE IF NOT EXISTS {RAW_TABLE} (k bytea PRIMARY KEY, owner bytea NOT NULL)"
+                        "CREATE TABLE IF NOT EXISTS {RAW_TABLE} (k bytea PRIMARY KEY, owner bytea NOT NULL);
+                         CREATE TABLE IF NOT EXISTS {FAIR_TABLE} (k bytea PRIMARY KEY, fence bigint NOT NULL,
+                             expires_at_ms bigint NOT NULL);
+                         CREATE SEQUENCE IF NOT EXISTS {FAIR_SEQ}"
                     ))
                     .await?;
                 Admin::Pg(client)
@@ -313,6 +414,13 @@ impl Admin {
                 conn.query_drop(format!(
                     "CREATE TABLE IF NOT EXISTS {RAW_TABLE} (k VARBINARY(512) NOT NULL PRIMARY KEY, \
                      owner VARBINARY(512) NOT NULL) ENGINE = InnoDB"
+                ))
+                .await?;
+                // A MariaDB sequence; on MySQL (none) the fair raw side fails and is reported.
+                let _ = conn.query_drop(format!("CREATE SEQUENCE IF NOT EXISTS {FAIR_SEQ} CACHE 1000")).await;
+                conn.query_drop(format!(
+                    "CREATE TABLE IF NOT EXISTS {FAIR_TABLE} (k VARBINARY(512) NOT NULL PRIMARY KEY, \
+                     fence BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL) ENGINE = InnoDB"
                 ))
                 .await?;
                 Admin::Mysql(conn)
@@ -332,14 +440,18 @@ impl Admin {
         let mut n = 0;
         match self {
             Admin::Pg(c) => {
-                for (table, col) in [(RAW_TABLE, "k"), ("idem_claims", "key"), ("idem_records", "key")] {
+                for (table, col) in
+                    [(RAW_TABLE, "k"), (FAIR_TABLE, "k"), ("idem_claims", "key"), ("idem_records", "key")]
+                {
                     n += c
                         .execute(&format!("DELETE FROM {table} WHERE {col} >= $1 AND {col} < $2"), &[&lo, &hi])
                         .await?;
                 }
             }
             Admin::Mysql(c) => {
-                for (table, col) in [(RAW_TABLE, "k"), ("idem_claims", "`key`"), ("idem_records", "`key`")] {
+                for (table, col) in
+                    [(RAW_TABLE, "k"), (FAIR_TABLE, "k"), ("idem_claims", "`key`"), ("idem_records", "`key`")]
+                {
                     c.exec_drop(format!("DELETE FROM {table} WHERE {col} >= ? AND {col} < ?"), (&lo, &hi)).await?;
                     n += c.affected_rows();
                 }
@@ -393,6 +505,9 @@ impl Admin {
                     .await?;
                 c.insert("wal_bytes".to_string(), r.get::<_, f64>(0));
                 c.insert("xids".to_string(), r.get::<_, f64>(1));
+                if let Some(us) = proc_cpu_us(&["postgres"]) {
+                    c.insert("cpu_us".to_string(), us);
+                }
             }
             Admin::Mysql(conn) => {
                 let rows: Vec<(String, String)> = conn
@@ -403,6 +518,9 @@ impl Admin {
                     .await?;
                 for (name, v) in rows {
                     c.insert(name.to_lowercase(), v.parse().unwrap_or(0.0));
+                }
+                if let Some(us) = proc_cpu_us(&["mariadbd", "mysqld"]) {
+                    c.insert("cpu_us".to_string(), us);
                 }
             }
             Admin::Redis(conn) => {
@@ -426,6 +544,14 @@ impl Admin {
                     }
                 }
                 c.insert("commands".to_string(), all_calls);
+                // used_cpu_sys:1.23 / used_cpu_user:4.56 (seconds, the whole server)
+                let cpu: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+                let secs: f64 = cpu
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("used_cpu_sys:").or_else(|| l.strip_prefix("used_cpu_user:")))
+                    .filter_map(|v| v.trim().parse::<f64>().ok())
+                    .sum();
+                c.insert("cpu_us".to_string(), secs * 1e6);
             }
         }
         Ok(c)
@@ -433,8 +559,16 @@ impl Admin {
 
     async fn drop_raw_table(&mut self) -> Result<()> {
         match self {
-            Admin::Pg(c) => c.batch_execute(&format!("DROP TABLE IF EXISTS {RAW_TABLE}")).await?,
-            Admin::Mysql(c) => c.query_drop(format!("DROP TABLE IF EXISTS {RAW_TABLE}")).await?,
+            Admin::Pg(c) => {
+                c.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {RAW_TABLE}; DROP TABLE IF EXISTS {FAIR_TABLE}; DROP SEQUENCE IF EXISTS {FAIR_SEQ}"
+                ))
+                .await?
+            }
+            Admin::Mysql(c) => {
+                c.query_drop(format!("DROP TABLE IF EXISTS {RAW_TABLE}, {FAIR_TABLE}")).await?;
+                c.query_drop(format!("DROP SEQUENCE IF EXISTS {FAIR_SEQ}")).await?;
+            }
             Admin::Redis(_) => {}
         }
         Ok(())
@@ -473,29 +607,56 @@ async fn setup(engine: Engine, args: &Args, concurrency: usize) -> Result<Ctx> {
 
 // ---------------------------------------------------------------- engine counters
 
+/// CPU time (µs) of every process of this machine named one of `names`:
+/// utime + stime, plus cutime + cstime (what a parent collected from its
+/// exited children: the postmaster's ended backends). `None` when no such
+/// process is visible (a remote engine).
+fn proc_cpu_us(names: &[&str]) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ... ; comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if !names.contains(&&stat[open + 1..close]) {
+            continue;
+        }
+        // After ')': state is field 3; utime..cstime are fields 14..17.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let t: f64 = fields.get(11..15).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        total += t;
+        found = true;
+    }
+    found.then(|| total / ticks * 1e6)
+}
+
 type Counters = std::collections::BTreeMap<String, f64>;
 
 /// The engine's work per request during one measurement, as (label, value)
 /// pairs, from counter snapshots before and after it. Engine-wide counters:
 /// other clients of the same engine add to them.
-fn per_op(engine: Engine, side: Side, before: &Counters, after: &Counters, ops: u64) -> Vec<(&'static str, f64)> {
+fn per_op(engine: Engine, before: &Counters, after: &Counters, ops: u64) -> Vec<(&'static str, f64)> {
     let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     let n = ops.max(1) as f64;
+    let cpu = if after.contains_key("cpu_us") { d("cpu_us") / n } else { f64::NAN };
     match engine {
-        Engine::Pg => vec![("writing xacts/op", d("xids") / n), ("WAL bytes/op", d("wal_bytes") / n)],
+        Engine::Pg => {
+            vec![("engine CPU µs/op", cpu), ("writing xacts/op", d("xids") / n), ("WAL bytes/op", d("wal_bytes") / n)]
+        }
         Engine::Mysql | Engine::MysqlTx => vec![
+            ("engine CPU µs/op", cpu),
             ("statements/op", d("questions") / n),
             ("new connections/op", d("connections") / n),
             ("COMMITs/op", d("com_commit") / n),
             ("redo bytes/op", d("innodb_os_log_written") / n),
             ("redo writes/op", d("innodb_log_writes") / n),
         ],
-        Engine::Redis => {
-            let cmd = if side == Side::Raw { "set" } else { "evalsha" };
-            let calls = d(&format!("{cmd}_calls"));
-            let us = if calls > 0.0 { d(&format!("{cmd}_usec")) / calls } else { f64::NAN };
-            vec![("server µs/op", us), ("commands run/op", d("commands") / n)]
-        }
+        Engine::Redis => vec![("engine CPU µs/op", cpu), ("commands run/op", d("commands") / n)],
     }
 }
 
@@ -591,6 +752,7 @@ async fn measure(
                 let t0 = Instant::now();
                 let outcome: Result<bool> = match side {
                     Side::Raw => ctx.raw.insert(workload.begin(), &key, who).await.map(|inserted| inserted != repeat),
+                    Side::Fair => ctx.raw.fair(&key).await.map(|granted| granted != repeat),
                     Side::Idem => {
                         let lease = Bytes::from(LEASE_MS.to_string());
                         let argv: Vec<Bytes> = if workload.begin() {
@@ -682,6 +844,8 @@ struct Row {
     workload: Workload,
     concurrency: usize,
     raw: Vec<Sample>,
+    /// Empty for CLAIM workloads.
+    fair: Vec<Sample>,
     idem: Vec<Sample>,
 }
 
@@ -704,43 +868,49 @@ fn ms(us: f64) -> String {
 
 fn print_table(rows: &[Row], args: &Args) {
     println!(
-        "\nMedian of {} rounds of {} s per side; ratio = median of the per-round ratios idem/raw.\n",
+        "\nMedian of {} rounds of {} s per side; a ratio is the median of the per-round ratios.\n",
         args.rounds, args.seconds
     );
     println!(
-        "| engine | workload | tasks | raw statement | raw ops/s | raw p50 / p99 ms | idem ops/s | idem p50 / p99 ms | ops/s idem/raw | p50 idem/raw | errors / unexpected |"
+        "| engine | workload | tasks | raw statement | raw ops/s | fair raw ops/s | idem ops/s | idem p50 / p99 ms | **idem/raw** | idem/fair raw | errors / unexpected |"
     );
     println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    let ratio = |a: &[Sample], b: &[Sample]| -> String {
+        if a.is_empty() {
+            return "–".to_string();
+        }
+        format!("{:.2}", median(a.iter().zip(b).map(|(a, b)| b.ops_per_s / a.ops_per_s).collect()))
+    };
+    let med = |s: &[Sample], f: &dyn Fn(&Sample) -> f64| median(s.iter().map(f).collect());
     for r in rows {
-        let med = |s: &[Sample], f: &dyn Fn(&Sample) -> f64| median(s.iter().map(f).collect());
-        let ratio = median(r.raw.iter().zip(&r.idem).map(|(a, b)| b.ops_per_s / a.ops_per_s).collect());
-        let p50_ratio = median(r.raw.iter().zip(&r.idem).map(|(a, b)| b.p50_us as f64 / a.p50_us as f64).collect());
-        let problems: u64 = r.raw.iter().chain(&r.idem).map(|s| s.errors + s.unexpected).sum();
-        let errs: u64 = r.raw.iter().chain(&r.idem).map(|s| s.errors).sum();
-        let unexp: u64 = r.raw.iter().chain(&r.idem).map(|s| s.unexpected).sum();
+        let all = || r.raw.iter().chain(&r.fair).chain(&r.idem);
+        let errs: u64 = all().map(|s| s.errors).sum();
+        let unexp: u64 = all().map(|s| s.unexpected).sum();
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} / {} | {:.0} | {} / {} | **{:.2}** | {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} / {} | **{}** | {} | {} |",
             r.engine.label(),
             r.workload.label(),
             r.concurrency,
             r.engine.raw_label(r.workload),
             med(&r.raw, &|s| s.ops_per_s),
-            ms(med(&r.raw, &|s| s.p50_us as f64)),
-            ms(med(&r.raw, &|s| s.p99_us as f64)),
+            if r.fair.is_empty() { "–".to_string() } else { format!("{:.0}", med(&r.fair, &|s| s.ops_per_s)) },
             med(&r.idem, &|s| s.ops_per_s),
             ms(med(&r.idem, &|s| s.p50_us as f64)),
             ms(med(&r.idem, &|s| s.p99_us as f64)),
-            ratio,
-            p50_ratio,
-            if problems == 0 { "0".to_string() } else { format!("{errs} / {unexp}") },
+            ratio(&r.raw, &r.idem),
+            ratio(&r.fair, &r.idem),
+            if errs + unexp == 0 { "0".to_string() } else { format!("{errs} / {unexp}") },
         );
+    }
+    if let Some(r) = rows.iter().find(|r| !r.fair.is_empty()) {
+        println!("\nFair raw BEGIN on {}: {}.", r.engine.label(), r.engine.fair_label());
     }
     println!(
         "\nWhat the engine did per request (engine-wide counters over each measurement, median over rounds; \
          other clients of the same engine add to them):\n"
     );
-    println!("| engine | workload | tasks | raw | idem |");
-    println!("|---|---|---:|---|---|");
+    println!("| engine | workload | tasks | raw | fair raw | idem |");
+    println!("|---|---|---:|---|---|---|");
     for r in rows {
         let med_work = |s: &[Sample]| -> Vec<(&'static str, f64)> {
             let Some(first) = s.first() else { return Vec::new() };
@@ -752,11 +922,12 @@ fn print_table(rows: &[Row], args: &Args) {
                 .collect()
         };
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.engine.label(),
             r.workload.label(),
             r.concurrency,
             work_text(&med_work(&r.raw)),
+            if r.fair.is_empty() { "–".to_string() } else { work_text(&med_work(&r.fair)) },
             work_text(&med_work(&r.idem)),
         );
     }
@@ -807,16 +978,20 @@ async fn run_concurrency(
         }
     }
     for &workload in &args.workloads {
-        let mut row = Row { engine, workload, concurrency, raw: Vec::new(), idem: Vec::new() };
+        let mut row = Row { engine, workload, concurrency, raw: Vec::new(), fair: Vec::new(), idem: Vec::new() };
+        let sides: &[Side] =
+            if workload.begin() { &[Side::Raw, Side::Fair, Side::Idem] } else { &[Side::Raw, Side::Idem] };
         for round in 0..args.rounds {
-            let order = if round % 2 == 0 { [Side::Raw, Side::Idem] } else { [Side::Idem, Side::Raw] };
+            // Each side goes first in turn.
+            let mut order = sides.to_vec();
+            order.rotate_left(round % sides.len());
             let mut prefixes = Vec::new();
             let mut before = snapshot(ctx).await?;
             for side in order {
                 let prefix = next_prefix();
                 let mut s = measure(ctx, side, workload, concurrency, args.seconds as f64, &prefix).await?;
                 let after = snapshot(ctx).await?;
-                s.engine_work = per_op(engine, side, &before, &after, s.ops);
+                s.engine_work = per_op(engine, &before, &after, s.ops);
                 before = after;
                 eprintln!(
                     "{:<13} {:<27} c={:<3} round {} {:<4} {:>9.0} ops/s  p50 {:>7} ms  p99 {:>7} ms  errors {} unexpected {}  [{}]{}",
@@ -835,6 +1010,7 @@ async fn run_concurrency(
                 );
                 match side {
                     Side::Raw => row.raw.push(s),
+                    Side::Fair => row.fair.push(s),
                     Side::Idem => row.idem.push(s),
                 }
                 prefixes.push(prefix);
