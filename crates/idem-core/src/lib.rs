@@ -20,6 +20,7 @@ pub mod reply;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod store_url;
+pub mod test_clock;
 
 pub use backend::{Backend, BoxFuture, CmdResult, LoopHooks};
 pub use change::{Change, IdemRecord, IdemState};
@@ -28,3 +29,4 @@ pub use error::{CmdError, ErrorCode};
 pub use limits::Limits;
 pub use reply::Reply;
 pub use store_url::BackendError;
+pub use test_clock::TestClock;

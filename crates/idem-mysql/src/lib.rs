@@ -83,6 +83,8 @@ pub struct MySqlBackend {
 struct Inner {
     pool: Pool,
     waits: BackendWaiters,
+    /// Set only by [`MySqlBackend::connect_with_test_clock`].
+    test_clock: Option<idem_core::TestClock>,
     /// MariaDB: `INSERT … RETURNING` exists, so CLAIM is one autocommit
     /// statement ([`CLAIM_UPSERT`]) instead of START / CALL / COMMIT.
     returning: bool,
@@ -172,6 +174,21 @@ impl MySqlBackend {
     /// missing or older than this build's, and starts the cleanup task. Must
     /// be called inside a Tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        Self::connect_clocked(url, None).await
+    }
+
+    /// [`MySqlBackend::connect`], with engine time set by `clock` instead
+    /// of the database's: before each command the backend sets the session
+    /// variable `@idem_test_now_ms` on its connection, which
+    /// `idem_now_ms()` reads. Only this backend's sessions see that time;
+    /// it runs no expired-row cleanup (which would delete by the test's
+    /// time rows of other clients). Test-only: the `test-clock` feature.
+    #[cfg(feature = "test-clock")]
+    pub async fn connect_with_test_clock(url: &str, clock: idem_core::TestClock) -> Result<Self, BackendError> {
+        Self::connect_clocked(url, Some(clock)).await
+    }
+
+    async fn connect_clocked(url: &str, test_clock: Option<idem_core::TestClock>) -> Result<Self, BackendError> {
         let opts = parse_opts(url)?;
         let version = {
             let mut conn = Conn::new(opts.clone()).await.map_err(engine_err)?;
@@ -212,8 +229,11 @@ impl MySqlBackend {
             v.is_some_and(|v| v.contains("MariaDB"))
         };
         let waits = BackendWaiters::new(Limits::default().waiters_per_key_max);
-        let inner = Arc::new(Inner { pool: pool.clone(), waits, returning });
-        let cleanup = tokio::spawn(cleanup_loop(pool));
+        let inner = Arc::new(Inner { pool: pool.clone(), waits, returning, test_clock: test_clock.clone() });
+        let cleanup = match test_clock {
+            None => tokio::spawn(cleanup_loop(pool)),
+            Some(_) => tokio::spawn(async {}),
+        };
         Ok(MySqlBackend { inner, cleanup })
     }
 }
@@ -330,6 +350,11 @@ impl Inner {
     /// Runs one command in its own short transaction (reads without one),
     /// retrying after a deadlock, which rolled it back.
     async fn run_one(&self, conn: &mut Conn, cmd: &Command) -> Result<Poll, CmdError> {
+        if let Some(clock) = &self.test_clock {
+            // Nothing of the command was sent yet: a failure here is BUSY.
+            let set = format!("SET @idem_test_now_ms = {}", clock.now_ms());
+            conn.query_drop(set).await.map_err(|e| cmd_error(&e))?;
+        }
         let mut tries = 0;
         loop {
             let attempt = if let (true, Command::Claim { key, owner, ttl_ms }) = (self.returning, cmd) {

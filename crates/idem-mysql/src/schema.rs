@@ -33,12 +33,12 @@
 //!   the client's CLIENT_FOUND_ROWS flag).
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
 /// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
 /// interrupted half-way is simply run again.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2)];
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Step 1: tables.
 const V1: &[&str] = &[
@@ -129,6 +129,12 @@ const V1: &[&str] = &[
 /// (IDEM.RENEW), which an upgrade creates with the rest of [`ROUTINES`].
 const V2: &[&str] = &[];
 
+/// Step 3: no table change; `idem_now_ms()` reads a test clock when the
+/// session sets one (`@idem_test_now_ms`), and a takeover keeps the
+/// record's fingerprint (none stays none), which an upgrade re-creates with
+/// the rest of [`ROUTINES`].
+const V3: &[&str] = &[];
+
 /// Every stored routine as `(kind, name, CREATE statement)`. Re-created
 /// (DROP, then CREATE) whenever the version moves, so a changed routine only
 /// needs a new (possibly empty) step. Between the DROP and the CREATE a
@@ -137,8 +143,13 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "FUNCTION",
         "idem_now_ms",
+        // A session that set @idem_test_now_ms reads that instead: the test
+        // clock of docs/backends.md, set only by a test build of idem, and
+        // only on its own connections. Unset (every other session), the
+        // user variable is NULL: no table read.
         "CREATE FUNCTION idem_now_ms() RETURNS BIGINT NOT DETERMINISTIC NO SQL
-         RETURN TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000",
+         RETURN COALESCE(@idem_test_now_ms,
+                         TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
     ),
     // IDEM.BEGIN -> (status, fence, n, result): 'started' (fence, n = attempt),
     // 'running' (fence, n = left_ms), 'done' (result) or 'mismatch'.
@@ -177,12 +188,13 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             ELSEIF v_exp > v_now THEN
                 SELECT 'running' AS status, v_fence AS fence, v_exp - v_now AS n, NULL AS result;
             ELSE
-                -- The lease ran out: take over with a new, larger fence.
+                -- The lease ran out: take over with a new, larger fence. The
+                -- record keeps the fingerprint of the BEGIN that created it,
+                -- also none (docs/commands.md), as the core Machine does.
                 INSERT INTO idem_fences () VALUES ();
                 SET v_fence = LAST_INSERT_ID();
                 UPDATE idem_records
-                SET fence = v_fence, attempt = v_attempt + 1, expires_at_ms = v_now + p_lease_ms,
-                    fingerprint = COALESCE(v_fp, p_fp)
+                SET fence = v_fence, attempt = v_attempt + 1, expires_at_ms = v_now + p_lease_ms
                 WHERE `key` = p_key;
                 SELECT 'started' AS status, v_fence AS fence, v_attempt + 1 AS n, NULL AS result;
             END IF;

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use idem_core::{Backend, BoxFuture, CmdError, CmdResult, Command, Limits, Reply};
 use rustls::pki_types::pem::PemObject;
@@ -313,6 +313,21 @@ impl PgBackend {
     /// than this build's, and starts the LISTEN and cleanup tasks. Must be
     /// called inside a Tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        Self::connect_clocked(url, None).await
+    }
+
+    /// [`PgBackend::connect`], with engine time set by `clock` instead of
+    /// the database's: every connection the backend takes from its pool
+    /// first sets the session variable `idem.test_now_ms`, which
+    /// `idem_now_ms()` reads. Only this backend's sessions see that time;
+    /// it runs no expired-row cleanup (which would delete by the test's
+    /// time rows of other clients). Test-only: the `test-clock` feature.
+    #[cfg(feature = "test-clock")]
+    pub async fn connect_with_test_clock(url: &str, clock: idem_core::TestClock) -> Result<Self, BackendError> {
+        Self::connect_clocked(url, Some(clock)).await
+    }
+
+    async fn connect_clocked(url: &str, test_clock: Option<idem_core::TestClock>) -> Result<Self, BackendError> {
         let target = parse_config(url)?;
         let version = schema_version(&target).await?;
         if version > schema::SCHEMA_VERSION {
@@ -334,13 +349,19 @@ impl PgBackend {
             cfg.application_name("idem");
         }
         let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(mgr)
+        let mut builder = Pool::builder(mgr)
             .max_size(POOL_SIZE_MAX)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(POOL_WAIT_TIMEOUT))
-            .build()
-            .map_err(engine_err)?;
+            .create_timeout(Some(POOL_WAIT_TIMEOUT));
+        if let Some(clock) = &test_clock {
+            // New and recycled connections alike: a hook runs on every `get`.
+            let (a, b) = (clock.clone(), clock.clone());
+            builder = builder
+                .post_create(Hook::async_fn(move |c, _| set_test_now(c, a.now_ms())))
+                .post_recycle(Hook::async_fn(move |c, _| set_test_now(c, b.now_ms())));
+        }
+        let pool = builder.build().map_err(engine_err)?;
         // Fail now, not on the first command, when the engine is unreachable.
         drop(pool.get().await.map_err(engine_err)?);
         let inner = Arc::new(Inner {
@@ -348,12 +369,28 @@ impl PgBackend {
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
             listening: Arc::new(AtomicBool::new(false)),
         });
-        let tasks = vec![
-            tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone())),
-            tokio::spawn(cleanup_loop(pool)),
-        ];
+        let mut tasks = vec![tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone()))];
+        if test_clock.is_none() {
+            tasks.push(tokio::spawn(cleanup_loop(pool)));
+        }
         Ok(PgBackend { inner, tasks })
     }
+}
+
+/// Sets the engine time of one session (a test clock, see
+/// [`PgBackend::connect_with_test_clock`]): `idem_now_ms()` returns it.
+fn set_test_now(
+    client: &mut deadpool_postgres::ClientWrapper,
+    now_ms: u64,
+) -> futures::future::BoxFuture<'_, Result<(), HookError>> {
+    Box::pin(async move {
+        let now = now_ms.to_string();
+        client
+            .execute("SELECT set_config('idem.test_now_ms', $1, false)", &[&now])
+            .await
+            .map_err(HookError::Backend)?;
+        Ok(())
+    })
 }
 
 impl Drop for PgBackend {

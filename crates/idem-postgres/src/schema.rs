@@ -31,13 +31,13 @@
 //!   uncontended commits never pay for NOTIFY's commit-time lock.
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
 /// Migration steps: `(version, SQL)` for tables, indexes and the sequence.
 /// [`super::migrate`] applies the pending ones, then [`ROUTINES`], then
 /// records the version, all in one transaction (PostgreSQL's DDL is
 /// transactional, so a failed upgrade changes nothing).
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// Step 1: tables and the fence sequence.
 const V1: &str = r#"
@@ -147,14 +147,25 @@ const V3: &str = "";
 /// IDEM.BEGIN does, which an upgrade installs with the rest of [`ROUTINES`].
 const V4: &str = "";
 
+/// Step 5: no table change; `idem_now_ms()` reads a test clock when the
+/// session sets one (`idem.test_now_ms`), and a takeover keeps the record's
+/// fingerprint (none stays none), which an upgrade installs with the rest
+/// of [`ROUTINES`].
+const V5: &str = "";
+
 /// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
 /// moves, so a changed function only needs a new (possibly empty) step.
 pub(crate) const ROUTINES: &str = r#"
 -- The database clock in ms since the epoch: real time at the call, even
 -- inside a long transaction (now() would be the transaction's start).
+-- A session that set idem.test_now_ms reads that instead: the test clock
+-- of docs/backends.md, set only by a test build of idem, and only for its
+-- own sessions. Unset (every other session), current_setting(.., true) is
+-- NULL: a lookup of a session setting, no table read.
 CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS bigint
 LANGUAGE sql VOLATILE AS $fn$
-    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+    SELECT COALESCE(NULLIF(current_setting('idem.test_now_ms', true), '')::bigint,
+                    floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
 $fn$;
 
 -- The fence lock of an idempotency key: a transaction-scoped advisory lock
@@ -230,11 +241,12 @@ BEGIN
             RETURN QUERY SELECT 'running'::text, r.fence, r.expires_at_ms - v_now, NULL::bytea;
             RETURN;
         END IF;
-        -- The lease ran out: take over with a new, larger fence and the next attempt.
+        -- The lease ran out: take over with a new, larger fence and the next
+        -- attempt. The record keeps the fingerprint of the BEGIN that created
+        -- it, also none (docs/commands.md), as the core Machine does.
         v_fence := nextval('idem_fence_seq');
         UPDATE idem_records
-        SET fence = v_fence, attempt = r.attempt + 1, expires_at_ms = v_now + p_lease_ms,
-            fingerprint = coalesce(r.fingerprint, p_fp)
+        SET fence = v_fence, attempt = r.attempt + 1, expires_at_ms = v_now + p_lease_ms
         WHERE key = p_key;
         RETURN QUERY SELECT 'started'::text, v_fence, (r.attempt + 1)::bigint, NULL::bytea;
         RETURN;

@@ -58,11 +58,16 @@ pub const SHARDS_MAX: usize = 1024;
 struct Clock {
     base_ms: u64,
     start: Instant,
+    /// Set only by [`Store::open_with_test_clock`]: the time is the test's.
+    test: Option<idem_core::TestClock>,
 }
 
 impl Clock {
     fn now_ms(&self) -> u64 {
-        self.base_ms + self.start.elapsed().as_millis() as u64
+        match &self.test {
+            Some(t) => t.now_ms(),
+            None => self.base_ms + self.start.elapsed().as_millis() as u64,
+        }
     }
 }
 
@@ -243,6 +248,28 @@ impl Store {
     /// Opens the store described by `config`, recovering its data directory
     /// (when it has one). Starts the ticker thread.
     pub fn open(config: StoreConfig) -> Result<Arc<Store>, StoreError> {
+        Store::open_clocked(config, None)
+    }
+
+    /// Opens an in-memory store whose engine time is `clock`'s (a test
+    /// moves it by hand). Test-only: the `test-clock` feature, which no
+    /// server binary enables. A store with a data directory is refused: its
+    /// log would record the test's times.
+    #[cfg(feature = "test-clock")]
+    pub fn open_with_test_clock(config: StoreConfig, clock: idem_core::TestClock) -> Result<Arc<Store>, StoreError> {
+        if let Some(dir) = &config.data_dir {
+            return Err(StoreError::Io {
+                path: dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a test clock is for in-memory stores only",
+                ),
+            });
+        }
+        Store::open_clocked(config, Some(clock))
+    }
+
+    fn open_clocked(config: StoreConfig, test_clock: Option<idem_core::TestClock>) -> Result<Arc<Store>, StoreError> {
         let opened = Instant::now();
         let shard_count = config.shards.clamp(1, SHARDS_MAX);
         let mut machines: Vec<Machine> = (0..shard_count).map(|_| Machine::new(config.limits.clone())).collect();
@@ -280,7 +307,7 @@ impl Store {
         let inner = Arc::new(Inner {
             shards,
             log,
-            clock: Clock { base_ms: clock_ms, start: Instant::now() },
+            clock: Clock { base_ms: clock_ms, start: Instant::now(), test: test_clock },
             // `reserved == next` makes the first grant log a new high-water mark.
             fences: Fences {
                 next: AtomicU64::new(first_fence),
