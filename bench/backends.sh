@@ -4,19 +4,23 @@
 #   MariaDB     CLAIM / IDEM.BEGIN   vs  INSERT IGNORE
 #   Redis       CLAIM                vs  SET k owner NX
 #               IDEM.BEGIN           vs  SET k 1 NX PX 30000
-# on fresh random keys and with 50% duplicates, at 16 and 64 concurrent
-# tasks, raw and idem alternating round by round in one process (median of
-# the rounds). See crates/idem-bench/src/bin/backends.rs and
-# docs/benchmarks-backends.md.
+# and IDEM.BEGIN also against a "fair raw" side (an insert or script that
+# carries a fence and a lease and returns the holder's on a duplicate), on
+# fresh random keys and with 50% duplicates, at 16 and 64 concurrent tasks,
+# 5 rounds with each side first in turn, in one process (median of the
+# rounds), with the engine's CPU and counters per request. See
+# crates/idem-bench/src/bin/backends.rs and docs/benchmarks-backends.md.
+# Run it on a quiet machine (on a shared one, under its CPU lock).
 #
-# Usage: bench/backends.sh [backends flags...]     (about 9 minutes with the defaults)
-#   e.g. bench/backends.sh --engines pg,redis --seconds 5 --concurrency 16
+# Usage: bench/backends.sh [backends flags...]   (about 5 minutes per engine with the defaults)
+#   e.g. bench/backends.sh --engines pg --seconds 5 --concurrency 16
 # Engines (override with the flags or the environment):
 #   IDEM_BENCH_PG_URL     postgres://postgres@127.0.0.1:5432/test
 #   IDEM_BENCH_MYSQL_URL  mysql://root@127.0.0.1:3306/test
 #   IDEM_BENCH_REDIS_URL  redis://127.0.0.1:6379
-# The tool writes keys under the prefix "ibb:" (and idem's records for them)
-# and the table bench_backends_claim, and deletes both when it ends.
+# The tool writes keys under the prefix "ibb:" (and idem's records for them),
+# the tables bench_backends_claim and bench_backends_begin and the sequence
+# bench_backends_fence, and deletes them when it ends.
 # Per-round lines go to stderr, the tables (markdown) to stdout.
 set -euo pipefail
 

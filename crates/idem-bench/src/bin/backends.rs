@@ -1,8 +1,8 @@
 //! Each idem backend against the raw statement it replaces, as ratios.
 //!
-//! For every engine, the same workload runs two ways in the same process, in
-//! alternating rounds (raw, idem, then idem, raw, ...), and the median over
-//! rounds is reported:
+//! For every engine, the same workload runs two ways (three for IDEM.BEGIN)
+//! in the same process, in rounds where each side goes first in turn, and
+//! the median over rounds is reported:
 //! - **raw**: the statement an application would write instead of idem,
 //!   through the same client library, the same kind of connection pool and
 //!   the same number of connections:
