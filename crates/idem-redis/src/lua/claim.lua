@@ -17,10 +17,12 @@ if op == 'claim' then
   return { 'claimed' }
 elseif op == 'all' then
   -- ARGV: 3.. the idem keys, in KEYS order (for the reply)
-  local held = { 'held' }
+  -- A key listed twice is reported once (docs/commands.md, as the core Machine).
+  local held, seen = { 'held' }, {}
   for i, k in ipairs(KEYS) do
     local cur = redis.call('GET', k)
-    if cur and cur ~= owner then
+    if cur and cur ~= owner and not seen[k] then
+      seen[k] = true
       held[#held + 1] = ARGV[i + 2]
       held[#held + 1] = cur
     end

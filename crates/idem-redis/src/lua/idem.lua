@@ -200,9 +200,12 @@ elseif op == 'inspect' then
   end
   return { rec.st, rec.fence or '0', rec.att, left, redis.call('HSTRLEN', R, 'res'), queued }
 elseif op == 'del' then
+  -- 1 whenever a record is removed, also a running one whose lease ran out
+  -- and that is kept for its attempt number (as the core Machine and the
+  -- SQL engines answer).
   local rec = load()
   local n = 0
-  if not is_free(rec) then
+  if rec ~= nil then
     n = 1
   end
   redis.call('DEL', R)

@@ -31,6 +31,9 @@ if op == 'reserve' then
   local creating = size == false
   if creating then
     size = ARGV[5] ~= '' and ARGV[5] or ARGV[6]
+  elseif ARGV[5] ~= '' and tonumber(ARGV[5]) ~= tonumber(size) then
+    -- SIZE for an existing resource must be its size (docs/commands.md).
+    return err('ERR', 'SLOTS.RESERVE: SIZE ' .. ARGV[5] .. " differs from the resource's size " .. size)
   end
   if last >= tonumber(size) then
     return err('ERR', 'SLOTS.RESERVE: slot ' .. fmt(last) .. ' is outside SIZE ' .. size .. ' of this resource')
