@@ -30,6 +30,7 @@ pub use idem_core::Backend;
 use idem_core::{BoxFuture, CmdError, CmdResult, Command, ErrorCode, Limits, Reply};
 
 pub mod cases;
+pub mod diff;
 pub mod servers;
 
 /// How long one case may run before it counts as failed (hung WAIT, lost wakeup).
