@@ -118,16 +118,27 @@ const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::byt
 /// still waits for a concurrent inserter of the key, as the locking path
 /// does. No row comes back when the claim is the caller's own (its TTL
 /// must change), has run out, or was committed after the snapshot: then
-/// [`SQL_CLAIM`] decides under the row lock.
-const SQL_CLAIM_FAST: &str = "WITH ins AS (
-         INSERT INTO idem_claims (key, owner, expires_at_ms)
-         VALUES ($1::bytea, $2::bytea, idem_now_ms() + $3::bigint)
-         ON CONFLICT (key) DO NOTHING RETURNING 1)
-     SELECT 'claimed'::text AS status, NULL::bytea AS owner FROM ins
-     UNION ALL
-     SELECT 'held'::text, c.owner FROM idem_claims c
-     WHERE NOT EXISTS (SELECT 1 FROM ins) AND c.key = $1::bytea AND c.owner <> $2::bytea
-       AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())";
+/// [`SQL_CLAIM`] decides under the row lock. `$exp` is the new claim's
+/// expiry: without a TTL it is NULL and the clock is not read.
+macro_rules! sql_claim_fast {
+    ($exp:literal) => {
+        concat!(
+            "WITH ins AS (
+                 INSERT INTO idem_claims (key, owner, expires_at_ms)
+                 VALUES ($1::bytea, $2::bytea, ",
+            $exp,
+            ")
+                 ON CONFLICT (key) DO NOTHING RETURNING 1)
+             SELECT 'claimed'::text AS status, NULL::bytea AS owner FROM ins
+             UNION ALL
+             SELECT 'held'::text, c.owner FROM idem_claims c
+             WHERE NOT EXISTS (SELECT 1 FROM ins) AND c.key = $1::bytea AND c.owner <> $2::bytea
+               AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())"
+        )
+    };
+}
+const SQL_CLAIM_FAST: &str = sql_claim_fast!("idem_now_ms() + $3::bigint");
+const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL");
 const SQL_CLAIM_ALL: &str = "SELECT status, key, owner FROM idem_claim_all($1::bytea, $2::bytea[])";
 const SQL_RELEASE: &str = "SELECT idem_release($1::bytea, $2::bytea)";
 const SQL_OWNER: &str = "SELECT idem_owner($1::bytea)";
@@ -696,6 +707,7 @@ enum Path {
 
 fn sql_of(cmd: &Command, path: Path) -> &'static str {
     match cmd {
+        Command::Claim { ttl_ms: None, .. } if path == Path::Fast => SQL_CLAIM_FAST_NO_TTL,
         Command::Claim { .. } if path == Path::Fast => SQL_CLAIM_FAST,
         Command::IdemBegin { .. } if path == Path::Fast => SQL_BEGIN_FAST,
         Command::IdemBegin { .. } => SQL_BEGIN,
@@ -804,7 +816,10 @@ async fn run_cmd(
         Command::Claim { key, owner, ttl_ms } => {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                 [&key.as_ref(), &owner.as_ref(), &ttl_ms.map(to_i64)];
-            let rows = client.query(&stmt, &params).await?;
+            let rows = match (path, ttl_ms) {
+                (Path::Fast, None) => client.query(&stmt, &params[..2]).await?,
+                _ => client.query(&stmt, &params).await?,
+            };
             if rows.is_empty() && path == Path::Fast {
                 // The first try wrote nothing: decide under the row lock.
                 let stmt = client.prepare_cached(SQL_CLAIM).await.map_err(|e| ExecError::NotSent(Some(e)))?;
