@@ -311,6 +311,7 @@ macro_rules! __for_each_case {
             race_value_ifversion,
             race_fsm,
             race_token_use,
+            race_fence_after_delete,
         ] }
     };
 }

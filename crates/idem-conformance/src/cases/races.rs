@@ -152,3 +152,47 @@ pub async fn race_token_use(b: &dyn Backend, c: &Ctx) {
     let replies = race(20, |_| async { ok(b, &["TOKEN.USE", &scope, &t]).await }).await;
     assert_eq!(replies.iter().filter(|r| int(r) == 1).count(), 1, "exactly one use");
 }
+
+/// 4 workers each run 8 rounds of IDEM.BEGIN + IDEM.DEL and of LOCK +
+/// UNLOCK on one shared key: a deleted and re-created record (or a freed
+/// and re-taken lock) never gets a fence again, and each worker sees its
+/// fences grow, since its later grant happened after its earlier one.
+pub async fn race_fence_after_delete(b: &dyn Backend, c: &Ctx) {
+    let (k, n) = (c.key("k"), c.key("n"));
+    let rounds = race(4, |i| {
+        let (k, n, o) = (k.clone(), n.clone(), format!("w{i}"));
+        async move {
+            let (mut idem, mut lock) = (Vec::new(), Vec::new());
+            for _ in 0..8 {
+                let r = ok(b, &["IDEM.BEGIN", &k, "LEASE", "30000"]).await;
+                if status(&r) == "started" {
+                    idem.push(int_at(&r, 1));
+                    assert_eq!(int(&ok(b, &["IDEM.DEL", &k]).await), 1, "the starter deletes its record");
+                }
+                let r = ok(b, &["LOCK", &n, &o, "LEASE", "30000"]).await;
+                if status(&r) == "acquired" {
+                    lock.push(int_at(&r, 1));
+                    assert_eq!(int(&ok(b, &["UNLOCK", &n, &o]).await), 1, "the holder unlocks");
+                }
+            }
+            (idem, lock)
+        }
+    })
+    .await;
+    let idem: Vec<&Vec<i64>> = rounds.iter().map(|r| &r.0).collect();
+    let lock: Vec<&Vec<i64>> = rounds.iter().map(|r| &r.1).collect();
+    for (what, fences) in [("IDEM.BEGIN", idem), ("LOCK", lock)] {
+        let mut all = BTreeSet::new();
+        for mine in &fences {
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "{what}: a worker's fences grow: {mine:?}");
+            for f in mine.iter() {
+                assert!(all.insert(*f), "{what}: fence {f} granted twice after delete/re-create: {fences:?}");
+            }
+        }
+        assert!(!all.is_empty(), "{what}: some round was granted");
+    }
+    // After every delete, a new grant is above all of them.
+    let last = ok(b, &["IDEM.BEGIN", &k, "LEASE", "30000"]).await;
+    let top = rounds.iter().flat_map(|r| r.0.iter()).max().copied().unwrap_or(0);
+    assert!(int_at(&last, 1) > top, "a re-created record's fence {} is above {top}", show(&last));
+}
