@@ -717,7 +717,10 @@ mod tests {
         let mut uses = 0;
         for (_, name, create) in super::ROUTINES {
             let text = idem_core::limits::with_engine_constants(create);
-            assert!(!text.contains('@'), "a placeholder is left in {name}");
+            // A placeholder is `@NAME@` in capitals; `@idem_test_now_ms` is a
+            // session variable.
+            let left = text.split('@').skip(1).any(|s| s.starts_with(|c: char| c.is_ascii_uppercase()));
+            assert!(!left, "a placeholder is left in {name}");
             assert!(!create.contains(&grace), "{name} names the grace by its placeholder");
             uses += text.matches(&grace).count();
         }
