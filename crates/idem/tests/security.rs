@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use idem_testkit::{Ca, ExtendedKeyUsagePurpose};
 
 /// Upper bound on any wait, so a bug fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -149,16 +149,11 @@ fn users_from_the_config_file_with_a_hashed_password() {
 /// A CA and a server certificate for localhost it signs, written as
 /// `cert.pem` / `key.pem` (server) and `<ca_file>` (the CA, for clients).
 fn write_identity(dir: &Path, ca_file: &str) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_file);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let ca = Ca::new(ca_file);
+    let (cert, key) = ca.leaf(ExtendedKeyUsagePurpose::ServerAuth);
     // Written to new files and renamed, as an operator's tooling would.
-    std::fs::write(dir.join("cert.tmp"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.tmp"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.tmp"), cert).unwrap();
+    std::fs::write(dir.join("key.tmp"), key).unwrap();
     std::fs::rename(dir.join("cert.tmp"), dir.join("cert.pem")).unwrap();
     std::fs::rename(dir.join("key.tmp"), dir.join("key.pem")).unwrap();
     std::fs::write(dir.join(ca_file), ca.pem()).unwrap();
