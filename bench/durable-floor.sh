@@ -27,7 +27,13 @@
 #   (P=1 alone, as before: PIPELINES=1 CLIENTS=50)
 #   BENCH_IDEM_BIN=path   use this idem binary (default: build it)
 #   BASE_IDEM_BIN=path    also run this idem binary, as `idem-base`, on the same lines
+#   IDEM_VARIANTS="name=path ..."  also run each of these idem binaries (or wrapper
+#                         scripts that set an environment and exec one), as `idem-NAME`
 #   FLOOR_BIN=path        use this durable_floor binary (default: build it)
+#   PERF_STAT=1           also count, per request, each server's syscalls, epoll_waits,
+#                         eventfd/socket writes, futex calls and context switches
+#                         (`perf stat` on syscall tracepoints; needs root or a
+#                         permissive perf_event_paranoid), printed after the table
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -89,6 +95,10 @@ if [[ -n ${BASE_IDEM_BIN:-} ]]; then
     start idem-base env IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "$BASE_IDEM_BIN" serve --port @PORT@ --http-port 0 \
         --data "$WORK/idem-base" --log warn
 fi
+for v in ${IDEM_VARIANTS:-}; do
+    start "idem-${v%%=*}" env IDEM_SNAPSHOT_AFTER_BYTES=$((1 << 40)) "${v#*=}" serve --port @PORT@ --http-port 0 \
+        --data "$WORK/idem-${v%%=*}" --log warn
+done
 for m in $MODES; do
     start "floor-$m" "$FLOOR_BIN" @PORT@ "$WORK/floor-$m" "$m"
 done
@@ -97,6 +107,11 @@ log "servers: ${NAMES[*]}"
 HZ=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
+PERF_RESULTS=$WORK/perf.tsv
+: >"$PERF_RESULTS"
+PERF_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_read
+PERF_EVENTS=$PERF_EVENTS,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto
+PERF_EVENTS=$PERF_EVENTS,syscalls:sys_enter_writev,syscalls:sys_enter_futex,syscalls:sys_enter_fdatasync,context-switches
 for round in $(seq "$ROUNDS"); do
     for P in $PIPELINES; do
         for C in $CLIENTS; do
@@ -107,10 +122,22 @@ for round in $(seq "$ROUNDS"); do
                 k="r${round}p${P}c${C}:__rand_int__"
                 if [[ $name == idem* ]]; then cmd=(IDEM.BEGIN "$k" LEASE 3600000); else cmd=(SET "$k" 1 NX PX 3600000); fi
                 t0=$(cpu_ticks "${PID[$name]}")
+                if [[ ${PERF_STAT:-0} == 1 ]]; then
+                    perf stat -x, -e "$PERF_EVENTS" -p "${PID[$name]}" -o "$WORK/perf.csv" &
+                    perf_pid=$!
+                    sleep 0.2
+                fi
                 { TIMEFORMAT='%U %S'; time redis-benchmark -p "${PORT[$name]}" -c "$C" -n "$n" -P "$P" -r 1000000 --csv \
                     "${cmd[@]}" >"$WORK/rb.csv" 2>/dev/null; } 2>"$WORK/rb.time"
                 rps=$(tail -n 1 "$WORK/rb.csv" | awk -F',' '{gsub(/"/,""); print $(NF-6)}')
                 cli=$(awk -v n="$n" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$WORK/rb.time")
+                if [[ ${PERF_STAT:-0} == 1 ]]; then
+                    kill -INT "$perf_pid" 2>/dev/null || true
+                    wait "$perf_pid" 2>/dev/null || true
+                    awk -F, -v line="P=$P c=$C" -v r="$round" -v s="$name" -v n="$n" '$1 ~ /^[0-9]+$/ {
+                        e = $3; sub(/^syscalls:sys_enter_/, "", e); sub(/^raw_syscalls:sys_enter$/, "all_syscalls", e)
+                        printf "%s\t%s\t%s\t%s\t%.3f\n", line, r, s, e, $1 / n }' "$WORK/perf.csv" >>"$PERF_RESULTS"
+                fi
                 us=$(awk -v a="$t0" -v b="$(cpu_ticks "${PID[$name]}")" -v hz="$HZ" -v n="$n" 'BEGIN{printf "%.2f", (b - a) / hz * 1e6 / n}')
                 printf '%s\t%s\t%s\t%s\t%s\t%s\n' "P=$P c=$C" "$round" "$name" "$rps" "$us" "$cli" >>"$RESULTS"
                 log "P=$P c=$C round $round $name: $rps rps, CPU per request: server $us µs, client $cli µs"
@@ -141,4 +168,29 @@ awk -F'\t' '
             printf "%-10s %-18s %12.0f %11.2f %9.2f %11.2f %14.2f %14.2f\n", l, s, median(a, n), median(b, n), median(c, n), median(f, n), median(d, n), median(e, n)
         }
     }' "$RESULTS" | sort
+if [[ ${PERF_STAT:-0} == 1 ]]; then
+    printf '\nPer request (median over rounds; counted on the server process while its line ran):\n'
+    printf '%-10s %-18s' line server
+    printf ' %12s' all_syscalls epoll_wait epoll_pwait read recvfrom write sendto writev futex fdatasync context-switches
+    printf '\n'
+    awk -F'\t' '
+        { v[$1, $3, $4, ++k[$1, $3, $4]] = $5; key[$1 SUBSEP $3] = 1; ev[$4] = 1 }
+        function median(a, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        END {
+            split("all_syscalls epoll_wait epoll_pwait read recvfrom write sendto writev futex fdatasync context-switches", order, " ")
+            for (kk in key) {
+                split(kk, p, SUBSEP)
+                printf "%-10s %-18s", p[1], p[2]
+                for (i = 1; i in order; i++) {
+                    n = k[p[1], p[2], order[i]]; split("", a)
+                    for (j = 1; j <= n; j++) a[j] = v[p[1], p[2], order[i], j]
+                    printf " %12.3f", n ? median(a, n) : -1
+                }
+                printf "\n"
+            }
+        }' "$PERF_RESULTS" | sort
+fi
 grep -h "records per sync" "$WORK"/floor-*.log 2>/dev/null | tail -n 4 >&2 || true

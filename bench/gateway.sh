@@ -18,7 +18,10 @@
 # /proc/stat: 0 means the run was CPU bound, not latency bound) and, where
 # `perf` may count syscall tracepoints (root), the proxy's fdatasync calls
 # per request: 2 per request would be one sync per record, and the inverse
-# of (calls per request / 2) is the records each group commit covers.
+# of (calls per request / 2) is the records each group commit covers. A
+# second table then gives the proxy's system calls, eventfd writes (loop
+# wake-ups from another thread), epoll_waits, futex calls and context
+# switches per request.
 #
 #   bench/gateway.sh                      # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20 bench/gateway.sh
@@ -138,6 +141,8 @@ machine_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; pri
 # Whether perf can count syscall tracepoints here (root, or a permissive
 # perf_event_paranoid); then each run also counts the proxy's fdatasync calls.
 count_syncs=0
+perf_events=syscalls:sys_enter_fdatasync,raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+perf_events=$perf_events,syscalls:sys_enter_futex,context-switches
 if command -v perf >/dev/null && perf stat -e syscalls:sys_enter_fdatasync -o /dev/null -- true >/dev/null 2>&1; then
     count_syncs=1
 fi
@@ -152,7 +157,7 @@ measure() { # "pids" url script [args]
     before="$(cpu_ticks $pids)"
     jiffies="$(machine_jiffies)"
     if [ "$count_syncs" = 1 ]; then
-        perf stat -x, -e syscalls:sys_enter_fdatasync -p "$(echo $pids | tr ' ' ',')" -o "$work/perf.csv" &
+        perf stat -x, -e "$perf_events" -p "$(echo $pids | tr ' ' ',')" -o "$work/perf.csv" &
         perf_pid=$!
     fi
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$script" "$url" -- "$@")"
@@ -162,6 +167,11 @@ measure() { # "pids" url script [args]
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
         syncs="$(awk -F, '/fdatasync/ { print ($1 ~ /^[0-9]+$/) ? $1 : -1 }' "$work/perf.csv")"
+        # Wake-ups per request: `write` is the eventfd write that wakes a
+        # sleeping event loop (sockets are written with sendto/writev).
+        n="$(echo "$out" | awk '/requests in/ { print $1 }')"
+        awk -F, -v n="${n:-0}" '$1 ~ /^[0-9]+$/ && n > 0 { e = $3; sub(/^syscalls:sys_enter_/, "", e)
+            sub(/^raw_syscalls:sys_enter$/, "syscalls", e); printf "%s=%.3f ", e, $1 / n }' "$work/perf.csv" >"$work/last-wakes"
     fi
     # shellcheck disable=SC2086 # two numbers
     set -- $jiffies $(machine_jiffies)
@@ -198,6 +208,7 @@ for round in $(seq "$ROUNDS"); do
             gateway-replay) r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/replay.lua")" ;;
         esac
         echo "$round $mode $r" | tee -a "$results" >&2
+        if [ -s "$work/last-wakes" ]; then echo "$round $mode $(cat "$work/last-wakes")" >>"$work/wakes.txt"; rm -f "$work/last-wakes"; fi
     done
     stop_pids "$gw_pid"
 done
@@ -219,3 +230,22 @@ for mode, (rps, p50, p99, cpu, idle, syncs, err) in med.items():
     per = f"{syncs:.3f}" if syncs >= 0 else "-"
     print(f"| {mode} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err} | {rps / n[0]:.2f}x | {p50 / n[1]:.2f}x | {p99 / n[2]:.2f}x | {cpu:.1f} | {cpu / n[3]:.2f}x | {idle:.0f} | {per} |")
 PY
+if [ -s "$work/wakes.txt" ]; then
+    echo
+    echo "Per request, median over rounds (perf stat on the proxy process):"
+    echo
+    python3 - "$work/wakes.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+names = ["syscalls", "write", "epoll_wait", "futex", "context-switches", "fdatasync"]
+print("| mode | " + " | ".join(names) + " |")
+print("|---|" + "---|" * len(names))
+for mode in dict.fromkeys(r[1] for r in rows):
+    vals = {}
+    for r in (r for r in rows if r[1] == mode):
+        for kv in r[2:]:
+            k, v = kv.split("=")
+            vals.setdefault(k, []).append(float(v))
+    print(f"| {mode} | " + " | ".join(f"{statistics.median(vals[k]):.3f}" if k in vals else "-" for k in names) + " |")
+PY
+fi

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::loop_thread;
+use super::loop_wakes;
 use super::state::LogState;
 use super::writer::Writer;
 use crate::FsyncMode;
@@ -141,6 +142,7 @@ impl LoopSync {
     /// one-second rhythm of syncs.
     pub fn enter(&self) {
         loop_thread::enter();
+        loop_wakes::enter();
         self.state.add_loop();
     }
 
@@ -161,7 +163,9 @@ impl LoopSync {
 
     /// A task to run on the loop for as long as it runs (it never ends): a
     /// sync on another thread wakes it when this loop's records still need
-    /// a sync that this loop could not start because that one was running.
+    /// a sync that this loop could not start because that one was running,
+    /// and when it made some of this loop's waiters durable (the task then
+    /// wakes them on the loop, all for one wake-up of the loop).
     pub fn nudges(&self) -> Nudges {
         Nudges
     }
@@ -284,6 +288,7 @@ impl Future for Nudges {
                 None => *w = Some(cx.waker().clone()),
             }
         });
+        loop_wakes::run_own(cx.waker());
         Poll::Pending
     }
 }
@@ -398,6 +403,60 @@ mod tests {
         drop(held);
         sync.state.wake_deferred();
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the loop was not woken to sync");
+        stop.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    /// A sync on another thread that covers a loop's waiters hands them to
+    /// that loop: they are woken on it, through its nudge task, and their
+    /// replies follow. Here the sync runs on the test thread, which holds
+    /// the writer, so only that hand-over can wake the loop's tasks.
+    #[test]
+    fn a_sync_on_another_thread_wakes_the_loops_waiters_through_the_loop() {
+        let fs = SimFs::new();
+        let storage = Storage { vfs: Arc::new(fs.clone()), segment_bytes_max: 1 << 20, prealloc_after_bytes: None };
+        let opts = LogOptions { fsync: FsyncMode::Always, snapshot_after_bytes: 1 << 30 };
+        let (log, _) = Log::open_on(std::path::Path::new("/d"), &opts, &storage, &mut |_, _| {}).unwrap();
+        let log = Arc::new(log);
+        let sync = log.loop_sync();
+        let runtime = sync.runtime().unwrap();
+        let handle = runtime.handle().clone();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let entered = sync.clone();
+        let thread = std::thread::spawn(move || {
+            entered.enter();
+            runtime.block_on(async {
+                let _ = stop_rx.await;
+            });
+        });
+        std::thread::sleep(Duration::from_millis(50));
+
+        let mut held = sync.writer.lock();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        const TASKS: usize = 8;
+        for i in 0..TASKS {
+            let appender = log.clone();
+            let done_tx = done_tx.clone();
+            handle.spawn(async move {
+                let lsn = appender.append(1, &[]).unwrap();
+                let outcome = appender.durable(lsn).await;
+                done_tx.send((i, outcome.is_ok())).unwrap();
+            });
+        }
+        let start = Instant::now();
+        while !sync.state.has_deferred() || sync.state.waiter_count() < TASKS {
+            assert!(start.elapsed() < Duration::from_secs(10), "the loop's tasks never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(done_rx.try_recv().is_err(), "acknowledged before any sync");
+        assert!(held.cycle(), "the test thread's sync ran");
+        assert_eq!(sync.state.waiter_count(), 0, "the sync covered every waiter");
+        let mut done: Vec<_> = (0..TASKS)
+            .map(|_| done_rx.recv_timeout(Duration::from_secs(10)).expect("a waiter of the loop was never woken"))
+            .collect();
+        done.sort();
+        assert_eq!(done, (0..TASKS).map(|i| (i, true)).collect::<Vec<_>>());
+        drop(held);
         stop.send(()).unwrap();
         thread.join().unwrap();
     }

@@ -17,7 +17,8 @@
 //!
 //! Layout of this module, each depending only on those listed before it:
 //! - `io` (the storage interface), `record` (byte formats), `segment`
-//!   (file names, and the scan that validates a segment), `waiters` (the
+//!   (file names, and the scan that validates a segment), `loop_wakes`
+//!   (wake-ups handed to a loop from other threads), `waiters` (the
 //!   registry of durable waits), `loop_thread` (what a loop thread knows
 //!   about itself);
 //! - `state` (the tail, the log positions and their invariants, the
@@ -44,6 +45,7 @@ mod check;
 pub mod io;
 mod loop_sync;
 mod loop_thread;
+mod loop_wakes;
 mod open_segment;
 mod prealloc;
 mod record;

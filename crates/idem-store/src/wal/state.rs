@@ -496,6 +496,12 @@ impl LogState {
         }
     }
 
+    /// How many async waiters are filed.
+    #[cfg(test)]
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
     /// Whether any loop's request is filed.
     #[cfg(test)]
     pub(crate) fn has_deferred(&self) -> bool {

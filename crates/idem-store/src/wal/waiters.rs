@@ -5,13 +5,20 @@
 //! batch is not woken by the sync of the current one (a broadcast would wake
 //! every waiting task at every sync, about twice per request under load).
 //!
-//! A leaf module: the future that files entries here ([`super::state`]'s
-//! `DurableWait`) checks the log's marks under this registry's lock.
+//! A waiter filed on an event loop is woken from another thread through its
+//! loop's [`LoopWakes`]: one wake-up of the loop for all its waiters.
+//!
+//! Depends only on [`super::loop_wakes`]: the future that files entries
+//! here ([`super::state`]'s `DurableWait`) checks the log's marks under
+//! this registry's lock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::task::Waker;
 
 use parking_lot::{Mutex, MutexGuard};
+
+use super::loop_wakes::{self, LoopWakes};
 
 /// Which mark a waiter waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,15 +42,25 @@ pub(crate) struct DurableWaiters {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     next_id: u64,
-    entries: BTreeMap<WaiterKey, (Mark, Waker)>,
+    entries: BTreeMap<WaiterKey, Entry>,
+}
+
+/// A filed waiter: its mark, its waker, and the loop it waits on, if any.
+#[derive(Debug)]
+struct Entry {
+    mark: Mark,
+    waker: Waker,
+    wakes: Option<Arc<LoopWakes>>,
 }
 
 impl Registry {
-    /// Files a new waiter for `mark` reaching `lsn`; returns its key.
+    /// Files a new waiter for `mark` reaching `lsn` on the calling thread
+    /// (through its loop when it is one); returns its key.
     pub(crate) fn file(&mut self, lsn: u64, mark: Mark, waker: &Waker) -> WaiterKey {
         let key = (lsn, self.next_id);
         self.next_id += 1;
-        let previous = self.entries.insert(key, (mark, waker.clone()));
+        let entry = Entry { mark, waker: waker.clone(), wakes: loop_wakes::own() };
+        let previous = self.entries.insert(key, entry);
         debug_assert!(previous.is_none(), "waiter ids are unique");
         key
     }
@@ -52,12 +69,12 @@ impl Registry {
     /// publish that did not cover its mark has woken (and removed) it.
     pub(crate) fn refile(&mut self, key: WaiterKey, mark: Mark, waker: &Waker) {
         match self.entries.get_mut(&key) {
-            Some((filed_mark, filed)) => {
-                debug_assert_eq!(*filed_mark, mark, "a waiter keeps its mark");
-                filed.clone_from(waker);
+            Some(entry) => {
+                debug_assert_eq!(entry.mark, mark, "a waiter keeps its mark");
+                entry.waker.clone_from(waker);
             }
             None => {
-                self.entries.insert(key, (mark, waker.clone()));
+                self.entries.insert(key, Entry { mark, waker: waker.clone(), wakes: loop_wakes::own() });
             }
         }
     }
@@ -82,23 +99,33 @@ impl DurableWaiters {
         {
             let mut reg = self.inner.lock();
             if all {
-                woken.extend(std::mem::take(&mut reg.entries).into_values().map(|(_, w)| w));
+                woken.extend(std::mem::take(&mut reg.entries).into_values());
             } else {
                 // Entries above `written` stay; of the rest, Synced waiters
                 // above `synced` stay too.
                 let later = reg.entries.split_off(&(written.saturating_add(1), 0));
                 let covered = std::mem::replace(&mut reg.entries, later);
-                for (key, (mark, waker)) in covered {
-                    if mark == Mark::Synced && key.0 > synced {
-                        reg.entries.insert(key, (mark, waker));
+                for (key, entry) in covered {
+                    if entry.mark == Mark::Synced && key.0 > synced {
+                        reg.entries.insert(key, entry);
                     } else {
-                        woken.push(waker);
+                        woken.push(entry);
                     }
                 }
             }
         }
-        for waker in woken {
-            waker.wake();
+        // A waiter of this thread's own loop (or of no loop) is woken here;
+        // one of another loop is handed to it, which costs one wake-up of
+        // that loop for all of its waiters.
+        let own = loop_wakes::own();
+        for Entry { waker, wakes, .. } in woken {
+            let now = match wakes {
+                Some(l) if !own.as_ref().is_some_and(|o| Arc::ptr_eq(o, &l)) => l.hand(waker),
+                _ => Some(waker),
+            };
+            if let Some(w) = now {
+                w.wake();
+            }
         }
     }
 
