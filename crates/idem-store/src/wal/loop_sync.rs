@@ -362,29 +362,55 @@ mod tests {
         assert_eq!(Gather::step(Some(g), 2, at(max), 20, Duration::from_secs(1)), None);
     }
 
+    /// A log on a simulated disk whose event loop runs on its own thread
+    /// until `stop` is sent; its writer thread has had time to go to sleep.
+    struct LoopOnThread {
+        log: Arc<Log>,
+        sync: LoopSync,
+        handle: tokio::runtime::Handle,
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl LoopOnThread {
+        fn start() -> LoopOnThread {
+            let storage =
+                Storage { vfs: Arc::new(SimFs::new()), segment_bytes_max: 1 << 20, prealloc_after_bytes: None };
+            let opts = LogOptions { fsync: FsyncMode::Always, snapshot_after_bytes: 1 << 30 };
+            let (log, _) = Log::open_on(std::path::Path::new("/d"), &opts, &storage, &mut |_, _| {}).unwrap();
+            let log = Arc::new(log);
+            let sync = log.loop_sync();
+            let runtime = sync.runtime().unwrap();
+            let handle = runtime.handle().clone();
+            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let entered = sync.clone();
+            let thread = std::thread::spawn(move || {
+                entered.enter();
+                runtime.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            });
+            // The writer thread goes to sleep; the loop's appends leave it so.
+            std::thread::sleep(Duration::from_millis(50));
+            LoopOnThread { log, sync, handle, stop, thread }
+        }
+    }
+
+    /// Polls `done` until it holds; fails with `what` after 10 s.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A loop that runs dry while another thread holds the writer does not
     /// block: it files its request, and the holder's `wake_deferred` wakes
     /// it to sync its records.
     #[test]
     fn a_loop_that_finds_a_sync_in_progress_is_woken_to_sync_its_own() {
-        let fs = SimFs::new();
-        let storage = Storage { vfs: Arc::new(fs.clone()), segment_bytes_max: 1 << 20, prealloc_after_bytes: None };
-        let opts = LogOptions { fsync: FsyncMode::Always, snapshot_after_bytes: 1 << 30 };
-        let (log, _) = Log::open_on(std::path::Path::new("/d"), &opts, &storage, &mut |_, _| {}).unwrap();
-        let log = Arc::new(log);
-        let sync = log.loop_sync();
-        let runtime = sync.runtime().unwrap();
-        let handle = runtime.handle().clone();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let entered = sync.clone();
-        let thread = std::thread::spawn(move || {
-            entered.enter();
-            runtime.block_on(async {
-                let _ = stop_rx.await;
-            });
-        });
-        // The writer thread goes to sleep; the loop's append leaves it so.
-        std::thread::sleep(Duration::from_millis(50));
+        let LoopOnThread { log, sync, handle, stop, thread } = LoopOnThread::start();
 
         let held = sync.writer.lock();
         let appender = log.clone();
@@ -394,11 +420,7 @@ mod tests {
             let outcome = appender.durable(lsn).await;
             done_tx.send(outcome.is_ok()).unwrap();
         });
-        let start = Instant::now();
-        while !sync.state.has_deferred() {
-            assert!(start.elapsed() < Duration::from_secs(10), "the loop never filed its request");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the loop never filed its request", || sync.state.has_deferred());
         assert!(done_rx.try_recv().is_err(), "acknowledged while the writer was held");
         drop(held);
         sync.state.wake_deferred();
@@ -413,23 +435,7 @@ mod tests {
     /// the writer, so only that hand-over can wake the loop's tasks.
     #[test]
     fn a_sync_on_another_thread_wakes_the_loops_waiters_through_the_loop() {
-        let fs = SimFs::new();
-        let storage = Storage { vfs: Arc::new(fs.clone()), segment_bytes_max: 1 << 20, prealloc_after_bytes: None };
-        let opts = LogOptions { fsync: FsyncMode::Always, snapshot_after_bytes: 1 << 30 };
-        let (log, _) = Log::open_on(std::path::Path::new("/d"), &opts, &storage, &mut |_, _| {}).unwrap();
-        let log = Arc::new(log);
-        let sync = log.loop_sync();
-        let runtime = sync.runtime().unwrap();
-        let handle = runtime.handle().clone();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let entered = sync.clone();
-        let thread = std::thread::spawn(move || {
-            entered.enter();
-            runtime.block_on(async {
-                let _ = stop_rx.await;
-            });
-        });
-        std::thread::sleep(Duration::from_millis(50));
+        let LoopOnThread { log, sync, handle, stop, thread } = LoopOnThread::start();
 
         let mut held = sync.writer.lock();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -443,11 +449,7 @@ mod tests {
                 done_tx.send((i, outcome.is_ok())).unwrap();
             });
         }
-        let start = Instant::now();
-        while !sync.state.has_deferred() || sync.state.waiter_count() < TASKS {
-            assert!(start.elapsed() < Duration::from_secs(10), "the loop's tasks never waited");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the loop's tasks never waited", || sync.state.has_deferred() && sync.state.waiter_count() >= TASKS);
         assert!(done_rx.try_recv().is_err(), "acknowledged before any sync");
         assert!(held.cycle(), "the test thread's sync ran");
         assert_eq!(sync.state.waiter_count(), 0, "the sync covered every waiter");
