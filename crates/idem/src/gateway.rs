@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tower::Layer;
 
+use crate::settings::TlsFlags;
+
 /// Default address the gateway listens on.
 const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
 /// Default connections to a remote idem server (`--idem`); a duplicate
@@ -174,18 +176,8 @@ pub struct GatewayArgs {
     /// Address serving HTTPS [default: none].
     #[arg(long)]
     tls_listen: Option<String>,
-    /// PEM certificate chain for TLS.
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS.
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// PEM CA certificates that sign client certificates (mTLS).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificates: none, optional or required [default: none].
-    #[arg(long)]
-    tls_client_auth: Option<String>,
+    #[command(flatten)]
+    tls: TlsFlags,
     /// Serve HTTPS only (`--listen` is not listened on).
     #[arg(long)]
     tls_only: bool,
@@ -221,14 +213,8 @@ struct Overrides {
     listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_listen: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_cert: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_key: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_ca: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_client_auth: Option<String>,
+    #[serde(flatten)]
+    tls: TlsFlags,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_only: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,10 +246,7 @@ pub fn load(args: GatewayArgs) -> anyhow::Result<GatewaySettings> {
     let overrides = Overrides {
         listen: args.listen,
         tls_listen: args.tls_listen,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        tls_ca: args.tls_ca,
-        tls_client_auth: args.tls_client_auth,
+        tls: args.tls,
         tls_only: args.tls_only.then_some(true),
         upstream: args.upstream,
         data: args.data,
@@ -555,10 +538,7 @@ mod tests {
             config: None,
             listen: None,
             tls_listen: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-            tls_client_auth: None,
+            tls: TlsFlags::default(),
             tls_only: false,
             upstream: Some("http://127.0.0.1:9".into()),
             data: None,

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idem_core::Backend;
 
-use crate::settings::{Overrides, Settings};
+use crate::settings::{Overrides, Settings, TlsFlags};
 
 /// jemalloc, the allocator Redis ships with, instead of the system's: a done
 /// record is two small allocations, and glibc's 16-byte chunk headers and
@@ -118,18 +118,8 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `idem_store=debug` [default: info].
     #[arg(long)]
     log: Option<String>,
-    /// PEM certificate chain for TLS.
-    #[arg(long)]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS.
-    #[arg(long)]
-    tls_key: Option<PathBuf>,
-    /// PEM CA certificates that sign client certificates (mTLS).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificates: none, optional or required [default: none].
-    #[arg(long)]
-    tls_client_auth: Option<String>,
+    #[command(flatten)]
+    tls: TlsFlags,
     /// RESP over TLS port; 0 = none [default: 0].
     #[arg(long)]
     tls_port: Option<u16>,
@@ -171,10 +161,7 @@ fn main() -> anyhow::Result<()> {
                 max_connections: args.max_connections,
                 idle_timeout_ms: args.idle_timeout_ms,
                 log: args.log,
-                tls_cert: args.tls_cert,
-                tls_key: args.tls_key,
-                tls_ca: args.tls_ca,
-                tls_client_auth: args.tls_client_auth,
+                tls: args.tls,
                 tls_port: args.tls_port,
                 https_port: args.https_port,
                 tls_only: args.tls_only.then_some(true),

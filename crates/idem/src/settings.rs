@@ -154,6 +154,28 @@ impl Default for Settings {
     }
 }
 
+/// The TLS certificate flags `serve` and `gateway` share. As overrides of
+/// the file and the environment, only flags the user gave are serialized.
+#[derive(clap::Args, Clone, Debug, Default, Serialize)]
+pub struct TlsFlags {
+    /// PEM certificate chain for TLS.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mTLS).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificates: none, optional or required [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth: Option<String>,
+}
+
 /// Command-line overrides: only flags the user gave are set.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Overrides {
@@ -179,14 +201,8 @@ pub struct Overrides {
     pub idle_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_ca: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_client_auth: Option<String>,
+    #[serde(flatten)]
+    pub tls: TlsFlags,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
