@@ -116,9 +116,13 @@ async fn a_duplicate_through_the_adapter_moves_the_duplicates_counter() {
         }
     };
     let client = Client::connect(Config::new(server.url())).await.unwrap();
-    // One handler: the second delivery starts after the first is committed,
-    // so it is a duplicate whose record is done (not one in flight).
-    let settings = Settings::new("metrics", KeySource::JsonField("/id".into())).concurrency(1).prefetch(1);
+    // One handler. The second delivery is claimed on arrival, which may be
+    // while the first still runs: it is then `busy` and redelivered after at
+    // most the longest backoff, here 200 ms (the default would wait out the
+    // lease, past the watcher's 10 s). Either way it ends as a duplicate
+    // whose record is done, and the handler runs once.
+    let settings =
+        Settings::new("metrics", KeySource::JsonField("/id".into())).concurrency(1).prefetch(1).backoff_ms(200, 200);
     let stats = Arc::new(Stats::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let watched = stats.clone();
