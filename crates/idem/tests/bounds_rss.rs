@@ -51,6 +51,13 @@ impl Serve {
             }
         }
         c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        // jemalloc hands freed pages back at once, so VmRSS is the memory
+        // the server holds, not pages it freed and jemalloc keeps for its
+        // 10 s decay (how many of those an eviction leaves depends on the
+        // machine's load). The prefixed name is the one this build reads.
+        for var in ["_RJEM_MALLOC_CONF", "MALLOC_CONF"] {
+            c.env(var, "dirty_decay_ms:0,muzzy_decay_ms:0");
+        }
         let child = c
             .args(["serve", "--port", &port.to_string(), "--http-port", &http_port.to_string(), "--log", "warn"])
             .arg("--data")
