@@ -2,23 +2,27 @@
 //!
 //! Every primitive is one stored procedure (`schema.rs`); the backend runs
 //! each command as `START TRANSACTION; CALL idem_x(...); COMMIT` on a pooled
-//! connection (reads run without a transaction), except CLAIM on MariaDB:
-//! one autocommit `INSERT … ON DUPLICATE KEY UPDATE … RETURNING` that makes
-//! the procedure's decision (`CLAIM_UPSERT`). The same procedures are
-//! what [`tx`] and other languages call inside their own transactions
-//! (docs/backends-sql.md).
+//! connection (reads run without a transaction), except CLAIM and IDEM.BEGIN
+//! on MariaDB: one autocommit `INSERT … ON DUPLICATE KEY UPDATE … RETURNING`
+//! each ([`FastSql`]), which makes the procedure's decision, or hands it to
+//! the procedure when it cannot (an IDEM.BEGIN whose lease ran out). The
+//! same procedures are what [`tx`] and other languages call inside their own
+//! transactions (docs/backends-sql.md).
 //!
 //! Guarantees, and where they come from:
 //! - **Time** is the database's: `UTC_TIMESTAMP(6)` inside the procedures
-//!   (`idem_now_ms()`), compared in the same call that acts on it; the
-//!   client's clock is never used for leases, TTLs or KEEPs.
-//! - **Fences** are AUTO_INCREMENT ids of `idem_fences`, drawn while the
-//!   key's row is locked: strictly increasing across the whole database (so
-//!   per key too). InnoDB never hands an id out twice, even when the
-//!   transaction that drew it rolls back; the counter survives a restart on
-//!   MariaDB 10.2.4+ / MySQL 8.0+, and cleanup always keeps the newest row, so
-//!   older servers, which restart the counter at MAX(id) + 1, cannot reuse one
-//!   either. Gaps are normal.
+//!   (`idem_now_ms()`) and the fast statements, compared in the same
+//!   statement that acts on it; the client's clock is never used for
+//!   leases, TTLs or KEEPs.
+//! - **Fences** come from the sequence `idem_fence_seq` on MariaDB and from
+//!   AUTO_INCREMENT ids of `idem_fences` on MySQL: strictly increasing
+//!   across the whole database, never handed out twice, also when the
+//!   transaction that drew one rolls back or the server crashes (a
+//!   sequence skips its unused cache). A key's fence is drawn while the key
+//!   is locked: its row for locks; for idempotency records first its fence
+//!   stripe, which every IDEM.BEGIN takes before the row, so a fence drawn
+//!   before the duplicate check (the fast statement) still follows every
+//!   grant of the key, committed, deleted or rolled back. Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
 //!   `idem-sql`) with backoff from 2 ms doubling to
 //!   50 ms, woken at once when this process ends the attempt or lock, and at
@@ -26,7 +30,8 @@
 //!   most 50 ms across processes, 1 ms after a lease runs out. Waiters are
 //!   served first come, first served among the callers of one idem process.
 //! - Backend connections use READ COMMITTED (fewer gap locks, so fewer
-//!   deadlocks) and `innodb_lock_wait_timeout` = [`LOCK_WAIT_TIMEOUT_S`]; the
+//!   deadlocks) and `innodb_lock_wait_timeout` = the URL's
+//!   `lock_timeout_ms` ([`idem_sql::PoolSettings`], 5 s by default); the
 //!   procedures are also correct under REPEATABLE READ (every deciding read
 //!   locks). A deadlock (error 1213) rolls the command back and it is retried
 //!   up to [`RETRIES_MAX`] times.
@@ -47,15 +52,13 @@ use idem_sql::{to_i64, BackendWaiters, Poll, SqlRow, SqlRunner};
 mod schema;
 pub mod tx;
 
-/// Most connections one backend opens to the server.
-pub const POOL_SIZE_MAX: usize = 16;
+// The pool's size, how long a command waits for a connection and
+// `innodb_lock_wait_timeout` (how long a command waits for a row that a
+// caller's own long transaction, see [`tx`], has locked before replying
+// `BUSY`) are settings of the URL: [`idem_sql::PoolSettings`].
 
 /// How long an idle pooled connection is kept before it is closed.
 pub const POOL_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-/// `innodb_lock_wait_timeout` of backend connections, in seconds: how long a
-/// command waits for a row that a caller's own long transaction (see [`tx`])
-/// has locked before replying `BUSY`.
-pub const LOCK_WAIT_TIMEOUT_S: u32 = 5;
 /// Times a command is retried after a deadlock (error 1213).
 pub const RETRIES_MAX: usize = 3;
 /// How often expired rows are deleted.
@@ -82,12 +85,37 @@ pub struct MySqlBackend {
 
 struct Inner {
     pool: Pool,
+    /// How long a command waits for a pooled connection (`pool_wait_ms`).
+    pool_wait: Duration,
     waits: BackendWaiters,
     /// Set only by [`MySqlBackend::connect_with_test_clock`].
     test_clock: Option<idem_core::TestClock>,
-    /// MariaDB: `INSERT … RETURNING` exists, so CLAIM is one autocommit
-    /// statement ([`CLAIM_UPSERT`]) instead of START / CALL / COMMIT.
-    returning: bool,
+    /// MariaDB (`INSERT … RETURNING` and sequences): CLAIM and IDEM.BEGIN
+    /// first try one autocommit statement ([`FastSql`]); `None` on MySQL,
+    /// where every write is START TRANSACTION / CALL / COMMIT.
+    fast: Option<FastSql>,
+}
+
+/// The one-statement fast paths, their text built once (the prepared
+/// statement cache is keyed by it).
+struct FastSql {
+    /// CLAIM with a TTL ([`CLAIM_UPSERT`]).
+    claim_ttl: String,
+    /// CLAIM without a TTL: the new row's expiry is NULL, no clock read.
+    claim_no_ttl: String,
+    /// IDEM.BEGIN ([`BEGIN_FAST`]).
+    begin: String,
+}
+
+impl FastSql {
+    fn new() -> FastSql {
+        let now = schema::NOW_MS_SQL;
+        FastSql {
+            claim_ttl: CLAIM_UPSERT.replace("@EXP@", &format!("{now} + ?")).replace("@NOW_MS@", now),
+            claim_no_ttl: CLAIM_UPSERT.replace("@EXP@", "NULL").replace("@NOW_MS@", now),
+            begin: BEGIN_FAST.replace("@NOW_MS@", now).replace("@FENCE_STRIPES@", &schema::FENCE_STRIPES.to_string()),
+        }
+    }
 }
 
 /// CLAIM as one autocommit statement (MariaDB 10.5+, which has `INSERT …
@@ -97,14 +125,39 @@ struct Inner {
 /// final owner comes back. A duplicate from another live holder changes no
 /// column, so InnoDB writes nothing for it (no undo, no redo, no commit
 /// flush), as for the raw `INSERT IGNORE`. `@EXP@` is the new expiry:
-/// `NULL` without a TTL (no clock read), else `idem_now_ms() + ?`; the clock
-/// is read on a duplicate only when the row has an expiry.
+/// `NULL` without a TTL (no clock read), else now + the TTL; the clock is
+/// read on a duplicate only when the row has an expiry.
 const CLAIM_UPSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms) VALUES (?, ?, @EXP@)
      ON DUPLICATE KEY UPDATE
        owner = IF(owner = VALUES(owner)
-                  OR (expires_at_ms IS NOT NULL AND expires_at_ms <= idem_now_ms()), VALUES(owner), owner),
+                  OR (expires_at_ms IS NOT NULL AND expires_at_ms <= @NOW_MS@), VALUES(owner), owner),
        expires_at_ms = IF(owner = VALUES(owner), VALUES(expires_at_ms), expires_at_ms)
      RETURNING owner";
+
+/// IDEM.BEGIN as one autocommit statement (MariaDB): the key's fence stripe
+/// is locked first (as `idem_begin` does), then a new fence is drawn and the
+/// record inserted with it and its lease: one row version, one commit, the
+/// raw insert's durability. When the key exists, `ON DUPLICATE KEY UPDATE`
+/// changes nothing (no undo, no redo) and locks the row, and `RETURNING`
+/// reads it: a live record answers `running`, `done` or `mismatch` as the
+/// procedure would (the drawn fence is then a gap). The status is NULL when
+/// the procedure must decide (the lease or retention ran out: a takeover, or
+/// a forgotten record); the columns are the procedure's (status, fence, n,
+/// result; `n` cast, as the clock expression's type is not an integer). The
+/// statement clock (`UTC_TIMESTAMP`) is one value for the whole statement. Parameters: key, fingerprint, lease, key, fingerprint,
+/// fingerprint.
+const BEGIN_FAST: &str = "INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
+     SELECT ?, ?, 'running', NEXT VALUE FOR idem_fence_seq, 1, @NOW_MS@ + ?
+     FROM idem_fence_stripes WHERE id = CRC32(?) % @FENCE_STRIPES@ FOR UPDATE
+     ON DUPLICATE KEY UPDATE `key` = idem_records.`key`
+     RETURNING
+       CASE WHEN fence = PREVIOUS VALUE FOR idem_fence_seq THEN 'started'
+            WHEN expires_at_ms <= @NOW_MS@ OR state NOT IN ('running', 'done') THEN NULL
+            WHEN ? IS NOT NULL AND fingerprint IS NOT NULL AND fingerprint <> ? THEN 'mismatch'
+            ELSE state END AS status,
+       fence,
+       CAST(IF(fence = PREVIOUS VALUE FOR idem_fence_seq, 1, expires_at_ms - @NOW_MS@) AS SIGNED) AS n,
+       IF(state = 'done', result, NULL) AS result";
 
 fn engine_err(message: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "mysql", message: message.to_string() }
@@ -118,7 +171,12 @@ fn engine_err(message: impl std::fmt::Display) -> BackendError {
 /// certificate verified (chain and host name); `VERIFY_CA`, chain only.
 /// The chain is checked against the CA certificates in `ssl-ca`, or else
 /// the built-in web roots: idem never encrypts to an unverified peer.
-fn parse_opts(url: &str) -> Result<Opts, BackendError> {
+///
+/// `pool_size`, `pool_wait_ms` and `lock_timeout_ms` are idem's
+/// ([`idem_sql::PoolSettings`]); mysql_async's own pool parameters
+/// (`pool_min`, `pool_max`, …) are overridden by them.
+fn parse_opts(url: &str) -> Result<(Opts, idem_sql::PoolSettings), BackendError> {
+    let (url, settings) = idem_sql::PoolSettings::take_from(url).map_err(engine_err)?;
     let url = match url.strip_prefix("mariadb://") {
         Some(rest) => format!("mysql://{rest}"),
         None => url.to_string(),
@@ -131,7 +189,7 @@ fn parse_opts(url: &str) -> Result<Opts, BackendError> {
             if ca.is_some() {
                 return Err(engine_err("ssl-ca needs ssl-mode=REQUIRED, VERIFY_CA or VERIFY_IDENTITY"));
             }
-            return Ok(opts);
+            return Ok((opts, settings));
         }
         Some("REQUIRED" | "VERIFY_IDENTITY") => false,
         Some("VERIFY_CA") => true,
@@ -145,7 +203,7 @@ fn parse_opts(url: &str) -> Result<Opts, BackendError> {
     if let Some(path) = ca {
         ssl = ssl.with_root_certs(vec![std::path::PathBuf::from(path).into()]).with_disable_built_in_roots(true);
     }
-    Ok(mysql_async::OptsBuilder::from_opts(opts).ssl_opts(ssl).into())
+    Ok((mysql_async::OptsBuilder::from_opts(opts).ssl_opts(ssl).into(), settings))
 }
 
 fn is_deadlock(e: &mysql_async::Error) -> bool {
@@ -189,7 +247,7 @@ impl MySqlBackend {
     }
 
     async fn connect_clocked(url: &str, test_clock: Option<idem_core::TestClock>) -> Result<Self, BackendError> {
-        let opts = parse_opts(url)?;
+        let (opts, settings) = parse_opts(url)?;
         let version = {
             let mut conn = Conn::new(opts.clone()).await.map_err(engine_err)?;
             let v = schema_version(&mut conn).await;
@@ -205,7 +263,7 @@ impl MySqlBackend {
         if version < schema::SCHEMA_VERSION {
             migrate_opts(opts.clone()).await?;
         }
-        let constraints = PoolConstraints::new(0, POOL_SIZE_MAX).ok_or_else(|| engine_err("bad pool bounds"))?;
+        let constraints = PoolConstraints::new(0, settings.size).ok_or_else(|| engine_err("bad pool bounds"))?;
         // No COM_RESET_CONNECTION when a connection goes back to the pool:
         // every command ends its transaction, and a reset would drop the
         // session settings and the prepared statements.
@@ -219,17 +277,23 @@ impl MySqlBackend {
             .with_inactive_connection_ttl(POOL_IDLE_TTL);
         let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts).stmt_cache_size(STMT_CACHE_SIZE).init(vec![
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
-            format!("SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_S}"),
+            // Whole seconds, rounded up.
+            format!("SET SESSION innodb_lock_wait_timeout = {}", settings.lock_timeout.as_millis().div_ceil(1000)),
         ]);
         let pool = Pool::new(opts);
         // Fail now, not on the first command, when the engine is unreachable.
-        let returning = {
+        let fast = {
             let mut conn = pool.get_conn().await.map_err(engine_err)?;
-            let v: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(engine_err)?;
-            v.is_some_and(|v| v.contains("MariaDB"))
+            is_mariadb(&mut conn).await?.then(FastSql::new)
         };
         let waits = BackendWaiters::new(Limits::default().waiters_per_key_max);
-        let inner = Arc::new(Inner { pool: pool.clone(), waits, returning, test_clock: test_clock.clone() });
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            pool_wait: settings.wait,
+            waits,
+            fast,
+            test_clock: test_clock.clone(),
+        });
         let cleanup = match test_clock {
             None => tokio::spawn(cleanup_loop(pool)),
             Some(_) => tokio::spawn(async {}),
@@ -247,7 +311,34 @@ impl Drop for MySqlBackend {
 /// Creates or upgrades idem's schema in the database at `url`. Idempotent;
 /// concurrent runs serialise on `GET_LOCK('idem_migrate')`.
 pub async fn migrate(url: &str) -> Result<(), BackendError> {
-    migrate_opts(parse_opts(url)?).await
+    migrate_opts(parse_opts(url)?.0).await
+}
+
+/// Whether the server is MariaDB (sequences, `INSERT … RETURNING`) rather
+/// than MySQL.
+async fn is_mariadb(conn: &mut Conn) -> Result<bool, BackendError> {
+    let v: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(engine_err)?;
+    Ok(v.is_some_and(|v| v.contains("MariaDB")))
+}
+
+/// Creates MariaDB's fence sequence, unless it exists, starting above every
+/// fence `idem_fences` handed out (its next AUTO_INCREMENT id) by
+/// [`schema::FENCE_SEQ_MARGIN`], so fences keep growing across the switch.
+async fn create_fence_seq(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    let next: Option<Option<u64>> = conn
+        .query_first(
+            "SELECT AUTO_INCREMENT FROM information_schema.tables
+             WHERE table_schema = DATABASE() AND table_name = 'idem_fences'",
+        )
+        .await?;
+    let max: Option<Option<u64>> = conn.query_first("SELECT MAX(id) FROM idem_fences").await?;
+    let last = next.flatten().unwrap_or(1).max(max.flatten().unwrap_or(0).saturating_add(1));
+    let start = last.saturating_add(schema::FENCE_SEQ_MARGIN);
+    conn.query_drop(format!(
+        "CREATE SEQUENCE IF NOT EXISTS idem_fence_seq START WITH {start} CACHE {} NOCYCLE",
+        schema::FENCE_SEQ_CACHE
+    ))
+    .await
 }
 
 async fn schema_version(conn: &mut Conn) -> Result<i32, BackendError> {
@@ -308,9 +399,13 @@ async fn apply_migrations(conn: &mut Conn) -> Result<(), BackendError> {
             conn.query_drop(*sql).await.map_err(|e| step_err(sql.lines().next().unwrap_or(sql), e))?;
         }
     }
+    let mariadb = is_mariadb(conn).await?;
+    if mariadb {
+        create_fence_seq(conn).await.map_err(|e| step_err("CREATE SEQUENCE idem_fence_seq", e))?;
+    }
     for (kind, name, create) in schema::ROUTINES {
         conn.query_drop(format!("DROP {kind} IF EXISTS {name}")).await.map_err(|e| step_err(name, e))?;
-        conn.query_drop(idem_core::limits::with_engine_constants(create)).await.map_err(|e| step_err(name, e))?;
+        conn.query_drop(schema::routine_text(create, mariadb)).await.map_err(|e| step_err(name, e))?;
     }
     conn.exec_drop(
         "INSERT INTO idem_schema_version (id, version) VALUES (1, ?)
@@ -347,6 +442,14 @@ async fn cleanup_loop(pool: Pool) {
 }
 
 impl Inner {
+    /// A pooled connection, or an error after the URL's `pool_wait_ms`.
+    async fn get_conn(&self) -> Result<Conn, mysql_async::Error> {
+        match tokio::time::timeout(self.pool_wait, self.pool.get_conn()).await {
+            Ok(conn) => conn,
+            Err(_) => Err(mysql_async::Error::Other("no pooled connection came free within pool_wait_ms".into())),
+        }
+    }
+
     /// Runs one command in its own short transaction (reads without one),
     /// retrying after a deadlock, which rolled it back.
     async fn run_one(&self, conn: &mut Conn, cmd: &Command) -> Result<Poll, CmdError> {
@@ -357,8 +460,19 @@ impl Inner {
         }
         let mut tries = 0;
         loop {
-            let attempt = if let (true, Command::Claim { key, owner, ttl_ms }) = (self.returning, cmd) {
-                claim_upsert(conn, key, owner, *ttl_ms).await
+            let fast = match (&self.fast, cmd) {
+                (Some(sql), Command::Claim { key, owner, ttl_ms }) => {
+                    Some(claim_upsert(conn, sql, key, owner, *ttl_ms).await)
+                }
+                // `None` when the record's lease or retention ran out: the
+                // procedure decides (below).
+                (Some(sql), Command::IdemBegin { key, fingerprint, lease_ms, .. }) => {
+                    begin_fast(conn, sql, cmd, key, fingerprint.as_deref(), *lease_ms).await.transpose()
+                }
+                _ => None,
+            };
+            let attempt = if let Some(done) = fast {
+                done
             } else if cmd.is_write() {
                 async {
                     let mut t = conn.start_transaction(TxOpts::default()).await?;
@@ -405,7 +519,7 @@ impl SqlRunner for Inner {
 
     fn run_plain<'a>(&'a self, cmds: &'a [Command]) -> BoxFuture<'a, Vec<CmdResult>> {
         Box::pin(async move {
-            let mut conn = match self.pool.get_conn().await {
+            let mut conn = match self.get_conn().await {
                 Ok(c) => c,
                 Err(e) => {
                     let err = cmd_error(&e);
@@ -427,7 +541,7 @@ impl SqlRunner for Inner {
     fn poll_once<'a>(&'a self, cmd: &'a Command, _mark_wait: bool) -> BoxFuture<'a, Result<Poll, CmdError>> {
         // MySQL has no NOTIFY, so there is nothing to mark: waiters poll.
         Box::pin(async move {
-            let mut conn = self.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            let mut conn = self.get_conn().await.map_err(|e| cmd_error(&e))?;
             self.run_one(&mut conn, cmd).await
         })
     }
@@ -447,7 +561,7 @@ impl Backend for MySqlBackend {
         key: &'a [u8],
     ) -> BoxFuture<'a, Result<Option<idem_core::machine::IdemView>, CmdError>> {
         Box::pin(async move {
-            let mut conn = self.inner.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            let mut conn = self.inner.get_conn().await.map_err(|e| cmd_error(&e))?;
             // By the engine's clock, as the procedures that write the row.
             let row: Option<(String, i64, i64, i64, i64)> = conn
                 .exec_first(
@@ -469,7 +583,7 @@ impl Backend for MySqlBackend {
 
     fn dbsize(&self) -> BoxFuture<'_, Result<u64, CmdError>> {
         Box::pin(async move {
-            let mut conn = self.inner.pool.get_conn().await.map_err(|e| cmd_error(&e))?;
+            let mut conn = self.inner.get_conn().await.map_err(|e| cmd_error(&e))?;
             let n: Option<i64> = conn
                 .query_first(
                     "SELECT (SELECT COUNT(*) FROM idem_records) + (SELECT COUNT(*) FROM idem_claims)
@@ -585,29 +699,57 @@ impl From<CmdError> for CallError {
     }
 }
 
-/// CLAIM through [`CLAIM_UPSERT`], in its own autocommit statement.
-async fn claim_upsert(conn: &mut Conn, key: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> Result<Poll, CallError> {
-    let exp = if ttl_ms.is_some() { "idem_now_ms() + ?" } else { "NULL" };
+/// Runs one fast-path statement (autocommit) and returns its one row.
+async fn exec_fast(conn: &mut Conn, sql: &str, params: Vec<Value>, what: &str) -> Result<Row, CallError> {
     // Prepared apart from the execution (and cached per connection), so
     // that a connection failing here has sent nothing: `BUSY`.
-    let stmt = conn.prep(CLAIM_UPSERT.replace("@EXP@", exp)).await?;
+    let stmt = conn.prep(sql).await?;
+    match conn.exec_first(&stmt, Params::Positional(params)).await {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(idem_core::outcome::unexpected(ENGINE, format!("{what} returned no row")).into()),
+        Err(e @ mysql_async::Error::Server(_)) => Err(CallError::Db(e)),
+        // The statement was sent and autocommits: it may have taken effect.
+        Err(e) => Err(CallError::Reply(CmdError::unknown(format!(
+            "mysql: {e}; the command may or may not have taken effect"
+        )))),
+    }
+}
+
+/// CLAIM through [`CLAIM_UPSERT`], in its own autocommit statement.
+async fn claim_upsert(
+    conn: &mut Conn,
+    sql: &FastSql,
+    key: &[u8],
+    owner: &[u8],
+    ttl_ms: Option<u64>,
+) -> Result<Poll, CallError> {
     let mut params = vec![bytes(key), bytes(owner)];
     params.extend(ttl_ms.map(|t| Value::Int(to_i64(t))));
-    let row: Option<Row> = match conn.exec_first(&stmt, Params::Positional(params)).await {
-        Ok(row) => row,
-        Err(e @ mysql_async::Error::Server(_)) => return Err(CallError::Db(e)),
-        // The statement was sent and autocommits: it may have taken effect.
-        Err(e) => {
-            return Err(CallError::Reply(CmdError::unknown(format!(
-                "mysql: {e}; the command may or may not have taken effect"
-            ))))
-        }
-    };
-    let row = row.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no row"))?;
+    let text = if ttl_ms.is_some() { &sql.claim_ttl } else { &sql.claim_no_ttl };
+    let row = exec_fast(conn, text, params, "CLAIM").await?;
     let holder: Vec<u8> =
         MyRow(&row).bytes(0)?.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no owner"))?;
     let outcome = if holder == owner { Claimed::Claimed } else { Claimed::Held { owner: Bytes::from(holder) } };
     Ok(Poll::Final(Ok(outcome.into_reply())))
+}
+
+/// IDEM.BEGIN through [`BEGIN_FAST`], in its own autocommit statement:
+/// `None` when the procedure must decide (nothing was written then).
+async fn begin_fast(
+    conn: &mut Conn,
+    sql: &FastSql,
+    cmd: &Command,
+    key: &[u8],
+    fingerprint: Option<&[u8]>,
+    lease_ms: u64,
+) -> Result<Option<Poll>, CallError> {
+    let fp = fingerprint.map_or(Value::NULL, bytes);
+    let params = vec![bytes(key), fp.clone(), Value::Int(to_i64(lease_ms)), bytes(key), fp.clone(), fp];
+    let row = exec_fast(conn, &sql.begin, params, "IDEM.BEGIN").await?;
+    if MyRow(&row).text(0)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(idem_sql::decode(ENGINE, cmd, &[MyRow(&row)])?))
 }
 
 /// Runs one command as one CALL (or SELECT) on `q`: a connection or a

@@ -3,7 +3,13 @@
 //!
 //! Layout (every name starts with `idem_`; docs/backends-sql.md has the full reference):
 //! - `idem_schema_version(id = 1, version)`: the last step applied;
-//! - `idem_fences(id AUTO_INCREMENT)`: every fence is a fresh id of it;
+//! - fences: on MariaDB the sequence `idem_fence_seq` (`NEXT VALUE FOR`,
+//!   created by [`super::migrate`] above every id `idem_fences` handed out),
+//!   on MySQL an AUTO_INCREMENT id of `idem_fences`; the routines draw them
+//!   through the `@FENCE_DRAW@` placeholder ([`fence_draw`]);
+//! - `idem_fence_stripes(id)`: [`FENCE_STRIPES`] rows, the per-key fence lock
+//!   (`CRC32(key) % FENCE_STRIPES`) that every IDEM.BEGIN path takes before
+//!   it reads or writes the key's record;
 //! - one InnoDB table per primitive, keys `VARBINARY(512)` (binary-safe,
 //!   compared byte by byte), results and values `MEDIUMBLOB`;
 //! - times are `BIGINT` milliseconds since the Unix epoch on the DATABASE
@@ -27,18 +33,22 @@
 //!   state 'new', fence 0, size 0). A second caller of the same key waits on
 //!   the row lock, then finds the winner's row: never a duplicate-key error,
 //!   and no gap-lock deadlock as with SELECT-then-INSERT.
-//! - A fence is drawn (`INSERT INTO idem_fences`, `LAST_INSERT_ID()`) only
-//!   while the key's row is locked, so a key's fences grow.
+//! - A fence is drawn only while the key's row is locked, so a key's fences
+//!   grow. An idempotency record's fence is drawn also under its stripe lock,
+//!   taken first: the backend's one-statement IDEM.BEGIN draws its fence
+//!   before InnoDB checks the key for a duplicate, so without the stripe a
+//!   draw could precede a larger one granted, then deleted (ABORT, DEL) or
+//!   rolled back (an uncommitted grant in a caller's transaction) in between.
 //! - `ROW_COUNT()` is used only after DELETE (whose count does not depend on
 //!   the client's CLIENT_FOUND_ROWS flag).
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
 /// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
 /// interrupted half-way is simply run again.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3)];
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Step 1: tables.
 const V1: &[&str] = &[
@@ -135,6 +145,75 @@ const V2: &[&str] = &[];
 /// the rest of [`ROUTINES`].
 const V3: &[&str] = &[];
 
+/// How many stripes the per-key fence lock has: two keys share one with
+/// probability 1 / FENCE_STRIPES, and then their IDEM.BEGINs queue behind
+/// each other (for a statement, or for a caller's whole transaction).
+pub(crate) const FENCE_STRIPES: u32 = 65_536;
+
+const _: () = assert!(FENCE_STRIPES == 16 * 16 * 16 * 16, "V4 fills 16^4 stripes");
+
+/// Step 4: the fence stripes (the sequence, MariaDB only, is created by
+/// [`super::migrate`], which reads where `idem_fences` stopped).
+const V4: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS idem_fence_stripes (
+        id INT NOT NULL PRIMARY KEY
+    ) ENGINE = InnoDB",
+    // 16^4 = FENCE_STRIPES rows, 0..65535 (asserted below).
+    "INSERT IGNORE INTO idem_fence_stripes (id)
+     SELECT a.n * 4096 + b.n * 256 + c.n * 16 + d.n
+     FROM (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
+           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
+           UNION ALL SELECT 15) a,
+          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
+           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
+           UNION ALL SELECT 15) b,
+          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
+           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
+           UNION ALL SELECT 15) c,
+          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
+           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
+           UNION ALL SELECT 15) d",
+];
+
+/// The fence sequence's values cached by the server: a restart or a crash
+/// skips the unused rest of a cache (a gap), never hands a value out twice.
+pub(crate) const FENCE_SEQ_CACHE: u32 = 1_000;
+
+/// Fences left unused between the last `idem_fences` id and the sequence's
+/// start, for grants that processes still running the old routines make
+/// while the migration runs.
+pub(crate) const FENCE_SEQ_MARGIN: u64 = 1_000_000;
+
+/// The engine's time in milliseconds since the Unix epoch, or the session's
+/// test clock when set (docs/backends.md): the body of `idem_now_ms()`, and
+/// written out in the backend's one-statement fast paths, which so avoid a
+/// stored-function call.
+pub(crate) const NOW_MS_SQL: &str =
+    "COALESCE(@idem_test_now_ms, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)";
+
+/// The statement (inside a routine) that sets `v_fence` to a new fence.
+pub(crate) fn fence_draw(mariadb: bool) -> &'static str {
+    if mariadb {
+        "SET v_fence = NEXT VALUE FOR idem_fence_seq;"
+    } else {
+        "INSERT INTO idem_fences () VALUES (); SET v_fence = LAST_INSERT_ID();"
+    }
+}
+
+/// A routine's CREATE statement as installed on this engine: the fence
+/// draw, the stripes, the clock and every shared constant written in.
+pub(crate) fn routine_text(create: &str, mariadb: bool) -> String {
+    let text = create
+        .replace("@FENCE_DRAW@", fence_draw(mariadb))
+        .replace("@FENCE_STRIPES@", &FENCE_STRIPES.to_string())
+        .replace("@NOW_MS@", NOW_MS_SQL);
+    idem_core::limits::with_engine_constants(&text)
+}
+
 /// Every stored routine as `(kind, name, CREATE statement)`. Re-created
 /// (DROP, then CREATE) whenever the version moves, so a changed routine only
 /// needs a new (possibly empty) step. Between the DROP and the CREATE a
@@ -147,9 +226,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
         // clock of docs/backends.md, set only by a test build of idem, and
         // only on its own connections. Unset (every other session), the
         // user variable is NULL: no table read.
-        "CREATE FUNCTION idem_now_ms() RETURNS BIGINT NOT DETERMINISTIC NO SQL
-         RETURN COALESCE(@idem_test_now_ms,
-                         TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+        "CREATE FUNCTION idem_now_ms() RETURNS BIGINT NOT DETERMINISTIC NO SQL RETURN @NOW_MS@",
     ),
     // IDEM.BEGIN -> (status, fence, n, result): 'started' (fence, n = attempt),
     // 'running' (fence, n = left_ms), 'done' (result) or 'mismatch'.
@@ -162,8 +239,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DECLARE v_state VARCHAR(8);
             DECLARE v_fp VARBINARY(512);
             DECLARE v_fence, v_exp, v_now BIGINT;
-            DECLARE v_attempt INT;
+            DECLARE v_attempt, v_stripe INT;
             DECLARE v_result MEDIUMBLOB;
+            -- The key's fence stripe first, then its row (the backend's
+            -- one-statement IDEM.BEGIN takes them in this order too).
+            SELECT id INTO v_stripe FROM idem_fence_stripes WHERE id = CRC32(p_key) % @FENCE_STRIPES@ FOR UPDATE;
             INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
             VALUES (p_key, p_fp, 'new', 0, 0, 0)
             ON DUPLICATE KEY UPDATE `key` = `key`;
@@ -174,8 +254,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             IF v_state = 'new' OR (v_state = 'done' AND v_exp <= v_now)
                OR (v_state = 'running' AND v_exp + @RUNNING_RETAIN_MS@ <= v_now) THEN
                 -- New, or forgotten: attempt 1 with this caller's fingerprint.
-                INSERT INTO idem_fences () VALUES ();
-                SET v_fence = LAST_INSERT_ID();
+                @FENCE_DRAW@
                 UPDATE idem_records
                 SET fingerprint = p_fp, state = 'running', fence = v_fence, attempt = 1,
                     expires_at_ms = v_now + p_lease_ms, result = NULL
@@ -191,8 +270,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
                 -- The lease ran out: take over with a new, larger fence. The
                 -- record keeps the fingerprint of the BEGIN that created it,
                 -- also none (docs/commands.md), as the core Machine does.
-                INSERT INTO idem_fences () VALUES ();
-                SET v_fence = LAST_INSERT_ID();
+                @FENCE_DRAW@
                 UPDATE idem_records
                 SET fence = v_fence, attempt = v_attempt + 1, expires_at_ms = v_now + p_lease_ms
                 WHERE `key` = p_key;
@@ -410,8 +488,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             FROM idem_locks WHERE name = p_name FOR UPDATE;
             SET v_now = idem_now_ms();
             IF v_exp <= v_now THEN
-                INSERT INTO idem_fences () VALUES ();
-                SET v_fence = LAST_INSERT_ID();
+                @FENCE_DRAW@
                 UPDATE idem_locks SET owner = p_owner, fence = v_fence, expires_at_ms = v_now + p_lease_ms
                 WHERE name = p_name;
                 SELECT 'acquired' AS status, v_fence AS fence, NULL AS holder, NULL AS left_ms;
@@ -716,7 +793,12 @@ mod tests {
         let grace = idem_core::limits::RUNNING_RETAIN_MS.to_string();
         let mut uses = 0;
         for (_, name, create) in super::ROUTINES {
-            let text = idem_core::limits::with_engine_constants(create);
+            let text = super::routine_text(create, true);
+            // On MariaDB every fence comes from the sequence; `idem_fences`
+            // is only trimmed.
+            assert!(!text.contains("idem_fences") || *name == "idem_cleanup", "{name} draws from idem_fences");
+            let mysql = super::routine_text(create, false);
+            assert!(!mysql.contains("NEXT VALUE"), "{name} uses a sequence on MySQL");
             // A placeholder is `@NAME@` in capitals; `@idem_test_now_ms` is a
             // session variable.
             let left = text.split('@').skip(1).any(|s| s.starts_with(|c: char| c.is_ascii_uppercase()));

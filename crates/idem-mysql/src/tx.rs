@@ -30,8 +30,13 @@
 //! claim several keys in a fixed order) rolls back the caller's whole
 //! transaction: [`Error::is_retryable`] says so; retry the transaction.
 //!
-//! The procedures that draw a fence (`idem_begin`, and `idem_lock`) change the
-//! session's `LAST_INSERT_ID()`: read your own insert's id before calling them.
+//! On MySQL the procedures that draw a fence (`idem_begin`, and `idem_lock`)
+//! change the session's `LAST_INSERT_ID()`: read your own insert's id before
+//! calling them (MariaDB draws fences from a sequence instead).
+//!
+//! `idem_begin` locks the key's fence stripe (one of 65,536, by `CRC32` of
+//! the key) until the transaction ends: another IDEM.BEGIN of a key on the
+//! same stripe waits for it, one in 65,536 pairs of keys.
 
 use bytes::Bytes;
 use mysql_async::{Transaction, Value};

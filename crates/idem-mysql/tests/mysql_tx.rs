@@ -314,3 +314,35 @@ async fn counter_deduction_applies_once_and_rolls_back() {
     drop(c);
     pool.disconnect().await.unwrap();
 }
+
+/// A backend IDEM.BEGIN of a key that a caller's transaction has begun but
+/// not committed waits for it (on the key's fence stripe, then its row);
+/// when that transaction rolls back, its grant never happened and the
+/// backend's is above it: fences grow per key past a rolled-back grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_begin_after_a_rolled_back_in_tx_grant_gets_a_larger_fence() {
+    let backend = std::sync::Arc::new(MySqlBackend::connect(&url()).await.unwrap());
+    let pool = Pool::new(url().as_str());
+    let mut c = pool.get_conn().await.unwrap();
+    let key = format!("{}:rolled-back", prefix());
+    let mut t = c.start_transaction(repeatable_read()).await.unwrap();
+    let Begin::Started { fence: f1, .. } = tx::idem_begin(&mut t, key.as_bytes(), None, 30_000).await.unwrap() else {
+        panic!("expected started")
+    };
+    let cmd = Command::IdemBegin { key: Bytes::from(key.clone()), fingerprint: None, lease_ms: 30_000, wait_ms: 0 };
+    let waiting = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.execute(cmd).await })
+    };
+    // Let the backend's statement reach the lock it waits on (the assertion
+    // holds whichever of the two comes first).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.rollback().await.unwrap();
+    let got = waiting.await.unwrap().unwrap();
+    let Reply::Array(items) = &got else { panic!("{got:?}") };
+    assert_eq!(items.first(), Some(&Reply::Word("started")), "{got:?}");
+    let Some(Reply::Int(f2)) = items.get(1) else { panic!("{got:?}") };
+    assert!(u64::try_from(*f2).unwrap() > f1, "fence {f2} after the rolled-back grant's {f1}");
+    drop(c);
+    pool.disconnect().await.unwrap();
+}

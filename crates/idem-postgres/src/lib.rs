@@ -49,13 +49,10 @@ pub mod tx;
 
 use idem_sql::{to_i64, uint, BackendWaiters, Poll, SqlRow, SqlRunner, WaitKind};
 
-/// Most connections one backend opens to PostgreSQL (plus one for LISTEN).
-pub const POOL_SIZE_MAX: usize = 16;
-/// How long a command waits for a pooled connection before replying `BUSY`.
-const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a command waits for a row lock (held by a caller's long
-/// transaction using [`tx`]) before replying `BUSY`: `lock_timeout`.
-pub const LOCK_TIMEOUT_MS: u64 = 5_000;
+// The pool's size, its checkout wait and `lock_timeout` (how long a command
+// waits for a row that a caller's long transaction using [`tx`] locked
+// before replying `BUSY`) are settings of the URL: [`idem_sql::PoolSettings`]
+// (one more connection, for LISTEN, is not counted in the pool's size).
 /// Longest pause between two polls of a parked WAIT while LISTEN works:
 /// NOTIFY normally wakes waiters first; this catches a missed one.
 pub const POLL_BACKOFF_MAX_LISTENING: Duration = Duration::from_millis(250);
@@ -110,35 +107,36 @@ const SQL_IDEM_RENEW: &str = "SELECT idem_record_renew($1::bytea, $2::bigint, $3
 const SQL_GET: &str = "SELECT status, fence, left_ms, result FROM idem_get($1::bytea)";
 const SQL_DEL: &str = "SELECT idem_del($1::bytea)";
 const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::bytea, $3::bigint)";
-/// CLAIM's first try, one statement that takes no row lock: a fresh key is
-/// inserted (`claimed`, the same heap and index insert and the same one
-/// commit as a raw `INSERT … ON CONFLICT DO NOTHING`), and a key another
-/// live owner holds is answered from the statement's snapshot (`held`)
-/// without a transaction id, a WAL record or a commit flush. `DO NOTHING`
-/// still waits for a concurrent inserter of the key, as the locking path
-/// does. No row comes back when the claim is the caller's own (its TTL
-/// must change), has run out, or was committed after the snapshot: then
-/// [`SQL_CLAIM`] decides under the row lock. `$exp` is the new claim's
-/// expiry: without a TTL it is NULL and the clock is not read.
+/// CLAIM's first try, one statement that takes no row lock. The key is read
+/// first, from the statement's snapshot: a key another live owner holds is
+/// answered `held` from it, with no insert attempted, no transaction id, no
+/// WAL record and no commit flush; an absent key is inserted (`claimed`, the
+/// same heap and index insert and the same one commit as a raw `INSERT … ON
+/// CONFLICT DO NOTHING`). `DO NOTHING` still waits for a concurrent
+/// inserter of the key, as the locking path does. No row comes back when
+/// the claim is the caller's own (its TTL must change), has run out, or was
+/// committed after the snapshot: then [`SQL_CLAIM`] decides under the row
+/// lock. `$exp` is the new claim's expiry: without a TTL it is NULL and the
+/// clock is not read.
 macro_rules! sql_claim_fast {
     ($exp:literal) => {
         concat!(
-            "WITH ins AS (
+            "WITH cur AS (SELECT c.owner, c.expires_at_ms FROM idem_claims c WHERE c.key = $1::bytea),
+             ins AS (
                  INSERT INTO idem_claims (key, owner, expires_at_ms)
-                 VALUES ($1::bytea, $2::bytea, ",
+                 SELECT $1::bytea, $2::bytea, ",
             $exp,
-            ")
+            " WHERE NOT EXISTS (SELECT 1 FROM cur)
                  ON CONFLICT (key) DO NOTHING RETURNING 1)
              SELECT 'claimed'::text AS status, NULL::bytea AS owner FROM ins
              UNION ALL
-             SELECT 'held'::text, c.owner FROM idem_claims c
-             WHERE NOT EXISTS (SELECT 1 FROM ins) AND c.key = $1::bytea AND c.owner <> $2::bytea
-               AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())"
+             SELECT 'held'::text, cur.owner FROM cur
+             WHERE cur.owner <> $2::bytea AND (cur.expires_at_ms IS NULL OR cur.expires_at_ms > idem_now_ms())"
         )
     };
 }
 const SQL_CLAIM_FAST: &str = sql_claim_fast!("idem_now_ms() + $3::bigint");
-const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL");
+const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL::bigint");
 const SQL_CLAIM_ALL: &str = "SELECT status, key, owner FROM idem_claim_all($1::bytea, $2::bytea[])";
 const SQL_RELEASE: &str = "SELECT idem_release($1::bytea, $2::bytea)";
 const SQL_OWNER: &str = "SELECT idem_owner($1::bytea)";
@@ -270,6 +268,7 @@ fn engine_err(message: impl std::fmt::Display) -> BackendError {
 struct Target {
     cfg: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    pool: idem_sql::PoolSettings,
 }
 
 /// Parses a `postgres://` URL. TLS follows libpq's `sslmode`: absent or
@@ -278,8 +277,12 @@ struct Target {
 /// connection. Whenever TLS is used the server's certificate is verified
 /// (chain and host name), against the CA certificates in `sslrootcert`
 /// or else the system's roots: idem never encrypts to an unverified peer.
+///
+/// `pool_size`, `pool_wait_ms` and `lock_timeout_ms` are idem's
+/// ([`idem_sql::PoolSettings`]).
 fn parse_config(url: &str) -> Result<Target, BackendError> {
-    let (rest, mode) = idem_core::store_url::take_param(url, "sslmode");
+    let (url, pool) = idem_sql::PoolSettings::take_from(url).map_err(engine_err)?;
+    let (rest, mode) = idem_core::store_url::take_param(&url, "sslmode");
     let (rest, root) = idem_core::store_url::take_param(&rest, "sslrootcert");
     let mut cfg = rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))?;
     cfg.ssl_mode(match mode.as_deref() {
@@ -315,7 +318,7 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
         .map_err(engine_err)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Target { cfg, tls: MakeRustlsConnect::new(tls) })
+    Ok(Target { cfg, tls: MakeRustlsConnect::new(tls), pool })
 }
 
 impl PgBackend {
@@ -351,20 +354,21 @@ impl PgBackend {
             migrate_config(&target).await?;
         }
         let listen_target = target.clone();
-        let Target { mut cfg, tls } = target;
+        let Target { mut cfg, tls, pool: settings } = target;
         // Commands must not wait forever on a row that a caller's own long
         // transaction has locked; `lock_timeout` turns that into BUSY.
-        let options = format!("{} -c lock_timeout={LOCK_TIMEOUT_MS}", cfg.get_options().unwrap_or(""));
+        let options =
+            format!("{} -c lock_timeout={}", cfg.get_options().unwrap_or(""), settings.lock_timeout.as_millis());
         cfg.options(options.trim());
         if cfg.get_application_name().is_none() {
             cfg.application_name("idem");
         }
         let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let mut builder = Pool::builder(mgr)
-            .max_size(POOL_SIZE_MAX)
+            .max_size(settings.size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(POOL_WAIT_TIMEOUT));
+            .wait_timeout(Some(settings.wait))
+            .create_timeout(Some(settings.wait));
         if let Some(clock) = &test_clock {
             // New and recycled connections alike: a hook runs on every `get`.
             let (a, b) = (clock.clone(), clock.clone());

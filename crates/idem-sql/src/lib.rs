@@ -3,7 +3,8 @@
 //! What the two SQL backends (`idem-postgres`, `idem-mysql`) share: the
 //! driver of a pipeline ([`execute_batch`] over a [`SqlRunner`]), parked
 //! WAITs (first come, first served among the waiters of one idem process),
-//! one-time token text and small conversions. Neither engine crate imports
+//! one-time token text, the pool and timeout settings of the `--store` URL
+//! ([`PoolSettings`]) and small conversions. Neither engine crate imports
 //! from the other: what both need lives here.
 //!
 //! How a WAIT works on a SQL engine: the engine cannot park a caller, so the
@@ -17,8 +18,10 @@
 //! each poll takes one from the pool and gives it back.
 
 pub mod decode;
+pub mod pool;
 
 pub use decode::{decode, SqlRow};
+pub use pool::PoolSettings;
 
 use std::collections::HashMap;
 use std::future::Future;
