@@ -52,18 +52,21 @@ mod layout {
         let _: i64 = redis::cmd("DEL").arg(key).query_async(conn).await.expect("DEL");
     }
 
-    /// After a record and its fence counter are gone (as after expiry), the
-    /// next fence is seeded from the server's clock and still larger.
+    /// After a record is gone (as after expiry; IDEM.DEL leaves a tombstone
+    /// that keeps the fence), the next fence is seeded from the server's
+    /// clock and still larger.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fences_grow_after_the_counter_is_gone() {
+    async fn fences_grow_after_the_record_is_gone() {
         let (b, mut conn, c) = (super::backend().await, raw().await, Ctx::new());
         let k = c.key("k");
         let f1 = int_at(&expect(&*b, &["IDEM.BEGIN", &k], "started").await, 1);
         assert_eq!(idem_conformance::int(&ok(&*b, &["IDEM.DEL", &k]).await), 1);
-        assert!(pttl(&mut conn, &format!("idem:idem-fence:{{{k}}}")).await > 0, "the counter has an expiry");
-        del(&mut conn, &format!("idem:idem-fence:{{{k}}}")).await;
+        assert!(pttl(&mut conn, &format!("idem:idem:{{{k}}}")).await > 0, "the tombstone has an expiry");
         let f2 = int_at(&expect(&*b, &["IDEM.BEGIN", &k], "started").await, 1);
         assert!(f2 > f1, "{f2} > {f1}");
+        del(&mut conn, &format!("idem:idem:{{{k}}}")).await;
+        let f3 = int_at(&expect(&*b, &["IDEM.BEGIN", &k], "started").await, 1);
+        assert!(f3 > f2, "{f3} > {f2}");
 
         let n = c.key("lock");
         let f1 = int_at(&expect(&*b, &["LOCK", &n, "a", "LEASE", "10000"], "acquired").await, 1);
@@ -71,6 +74,47 @@ mod layout {
         del(&mut conn, &format!("idem:lock-fence:{{{n}}}")).await;
         let f2 = int_at(&expect(&*b, &["LOCK", &n, "b", "LEASE", "10000"], "acquired").await, 1);
         assert!(f2 > f1, "{f2} > {f1}");
+    }
+
+    /// A record an earlier idem wrote (a hash, its fence in the counter key)
+    /// is read and converted: a running one keeps its fence, attempt and
+    /// fingerprint, and its holder can still COMMIT; a done one replays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_the_hash_format_are_converted() {
+        let (b, mut conn, c) = (super::backend().await, raw().await, Ctx::new());
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+        let k = c.key("run");
+        let r = format!("idem:idem:{{{k}}}");
+        let until = (now_ms + 60_000).to_string();
+        let _: i64 = redis::cmd("HSET")
+            .arg(&r)
+            .arg(&["st", "r", "fp", "x", "fence", "123", "att", "2", "until", until.as_str()])
+            .query_async(&mut conn)
+            .await
+            .expect("HSET");
+        let _: i64 = redis::cmd("PEXPIRE").arg(&r).arg(120_000).query_async(&mut conn).await.expect("PEXPIRE");
+        let _: () = redis::cmd("SET")
+            .arg(format!("idem:idem-fence:{{{k}}}"))
+            .arg("456")
+            .arg("PX")
+            .arg(120_000)
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+        let running = expect(&*b, &["IDEM.BEGIN", &k, "FP", "x"], "running").await;
+        assert_eq!(int_at(&running, 1), 456, "the fence is the counter's, the larger");
+        assert_eq!(err(&*b, &["IDEM.BEGIN", &k, "FP", "y"]).await.code, ErrorCode::Mismatch);
+        ok(&*b, &["IDEM.COMMIT", &k, "456", "res"]).await;
+        let done = expect(&*b, &["IDEM.BEGIN", &k], "done").await;
+        assert_eq!(text_at(&done, 1), "res");
+
+        let k = c.key("done");
+        let r = format!("idem:idem:{{{k}}}");
+        let _: i64 =
+            redis::cmd("HSET").arg(&r).arg(&["st", "d", "res", "old"]).query_async(&mut conn).await.expect("HSET");
+        let _: i64 = redis::cmd("PEXPIRE").arg(&r).arg(60_000).query_async(&mut conn).await.expect("PEXPIRE");
+        let done = expect(&*b, &["IDEM.GET", &k], "done").await;
+        assert_eq!(text_at(&done, 1), "old");
     }
 
     /// Records that end carry a Redis expiry, so Redis reclaims them itself.
@@ -86,8 +130,9 @@ mod layout {
         assert!(t > 0 && t <= 60_000, "lock PTTL {t}");
         let f = int_at(&expect(&*b, &["IDEM.BEGIN", &k], "started").await, 1);
         ok(&*b, &["IDEM.COMMIT", &k, &f.to_string(), "r", "KEEP", "60000"]).await;
+        // A done record stays at least the fence grace (10 min) for its fence.
         let t = pttl(&mut conn, &format!("idem:idem:{{{k}}}")).await;
-        assert!(t > 0 && t <= 60_000, "done record PTTL {t}");
+        assert!(t > 0 && t <= 600_000, "done record PTTL {t}");
         expect(&*b, &["COUNTER.ADD", &k, "1", "OP", "op1", "KEEP", "60000"], "ok").await;
         let t = pttl(&mut conn, &format!("idem:counter-op:{{{k}}}|op1")).await;
         assert!(t > 0 && t <= 60_000, "op PTTL {t}");

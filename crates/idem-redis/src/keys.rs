@@ -20,6 +20,8 @@
 //! with an explicit length, then the optional `|<extra>`; `<kind>` holds no
 //! ':' or '{'.
 
+use std::borrow::Cow;
+
 /// The content of a Redis Cluster hash tag in `key`, if it has one: the bytes
 /// between the first '{' and the next '}', when there is at least one.
 pub(crate) fn redis_hash_tag(key: &[u8]) -> Option<&[u8]> {
@@ -30,18 +32,15 @@ pub(crate) fn redis_hash_tag(key: &[u8]) -> Option<&[u8]> {
 }
 
 /// The tag `<tag>` an idem key's Redis keys are routed by.
-pub(crate) fn tag_of(key: &[u8]) -> Vec<u8> {
+pub(crate) fn tag_of(key: &[u8]) -> Cow<'_, [u8]> {
     if let Some(tag) = redis_hash_tag(key) {
-        return tag.to_vec();
+        return Cow::Borrowed(tag);
     }
     if !key.iter().any(|&b| b == b'{' || b == b'}') {
-        return key.to_vec();
+        return Cow::Borrowed(key);
     }
-    let mut hex = Vec::with_capacity(key.len() * 2);
-    for b in key {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
-    hex
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Cow::Owned(key.iter().flat_map(|&b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).collect())
 }
 
 /// The Redis key of `kind` for idem key `key`, with an optional per-item suffix.
@@ -53,7 +52,7 @@ pub(crate) fn rkey(kind: &str, key: &[u8], extra: Option<&[u8]>) -> Vec<u8> {
     out.extend_from_slice(b":{");
     out.extend_from_slice(&tag);
     out.push(b'}');
-    if tag != key {
+    if *tag != *key {
         out.extend_from_slice(format!("#{}:", key.len()).as_bytes());
         out.extend_from_slice(key);
     }

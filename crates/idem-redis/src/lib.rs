@@ -82,7 +82,10 @@ enum Conn {
 struct Single {
     client: redis::Client,
     /// `None` after the connection broke, until a request opens a new one.
-    conn: tokio::sync::RwLock<Option<MultiplexedConnection>>,
+    /// A plain lock: a request only clones the handle out of it.
+    conn: std::sync::RwLock<Option<MultiplexedConnection>>,
+    /// Held while a fresh connection is opened, so one request opens it.
+    reconnect: tokio::sync::Mutex<()>,
 }
 
 /// The longest a request waits for a fresh connection after the last one
@@ -99,27 +102,39 @@ enum Failure {
 }
 
 impl Single {
+    fn new(client: redis::Client, conn: MultiplexedConnection) -> Self {
+        Single { client, conn: std::sync::RwLock::new(Some(conn)), reconnect: tokio::sync::Mutex::new(()) }
+    }
+
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, conn: Option<MultiplexedConnection>) {
+        *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+    }
+
     /// The connection, opened first if the last one broke. An error means
     /// nothing was sent.
     async fn get(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        if let Some(c) = self.conn.read().await.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
-        let mut slot = self.conn.write().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        let _opening = self.reconnect.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
         let fresh = tokio::time::timeout(RECONNECT_TIMEOUT, self.client.get_multiplexed_async_connection())
             .await
             .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        *slot = Some(fresh.clone());
+        self.set(Some(fresh.clone()));
         Ok(fresh)
     }
 
     /// Drops the connection after an error that broke it.
-    async fn check(&self, e: &redis::RedisError) {
+    fn check(&self, e: &redis::RedisError) {
         if broke(e) {
-            *self.conn.write().await = None;
+            self.set(None);
         }
     }
 
@@ -131,7 +146,7 @@ impl Single {
         let conn = self.get().await.map_err(Failure::NotSent)?;
         let r = send(conn).await;
         if let Err(e) = &r {
-            self.check(e).await;
+            self.check(e);
         }
         r.map_err(Failure::Sent)
     }
@@ -226,7 +241,7 @@ impl RedisBackend {
         let client = open_client(url)?;
         let conn = client.get_multiplexed_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
-            conn: Arc::new(Conn::Single(Box::new(Single { client, conn: tokio::sync::RwLock::new(Some(conn)) }))),
+            conn: Arc::new(Conn::Single(Box::new(Single::new(client, conn)))),
             cluster: false,
             scripts: Scripts::new(),
             limits: Limits::default(),
@@ -341,7 +356,7 @@ impl RedisBackend {
             Command::TokenNew { scope, ttl_ms } => {
                 let token = new_token();
                 let k = rkey("token", &scope, Some(token.as_bytes()));
-                let set = redis::cmd("SET").arg(k).arg("1").arg("PX").arg(ttl_ms).arg("NX").clone();
+                let set = redis::cmd("SET").arg(k).arg("1").arg("PX").arg(px(ttl_ms)).arg("NX").clone();
                 match self.cmd(&set).await? {
                     Value::Okay | Value::SimpleString(_) => Ok(Reply::Bulk(Bytes::from(token))),
                     // 128 random bits do not collide; a nil here means the RNG is broken.
@@ -355,7 +370,8 @@ impl RedisBackend {
             Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
                 let keys = vec![rkey("counter", &key, None), rkey("counter-op", &key, op.as_deref())];
                 let opt = |v: Option<i64>| v.map(|v| v.to_string().into_bytes()).unwrap_or_default();
-                let args = vec![delta.to_string().into_bytes(), opt(min), opt(max), flag(op.is_some()), num(keep_ms)];
+                let args =
+                    vec![delta.to_string().into_bytes(), opt(min), opt(max), flag(op.is_some()), num(px(keep_ms))];
                 let v = self.script(&self.scripts.counter, keys, args).await?;
                 to_reply(v, &[("ok", &[1]), ("refused", &[1]), ("replayed", &[1])])
             }
@@ -476,6 +492,7 @@ impl RedisBackend {
                 mode.as_bytes().to_vec(),
                 num(left_ms),
                 max.clone(),
+                flag(self.set_nx_get),
             ];
             async move { self.idem_script(key, args).await }
         })
@@ -571,7 +588,7 @@ impl RedisBackend {
             let mut set = redis::cmd("SET");
             set.arg(&rk).arg(owner.as_ref()).arg("NX").arg("GET");
             if let Some(ttl) = ttl_ms {
-                set.arg("PX").arg(ttl);
+                set.arg("PX").arg(px(ttl));
             }
             match self.cmd(&set).await? {
                 Value::Nil => return Ok(Claimed::Claimed.into_reply()),
@@ -582,7 +599,7 @@ impl RedisBackend {
                 other => return Err(unexpected(&other)),
             }
         }
-        let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(num).unwrap_or_default()];
+        let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(|t| num(px(t))).unwrap_or_default()];
         to_reply(self.script(&self.scripts.claim, vec![rk], args).await?, NO_INTS)
     }
 
@@ -664,6 +681,18 @@ impl Backend for RedisBackend {
         }
     }
 
+    fn execute(&self, cmd: Command) -> BoxFuture<'_, CmdResult> {
+        // One command: one boxed future of its own (no batch around it), and
+        // for the hot ones without the state of every other command's.
+        match cmd {
+            Command::Claim { key, owner, ttl_ms } => Box::pin(async move { self.claim(&key, &owner, ttl_ms).await }),
+            Command::IdemBegin { key, fingerprint, lease_ms, wait_ms } => {
+                Box::pin(async move { self.idem_begin(&key, fingerprint.as_ref(), lease_ms, wait_ms).await })
+            }
+            cmd => Box::pin(self.run(cmd)),
+        }
+    }
+
     fn execute_batch(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<CmdResult>> {
         Box::pin(async move {
             // In order, one at a time: each command must see the effects of
@@ -729,6 +758,15 @@ impl Backend for RedisBackend {
             ("wait_poll_backoff_max_ms".into(), POLL_BACKOFF_MAX.as_millis().to_string()),
         ]
     }
+}
+
+/// The `PX` that makes Redis drop a key at `ms` after now, the contract's
+/// deadline: Redis keeps a key through its deadline millisecond (it expires
+/// it once now > set + PX), so one less. A 1 ms TTL or KEEP cannot be
+/// shortened (PX 0 is refused): it lasts until the end of the next
+/// millisecond (docs/backends-redis.md).
+fn px(ms: u64) -> u64 {
+    ms.saturating_sub(1).max(1)
 }
 
 fn num(n: impl Into<u64>) -> Vec<u8> {
