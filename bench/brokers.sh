@@ -14,18 +14,34 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 MESSAGES=${2:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
+# HANDLERS: which handlers to run, "empty" (does nothing) and/or "pg" (a
+# PostgreSQL insert); both by default.
+HANDLERS=${HANDLERS:-empty pg}
+# BROKERS: jetstream and/or rabbitmq; both by default.
+BROKERS=${BROKERS:-jetstream rabbitmq}
+# ADAPTER_ARGS: extra arguments of the adapter's runs, e.g.
+# "--pipelines 4 --pipeline-commands 64" (how its idem calls are coalesced).
+ADAPTER_ARGS=${ADAPTER_ARGS:-}
 # BIN: a prebuilt binary (skips the build).
 if [ -z "${BIN:-}" ]; then
   cargo build --release -p idem-broker --bin idem-broker-s2 >&2
   BIN=target/release/idem-broker-s2
 fi
-echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) rounds=$ROUNDS messages=$MESSAGES concurrency=$CONCURRENCY loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
-for effect in "" "--pg-effect"; do
-  for broker in jetstream rabbitmq; do
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) rounds=$ROUNDS messages=$MESSAGES concurrency=$CONCURRENCY handlers='$HANDLERS' brokers='$BROKERS' adapter_args='$ADAPTER_ARGS' loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+for handler in $HANDLERS; do
+  case $handler in
+    empty) effect="" ;;
+    pg) effect="--pg-effect" ;;
+    *) echo "unknown handler '$handler' (empty, pg)" >&2; exit 2 ;;
+  esac
+  for broker in $BROKERS; do
     for round in $(seq "$ROUNDS"); do
       for variant in naive adapter; do
+        extra=""
+        [ "$variant" = adapter ] && extra=$ADAPTER_ARGS
+        # shellcheck disable=SC2086 # $effect and $extra are word lists
         line=$("$BIN" bench --broker "$broker" --variant "$variant" --messages "$MESSAGES" \
-          --concurrency "$CONCURRENCY" $effect 2>/dev/null | grep '^bench')
+          --concurrency "$CONCURRENCY" $effect $extra 2>/dev/null | grep '^bench')
         echo "round=$round $line"
       done
     done

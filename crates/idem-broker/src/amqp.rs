@@ -3,7 +3,7 @@
 //!
 //! | action | what the consumer does |
 //! |---|---|
-//! | ack | `basic.ack` |
+//! | ack | `basic.ack` (acks due at the same moment share one, with `multiple`) |
 //! | redeliver after d | publish a copy (its delivery count in [`DELIVERIES_HEADER`]) to the delay queue of the smallest delay tier ≥ d, wait for the broker's confirm, then `basic.ack` the original |
 //! | release (shutdown) | `basic.nack` with requeue |
 //! | dead-letter | `basic.reject` without requeue: the queue's dead-letter exchange routes it to `<queue>.dlq` |
@@ -15,6 +15,8 @@
 //! two copies; the record answers the second. RabbitMQ has no per-message
 //! ack timer to renew (its consumer timeout is per channel and long).
 
+mod acks;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,12 +24,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 
+use self::acks::Acks;
 use crate::driver::{self, Delivery};
 use crate::error::{ConsumeError, KeyError};
 use crate::key::{check, KeySource};
@@ -127,6 +130,7 @@ pub async fn consume<P: Process>(
         .await
         .map_err(broker)?;
     let delays = Arc::new(Delays { channel: publishing, queue: queue.to_string(), tiers });
+    let acks = Arc::new(Acks::default());
     let deliveries = consumer
         .take_while(|d| {
             if let Err(e) = d {
@@ -135,7 +139,10 @@ pub async fn consume<P: Process>(
             futures::future::ready(d.is_ok())
         })
         .filter_map(|d| futures::future::ready(d.ok()))
-        .map(move |d| AmqpDelivery { d, delays: delays.clone() });
+        .map(move |d| {
+            acks.delivered(d.delivery_tag);
+            AmqpDelivery { d, delays: delays.clone(), acks: acks.clone() }
+        });
     let snapshot = driver::run(Box::pin(deliveries), settings, process, stats, shutdown).await;
     // Closing the channel gives every message sent ahead back to the queue.
     let _ = consuming.close(200, "shutdown").await;
@@ -162,6 +169,7 @@ impl Delays {
 struct AmqpDelivery {
     d: lapin::message::Delivery,
     delays: Arc<Delays>,
+    acks: Arc<Acks>,
 }
 
 fn header<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
@@ -221,20 +229,31 @@ impl Delivery for AmqpDelivery {
     fn settle(self, action: &Action) -> BoxFuture<'static, Result<(), String>> {
         let action = action.clone();
         Box::pin(async move {
+            let tag = self.d.delivery_tag;
             let acker = &self.d.acker;
-            let r = match action {
-                Action::Ack => acker.ack(BasicAckOptions::default()).await,
+            let settled_otherwise = match action {
+                Action::Ack => {
+                    self.acks.ack(tag, self.d.acker.clone()).await;
+                    return Ok(());
+                }
+                Action::Redeliver { delay_ms } => {
+                    self.delay(delay_ms).await?;
+                    self.acks.ack(tag, self.d.acker.clone()).await;
+                    return Ok(());
+                }
                 Action::Release => acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
                 Action::DeadLetter { reason } => {
                     tracing::info!(reason, "dead-lettering");
                     acker.reject(BasicRejectOptions { requeue: false }).await
                 }
-                Action::Redeliver { delay_ms } => {
-                    self.delay(delay_ms).await?;
-                    acker.ack(BasicAckOptions::default()).await
-                }
             };
-            r.map_err(|e| e.to_string())
+            // Only a reject or nack that went out frees its tag for a
+            // multiple ack: one that failed leaves the delivery unsettled
+            // (the broker requeues it when the channel closes), and no ack
+            // may cover it.
+            settled_otherwise.map_err(|e| e.to_string())?;
+            self.acks.settled(tag);
+            Ok(())
         })
     }
 }

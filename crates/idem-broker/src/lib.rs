@@ -38,7 +38,7 @@ pub mod s2;
 
 pub use error::{ConsumeError, KeyError, SettingsError};
 pub use key::{KeySource, KEY_BYTES_MAX};
-pub use pipeline::{PIPELINES_IN_FLIGHT_MAX, PIPELINE_COMMANDS_MAX};
+pub use pipeline::{PipelineLimits, PIPELINES_IN_FLIGHT_MAX, PIPELINE_COMMANDS_MAX, PIPELINE_LIMIT_MAX};
 pub use process::{
     Action, Adapter, Failure, Handler, HandlerSlots, Message, MysqlHandler, MysqlInbox, PgHandler, PostgresInbox,
     Process, Stats, StatsSnapshot, Unguarded,

@@ -17,7 +17,7 @@ use idem_client::{Begin, Client};
 use idem_core::Command;
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineLimits};
 use crate::settings::Settings;
 
 /// A message as the handler sees it.
@@ -349,10 +349,16 @@ pub struct Adapter<H> {
 
 impl<H: Handler> Adapter<H> {
     /// Records on the server behind `client`. The claims and commits of
-    /// messages in flight at once share pipelines on its pool (at most
-    /// [`crate::PIPELINES_IN_FLIGHT_MAX`] connections for them).
+    /// messages in flight at once share pipelines on its pool (by default
+    /// at most [`crate::PIPELINES_IN_FLIGHT_MAX`] connections for them).
     pub fn new(client: Client, handler: H) -> Arc<Adapter<H>> {
-        let pipeline = Pipeline::new(client.backend());
+        Adapter::with_limits(client, handler, PipelineLimits::default())
+    }
+
+    /// As [`Adapter::new`], with the claims and commits coalesced as
+    /// `limits` says.
+    pub fn with_limits(client: Client, handler: H, limits: PipelineLimits) -> Arc<Adapter<H>> {
+        let pipeline = Pipeline::new(client.backend(), limits);
         Arc::new(Adapter { client, pipeline, handler })
     }
 

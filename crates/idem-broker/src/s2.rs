@@ -41,8 +41,8 @@ use rand::Rng;
 use tokio_postgres::NoTls;
 
 use crate::{
-    amqp, jetstream as js_adapter, Adapter, Failure, KeySource, Message, PgHandler, PostgresInbox, Process, Settings,
-    Stats, StatsSnapshot, Unguarded,
+    amqp, jetstream as js_adapter, Adapter, Failure, KeySource, Message, PgHandler, PipelineLimits, PostgresInbox,
+    Process, Settings, Stats, StatsSnapshot, Unguarded,
 };
 
 /// JetStream redelivers an unacked message after this long (a killed
@@ -755,8 +755,10 @@ fn cpu_time() -> Duration {
 }
 
 /// Consumes `messages` pre-published messages with the raw consumer
-/// (`naive`) or the adapter (records on the idem server at `idem_url`),
-/// `concurrency` handlers, prefetch twice that, on a durable queue.
+/// (`naive`) or the adapter (records on the idem server at `idem_url`,
+/// its calls coalesced as `limits` says), `concurrency` handlers, prefetch
+/// twice that, on a durable queue.
+#[allow(clippy::too_many_arguments)]
 pub async fn bench(
     broker: Broker,
     variant: Variant,
@@ -764,6 +766,7 @@ pub async fn bench(
     concurrency: u32,
     pg_effect: bool,
     idem_url: Option<&str>,
+    limits: PipelineLimits,
     e: &Engines,
 ) -> anyhow::Result<BenchReport> {
     if variant == Variant::Inbox {
@@ -820,7 +823,9 @@ pub async fn bench(
         };
         let (started, cpu) = (Instant::now(), cpu_time());
         let snap = match client {
-            Some(client) => consume_with(broker, &name, e, s, Adapter::new(client, handler), stats, done).await?,
+            Some(client) => {
+                consume_with(broker, &name, e, s, Adapter::with_limits(client, handler, limits), stats, done).await?
+            }
             None => consume_with(broker, &name, e, s, Unguarded::new(handler), stats, done).await?,
         };
         let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_time() - cpu);

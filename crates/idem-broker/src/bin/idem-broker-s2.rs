@@ -63,6 +63,12 @@ enum Cmd {
         /// The handler inserts a row into PostgreSQL (else it does nothing).
         #[arg(long)]
         pg_effect: bool,
+        /// The adapter's idem commands per pipeline.
+        #[arg(long, default_value_t = idem_broker::PIPELINE_COMMANDS_MAX)]
+        pipeline_commands: usize,
+        /// The adapter's pipelines on the wire at once.
+        #[arg(long, default_value_t = idem_broker::PIPELINES_IN_FLIGHT_MAX)]
+        pipelines: usize,
         #[command(flatten)]
         engines: Engines,
     },
@@ -112,14 +118,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Worker(args) => s2::worker(args).await,
-            Cmd::Bench { broker, variant, messages, concurrency, pg_effect, engines } => {
+            Cmd::Bench { broker, variant, messages, concurrency, pg_effect, pipeline_commands, pipelines, engines } => {
+                let limits = idem_broker::PipelineLimits::new(pipeline_commands, pipelines)?;
                 let idem = match variant {
                     Variant::Adapter => Some(DurableIdem::start().await?),
                     _ => None,
                 };
                 let url = idem.as_ref().map(|i| i.url().to_string());
                 let report =
-                    s2::bench(broker, variant, messages, concurrency, pg_effect, url.as_deref(), &engines).await;
+                    s2::bench(broker, variant, messages, concurrency, pg_effect, url.as_deref(), limits, &engines)
+                        .await;
                 if let Some(i) = idem {
                     i.stop().await;
                 }
