@@ -36,10 +36,14 @@ pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
+/// The idempotency record's encoding, shared by `idem` and `begin_fast`.
+const RECORD: &str = include_str!("lua/record.lua");
 
 /// The scripts, one per primitive family, each prefixed with the shared prelude.
 struct Scripts {
     idem: Script,
+    /// IDEM.BEGIN without WAIT on Redis 7+: TIME and one SET, or `slow`.
+    begin_fast: Script,
     lock: Script,
     claim: Script,
     counter: Script,
@@ -52,7 +56,11 @@ impl Scripts {
     fn new() -> Self {
         let s = |body: &str| Script::new(&idem_core::limits::with_engine_constants(&format!("{PRELUDE}\n{body}")));
         Scripts {
-            idem: s(include_str!("lua/idem.lua")),
+            idem: s(&format!("{RECORD}\n{}", include_str!("lua/idem.lua"))),
+            begin_fast: Script::new(&idem_core::limits::with_engine_constants(&format!(
+                "{RECORD}\n{}",
+                include_str!("lua/begin_fast.lua")
+            ))),
             lock: s(include_str!("lua/lock.lua")),
             claim: s(include_str!("lua/claim.lua")),
             counter: s(include_str!("lua/counter.lua")),
@@ -472,6 +480,16 @@ impl RedisBackend {
     }
 
     async fn idem_begin(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64, wait_ms: u64) -> CmdResult {
+        const SHAPE: Shape = &[("started", &[1, 2]), ("running", &[1, 2])];
+        if wait_ms == 0 && self.set_nx_get {
+            // The small script decides an absent key and a live record; it
+            // answers `slow`, having written nothing, for the rest.
+            let args = vec![flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms)];
+            let v = self.script(&self.scripts.begin_fast, vec![rkey("idem", key, None)], args).await?;
+            if !is_word(&v, b"slow") {
+                return to_reply(v, SHAPE);
+            }
+        }
         let fixed = (flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms));
         let waiter = (wait_ms > 0).then(new_waiter_id);
         let max = num(self.limits.waiters_per_key_max as u64);
@@ -497,7 +515,7 @@ impl RedisBackend {
             async move { self.idem_script(key, args).await }
         })
         .await
-        .and_then(|v| to_reply(v, &[("started", &[1, 2]), ("running", &[1, 2])]))
+        .and_then(|v| to_reply(v, SHAPE))
     }
 
     async fn lock(&self, name: &[u8], owner: &[u8], lease_ms: u64, wait_ms: u64) -> CmdResult {

@@ -27,32 +27,6 @@ local now, now_us = clock()
 -- The fence of the key's last grant that R still knows (0: none).
 local last = 0
 
-local function enc(st, fence, att, untl, fp, res)
-  local fpl = ''
-  if fp then
-    fpl = fmt(#fp)
-  else
-    fp = ''
-  end
-  if type(fence) == 'number' then
-    fence = fmt(fence)
-  end
-  return st .. fence .. ',' .. fmt(att) .. ',' .. fmt(untl) .. ',' .. fpl .. ',' .. fp .. (res or '')
-end
-
-local function dec(v)
-  local st, fence, att, untl, fpl, pos = string.match(v, '^([rdt])(%d+),(%d+),(%d+),(%d*),()')
-  if not st then
-    error('idem: unreadable record at ' .. R)
-  end
-  local fp, at = nil, pos
-  if fpl ~= '' then
-    at = pos + tonumber(fpl)
-    fp = string.sub(v, pos, at - 1)
-  end
-  return { st = st, fence = fence, att = tonumber(att), untl = tonumber(untl), fp = fp, raw = v, at = at }
-end
-
 -- A record an earlier idem wrote (a hash; its fence counter F): rewritten
 -- in this format with the same expiry, then read as usual.
 local function convert()
@@ -91,7 +65,7 @@ local function view(v)
   if not v then
     return nil
   end
-  local rec = dec(v)
+  local rec = dec(v, R)
   last = tonumber(rec.fence)
   if (rec.st == 'r' and now < rec.untl + RUN_RETAIN_MS) or (rec.st == 'd' and now < rec.untl) then
     return rec
