@@ -571,6 +571,15 @@ impl<'a> Args<'a> {
 
     fn u64(&mut self, what: &str) -> Result<u64, CmdError> {
         let cmd = self.cmd;
+        // Digits only, the usual case, are read straight from the bytes:
+        // a LEASE or a fence comes with nearly every command, and a UTF-8
+        // check plus `str::parse` cost several times the digits. Anything
+        // else takes the checks below, and gets their errors.
+        if let Some(a) = self.args.get(self.pos).filter(|a| !a.is_empty() && a.iter().all(u8::is_ascii_digit)) {
+            self.pos += 1;
+            let v = a.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+            return v.ok_or_else(|| CmdError::syntax(format!("{cmd}: {what} is out of range")));
+        }
         let s = self.text(what)?;
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CmdError::syntax(format!("{cmd}: {what} must be a non-negative integer")));
@@ -710,6 +719,29 @@ mod tests {
             }
         );
         assert!(matches!(parse("VALUE.SET k v ifversion 0").unwrap(), Command::ValueSet { if_version: Some(0), .. }));
+    }
+
+    /// The digits-only fast path of `Args::u64` reads what `str::parse`
+    /// read before it, and leaves every other input to the full checks.
+    #[test]
+    fn unsigned_numbers_are_read_whole_and_bounded() {
+        let fence = |line: &str| match parse(line) {
+            Ok(Command::IdemAbort { fence, .. }) => Ok(fence),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(e) => Err(e.message),
+        };
+        assert_eq!(fence("IDEM.ABORT k 0"), Ok(0));
+        assert_eq!(fence("IDEM.ABORT k 007"), Ok(7));
+        assert_eq!(fence("IDEM.ABORT k 18446744073709551615"), Ok(u64::MAX));
+        let over = fence("IDEM.ABORT k 18446744073709551616").unwrap_err();
+        assert!(over.contains("fence is out of range"), "{over}");
+        for bad in ["+5", "-1", "5x", "1e3", " 5"] {
+            let e = fence(&format!("IDEM.ABORT k {bad}")).unwrap_err();
+            assert!(e.contains("must be a non-negative integer"), "{bad}: {e}");
+        }
+        let args = [Bytes::from_static(b"IDEM.ABORT"), Bytes::from_static(b"k"), Bytes::from_static(b"\xff5")];
+        let e = Command::parse(&args, &Limits::default()).unwrap_err();
+        assert!(e.message.contains("must be ASCII text"), "{}", e.message);
     }
 
     #[test]

@@ -50,6 +50,11 @@ const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 /// and allocated again every time the connection waits.
 const IDLE_BUFFER_BYTES_MAX: usize = 4 * 1024;
 
+/// The unit in which a connection's buffers are counted against
+/// `client_buffers_bytes_max` (see `Conn::report_buffers`). Rounding up
+/// over-counts by less than this per buffer, so the bound still holds.
+const REPORT_GRANULE_BYTES: usize = 1024;
+
 /// After a protocol error, how long and how much in-flight input is
 /// discarded before closing (see `protocol_error`).
 const LINGER: Duration = Duration::from_secs(1);
@@ -86,10 +91,16 @@ pub(crate) async fn serve(
     let stopping = async move {
         let _ = stop_rx.changed().await;
     };
+    let buffers = state.buffers().register();
+    // Registered once too, for the same reason: a wait for eviction made
+    // at every read and write would add and remove a waiter of its `Notify`.
+    let usage = buffers.usage().clone();
+    let evicting = async move { usage.evicted().await };
     let mut conn = Conn {
         stream,
-        buffers: state.buffers().register(),
+        buffers,
         stopping: Box::pin(stopping.fuse()),
+        evicting: Box::pin(evicting.fuse()),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         read_filled: false,
@@ -154,6 +165,8 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
     /// Completes when shutdown starts (or the server is gone).
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Completes when this client is evicted (see `buffers`).
+    evicting: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Whether the connection goes on after a batch.
@@ -401,14 +414,16 @@ impl Conn {
     /// `write_timeout_ms`, or the client is cut: it is not reading.
     async fn flush(&mut self) -> io::Result<()> {
         let timeout_ms = self.state.config().write_timeout_ms;
+        self.try_write_plain()?;
         while !self.wbuf.is_empty() {
-            let Conn { stream, wbuf, buffers, .. } = self;
+            let Conn { stream, wbuf, evicting, .. } = self;
             // A client that does not read its replies is the likely one to
             // be evicted: stop waiting for it then.
             let write = async {
                 tokio::select! {
+                    biased;
                     r = stream.write(wbuf) => r,
-                    _ = buffers.usage().evicted() => Err(evicted_error()),
+                    _ = evicting => Err(evicted_error()),
                 }
             };
             let n = if timeout_ms == 0 {
@@ -446,6 +461,28 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes what the socket takes at once, without waiting: a plain
+    /// connection's replies almost always fit its send buffer, and then
+    /// `flush` sets up no timer and no wait for eviction.
+    fn try_write_plain(&mut self) -> io::Result<()> {
+        let Stream::Plain(tcp) = &self.stream else { return Ok(()) };
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        if self.buffers.usage().is_evicted() {
+            return Err(evicted_error());
+        }
+        match tcp.try_write(&self.wbuf) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                self.wbuf.advance(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn slow_client(&self) {
         self.state.counters().add(InfoCounter::SlowClientsDisconnected, 1);
         self.state.metrics().slow_client_disconnected();
@@ -454,8 +491,15 @@ impl Conn {
 
     /// Reports what the read and write buffers hold now to the bound on
     /// all clients' buffers; fails when this client is evicted.
+    ///
+    /// Each buffer counts as its capacity rounded up to
+    /// `REPORT_GRANULE_BYTES`: cutting a request out of the read buffer, or
+    /// writing the replies out of the write buffer, shrinks its capacity by
+    /// a few bytes until the next `reserve` takes them back, and reporting
+    /// each such change would cost two shared atomic updates per request.
     fn report_buffers(&mut self) -> io::Result<()> {
-        if self.buffers.report(self.rbuf.capacity() + self.wbuf.capacity()) {
+        let granule = |b: &BytesMut| b.capacity().next_multiple_of(REPORT_GRANULE_BYTES);
+        if self.buffers.report(granule(&self.rbuf) + granule(&self.wbuf)) {
             Ok(())
         } else {
             Err(evicted_error())
@@ -554,7 +598,7 @@ impl Conn {
                 Ok(n > 0)
             }
             _ = &mut self.stopping => Ok(false),
-            _ = self.buffers.usage().evicted() => Err(evicted_error()),
+            _ = &mut self.evicting => Err(evicted_error()),
             _ = &mut idle => {
                 tracing::debug!(client = self.session.id, "closing idle connection");
                 Ok(false)
