@@ -24,9 +24,12 @@ fn num(report: &HashMap<String, String>, field: &str) -> u64 {
 }
 
 /// A process dies between its effect (an autocommit insert) and its record:
-/// the adapter runs the order again (one duplicate effect, the documented
-/// gap); the inbox, whose record is in the insert's transaction, does not.
-/// One handler per worker, so the crash interrupts that one order only.
+/// the adapter runs the order again (the documented gap); the inbox, whose
+/// record is in the insert's transaction, does not. One handler per worker,
+/// so the crash interrupts that one order's handler; but the adapter commits
+/// a message after its handler slot is free, so the commit of the order
+/// before it (or, on a slow machine, the one before that) can still be on its
+/// way when the process dies, and that order runs again too.
 fn crash_window(broker: &str) {
     let common = ["--broker", broker, "--messages", "40", "--dup-every", "4", "--workers", "2"];
     let common =
@@ -34,7 +37,8 @@ fn crash_window(broker: &str) {
             .concat();
     let adapter = run(&[&common[..], &["--variant", "adapter"]].concat());
     assert_eq!(num(&adapter, "restarts"), 1, "{adapter:?}");
-    assert_eq!(num(&adapter, "duplicate_effects"), 1, "{adapter:?}");
+    let dups = num(&adapter, "duplicate_effects");
+    assert!((1..=3).contains(&dups), "the crashed order, plus at most the commits still on their way: {adapter:?}");
     assert_eq!(num(&adapter, "lost"), 0, "{adapter:?}");
     let inbox = run(&[&common[..], &["--variant", "inbox"]].concat());
     assert_eq!(num(&inbox, "restarts"), 1, "{inbox:?}");
