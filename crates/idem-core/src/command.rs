@@ -571,20 +571,18 @@ impl<'a> Args<'a> {
 
     fn u64(&mut self, what: &str) -> Result<u64, CmdError> {
         let cmd = self.cmd;
-        // Digits only, the usual case, are read straight from the bytes:
-        // a LEASE or a fence comes with nearly every command, and a UTF-8
-        // check plus `str::parse` cost several times the digits. Anything
-        // else takes the checks below, and gets their errors.
-        if let Some(a) = self.args.get(self.pos).filter(|a| !a.is_empty() && a.iter().all(u8::is_ascii_digit)) {
-            self.pos += 1;
-            let v = a.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
-            return v.ok_or_else(|| CmdError::syntax(format!("{cmd}: {what} is out of range")));
+        // Read straight from the bytes: a LEASE or a fence comes with nearly
+        // every command, and a UTF-8 check plus `str::parse` cost several
+        // times the digits. Only a refused argument is checked for UTF-8,
+        // to say which rule it broke.
+        let a = self.next()?;
+        if a.is_empty() || !a.iter().all(u8::is_ascii_digit) {
+            let rule =
+                if std::str::from_utf8(a).is_ok() { "must be a non-negative integer" } else { "must be ASCII text" };
+            return Err(CmdError::syntax(format!("{cmd}: {what} {rule}")));
         }
-        let s = self.text(what)?;
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(CmdError::syntax(format!("{cmd}: {what} must be a non-negative integer")));
-        }
-        s.parse::<u64>().map_err(|_| CmdError::syntax(format!("{cmd}: {what} is out of range")))
+        let v = a.iter().try_fold(0u64, |v, &d| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+        v.ok_or_else(|| CmdError::syntax(format!("{cmd}: {what} is out of range")))
     }
 
     fn i64(&mut self, what: &str) -> Result<i64, CmdError> {

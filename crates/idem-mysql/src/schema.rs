@@ -152,31 +152,37 @@ pub(crate) const FENCE_STRIPES: u32 = 65_536;
 
 const _: () = assert!(FENCE_STRIPES == 16 * 16 * 16 * 16, "V4 fills 16^4 stripes");
 
+/// A derived table of the 16 hexadecimal digits, 0..=15 in column `n`: four
+/// of them crossed number the fence stripes.
+macro_rules! hex_digits {
+    () => {
+        "(SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
+           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
+           UNION ALL SELECT 15)"
+    };
+}
+
 /// Step 4: the fence stripes (the sequence, MariaDB only, is created by
 /// [`super::migrate`], which reads where `idem_fences` stopped).
 const V4: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS idem_fence_stripes (
         id INT NOT NULL PRIMARY KEY
     ) ENGINE = InnoDB",
-    // 16^4 = FENCE_STRIPES rows, 0..65535 (asserted below).
-    "INSERT IGNORE INTO idem_fence_stripes (id)
+    // 16^4 = FENCE_STRIPES rows, 0..65535 (asserted above).
+    concat!(
+        "INSERT IGNORE INTO idem_fence_stripes (id)
      SELECT a.n * 4096 + b.n * 256 + c.n * 16 + d.n
-     FROM (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
-           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
-           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
-           UNION ALL SELECT 15) a,
-          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
-           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
-           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
-           UNION ALL SELECT 15) b,
-          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
-           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
-           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
-           UNION ALL SELECT 15) c,
-          (SELECT 0 AS n UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
-           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9
-           UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14
-           UNION ALL SELECT 15) d",
+     FROM ",
+        hex_digits!(),
+        " a, ",
+        hex_digits!(),
+        " b, ",
+        hex_digits!(),
+        " c, ",
+        hex_digits!(),
+        " d"
+    ),
 ];
 
 /// The fence sequence's values cached by the server: a restart or a crash
