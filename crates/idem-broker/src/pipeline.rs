@@ -1,9 +1,11 @@
 //! Idem calls made at the same moment for different messages, sent as one
-//! pipeline on one pooled connection. A consumer with many handlers sends
-//! an `IDEM.BEGIN` or `IDEM.COMMIT` per message; sent one by one, each pays
-//! its own write, read and wake-ups on both sides, and its own group commit
-//! on the server. Coalesced, a burst of them costs one of each, and the
-//! server's group commit makes their records durable with one fsync.
+//! pipeline (one `Backend::execute_batch`). A consumer with many handlers
+//! sends an `IDEM.BEGIN` or `IDEM.COMMIT` per message; sent one by one to a
+//! server, each pays its own write, read and wake-ups on both sides, and its
+//! own group commit. Coalesced, a burst of them costs one of each, and the
+//! store's group commit makes their records durable with one fsync. On the
+//! embedded store in this process a pipeline is a direct call: the batch is
+//! applied and waits once for the fsync that covers its last record.
 //! Nothing is acknowledged early: every caller still waits for its own
 //! reply.
 //!
@@ -13,11 +15,10 @@
 //! call, since the per-pipeline costs (syscalls, wake-ups, an fsync) are
 //! shared by more calls.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use idem_client::RemoteBackend;
 use idem_core::{Backend, CmdResult, Command};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,8 +26,8 @@ use crate::error::SettingsError;
 
 /// At most this many commands in one pipeline, by default.
 pub const PIPELINE_COMMANDS_MAX: usize = 64;
-/// At most this many pipelines on the wire at once, by default (each holds
-/// one pooled connection). While they are all out, new calls wait and join
+/// At most this many pipelines out at once, by default (on an idem server,
+/// each holds one pooled connection). While they are all out, new calls wait and join
 /// the next pipeline: the busier the server, the larger the batches.
 pub const PIPELINES_IN_FLIGHT_MAX: usize = 4;
 /// The largest value accepted for either limit.
@@ -69,17 +70,18 @@ struct Call {
     reply: oneshot::Sender<CmdResult>,
 }
 
-/// Coalesces calls onto `backend` (the adapter's pooled client). Its
+/// Coalesces calls onto `backend` (the adapter's pooled client, or the
+/// embedded store). Its
 /// collector task starts with the first call (so that building an adapter
 /// needs no runtime) and ends when the pipeline is dropped.
 pub(crate) struct Pipeline {
-    backend: RemoteBackend,
+    backend: Arc<dyn Backend>,
     limits: PipelineLimits,
     calls: OnceLock<mpsc::UnboundedSender<Call>>,
 }
 
 impl Pipeline {
-    pub(crate) fn new(backend: RemoteBackend, limits: PipelineLimits) -> Pipeline {
+    pub(crate) fn new(backend: Arc<dyn Backend>, limits: PipelineLimits) -> Pipeline {
         Pipeline { backend, limits, calls: OnceLock::new() }
     }
 
@@ -102,7 +104,7 @@ impl Pipeline {
 }
 
 /// Sends one pipeline and hands each caller its reply.
-async fn send(backend: &RemoteBackend, batch: Vec<Call>) {
+async fn send(backend: &dyn Backend, batch: Vec<Call>) {
     let (cmds, replies): (Vec<Command>, Vec<oneshot::Sender<CmdResult>>) =
         batch.into_iter().map(|c| (c.cmd, c.reply)).unzip();
     let results = backend.execute_batch(cmds).await;
@@ -116,7 +118,7 @@ async fn send(backend: &RemoteBackend, batch: Vec<Call>) {
 /// While fewer than `limits.in_flight` pipelines are out, takes the waiting
 /// calls (up to `limits.commands`) and sends them as one. The pipelines out
 /// are polled by this task itself (no task per pipeline).
-async fn collect(backend: RemoteBackend, limits: PipelineLimits, mut rx: mpsc::UnboundedReceiver<Call>) {
+async fn collect(backend: Arc<dyn Backend>, limits: PipelineLimits, mut rx: mpsc::UnboundedReceiver<Call>) {
     let mut out = FuturesUnordered::new();
     let mut open = true;
     while open || !out.is_empty() {
@@ -138,7 +140,7 @@ async fn collect(backend: RemoteBackend, limits: PipelineLimits, mut rx: mpsc::U
                         Err(_) => break,
                     }
                 }
-                out.push(send(&backend, batch));
+                out.push(send(&*backend, batch));
             }
         }
     }

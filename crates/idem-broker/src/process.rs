@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use idem_backends::{mysql::tx as mytx, postgres::tx as pgtx};
 use idem_client::{Begin, Client};
-use idem_core::Command;
+use idem_core::{Backend, Command, ErrorCode};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 
 use crate::pipeline::{Pipeline, PipelineLimits};
@@ -336,13 +336,21 @@ impl<H: Handler> Process for Unguarded<H> {
     }
 }
 
-/// The records on an idem server. The handler's effects and the record are
-/// two writes: a process that dies after the effect and before `COMMIT`
-/// leaves the effect without its record, and the message runs again when
-/// the lease runs out. Use an inbox, or effects that check the fence, when
-/// that must not happen.
+/// The records on an idem store: an idem server reached through a
+/// [`Client`] ([`Adapter::new`]), or any [`Backend`] ([`Adapter::over`]),
+/// such as the embedded durable store (`idem_store::Store`) in this process.
+/// The handler's effects and the record are two writes: a process that dies
+/// after the effect and before `COMMIT` leaves the effect without its
+/// record, and the message runs again when the lease runs out. Use an
+/// inbox, or effects that check the fence, when that must not happen.
+///
+/// The dedup scope is the store's: an idem server (or an external store)
+/// serves every consumer process that uses it; an embedded store serves
+/// the one process that opened it (its data directory is locked), so
+/// several consumer processes of one queue need a shared idem server or an
+/// inbox.
 pub struct Adapter<H> {
-    client: Client,
+    backend: Arc<dyn Backend>,
     pipeline: Pipeline,
     handler: H,
 }
@@ -358,8 +366,20 @@ impl<H: Handler> Adapter<H> {
     /// As [`Adapter::new`], with the claims and commits coalesced as
     /// `limits` says.
     pub fn with_limits(client: Client, handler: H, limits: PipelineLimits) -> Arc<Adapter<H>> {
-        let pipeline = Pipeline::new(client.backend(), limits);
-        Arc::new(Adapter { client, pipeline, handler })
+        Adapter::over(Arc::new(client.backend()), handler, limits)
+    }
+
+    /// Records on `backend`, called directly: with the embedded store
+    /// (`idem_store::Store`) in this process, a claim or commit is a
+    /// function call (no protocol, no socket, no second runtime), still
+    /// answered only after the fsync that covers its record (the store's
+    /// group commit: one fsync for the pipeline and whatever else was
+    /// written meanwhile). Claims and commits in flight at once are
+    /// coalesced as `limits` says; `IDEM.RENEW` and `IDEM.ABORT` go one by
+    /// one.
+    pub fn over(backend: Arc<dyn Backend>, handler: H, limits: PipelineLimits) -> Arc<Adapter<H>> {
+        let pipeline = Pipeline::new(backend.clone(), limits);
+        Arc::new(Adapter { backend, pipeline, handler })
     }
 
     async fn run(
@@ -445,21 +465,30 @@ impl<H: Handler> Adapter<H> {
     /// Renews the claim every third of `lease_ms`; returns once the fence no
     /// longer holds the key. A renewal that fails otherwise (transport) is
     /// retried at the next tick: the lease still has two thirds to run.
-    async fn renew_until_lost(&self, key: &[u8], fence: u64, lease_ms: u64) {
+    async fn renew_until_lost(&self, key: &Bytes, fence: u64, lease_ms: u64) {
         let mut tick = tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1)));
         tick.tick().await;
         loop {
             tick.tick().await;
-            match self.client.idem_renew(key, fence, lease_ms).await {
-                Ok(_) => {}
-                Err(idem_client::Error::Stale(_)) => return,
+            let cmd = Command::IdemRenew { key: key.clone(), fence, lease_ms };
+            match self.backend.execute(cmd).await {
+                Ok(reply) => {
+                    if let Err(e) = idem_client::renew_reply(reply, fence) {
+                        tracing::warn!(error = %e, "IDEM.RENEW answered out of contract; retrying at the next tick");
+                    }
+                }
+                Err(e) if e.code == ErrorCode::Stale => return,
                 Err(e) => tracing::warn!(error = %e, "IDEM.RENEW failed; retrying at the next tick"),
             }
         }
     }
 
-    async fn abort(&self, key: &[u8], fence: u64) {
-        if let Err(e) = self.client.abort(key, fence).await {
+    async fn abort(&self, key: &Bytes, fence: u64) {
+        let outcome = match self.backend.execute(Command::IdemAbort { key: key.clone(), fence }).await {
+            Ok(reply) => idem_client::ok_reply("IDEM.ABORT", reply).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = outcome {
             tracing::warn!(error = %e, "IDEM.ABORT failed; the key frees when its lease runs out");
         }
     }

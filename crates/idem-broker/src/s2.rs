@@ -710,6 +710,8 @@ pub struct BenchReport {
     pub broker: Broker,
     /// `naive` (the raw consumer) or `adapter`.
     pub variant: Variant,
+    /// Where the adapter kept its records (`None` for the raw consumer).
+    pub idem: Option<IdemAt>,
     /// Messages consumed.
     pub messages: u64,
     /// Handlers at once.
@@ -729,9 +731,10 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "bench broker={} variant={} messages={} concurrency={} pg_effect={} applied={} msgs_per_s={:.0} cpu_us_per_msg={:.1}",
+            "bench broker={} variant={} idem={} messages={} concurrency={} pg_effect={} applied={} msgs_per_s={:.0} cpu_us_per_msg={:.1}",
             self.broker.name(),
             self.variant.name(),
+            self.idem.map_or("none", IdemAt::name),
             self.messages,
             self.concurrency,
             self.pg_effect,
@@ -754,10 +757,32 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Where the benchmark's adapter keeps its records: both are the embedded
+/// durable store in the consumer's process (fsync before each reply), so
+/// the dedup scope is the same; they differ in how the adapter reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdemAt {
+    /// An idem server in this process, over loopback RESP through
+    /// `idem_client` (`Adapter::new`): the path of a shared idem server.
+    Server,
+    /// The store itself, called directly (`Adapter::over`).
+    Embedded,
+}
+
+impl IdemAt {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdemAt::Server => "server",
+            IdemAt::Embedded => "embedded",
+        }
+    }
+}
+
 /// Consumes `messages` pre-published messages with the raw consumer
-/// (`naive`) or the adapter (records on the idem server at `idem_url`,
-/// its calls coalesced as `limits` says), `concurrency` handlers, prefetch
-/// twice that, on a durable queue.
+/// (`naive`) or the adapter (records on `idem`, its calls coalesced as
+/// `limits` says), `concurrency` handlers, prefetch twice that, on a
+/// durable queue.
 #[allow(clippy::too_many_arguments)]
 pub async fn bench(
     broker: Broker,
@@ -765,12 +790,15 @@ pub async fn bench(
     messages: usize,
     concurrency: u32,
     pg_effect: bool,
-    idem_url: Option<&str>,
+    idem: Option<&DurableIdem>,
     limits: PipelineLimits,
     e: &Engines,
 ) -> anyhow::Result<BenchReport> {
     if variant == Variant::Inbox {
         bail!("bench compares naive (raw) and adapter");
+    }
+    if (variant == Variant::Adapter) != idem.is_some() {
+        bail!("the adapter variant needs idem records, the raw consumer none");
     }
     let name = unique_name("bench");
     let table = format!("{name}_effects");
@@ -813,25 +841,26 @@ pub async fn bench(
             })
         };
         // Connections are opened before the clock starts, on both sides.
-        let client = match variant {
-            Variant::Adapter => {
-                let Some(url) = idem_url else { bail!("the adapter variant needs an idem server") };
-                let client = Client::connect(Config::new(url).pool_size(IDEM_POOL_SIZE)).await?;
-                Some(client)
-            }
-            _ => None,
+        let process = match idem {
+            Some(idem) => Ok(match idem.url() {
+                Some(url) => {
+                    let client = Client::connect(Config::new(url).pool_size(IDEM_POOL_SIZE)).await?;
+                    Adapter::with_limits(client, handler, limits)
+                }
+                None => Adapter::over(idem.store(), handler, limits),
+            }),
+            None => Err(Unguarded::new(handler)),
         };
         let (started, cpu) = (Instant::now(), cpu_time());
-        let snap = match client {
-            Some(client) => {
-                consume_with(broker, &name, e, s, Adapter::with_limits(client, handler, limits), stats, done).await?
-            }
-            None => consume_with(broker, &name, e, s, Unguarded::new(handler), stats, done).await?,
+        let snap = match process {
+            Ok(adapter) => consume_with(broker, &name, e, s, adapter, stats, done).await?,
+            Err(raw) => consume_with(broker, &name, e, s, raw, stats, done).await?,
         };
         let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_time() - cpu);
         anyhow::Ok(BenchReport {
             broker,
             variant,
+            idem: idem.map(DurableIdem::at),
             messages: total,
             concurrency,
             pg_effect,
@@ -854,47 +883,83 @@ impl Publisher {
     }
 }
 
-/// An idem server in this process for the adapter variant and the
-/// benchmark: the embedded durable store (fsync before every reply, as in
-/// production) in a temporary directory, RESP on a free loopback port.
+/// The idem records of the adapter variant and the benchmark: the embedded
+/// durable store (fsync before every reply, as in production) in a
+/// temporary directory, in this process; with an idem server on it (RESP on
+/// a free loopback port) unless the adapter calls the store directly.
 pub struct DurableIdem {
-    url: String,
+    store: Arc<idem_store::Store>,
     dir: PathBuf,
+    server: Option<InProcessServer>,
+}
+
+struct InProcessServer {
+    url: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DurableIdem {
-    /// Starts the server on a fresh store.
+    /// Starts an idem server on a fresh store.
     pub async fn start() -> anyhow::Result<DurableIdem> {
+        DurableIdem::open(IdemAt::Server).await
+    }
+
+    /// Opens a fresh store, and serves it when `at` is [`IdemAt::Server`].
+    pub async fn open(at: IdemAt) -> anyhow::Result<DurableIdem> {
         let dir = std::env::temp_dir().join(unique_name("idem-s2"));
         let store =
             idem_store::Store::open(idem_store::StoreConfig { data_dir: Some(dir.clone()), ..Default::default() })
                 .with_context(|| format!("opening the embedded idem store in {}", dir.display()))?;
-        let config = idem_server::ServerConfig {
-            bind: "127.0.0.1:0".parse().expect("a loopback address"),
-            shutdown_grace_ms: 2_000,
-            ..Default::default()
+        let server = match at {
+            IdemAt::Embedded => None,
+            IdemAt::Server => {
+                let config = idem_server::ServerConfig {
+                    bind: "127.0.0.1:0".parse().expect("a loopback address"),
+                    shutdown_grace_ms: 2_000,
+                    ..Default::default()
+                };
+                let server = idem_server::Server::bind(config).await.context("binding the in-process idem server")?;
+                let url = format!("redis://{}", server.local_addr());
+                let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+                let backend: Arc<dyn idem_core::Backend> = store.clone();
+                let task = tokio::spawn(server.run(backend, async move {
+                    let _ = stopped.await;
+                }));
+                Some(InProcessServer { url, shutdown, task })
+            }
         };
-        let server = idem_server::Server::bind(config).await.context("binding the in-process idem server")?;
-        let url = format!("redis://{}", server.local_addr());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let backend: Arc<dyn idem_core::Backend> = store;
-        let task = tokio::spawn(server.run(backend, async move {
-            let _ = stopped.await;
-        }));
-        Ok(DurableIdem { url, dir, shutdown, task })
+        Ok(DurableIdem { store, dir, server })
     }
 
-    /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// How the adapter reaches the store.
+    pub fn at(&self) -> IdemAt {
+        match self.server {
+            Some(_) => IdemAt::Server,
+            None => IdemAt::Embedded,
+        }
     }
 
-    /// Stops the server and removes its data.
+    /// `redis://127.0.0.1:PORT` of the server; `None` when there is none.
+    pub fn url(&self) -> Option<&str> {
+        self.server.as_ref().map(|s| s.url.as_str())
+    }
+
+    /// The store, to call directly.
+    pub fn store(&self) -> Arc<dyn idem_core::Backend> {
+        self.store.clone()
+    }
+
+    /// Stops the server, flushes the store and removes its data.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        if let Some(server) = self.server {
+            let _ = server.shutdown.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), server.task).await;
+        } else {
+            // A server flushes its store when it stops; without one, this does.
+            idem_core::Backend::shutdown(&*self.store).await;
+        }
+        drop(self.store);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

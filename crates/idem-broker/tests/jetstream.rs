@@ -1,4 +1,5 @@
-//! The adapter and the MySQL inbox on a real NATS JetStream (127.0.0.1:4222),
+//! The adapter (records on an idem server, or on the embedded store in this
+//! process) and the MySQL inbox on a real NATS JetStream (127.0.0.1:4222),
 //! one uniquely named stream per test, deleted at the end.
 
 use std::collections::HashMap;
@@ -11,9 +12,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use idem_broker::jetstream::{consume, DEAD_LETTER_REASON_HEADER};
-use idem_broker::{Adapter, Failure, KeySource, Message, MysqlHandler, MysqlInbox, Settings, Stats};
+use idem_broker::{Adapter, Failure, KeySource, Message, MysqlHandler, MysqlInbox, PipelineLimits, Settings, Stats};
 use idem_client::testing::TestServer;
 use idem_client::{BeginOptions, Client, Config, IdemState};
+use idem_core::{Backend, Command, Reply};
 use mysql_async::prelude::Queryable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -217,6 +219,94 @@ async fn a_handler_longer_than_its_lease_keeps_the_claim() {
     assert_eq!((snap.applied, snap.retried), (1, 0), "{snap:?}");
     assert_eq!(*attempts.lock(), vec![1], "one run, never taken over");
     js.delete().await;
+}
+
+/// A fresh embedded durable store (fsync before every reply) in a
+/// temporary directory, as a consumer process would open it.
+fn open_store(dir: &std::path::Path) -> Arc<idem_store::Store> {
+    idem_store::Store::open(idem_store::StoreConfig { data_dir: Some(dir.to_path_buf()), ..Default::default() })
+        .expect("open the embedded store")
+}
+
+/// `IDEM.GET key` on `store`, as its reply words.
+async fn idem_get(store: &idem_store::Store, key: &str) -> Reply {
+    store.execute(Command::IdemGet { key: Bytes::from(key.to_string()) }).await.unwrap()
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_duplicates_run_once_and_acked_records_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("ib_embedded_{}_{:08x}", std::process::id(), rand_u32()));
+    let store = open_store(&dir);
+    let js = Js::new("embedded").await;
+    for (k, body) in [(Some("a"), "1"), (Some("a"), "1 again"), (Some("b"), "2"), (Some("poison"), "3")] {
+        js.publish(k, body).await;
+    }
+    let calls: Calls = Arc::default();
+    let settings = Settings::new("orders", KeySource::Header("Order-Id".into())).deliveries_max(2).backoff_ms(20, 100);
+    let adapter = Adapter::over(store.clone(), counting_handler(calls.clone()), PipelineLimits::default());
+    let snap =
+        consume_until(&js, settings, adapter, |s| s.applied == 2 && s.duplicates == 1 && s.dead_lettered == 1).await;
+    assert_eq!((snap.applied, snap.duplicates, snap.dead_lettered), (2, 1, 1), "{snap:?}");
+    let calls = calls.lock().clone();
+    assert_eq!(calls.get("a"), Some(&1));
+    assert_eq!(calls.get("b"), Some(&1));
+    assert_eq!(calls.get("poison"), Some(&2), "retried up to the delivery limit");
+    js.delete().await;
+    // The adapter's pipeline task lets go of the store once the adapter is
+    // gone; then the store closes (its log is flushed and unlocked).
+    for _ in 0..1_000 {
+        if Arc::strong_count(&store) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(Arc::strong_count(&store), 1, "nothing else holds the store");
+    drop(store);
+    // Every acked message's record was durable before its ack: a process
+    // that opens the directory again finds them done, and the failed key's
+    // record aborted.
+    let store = open_store(&dir);
+    let done = |r: &str| Reply::Array(vec![Reply::Word("done"), Reply::Bulk(Bytes::from(r.to_string()))]);
+    assert_eq!(idem_get(&store, "orders:a").await, done("done a"));
+    assert_eq!(idem_get(&store, "orders:b").await, done("done b"));
+    assert_eq!(idem_get(&store, "orders:poison").await, Reply::Array(vec![Reply::Word("absent")]));
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_a_handler_longer_than_its_lease_keeps_the_claim() {
+    let dir = std::env::temp_dir().join(format!("ib_embedded_renew_{}_{:08x}", std::process::id(), rand_u32()));
+    let store = open_store(&dir);
+    let js = Js::new("embedded_renew").await;
+    js.publish(Some("long"), "1").await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let probe = store.clone();
+    let handler = move |m: Message| {
+        seen.lock().push(m.attempt());
+        let probe = probe.clone();
+        Box::pin(async move {
+            // Four leases long; meanwhile a duplicate still finds it running.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            let again = probe
+                .execute(Command::IdemBegin { key: "orders:long".into(), fingerprint: None, lease_ms: 300, wait_ms: 0 })
+                .await
+                .unwrap();
+            let again = idem_client::Begin::from_reply(again).unwrap();
+            assert!(matches!(again, idem_client::Begin::Running { .. }), "{again:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(Bytes::new())
+        }) as BoxFuture<'static, Result<Bytes, Failure>>
+    };
+    let settings = Settings::new("orders", KeySource::Header("Order-Id".into())).lease_ms(300);
+    let adapter = Adapter::over(store.clone(), handler, PipelineLimits::default());
+    let snap = consume_until(&js, settings, adapter, |s| s.applied == 1).await;
+    assert_eq!((snap.applied, snap.retried), (1, 0), "{snap:?}");
+    assert_eq!(*attempts.lock(), vec![1], "one run, never taken over");
+    js.delete().await;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

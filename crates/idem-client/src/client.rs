@@ -11,8 +11,8 @@ use crate::error::Error;
 use crate::pool::Pool;
 use crate::remote::RemoteBackend;
 use crate::replies::{
-    bytes_or_nil, flag, int, ok_reply, protocol, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState,
-    LockInfo, LockReply, Parts, Renew, Reserve, SlotHeld, ValueSet, Versioned,
+    bytes_or_nil, flag, int, ok_reply, protocol, renew_reply, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held,
+    IdemState, LockInfo, LockReply, Parts, Renew, Reserve, SlotHeld, ValueSet, Versioned,
 };
 use crate::wire;
 
@@ -187,15 +187,7 @@ impl Client {
     /// no longer holds the key (its lease ran out, another attempt took
     /// over, or it was committed): stop the work.
     pub async fn idem_renew(&self, key: impl AsRef<[u8]>, fence: u64, lease_ms: u64) -> Result<u64, Error> {
-        let mut p = Parts::new("IDEM.RENEW", self.call(Command::IdemRenew { key: b(key), fence, lease_ms }).await?)?;
-        let r = match p.word() {
-            "renewed" => p.uint()?,
-            _ => return p.unexpected(),
-        };
-        if r != fence {
-            return Err(protocol("IDEM.RENEW", format!("renewed fence {r}, asked for {fence}")));
-        }
-        p.end(r)
+        renew_reply(self.call(Command::IdemRenew { key: b(key), fence, lease_ms }).await?, fence)
     }
 
     async fn ok(&self, name: &'static str, cmd: Command) -> Result<(), Error> {

@@ -105,6 +105,6 @@ pub use idempotent::{Attempt, IdempotentError, IdempotentOptions, OnRunning, Out
 pub use lock::{Lock, LockOptions, LOCK_LEASE_MS_MIN};
 pub use remote::RemoteBackend;
 pub use replies::{
-    ok_reply, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState, LockInfo, LockReply, Renew, Reserve,
-    SlotHeld, ValueSet, Versioned,
+    ok_reply, renew_reply, Begin, Claim, ClaimAll, CounterAdd, FsmMove, Held, IdemState, LockInfo, LockReply, Renew,
+    Reserve, SlotHeld, ValueSet, Versioned,
 };

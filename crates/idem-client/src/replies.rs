@@ -56,6 +56,22 @@ pub fn ok_reply(command: &'static str, r: Reply) -> Result<(), Error> {
     }
 }
 
+/// Decodes an `IDEM.RENEW` reply that was sent another way (in a pipeline
+/// through [`crate::RemoteBackend`], or by any [`idem_core::Backend`]) for
+/// `fence`, as strictly as [`crate::Client::idem_renew`] does: returns the
+/// renewed fence, which must be `fence`.
+pub fn renew_reply(r: Reply, fence: u64) -> Result<u64, Error> {
+    let mut p = Parts::new("IDEM.RENEW", r)?;
+    let renewed = match p.word() {
+        "renewed" => p.uint()?,
+        _ => return p.unexpected(),
+    };
+    if renewed != fence {
+        return Err(protocol("IDEM.RENEW", format!("renewed fence {renewed}, asked for {fence}")));
+    }
+    p.end(renewed)
+}
+
 /// The reply to `IDEM.GET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdemState {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use idem_broker::s2::{self, Broker, DurableIdem, Engines, Plan, Variant, WorkerArgs, WorkerCommand};
+use idem_broker::s2::{self, Broker, DurableIdem, Engines, IdemAt, Plan, Variant, WorkerArgs, WorkerCommand};
 
 #[derive(Parser)]
 #[command(about = "Scenario S2 with killed consumer processes, and the broker adapter benchmark")]
@@ -66,9 +66,14 @@ enum Cmd {
         /// The adapter's idem commands per pipeline.
         #[arg(long, default_value_t = idem_broker::PIPELINE_COMMANDS_MAX)]
         pipeline_commands: usize,
-        /// The adapter's pipelines on the wire at once.
+        /// The adapter's pipelines out at once.
         #[arg(long, default_value_t = idem_broker::PIPELINES_IN_FLIGHT_MAX)]
         pipelines: usize,
+        /// How the adapter reaches its records (the embedded durable store
+        /// in this process either way): through an idem server over
+        /// loopback RESP, or by calling the store directly.
+        #[arg(long, value_enum, default_value_t = IdemAt::Server)]
+        idem: IdemAt,
         #[command(flatten)]
         engines: Engines,
     },
@@ -107,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                     crash_after_effect,
                     concurrency,
                     deadline: Duration::from_secs(deadline_s),
-                    idem_url: idem.as_ref().map(|i| i.url().to_string()),
+                    idem_url: idem.as_ref().and_then(|i| i.url()).map(str::to_string),
                     worker: WorkerCommand { program: std::env::current_exe()?, args: vec!["worker".into()] },
                 };
                 let report = s2::run(&plan, &engines).await;
@@ -118,16 +123,24 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Worker(args) => s2::worker(args).await,
-            Cmd::Bench { broker, variant, messages, concurrency, pg_effect, pipeline_commands, pipelines, engines } => {
+            Cmd::Bench {
+                broker,
+                variant,
+                messages,
+                concurrency,
+                pg_effect,
+                pipeline_commands,
+                pipelines,
+                idem,
+                engines,
+            } => {
                 let limits = idem_broker::PipelineLimits::new(pipeline_commands, pipelines)?;
                 let idem = match variant {
-                    Variant::Adapter => Some(DurableIdem::start().await?),
+                    Variant::Adapter => Some(DurableIdem::open(idem).await?),
                     _ => None,
                 };
-                let url = idem.as_ref().map(|i| i.url().to_string());
                 let report =
-                    s2::bench(broker, variant, messages, concurrency, pg_effect, url.as_deref(), limits, &engines)
-                        .await;
+                    s2::bench(broker, variant, messages, concurrency, pg_effect, idem.as_ref(), limits, &engines).await;
                 if let Some(i) = idem {
                     i.stop().await;
                 }
