@@ -27,8 +27,9 @@ use crate::error::SettingsError;
 /// At most this many commands in one pipeline, by default.
 pub const PIPELINE_COMMANDS_MAX: usize = 64;
 /// At most this many pipelines out at once, by default (on an idem server,
-/// each holds one pooled connection). While they are all out, new calls wait and join
-/// the next pipeline: the busier the server, the larger the batches.
+/// each holds one pooled connection). While they are all out, new calls
+/// wait and join the next pipeline: the busier the store, the larger the
+/// batches.
 pub const PIPELINES_IN_FLIGHT_MAX: usize = 4;
 /// The largest value accepted for either limit.
 pub const PIPELINE_LIMIT_MAX: usize = 1_024;
@@ -71,9 +72,9 @@ struct Call {
 }
 
 /// Coalesces calls onto `backend` (the adapter's pooled client, or the
-/// embedded store). Its
-/// collector task starts with the first call (so that building an adapter
-/// needs no runtime) and ends when the pipeline is dropped.
+/// embedded store). Its collector task starts with the first call (so that
+/// building an adapter needs no runtime) and ends when the pipeline is
+/// dropped.
 pub(crate) struct Pipeline {
     backend: Arc<dyn Backend>,
     limits: PipelineLimits,
