@@ -190,8 +190,9 @@ impl Command {
             *d = s.to_ascii_uppercase();
         }
         let upper = &upper[..name.len()];
-        let name_str = std::str::from_utf8(upper).map_err(|_| unknown(name))?;
-        let mut p = Args { args: &args[1..], pos: 0, limits, cmd: name_str };
+        // Only the names below match, all ASCII; anything else, UTF-8 or
+        // not, is an unknown command, so the name is not checked for UTF-8.
+        let mut p = Args { args: &args[1..], pos: 0, limits, cmd: CmdName(upper) };
         let cmd = match upper {
             b"IDEM.BEGIN" => {
                 let key = p.key("key")?;
@@ -522,7 +523,19 @@ struct Args<'a> {
     args: &'a [Bytes],
     pos: usize,
     limits: &'a Limits,
-    cmd: &'a str,
+    cmd: CmdName<'a>,
+}
+
+/// The upper-cased name of the command being parsed, for error messages.
+/// Every name that reaches an error is one of the commands `Command::parse`
+/// matched, so it is ASCII; other bytes would show as U+FFFD.
+#[derive(Clone, Copy)]
+struct CmdName<'a>(&'a [u8]);
+
+impl std::fmt::Display for CmdName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
+    }
 }
 
 impl<'a> Args<'a> {

@@ -34,6 +34,7 @@ use crate::metrics::{CommandLabel, Transport};
 use crate::resp::{self, Frame, FrameLimits, ProtocolError};
 use crate::state::{InfoCounter, ServerState};
 use crate::tls::{self, Stream};
+use crate::wake_gate::Gated;
 
 /// Bytes asked of the socket per read. Redis uses the same 16 KiB.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -99,8 +100,8 @@ pub(crate) async fn serve(
     let mut conn = Conn {
         stream,
         buffers,
-        stopping: Box::pin(stopping.fuse()),
-        evicting: Box::pin(evicting.fuse()),
+        stopping: Gated::new(Box::pin(stopping.fuse())),
+        evicting: Gated::new(Box::pin(evicting.fuse())),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         read_filled: false,
@@ -163,10 +164,11 @@ struct Conn {
     session: Session,
     state: Arc<ServerState>,
     shutdown: watch::Receiver<bool>,
-    /// Completes when shutdown starts (or the server is gone).
-    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// Completes when this client is evicted (see `buffers`).
-    evicting: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Completes when shutdown starts (or the server is gone). Gated: a
+    /// wait for input polls it only after it woke the task.
+    stopping: Gated<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Completes when this client is evicted (see `buffers`). Gated too.
+    evicting: Gated<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// Whether the connection goes on after a batch.

@@ -16,7 +16,8 @@
 //! - [`resp`]: framing. `resp::check` proves a whole request is buffered
 //!   (no allocation), `resp::parse` cuts its arguments out without copying;
 //!   `resp::encode` writes replies.
-//! - `conn`: one task per connection: pipelining, backpressure, timeouts.
+//! - `conn`: one task per connection: pipelining, backpressure, timeouts;
+//!   `wake_gate`: its shutdown and eviction waits, polled only after a wake-up.
 //! - `cmd`: the server commands (one file each): PING, ECHO, HELLO, AUTH,
 //!   QUIT, INFO, CLIENT, COMMAND, DBSIZE, SELECT, ACL.
 //! - [`acl`]: ACL users, their rules and the per-command check;
@@ -91,6 +92,7 @@ mod server;
 mod server_commands;
 mod state;
 pub mod tls;
+mod wake_gate;
 
 pub use config::{ServerConfig, TlsClientAuth, TlsConfig};
 pub use error::ServerError;

@@ -21,9 +21,27 @@ pub(crate) const SERVER_COMMANDS: &[(&str, i64)] = &[
 /// The index in [`SERVER_COMMANDS`] and the upper-case name of the server
 /// command `name`, if it is one.
 pub(crate) fn lookup(name: &[u8]) -> Option<(usize, &'static str)> {
+    // Every request asks; a primitive's name (IDEM.BEGIN, COUNTER.ADD) is
+    // longer than every server command's, which settles most at once.
+    if name.len() > NAME_BYTES_MAX {
+        return None;
+    }
     SERVER_COMMANDS
         .iter()
         .enumerate()
         .find(|(_, (n, _))| n.as_bytes().eq_ignore_ascii_case(name))
         .map(|(i, (n, _))| (i, *n))
 }
+
+/// The longest name in [`SERVER_COMMANDS`].
+const NAME_BYTES_MAX: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < SERVER_COMMANDS.len() {
+        if SERVER_COMMANDS[i].0.len() > max {
+            max = SERVER_COMMANDS[i].0.len();
+        }
+        i += 1;
+    }
+    max
+};

@@ -5,13 +5,11 @@
 //! pointer; empty slots cost 9 bytes, not a record), and a 16-byte expiry
 //! entry; no `Bytes` headers and no second copy of the key.
 //!
-//! The table is keyed by a 64-bit SipHash of the key (seeded per machine, so
-//! collisions cannot be aimed). The expiry index orders
+//! The table is keyed by a 64-bit hash of the key under a random seed
+//! (`KeyHash`), so collisions cannot be aimed. The expiry index orders
 //! `(reclaim_at_ms, hash)`, so it needs no copy of the key either.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
 
 use hashbrown::hash_table;
 
@@ -21,6 +19,7 @@ use crate::change::{IdemRecord, IdemState};
 use crate::command::KEEP_MS_DEFAULT;
 
 use super::grow::GrowTable;
+use super::key_hash::KeyHash;
 
 /// The state of a record, without its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +159,7 @@ impl IdemRec {
 /// Hashes keys with the machine's random seed.
 #[derive(Debug, Default)]
 struct KeyHasher {
-    state: RandomState,
+    state: KeyHash,
     /// Tests force every key onto one hash to exercise collisions.
     #[cfg(test)]
     forced: Option<u64>,
@@ -172,7 +171,7 @@ impl KeyHasher {
         if let Some(h) = self.forced {
             return h;
         }
-        self.state.hash_one(key)
+        self.state.hash(key)
     }
 }
 

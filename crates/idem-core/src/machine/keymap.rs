@@ -3,28 +3,26 @@
 //! returns the vacant slot to fill. (`std`'s `HashMap::entry` needs an owned
 //! key up front, which would copy every key a command merely reads, and a
 //! lookup followed by `insert` hashes and probes twice for every new key.)
-//! Keys are hashed with SipHash under a random seed, as `std`'s maps are:
-//! clients choose the keys. The table grows a few entries per call
+//! Keys are hashed under a random seed ([`KeyHash`]): clients choose the
+//! keys. The table grows a few entries per call
 //! ([`GrowTable`]), never all at once.
-
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use hashbrown::hash_table;
 
 use super::grow::GrowTable;
+use super::key_hash::KeyHash;
 
 /// Byte-string keys to `V`, one probe per command.
 #[derive(Debug)]
 pub(super) struct KeyMap<V> {
     table: GrowTable<(Bytes, V)>,
-    hasher: RandomState,
+    hasher: KeyHash,
 }
 
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
-        KeyMap { table: GrowTable::default(), hasher: RandomState::new() }
+        KeyMap { table: GrowTable::default(), hasher: KeyHash::default() }
     }
 }
 
@@ -39,7 +37,7 @@ pub(super) type Vacant<'a, V> = hash_table::VacantEntry<'a, (Bytes, V)>;
 
 impl<V> KeyMap<V> {
     fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash(key)
     }
 
     /// The value of `key`.
@@ -52,7 +50,7 @@ impl<V> KeyMap<V> {
     pub(super) fn find_mut(&mut self, key: &[u8]) -> Option<Occupied<'_, V>> {
         let hash = self.hash(key);
         let hasher = &self.hasher;
-        self.table.find_entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash_one(k.as_ref()))
+        self.table.find_entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash(k.as_ref()))
     }
 
     /// Removes `key`, returning the stored key and its value.
@@ -68,7 +66,7 @@ impl<V> KeyMap<V> {
     pub(super) fn entry(&mut self, key: &[u8]) -> Entry<'_, V> {
         let hash = self.hash(key);
         let hasher = &self.hasher;
-        self.table.entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash_one(k.as_ref()))
+        self.table.entry(hash, |(k, _)| k.as_ref() == key, |(k, _)| hasher.hash(k.as_ref()))
     }
 
     /// The number of keys.

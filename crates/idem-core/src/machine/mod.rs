@@ -50,6 +50,7 @@ mod grow;
 mod idem;
 mod idem_table;
 mod inspect;
+mod key_hash;
 mod keymap;
 mod lock;
 mod memory;

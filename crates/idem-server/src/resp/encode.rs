@@ -144,6 +144,13 @@ fn put_line(out: &mut BytesMut, s: &[u8]) {
 }
 
 fn put_int(out: &mut BytesMut, tag: u8, n: i64) {
+    // One digit, as most array lengths, status word lengths and attempt
+    // numbers are: four bytes of a known size, copied without the loop
+    // below or a variable-length copy.
+    if (0..10).contains(&n) {
+        out.put_slice(&[tag, b'0' + n as u8, b'\r', b'\n']);
+        return;
+    }
     // Formatted by hand, right to left, into a stack buffer that receives
     // the whole line (tag, sign, digits, CRLF) and is copied once: this runs
     // for every header of every reply, and `fmt` machinery costs more than

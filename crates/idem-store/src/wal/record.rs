@@ -66,6 +66,8 @@
 //!   14 SlotsRelease  resource, u32 first, u32 last, holder
 //! ```
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use idem_core::{Change, IdemRecord, IdemState};
 
@@ -187,27 +189,44 @@ pub(crate) struct Payload<'a> {
 /// `crc32fast::Hasher::combine` is thousands of instructions).
 pub(crate) const INLINE_CRC_BYTES_MAX: usize = 4096;
 
+/// A new CRC-32 state, cloned per record: `crc32fast::Hasher::new` detects
+/// the CPU's features each time it is called.
+static CRC_FRESH: LazyLock<crc32fast::Hasher> = LazyLock::new(crc32fast::Hasher::new);
+
 /// Appends one framed record to `out`. A large payload's checksum is
 /// computed by the caller outside the lock and combined in, so the time
 /// under the lock does not grow with the payload's size beyond one memcpy.
+///
+/// The record is laid out in `out` first and its checksum taken over the
+/// bytes in place: the fixed fields and a small payload are then one
+/// contiguous run, which the CRC's vector code hashes in one call, where
+/// hashing them piece by piece pays its setup and tail handling per piece.
 pub(crate) fn put_record(out: &mut Vec<u8>, lsn: u64, synced_lsn: u64, time_ms: u64, payload: &Payload<'_>) {
     let len = (RECORD_FIXED_LEN + payload.bytes.len()) as u32;
-    let mut fixed = [0u8; RECORD_FIXED_LEN];
-    fixed[0..8].copy_from_slice(&lsn.to_le_bytes());
-    fixed[8..16].copy_from_slice(&synced_lsn.to_le_bytes());
-    fixed[16..24].copy_from_slice(&time_ms.to_le_bytes());
-    fixed[24] = payload.kind;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len.to_le_bytes());
-    h.update(&fixed);
-    match payload.crc {
-        Some(crc) => h.combine(crc),
-        None => h.update(payload.bytes),
-    }
+    let start = out.len();
+    out.reserve(FRAME_HEAD_LEN + len as usize);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(&fixed);
-    out.extend_from_slice(payload.bytes);
+    out.extend_from_slice(&[0; 4]); // the CRC, written once computed
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&synced_lsn.to_le_bytes());
+    out.extend_from_slice(&time_ms.to_le_bytes());
+    out.push(payload.kind);
+    let body = start + FRAME_HEAD_LEN;
+    let mut h = CRC_FRESH.clone();
+    h.update(&out[start..start + 4]);
+    match payload.crc {
+        Some(crc) => {
+            h.update(&out[body..]);
+            h.combine(crc);
+            out.extend_from_slice(payload.bytes);
+        }
+        None => {
+            out.extend_from_slice(payload.bytes);
+            h.update(&out[body..]);
+        }
+    }
+    debug_assert_eq!(out.len() - start, FRAME_HEAD_LEN + len as usize, "a record is its frame head and its body");
+    out[start + 4..body].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
 /// A record that passed its checksum.
@@ -611,4 +630,37 @@ pub fn frame_record_for_test(lsn: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
 #[cfg(feature = "testing")]
 pub fn segment_header_for_test(base: u64) -> Vec<u8> {
     segment_header(base).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's checksum is CRC-32 of `len` then the body, however the
+    /// record was laid out: hashed in place, with a precomputed payload
+    /// checksum combined in, and after other records in the buffer. A
+    /// different value would make every log written before unreadable.
+    #[test]
+    fn record_checksum_is_the_documented_crc() {
+        for payload_len in [0usize, 3, 7, 40, 103, 200, 5000] {
+            let payload: Vec<u8> = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
+            let mut pre = crc32fast::Hasher::new();
+            pre.update(&payload);
+            let mut inline = vec![0xAB; 13];
+            put_record(&mut inline, 9, 8, 77, &Payload { kind: KIND_CHANGES, bytes: &payload, crc: None });
+            let mut combined = vec![0xAB; 13];
+            put_record(&mut combined, 9, 8, 77, &Payload { kind: KIND_CHANGES, bytes: &payload, crc: Some(&pre) });
+            assert_eq!(inline, combined, "payload of {payload_len} bytes");
+            let rec = &inline[13..];
+            let len = u32_at(rec, 0) as usize;
+            assert_eq!(len, RECORD_FIXED_LEN + payload_len);
+            let mut whole = rec[0..4].to_vec();
+            whole.extend_from_slice(&rec[FRAME_HEAD_LEN..]);
+            assert_eq!(u32_at(rec, 4), crc32fast::hash(&whole), "payload of {payload_len} bytes");
+            let raw = read_record(rec).expect("a framed record reads back");
+            assert_eq!((raw.lsn, raw.synced_lsn, raw.time_ms, raw.kind), (9, 8, 77, KIND_CHANGES));
+            assert_eq!(raw.payload, &payload[..]);
+            assert_eq!(raw.size, rec.len());
+        }
+    }
 }
