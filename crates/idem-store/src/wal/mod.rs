@@ -20,7 +20,7 @@
 //!   (file names, and the scan that validates a segment), `loop_wakes`
 //!   (wake-ups handed to a loop from other threads), `waiters` (the
 //!   registry of durable waits), `loop_thread` (what a loop thread knows
-//!   about itself);
+//!   about itself), `timing` (the sync path's time probes);
 //! - `state` (the tail, the log positions and their invariants, the
 //!   failure, shared by everything below), `open_segment` (creating and
 //!   reopening the segment appended to), `prealloc` (zero-filling the next
