@@ -10,10 +10,11 @@
 //! there, as `idem serve` does with its RESP connections. A request, its
 //! store calls and its upstream call then all run on one thread, with no
 //! hand-off between threads: each loop has its own service (so its own
-//! upstream connections), and with the embedded store the loop itself
-//! writes and syncs the log when it runs dry (the backend's
-//! [`LoopHooks`]), batching every loop's records in one sync. [`serve`]
-//! serves on the caller's runtime instead, for embedding.
+//! upstream connections). The backend's [`LoopHooks`] run on every loop:
+//! with the embedded store and several loops, the log's writer thread syncs
+//! every loop's records back to back and wakes each loop once per sync for
+//! its waiters; a single loop syncs its own records when it runs dry.
+//! [`serve`] serves on the caller's runtime instead, for embedding.
 
 use std::convert::Infallible;
 use std::future::Future;

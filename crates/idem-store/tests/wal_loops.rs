@@ -265,3 +265,43 @@ fn every_second_loops_acknowledge_on_write_and_the_writer_syncs_within_a_second(
     let lost: Vec<_> = acked.difference(&recovered).collect();
     assert!(lost.is_empty(), "acknowledged, left a second and more, but lost: {} records", lost.len());
 }
+
+/// One loop commits its own records when it runs dry; with several loops
+/// the writer thread commits every record (a loop never blocks in a sync
+/// while the others wait for the writer), and each loop's waiters are woken
+/// on their loop. Either way every record is acknowledged.
+#[test]
+fn one_loop_commits_for_itself_and_several_leave_it_to_the_writer_thread() {
+    for loop_count in [1, 2, 3] {
+        let fs = SimFs::new();
+        let storage = sim_storage(&fs, 1 << 20);
+        let (log, _, _) = open_collect(std::path::Path::new("/who"), &opts(), &storage).unwrap();
+        let log = Arc::new(log);
+        let loops: Vec<TestLoop> = (0..loop_count).map(|_| TestLoop::start(log.loop_sync())).collect();
+        // Every loop has entered before the first append: the way a server starts.
+        while log.stats().loop_count < loop_count {
+            std::thread::yield_now();
+        }
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let per_task = 20;
+        let tasks: Vec<_> = loops
+            .iter()
+            .enumerate()
+            .flat_map(|(l, lp)| (0..4).map(move |t| (l, t, lp.handle.clone())).collect::<Vec<_>>())
+            .map(|(l, t, h)| h.spawn(append_acked(log.clone(), format!("l{l}-{t}"), per_task, acked.clone())))
+            .collect();
+        runtime().block_on(async {
+            for t in tasks {
+                tokio::time::timeout(Duration::from_secs(60), t).await.expect("a waiter was never woken").unwrap();
+            }
+        });
+        assert_eq!(acked.lock().unwrap().len(), loop_count * 4 * per_task as usize);
+        let stats = log.stats();
+        if loop_count == 1 {
+            assert!(stats.loop_cycles > 0, "one loop commits for itself: {stats:?}");
+        } else {
+            assert_eq!(stats.loop_cycles, 0, "{loop_count} loops leave every commit to the writer thread: {stats:?}");
+        }
+        drop(loops);
+    }
+}

@@ -1,28 +1,44 @@
-//! Group commit on the caller's own event loop. In Always mode a loop
-//! writes and syncs; in EverySecond mode it writes only, and the writer
-//! thread keeps the one-second rhythm of syncs.
+//! Group commit on the caller's own event loop, when a log has one loop.
+//! In Always mode the loop writes and syncs; in EverySecond mode it writes
+//! only, and the writer thread keeps the one-second rhythm of syncs.
 //!
-//! A server that runs its connections on single-threaded event loops, one
-//! per core, marks each loop thread with [`LoopSync::enter`] and calls
-//! [`LoopSync::before_park`] whenever the loop has nothing left to run. A
-//! record appended on such a thread does not wake the writer thread; its
-//! task's durable wait notes the LSN it needs in the thread, and when the
-//! loop runs dry the loop itself writes and syncs the tail (everything every
-//! loop appended so far) and wakes the waiters the sync covers, its own ones
-//! without leaving the thread.
+//! A server that runs its connections on single-threaded event loops marks
+//! each loop thread with [`LoopSync::enter`] and calls
+//! [`LoopSync::before_park`] whenever the loop has nothing left to run.
 //!
-//! This is how Redis's `appendfsync always` syncs, inside its event loop, but
-//! with several loops: while one loop waits for its `fdatasync`, the others
-//! keep serving. A loop that runs dry while another thread's sync is in
-//! progress files its need (`LogState::defer`) and goes back to serving I/O;
-//! the syncing thread, once done, wakes the loops whose records its sync did
-//! not cover (through each loop's [`Nudges`] task), and they sync. The
+//! **One loop** (`idem serve`'s default): a record appended on the loop does
+//! not wake the writer thread; its task's durable wait notes the LSN it needs
+//! in the thread, and when the loop runs dry the loop itself writes and syncs
+//! the tail and wakes the waiters the sync covers without leaving the thread.
+//! This is how Redis's `appendfsync always` syncs, inside its event loop; the
 //! hand-off to a writer thread and back (a futex wake, a context switch and a
-//! cross-thread task wake-up per sync cycle) is gone from the hot path.
+//! cross-thread wake-up per sync cycle) is gone from the hot path, and the
+//! loop can delay its commit to gather more records ([`Gather`]).
+//!
+//! **Several loops** (`idem gateway`'s default, one per core): the loops do
+//! not commit. A loop that syncs is blocked for the `fdatasync` and serves
+//! none of its connections meanwhile, and a record waits for the end of its
+//! loop's turn before its commit even starts; the other loops, finding the
+//! writer held, file their need and wait for a second sync in turn. Instead
+//! every append wakes the writer thread if it sleeps, and the writer thread
+//! commits back to back while records keep arriving, as a dedicated syncer:
+//! the records of one sync's duration go into the next. Each loop's waiters
+//! are handed to their loop in one go ([`super::loop_wakes`]: one wake-up
+//! of the loop per sync, not one per waiter), and the loops only serve.
+//! Which of the two a log does is decided by the number of loops entered
+//! ([`LogState::loops_commit`]); a loop that entered while it was the only
+//! one makes sure, once others entered, that the writer thread was woken
+//! for the records it appended before.
+//!
+//! With one loop, a loop that runs dry while another thread's sync is in
+//! progress (the writer thread's, for records appended off the loop) files
+//! its need (`LogState::defer`) and goes back to serving I/O; the syncing
+//! thread, once done, wakes the loop if its records were not covered
+//! (through its [`Nudges`] task), and it syncs them.
 //!
 //! Appends and waits on other threads (a multi-threaded runtime, the HTTP
-//! API, the ticker) still go through the writer thread. A waiter there that
-//! may depend on a loop's record nobody has woken the writer for wakes it
+//! API, the ticker) go through the writer thread. A waiter there that may
+//! depend on a loop's record nobody has woken the writer for wakes it
 //! (`LogState`'s `unwoken` flag), so every waiter is covered by some sync.
 
 use std::cell::{Cell, RefCell};
@@ -36,7 +52,7 @@ use parking_lot::Mutex;
 
 use super::loop_thread;
 use super::loop_wakes;
-use super::state::LogState;
+use super::state::{self, LogState};
 use super::writer::Writer;
 use crate::FsyncMode;
 
@@ -179,12 +195,24 @@ impl LoopSync {
     /// While records are still arriving it may delay the commit instead
     /// ([`Gather`], at most [`GATHER_MAX`]): it then wakes the loop's nudge
     /// task, so that the loop polls for I/O without blocking and calls this
-    /// again.
+    /// again. With several loops the writer thread commits instead, and this
+    /// only wakes it for records the loop appended while it was the only one.
     pub fn before_park(&self) {
         // Synced in Always mode, written in EverySecond mode.
         let done = self.state.loop_done();
+        if !self.state.loops_commit() {
+            // The writer thread commits; the appends woke it. One that a
+            // loop made while loops still committed for themselves (before
+            // another loop entered) may not have: wake it for those.
+            if loop_thread::take_wanted() > done {
+                self.state.wake_writer_for_loop_records();
+            }
+            state::take_loop_wait_since();
+            return;
+        }
         if loop_thread::wanted() <= done {
             loop_thread::take_wanted();
+            state::take_loop_wait_since();
             GATHER.with(|g| g.set(None));
             return;
         }
@@ -253,10 +281,15 @@ impl LoopSync {
         // cycle that this one's sync covers. After a failure `cycle` returns
         // at once, and the failure has already woken every waiter.
         let before = self.state.loop_done();
+        let since = state::take_loop_wait_since();
         if want > before {
             let start = Instant::now();
+            if let Some(since) = since {
+                self.state.timing().loop_delay.add(start.saturating_duration_since(since).as_micros() as u64);
+            }
             let committed = writer.cycle();
             let took = start.elapsed();
+            self.state.count_loop_cycle();
             // A moving average over about eight commits: one slow sync
             // does not stretch the next gathers much.
             SYNC_TIME.with(|t| t.set((t.get() * 7 + took) / 8));

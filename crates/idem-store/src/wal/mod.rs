@@ -20,7 +20,7 @@
 //!   (file names, and the scan that validates a segment), `loop_wakes`
 //!   (wake-ups handed to a loop from other threads), `waiters` (the
 //!   registry of durable waits), `loop_thread` (what a loop thread knows
-//!   about itself);
+//!   about itself), `timing` (the sync path's time probes);
 //! - `state` (the tail, the log positions and their invariants, the
 //!   failure, shared by everything below), `open_segment` (creating and
 //!   reopening the segment appended to), `prealloc` (zero-filling the next
@@ -55,6 +55,7 @@ mod segment;
 pub mod sim;
 mod snapshot;
 mod state;
+mod timing;
 mod waiters;
 mod writer;
 
@@ -68,6 +69,7 @@ pub use record::{
 pub use segment::SEGMENT_BYTES_MAX;
 pub use snapshot::SnapshotWriter;
 pub use state::{LogStats, SYNC_US_BOUNDS};
+pub use timing::ProbeStats;
 
 use io::{OsFs, Vfs};
 use state::LogState;
@@ -281,5 +283,25 @@ impl Drop for Log {
         if let Some(handle) = self.writer_thread.take() {
             let _ = handle.join();
         }
+        let s = self.state.stats();
+        let per_sync = |x: u64| if s.syncs == 0 { 0.0 } else { x as f64 / s.syncs as f64 };
+        tracing::info!(
+            dir = %self.dir.display(),
+            records = s.records,
+            syncs = s.syncs,
+            loop_cycles = s.loop_cycles,
+            records_per_sync = %format!("{:.1}", per_sync(s.records)),
+            sync_us_avg = %format!("{:.0}", per_sync(s.sync_us_total)),
+            sync_gap_us_avg = %format!("{:.0}", s.sync_gap.mean_us()),
+            write_us_avg = %format!("{:.0}", s.write.mean_us()),
+            waits = s.wait.count,
+            wait_us_avg = %format!("{:.0}", s.wait.mean_us()),
+            wait_us_p50_le = s.wait.quantile_bound_us(0.5),
+            wait_us_p99_le = s.wait.quantile_bound_us(0.99),
+            loop_delays = s.loop_delay.count,
+            loop_delay_us_avg = %format!("{:.0}", s.loop_delay.mean_us()),
+            loop_delay_us_p50_le = s.loop_delay.quantile_bound_us(0.5),
+            "write-ahead log closed"
+        );
     }
 }

@@ -23,7 +23,7 @@
 //! `debug_assert!` is kept for checks that walk data (the registry, a
 //! batch's records).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,8 +34,15 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::loop_thread;
 use super::record::{self, Payload, INLINE_CRC_BYTES_MAX, RECORD_BYTES_MAX, RECORD_FIXED_LEN};
+use super::timing::{ProbeStats, SyncTiming};
 use super::waiters::{DurableWaiters, Mark, WaiterKey};
 use crate::{FsyncMode, StoreError};
+
+/// Event loops commit their own records while a log has at most this many
+/// of them; with more, the writer thread commits for all of them (see
+/// `loop_sync`: a loop blocked in a sync serves none of its connections,
+/// and with several loops the others would wait for it in turn).
+const INLINE_LOOPS_MAX: usize = 1;
 
 /// How often EverySecond mode syncs.
 pub(crate) const EVERY_SECOND_SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,6 +66,15 @@ const BLOCKING_RECHECK: Duration = Duration::from_millis(100);
 thread_local! {
     /// Where a thread encodes a record's payload before taking the tail lock.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// On a loop that commits for itself: when its tasks first waited since
+    /// its last commit (the `loop_delay` probe).
+    static LOOP_WAIT_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// On a loop thread: when the loop's tasks first waited since the last call,
+/// which starts the count again (`None`: no task waited).
+pub(crate) fn take_loop_wait_since() -> Option<Instant> {
+    LOOP_WAIT_SINCE.with(Cell::take)
 }
 
 /// Upper bounds (inclusive, microseconds) of the buckets of
@@ -90,6 +106,20 @@ pub struct LogStats {
     pub rotations: u64,
     /// Of those, segments that were preallocated (zero-filled ahead of use).
     pub prealloc_rotations: u64,
+    /// Durable waits that were not answered at once: from filing to the
+    /// poll that answers them (wake-up and the task's turn included).
+    pub wait: ProbeStats,
+    /// Commits on an event loop: from the first wait of the loop's tasks
+    /// since its last commit to the start of this one.
+    pub loop_delay: ProbeStats,
+    /// From the end of one `fdatasync` to the start of the next.
+    pub sync_gap: ProbeStats,
+    /// The `pwrite` of each batch.
+    pub write: ProbeStats,
+    /// Group commits an event loop ran itself (the rest ran on the writer thread).
+    pub loop_cycles: u64,
+    /// Event loops entered on this log ([`super::LoopSync::enter`]).
+    pub loop_count: usize,
 }
 
 /// What the writer thread is to do next ([`LogState::wait_for_work`]).
@@ -179,6 +209,7 @@ pub(crate) struct LogState {
     blocking_lock: Mutex<()>,
     blocking_cv: Condvar,
     stats: Mutex<LogStats>,
+    timing: SyncTiming,
     snapshots: Mutex<SnapshotSchedule>,
 }
 
@@ -215,6 +246,7 @@ impl LogState {
             blocking_lock: Mutex::new(()),
             blocking_cv: Condvar::new(),
             stats: Mutex::new(LogStats::default()),
+            timing: SyncTiming::default(),
             snapshots: Mutex::new(SnapshotSchedule::default()),
         }
     }
@@ -258,7 +290,18 @@ impl LogState {
 
     /// Counters about group commit since open.
     pub(crate) fn stats(&self) -> LogStats {
-        *self.stats.lock()
+        let mut stats = *self.stats.lock();
+        stats.wait = self.timing.wait.stats();
+        stats.loop_delay = self.timing.loop_delay.stats();
+        stats.sync_gap = self.timing.sync_gap.stats();
+        stats.write = self.timing.write.stats();
+        stats.loop_count = self.loop_count();
+        stats
+    }
+
+    /// The sync path's time probes.
+    pub(crate) fn timing(&self) -> &SyncTiming {
+        &self.timing
     }
 
     /// Counts one batch of `records` records and `bytes` bytes.
@@ -268,6 +311,11 @@ impl LogState {
         stats.records += records;
         stats.batch_records_max = stats.batch_records_max.max(records);
         stats.bytes += bytes;
+    }
+
+    /// Counts one group commit run by an event loop.
+    pub(crate) fn count_loop_cycle(&self) {
+        self.stats.lock().loop_cycles += 1;
     }
 
     /// Counts one segment sync that took `us` microseconds, and notes when
@@ -333,7 +381,7 @@ impl LogState {
             // deadline must wake to start it.
             FsyncMode::EverySecond => tail.writer_deadline,
         };
-        if tail.writer_waiting && loop_writes && loop_thread::in_loop() {
+        if tail.writer_waiting && loop_writes && loop_thread::in_loop() && self.loops_commit() {
             // This thread's loop writes (and, in Always mode, syncs) the
             // record itself once its task waits; a waiter elsewhere that
             // might need it wakes the writer.
@@ -486,6 +534,13 @@ impl LogState {
         self.loops.load(Ordering::Relaxed)
     }
 
+    /// Whether the event loops commit their own records when they run dry
+    /// (one loop), rather than the writer thread (several loops; see
+    /// `loop_sync`).
+    pub(crate) fn loops_commit(&self) -> bool {
+        self.loop_count() <= INLINE_LOOPS_MAX
+    }
+
     /// Files a loop's request for a commit up to `lsn`, to be woken through
     /// `waker` by whoever holds the writer now, once it is done.
     pub(crate) fn defer(&self, lsn: u64, waker: Waker) {
@@ -550,7 +605,7 @@ impl LogState {
     /// records without waking the writer thread, wake it, so that the
     /// records this waiter may depend on get written (and in Always mode
     /// synced) even when no loop task waits for them.
-    fn wake_writer_for_loop_records(&self) {
+    pub(crate) fn wake_writer_for_loop_records(&self) {
         if self.unwoken.load(Ordering::Acquire) && self.unwoken.swap(false, Ordering::AcqRel) {
             match self.mode {
                 FsyncMode::Always => self.request_sync(),
@@ -579,7 +634,7 @@ impl LogState {
 
     /// Resolves once `mark` reaches `lsn`, or with an error once the log fails.
     pub(crate) fn wait_for(&self, mark: Mark, lsn: u64) -> DurableWait<'_> {
-        DurableWait { state: self, mark, lsn, key: None }
+        DurableWait { state: self, mark, lsn, key: None, filed_at: None }
     }
 
     /// Blocks the calling (non-async) thread until every record up to `lsn`
@@ -656,6 +711,8 @@ pub(crate) struct DurableWait<'a> {
     mark: Mark,
     lsn: u64,
     key: Option<WaiterKey>,
+    /// When the wait was first filed (it was not answered at once).
+    filed_at: Option<Instant>,
 }
 
 impl DurableWait<'_> {
@@ -676,6 +733,9 @@ impl Future for DurableWait<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(done) = this.outcome() {
+            if let Some(at) = this.filed_at.take() {
+                this.state.timing.wait.add(at.elapsed().as_micros() as u64);
+            }
             return Poll::Ready(done);
         }
         let mut registry = this.state.waiters.lock();
@@ -685,6 +745,10 @@ impl Future for DurableWait<'_> {
             if let Some(key) = this.key.take() {
                 registry.remove(key);
             }
+            drop(registry);
+            if let Some(at) = this.filed_at.take() {
+                this.state.timing.wait.add(at.elapsed().as_micros() as u64);
+            }
             return Poll::Ready(done);
         }
         match this.key {
@@ -692,7 +756,11 @@ impl Future for DurableWait<'_> {
             None => this.key = Some(registry.file(this.lsn, this.mark, cx.waker())),
         }
         drop(registry);
-        if this.mark == this.state.durable_mark() && loop_thread::in_loop() {
+        let now = *this.filed_at.get_or_insert_with(Instant::now);
+        if this.mark == this.state.durable_mark() && loop_thread::in_loop() && this.state.loops_commit() {
+            if loop_thread::wanted() == 0 {
+                LOOP_WAIT_SINCE.with(|s| s.set(Some(now)));
+            }
             loop_thread::note_wait(this.lsn);
         } else {
             this.state.wake_writer_for_loop_records();

@@ -51,6 +51,8 @@ pub(crate) struct Writer {
     cuts: Vec<(u64, usize)>,
     /// Set after the shutdown flush: nothing is written again.
     closed: bool,
+    /// When the last `fdatasync` returned (the `sync_gap` probe).
+    last_sync_end: Option<Instant>,
 }
 
 impl Writer {
@@ -86,6 +88,7 @@ impl Writer {
             batch: Vec::with_capacity(TAIL_BYTES_INITIAL),
             cuts: Vec::new(),
             closed: false,
+            last_sync_end: None,
         }
     }
 
@@ -220,7 +223,9 @@ impl Writer {
         if self.seg.has_records() && self.seg.would_exceed(chunk.len() as u64, self.segment_bytes_max) {
             self.rotate(self.written_lsn + 1)?;
         }
+        let started = Instant::now();
         self.seg.append(chunk)?;
+        self.state.timing().write.add(started.elapsed().as_micros() as u64);
         self.written_since_open += chunk.len() as u64;
         self.written_lsn = last_lsn;
         Ok(())
@@ -228,8 +233,13 @@ impl Writer {
 
     fn sync(&mut self) -> Result<(), String> {
         let started = Instant::now();
+        if let Some(end) = self.last_sync_end {
+            self.state.timing().sync_gap.add(started.saturating_duration_since(end).as_micros() as u64);
+        }
         self.seg.sync_data()?;
-        self.state.count_sync(started.elapsed().as_micros() as u64);
+        let ended = Instant::now();
+        self.last_sync_end = Some(ended);
+        self.state.count_sync(ended.saturating_duration_since(started).as_micros() as u64);
         self.synced_lsn = self.written_lsn;
         Ok(())
     }
