@@ -72,8 +72,11 @@ pub struct ServerConfig {
     pub password: Option<String>,
     /// Threads that run RESP connections, each a single-threaded event loop
     /// (see `loops`); connections are dealt to them in turn. On the embedded
-    /// store in Always mode, each loop also does the group commit for its
-    /// own connections when it runs dry. 0 runs connections as tasks on the
+    /// store in Always mode, one loop also does the group commit for its
+    /// connections when it runs dry; with two loops or more the log's
+    /// writer thread syncs for them instead (docs/durability.md; about 0.9x
+    /// the rate of one loop for `idem serve`, see docs/benchmarks.md). 0 runs
+    /// connections as tasks on the
     /// runtime that calls [`crate::Server::run`] instead. Default
     /// [`crate::default_event_loops`]; at most [`crate::EVENT_LOOPS_MAX`].
     pub event_loops: usize,
