@@ -757,6 +757,13 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The benchmark's consumer, built before the clock starts: the adapter or
+/// the raw consumer (two types, one `consume_with` each).
+enum Consumer<A, R> {
+    Adapter(A),
+    Raw(R),
+}
+
 /// Where the benchmark's adapter keeps its records: both are the embedded
 /// durable store in the consumer's process (fsync before each reply), so
 /// the dedup scope is the same; they differ in how the adapter reaches it.
@@ -842,19 +849,19 @@ pub async fn bench(
         };
         // Connections are opened before the clock starts, on both sides.
         let process = match idem {
-            Some(idem) => Ok(match idem.url() {
+            Some(idem) => Consumer::Adapter(match idem.url() {
                 Some(url) => {
                     let client = Client::connect(Config::new(url).pool_size(IDEM_POOL_SIZE)).await?;
                     Adapter::with_limits(client, handler, limits)
                 }
                 None => Adapter::over(idem.store(), handler, limits),
             }),
-            None => Err(Unguarded::new(handler)),
+            None => Consumer::Raw(Unguarded::new(handler)),
         };
         let (started, cpu) = (Instant::now(), cpu_time());
         let snap = match process {
-            Ok(adapter) => consume_with(broker, &name, e, s, adapter, stats, done).await?,
-            Err(raw) => consume_with(broker, &name, e, s, raw, stats, done).await?,
+            Consumer::Adapter(adapter) => consume_with(broker, &name, e, s, adapter, stats, done).await?,
+            Consumer::Raw(raw) => consume_with(broker, &name, e, s, raw, stats, done).await?,
         };
         let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_time() - cpu);
         anyhow::Ok(BenchReport {

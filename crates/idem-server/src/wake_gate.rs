@@ -121,14 +121,22 @@ mod tests {
         }
     }
 
+    /// A gated [`Door`], with its switch, its poll count and the waker it
+    /// registered.
+    #[allow(clippy::type_complexity)]
+    fn gated_door() -> (Gated<Door>, Arc<AtomicBool>, Arc<AtomicUsize>, Arc<std::sync::Mutex<Option<Waker>>>) {
+        let go = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let gated = Gated::new(Door { go: go.clone(), polls: polls.clone(), waker: slot.clone() });
+        (gated, go, polls, slot)
+    }
+
     /// The inner future is polled once, then not again until it wakes the
     /// gate; its wake-up reaches the task, and the next poll completes.
     #[test]
     fn polls_the_inner_future_only_after_its_wake_up() {
-        let go = Arc::new(AtomicBool::new(false));
-        let polls = Arc::new(AtomicUsize::new(0));
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let mut gated = Gated::new(Door { go: go.clone(), polls: polls.clone(), waker: slot.clone() });
+        let (mut gated, go, polls, slot) = gated_door();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let task = Waker::from(count.clone());
         let mut cx = Context::from_waker(&task);
@@ -146,10 +154,7 @@ mod tests {
     /// A poll from another task moves the wake-ups there.
     #[test]
     fn a_new_task_waker_gets_the_wake_ups() {
-        let go = Arc::new(AtomicBool::new(false));
-        let polls = Arc::new(AtomicUsize::new(0));
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let mut gated = Gated::new(Door { go: go.clone(), polls: polls.clone(), waker: slot.clone() });
+        let (mut gated, go, _, slot) = gated_door();
         let first = Arc::new(Count(AtomicUsize::new(0)));
         let second = Arc::new(Count(AtomicUsize::new(0)));
         let w1 = Waker::from(first.clone());

@@ -82,6 +82,13 @@ pub(crate) fn take_loop_wait_since() -> Option<Instant> {
 pub const SYNC_US_BOUNDS: [u64; 12] =
     [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
 
+/// The bucket over [`SYNC_US_BOUNDS`] of a sample of `us` microseconds: the
+/// first whose bound is at least `us`, or the last (above every bound).
+/// Every histogram of the sync path counts by it.
+pub(crate) fn sync_us_bucket(us: u64) -> usize {
+    SYNC_US_BOUNDS.partition_point(|b| *b < us)
+}
+
 /// Counters for observing group commit (batches, fsync latency).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -326,7 +333,7 @@ impl LogState {
         stats.syncs += 1;
         stats.sync_us_total += us;
         stats.sync_us_max = stats.sync_us_max.max(us);
-        stats.sync_us_buckets[SYNC_US_BOUNDS.partition_point(|b| *b < us)] += 1;
+        stats.sync_us_buckets[sync_us_bucket(us)] += 1;
     }
 
     /// Counts one new segment, preallocated or not.

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::state::SYNC_US_BOUNDS;
+use super::state::{sync_us_bucket, SYNC_US_BOUNDS};
 
 /// A histogram over [`SYNC_US_BOUNDS`] with a count and a total.
 #[derive(Debug, Default)]
@@ -66,7 +66,7 @@ impl Probe {
     pub(crate) fn add(&self, us: u64) {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.total_us.fetch_add(us, Ordering::Relaxed);
-        self.buckets[SYNC_US_BOUNDS.partition_point(|b| *b < us)].fetch_add(1, Ordering::Relaxed);
+        self.buckets[sync_us_bucket(us)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// What the probe saw so far.
