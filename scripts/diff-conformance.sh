@@ -8,7 +8,7 @@
 #   scripts/diff-conformance.sh [SEQUENCES] [STEPS]      (default 2000 60)
 #
 # Needs the engines of scripts/ensure-services.sh, redis-server and cc.
-# Includes the Redis test, ignored in the suite (docs/backends.md).
+# Includes the Redis and Redis Cluster tests (private servers; docs/backends.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export IDEM_DIFF_SEQUENCES="${1:-2000}" IDEM_DIFF_STEPS="${2:-60}" IDEM_DIFF_SEED="${IDEM_DIFF_SEED:-random}"

@@ -10,6 +10,10 @@ use std::sync::Arc;
 use idem_conformance::diff::{self, DiffTarget};
 use idem_core::TestClock;
 
+#[path = "support/redis_procs.rs"]
+mod redis_procs;
+use redis_procs::{Cluster, ShimClock};
+
 /// How far ahead of the real time the test clocks start: see
 /// [`TestClock::ahead_of_real`] (real-time cleanup by other clients of a
 /// shared engine never deletes a record that is live by the test's time).
@@ -49,14 +53,13 @@ async fn differential_mysql() {
 }
 
 /// A private `redis-server` whose wall clock is the test's: it runs with
-/// `tests/clock_shim/clock_shim.c` preloaded, which reads the time from a
-/// file this fixture rewrites on every move of the clock. Scripts' TIME and
+/// the clock shim preloaded (`support/redis_procs.rs`), so scripts' TIME and
 /// Redis's own key expiry (PX) both follow it, and no other client sees it.
 /// The server is killed on drop.
 struct ClockedRedis {
     child: std::process::Child,
     port: u16,
-    clock_file: std::fs::File,
+    clock: ShimClock,
     _dir: tempfile::TempDir,
 }
 
@@ -71,36 +74,17 @@ impl ClockedRedis {
     fn start(now_ms: u64) -> ClockedRedis {
         use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().expect("temp dir");
-        let shim = dir.path().join("clock_shim.so");
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clock_shim/clock_shim.c");
-        let cc = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&shim)
-            .arg(source)
-            .output()
-            .expect("run cc (a C compiler builds the clock shim)");
-        assert!(cc.status.success(), "cc failed: {}", String::from_utf8_lossy(&cc.stderr));
-        let path = dir.path().join("clock");
-        std::fs::write(&path, now_ms.to_ne_bytes()).expect("write the clock file");
-        let clock_file = std::fs::OpenOptions::new().write(true).open(&path).expect("open the clock file");
+        let clock = ShimClock::new(dir.path(), now_ms);
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", dir.path().to_str().expect("utf-8 temp dir")])
-            .env("LD_PRELOAD", &shim)
-            .env("IDEM_CLOCK_FILE", &path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (is it installed?)");
-        ClockedRedis { child, port, clock_file, _dir: dir }
-    }
-
-    fn set(&self, now_ms: u64) {
-        use std::os::unix::fs::FileExt;
-        // In place: the server maps the file, so it is never truncated.
-        self.clock_file.write_all_at(&now_ms.to_ne_bytes(), 0).expect("write the clock file");
+            .stderr(Stdio::null());
+        clock.apply(&mut cmd);
+        let child = cmd.spawn().expect("start redis-server (is it installed?)");
+        ClockedRedis { child, port, clock, _dir: dir }
     }
 
     fn url(&self) -> String {
@@ -136,7 +120,30 @@ async fn differential_redis() {
     assert_eq!(secs, clock.now_ms() / 1000, "the private redis-server reads the test clock");
     let on_time = {
         let redis = redis.clone();
-        Arc::new(move |now_ms: u64| redis.set(now_ms)) as Arc<dyn Fn(u64) + Send + Sync>
+        Arc::new(move |now_ms: u64| redis.clock.set(now_ms)) as Arc<dyn Fn(u64) + Send + Sync>
+    };
+    run(DiffTarget { backend: Arc::new(backend), clock, on_time: Some(on_time) }).await;
+}
+
+/// The same on a Redis Cluster of three masters, every node on one shim
+/// clock (`support/redis_procs.rs`): each sequence's keys share a hash tag,
+/// so its multi-key commands stay in one slot while sequences spread over
+/// the masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_redis_cluster() {
+    let clock = TestClock::ahead_of_real(CLOCK_AHEAD_MS);
+    let start_ms = clock.now_ms();
+    let cluster =
+        Arc::new(tokio::task::spawn_blocking(move || Cluster::start_clocked(3, start_ms)).await.expect("start"));
+    // The nodes' clock ran on while the cluster formed; the test's follows.
+    clock.set(cluster.clock_ms());
+    let url = cluster.url();
+    let backend =
+        idem_redis::RedisBackend::connect_cluster(&url).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    assert_eq!(idem_core::Backend::name(&backend), "redis-cluster");
+    let on_time = {
+        let cluster = cluster.clone();
+        Arc::new(move |now_ms: u64| cluster.set_clock(now_ms)) as Arc<dyn Fn(u64) + Send + Sync>
     };
     run(DiffTarget { backend: Arc::new(backend), clock, on_time: Some(on_time) }).await;
 }
