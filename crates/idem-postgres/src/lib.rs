@@ -107,31 +107,31 @@ const SQL_IDEM_RENEW: &str = "SELECT idem_record_renew($1::bytea, $2::bigint, $3
 const SQL_GET: &str = "SELECT status, fence, left_ms, result FROM idem_get($1::bytea)";
 const SQL_DEL: &str = "SELECT idem_del($1::bytea)";
 const SQL_CLAIM: &str = "SELECT status, owner FROM idem_claim($1::bytea, $2::bytea, $3::bigint)";
-/// CLAIM's first try, one statement that takes no row lock. The key is read
-/// first, from the statement's snapshot: a key another live owner holds is
-/// answered `held` from it, with no insert attempted, no transaction id, no
-/// WAL record and no commit flush; an absent key is inserted (`claimed`, the
-/// same heap and index insert and the same one commit as a raw `INSERT … ON
-/// CONFLICT DO NOTHING`). `DO NOTHING` still waits for a concurrent
-/// inserter of the key, as the locking path does. No row comes back when
-/// the claim is the caller's own (its TTL must change), has run out, or was
-/// committed after the snapshot: then [`SQL_CLAIM`] decides under the row
-/// lock. `$exp` is the new claim's expiry: without a TTL it is NULL and the
-/// clock is not read.
+/// CLAIM's first try, one statement that takes no row lock. It inserts
+/// first, as the raw `INSERT … ON CONFLICT DO NOTHING` does: a fresh key is
+/// `claimed` by that one heap and index insert and its one commit, with no
+/// read before it. On a duplicate, `DO NOTHING`'s pre-check finds the key and
+/// writes nothing (no transaction id, no WAL record, no commit flush), and
+/// the holder is read from the statement's snapshot: another live owner is
+/// answered `held`. `DO NOTHING` still waits for a concurrent inserter of the
+/// key, as the locking path does. No row comes back when the claim is the
+/// caller's own (its TTL must change), has run out, or was committed after
+/// the snapshot (the insert saw it, the read does not): then [`SQL_CLAIM`]
+/// decides under the row lock. `$exp` is the new claim's expiry: without a
+/// TTL it is NULL and the clock is not read.
 macro_rules! sql_claim_fast {
     ($exp:literal) => {
         concat!(
-            "WITH cur AS (SELECT c.owner, c.expires_at_ms FROM idem_claims c WHERE c.key = $1::bytea),
-             ins AS (
-                 INSERT INTO idem_claims (key, owner, expires_at_ms)
-                 SELECT $1::bytea, $2::bytea, ",
+            "WITH ins AS (
+                 INSERT INTO idem_claims (key, owner, expires_at_ms) VALUES ($1::bytea, $2::bytea, ",
             $exp,
-            " WHERE NOT EXISTS (SELECT 1 FROM cur)
+            ")
                  ON CONFLICT (key) DO NOTHING RETURNING 1)
              SELECT 'claimed'::text AS status, NULL::bytea AS owner FROM ins
              UNION ALL
-             SELECT 'held'::text, cur.owner FROM cur
-             WHERE cur.owner <> $2::bytea AND (cur.expires_at_ms IS NULL OR cur.expires_at_ms > idem_now_ms())"
+             SELECT 'held'::text, c.owner FROM idem_claims c
+             WHERE NOT EXISTS (SELECT 1 FROM ins) AND c.key = $1::bytea AND c.owner <> $2::bytea
+               AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())"
         )
     };
 }

@@ -31,13 +31,13 @@
 //!   uncontended commits never pay for NOTIFY's commit-time lock.
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 6;
 
 /// Migration steps: `(version, SQL)` for tables, indexes and the sequence.
 /// [`super::migrate`] applies the pending ones, then [`ROUTINES`], then
 /// records the version, all in one transaction (PostgreSQL's DDL is
 /// transactional, so a failed upgrade changes nothing).
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// Step 1: tables and the fence sequence.
 const V1: &str = r#"
@@ -152,6 +152,24 @@ const V4: &str = "";
 /// fingerprint (none stays none), which an upgrade installs with the rest
 /// of [`ROUTINES`].
 const V5: &str = "";
+
+/// Step 6: `idem_records` loses its B-tree on the running records' lease
+/// end (`idem_records_running_exp`), which every fresh IDEM.BEGIN paid an
+/// index insert (and its WAL) for, only so that cleanup could find records
+/// abandoned for the grace period (`RUNNING_RETAIN_MS`). Those are rare,
+/// and already forgotten by every function that reads them, so cleanup now
+/// finds them by a sweep in key order, a bounded batch of keys per call,
+/// resumed where the last call stopped (`idem_cleanup_cursor`). Finished
+/// records keep their index (`idem_records_done_exp`): every COMMIT makes
+/// one, and retention ends them in bulk.
+const V6: &str = r#"
+DROP INDEX IF EXISTS idem_records_running_exp;
+CREATE TABLE IF NOT EXISTS idem_cleanup_cursor (
+    id             integer PRIMARY KEY CHECK (id = 1),
+    running_after  bytea
+);
+INSERT INTO idem_cleanup_cursor (id, running_after) VALUES (1, NULL) ON CONFLICT (id) DO NOTHING;
+"#;
 
 /// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
 /// moves, so a changed function only needs a new (possibly empty) step.
@@ -822,6 +840,11 @@ $fn$;
 -- Deletes up to p_batch rows per table whose time has passed; returns how
 -- many. A running record whose lease ran out is kept for the grace period
 -- (RUNNING_RETAIN_MS), so that a late BEGIN still sees a larger attempt number.
+-- Running records have no index on their lease end (a fresh BEGIN would pay
+-- for it): each call examines the next p_batch keys after the sweep's cursor
+-- (idem_cleanup_cursor) and deletes those past the grace period, so a call's
+-- cost stays bounded and the sweep covers the table in turn. A concurrent
+-- cleanup that holds the cursor makes this call skip the sweep.
 CREATE OR REPLACE FUNCTION idem_cleanup(p_batch integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -831,15 +854,39 @@ DECLARE
     v_n    bigint := 0;
     v_m    bigint;
     v_grace_end bigint := v_now - @RUNNING_RETAIN_MS@;
+    v_after    bytea;
+    v_last     bytea;
+    v_scanned  bigint;
 BEGIN
     DELETE FROM idem_records WHERE key IN (
         SELECT key FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now LIMIT p_batch)
       AND state = 'done' AND expires_at_ms <= v_now;
     GET DIAGNOSTICS v_m = ROW_COUNT; v_n := v_n + v_m;
-    DELETE FROM idem_records WHERE key IN (
-        SELECT key FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_grace_end LIMIT p_batch)
-      AND state = 'running' AND expires_at_ms <= v_grace_end;
-    GET DIAGNOSTICS v_m = ROW_COUNT; v_n := v_n + v_m;
+    SELECT running_after INTO v_after FROM idem_cleanup_cursor WHERE id = 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        -- Two statements rather than "v_after IS NULL OR key > v_after", so
+        -- that each is a range scan of the primary key.
+        IF v_after IS NULL THEN
+            SELECT (array_agg(s.key ORDER BY s.key DESC))[1], count(*) INTO v_last, v_scanned
+            FROM (SELECT key FROM idem_records ORDER BY key LIMIT p_batch) s;
+        ELSE
+            SELECT (array_agg(s.key ORDER BY s.key DESC))[1], count(*) INTO v_last, v_scanned
+            FROM (SELECT key FROM idem_records WHERE key > v_after ORDER BY key LIMIT p_batch) s;
+        END IF;
+        IF v_scanned > 0 THEN
+            DELETE FROM idem_records
+            WHERE key >= coalesce(v_after, '\x'::bytea) AND key <= v_last
+              AND state = 'running' AND expires_at_ms <= v_grace_end;
+            GET DIAGNOSTICS v_m = ROW_COUNT; v_n := v_n + v_m;
+        END IF;
+        -- A short batch reached the last key: the next call starts over.
+        IF v_scanned < p_batch THEN
+            v_last := NULL;
+        END IF;
+        IF v_last IS DISTINCT FROM v_after THEN
+            UPDATE idem_cleanup_cursor SET running_after = v_last WHERE id = 1;
+        END IF;
+    END IF;
     DELETE FROM idem_claims WHERE key IN (
         SELECT key FROM idem_claims WHERE expires_at_ms <= v_now LIMIT p_batch)
       AND expires_at_ms <= v_now;
