@@ -129,7 +129,7 @@ async fn racing_begins_aborts_and_dels_keep_each_keys_fences_growing() {
                     highest[i].fetch_max(fence, Ordering::SeqCst);
                     grants += 1;
                     let key = Bytes::from(keys[i].clone());
-                    let removed = if round % 2 == 0 {
+                    let removed = if round.is_multiple_of(2) {
                         backend.execute(Command::IdemAbort { key, fence }).await.unwrap()
                     } else {
                         backend.execute(Command::IdemDel { key }).await.unwrap()
