@@ -18,11 +18,12 @@
 //!   AUTO_INCREMENT ids of `idem_fences` on MySQL: strictly increasing
 //!   across the whole database, never handed out twice, also when the
 //!   transaction that drew one rolls back or the server crashes (a
-//!   sequence skips its unused cache). A key's fence is drawn while the key
-//!   is locked: its row for locks; for idempotency records first its fence
-//!   stripe, which every IDEM.BEGIN takes before the row, so a fence drawn
-//!   before the duplicate check (the fast statement) still follows every
-//!   grant of the key, committed, deleted or rolled back. Gaps are normal.
+//!   sequence skips its unused cache). A key's fence is drawn while the key's
+//!   row is locked, except by MariaDB's one-statement IDEM.BEGIN, which
+//!   draws before InnoDB looks the key up; ABORT and IDEM.DEL leave
+//!   tombstones and cleanup waits a grace before it forgets a record, so that
+//!   fence still follows every grant of the key that took effect (the
+//!   argument is in `schema.rs`). Gaps are normal.
 //! - **WAIT** on IDEM.BEGIN and LOCK: parked callers poll (see
 //!   `idem-sql`) with backoff from 2 ms doubling to
 //!   50 ms, woken at once when this process ends the attempt or lock, and at
@@ -51,6 +52,11 @@ use idem_sql::{to_i64, BackendWaiters, Poll, SqlRow, SqlRunner};
 
 mod schema;
 pub mod tx;
+
+/// How long after its time (a done record's KEEP, a tombstone's ABORT or
+/// IDEM.DEL) cleanup keeps an idempotency record before deleting it, so
+/// that a fence still in flight never follows a forgotten one.
+pub use schema::FORGET_GRACE_MS;
 
 // The pool's size, how long a command waits for a connection and
 // `innodb_lock_wait_timeout` (how long a command waits for a row that a
@@ -113,7 +119,7 @@ impl FastSql {
         FastSql {
             claim_ttl: CLAIM_UPSERT.replace("@EXP@", &format!("{now} + ?")).replace("@NOW_MS@", now),
             claim_no_ttl: CLAIM_UPSERT.replace("@EXP@", "NULL").replace("@NOW_MS@", now),
-            begin: BEGIN_FAST.replace("@NOW_MS@", now).replace("@FENCE_STRIPES@", &schema::FENCE_STRIPES.to_string()),
+            begin: BEGIN_FAST.replace("@NOW_MS@", now),
         }
     }
 }
@@ -134,22 +140,25 @@ const CLAIM_UPSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms
        expires_at_ms = IF(owner = VALUES(owner), VALUES(expires_at_ms), expires_at_ms)
      RETURNING owner";
 
-/// IDEM.BEGIN as one autocommit statement (MariaDB): the key's fence stripe
-/// is locked first (as `idem_begin` does), then a new fence is drawn and the
-/// record inserted with it and its lease: one row version, one commit, the
-/// raw insert's durability. When the key exists, `ON DUPLICATE KEY UPDATE`
-/// changes nothing (no undo, no redo) and locks the row, and `RETURNING`
-/// reads it: a live record answers `running`, `done` or `mismatch` as the
-/// procedure would (the drawn fence is then a gap). The status is NULL when
-/// the procedure must decide (the lease or retention ran out: a takeover, or
-/// a forgotten record); the columns are the procedure's (status, fence, n,
-/// result; `n` cast, as the clock expression's type is not an integer). The
-/// statement clock (`UTC_TIMESTAMP`) is one value for the whole statement. Parameters: key, fingerprint, lease, key, fingerprint,
+/// IDEM.BEGIN as one autocommit statement (MariaDB): a new fence is drawn
+/// and the record inserted with it and its lease: one row version, one
+/// commit, the raw insert's durability. The fence is drawn before InnoDB
+/// looks the key up; it still follows every grant of the key that took
+/// effect, because records leave tombstones and cleanup forgets them only
+/// after a grace (`schema.rs`). When the key exists, `ON DUPLICATE KEY
+/// UPDATE` changes nothing (no undo, no redo) and locks the row, and
+/// `RETURNING` reads it: a live record answers `running`, `done` or
+/// `mismatch` as the procedure would (the drawn fence is then a gap). The
+/// status is NULL when the procedure must decide (the lease or retention
+/// ran out: a takeover, or a forgotten record; or a tombstone), which draws
+/// its fence under the row lock; the columns are the procedure's (status,
+/// fence, n, result; `n` cast, as the clock expression's type is not an
+/// integer). The statement clock (`UTC_TIMESTAMP`) is one value for the
+/// whole statement. Parameters: key, fingerprint, lease, fingerprint,
 /// fingerprint.
 const BEGIN_FAST: &str = "INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
-     SELECT ?, ?, 'running', NEXT VALUE FOR idem_fence_seq, 1, @NOW_MS@ + ?
-     FROM idem_fence_stripes WHERE id = CRC32(?) % @FENCE_STRIPES@ FOR UPDATE
-     ON DUPLICATE KEY UPDATE `key` = idem_records.`key`
+     VALUES (?, ?, 'running', NEXT VALUE FOR idem_fence_seq, 1, @NOW_MS@ + ?)
+     ON DUPLICATE KEY UPDATE `key` = `key`
      RETURNING
        CASE WHEN fence = PREVIOUS VALUE FOR idem_fence_seq THEN 'started'
             WHEN expires_at_ms <= @NOW_MS@ OR state NOT IN ('running', 'done') THEN NULL
@@ -565,8 +574,9 @@ impl Backend for MySqlBackend {
             // By the engine's clock, as the procedures that write the row.
             let row: Option<(String, i64, i64, i64, i64)> = conn
                 .exec_first(
+                    // A tombstone (ABORT, IDEM.DEL) is no record.
                     "SELECT state, fence, attempt, expires_at_ms - idem_now_ms(), COALESCE(LENGTH(result), 0)
-                     FROM idem_records WHERE `key` = ?",
+                     FROM idem_records WHERE `key` = ? AND state <> 'gone'",
                     (key,),
                 )
                 .await
@@ -586,7 +596,7 @@ impl Backend for MySqlBackend {
             let mut conn = self.inner.get_conn().await.map_err(|e| cmd_error(&e))?;
             let n: Option<i64> = conn
                 .query_first(
-                    "SELECT (SELECT COUNT(*) FROM idem_records) + (SELECT COUNT(*) FROM idem_claims)
+                    "SELECT (SELECT COUNT(*) FROM idem_records WHERE state <> 'gone') + (SELECT COUNT(*) FROM idem_claims)
                           + (SELECT COUNT(*) FROM idem_locks) + (SELECT COUNT(*) FROM idem_tokens)
                           + (SELECT COUNT(*) FROM idem_counters) + (SELECT COUNT(*) FROM idem_values)
                           + (SELECT COUNT(*) FROM idem_fsm) + (SELECT COUNT(*) FROM idem_slot_resources)",
@@ -744,7 +754,7 @@ async fn begin_fast(
     lease_ms: u64,
 ) -> Result<Option<Poll>, CallError> {
     let fp = fingerprint.map_or(Value::NULL, bytes);
-    let params = vec![bytes(key), fp.clone(), Value::Int(to_i64(lease_ms)), bytes(key), fp.clone(), fp];
+    let params = vec![bytes(key), fp.clone(), Value::Int(to_i64(lease_ms)), fp.clone(), fp];
     let row = exec_fast(conn, &sql.begin, params, "IDEM.BEGIN").await?;
     if MyRow(&row).text(0)?.is_none() {
         return Ok(None);

@@ -7,9 +7,9 @@
 //!   created by [`super::migrate`] above every id `idem_fences` handed out),
 //!   on MySQL an AUTO_INCREMENT id of `idem_fences`; the routines draw them
 //!   through the `@FENCE_DRAW@` placeholder ([`fence_draw`]);
-//! - `idem_fence_stripes(id)`: [`FENCE_STRIPES`] rows, the per-key fence lock
-//!   (`CRC32(key) % FENCE_STRIPES`) that every IDEM.BEGIN path takes before
-//!   it reads or writes the key's record;
+//! - `idem_fence_stripes(id)`: unused since version 5 (it was the per-key
+//!   fence lock of IDEM.BEGIN), kept for processes still running version
+//!   4's statements during an upgrade;
 //! - one InnoDB table per primitive, keys `VARBINARY(512)` (binary-safe,
 //!   compared byte by byte), results and values `MEDIUMBLOB`;
 //! - times are `BIGINT` milliseconds since the Unix epoch on the DATABASE
@@ -34,21 +34,40 @@
 //!   the row lock, then finds the winner's row: never a duplicate-key error,
 //!   and no gap-lock deadlock as with SELECT-then-INSERT.
 //! - A fence is drawn only while the key's row is locked, so a key's fences
-//!   grow. An idempotency record's fence is drawn also under its stripe lock,
-//!   taken first: the backend's one-statement IDEM.BEGIN draws its fence
-//!   before InnoDB checks the key for a duplicate, so without the stripe a
-//!   draw could precede a larger one granted, then deleted (ABORT, DEL) or
-//!   rolled back (an uncommitted grant in a caller's transaction) in between.
-//! - `ROW_COUNT()` is used only after DELETE (whose count does not depend on
-//!   the client's CLIENT_FOUND_ROWS flag).
+//!   grow, with one exception: the backend's one-statement IDEM.BEGIN on
+//!   MariaDB draws its fence (`NEXT VALUE` in `VALUES`) before InnoDB looks
+//!   the key up. Why that fence still follows every grant of the key that
+//!   took effect (docs/backends-sql.md, "Fences on MariaDB"):
+//!   - Such a fence F is stored only if, when the statement reaches the key,
+//!     the key has no row. A grant of the key with a fence above F was drawn
+//!     after F, so while that statement was in flight, and it left a row that
+//!     is still there: commands never delete an idempotency record. ABORT and
+//!     IDEM.DEL turn it into a tombstone (state 'gone', its fence kept,
+//!     `expires_at_ms` = the time of the change), which reads as absent and
+//!     which a BEGIN takes over in `idem_begin`, with a fence drawn under the
+//!     row lock, so above the tombstone's.
+//!   - Cleanup deletes a record only [`FORGET_GRACE_MS`] after its
+//!     `expires_at_ms` (done, gone) or `RUNNING_RETAIN_MS` after it (running,
+//!     at least as long). Every record's fence was drawn at or before its
+//!     `expires_at_ms`, so a deleted record's fence is older than the grace,
+//!     and a statement that drew below it would have been in flight longer
+//!     than any statement of the backend runs (its lock waits are bounded by
+//!     `lock_timeout_ms`; the grace is several times the longest one).
+//!   - A grant made inside a caller's transaction that rolls back leaves no
+//!     row and never took effect; a fast BEGIN that drew its fence before it
+//!     and reached the key after the rollback may get a lower fence. The `tx`
+//!     API says so: such a fence is provisional until its COMMIT.
+//! - `ROW_COUNT()` is used only after DELETE, and after `idem_del`'s UPDATE,
+//!   which changes `state` in every row it matches (counts that do not
+//!   depend on the client's CLIENT_FOUND_ROWS flag).
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
 /// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
 /// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
 /// interrupted half-way is simply run again.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// Step 1: tables.
 const V1: &[&str] = &[
@@ -145,9 +164,8 @@ const V2: &[&str] = &[];
 /// the rest of [`ROUTINES`].
 const V3: &[&str] = &[];
 
-/// How many stripes the per-key fence lock has: two keys share one with
-/// probability 1 / FENCE_STRIPES, and then their IDEM.BEGINs queue behind
-/// each other (for a statement, or for a caller's whole transaction).
+/// How many rows version 4's per-key fence lock had (unused since version
+/// 5, see the module docs; step 4 still creates them, as it did).
 pub(crate) const FENCE_STRIPES: u32 = 65_536;
 
 const _: () = assert!(FENCE_STRIPES == 16 * 16 * 16 * 16, "V4 fills 16^4 stripes");
@@ -185,6 +203,23 @@ const V4: &[&str] = &[
     ),
 ];
 
+/// Step 5: no table change; ABORT and IDEM.DEL leave a tombstone (state
+/// 'gone') instead of deleting the record, cleanup forgets records only
+/// [`FORGET_GRACE_MS`] after their time, and `idem_begin` no longer locks a
+/// fence stripe, all in the routines an upgrade re-creates.
+const V5: &[&str] = &[];
+
+/// How long after its `expires_at_ms` a done record or a tombstone stays
+/// before cleanup deletes it: longer than any backend statement can take
+/// between drawing a fence and looking the key up (see the module docs), so
+/// a deleted record's fence is never above a fence still in flight.
+pub const FORGET_GRACE_MS: u64 = 3_600_000;
+
+// A statement waits at most a few times `lock_timeout_ms` (bounded by
+// TIMEOUT_MS_MAX); the running records' own retention must cover the grace.
+const _: () = assert!(FORGET_GRACE_MS >= 6 * idem_sql::pool::TIMEOUT_MS_MAX, "the grace outlasts lock waits");
+const _: () = assert!(FORGET_GRACE_MS <= idem_core::limits::RUNNING_RETAIN_MS, "running records wait as long");
+
 /// The fence sequence's values cached by the server: a restart or a crash
 /// skips the unused rest of a cache (a gap), never hands a value out twice.
 pub(crate) const FENCE_SEQ_CACHE: u32 = 1_000;
@@ -211,11 +246,11 @@ pub(crate) fn fence_draw(mariadb: bool) -> &'static str {
 }
 
 /// A routine's CREATE statement as installed on this engine: the fence
-/// draw, the stripes, the clock and every shared constant written in.
+/// draw, the grace, the clock and every shared constant written in.
 pub(crate) fn routine_text(create: &str, mariadb: bool) -> String {
     let text = create
         .replace("@FENCE_DRAW@", fence_draw(mariadb))
-        .replace("@FENCE_STRIPES@", &FENCE_STRIPES.to_string())
+        .replace("@FORGET_GRACE_MS@", &FORGET_GRACE_MS.to_string())
         .replace("@NOW_MS@", NOW_MS_SQL);
     idem_core::limits::with_engine_constants(&text)
 }
@@ -245,11 +280,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DECLARE v_state VARCHAR(8);
             DECLARE v_fp VARBINARY(512);
             DECLARE v_fence, v_exp, v_now BIGINT;
-            DECLARE v_attempt, v_stripe INT;
+            DECLARE v_attempt INT;
             DECLARE v_result MEDIUMBLOB;
-            -- The key's fence stripe first, then its row (the backend's
-            -- one-statement IDEM.BEGIN takes them in this order too).
-            SELECT id INTO v_stripe FROM idem_fence_stripes WHERE id = CRC32(p_key) % @FENCE_STRIPES@ FOR UPDATE;
             INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
             VALUES (p_key, p_fp, 'new', 0, 0, 0)
             ON DUPLICATE KEY UPDATE `key` = `key`;
@@ -257,9 +289,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             INTO v_state, v_fp, v_fence, v_attempt, v_exp, v_result
             FROM idem_records WHERE `key` = p_key FOR UPDATE;
             SET v_now = idem_now_ms();
-            IF v_state = 'new' OR (v_state = 'done' AND v_exp <= v_now)
+            IF v_state IN ('new', 'gone') OR (v_state = 'done' AND v_exp <= v_now)
                OR (v_state = 'running' AND v_exp + @RUNNING_RETAIN_MS@ <= v_now) THEN
-                -- New, or forgotten: attempt 1 with this caller's fingerprint.
+                -- New, aborted or deleted (a tombstone), or forgotten: attempt
+                -- 1 with this caller's fingerprint, the fence drawn under the
+                -- row lock, so above the tombstone's.
                 @FENCE_DRAW@
                 UPDATE idem_records
                 SET fingerprint = p_fp, state = 'running', fence = v_fence, attempt = 1,
@@ -308,7 +342,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             END IF;
         END",
     ),
-    // IDEM.ABORT -> (status): 'ok' (the record is removed) or 'stale'.
+    // IDEM.ABORT -> (status): 'ok' (the record becomes a tombstone, which
+    // reads as absent) or 'stale'.
     (
         "PROCEDURE",
         "idem_abort",
@@ -317,12 +352,16 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
             DECLARE v_state VARCHAR(8);
-            DECLARE v_fence, v_exp BIGINT;
+            DECLARE v_fence, v_exp, v_now BIGINT;
             DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
             SELECT state, fence, expires_at_ms INTO v_state, v_fence, v_exp
             FROM idem_records WHERE `key` = p_key FOR UPDATE;
-            IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > idem_now_ms() THEN
-                DELETE FROM idem_records WHERE `key` = p_key;
+            SET v_now = idem_now_ms();
+            IF v_found AND v_state = 'running' AND v_fence = p_fence AND v_exp > v_now THEN
+                -- A tombstone, not a DELETE: the fence stays (module docs).
+                UPDATE idem_records
+                SET state = 'gone', fingerprint = NULL, result = NULL, expires_at_ms = v_now
+                WHERE `key` = p_key;
                 SELECT 'ok' AS status;
             ELSE
                 SELECT 'stale' AS status;
@@ -376,7 +415,10 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             END IF;
         END",
     ),
-    // IDEM.DEL -> (n): 1 if a record not yet forgotten was removed, else 0.
+    // IDEM.DEL -> (n): 1 if a record not yet forgotten was removed (it
+    // becomes a tombstone, which reads as absent), else 0. The UPDATE always
+    // changes `state`, so ROW_COUNT() is the same with or without the
+    // client's CLIENT_FOUND_ROWS flag.
     (
         "PROCEDURE",
         "idem_del",
@@ -384,7 +426,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_now BIGINT DEFAULT idem_now_ms();
-            DELETE FROM idem_records
+            UPDATE idem_records
+            SET state = 'gone', fingerprint = NULL, result = NULL, expires_at_ms = v_now
             WHERE `key` = p_key
               AND ((state = 'done' AND expires_at_ms > v_now)
                    OR (state = 'running' AND expires_at_ms + @RUNNING_RETAIN_MS@ > v_now));
@@ -761,7 +804,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             SELECT v_n AS n;
         END",
     ),
-    // Deletes up to p_batch rows per table whose time has passed, and fence
+    // Deletes up to p_batch rows per table whose time has passed (done
+    // records and tombstones a grace later, see the module docs), and fence
     // rows older than the newest; returns how many rows went.
     (
         "PROCEDURE",
@@ -772,9 +816,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DECLARE v_now BIGINT DEFAULT idem_now_ms();
             DECLARE v_n BIGINT DEFAULT 0;
             DECLARE v_max BIGINT;
-            DELETE FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now LIMIT p_batch;
+            DELETE FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now - @FORGET_GRACE_MS@ LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
             DELETE FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_now - @RUNNING_RETAIN_MS@ LIMIT p_batch;
+            SET v_n = v_n + ROW_COUNT();
+            DELETE FROM idem_records WHERE state = 'gone' AND expires_at_ms <= v_now - @FORGET_GRACE_MS@ LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
             DELETE FROM idem_claims WHERE expires_at_ms <= v_now LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
@@ -813,5 +859,8 @@ mod tests {
             uses += text.matches(&grace).count();
         }
         assert_eq!(uses, 3, "the running-record grace appears where the routines use it");
+        let cleanup = super::ROUTINES.iter().find(|(_, name, _)| *name == "idem_cleanup").unwrap().2;
+        let forget = super::routine_text(cleanup, true);
+        assert_eq!(forget.matches(&super::FORGET_GRACE_MS.to_string()).count(), 2, "done records and tombstones");
     }
 }

@@ -34,9 +34,12 @@
 //! change the session's `LAST_INSERT_ID()`: read your own insert's id before
 //! calling them (MariaDB draws fences from a sequence instead).
 //!
-//! `idem_begin` locks the key's fence stripe (one of 65,536, by `CRC32` of
-//! the key) until the transaction ends: another IDEM.BEGIN of a key on the
-//! same stripe waits for it, one in 65,536 pairs of keys.
+//! A fence from [`idem_begin`] is provisional until the transaction
+//! commits: if it rolls back, the grant never took effect, and a backend's
+//! IDEM.BEGIN of the key that was already under way (on MariaDB it draws
+//! its fence before it reaches the key) may be granted a lower fence. Hand
+//! the fence to a resource outside the transaction only after COMMIT. Fences
+//! of grants that took effect strictly increase per key.
 
 use bytes::Bytes;
 use mysql_async::{Transaction, Value};

@@ -316,9 +316,9 @@ async fn counter_deduction_applies_once_and_rolls_back() {
 }
 
 /// A backend IDEM.BEGIN of a key that a caller's transaction has begun but
-/// not committed waits for it (on the key's fence stripe, then its row);
-/// when that transaction rolls back, its grant never happened and the
-/// backend's is above it: fences grow per key past a rolled-back grant.
+/// not committed waits for it (on the key's row, having drawn its fence
+/// after the transaction's); when that transaction rolls back, its grant
+/// never happened and the backend's is above it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_begin_after_a_rolled_back_in_tx_grant_gets_a_larger_fence() {
     let backend = std::sync::Arc::new(MySqlBackend::connect(&url()).await.unwrap());
