@@ -49,6 +49,7 @@ pub(crate) fn rkey(kind: &str, key: &[u8], extra: Option<&[u8]>) -> Vec<u8> {
     let r = RKey::new(kind, key, extra);
     let mut out = Vec::with_capacity(r.len_bytes_max());
     r.write_to(|b| out.extend_from_slice(b));
+    debug_assert!(out.len() <= r.len_bytes_max(), "len_bytes_max is an upper bound");
     out
 }
 

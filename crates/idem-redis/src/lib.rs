@@ -225,6 +225,7 @@ impl Conn {
 /// An EVALSHA of `script` for `nkeys` keys, with room for `args_count`
 /// keys and arguments of `size_bytes` in all; the caller adds them, keys first.
 fn evalsha(script: &Script, nkeys: usize, args_count: usize, size_bytes: usize) -> redis::Cmd {
+    debug_assert!(nkeys <= args_count, "the keys are among the arguments");
     // "EVALSHA", the 40-digit hash and the key count come first.
     const HEAD_BYTES: usize = 7 + 40 + 4;
     let mut cmd = redis::Cmd::with_capacity(3 + args_count, HEAD_BYTES + size_bytes);
