@@ -33,11 +33,12 @@ pub(crate) fn redis_hash_tag(key: &[u8]) -> Option<&[u8]> {
 
 /// The tag `<tag>` an idem key's Redis keys are routed by.
 pub(crate) fn tag_of(key: &[u8]) -> Cow<'_, [u8]> {
-    if let Some(tag) = redis_hash_tag(key) {
-        return Cow::Borrowed(tag);
-    }
+    // Most keys hold no brace: one pass over them decides.
     if !key.iter().any(|&b| b == b'{' || b == b'}') {
         return Cow::Borrowed(key);
+    }
+    if let Some(tag) = redis_hash_tag(key) {
+        return Cow::Borrowed(tag);
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     Cow::Owned(key.iter().flat_map(|&b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]).collect())
@@ -45,22 +46,61 @@ pub(crate) fn tag_of(key: &[u8]) -> Cow<'_, [u8]> {
 
 /// The Redis key of `kind` for idem key `key`, with an optional per-item suffix.
 pub(crate) fn rkey(kind: &str, key: &[u8], extra: Option<&[u8]>) -> Vec<u8> {
-    let tag = tag_of(key);
-    let mut out = Vec::with_capacity(8 + kind.len() + tag.len() + key.len() + extra.map_or(0, |e| e.len() + 1));
-    out.extend_from_slice(b"idem:");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b":{");
-    out.extend_from_slice(&tag);
-    out.push(b'}');
-    if *tag != *key {
-        out.extend_from_slice(format!("#{}:", key.len()).as_bytes());
-        out.extend_from_slice(key);
-    }
-    if let Some(e) = extra {
-        out.push(b'|');
-        out.extend_from_slice(e);
-    }
+    let r = RKey::new(kind, key, extra);
+    let mut out = Vec::with_capacity(r.len_bytes_max());
+    r.write_to(|b| out.extend_from_slice(b));
+    debug_assert!(out.len() <= r.len_bytes_max(), "len_bytes_max is an upper bound");
     out
+}
+
+/// The Redis key of `kind` for idem key `key` (see [`rkey`]), written
+/// straight into a command's buffer where it is an argument, so the hot
+/// commands build their key without a `Vec` of its own.
+#[derive(Clone, Copy)]
+pub(crate) struct RKey<'a> {
+    kind: &'a str,
+    key: &'a [u8],
+    extra: Option<&'a [u8]>,
+}
+
+impl<'a> RKey<'a> {
+    pub(crate) fn new(kind: &'a str, key: &'a [u8], extra: Option<&'a [u8]>) -> Self {
+        RKey { kind, key, extra }
+    }
+
+    /// An upper bound of the encoded length, so that a buffer sized by it never grows.
+    pub(crate) fn len_bytes_max(&self) -> usize {
+        // "idem:" ":{" "}" "#<len>:" (at most 20 digits) "|", and the tag at most twice the key (hex).
+        const FIXED_BYTES: usize = 5 + 2 + 1 + 22 + 1;
+        FIXED_BYTES + self.kind.len() + 3 * self.key.len() + self.extra.map_or(0, <[u8]>::len)
+    }
+
+    /// The one encoding of the module doc, handed to `put` piece by piece.
+    fn write_to(&self, mut put: impl FnMut(&[u8])) {
+        let tag = tag_of(self.key);
+        put(b"idem:");
+        put(self.kind.as_bytes());
+        put(b":{");
+        put(&tag);
+        put(b"}");
+        if *tag != *self.key {
+            put(format!("#{}:", self.key.len()).as_bytes());
+            put(self.key);
+        }
+        if let Some(e) = self.extra {
+            put(b"|");
+            put(e);
+        }
+    }
+}
+
+impl redis::ToRedisArgs for RKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Every RedisWrite of the redis crate writes into memory, which cannot fail.
+        self.write_to(|b| arg.write_all(b).expect("an in-memory redis argument takes any bytes"));
+    }
 }
 
 /// The Redis Cluster slot of a Redis key (CRC16/XMODEM of its hash tag, mod 16384).
@@ -112,6 +152,20 @@ mod tests {
         for k in keys {
             for extra in [None, Some(&b"x"[..]), Some(&b"|x"[..])] {
                 assert!(seen.insert(rkey("n", k, extra)), "collision for {k:?} {extra:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_written_into_a_command_is_the_same_key() {
+        for key in [&b"email:a"[..], b"{user:1}:email", b"}x", b""] {
+            for extra in [None, Some(&b"op1"[..])] {
+                let mut cmd = redis::Cmd::new();
+                cmd.arg("GET").arg(RKey::new("counter-op", key, extra)).arg("x");
+                let args: Vec<_> = cmd.args_iter().collect();
+                let want = rkey("counter-op", key, extra);
+                assert_eq!(args.len(), 3);
+                assert!(matches!(args[1], redis::Arg::Simple(a) if a == want.as_slice()), "{key:?} {extra:?}");
             }
         }
     }

@@ -27,7 +27,7 @@ use redis::{Script, Value};
 
 use idem_core::outcome::Claimed;
 use idem_core::BackendError;
-use keys::rkey;
+use keys::{rkey, RKey};
 
 /// The first pause between two polls of a parked WAIT.
 pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
@@ -36,8 +36,10 @@ pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
-/// The idempotency record's encoding, shared by `idem` and `begin_fast`.
+/// The idempotency record's encoding for the `idem` script (`begin_fast`
+/// writes and reads the same layout inline).
 const RECORD: &str = include_str!("lua/record.lua");
+const BEGIN_FAST: &str = include_str!("lua/begin_fast.lua");
 
 /// The scripts, one per primitive family, each prefixed with the shared prelude.
 struct Scripts {
@@ -57,10 +59,7 @@ impl Scripts {
         let s = |body: &str| Script::new(&idem_core::limits::with_engine_constants(&format!("{PRELUDE}\n{body}")));
         Scripts {
             idem: s(&format!("{RECORD}\n{}", include_str!("lua/idem.lua"))),
-            begin_fast: Script::new(&idem_core::limits::with_engine_constants(&format!(
-                "{RECORD}\n{}",
-                include_str!("lua/begin_fast.lua")
-            ))),
+            begin_fast: Script::new(&idem_core::limits::with_engine_constants(BEGIN_FAST)),
             lock: s(include_str!("lua/lock.lua")),
             claim: s(include_str!("lua/claim.lua")),
             counter: s(include_str!("lua/counter.lua")),
@@ -128,6 +127,12 @@ impl Single {
         if let Some(c) = self.current() {
             return Ok(c);
         }
+        // Boxed: opening a connection is rare, and its state is many times a
+        // request's, which every request's future would otherwise carry.
+        Box::pin(self.reopen()).await
+    }
+
+    async fn reopen(&self) -> Result<MultiplexedConnection, redis::RedisError> {
         let _opening = self.reconnect.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);
@@ -167,28 +172,65 @@ fn broke(e: &redis::RedisError) -> bool {
 }
 
 impl Conn {
+    /// Runs `script` with `keys` and `args` (see [`Conn::eval`]).
     async fn script(&self, script: &Script, keys: &[Vec<u8>], args: &[Vec<u8>]) -> Result<Value, Failure> {
-        let mut inv = script.prepare_invoke();
+        let size_bytes = keys.iter().chain(args).map(Vec::len).sum();
+        let mut cmd = evalsha(script, keys.len(), keys.len() + args.len(), size_bytes);
         for k in keys {
-            inv.key(k);
+            cmd.arg(k.as_slice());
         }
         for a in args {
-            inv.arg(a);
+            cmd.arg(a.as_slice());
         }
-        match self {
-            Conn::Single(s) => s.send(|mut c| async move { inv.invoke_async(&mut c).await }).await,
-            // The cluster client reconnects by itself; a refused connection
-            // sent nothing, anything else was sent.
-            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await.map_err(cluster_failure),
+        self.eval(script, &cmd).await
+    }
+
+    /// Runs `cmd`, an EVALSHA of `script` built by [`evalsha`]. A server
+    /// that does not have the script (it restarted, or its scripts were
+    /// flushed) refuses it without running anything: load it and send the
+    /// EVALSHA again, as the redis crate's script invocation does.
+    async fn eval(&self, script: &Script, cmd: &redis::Cmd) -> Result<Value, Failure> {
+        match self.cmd(cmd).await {
+            // Boxed: rare, and kept out of every script call's future.
+            Err(Failure::Sent(e)) if e.kind() == redis::ErrorKind::NoScriptError => {
+                Box::pin(self.load_and_eval(script, cmd)).await
+            }
+            r => r,
         }
+    }
+
+    async fn load_and_eval(&self, script: &Script, cmd: &redis::Cmd) -> Result<Value, Failure> {
+        let loaded = match self {
+            Conn::Single(s) => s.send(|mut c| async move { script.load_async(&mut c).await.map(|_| Value::Nil) }).await,
+            Conn::Cluster(c) => script.load_async(&mut c.clone()).await.map(|_| Value::Nil).map_err(cluster_failure),
+        };
+        // The EVALSHA was refused unrun: a failed load leaves nothing done either.
+        loaded.map_err(|f| Failure::NotSent(f.into_error()))?;
+        self.cmd(cmd).await
     }
 
     async fn cmd(&self, cmd: &redis::Cmd) -> Result<Value, Failure> {
         match self {
-            Conn::Single(s) => s.send(|mut c| async move { cmd.query_async(&mut c).await }).await,
+            // The connection's own call, without the boxed future of `query_async`.
+            Conn::Single(s) => {
+                s.send(|mut c| async move { c.send_packed_command(cmd).await.and_then(Value::extract_error) }).await
+            }
+            // The cluster client reconnects by itself; a refused connection
+            // sent nothing, anything else was sent.
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await.map_err(cluster_failure),
         }
     }
+}
+
+/// An EVALSHA of `script` for `nkeys` keys, with room for `args_count`
+/// keys and arguments of `size_bytes` in all; the caller adds them, keys first.
+fn evalsha(script: &Script, nkeys: usize, args_count: usize, size_bytes: usize) -> redis::Cmd {
+    debug_assert!(nkeys <= args_count, "the keys are among the arguments");
+    // "EVALSHA", the 40-digit hash and the key count come first.
+    const HEAD_BYTES: usize = 7 + 40 + 4;
+    let mut cmd = redis::Cmd::with_capacity(3 + args_count, HEAD_BYTES + size_bytes);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(nkeys);
+    cmd
 }
 
 fn cluster_failure(e: redis::RedisError) -> Failure {
@@ -480,16 +522,33 @@ impl RedisBackend {
     }
 
     async fn idem_begin(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64, wait_ms: u64) -> CmdResult {
-        const SHAPE: Shape = &[("started", &[1, 2]), ("running", &[1, 2])];
         if wait_ms == 0 && self.set_nx_get {
-            // The small script decides an absent key and a live record; it
-            // answers `slow`, having written nothing, for the rest.
-            let args = vec![flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms)];
-            let v = self.script(&self.scripts.begin_fast, vec![rkey("idem", key, None)], args).await?;
+            let v = self.begin_fast(key, fp, lease_ms).await?;
             if !is_word(&v, b"slow") {
-                return to_reply(v, SHAPE);
+                return to_reply(v, BEGIN_SHAPE);
             }
         }
+        // Boxed: the idem script's path (and a WAIT's parking) holds far more
+        // state than the fast path, whose future would otherwise carry it.
+        Box::pin(self.idem_begin_script(key, fp, lease_ms, wait_ms)).await
+    }
+
+    /// The small script, which decides an absent key and a live record; it
+    /// answers `slow`, having written nothing, for the rest.
+    async fn begin_fast(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64) -> Result<Value, CmdError> {
+        let script = &self.scripts.begin_fast;
+        let fp_bytes: &[u8] = fp.map_or(b"", |f| f.as_ref());
+        let rk = RKey::new("idem", key, None);
+        // The flag, then the lease's digits besides the key and the fingerprint.
+        const FIXED_BYTES: usize = 1 + 20;
+        let mut cmd = evalsha(script, 1, 4, FIXED_BYTES + rk.len_bytes_max() + fp_bytes.len());
+        let has_fp: &[u8] = if fp.is_some() { b"1" } else { b"0" };
+        cmd.arg(rk).arg(has_fp).arg(fp_bytes).arg(lease_ms);
+        self.conn.eval(script, &cmd).await.map_err(redis_error)
+    }
+
+    /// IDEM.BEGIN by the idem script: WAIT, and what the fast path leaves.
+    async fn idem_begin_script(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64, wait_ms: u64) -> CmdResult {
         let fixed = (flag(fp.is_some()), fp.map(|f| f.to_vec()).unwrap_or_default(), num(lease_ms));
         let waiter = (wait_ms > 0).then(new_waiter_id);
         let max = num(self.limits.waiters_per_key_max as u64);
@@ -515,7 +574,7 @@ impl RedisBackend {
             async move { self.idem_script(key, args).await }
         })
         .await
-        .and_then(|v| to_reply(v, SHAPE))
+        .and_then(|v| to_reply(v, BEGIN_SHAPE))
     }
 
     async fn lock(&self, name: &[u8], owner: &[u8], lease_ms: u64, wait_ms: u64) -> CmdResult {
@@ -601,10 +660,13 @@ impl RedisBackend {
     /// holder itself, whose TTL must then change to the latest CLAIM's, runs
     /// the script, which re-reads the key and decides atomically.
     async fn claim(&self, key: &[u8], owner: &Bytes, ttl_ms: Option<u64>) -> CmdResult {
-        let rk = rkey("claim", key, None);
         if self.set_nx_get {
-            let mut set = redis::cmd("SET");
-            set.arg(&rk).arg(owner.as_ref()).arg("NX").arg("GET");
+            // Sized up front, the key written in place: "SET", "NX", "GET",
+            // "PX" and a TTL's digits besides the key and the owner.
+            const FIXED_BYTES: usize = 3 + 2 + 3 + 2 + 20;
+            let rk = RKey::new("claim", key, None);
+            let mut set = redis::Cmd::with_capacity(7, FIXED_BYTES + rk.len_bytes_max() + owner.len());
+            set.arg("SET").arg(rk).arg(owner.as_ref()).arg("NX").arg("GET");
             if let Some(ttl) = ttl_ms {
                 set.arg("PX").arg(px(ttl));
             }
@@ -618,7 +680,7 @@ impl RedisBackend {
             }
         }
         let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(|t| num(px(t))).unwrap_or_default()];
-        to_reply(self.script(&self.scripts.claim, vec![rk], args).await?, NO_INTS)
+        to_reply(self.script(&self.scripts.claim, vec![rkey("claim", key, None)], args).await?, NO_INTS)
     }
 
     async fn claim_all(&self, owner: &Bytes, keys: &[Bytes]) -> CmdResult {
@@ -868,6 +930,8 @@ const WORDS: &[&str] = &[
 /// Which positions of a reply are integers, per status word.
 type Shape<'a> = &'a [(&'a str, &'a [usize])];
 const NO_INTS: Shape = &[];
+/// IDEM.BEGIN's: fence and attempt, or fence and lease time left.
+const BEGIN_SHAPE: Shape = &[("started", &[1, 2]), ("running", &[1, 2])];
 
 /// Converts a script's reply: an array whose first element is a status word
 /// (or `!`, code, message for an error) becomes `Reply::Array` with the
@@ -877,7 +941,7 @@ fn to_reply(v: Value, ints: Shape) -> CmdResult {
     match v {
         Value::Array(items) => {
             let first = match items.first() {
-                Some(Value::BulkString(b)) => b.clone(),
+                Some(Value::BulkString(b)) => b.as_slice(),
                 _ => return Err(unexpected(&Value::Array(items))),
             };
             if first == b"!" {
@@ -895,12 +959,10 @@ fn to_reply(v: Value, ints: Shape) -> CmdResult {
                 };
                 return Err(CmdError::new(code, text(2)));
             }
-            let word = WORDS
-                .iter()
-                .find(|w| w.as_bytes() == first.as_slice())
-                .ok_or_else(|| unexpected_word("status", &first))?;
+            let word = WORDS.iter().find(|w| w.as_bytes() == first).ok_or_else(|| unexpected_word("status", first))?;
             let ints: &[usize] = ints.iter().find(|(w, _)| w == word).map_or(&[], |(_, p)| p);
-            let mut out = vec![Reply::Word(word)];
+            let mut out = Vec::with_capacity(items.len());
+            out.push(Reply::Word(word));
             for (i, item) in items.into_iter().enumerate().skip(1) {
                 out.push(match item {
                     Value::BulkString(b) if ints.contains(&i) => Reply::Int(parse_i64(&b)?),
@@ -932,5 +994,8 @@ mod tests {
         let text = idem_core::limits::with_engine_constants(super::PRELUDE);
         assert!(!text.contains('@'), "a placeholder is left in the prelude");
         assert!(text.contains(&format!("local RUN_RETAIN_MS = {}\n", idem_core::limits::RUNNING_RETAIN_MS)));
+        let fast = idem_core::limits::with_engine_constants(super::BEGIN_FAST);
+        assert!(!fast.contains('@'), "a placeholder is left in the BEGIN fast path");
+        assert!(fast.contains(&format!("local RUN_RETAIN_MS = {}\n", idem_core::limits::RUNNING_RETAIN_MS)));
     }
 }

@@ -1,5 +1,5 @@
 -- The idempotency record's string (the layout is described in idem.lua),
--- shared by the idem script and the BEGIN fast path.
+-- for the idem script (begin_fast.lua writes and reads it inline).
 local function fmt_int(n)
   return string.format('%d', n)
 end

@@ -1,0 +1,97 @@
+//! A Redis that lost idem's scripts (a restart, `SCRIPT FLUSH`) refuses
+//! their EVALSHA without running anything; the backend loads the script and
+//! sends it again, so the command runs once and answers as usual. Against a
+//! private redis-server on a free port (the flush must not touch the shared
+//! Redis others use).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use idem_core::{Backend, Limits, Reply};
+use idem_redis::RedisBackend;
+
+/// How long a private redis-server may take to accept connections.
+const START_PATIENCE: Duration = Duration::from_secs(20);
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> (Server, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < START_PATIENCE, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(child), port)
+}
+
+async fn run(b: &RedisBackend, argv: &[&str]) -> Reply {
+    let argv: Vec<Bytes> = argv.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    let cmd = idem_core::Command::parse(&argv, &Limits::default()).expect("a valid command");
+    b.execute(cmd).await.unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+fn word(r: &Reply) -> &'static str {
+    match r {
+        Reply::Array(v) => match v.first() {
+            Some(Reply::Word(w)) => w,
+            _ => panic!("no status word in {r:?}"),
+        },
+        _ => panic!("not an array: {r:?}"),
+    }
+}
+
+fn int_at(r: &Reply, i: usize) -> i64 {
+    match r {
+        Reply::Array(v) => match v.get(i) {
+            Some(Reply::Int(n)) => *n,
+            other => panic!("no integer at {i} of {r:?}: {other:?}"),
+        },
+        _ => panic!("not an array: {r:?}"),
+    }
+}
+
+async fn flush_scripts(port: u16) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("URL");
+    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut c).await.expect("SCRIPT FLUSH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_loaded_again_after_a_flush() {
+    let (_server, port) = start_redis();
+    let b = RedisBackend::connect(&format!("redis://127.0.0.1:{port}")).await.expect("connect");
+
+    // The BEGIN fast path's script, then the idem script (COMMIT), then a
+    // script called with keys and arguments (COUNTER.ADD), each after a flush.
+    flush_scripts(port).await;
+    let started = run(&b, &["IDEM.BEGIN", "k", "LEASE", "30000"]).await;
+    assert_eq!(word(&started), "started");
+    let fence = int_at(&started, 1);
+    flush_scripts(port).await;
+    let running = run(&b, &["IDEM.BEGIN", "k", "LEASE", "30000"]).await;
+    assert_eq!(word(&running), "running");
+    assert_eq!(int_at(&running, 1), fence, "the running record's fence");
+    flush_scripts(port).await;
+    assert_eq!(word(&run(&b, &["IDEM.COMMIT", "k", &fence.to_string(), "r"]).await), "ok");
+    flush_scripts(port).await;
+    let added = run(&b, &["COUNTER.ADD", "n", "5"]).await;
+    assert_eq!((word(&added), int_at(&added, 1)), ("ok", 5), "the script ran once");
+    let added = run(&b, &["COUNTER.ADD", "n", "5"]).await;
+    assert_eq!((word(&added), int_at(&added, 1)), ("ok", 10));
+}
