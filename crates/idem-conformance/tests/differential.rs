@@ -12,6 +12,7 @@ use idem_core::TestClock;
 
 #[path = "support/redis_procs.rs"]
 mod redis_procs;
+use idem_testkit::RedisServer;
 use redis_procs::{Cluster, ShimClock};
 
 /// How far ahead of the real time the test clocks start: see
@@ -57,38 +58,20 @@ async fn differential_mysql() {
 /// Redis's own key expiry (PX) both follow it, and no other client sees it.
 /// The server is killed on drop.
 struct ClockedRedis {
-    child: std::process::Child,
-    port: u16,
+    server: RedisServer,
     clock: ShimClock,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for ClockedRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl ClockedRedis {
     fn start(now_ms: u64) -> ClockedRedis {
-        use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = ShimClock::new(dir.path(), now_ms);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", dir.path().to_str().expect("utf-8 temp dir")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        clock.apply(&mut cmd);
-        let child = cmd.spawn().expect("start redis-server (is it installed?)");
-        ClockedRedis { child, port, clock, _dir: dir }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let server = RedisServer::start_on(idem_testkit::free_port(), |cmd| {
+            cmd.args(["--dir", dir.path().to_str().expect("utf-8 temp dir")]);
+            clock.apply(cmd);
+        });
+        ClockedRedis { server, clock, _dir: dir }
     }
 }
 
@@ -102,17 +85,10 @@ impl ClockedRedis {
 async fn differential_redis() {
     let clock = TestClock::ahead_of_real(CLOCK_AHEAD_MS);
     let redis = Arc::new(ClockedRedis::start(clock.now_ms()));
-    let url = redis.url();
-    let start = std::time::Instant::now();
-    let backend = loop {
-        match idem_redis::RedisBackend::connect(&url).await {
-            Ok(b) => break b,
-            Err(e) => {
-                assert!(start.elapsed() < std::time::Duration::from_secs(20), "private redis-server: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let url = redis.server.url();
+    // The server accepts connections already (RedisServer::start_on waits).
+    let backend =
+        idem_redis::RedisBackend::connect(&url).await.unwrap_or_else(|e| panic!("private redis-server {url}: {e}"));
     // The shim works: the server's TIME is the test's.
     let mut conn =
         redis::Client::open(url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("conn");

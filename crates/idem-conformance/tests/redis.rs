@@ -32,11 +32,11 @@ async fn two_servers_sharing_one_redis() {
 
 /// Redis-specific checks that look at the Redis keys themselves.
 mod layout {
-    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use idem_conformance::{err, expect, int_at, ok, text_at, text_or_nil, Ctx};
     use idem_core::ErrorCode;
+    use idem_testkit::{free_port, RedisServer};
     use redis::aio::MultiplexedConnection;
 
     async fn raw() -> MultiplexedConnection {
@@ -141,35 +141,6 @@ mod layout {
         assert!(t > 0 && t <= 60_000, "token PTTL {t}");
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-    }
-
-    struct Server(Child);
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn start_redis(port: u16) -> Server {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server(child)
-    }
-
     /// When Redis goes away requests fail (nothing is retried blindly): the
     /// one sent on the dying connection with UNKNOWN or BUSY, every later one
     /// with BUSY, since no connection can be opened to send it on; when Redis
@@ -177,7 +148,7 @@ mod layout {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconnects_after_redis_restarts() {
         let port = free_port();
-        let server = start_redis(port);
+        let server = RedisServer::start_on(port, |_| {});
         let url = format!("redis://127.0.0.1:{port}");
         let b = idem_backends::redis::RedisBackend::connect(&url).await.expect("connect");
         let c = Ctx::new();
@@ -188,7 +159,7 @@ mod layout {
         assert!(matches!(e.code, ErrorCode::Busy | ErrorCode::Unknown), "got '{e}'");
         let e = err(&b, &["CLAIM", &k, "o"]).await;
         assert_eq!(e.code, ErrorCode::Busy, "nothing can be sent while Redis is down: got '{e}'");
-        let _server = tokio::task::spawn_blocking(move || start_redis(port)).await.expect("restart");
+        let _server = tokio::task::spawn_blocking(move || RedisServer::start_on(port, |_| {})).await.expect("restart");
         let start = Instant::now();
         loop {
             match idem_conformance::exec(&b, &["CLAIM", &k, "o2"]).await {

@@ -4,41 +4,10 @@
 //! private redis-server on a free port (the flush must not touch the shared
 //! Redis others use).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use idem_core::{Backend, Limits, Reply};
 use idem_redis::RedisBackend;
-
-/// How long a private redis-server may take to accept connections.
-const START_PATIENCE: Duration = Duration::from_secs(20);
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (Server, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < START_PATIENCE, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), port)
-}
+use idem_testkit::RedisServer;
 
 async fn run(b: &RedisBackend, argv: &[&str]) -> Reply {
     let argv: Vec<Bytes> = argv.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
@@ -74,8 +43,9 @@ async fn flush_scripts(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_are_loaded_again_after_a_flush() {
-    let (_server, port) = start_redis();
-    let b = RedisBackend::connect(&format!("redis://127.0.0.1:{port}")).await.expect("connect");
+    let server = RedisServer::start();
+    let port = server.port();
+    let b = RedisBackend::connect(&server.url()).await.expect("connect");
 
     // The BEGIN fast path's script, then the idem script (COMMIT), then a
     // script called with keys and arguments (COUNTER.ADD), each after a flush.

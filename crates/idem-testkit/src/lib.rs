@@ -1,4 +1,8 @@
-//! What idem's tests share across crates (a dev-dependency only).
+//! What idem's tests share across crates (a dev-dependency only): a
+//! certificate authority made for one test, and a private redis-server.
+
+mod redis_server;
+pub use redis_server::{free_port, RedisServer};
 
 pub use rcgen::ExtendedKeyUsagePurpose;
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
