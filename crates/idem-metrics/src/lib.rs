@@ -17,9 +17,12 @@
 //!
 //! [`exporter`] is the recorder that prints them: one for the server's
 //! `/metrics`, `idem gateway --metrics-listen` and the broker consumers.
+//! [`us_histogram`] is the lock-free microsecond histogram the server's
+//! command latencies and the durable log's sync probes count with.
 #![warn(missing_docs)]
 
 pub mod exporter;
+pub mod us_histogram;
 
 /// Series of the HTTP gateway (`Idempotency-Key` middleware).
 pub mod gateway {

@@ -38,11 +38,10 @@ pub(crate) fn write_section(out: &mut String, section: &str, state: &ServerState
         "latency" => {
             if let Some(t) = telemetry {
                 for (c, h) in t.latencies() {
-                    let calls = h.cumulative[LATENCY_US_BOUNDS.len()];
-                    let quantile = |q: f64| {
-                        let rank = (q * calls as f64).ceil() as u64;
-                        let i = h.cumulative.iter().position(|n| *n >= rank).unwrap_or(LATENCY_US_BOUNDS.len());
-                        LATENCY_US_BOUNDS.get(i).map_or("inf".to_string(), |b| b.to_string())
+                    let calls = h.count();
+                    let quantile = |q: f64| match h.quantile_bound_us(&LATENCY_US_BOUNDS, q) {
+                        u64::MAX => "inf".to_string(),
+                        bound => bound.to_string(),
                     };
                     let value = format!(
                         "calls={calls},usec={},usec_per_call={:.2},p50_le_usec={},p99_le_usec={}",

@@ -116,16 +116,12 @@ pub(crate) async fn render(state: &ServerState) -> String {
             "Time from a batch going to the backend to its replies, per primitive command.",
         );
         for (c, h) in t.latencies() {
-            for (i, n) in h.cumulative.iter().enumerate() {
+            for (i, n) in h.cumulative().iter().enumerate() {
                 let le = LATENCY_US_BOUNDS.get(i).map_or("+Inf".to_string(), |b| secs(*b).to_string());
                 out.sample("idem_command_duration_seconds_bucket", &[("command", c), ("le", &le)], *n as f64);
             }
             out.sample("idem_command_duration_seconds_sum", &[("command", c)], secs(h.sum_us));
-            out.sample(
-                "idem_command_duration_seconds_count",
-                &[("command", c)],
-                h.cumulative[LATENCY_US_BOUNDS.len()] as f64,
-            );
+            out.sample("idem_command_duration_seconds_count", &[("command", c)], h.count() as f64);
         }
     }
 

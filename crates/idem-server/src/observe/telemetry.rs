@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use idem_core::command::COMMAND_TABLE;
 use idem_core::{CmdResult, Command};
+use idem_metrics::us_histogram::{UsHistogram, UsSnapshot};
 
 use super::outcome::{is_absorbed_duplicate, outcome_index, primitive_of, OUTCOMES, PRIMITIVES};
 use crate::metrics::CommandLabel;
@@ -18,37 +19,11 @@ pub(crate) const LATENCY_US_BOUNDS: [u64; 13] =
 
 const COMMANDS: usize = COMMAND_TABLE.len();
 
-/// Counts by bucket and the sum of what was observed.
-#[derive(Default)]
-struct Histogram {
-    /// `[i]`: observations of at most `LATENCY_US_BOUNDS[i]` (and above the
-    /// bound before); the last: above every bound.
-    buckets: [AtomicU64; LATENCY_US_BOUNDS.len() + 1],
-    sum_us: AtomicU64,
-}
+/// Buckets of a command's latency histogram: one per bound, one above them.
+const LATENCY_BUCKETS: usize = LATENCY_US_BOUNDS.len() + 1;
 
-/// A histogram as read at one moment, buckets cumulative.
-pub(crate) struct HistogramView {
-    pub(crate) cumulative: [u64; LATENCY_US_BOUNDS.len() + 1],
-    pub(crate) sum_us: u64,
-}
-
-impl Histogram {
-    fn observe(&self, us: u64) {
-        self.buckets[LATENCY_US_BOUNDS.partition_point(|b| *b < us)].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-    }
-
-    fn view(&self) -> HistogramView {
-        let mut cumulative = [0; LATENCY_US_BOUNDS.len() + 1];
-        let mut below = 0;
-        for (c, b) in cumulative.iter_mut().zip(&self.buckets) {
-            below += b.load(Relaxed);
-            *c = below;
-        }
-        HistogramView { cumulative, sum_us: self.sum_us.load(Relaxed) }
-    }
-}
+/// A command's latency histogram as read at one moment.
+pub(crate) type LatencySnapshot = UsSnapshot<LATENCY_BUCKETS>;
 
 /// Most commands of one batch whose labels a [`Probe`] keeps on the stack;
 /// a longer batch (up to `batch_commands_max`) allocates once.
@@ -69,7 +44,7 @@ pub(crate) struct Telemetry {
     /// feeds, if it is an absorbed duplicate.
     absorbed: [[Option<u8>; OUTCOMES.len()]; COMMANDS],
     duplicates: [AtomicU64; PRIMITIVES.len()],
-    latency: Box<[Histogram; COMMANDS]>,
+    latency: Box<[UsHistogram<LATENCY_BUCKETS>; COMMANDS]>,
 }
 
 impl Telemetry {
@@ -87,7 +62,7 @@ impl Telemetry {
             outcomes: Box::new(std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0)))),
             absorbed,
             duplicates: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency: Box::new(std::array::from_fn(|_| Histogram::default())),
+            latency: Box::new(std::array::from_fn(|_| UsHistogram::new(&LATENCY_US_BOUNDS))),
         }
     }
 
@@ -122,7 +97,7 @@ impl Telemetry {
         if let Some(p) = self.absorbed[command][o] {
             self.duplicates[p as usize].fetch_add(1, Relaxed);
         }
-        self.latency[command].observe(us);
+        self.latency[command].record(us);
     }
 
     /// `(command, outcome, count)` for every pair seen at least once.
@@ -145,11 +120,8 @@ impl Telemetry {
     }
 
     /// `(command, latency)` for every command run at least once.
-    pub(crate) fn latencies(&self) -> Vec<(&'static str, HistogramView)> {
-        (0..COMMANDS)
-            .map(|c| (COMMAND_TABLE[c].0, self.latency[c].view()))
-            .filter(|(_, h)| h.cumulative[LATENCY_US_BOUNDS.len()] > 0)
-            .collect()
+    pub(crate) fn latencies(&self) -> Vec<(&'static str, LatencySnapshot)> {
+        (0..COMMANDS).map(|c| (COMMAND_TABLE[c].0, self.latency[c].snapshot())).filter(|(_, h)| h.count() > 0).collect()
     }
 }
 
@@ -184,6 +156,6 @@ mod tests {
         assert_eq!(dups[2], ("lock", 0));
         let lat = t.latencies();
         assert_eq!(lat.len(), 2);
-        assert_eq!(lat[0].1.cumulative[LATENCY_US_BOUNDS.len()], 2);
+        assert_eq!(lat[0].1.count(), 2);
     }
 }

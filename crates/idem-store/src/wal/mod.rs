@@ -294,13 +294,13 @@ impl Drop for Log {
             sync_us_avg = %format!("{:.0}", per_sync(s.sync_us_total)),
             sync_gap_us_avg = %format!("{:.0}", s.sync_gap.mean_us()),
             write_us_avg = %format!("{:.0}", s.write.mean_us()),
-            waits = s.wait.count,
+            waits = s.wait.count(),
             wait_us_avg = %format!("{:.0}", s.wait.mean_us()),
-            wait_us_p50_le = s.wait.quantile_bound_us(0.5),
-            wait_us_p99_le = s.wait.quantile_bound_us(0.99),
-            loop_delays = s.loop_delay.count,
+            wait_us_p50_le = s.wait.quantile_bound_us(&SYNC_US_BOUNDS, 0.5),
+            wait_us_p99_le = s.wait.quantile_bound_us(&SYNC_US_BOUNDS, 0.99),
+            loop_delays = s.loop_delay.count(),
             loop_delay_us_avg = %format!("{:.0}", s.loop_delay.mean_us()),
-            loop_delay_us_p50_le = s.loop_delay.quantile_bound_us(0.5),
+            loop_delay_us_p50_le = s.loop_delay.quantile_bound_us(&SYNC_US_BOUNDS, 0.5),
             "write-ahead log closed"
         );
     }
