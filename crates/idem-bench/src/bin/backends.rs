@@ -729,7 +729,6 @@ async fn measure(
             ^ SEED.fetch_add(0x1234_5678_9abc_def1, Ordering::Relaxed);
         handles.push(tokio::spawn(async move {
             let mut rng = Rng(seed);
-            let limits = Limits::default();
             let owner = Bytes::from(format!("owner-{t}"));
             let other = Bytes::from(format!("other-{t}"));
             let mut out = TaskOut {
@@ -754,11 +753,13 @@ async fn measure(
                     Side::Raw => ctx.raw.insert(workload.begin(), &key, who).await.map(|inserted| inserted != repeat),
                     Side::Fair => ctx.raw.fair(&key).await.map(|granted| granted != repeat),
                     Side::Idem => {
-                        let lease = Bytes::from(LEASE_MS.to_string());
-                        let argv: Vec<Bytes> = if workload.begin() {
-                            vec![Bytes::from_static(b"IDEM.BEGIN"), key.clone(), Bytes::from_static(b"LEASE"), lease]
+                        // The typed command, as the server's front end hands it to
+                        // the backend: parsing RESP arguments is not the backend's
+                        // work, and the raw side does none.
+                        let cmd = if workload.begin() {
+                            Command::IdemBegin { key: key.clone(), fingerprint: None, lease_ms: LEASE_MS, wait_ms: 0 }
                         } else {
-                            vec![Bytes::from_static(b"CLAIM"), key.clone(), who.clone()]
+                            Command::Claim { key: key.clone(), owner: who.clone(), ttl_ms: None }
                         };
                         let want = match (workload.begin(), repeat) {
                             (false, false) => "claimed",
@@ -768,12 +769,9 @@ async fn measure(
                         };
                         let got = match &ctx.tx_pool {
                             Some(pool) => mysql_tx(pool, workload.begin(), &key, who).await.map(|w| (Some(w), None)),
-                            None => match Command::parse(&argv, &limits) {
-                                Err(e) => Err(anyhow!("parse: {e}")),
-                                Ok(cmd) => match ctx.idem.execute(cmd).await {
-                                    Err(e) => Err(anyhow!("{e}")),
-                                    Ok(reply) => Ok((status_word(&reply), Some(reply))),
-                                },
+                            None => match ctx.idem.execute(cmd).await {
+                                Err(e) => Err(anyhow!("{e}")),
+                                Ok(reply) => Ok((status_word(&reply), Some(reply))),
                             },
                         };
                         got.map(|(word, reply)| {
