@@ -19,7 +19,10 @@
 //!   on MariaDB); Redis a minimal script, `TIME` then `SET k fence NX GET
 //!   PX 30000` (and `PTTL` on a duplicate);
 //! - **idem**: `CLAIM k owner` / `IDEM.BEGIN k LEASE 30000` through
-//!   `Backend::execute` of the backend `idem_backends::connect` opens;
+//!   `Backend::execute` of the backend `idem_backends::connect` opens, as
+//!   the typed `idem_core::Command` the server's front end hands a backend
+//!   (built per request; the RESP parsing before it is not the backend's
+//!   work, and the raw side has none);
 //! - **mysql-tx** (an extra engine): idem's MariaDB procedures through
 //!   `idem_backends::mysql::tx` (START TRANSACTION; CALL; COMMIT) on a pool
 //!   that keeps its connections: the backend's per-command statements
