@@ -55,7 +55,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use idem_core::{Backend, Command, Limits, Reply};
+use idem_core::{Backend, Command, Reply};
 use mysql_async::prelude::Queryable;
 
 /// Connections idem's SQL backends open at most (`POOL_SIZE_MAX`); the raw
