@@ -537,13 +537,15 @@ impl RedisBackend {
     /// answers `slow`, having written nothing, for the rest.
     async fn begin_fast(&self, key: &[u8], fp: Option<&Bytes>, lease_ms: u64) -> Result<Value, CmdError> {
         let script = &self.scripts.begin_fast;
-        let fp_bytes: &[u8] = fp.map_or(b"", |f| f.as_ref());
         let rk = RKey::new("idem", key, None);
-        // The flag, then the lease's digits besides the key and the fingerprint.
-        const FIXED_BYTES: usize = 1 + 20;
-        let mut cmd = evalsha(script, 1, 4, FIXED_BYTES + rk.len_bytes_max() + fp_bytes.len());
-        let has_fp: &[u8] = if fp.is_some() { b"1" } else { b"0" };
-        cmd.arg(rk).arg(has_fp).arg(fp_bytes).arg(lease_ms);
+        // The lease's digits besides the key and the fingerprint, which is
+        // sent only when the request has one.
+        const FIXED_BYTES: usize = 20;
+        let mut cmd = evalsha(script, 1, 3, FIXED_BYTES + rk.len_bytes_max() + fp.map_or(0, |f| f.len()));
+        cmd.arg(rk).arg(lease_ms);
+        if let Some(fp) = fp {
+            cmd.arg(fp.as_ref());
+        }
         self.conn.eval(script, &cmd).await.map_err(redis_error)
     }
 

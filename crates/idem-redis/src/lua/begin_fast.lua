@@ -1,6 +1,8 @@
 -- IDEM.BEGIN without WAIT on Redis 7 and later, the fast path: what it
 -- answers, the idem script would answer too (see idem.lua), with only TIME
--- and one SET. KEYS: 1 record R. ARGV: 1 has_fp, 2 fp, 3 lease_ms.
+-- and one SET. KEYS: 1 record R. ARGV: 1 lease_ms, then 2 the fingerprint
+-- only when the request has one (a fingerprint may be empty, so its
+-- presence is the argument's, not its length).
 -- A key without a record is granted (fence: now in µs, attempt 1); a live
 -- record is answered (running, done, MISMATCH) from the value the same SET
 -- returned, which then wrote nothing. Anything else (a tombstone, a lease
@@ -15,10 +17,12 @@
 -- other).
 local RUN_RETAIN_MS = @RUNNING_RETAIN_MS@
 local R = KEYS[1]
-local has_fp, fp, lease = ARGV[1] == '1', ARGV[2], tonumber(ARGV[3])
+local lease, fp = tonumber(ARGV[1]), ARGV[2]
+local has_fp = fp ~= nil
 local t = redis.call('TIME')
 local s, us = t[1], t[2]
-local now = tonumber(s) * 1000 + math.floor(tonumber(us) / 1000)
+-- Now in ms; Lua turns the digit strings into numbers for the arithmetic.
+local now = s * 1000 + (us - us % 1000) / 1000
 -- Now in µs, the fresh fence, from TIME's digits (us has at most six):
 -- the digits of s * 1000000 + us without formatting a number.
 local fence = s .. string.sub('00000' .. us, -6)
