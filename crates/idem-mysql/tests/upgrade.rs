@@ -13,6 +13,9 @@ use idem_mysql::{self as mysql, MySqlBackend};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
+/// One of `idem_cleanup_cursor`'s columns: NULL, the sweep starts over.
+type Cursor = Option<Vec<u8>>;
+
 fn url() -> String {
     std::env::var("IDEM_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
@@ -88,7 +91,7 @@ async fn version_5_database_is_upgraded_in_place_and_cleaned_up() {
     assert_eq!(deleted, [3 + 2, 1 + 1, 0, 0]);
     assert_eq!(keys(&mut c, "idem_records").await, [b"k5".to_vec(), b"k6".to_vec(), b"k7".to_vec()]);
     assert_eq!(keys(&mut c, "idem_claims").await, [b"c3".to_vec(), b"c4".to_vec()]);
-    let cursor: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> =
+    let cursor: Option<(Cursor, Cursor)> =
         c.query_first("SELECT records_after, claims_after FROM idem_cleanup_cursor WHERE id = 1").await.unwrap();
     assert_eq!(cursor, Some((Some(b"k7".to_vec()), None)), "a full batch of records, a short one of claims");
 
