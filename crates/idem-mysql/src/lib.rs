@@ -69,7 +69,12 @@ pub const POOL_IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(60
 pub const RETRIES_MAX: usize = 3;
 /// How often expired rows are deleted.
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(2);
-/// Most rows deleted per table per cleanup call.
+/// Most rows deleted per table per cleanup call; for idempotency records
+/// and claims, which have no expiry index, also the keys each call examines
+/// (a sweep in key order, `idem_cleanup` in `schema.rs`). So an expired
+/// record or claim is deleted within about `rows / CLEANUP_BATCH_ROWS`
+/// intervals of its time (one sweep of the table), and every command reads
+/// it as absent meanwhile.
 pub const CLEANUP_BATCH_ROWS: i64 = 1_000;
 /// Most cleanup calls in one round (a backlog drains over several rounds).
 const CLEANUP_ROUNDS_MAX: usize = 16;

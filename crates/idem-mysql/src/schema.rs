@@ -10,6 +10,9 @@
 //! - `idem_fence_stripes(id)`: unused since version 5 (it was the per-key
 //!   fence lock of IDEM.BEGIN), kept for processes still running version
 //!   4's statements during an upgrade;
+//! - `idem_cleanup_cursor(id = 1, records_after, claims_after)`: where
+//!   cleanup's key-order sweeps of `idem_records` and `idem_claims` resume
+//!   (since version 6, which dropped their expiry indexes);
 //! - one InnoDB table per primitive, keys `VARBINARY(512)` (binary-safe,
 //!   compared byte by byte), results and values `MEDIUMBLOB`;
 //! - times are `BIGINT` milliseconds since the Unix epoch on the DATABASE
@@ -62,12 +65,12 @@
 //!   depend on the client's CLIENT_FOUND_ROWS flag).
 
 /// The schema version this build writes and expects.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 6;
 
 /// Migration steps: `(version, statements)` for tables. MySQL's DDL commits
 /// on its own, so every statement is idempotent (`IF NOT EXISTS`) and a step
 /// interrupted half-way is simply run again.
-pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub(crate) const MIGRATIONS: &[(i32, &[&str])] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// Step 1: tables.
 const V1: &[&str] = &[
@@ -91,14 +94,14 @@ const V1: &[&str] = &[
         attempt        INT            NOT NULL,
         expires_at_ms  BIGINT         NOT NULL,
         result         MEDIUMBLOB     NULL,
-        KEY idem_records_exp (state, expires_at_ms)
+        KEY idem_records_exp (state, expires_at_ms)  -- dropped by step 6
     ) ENGINE = InnoDB",
     // Unique claims. expires_at_ms NULL: until released.
     "CREATE TABLE IF NOT EXISTS idem_claims (
         `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
         owner          VARBINARY(512) NOT NULL,
         expires_at_ms  BIGINT         NULL,
-        KEY idem_claims_exp (expires_at_ms)
+        KEY idem_claims_exp (expires_at_ms)  -- dropped by step 6
     ) ENGINE = InnoDB",
     // Leases with fencing. fence 0: a placeholder inside one call.
     "CREATE TABLE IF NOT EXISTS idem_locks (
@@ -208,6 +211,61 @@ const V4: &[&str] = &[
 /// [`FORGET_GRACE_MS`] after their time, and `idem_begin` no longer locks a
 /// fence stripe, all in the routines an upgrade re-creates.
 const V5: &[&str] = &[];
+
+/// Drops secondary index `$index` of table `$table` if it is there: MySQL
+/// has no `DROP INDEX IF EXISTS` (MariaDB has), so the statement is chosen
+/// by a look at `information_schema` and run as a prepared statement, which
+/// keeps the step idempotent on both.
+macro_rules! drop_index_if_exists {
+    ($table:literal, $index:literal) => {
+        [
+            concat!(
+                "SET @idem_ddl = IF(EXISTS(SELECT 1 FROM information_schema.statistics
+                     WHERE table_schema = DATABASE() AND table_name = '",
+                $table,
+                "' AND index_name = '",
+                $index,
+                "'), 'ALTER TABLE ",
+                $table,
+                " DROP INDEX ",
+                $index,
+                "', 'DO 0')"
+            ),
+            "PREPARE idem_ddl FROM @idem_ddl",
+            "EXECUTE idem_ddl",
+            "DEALLOCATE PREPARE idem_ddl",
+        ]
+    };
+}
+
+const DROP_CLAIMS_EXP: [&str; 4] = drop_index_if_exists!("idem_claims", "idem_claims_exp");
+const DROP_RECORDS_EXP: [&str; 4] = drop_index_if_exists!("idem_records", "idem_records_exp");
+
+/// Step 6: `idem_claims` and `idem_records` lose their secondary indexes on
+/// the expiry (`idem_claims_exp (expires_at_ms)`, `idem_records_exp (state,
+/// expires_at_ms)`), which every fresh CLAIM and IDEM.BEGIN paid an index
+/// insert (and its redo) for, only so that cleanup could find expired rows.
+/// Every statement already reads an expired row as absent, so cleanup only
+/// bounds storage: it now finds them by a sweep in key order, a bounded
+/// batch of keys per table per call, resumed where the last call stopped
+/// (`idem_cleanup_cursor`, one row; NULL: start at the first key). The
+/// other tables keep their expiry indexes (no hot path inserts into them).
+const V6: &[&str] = &[
+    DROP_CLAIMS_EXP[0],
+    DROP_CLAIMS_EXP[1],
+    DROP_CLAIMS_EXP[2],
+    DROP_CLAIMS_EXP[3],
+    DROP_RECORDS_EXP[0],
+    DROP_RECORDS_EXP[1],
+    DROP_RECORDS_EXP[2],
+    DROP_RECORDS_EXP[3],
+    "CREATE TABLE IF NOT EXISTS idem_cleanup_cursor (
+        id             INT            NOT NULL PRIMARY KEY,
+        records_after  VARBINARY(512) NULL,
+        claims_after   VARBINARY(512) NULL
+    ) ENGINE = InnoDB",
+    "INSERT IGNORE INTO idem_cleanup_cursor (id, records_after, claims_after) VALUES (1, NULL, NULL)",
+];
 
 /// How long after its `expires_at_ms` a done record or a tombstone stays
 /// before cleanup deletes it: longer than any backend statement can take
@@ -804,9 +862,16 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             SELECT v_n AS n;
         END",
     ),
-    // Deletes up to p_batch rows per table whose time has passed (done
-    // records and tombstones a grace later, see the module docs), and fence
-    // rows older than the newest; returns how many rows went.
+    // Deletes rows whose time has passed (done records and tombstones a
+    // grace later, abandoned running records RUNNING_RETAIN_MS later, see the
+    // module docs), and fence rows older than the newest; returns how many
+    // rows went. Records and claims have no index on their expiry (a fresh
+    // BEGIN or CLAIM would pay for it): each call examines the next p_batch
+    // keys of each after its cursor (idem_cleanup_cursor) and deletes the
+    // expired ones among them; a short batch reached the last key, and the
+    // next call starts over. The other tables delete by their expiry index,
+    // up to p_batch rows each. Two cleanups running at once may sweep the
+    // same batch: the deletes are idempotent, only the work is repeated.
     (
         "PROCEDURE",
         "idem_cleanup",
@@ -815,15 +880,45 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
         BEGIN
             DECLARE v_now BIGINT DEFAULT idem_now_ms();
             DECLARE v_n BIGINT DEFAULT 0;
-            DECLARE v_max BIGINT;
-            DELETE FROM idem_records WHERE state = 'done' AND expires_at_ms <= v_now - @FORGET_GRACE_MS@ LIMIT p_batch;
+            DECLARE v_max, v_scanned BIGINT;
+            DECLARE v_after, v_first, v_last VARBINARY(512);
+            -- Records: the batch of keys after the cursor, first to last.
+            SELECT records_after INTO v_after FROM idem_cleanup_cursor WHERE id = 1;
+            IF v_after IS NULL THEN
+                SELECT MIN(k), MAX(k), COUNT(*) INTO v_first, v_last, v_scanned
+                FROM (SELECT `key` AS k FROM idem_records ORDER BY `key` LIMIT p_batch) s;
+            ELSE
+                SELECT MIN(k), MAX(k), COUNT(*) INTO v_first, v_last, v_scanned
+                FROM (SELECT `key` AS k FROM idem_records WHERE `key` > v_after ORDER BY `key` LIMIT p_batch) s;
+            END IF;
+            DELETE FROM idem_records
+            WHERE `key` BETWEEN v_first AND v_last
+              AND ((state IN ('done', 'gone') AND expires_at_ms <= v_now - @FORGET_GRACE_MS@)
+                   OR (state = 'running' AND expires_at_ms <= v_now - @RUNNING_RETAIN_MS@));
             SET v_n = v_n + ROW_COUNT();
-            DELETE FROM idem_records WHERE state = 'running' AND expires_at_ms <= v_now - @RUNNING_RETAIN_MS@ LIMIT p_batch;
+            IF v_scanned < p_batch THEN
+                SET v_last = NULL;
+            END IF;
+            IF NOT (v_last <=> v_after) THEN
+                UPDATE idem_cleanup_cursor SET records_after = v_last WHERE id = 1;
+            END IF;
+            -- Claims, the same way (NULL expiry: until released).
+            SELECT claims_after INTO v_after FROM idem_cleanup_cursor WHERE id = 1;
+            IF v_after IS NULL THEN
+                SELECT MIN(k), MAX(k), COUNT(*) INTO v_first, v_last, v_scanned
+                FROM (SELECT `key` AS k FROM idem_claims ORDER BY `key` LIMIT p_batch) s;
+            ELSE
+                SELECT MIN(k), MAX(k), COUNT(*) INTO v_first, v_last, v_scanned
+                FROM (SELECT `key` AS k FROM idem_claims WHERE `key` > v_after ORDER BY `key` LIMIT p_batch) s;
+            END IF;
+            DELETE FROM idem_claims WHERE `key` BETWEEN v_first AND v_last AND expires_at_ms <= v_now;
             SET v_n = v_n + ROW_COUNT();
-            DELETE FROM idem_records WHERE state = 'gone' AND expires_at_ms <= v_now - @FORGET_GRACE_MS@ LIMIT p_batch;
-            SET v_n = v_n + ROW_COUNT();
-            DELETE FROM idem_claims WHERE expires_at_ms <= v_now LIMIT p_batch;
-            SET v_n = v_n + ROW_COUNT();
+            IF v_scanned < p_batch THEN
+                SET v_last = NULL;
+            END IF;
+            IF NOT (v_last <=> v_after) THEN
+                UPDATE idem_cleanup_cursor SET claims_after = v_last WHERE id = 1;
+            END IF;
             DELETE FROM idem_locks WHERE expires_at_ms <= v_now LIMIT p_batch;
             SET v_n = v_n + ROW_COUNT();
             DELETE FROM idem_tokens WHERE expires_at_ms <= v_now LIMIT p_batch;
@@ -861,6 +956,6 @@ mod tests {
         assert_eq!(uses, 3, "the running-record grace appears where the routines use it");
         let cleanup = super::ROUTINES.iter().find(|(_, name, _)| *name == "idem_cleanup").unwrap().2;
         let forget = super::routine_text(cleanup, true);
-        assert_eq!(forget.matches(&super::FORGET_GRACE_MS.to_string()).count(), 2, "done records and tombstones");
+        assert_eq!(forget.matches(&super::FORGET_GRACE_MS.to_string()).count(), 1, "done records and tombstones");
     }
 }
