@@ -1,0 +1,101 @@
+//! A duplicate that changes nothing writes nothing (docs/commands.md, the
+//! backends' fast paths): a CLAIM answered `held` and an IDEM.BEGIN answered
+//! `running` or `done` leave the row as it was: the same row version
+//! (`ctid`, `xmin`) and no row lock (`xmax` stays 0; `FOR UPDATE` or `ON
+//! CONFLICT DO UPDATE` would set it to the locker's transaction id).
+//!
+//! Needs PostgreSQL at `IDEM_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`).
+
+use bytes::Bytes;
+use idem_core::{Backend, Command, Limits, Reply};
+use idem_postgres::PgBackend;
+use tokio_postgres::{Client, NoTls};
+
+fn url() -> String {
+    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("PostgreSQL reachable");
+    tokio::spawn(conn);
+    client
+}
+
+async fn run(b: &dyn Backend, args: &[&str]) -> Reply {
+    let argv: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+    let cmd = Command::parse(&argv, &Limits::default()).expect("a valid command");
+    b.execute(cmd).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn word(r: &Reply) -> &'static str {
+    match r {
+        Reply::Word(w) => w,
+        Reply::Array(items) => match items.first() {
+            Some(Reply::Word(w)) => w,
+            _ => panic!("no status word: {r:?}"),
+        },
+        _ => panic!("no status word: {r:?}"),
+    }
+}
+
+fn fence(r: &Reply) -> i64 {
+    match r {
+        Reply::Array(items) => match items.get(1) {
+            Some(Reply::Int(n)) => *n,
+            other => panic!("no fence: {other:?} in {r:?}"),
+        },
+        _ => panic!("not an array: {r:?}"),
+    }
+}
+
+/// The row's version and lock: `ctid`, `xmin` and `xmax`, as text.
+async fn row_state(c: &Client, table: &str, key: &str) -> (String, String, String) {
+    let sql = format!("SELECT ctid::text, xmin::text, xmax::text FROM {table} WHERE key = $1");
+    let row = c.query_one(&sql, &[&key.as_bytes()]).await.expect("the row");
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_neither_write_nor_lock_the_row() {
+    let b = PgBackend::connect(&url()).await.expect("backend");
+    let c = connect(&url()).await;
+    let tag = format!("{:016x}", rand::random::<u64>());
+
+    let claim = format!("dup:claim:{tag}");
+    assert_eq!(word(&run(&b, &["CLAIM", &claim, "o1"]).await), "claimed");
+    let before = row_state(&c, "idem_claims", &claim).await;
+    assert_eq!(before.2, "0", "a fresh claim's row carries no lock");
+    for _ in 0..3 {
+        let held = run(&b, &["CLAIM", &claim, "o2"]).await;
+        assert_eq!(held, Reply::Array(vec![Reply::Word("held"), Reply::Bulk(Bytes::from_static(b"o1"))]));
+    }
+    assert_eq!(row_state(&c, "idem_claims", &claim).await, before, "a held CLAIM wrote or locked the row");
+
+    let running = format!("dup:running:{tag}");
+    let first = run(&b, &["IDEM.BEGIN", &running, "LEASE", "30000"]).await;
+    assert_eq!(word(&first), "started");
+    let before = row_state(&c, "idem_records", &running).await;
+    assert_eq!(before.2, "0", "a fresh grant's row carries no lock");
+    for _ in 0..3 {
+        let dup = run(&b, &["IDEM.BEGIN", &running, "LEASE", "30000"]).await;
+        assert_eq!((word(&dup), fence(&dup)), ("running", fence(&first)));
+    }
+    assert_eq!(row_state(&c, "idem_records", &running).await, before, "a running IDEM.BEGIN wrote or locked the row");
+
+    let done = format!("dup:done:{tag}");
+    let f = fence(&run(&b, &["IDEM.BEGIN", &done, "LEASE", "30000"]).await).to_string();
+    assert_eq!(run(&b, &["IDEM.COMMIT", &done, &f, "r"]).await, Reply::status("ok"));
+    let before = row_state(&c, "idem_records", &done).await;
+    for _ in 0..3 {
+        let replay = run(&b, &["IDEM.BEGIN", &done, "LEASE", "30000"]).await;
+        assert_eq!(replay, Reply::status_with("done", [Reply::Bulk(Bytes::from_static(b"r"))]));
+    }
+    assert_eq!(row_state(&c, "idem_records", &done).await, before, "a replayed IDEM.BEGIN wrote or locked the row");
+
+    for k in [&running, &done] {
+        run(&b, &["IDEM.DEL", k]).await;
+    }
+    run(&b, &["RELEASE", &claim, "o1"]).await;
+    b.shutdown().await;
+}
