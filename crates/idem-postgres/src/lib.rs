@@ -27,7 +27,7 @@
 //!   for each reply; the server runs the statements in order, each in its own
 //!   transaction.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,6 +137,29 @@ macro_rules! sql_claim_fast {
 }
 const SQL_CLAIM_FAST: &str = sql_claim_fast!("idem_now_ms() + $3::bigint");
 const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL::bigint");
+/// CLAIM's first try while duplicates are rare ([`ClaimMix`]): the raw
+/// statement itself, `INSERT … ON CONFLICT DO NOTHING`, which answers a
+/// fresh key with no read and no CTE. No row back means the key exists:
+/// [`SQL_CLAIM_HOLDER`] then reads the holder, and [`SQL_CLAIM`] decides
+/// only when that finds no other live owner. A duplicate thus costs two or
+/// three statements, none of which writes.
+macro_rules! sql_claim_insert {
+    ($exp:literal) => {
+        concat!(
+            "INSERT INTO idem_claims (key, owner, expires_at_ms) VALUES ($1::bytea, $2::bytea, ",
+            $exp,
+            ") ON CONFLICT (key) DO NOTHING RETURNING 'claimed'::text AS status, NULL::bytea AS owner"
+        )
+    };
+}
+const SQL_CLAIM_INSERT: &str = sql_claim_insert!("idem_now_ms() + $3::bigint");
+const SQL_CLAIM_INSERT_NO_TTL: &str = sql_claim_insert!("NULL::bigint");
+/// Another live owner of a claim, read after [`SQL_CLAIM_INSERT`] found the
+/// key taken; no row when the claim is the caller's own, has run out or is
+/// gone again (then [`SQL_CLAIM`] decides under the row lock).
+const SQL_CLAIM_HOLDER: &str = "SELECT 'held'::text AS status, c.owner FROM idem_claims c
+     WHERE c.key = $1::bytea AND c.owner <> $2::bytea
+       AND (c.expires_at_ms IS NULL OR c.expires_at_ms > idem_now_ms())";
 const SQL_CLAIM_ALL: &str = "SELECT status, key, owner FROM idem_claim_all($1::bytea, $2::bytea[])";
 const SQL_RELEASE: &str = "SELECT idem_release($1::bytea, $2::bytea)";
 const SQL_OWNER: &str = "SELECT idem_owner($1::bytea)";
@@ -177,6 +200,43 @@ struct Inner {
     waits: Arc<BackendWaiters>,
     /// Whether the LISTEN connection is up (NOTIFY wake-ups arrive).
     listening: Arc<AtomicBool>,
+    /// Recent CLAIMs' share of taken keys: picks CLAIM's first statement.
+    claim_mix: ClaimMix,
+}
+
+/// The share of recent CLAIMs that found their key held by another owner,
+/// as a moving average over about the last 16 (in 1/65,536ths), which picks
+/// CLAIM's first statement. While taken keys are rare the bare insert
+/// ([`SQL_CLAIM_INSERT`]) answers a fresh key at the raw statement's cost
+/// and a taken one in two statements; when they are common the one-statement
+/// [`SQL_CLAIM_FAST`] answers both, at a higher cost for a fresh key. Either
+/// way the reply is the same: this only chooses the cheaper route. Updates
+/// race without a lock; a lost sample only delays the switch.
+struct ClaimMix(AtomicU32);
+
+impl ClaimMix {
+    const ONE: u32 = 1 << 16;
+    /// The break-even share: measured on PostgreSQL 15 (docs/benchmarks-backends.md,
+    /// "PostgreSQL after `875e695`"), a fresh claim costs about 1.25x raw by the
+    /// CTE and 1.1x by the insert, a taken one about 1.2x by the CTE and 1.6x by
+    /// insert-then-read, so the insert wins below about 30% taken keys.
+    const BARE_BELOW: u32 = Self::ONE / 4;
+
+    fn new() -> ClaimMix {
+        ClaimMix(AtomicU32::new(0))
+    }
+
+    /// Whether the next CLAIM should try the bare insert first.
+    fn bare(&self) -> bool {
+        self.0.load(Ordering::Relaxed) < Self::BARE_BELOW
+    }
+
+    /// Counts one CLAIM's outcome.
+    fn note(&self, held: bool) {
+        let old = self.0.load(Ordering::Relaxed);
+        let sample = if held { Self::ONE } else { 0 };
+        self.0.store(old - old / 16 + sample / 16, Ordering::Relaxed);
+    }
 }
 
 /// Why a command failed, by whether it may have run: `BUSY` only when it
@@ -322,6 +382,13 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
 }
 
 impl PgBackend {
+    /// Whether the next CLAIM tries the bare insert first ([`ClaimMix`]): for
+    /// tests that must reach both of CLAIM's first statements.
+    #[doc(hidden)]
+    pub fn claim_tries_insert_first(&self) -> bool {
+        self.inner.claim_mix.bare()
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/db`),
     /// creating or upgrading idem's schema first when it is missing or older
     /// than this build's, and starts the LISTEN and cleanup tasks. Must be
@@ -383,6 +450,7 @@ impl PgBackend {
             pool: pool.clone(),
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
             listening: Arc::new(AtomicBool::new(false)),
+            claim_mix: ClaimMix::new(),
         });
         let mut tasks = vec![tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone()))];
         if test_clock.is_none() {
@@ -594,9 +662,17 @@ impl Inner {
         mark_wait: bool,
     ) -> Result<Poll, CmdError> {
         let mut tries = 0;
+        let claim = matches!(cmd, Command::Claim { .. });
+        let path = Path::Fast { bare_claim: claim && self.claim_mix.bare() };
         loop {
-            match run_cmd(client, cmd, mark_wait, Path::Fast).await {
-                Ok(p) => return Ok(p),
+            match run_cmd(client, cmd, mark_wait, path).await {
+                Ok(p) => {
+                    if claim {
+                        let held = matches!(&p, Poll::Final(Ok(Reply::Array(v))) if matches!(v.first(), Some(Reply::Word("held"))));
+                        self.claim_mix.note(held);
+                    }
+                    return Ok(p);
+                }
                 Err(e) if e.retryable() && tries < RETRIES_MAX => tries += 1,
                 Err(e) => return Err(e.into_cmd_error()),
             }
@@ -702,8 +778,12 @@ async fn join_in_order<T>(mut futs: Vec<BoxFuture<'_, T>>) -> Vec<T> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     /// The lock-free first try (e.g. [`SQL_CLAIM_FAST`]), and the function
-    /// only when it cannot answer: two statements in the worst case.
-    Fast,
+    /// only when it cannot answer: two statements in the worst case (three
+    /// for a CLAIM sent as the bare insert).
+    Fast {
+        /// CLAIM tries [`SQL_CLAIM_INSERT`] first instead of [`SQL_CLAIM_FAST`].
+        bare_claim: bool,
+    },
     /// The function alone: one statement, as a pipelined batch needs, whose
     /// statements must run in the batch's order.
     Strict,
@@ -711,16 +791,20 @@ enum Path {
 
 fn sql_of(cmd: &Command, path: Path) -> &'static str {
     match cmd {
-        Command::Claim { ttl_ms: None, .. } if path == Path::Fast => SQL_CLAIM_FAST_NO_TTL,
-        Command::Claim { .. } if path == Path::Fast => SQL_CLAIM_FAST,
-        Command::IdemBegin { .. } if path == Path::Fast => SQL_BEGIN_FAST,
+        Command::Claim { ttl_ms, .. } => match (path, ttl_ms) {
+            (Path::Fast { bare_claim: true }, None) => SQL_CLAIM_INSERT_NO_TTL,
+            (Path::Fast { bare_claim: true }, Some(_)) => SQL_CLAIM_INSERT,
+            (Path::Fast { bare_claim: false }, None) => SQL_CLAIM_FAST_NO_TTL,
+            (Path::Fast { bare_claim: false }, Some(_)) => SQL_CLAIM_FAST,
+            (Path::Strict, _) => SQL_CLAIM,
+        },
+        Command::IdemBegin { .. } if path != Path::Strict => SQL_BEGIN_FAST,
         Command::IdemBegin { .. } => SQL_BEGIN,
         Command::IdemCommit { .. } => SQL_COMMIT,
         Command::IdemAbort { .. } => SQL_ABORT,
         Command::IdemRenew { .. } => SQL_IDEM_RENEW,
         Command::IdemGet { .. } => SQL_GET,
         Command::IdemDel { .. } => SQL_DEL,
-        Command::Claim { .. } => SQL_CLAIM,
         Command::ClaimAll { .. } => SQL_CLAIM_ALL,
         Command::Release { .. } => SQL_RELEASE,
         Command::Owner { .. } => SQL_OWNER,
@@ -794,7 +878,7 @@ async fn run_cmd(
     let rows = match cmd {
         Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
             let (key, fp, lease) = (key.as_ref(), fingerprint.as_deref(), to_i64(*lease_ms));
-            if path == Path::Fast {
+            if path != Path::Strict {
                 let rows = client.query(&stmt, &[&key, &fp, &lease]).await?;
                 if !rows.is_empty() {
                     let rows: Vec<PgRow<'_>> = rows.iter().map(PgRow).collect();
@@ -820,11 +904,16 @@ async fn run_cmd(
         Command::Claim { key, owner, ttl_ms } => {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                 [&key.as_ref(), &owner.as_ref(), &ttl_ms.map(to_i64)];
-            let rows = match (path, ttl_ms) {
-                (Path::Fast, None) => client.query(&stmt, &params[..2]).await?,
+            let mut rows = match (path, ttl_ms) {
+                (Path::Fast { .. }, None) => client.query(&stmt, &params[..2]).await?,
                 _ => client.query(&stmt, &params).await?,
             };
-            if rows.is_empty() && path == Path::Fast {
+            if rows.is_empty() && path == (Path::Fast { bare_claim: true }) {
+                // The key is taken: another live owner answers `held`.
+                let stmt = client.prepare_cached(SQL_CLAIM_HOLDER).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+                rows = client.query(&stmt, &params[..2]).await?;
+            }
+            if rows.is_empty() && path != Path::Strict {
                 // The first try wrote nothing: decide under the row lock.
                 let stmt = client.prepare_cached(SQL_CLAIM).await.map_err(|e| ExecError::NotSent(Some(e)))?;
                 client.query(&stmt, &params).await?
@@ -958,6 +1047,34 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_mix_leaves_the_bare_insert_when_taken_keys_are_common_and_comes_back() {
+        let mix = ClaimMix::new();
+        assert!(mix.bare(), "a new backend expects fresh keys");
+        // One taken key in ten stays under the break-even share.
+        for i in 0..200 {
+            mix.note(i % 10 == 0);
+        }
+        assert!(mix.bare());
+        let mut notes = 0;
+        while mix.bare() {
+            mix.note(true);
+            notes += 1;
+        }
+        assert!(notes <= 5, "a run of taken keys switches within a few claims, took {notes}");
+        // Half taken keeps the one-statement CTE.
+        for i in 0..200 {
+            mix.note(i % 2 == 0);
+            assert!(!mix.bare(), "half the keys taken must keep the CTE");
+        }
+        let mut notes = 0;
+        while !mix.bare() {
+            mix.note(false);
+            notes += 1;
+        }
+        assert!(notes <= 16, "a run of fresh keys switches back within a few claims, took {notes}");
+    }
 
     #[test]
     fn wake_payloads_parse() {

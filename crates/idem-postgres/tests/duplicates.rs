@@ -99,3 +99,49 @@ async fn duplicates_neither_write_nor_lock_the_row() {
     run(&b, &["RELEASE", &claim, "o1"]).await;
     b.shutdown().await;
 }
+
+/// CLAIM answers the same whichever first statement the backend picks (the
+/// bare insert while taken keys are rare, the one-statement CTE when they are
+/// common): fresh, held (writing nothing), the owner's own claim again with a
+/// new TTL, and a takeover after the TTL ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_answers_the_same_by_either_first_statement() {
+    let b = PgBackend::connect(&url()).await.expect("backend");
+    let c = connect(&url()).await;
+    let tag = format!("{:016x}", rand::random::<u64>());
+    let taken = format!("mix:taken:{tag}");
+    assert_eq!(word(&run(&b, &["CLAIM", &taken, "o1"]).await), "claimed");
+    for bare in [true, false, true] {
+        // Steer the choice well past the switch: fresh keys make the bare
+        // insert the first try, taken ones the CTE.
+        for n in 0..40 {
+            if bare {
+                let fresh = format!("mix:fresh:{tag}:{n}");
+                assert_eq!(word(&run(&b, &["CLAIM", &fresh, "o1"]).await), "claimed");
+                run(&b, &["RELEASE", &fresh, "o1"]).await;
+            } else {
+                assert_eq!(word(&run(&b, &["CLAIM", &taken, "o2"]).await), "held");
+            }
+        }
+        let key = format!("mix:{bare}:{tag}");
+        let route = |b: &PgBackend| assert_eq!(b.claim_tries_insert_first(), bare, "the first CLAIM statement moved");
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &key, "o1", "TTL", "60000"]).await, Reply::status("claimed"));
+        let before = row_state(&c, "idem_claims", &key).await;
+        route(&b);
+        let held = run(&b, &["CLAIM", &key, "o2"]).await;
+        assert_eq!(held, Reply::status_with("held", [Reply::Bulk(Bytes::from_static(b"o1"))]), "bare = {bare}");
+        assert_eq!(row_state(&c, "idem_claims", &key).await, before, "a held CLAIM wrote (bare = {bare})");
+        // The owner again: claimed, with its new TTL.
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &key, "o1", "TTL", "1"]).await, Reply::status("claimed"), "bare = {bare}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The TTL ran out: another owner takes it over.
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &key, "o2"]).await, Reply::status("claimed"), "takeover, bare = {bare}");
+        assert_eq!(run(&b, &["OWNER", &key]).await, Reply::Bulk(Bytes::from_static(b"o2")), "bare = {bare}");
+        run(&b, &["RELEASE", &key, "o2"]).await;
+    }
+    run(&b, &["RELEASE", &taken, "o1"]).await;
+    b.shutdown().await;
+}
