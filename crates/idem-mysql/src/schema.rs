@@ -935,21 +935,10 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
 
 #[cfg(test)]
 mod tests {
-    /// What the routines were at [`super::SCHEMA_VERSION`], as a digest of
-    /// their text with every constant filled in. A database re-applies the
-    /// routines only when its schema version moves, so routines changed
-    /// without a new version would never reach a database already at this
-    /// version. Changing them therefore means adding a step (it may be
-    /// empty), bumping the version and recording the new digest here.
+    /// The routines at [`super::SCHEMA_VERSION`], as [`idem_sql::routines_digest`]
+    /// of their text with every constant filled in. Changed routines need a
+    /// new (possibly empty) step, the version bumped and the digest recorded here.
     const ROUTINES_AT_VERSION: (i32, u64) = (6, 0x81b3_e458_c375_b33e);
-
-    /// FNV-1a, 64 bits: a change detector, not a checksum against tampering.
-    fn digest(texts: &[&str]) -> u64 {
-        texts
-            .iter()
-            .flat_map(|t| t.bytes().chain([0]))
-            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-    }
 
     #[test]
     fn changed_routines_come_with_a_new_schema_version() {
@@ -957,9 +946,8 @@ mod tests {
             .iter()
             .flat_map(|(_, _, create)| [super::routine_text(create, true), super::routine_text(create, false)])
             .collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         assert_eq!(
-            (super::SCHEMA_VERSION, digest(&texts)),
+            (super::SCHEMA_VERSION, idem_sql::routines_digest(texts.iter().map(String::as_str))),
             ROUTINES_AT_VERSION,
             "the routines changed: add a schema step, bump SCHEMA_VERSION and record the new digest (left: this build)"
         );

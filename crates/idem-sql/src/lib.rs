@@ -379,6 +379,17 @@ pub fn uint(v: i64) -> Reply {
     Reply::uint(u64::try_from(v).unwrap_or(0))
 }
 
+/// A digest of an engine's routine texts (FNV-1a, 64 bits; a change
+/// detector, not a checksum against tampering). Routines are re-created only
+/// when the schema version moves, so each engine's tests pin this digest to
+/// its version: routines changed without a new version step fail there.
+pub fn routines_digest<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    texts
+        .into_iter()
+        .flat_map(|t| t.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// CLAIM.ALL's keys without repeats, in first-seen order: the engines
 /// refuse to touch one row twice in one statement, and a repeated key adds
 /// nothing to an all-or-nothing claim.
