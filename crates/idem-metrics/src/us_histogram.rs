@@ -52,11 +52,6 @@ impl<const N: usize> UsHistogram<N> {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
-    /// The bounds this histogram counts by.
-    pub fn bounds(&self) -> &'static [u64] {
-        self.bounds
-    }
-
     /// The counts so far.
     pub fn snapshot(&self) -> UsSnapshot<N> {
         UsSnapshot {

@@ -10,17 +10,10 @@
 use bytes::Bytes;
 use idem_core::{Backend, Command, Limits, Reply};
 use idem_postgres::PgBackend;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-fn url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("PostgreSQL reachable");
-    tokio::spawn(conn);
-    client
-}
+mod support;
+use support::{connect, url};
 
 async fn run(b: &dyn Backend, args: &[&str]) -> Reply {
     let argv: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();

@@ -13,9 +13,8 @@ use idem_postgres::tx::{self, Begin, Claimed, Counted};
 use idem_postgres::{self as postgres, PgBackend};
 use tokio_postgres::{Client, NoTls};
 
-fn url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+mod support;
+use support::url;
 
 async fn client() -> Client {
     let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.expect("PostgreSQL reachable");

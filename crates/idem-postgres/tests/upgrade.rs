@@ -8,17 +8,10 @@
 
 use idem_core::{Backend, Command};
 use idem_postgres::{self as postgres, PgBackend};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-fn url() -> String {
-    std::env::var("IDEM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("PostgreSQL reachable");
-    tokio::spawn(conn);
-    client
-}
+mod support;
+use support::{connect, url};
 
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap().get(0)
