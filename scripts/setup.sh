@@ -30,9 +30,10 @@ fi
 # The Python venv: the idem-client package (editable, with its test extras:
 # pytest, mypy, ruff, FastAPI, uvicorn, psycopg, PyMySQL) and every
 # requirements file of the examples, the HTTP conformance suite and the
-# HTTP API test (schemathesis).
+# HTTP API test (schemathesis), all held to the exact versions of
+# clients/python/constraints.txt.
 venv=target/py
-py_inputs=(clients/python/pyproject.toml)
+py_inputs=(clients/python/pyproject.toml clients/python/constraints.txt)
 for req in examples/python/requirements.txt conformance/http/requirements.txt tests/requirements-api.txt; do
   [ -f "$req" ] && py_inputs+=("$req")
 done
@@ -43,9 +44,9 @@ stamp="$venv/.requirements.sha"
 sum=$(cat "${py_inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ] || ! "$venv/bin/python" -c "import idem_client" 2>/dev/null; then
   reqs=()
-  for req in "${py_inputs[@]:1}"; do reqs+=(-r "$req"); done
+  for req in "${py_inputs[@]:2}"; do reqs+=(-r "$req"); done
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "clients/python[test]" "${reqs[@]}"
+  "$venv/bin/pip" install -q -e "clients/python[test]" "${reqs[@]}" -c clients/python/constraints.txt
   echo "$sum" > "$stamp"
 fi
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.client import JetStreamContext
 
 from ._core import (
@@ -95,7 +94,10 @@ async def consume(
         while not shutdown.is_set():
             try:
                 batch: list[Msg] = await subscription.fetch(settings.prefetch, timeout=FETCH_TIMEOUT_S)
-            except NatsTimeout:
+            except asyncio.TimeoutError:
+                # An empty fetch. nats-py raises its own TimeoutError (a
+                # subclass) from some paths and a bare asyncio.TimeoutError
+                # from others (2.16's deadline check), so catch the base.
                 continue
             for m in batch:
                 yield _JsDelivery(m, js, dead_letter_subject, settings.progress_every_ms)
