@@ -297,6 +297,48 @@ fn after_failure(settings: &Settings, msg: &Message, failure: &Failure) -> Actio
 }
 
 /// Resolves when `stop` turns true (never, if its sender is gone).
+/// A step of an inbox's transaction failed: nothing of it took effect, or
+/// (a failed COMMIT) the redelivery's BEGIN finds out whether it did. The
+/// delivery comes back after the backoff.
+fn inbox_retry(settings: &Settings, msg: &Message, why: &dyn std::fmt::Display) -> (Action, Counted) {
+    tracing::warn!(why = %why, "inbox transaction failed; redelivering");
+    (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
+}
+
+/// What an inbox's IDEM.BEGIN (in the handler's transaction) means for the
+/// delivery: `None` to run the handler, with the grant's fence and attempt
+/// set on `msg`; otherwise the answer now (a duplicate is acked, a key still
+/// running elsewhere comes back when its lease may have ended).
+fn inbox_begun<E: std::fmt::Display>(
+    settings: &Settings,
+    msg: &mut Message,
+    begun: Result<idem_core::outcome::Begin, E>,
+) -> Option<(Action, Counted)> {
+    use idem_core::outcome::Begin;
+    match begun {
+        Ok(Begin::Done { .. }) => Some((Action::Ack, Counted::Duplicate)),
+        Ok(Begin::Running { left_ms, .. }) => {
+            Some((Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy))
+        }
+        Ok(Begin::Started { fence, attempt }) => {
+            msg.fence = fence;
+            msg.attempt = attempt.into();
+            None
+        }
+        Err(e) => Some(inbox_retry(settings, msg, &e)),
+    }
+}
+
+/// The answer once an inbox's record and transaction were committed (or
+/// not: the outcome is then unknown, and the redelivery's BEGIN finds the
+/// record or not).
+fn inbox_settled(settings: &Settings, msg: &Message, committed: Result<(), String>) -> (Action, Counted) {
+    match committed {
+        Ok(()) => (Action::Ack, Counted::Applied),
+        Err(e) => inbox_retry(settings, msg, &e),
+    }
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         futures::future::pending::<()>().await;
@@ -524,29 +566,18 @@ impl<H: PgHandler> PostgresInbox<H> {
     }
 
     async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
-        let retry = |why: String, msg: &Message| {
-            tracing::warn!(why, "inbox transaction failed; redelivering");
-            (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
-        };
         let mut conn = match self.pool.get().await {
             Ok(c) => c,
-            Err(e) => return retry(e.to_string(), &msg),
+            Err(e) => return inbox_retry(settings, &msg, &e),
         };
         let tx = match conn.transaction().await {
             Ok(t) => t,
-            Err(e) => return retry(e.to_string(), &msg),
+            Err(e) => return inbox_retry(settings, &msg, &e),
         };
         let key = settings.idem_key(&msg.key);
-        match pgtx::idem_begin(&tx, &key, None, settings.lease()).await {
-            Ok(pgtx::Begin::Done { .. }) => return (Action::Ack, Counted::Duplicate),
-            Ok(pgtx::Begin::Running { left_ms, .. }) => {
-                return (Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy)
-            }
-            Ok(pgtx::Begin::Started { fence, attempt }) => {
-                msg.fence = fence;
-                msg.attempt = attempt.into();
-            }
-            Err(e) => return retry(e.to_string(), &msg),
+        if let Some(answer) = inbox_begun(settings, &mut msg, pgtx::idem_begin(&tx, &key, None, settings.lease()).await)
+        {
+            return answer;
         }
         let outcome = tokio::select! {
             r = self.handler.handle(&tx, &msg) => r,
@@ -555,14 +586,11 @@ impl<H: PgHandler> PostgresInbox<H> {
         };
         match outcome {
             Ok(result) => {
-                if let Err(e) = pgtx::idem_commit(&tx, &key, msg.fence, &result, settings.keep()).await {
-                    return retry(e.to_string(), &msg);
-                }
-                match tx.commit().await {
-                    Ok(()) => (Action::Ack, Counted::Applied),
-                    // Unknown outcome: the redelivery's BEGIN finds the record or not.
-                    Err(e) => retry(e.to_string(), &msg),
-                }
+                let committed = match pgtx::idem_commit(&tx, &key, msg.fence, &result, settings.keep()).await {
+                    Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                inbox_settled(settings, &msg, committed)
             }
             Err(failure) => {
                 drop(tx);
@@ -603,25 +631,15 @@ impl<H: MysqlHandler> MysqlInbox<H> {
     }
 
     async fn run(&self, settings: &Settings, mut msg: Message, stop: watch::Receiver<bool>) -> (Action, Counted) {
-        let retry = |why: String, msg: &Message| {
-            tracing::warn!(why, "inbox transaction failed; redelivering");
-            (Action::Redeliver { delay_ms: settings.backoff_after(msg.deliveries) }, Counted::Other)
-        };
         let mut tx = match self.pool.start_transaction(mysql_async::TxOpts::default()).await {
             Ok(t) => t,
-            Err(e) => return retry(e.to_string(), &msg),
+            Err(e) => return inbox_retry(settings, &msg, &e),
         };
         let key = settings.idem_key(&msg.key);
-        match mytx::idem_begin(&mut tx, &key, None, settings.lease()).await {
-            Ok(mytx::Begin::Done { .. }) => return (Action::Ack, Counted::Duplicate),
-            Ok(mytx::Begin::Running { left_ms, .. }) => {
-                return (Action::Redeliver { delay_ms: settings.busy_delay(left_ms) }, Counted::Busy)
-            }
-            Ok(mytx::Begin::Started { fence, attempt }) => {
-                msg.fence = fence;
-                msg.attempt = attempt.into();
-            }
-            Err(e) => return retry(e.to_string(), &msg),
+        if let Some(answer) =
+            inbox_begun(settings, &mut msg, mytx::idem_begin(&mut tx, &key, None, settings.lease()).await)
+        {
+            return answer;
         }
         let outcome = tokio::select! {
             r = self.handler.handle(&mut tx, &msg) => r,
@@ -629,13 +647,11 @@ impl<H: MysqlHandler> MysqlInbox<H> {
         };
         match outcome {
             Ok(result) => {
-                if let Err(e) = mytx::idem_commit(&mut tx, &key, msg.fence, &result, settings.keep()).await {
-                    return retry(e.to_string(), &msg);
-                }
-                match tx.commit().await {
-                    Ok(()) => (Action::Ack, Counted::Applied),
-                    Err(e) => retry(e.to_string(), &msg),
-                }
+                let committed = match mytx::idem_commit(&mut tx, &key, msg.fence, &result, settings.keep()).await {
+                    Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                inbox_settled(settings, &msg, committed)
             }
             Err(failure) => {
                 drop(tx);
