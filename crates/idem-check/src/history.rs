@@ -109,6 +109,11 @@ pub enum Fault {
     Net,
     /// The external store itself was killed or paused.
     Store,
+    /// The host's wall clock stepped against the harness's monotonic clock
+    /// (seen by the harness, not injected). The external engines count
+    /// leases on their wall clock, so a step moves their lease ends against
+    /// the harness's reference clock.
+    HostClock,
 }
 
 /// A fault event.

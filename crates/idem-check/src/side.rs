@@ -32,6 +32,11 @@ pub enum FenceScope {
 pub struct SideOptions {
     /// The fence promise.
     pub fences: FenceScope,
+    /// Leases are counted on the host's wall clock (the external engines),
+    /// not on idem's monotonic clock (the embedded store): an overlap whose
+    /// earlier lease spans a seen wall-clock step ([`Fault::HostClock`]) is
+    /// excused, because the step moved that lease's end.
+    pub wall_clock_leases: bool,
 }
 
 /// One broken promise.
@@ -48,7 +53,9 @@ pub struct Anomaly {
 pub struct SideReport {
     /// Broken promises.
     pub anomalies: Vec<Anomaly>,
-    /// Lease overlaps while a clock fault was active (physics, not a bug).
+    /// Lease overlaps while a clock fault was active, or (wall-clock
+    /// leases) whose earlier lease spans a seen wall-clock step: physics,
+    /// not a bug.
     pub excused_overlaps: usize,
     /// Fence grants checked.
     pub grants: usize,
@@ -62,7 +69,7 @@ pub struct SideReport {
 pub fn check_side(history: &History, options: SideOptions) -> SideReport {
     let mut report = SideReport::default();
     fences(history, options.fences, &mut report);
-    leases(history, &mut report);
+    leases(history, options.wall_clock_leases, &mut report);
     counters(history, &mut report);
     replays(history, &mut report);
     durability(history, &mut report);
@@ -178,10 +185,13 @@ struct Holding {
     who: String,
     start_ns: u64,
     end_ns: u64,
+    /// The invocation that set `end_ns`: the engine counted the lease from
+    /// a moment after it.
+    lease_from_ns: u64,
     index: usize,
 }
 
-fn leases(history: &History, report: &mut SideReport) {
+fn leases(history: &History, wall_clock_leases: bool, report: &mut SideReport) {
     let mut per_key: BTreeMap<String, Vec<Holding>> = BTreeMap::new();
     // Open holdings: (key, holder identity) -> position in per_key's list.
     let mut open: HashMap<(String, String), usize> = HashMap::new();
@@ -194,12 +204,12 @@ fn leases(history: &History, report: &mut SideReport) {
             (Call::Lock { name, owner, lease_ms, .. }, Some((Reply::Acquired { fence }, return_ns))) => {
                 let key = format!("lock:{name}");
                 let who = format!("{owner}/{fence}");
-                extend(&mut per_key, &mut open, key, who, return_ns, lease_end(*lease_ms), op.index);
+                extend(&mut per_key, &mut open, key, who, (return_ns, op.invoke_ns), lease_end(*lease_ms), op.index);
             }
             (Call::Renew { name, owner, lease_ms }, Some((Reply::Renewed { fence }, return_ns))) => {
                 let key = format!("lock:{name}");
                 let who = format!("{owner}/{fence}");
-                extend(&mut per_key, &mut open, key, who, return_ns, lease_end(*lease_ms), op.index);
+                extend(&mut per_key, &mut open, key, who, (return_ns, op.invoke_ns), lease_end(*lease_ms), op.index);
             }
             (Call::Unlock { name, owner }, _) => {
                 let key = format!("lock:{name}");
@@ -213,7 +223,15 @@ fn leases(history: &History, report: &mut SideReport) {
             }
             (Call::IdemBegin { key, lease_ms, .. }, Some((Reply::Started { fence, .. }, return_ns))) => {
                 let k = format!("idem:{key}");
-                extend(&mut per_key, &mut open, k, fence.to_string(), return_ns, lease_end(*lease_ms), op.index);
+                extend(
+                    &mut per_key,
+                    &mut open,
+                    k,
+                    fence.to_string(),
+                    (return_ns, op.invoke_ns),
+                    lease_end(*lease_ms),
+                    op.index,
+                );
             }
             (Call::IdemCommit { key, fence, .. } | Call::IdemAbort { key, fence }, _) => {
                 if let Some(at) = open.get(&(format!("idem:{key}"), fence.to_string())) {
@@ -232,7 +250,9 @@ fn leases(history: &History, report: &mut SideReport) {
         for h in &hs {
             if let Some(prev) = latest {
                 if prev.who != h.who && h.start_ns + LEASE_GRANULARITY_NS < prev.end_ns {
-                    if history.fault_during(&[Fault::Clock], h.start_ns, prev.end_ns) {
+                    let stepped =
+                        wall_clock_leases && history.fault_during(&[Fault::HostClock], prev.lease_from_ns, prev.end_ns);
+                    if stepped || history.fault_during(&[Fault::Clock], h.start_ns, prev.end_ns) {
                         report.excused_overlaps += 1;
                     } else {
                         anomaly(
@@ -253,21 +273,31 @@ fn leases(history: &History, report: &mut SideReport) {
     }
 }
 
+/// Opens a holding for `who` from `at.0` (its grant's return) until
+/// `end_ns`, or extends its open one; `at.1` is the invocation that asked
+/// for the lease.
 fn extend(
     per_key: &mut BTreeMap<String, Vec<Holding>>,
     open: &mut HashMap<(String, String), usize>,
     key: String,
     who: String,
-    start_ns: u64,
+    at: (u64, u64),
     end_ns: u64,
     index: usize,
 ) {
+    let (start_ns, lease_from_ns) = at;
     let list = per_key.entry(key.clone()).or_default();
     match open.get(&(key.clone(), who.clone())) {
-        Some(&at) if list[at].end_ns > start_ns => list[at].end_ns = list[at].end_ns.max(end_ns),
+        Some(&at) if list[at].end_ns > start_ns => {
+            let h = &mut list[at];
+            if end_ns > h.end_ns {
+                h.end_ns = end_ns;
+                h.lease_from_ns = lease_from_ns;
+            }
+        }
         _ => {
             open.insert((key, who.clone()), list.len());
-            list.push(Holding { who, start_ns, end_ns, index });
+            list.push(Holding { who, start_ns, end_ns, lease_from_ns, index });
         }
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use idem_check::history::{Call, Fault, Reply};
-use idem_check::{check_linearizable, CheckOptions, Verdict};
+use idem_check::{check_linearizable, CheckOptions, SideOptions, Verdict};
 use std::time::Duration;
 
 #[test]
@@ -313,6 +313,31 @@ fn lease_overlap_under_a_clock_fault_is_excused() {
     let side = h.side();
     assert!(side.anomalies.is_empty());
     assert_eq!(side.excused_overlaps, 1);
+}
+
+#[test]
+fn a_seen_wall_clock_step_excuses_an_overlap_only_where_leases_follow_the_wall_clock() {
+    // The host's wall clock stepped at 50 ms while a's lease (asked for at
+    // 0 ms, 100 ms) ran: an engine counting on its wall clock ended it
+    // early by the harness's clock, and b got the lock at 96 ms.
+    let mut h = H::new();
+    h.op(0, 10, lock("l", "a", 100), Reply::Acquired { fence: 1 });
+    h.fault(Fault::HostClock, 50, 50);
+    h.op(90, 96, lock("l", "b", 100), Reply::Acquired { fence: 2 });
+    let wall = SideOptions { wall_clock_leases: true, ..SideOptions::default() };
+    let side = h.side_with(wall);
+    assert!(side.anomalies.is_empty(), "{side:?}");
+    assert_eq!(side.excused_overlaps, 1);
+    // idem's own leases run on its monotonic clock: there it is an overlap.
+    assert_eq!(h.side_kinds(), vec!["lease-overlap"]);
+    // A step before the lease was asked for moved nothing of it.
+    let mut before = H::new();
+    before.fault(Fault::HostClock, 5, 5);
+    before.op(20, 30, lock("l", "a", 100), Reply::Acquired { fence: 1 });
+    before.op(110, 116, lock("l", "b", 100), Reply::Acquired { fence: 2 });
+    let side = before.side_with(wall);
+    assert_eq!(side.anomalies.iter().map(|a| a.kind).collect::<Vec<_>>(), vec!["lease-overlap"], "{side:?}");
+    assert_eq!(side.excused_overlaps, 0);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 mod client;
 mod disk;
 mod engines;
+mod hostclock;
 mod nemesis;
 mod proxy;
 mod recorder;
@@ -115,6 +116,8 @@ struct Report {
     ops_unknown: usize,
     ops_failed: usize,
     injected: Injected,
+    /// Steps of the host's wall clock seen during the run (not injected).
+    host_clock: hostclock::Seen,
     client_pauses: u64,
     stale_writes_refused: u64,
     stale_writes_accepted: u64,
@@ -177,6 +180,7 @@ fn main() -> anyhow::Result<()> {
 
     let history_path = out.join("history.jsonl");
     let rec = Arc::new(Recorder::create(&history_path)?);
+    let host_clock = hostclock::HostClockWatch::start(rec.clone())?;
     let shared = Arc::new(Shared {
         rec: rec.clone(),
         ids: Default::default(),
@@ -214,6 +218,7 @@ fn main() -> anyhow::Result<()> {
     });
     // Final reads of what was acknowledged, after the last fault.
     runtime.block_on(workload::verify_recent(shared.clone()));
+    let host_clock = host_clock.stop();
     rec.flush()?;
     drop(runtime);
     server.kill();
@@ -229,7 +234,7 @@ fn main() -> anyhow::Result<()> {
         CheckOptions { budget: Duration::from_secs(args.budget_s), ..CheckOptions::default() },
     );
     let fences = if args.store == Store::Redis { FenceScope::PerKey } else { FenceScope::Global };
-    let mut side = check_side(&history, SideOptions { fences });
+    let mut side = check_side(&history, SideOptions { fences, wall_clock_leases: args.store != Store::Embedded });
     let check_ms = checked.elapsed().as_millis() as u64;
 
     // The protected sets: every acknowledged fenced write is still there.
@@ -265,6 +270,7 @@ fn main() -> anyhow::Result<()> {
         ops_unknown: lin.unknown_ops,
         ops_failed: history.failed(),
         injected,
+        host_clock,
         client_pauses: st.client_pauses.load(Ordering::Relaxed),
         stale_writes_refused: st.stale_writes_refused.load(Ordering::Relaxed),
         stale_writes_accepted: st.stale_writes_accepted.load(Ordering::Relaxed),
@@ -279,12 +285,15 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out.join("report.json"), &json)?;
     println!("{json}");
     eprintln!(
-        "idem-harness: {} ops ({} unknown), kills {}, pauses {}, client pauses {}, anomalies {anomalies}, check {} ms: {:?}",
+        "idem-harness: {} ops ({} unknown), kills {}, pauses {}, client pauses {}, host clock steps {} (largest {} µs), excused overlaps {}, anomalies {anomalies}, check {} ms: {:?}",
         report.ops,
         report.ops_unknown,
         report.injected.kills.load(Ordering::Relaxed),
         report.injected.pauses.load(Ordering::Relaxed),
         report.client_pauses,
+        report.host_clock.steps,
+        report.host_clock.largest_us,
+        report.side.excused_overlaps,
         check_ms,
         verdict
     );
@@ -313,7 +322,7 @@ fn recheck(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         CheckOptions { budget: Duration::from_secs(args.budget_s), ..CheckOptions::default() },
     );
     let fences = if args.store == Store::Redis { FenceScope::PerKey } else { FenceScope::Global };
-    let side = check_side(&history, SideOptions { fences });
+    let side = check_side(&history, SideOptions { fences, wall_clock_leases: args.store != Store::Embedded });
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "linearizability": lin, "side": side }))?);
     eprintln!("idem-harness: checked {} ops in {} ms", history.ops().len(), started.elapsed().as_millis());
     let failed = lin.verdict == Verdict::Fail || !side.anomalies.is_empty();

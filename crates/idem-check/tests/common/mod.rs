@@ -68,7 +68,10 @@ impl H {
         check_linearizable(&self.history(), CheckOptions::default()).verdict
     }
     pub fn side(&self) -> SideReport {
-        check_side(&self.history(), SideOptions::default())
+        self.side_with(SideOptions::default())
+    }
+    pub fn side_with(&self, options: SideOptions) -> SideReport {
+        check_side(&self.history(), options)
     }
     pub fn side_kinds(&self) -> Vec<&'static str> {
         self.side().anomalies.iter().map(|a| a.kind).collect()

@@ -1,0 +1,95 @@
+//! Watches the host's wall clock against the harness's monotonic clock.
+//!
+//! The external engines (PostgreSQL, MariaDB, Redis) count leases on their
+//! wall clock, while the history is stamped with the harness's monotonic
+//! clock. The two advance together unless something steps the wall clock
+//! (a time-sync agent, a VM's clock correction). A step forward by d ends
+//! every engine lease that spans it d early by the harness's clock, which
+//! the lease-overlap check would otherwise report as a double grant. This
+//! thread samples the offset between the clocks and records each step it
+//! sees as a [`Fault::HostClock`] point in the history, so the checker can
+//! excuse what the step explains and the report can say that it happened.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use idem_check::history::Fault;
+
+use crate::recorder::Recorder;
+
+/// How often the offset is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+/// A sample counts only when the two monotonic reads around the wall-clock
+/// read are this close: a preemption between the reads is not a step.
+const READ_GAP_MAX_NS: i128 = 50_000;
+/// A change of the offset by more than this between two samples is a step.
+/// Above any drift in 5 ms, and below the lease checker's 1 ms tolerance.
+pub const STEP_MIN_NS: i128 = 250_000;
+
+/// What the watcher saw.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Seen {
+    /// Steps of the wall clock against the monotonic clock.
+    pub steps: u64,
+    /// The largest step's size, in µs (either direction).
+    pub largest_us: u64,
+}
+
+/// The running watcher; [`HostClockWatch::stop`] ends it.
+pub struct HostClockWatch {
+    stop: Arc<AtomicBool>,
+    steps: Arc<AtomicU64>,
+    largest_us: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostClockWatch {
+    /// Starts sampling; steps go into `rec`'s history.
+    pub fn start(rec: Arc<Recorder>) -> std::io::Result<HostClockWatch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let steps = Arc::new(AtomicU64::new(0));
+        let largest_us = Arc::new(AtomicU64::new(0));
+        let (s, n, l) = (stop.clone(), steps.clone(), largest_us.clone());
+        let thread = std::thread::Builder::new().name("host-clock".into()).spawn(move || {
+            let origin = Instant::now();
+            let mut last = offset(origin);
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(SAMPLE_EVERY);
+                let now = offset(origin);
+                let step = now - last;
+                if step.abs() > STEP_MIN_NS {
+                    rec.fault(Fault::HostClock, true);
+                    rec.fault(Fault::HostClock, false);
+                    n.fetch_add(1, Ordering::Relaxed);
+                    l.fetch_max((step.unsigned_abs() / 1_000) as u64, Ordering::Relaxed);
+                }
+                last = now;
+            }
+        })?;
+        Ok(HostClockWatch { stop, steps, largest_us, thread: Some(thread) })
+    }
+
+    /// Stops the thread and says what it saw.
+    pub fn stop(mut self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Seen { steps: self.steps.load(Ordering::Relaxed), largest_us: self.largest_us.load(Ordering::Relaxed) }
+    }
+}
+
+/// The wall clock minus the monotonic clock (since `origin`), in ns, from
+/// a wall-clock read bracketed by two close monotonic reads.
+fn offset(origin: Instant) -> i128 {
+    loop {
+        let before = origin.elapsed().as_nanos() as i128;
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let after = origin.elapsed().as_nanos() as i128;
+        if after - before <= READ_GAP_MAX_NS {
+            return wall - (before + after) / 2;
+        }
+    }
+}
