@@ -115,3 +115,54 @@ async fn fast_paths_hand_every_other_case_to_the_locking_routine() {
         b.shutdown().await;
     }
 }
+
+/// MariaDB's two first statements for CLAIM ([`idem_sql::ClaimMix`]: the
+/// bare insert while taken keys are rare, the one-statement upsert
+/// otherwise) answer alike: a fresh key, another live holder, the holder's
+/// re-claim with a new TTL, and a takeover after the TTL ran out.
+/// PostgreSQL's are checked the same way, with its row versions, in
+/// `idem-postgres/tests/duplicates.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_claim_answers_the_same_by_either_first_statement() {
+    let url = env_or("IDEM_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let b = idem_backends::mysql::MySqlBackend::connect(&url).await.expect("mysql backend");
+    if !b.claim_tries_insert_first() {
+        eprintln!("not MariaDB: MySQL runs CLAIM through its procedure only");
+        return;
+    }
+    let taken = key("mysql", "mix-taken");
+    assert_eq!(word(&run(&b, &["CLAIM", &taken, "o1"]).await), "claimed");
+    for bare in [true, false, true] {
+        // Steer the choice well past the switch: fresh keys make the bare
+        // insert the first try, taken ones the upsert.
+        for n in 0..40 {
+            if bare {
+                let fresh = key("mysql", &format!("mix-fresh-{n}"));
+                assert_eq!(word(&run(&b, &["CLAIM", &fresh, "o1"]).await), "claimed");
+                run(&b, &["RELEASE", &fresh, "o1"]).await;
+            } else {
+                assert_eq!(word(&run(&b, &["CLAIM", &taken, "o2"]).await), "held");
+            }
+        }
+        let k = key("mysql", &format!("mix-{bare}"));
+        let route = |b: &idem_backends::mysql::MySqlBackend| {
+            assert_eq!(b.claim_tries_insert_first(), bare, "the first CLAIM statement moved")
+        };
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &k, "o1", "TTL", "60000"]).await, Reply::status("claimed"));
+        route(&b);
+        let held = run(&b, &["CLAIM", &k, "o2"]).await;
+        assert_eq!(held, Reply::status_with("held", [Reply::Bulk(Bytes::from_static(b"o1"))]), "bare = {bare}");
+        // The owner again: claimed, with its new TTL.
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &k, "o1", "TTL", "1"]).await, Reply::status("claimed"), "bare = {bare}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The TTL ran out: another owner takes it over.
+        route(&b);
+        assert_eq!(run(&b, &["CLAIM", &k, "o2"]).await, Reply::status("claimed"), "takeover, bare = {bare}");
+        assert_eq!(run(&b, &["OWNER", &k]).await, Reply::Bulk(Bytes::from_static(b"o2")), "bare = {bare}");
+        run(&b, &["RELEASE", &k, "o2"]).await;
+    }
+    run(&b, &["RELEASE", &taken, "o1"]).await;
+    b.shutdown().await;
+}

@@ -105,6 +105,9 @@ struct Inner {
     /// first try one autocommit statement ([`FastSql`]); `None` on MySQL,
     /// where every write is START TRANSACTION / CALL / COMMIT.
     fast: Option<FastSql>,
+    /// Picks CLAIM's first statement on MariaDB: [`CLAIM_INSERT`] while
+    /// taken keys are rare, [`CLAIM_UPSERT`] otherwise.
+    claim_mix: idem_sql::ClaimMix,
 }
 
 /// The one-statement fast paths, their text built once (the prepared
@@ -114,6 +117,10 @@ struct FastSql {
     claim_ttl: String,
     /// CLAIM without a TTL: the new row's expiry is NULL, no clock read.
     claim_no_ttl: String,
+    /// CLAIM's bare insert with a TTL ([`CLAIM_INSERT`]).
+    claim_insert_ttl: String,
+    /// CLAIM's bare insert without a TTL.
+    claim_insert_no_ttl: String,
     /// IDEM.BEGIN ([`BEGIN_FAST`]).
     begin: String,
 }
@@ -124,6 +131,8 @@ impl FastSql {
         FastSql {
             claim_ttl: CLAIM_UPSERT.replace("@EXP@", &format!("{now} + ?")).replace("@NOW_MS@", now),
             claim_no_ttl: CLAIM_UPSERT.replace("@EXP@", "NULL").replace("@NOW_MS@", now),
+            claim_insert_ttl: CLAIM_INSERT.replace("@EXP@", &format!("{now} + ?")),
+            claim_insert_no_ttl: CLAIM_INSERT.replace("@EXP@", "NULL"),
             begin: BEGIN_FAST.replace("@NOW_MS@", now),
         }
     }
@@ -144,6 +153,16 @@ const CLAIM_UPSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms
                   OR (expires_at_ms IS NOT NULL AND expires_at_ms <= @NOW_MS@), VALUES(owner), owner),
        expires_at_ms = IF(owner = VALUES(owner), VALUES(expires_at_ms), expires_at_ms)
      RETURNING owner";
+
+/// CLAIM's first try while taken keys are rare ([`idem_sql::ClaimMix`]): the
+/// raw statement's insert, which answers a fresh key with an OK packet (one
+/// row affected) and no result set. `ON DUPLICATE KEY UPDATE `key` = `key``
+/// changes no column of an existing row, so a taken key writes nothing and
+/// reports no row affected (the pool never asks for `CLIENT_FOUND_ROWS`,
+/// under which it would report one); then [`CLAIM_UPSERT`] decides. Unlike
+/// `INSERT IGNORE`, every other error stays an error.
+const CLAIM_INSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms) VALUES (?, ?, @EXP@)
+     ON DUPLICATE KEY UPDATE `key` = `key`";
 
 /// IDEM.BEGIN as one autocommit statement (MariaDB): a new fence is drawn
 /// and the record inserted with it and its lease: one row version, one
@@ -241,6 +260,14 @@ fn cmd_error(e: &mysql_async::Error) -> CmdError {
 }
 
 impl MySqlBackend {
+    /// Whether the next CLAIM tries the bare insert first
+    /// ([`idem_sql::ClaimMix`]; MariaDB only): for tests that must reach
+    /// both of CLAIM's first statements.
+    #[doc(hidden)]
+    pub fn claim_tries_insert_first(&self) -> bool {
+        self.inner.fast.is_some() && self.inner.claim_mix.bare()
+    }
+
     /// Connects to the database at `url` (`mysql://user:pass@host:port/db`,
     /// or `mariadb://…`), creating or upgrading idem's schema first when it is
     /// missing or older than this build's, and starts the cleanup task. Must
@@ -289,11 +316,17 @@ impl MySqlBackend {
             .with_constraints(constraints)
             .with_reset_connection(false)
             .with_inactive_connection_ttl(POOL_IDLE_TTL);
-        let opts = OptsBuilder::from_opts(opts).pool_opts(pool_opts).stmt_cache_size(STMT_CACHE_SIZE).init(vec![
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
-            // Whole seconds, rounded up.
-            format!("SET SESSION innodb_lock_wait_timeout = {}", settings.lock_timeout.as_millis().div_ceil(1000)),
-        ]);
+        // CLAIM's bare insert reads "no row affected" as a taken key
+        // ([`CLAIM_INSERT`]); `CLIENT_FOUND_ROWS` would report one.
+        let opts = OptsBuilder::from_opts(opts)
+            .pool_opts(pool_opts)
+            .stmt_cache_size(STMT_CACHE_SIZE)
+            .client_found_rows(false)
+            .init(vec![
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_string(),
+                // Whole seconds, rounded up.
+                format!("SET SESSION innodb_lock_wait_timeout = {}", settings.lock_timeout.as_millis().div_ceil(1000)),
+            ]);
         let pool = Pool::new(opts);
         // Fail now, not on the first command, when the engine is unreachable.
         let fast = {
@@ -306,6 +339,7 @@ impl MySqlBackend {
             pool_wait: settings.wait,
             waits,
             fast,
+            claim_mix: idem_sql::ClaimMix::new(),
             test_clock: test_clock.clone(),
         });
         let cleanup = match test_clock {
@@ -476,7 +510,11 @@ impl Inner {
         loop {
             let fast = match (&self.fast, cmd) {
                 (Some(sql), Command::Claim { key, owner, ttl_ms }) => {
-                    Some(claim_upsert(conn, sql, key, owner, *ttl_ms).await)
+                    let claimed = claim_fast(conn, sql, self.claim_mix.bare(), key, owner, *ttl_ms).await;
+                    Some(claimed.map(|(poll, held)| {
+                        self.claim_mix.note(held);
+                        poll
+                    }))
                 }
                 // `None` when the record's lease or retention ran out: the
                 // procedure decides (below).
@@ -730,22 +768,45 @@ async fn exec_fast(conn: &mut Conn, sql: &str, params: Vec<Value>, what: &str) -
     }
 }
 
-/// CLAIM through [`CLAIM_UPSERT`], in its own autocommit statement.
-async fn claim_upsert(
+/// [`exec_fast`] for a statement that returns no rows: the rows it
+/// affected.
+async fn exec_affected(conn: &mut Conn, sql: &str, params: Vec<Value>, what: &str) -> Result<u64, CallError> {
+    let stmt = conn.prep(sql).await?;
+    match conn.exec_drop(&stmt, Params::Positional(params)).await {
+        Ok(()) => Ok(conn.affected_rows()),
+        Err(e @ mysql_async::Error::Server(_)) => Err(CallError::Db(e)),
+        Err(e) => Err(CallError::Reply(CmdError::unknown(format!(
+            "mysql: {what}: {e}; the command may or may not have taken effect"
+        )))),
+    }
+}
+
+/// CLAIM in its own autocommit statements: [`CLAIM_INSERT`] first when
+/// `bare` (a fresh key ends there), then [`CLAIM_UPSERT`]. Also says whether
+/// another owner held the key.
+async fn claim_fast(
     conn: &mut Conn,
     sql: &FastSql,
+    bare: bool,
     key: &[u8],
     owner: &[u8],
     ttl_ms: Option<u64>,
-) -> Result<Poll, CallError> {
+) -> Result<(Poll, bool), CallError> {
     let mut params = vec![bytes(key), bytes(owner)];
     params.extend(ttl_ms.map(|t| Value::Int(to_i64(t))));
+    if bare {
+        let text = if ttl_ms.is_some() { &sql.claim_insert_ttl } else { &sql.claim_insert_no_ttl };
+        if exec_affected(conn, text, params.clone(), "CLAIM").await? == 1 {
+            return Ok((Poll::Final(Ok(Claimed::Claimed.into_reply())), false));
+        }
+    }
     let text = if ttl_ms.is_some() { &sql.claim_ttl } else { &sql.claim_no_ttl };
     let row = exec_fast(conn, text, params, "CLAIM").await?;
     let holder: Vec<u8> =
         MyRow(&row).bytes(0)?.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no owner"))?;
     let outcome = if holder == owner { Claimed::Claimed } else { Claimed::Held { owner: Bytes::from(holder) } };
-    Ok(Poll::Final(Ok(outcome.into_reply())))
+    let held = matches!(outcome, Claimed::Held { .. });
+    Ok((Poll::Final(Ok(outcome.into_reply())), held))
 }
 
 /// IDEM.BEGIN through [`BEGIN_FAST`], in its own autocommit statement:

@@ -27,7 +27,7 @@
 //!   for each reply; the server runs the statements in order, each in its own
 //!   transaction.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ macro_rules! sql_claim_fast {
 }
 const SQL_CLAIM_FAST: &str = sql_claim_fast!("idem_now_ms() + $3::bigint");
 const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL::bigint");
-/// CLAIM's first try while duplicates are rare ([`ClaimMix`]): the raw
+/// CLAIM's first try while duplicates are rare ([`idem_sql::ClaimMix`]): the raw
 /// statement itself, `INSERT … ON CONFLICT DO NOTHING`, which answers a
 /// fresh key with no read and no CTE. No row back means the key exists:
 /// [`SQL_CLAIM_HOLDER`] then reads the holder, and [`SQL_CLAIM`] decides
@@ -201,42 +201,7 @@ struct Inner {
     /// Whether the LISTEN connection is up (NOTIFY wake-ups arrive).
     listening: Arc<AtomicBool>,
     /// Recent CLAIMs' share of taken keys: picks CLAIM's first statement.
-    claim_mix: ClaimMix,
-}
-
-/// The share of recent CLAIMs that found their key held by another owner,
-/// as a moving average over about the last 16 (in 1/65,536ths), which picks
-/// CLAIM's first statement. While taken keys are rare the bare insert
-/// ([`SQL_CLAIM_INSERT`]) answers a fresh key at the raw statement's cost
-/// and a taken one in two statements; when they are common the one-statement
-/// [`SQL_CLAIM_FAST`] answers both, at a higher cost for a fresh key. Either
-/// way the reply is the same: this only chooses the cheaper route. Updates
-/// race without a lock; a lost sample only delays the switch.
-struct ClaimMix(AtomicU32);
-
-impl ClaimMix {
-    const ONE: u32 = 1 << 16;
-    /// The break-even share: measured on PostgreSQL 15 (docs/benchmarks-backends.md,
-    /// "PostgreSQL after `875e695`"), a fresh claim costs about 1.25x raw by the
-    /// CTE and 1.1x by the insert, a taken one about 1.2x by the CTE and 1.6x by
-    /// insert-then-read, so the insert wins below about 30% taken keys.
-    const BARE_BELOW: u32 = Self::ONE / 4;
-
-    fn new() -> ClaimMix {
-        ClaimMix(AtomicU32::new(0))
-    }
-
-    /// Whether the next CLAIM should try the bare insert first.
-    fn bare(&self) -> bool {
-        self.0.load(Ordering::Relaxed) < Self::BARE_BELOW
-    }
-
-    /// Counts one CLAIM's outcome.
-    fn note(&self, held: bool) {
-        let old = self.0.load(Ordering::Relaxed);
-        let sample = if held { Self::ONE } else { 0 };
-        self.0.store(old - old / 16 + sample / 16, Ordering::Relaxed);
-    }
+    claim_mix: idem_sql::ClaimMix,
 }
 
 /// Why a command failed, by whether it may have run: `BUSY` only when it
@@ -382,7 +347,7 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
 }
 
 impl PgBackend {
-    /// Whether the next CLAIM tries the bare insert first ([`ClaimMix`]): for
+    /// Whether the next CLAIM tries the bare insert first ([`idem_sql::ClaimMix`]): for
     /// tests that must reach both of CLAIM's first statements.
     #[doc(hidden)]
     pub fn claim_tries_insert_first(&self) -> bool {
@@ -450,7 +415,7 @@ impl PgBackend {
             pool: pool.clone(),
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
             listening: Arc::new(AtomicBool::new(false)),
-            claim_mix: ClaimMix::new(),
+            claim_mix: idem_sql::ClaimMix::new(),
         });
         let mut tasks = vec![tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone()))];
         if test_clock.is_none() {
@@ -1047,34 +1012,6 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claim_mix_leaves_the_bare_insert_when_taken_keys_are_common_and_comes_back() {
-        let mix = ClaimMix::new();
-        assert!(mix.bare(), "a new backend expects fresh keys");
-        // One taken key in ten stays under the break-even share.
-        for i in 0..200 {
-            mix.note(i % 10 == 0);
-        }
-        assert!(mix.bare());
-        let mut notes = 0;
-        while mix.bare() {
-            mix.note(true);
-            notes += 1;
-        }
-        assert!(notes <= 5, "a run of taken keys switches within a few claims, took {notes}");
-        // Half taken keeps the one-statement CTE.
-        for i in 0..200 {
-            mix.note(i % 2 == 0);
-            assert!(!mix.bare(), "half the keys taken must keep the CTE");
-        }
-        let mut notes = 0;
-        while !mix.bare() {
-            mix.note(false);
-            notes += 1;
-        }
-        assert!(notes <= 16, "a run of fresh keys switches back within a few claims, took {notes}");
-    }
 
     #[test]
     fn wake_payloads_parse() {

@@ -17,9 +17,11 @@
 //! NOTIFY) cuts the sleep short. No DB connection is held while sleeping:
 //! each poll takes one from the pool and gives it back.
 
+pub mod claim_mix;
 pub mod decode;
 pub mod pool;
 
+pub use claim_mix::ClaimMix;
 pub use decode::{decode, SqlRow};
 pub use pool::PoolSettings;
 
