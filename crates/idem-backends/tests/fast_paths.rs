@@ -116,7 +116,7 @@ async fn fast_paths_hand_every_other_case_to_the_locking_routine() {
     }
 }
 
-/// MariaDB's two first statements for CLAIM ([`idem_sql::ClaimMix`]: the
+/// MariaDB's two first statements for CLAIM ([`idem_sql::InsertFirst`]: the
 /// bare insert while taken keys are rare, the one-statement upsert
 /// otherwise) answer alike: a fresh key, another live holder, the holder's
 /// re-claim with a new TTL, and a takeover after the TTL ran out.

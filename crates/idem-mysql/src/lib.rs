@@ -107,7 +107,7 @@ struct Inner {
     fast: Option<FastSql>,
     /// Picks CLAIM's first statement on MariaDB: [`CLAIM_INSERT`] while
     /// taken keys are rare, [`CLAIM_UPSERT`] otherwise.
-    claim_mix: idem_sql::ClaimMix,
+    claim_mix: idem_sql::InsertFirst,
 }
 
 /// The one-statement fast paths, their text built once (the prepared
@@ -154,7 +154,7 @@ const CLAIM_UPSERT: &str = "INSERT INTO idem_claims (`key`, owner, expires_at_ms
        expires_at_ms = IF(owner = VALUES(owner), VALUES(expires_at_ms), expires_at_ms)
      RETURNING owner";
 
-/// CLAIM's first try while taken keys are rare ([`idem_sql::ClaimMix`]): the
+/// CLAIM's first try while taken keys are rare ([`idem_sql::InsertFirst`]): the
 /// raw statement's insert, which answers a fresh key with an OK packet (one
 /// row affected) and no result set. `ON DUPLICATE KEY UPDATE `key` = `key``
 /// changes no column of an existing row, so a taken key writes nothing and
@@ -261,7 +261,7 @@ fn cmd_error(e: &mysql_async::Error) -> CmdError {
 
 impl MySqlBackend {
     /// Whether the next CLAIM tries the bare insert first
-    /// ([`idem_sql::ClaimMix`]; MariaDB only): for tests that must reach
+    /// ([`idem_sql::InsertFirst`]; MariaDB only): for tests that must reach
     /// both of CLAIM's first statements.
     #[doc(hidden)]
     pub fn claim_tries_insert_first(&self) -> bool {
@@ -339,7 +339,7 @@ impl MySqlBackend {
             pool_wait: settings.wait,
             waits,
             fast,
-            claim_mix: idem_sql::ClaimMix::new(),
+            claim_mix: idem_sql::InsertFirst::claim(),
             test_clock: test_clock.clone(),
         });
         let cleanup = match test_clock {

@@ -101,6 +101,18 @@ const SQL_BEGIN_FAST: &str = "WITH cur AS (
      UNION ALL
      SELECT 'running', live.fence, live.expires_at_ms - live.now, NULL FROM live
      WHERE NOT mismatch AND state = 'running'";
+/// IDEM.BEGIN's first try while taken keys are rare
+/// ([`idem_sql::InsertFirst::begin`]): the fresh grant of [`SQL_BEGIN_FAST`]
+/// alone, one INSERT carrying the fence and the lease under the key's fence
+/// lock (taken before the fence is drawn), with no read before it and no
+/// CTE over the record. No row back means the key exists (the fence drawn
+/// is then a gap): [`SQL_BEGIN_FAST`] answers from the record, and
+/// [`SQL_BEGIN`] decides when that cannot.
+const SQL_BEGIN_INSERT: &str = "WITH lk AS (SELECT idem_key_lock($1::bytea))
+     INSERT INTO idem_records (key, fingerprint, state, fence, attempt, expires_at_ms)
+     SELECT $1::bytea, $2::bytea, 'running', nextval('idem_fence_seq'), 1, idem_now_ms() + $3::bigint FROM lk
+     ON CONFLICT (key) DO NOTHING
+     RETURNING 'started'::text AS status, fence, 1::bigint AS n, NULL::bytea AS result";
 const SQL_COMMIT: &str = "SELECT idem_commit($1::bytea, $2::bigint, $3::bytea, $4::bigint)";
 const SQL_ABORT: &str = "SELECT idem_abort($1::bytea, $2::bigint)";
 const SQL_IDEM_RENEW: &str = "SELECT idem_record_renew($1::bytea, $2::bigint, $3::bigint)";
@@ -137,7 +149,7 @@ macro_rules! sql_claim_fast {
 }
 const SQL_CLAIM_FAST: &str = sql_claim_fast!("idem_now_ms() + $3::bigint");
 const SQL_CLAIM_FAST_NO_TTL: &str = sql_claim_fast!("NULL::bigint");
-/// CLAIM's first try while duplicates are rare ([`idem_sql::ClaimMix`]): the raw
+/// CLAIM's first try while duplicates are rare ([`idem_sql::InsertFirst`]): the raw
 /// statement itself, `INSERT … ON CONFLICT DO NOTHING`, which answers a
 /// fresh key with no read and no CTE. No row back means the key exists:
 /// [`SQL_CLAIM_HOLDER`] then reads the holder, and [`SQL_CLAIM`] decides
@@ -201,7 +213,10 @@ struct Inner {
     /// Whether the LISTEN connection is up (NOTIFY wake-ups arrive).
     listening: Arc<AtomicBool>,
     /// Recent CLAIMs' share of taken keys: picks CLAIM's first statement.
-    claim_mix: idem_sql::ClaimMix,
+    claim_mix: idem_sql::InsertFirst,
+    /// Picks IDEM.BEGIN's first statement: [`SQL_BEGIN_INSERT`] while taken
+    /// keys are rare, [`SQL_BEGIN_FAST`] otherwise.
+    begin_mix: idem_sql::InsertFirst,
 }
 
 /// Why a command failed, by whether it may have run: `BUSY` only when it
@@ -347,11 +362,19 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
 }
 
 impl PgBackend {
-    /// Whether the next CLAIM tries the bare insert first ([`idem_sql::ClaimMix`]): for
+    /// Whether the next CLAIM tries the bare insert first ([`idem_sql::InsertFirst`]): for
     /// tests that must reach both of CLAIM's first statements.
     #[doc(hidden)]
     pub fn claim_tries_insert_first(&self) -> bool {
         self.inner.claim_mix.bare()
+    }
+
+    /// Whether the next IDEM.BEGIN (without WAIT) tries the bare insert
+    /// first ([`idem_sql::InsertFirst::begin`]): for tests that must reach
+    /// both of its first statements.
+    #[doc(hidden)]
+    pub fn begin_tries_insert_first(&self) -> bool {
+        self.inner.begin_mix.bare()
     }
 
     /// Connects to the database at `url` (`postgres://user@host:port/db`),
@@ -415,7 +438,8 @@ impl PgBackend {
             pool: pool.clone(),
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
             listening: Arc::new(AtomicBool::new(false)),
-            claim_mix: idem_sql::ClaimMix::new(),
+            claim_mix: idem_sql::InsertFirst::claim(),
+            begin_mix: idem_sql::InsertFirst::begin(),
         });
         let mut tasks = vec![tokio::spawn(listen_loop(listen_target, inner.waits.clone(), inner.listening.clone()))];
         if test_clock.is_none() {
@@ -627,14 +651,27 @@ impl Inner {
         mark_wait: bool,
     ) -> Result<Poll, CmdError> {
         let mut tries = 0;
-        let claim = matches!(cmd, Command::Claim { .. });
-        let path = Path::Fast { bare_claim: claim && self.claim_mix.bare() };
+        let mix = match cmd {
+            Command::Claim { .. } => Some(&self.claim_mix),
+            Command::IdemBegin { .. } if !mark_wait => Some(&self.begin_mix),
+            _ => None,
+        };
+        let path = Path::Fast { insert_first: mix.is_some_and(|m| m.bare()) };
         loop {
             match run_cmd(client, cmd, mark_wait, path).await {
                 Ok(p) => {
-                    if claim {
-                        let held = matches!(&p, Poll::Final(Ok(Reply::Array(v))) if matches!(v.first(), Some(Reply::Word("held"))));
-                        self.claim_mix.note(held);
+                    if let Some(mix) = mix {
+                        // Taken: another owner holds the claim; the record
+                        // exists (running, done or mismatch).
+                        let first = match &p {
+                            Poll::Final(Ok(Reply::Array(v))) => v.first(),
+                            _ => None,
+                        };
+                        let taken = match cmd {
+                            Command::Claim { .. } => matches!(first, Some(Reply::Word("held"))),
+                            _ => !matches!(first, Some(Reply::Word("started"))),
+                        };
+                        mix.note(taken);
                     }
                     return Ok(p);
                 }
@@ -746,8 +783,10 @@ enum Path {
     /// only when it cannot answer: two statements in the worst case (three
     /// for a CLAIM sent as the bare insert).
     Fast {
-        /// CLAIM tries [`SQL_CLAIM_INSERT`] first instead of [`SQL_CLAIM_FAST`].
-        bare_claim: bool,
+        /// CLAIM tries [`SQL_CLAIM_INSERT`] first instead of
+        /// [`SQL_CLAIM_FAST`], IDEM.BEGIN [`SQL_BEGIN_INSERT`] instead of
+        /// [`SQL_BEGIN_FAST`].
+        insert_first: bool,
     },
     /// The function alone: one statement, as a pipelined batch needs, whose
     /// statements must run in the batch's order.
@@ -757,12 +796,13 @@ enum Path {
 fn sql_of(cmd: &Command, path: Path) -> &'static str {
     match cmd {
         Command::Claim { ttl_ms, .. } => match (path, ttl_ms) {
-            (Path::Fast { bare_claim: true }, None) => SQL_CLAIM_INSERT_NO_TTL,
-            (Path::Fast { bare_claim: true }, Some(_)) => SQL_CLAIM_INSERT,
-            (Path::Fast { bare_claim: false }, None) => SQL_CLAIM_FAST_NO_TTL,
-            (Path::Fast { bare_claim: false }, Some(_)) => SQL_CLAIM_FAST,
+            (Path::Fast { insert_first: true }, None) => SQL_CLAIM_INSERT_NO_TTL,
+            (Path::Fast { insert_first: true }, Some(_)) => SQL_CLAIM_INSERT,
+            (Path::Fast { insert_first: false }, None) => SQL_CLAIM_FAST_NO_TTL,
+            (Path::Fast { insert_first: false }, Some(_)) => SQL_CLAIM_FAST,
             (Path::Strict, _) => SQL_CLAIM,
         },
+        Command::IdemBegin { .. } if path == (Path::Fast { insert_first: true }) => SQL_BEGIN_INSERT,
         Command::IdemBegin { .. } if path != Path::Strict => SQL_BEGIN_FAST,
         Command::IdemBegin { .. } => SQL_BEGIN,
         Command::IdemCommit { .. } => SQL_COMMIT,
@@ -844,7 +884,12 @@ async fn run_cmd(
         Command::IdemBegin { key, fingerprint, lease_ms, .. } => {
             let (key, fp, lease) = (key.as_ref(), fingerprint.as_deref(), to_i64(*lease_ms));
             if path != Path::Strict {
-                let rows = client.query(&stmt, &[&key, &fp, &lease]).await?;
+                let mut rows = client.query(&stmt, &[&key, &fp, &lease]).await?;
+                if rows.is_empty() && path == (Path::Fast { insert_first: true }) {
+                    // The key exists: the one-statement form reads its record.
+                    let stmt = client.prepare_cached(SQL_BEGIN_FAST).await.map_err(|e| ExecError::NotSent(Some(e)))?;
+                    rows = client.query(&stmt, &[&key, &fp, &lease]).await?;
+                }
                 if !rows.is_empty() {
                     let rows: Vec<PgRow<'_>> = rows.iter().map(PgRow).collect();
                     return Ok(idem_sql::decode(ENGINE, cmd, &rows)?);
@@ -873,7 +918,7 @@ async fn run_cmd(
                 (Path::Fast { .. }, None) => client.query(&stmt, &params[..2]).await?,
                 _ => client.query(&stmt, &params).await?,
             };
-            if rows.is_empty() && path == (Path::Fast { bare_claim: true }) {
+            if rows.is_empty() && path == (Path::Fast { insert_first: true }) {
                 // The key is taken: another live owner answers `held`.
                 let stmt = client.prepare_cached(SQL_CLAIM_HOLDER).await.map_err(|e| ExecError::NotSent(Some(e)))?;
                 rows = client.query(&stmt, &params[..2]).await?;

@@ -138,3 +138,56 @@ async fn claim_answers_the_same_by_either_first_statement() {
     run(&b, &["RELEASE", &taken, "o1"]).await;
     b.shutdown().await;
 }
+
+/// IDEM.BEGIN's two first statements ([`idem_sql::InsertFirst::begin`]: the
+/// bare insert while taken keys are rare, the one-statement CTE otherwise)
+/// answer alike and write alike: a fresh grant, a duplicate of a running
+/// record (row untouched), a replay after the commit, and a takeover after
+/// the lease ran out, whose fence is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_answers_the_same_by_either_first_statement() {
+    let b = PgBackend::connect(&url()).await.expect("backend");
+    let c = connect(&url()).await;
+    let tag = format!("{:016x}", rand::random::<u64>());
+    let taken = format!("bmix:taken:{tag}");
+    assert_eq!(word(&run(&b, &["IDEM.BEGIN", &taken, "LEASE", "60000"]).await), "started");
+    for (round, bare) in [true, false, true].into_iter().enumerate() {
+        // Steer the choice well past the switch: fresh keys make the bare
+        // insert the first try, taken ones the CTE.
+        for n in 0..40 {
+            let k = if bare { format!("bmix:fresh:{tag}:{round}:{n}") } else { taken.clone() };
+            let want = if bare { "started" } else { "running" };
+            assert_eq!(word(&run(&b, &["IDEM.BEGIN", &k, "LEASE", "60000"]).await), want);
+        }
+        let route = |b: &PgBackend| assert_eq!(b.begin_tries_insert_first(), bare, "the first BEGIN statement moved");
+        let key = format!("bmix:{round}:{tag}");
+        route(&b);
+        let first = run(&b, &["IDEM.BEGIN", &key, "LEASE", "60000"]).await;
+        assert_eq!(word(&first), "started", "bare = {bare}");
+        let before = row_state(&c, "idem_records", &key).await;
+        route(&b);
+        let dup = run(&b, &["IDEM.BEGIN", &key, "LEASE", "60000"]).await;
+        assert_eq!((word(&dup), fence(&dup)), ("running", fence(&first)), "bare = {bare}");
+        assert_eq!(row_state(&c, "idem_records", &key).await, before, "a running duplicate wrote (bare = {bare})");
+        // A lease that runs out: the next BEGIN takes over with a larger fence.
+        let short = format!("bmix:short:{round}:{tag}");
+        route(&b);
+        let one = run(&b, &["IDEM.BEGIN", &short, "LEASE", "1"]).await;
+        assert_eq!(word(&one), "started", "bare = {bare}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        route(&b);
+        let two = run(&b, &["IDEM.BEGIN", &short, "LEASE", "60000"]).await;
+        assert_eq!(word(&two), "started", "takeover, bare = {bare}");
+        assert!(fence(&two) > fence(&one), "the takeover's fence grows (bare = {bare})");
+        let f = fence(&first).to_string();
+        assert_eq!(run(&b, &["IDEM.COMMIT", &key, &f, "r1"]).await, Reply::status("ok"));
+        route(&b);
+        let replay = run(&b, &["IDEM.BEGIN", &key, "LEASE", "60000"]).await;
+        assert_eq!(replay, Reply::status_with("done", [Reply::Bulk(Bytes::from_static(b"r1"))]), "bare = {bare}");
+        for k in [&key, &short] {
+            run(&b, &["IDEM.DEL", k]).await;
+        }
+    }
+    run(&b, &["IDEM.DEL", &taken]).await;
+    b.shutdown().await;
+}

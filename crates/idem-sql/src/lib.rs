@@ -17,12 +17,12 @@
 //! NOTIFY) cuts the sleep short. No DB connection is held while sleeping:
 //! each poll takes one from the pool and gives it back.
 
-pub mod claim_mix;
 pub mod decode;
+pub mod insert_first;
 pub mod pool;
 
-pub use claim_mix::ClaimMix;
 pub use decode::{decode, SqlRow};
+pub use insert_first::InsertFirst;
 pub use pool::PoolSettings;
 
 use std::collections::HashMap;
