@@ -296,7 +296,6 @@ fn after_failure(settings: &Settings, msg: &Message, failure: &Failure) -> Actio
     }
 }
 
-/// Resolves when `stop` turns true (never, if its sender is gone).
 /// A step of an inbox's transaction failed: nothing of it took effect, or
 /// (a failed COMMIT) the redelivery's BEGIN finds out whether it did. The
 /// delivery comes back after the backoff.
@@ -339,6 +338,7 @@ fn inbox_settled(settings: &Settings, msg: &Message, committed: Result<(), Strin
     }
 }
 
+/// Resolves when `stop` turns true (never, if its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         futures::future::pending::<()>().await;

@@ -84,8 +84,16 @@ impl Event {
             call: None,
             reply: None,
             error: None,
-            nemesis: Some(Nemesis { fault, active }),
+            nemesis: Some(Nemesis { fault, active, step_ns: None, since_ns: None }),
         }
+    }
+    /// A step of the host's wall clock by `step_ns`, seen at `time_ns`,
+    /// after the clocks last agreed at `since_ns`.
+    pub fn host_clock_step(time_ns: u64, since_ns: u64, step_ns: i64) -> Event {
+        let mut e = Event::nemesis(time_ns, Fault::HostClock, true);
+        e.nemesis =
+            Some(Nemesis { fault: Fault::HostClock, active: true, step_ns: Some(step_ns), since_ns: Some(since_ns) });
+        e
     }
 }
 
@@ -112,7 +120,9 @@ pub enum Fault {
     /// The host's wall clock stepped against the harness's monotonic clock
     /// (seen by the harness, not injected). The external engines count
     /// leases on their wall clock, so a step moves their lease ends against
-    /// the harness's reference clock.
+    /// the harness's reference clock. One event, written when the step is
+    /// seen ([`Event::host_clock_step`]), carries the step and the earliest
+    /// time it can have happened; it needs no end event.
     HostClock,
 }
 
@@ -123,6 +133,14 @@ pub struct Nemesis {
     pub fault: Fault,
     /// Started (true) or ended (false).
     pub active: bool,
+    /// [`Fault::HostClock`] only: the wall clock's step against the
+    /// monotonic clock, ns (positive: forward, leases on it end early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ns: Option<i64>,
+    /// [`Fault::HostClock`] only: the last time the clocks were seen
+    /// agreeing, ns; the step happened after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ns: Option<u64>,
 }
 
 /// A call of one of idem's commands (docs/commands.md), with its arguments.
@@ -294,6 +312,8 @@ pub struct FaultWindow {
     pub start_ns: u64,
     /// When it ended, ns (`u64::MAX` if it never did).
     pub end_ns: u64,
+    /// [`Fault::HostClock`]: the step, ns (0 for every other fault).
+    pub step_ns: i64,
 }
 
 /// A paired history.
@@ -363,6 +383,14 @@ impl History {
             match e.kind {
                 EventKind::Nemesis => {
                     let n = e.nemesis.ok_or_else(|| bad("a nemesis event without its fault"))?;
+                    if n.fault == Fault::HostClock {
+                        // A point, whole in one event: the step happened
+                        // between `since_ns` and this event.
+                        let step_ns = n.step_ns.ok_or_else(|| bad("a host clock step without its size"))?;
+                        let since_ns = n.since_ns.unwrap_or(e.time_ns).min(e.time_ns);
+                        faults.push(FaultWindow { fault: n.fault, start_ns: since_ns, end_ns: e.time_ns, step_ns });
+                        continue;
+                    }
                     if n.active {
                         if n.fault == Fault::Kill {
                             restarts += 1;
@@ -376,7 +404,12 @@ impl History {
                             active.get_mut(&n.fault).ok_or_else(|| bad("a fault ended that never started"))?;
                         *depth -= 1;
                         if *depth == 0 {
-                            faults.push(FaultWindow { fault: n.fault, start_ns: *start_ns, end_ns: e.time_ns });
+                            faults.push(FaultWindow {
+                                fault: n.fault,
+                                start_ns: *start_ns,
+                                end_ns: e.time_ns,
+                                step_ns: 0,
+                            });
                             active.remove(&n.fault);
                         }
                     }
@@ -419,7 +452,7 @@ impl History {
             ));
         }
         for (fault, (start_ns, _)) in active {
-            faults.push(FaultWindow { fault, start_ns, end_ns: u64::MAX });
+            faults.push(FaultWindow { fault, start_ns, end_ns: u64::MAX, step_ns: 0 });
         }
         done.sort_by_key(|(at, _)| *at);
         let ops = done
@@ -446,6 +479,17 @@ impl History {
     pub fn failed(&self) -> usize {
         self.failed
     }
+    /// The forward steps of the host's wall clock that may have happened
+    /// between `from_ns` and `to_ns`, summed, ns (backward steps lengthen
+    /// wall-clock leases, so they do not count).
+    pub fn host_clock_forward_ns(&self, from_ns: u64, to_ns: u64) -> u64 {
+        self.faults
+            .iter()
+            .filter(|f| f.fault == Fault::HostClock && f.step_ns > 0 && f.start_ns <= to_ns && f.end_ns >= from_ns)
+            .map(|f| f.step_ns.unsigned_abs())
+            .sum()
+    }
+
     /// Whether a fault of one of `kinds` overlaps `[from_ns, to_ns]`.
     pub fn fault_during(&self, kinds: &[Fault], from_ns: u64, to_ns: u64) -> bool {
         self.faults.iter().any(|f| kinds.contains(&f.fault) && f.start_ns <= to_ns && f.end_ns >= from_ns)

@@ -33,9 +33,10 @@ pub struct SideOptions {
     /// The fence promise.
     pub fences: FenceScope,
     /// Leases are counted on the host's wall clock (the external engines),
-    /// not on idem's monotonic clock (the embedded store): an overlap whose
-    /// earlier lease spans a seen wall-clock step ([`Fault::HostClock`]) is
-    /// excused, because the step moved that lease's end.
+    /// not on idem's monotonic clock (the embedded store): an overlap that
+    /// the forward wall-clock steps seen ([`Fault::HostClock`]) between the
+    /// earlier lease's request and the later grant's return account for is
+    /// excused, because those steps ended that lease early by their size.
     pub wall_clock_leases: bool,
 }
 
@@ -54,8 +55,8 @@ pub struct SideReport {
     /// Broken promises.
     pub anomalies: Vec<Anomaly>,
     /// Lease overlaps while a clock fault was active, or (wall-clock
-    /// leases) whose earlier lease spans a seen wall-clock step: physics,
-    /// not a bug.
+    /// leases) accounted for by seen forward steps of the wall clock:
+    /// physics, not a bug.
     pub excused_overlaps: usize,
     /// Fence grants checked.
     pub grants: usize,
@@ -250,8 +251,13 @@ fn leases(history: &History, wall_clock_leases: bool, report: &mut SideReport) {
         for h in &hs {
             if let Some(prev) = latest {
                 if prev.who != h.who && h.start_ns + LEASE_GRANULARITY_NS < prev.end_ns {
-                    let stepped =
-                        wall_clock_leases && history.fault_during(&[Fault::HostClock], prev.lease_from_ns, prev.end_ns);
+                    // A forward step of the wall clock after the earlier
+                    // lease was asked for and before the later grant
+                    // returned ended that lease early by its size.
+                    let overlap = prev.end_ns - h.start_ns;
+                    let stepped = wall_clock_leases
+                        && history.host_clock_forward_ns(prev.lease_from_ns, h.start_ns) + LEASE_GRANULARITY_NS
+                            >= overlap;
                     if stepped || history.fault_during(&[Fault::Clock], h.start_ns, prev.end_ns) {
                         report.excused_overlaps += 1;
                     } else {

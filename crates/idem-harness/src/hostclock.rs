@@ -7,15 +7,14 @@
 //! every engine lease that spans it d early by the harness's clock, which
 //! the lease-overlap check would otherwise report as a double grant. This
 //! thread samples the offset between the clocks and records each step it
-//! sees as a [`Fault::HostClock`] point in the history, so the checker can
-//! excuse what the step explains and the report can say that it happened.
+//! sees (its signed size, and the last time the clocks agreed) as a
+//! `host_clock` event in the history, so the checker can excuse what
+//! forward steps explain and the report can say that they happened.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use idem_check::history::Fault;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::recorder::Recorder;
 
@@ -53,19 +52,17 @@ impl HostClockWatch {
         let largest_us = Arc::new(AtomicU64::new(0));
         let (s, n, l) = (stop.clone(), steps.clone(), largest_us.clone());
         let thread = std::thread::Builder::new().name("host-clock".into()).spawn(move || {
-            let origin = Instant::now();
-            let mut last = offset(origin);
+            let (mut last, mut last_at) = offset(&rec);
             while !s.load(Ordering::Relaxed) {
                 std::thread::sleep(SAMPLE_EVERY);
-                let now = offset(origin);
+                let (now, at) = offset(&rec);
                 let step = now - last;
                 if step.abs() > STEP_MIN_NS {
-                    rec.fault(Fault::HostClock, true);
-                    rec.fault(Fault::HostClock, false);
+                    rec.host_clock_step(last_at, step as i64);
                     n.fetch_add(1, Ordering::Relaxed);
                     l.fetch_max((step.unsigned_abs() / 1_000) as u64, Ordering::Relaxed);
                 }
-                last = now;
+                (last, last_at) = (now, at);
             }
         })?;
         Ok(HostClockWatch { stop, steps, largest_us, thread: Some(thread) })
@@ -81,15 +78,17 @@ impl HostClockWatch {
     }
 }
 
-/// The wall clock minus the monotonic clock (since `origin`), in ns, from
-/// a wall-clock read bracketed by two close monotonic reads.
-fn offset(origin: Instant) -> i128 {
+/// The wall clock minus the recorder's monotonic clock, ns, from a
+/// wall-clock read bracketed by two close monotonic reads; and when, by the
+/// recorder's clock.
+fn offset(rec: &Recorder) -> (i128, u64) {
     loop {
-        let before = origin.elapsed().as_nanos() as i128;
+        let before = rec.now_ns();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-        let after = origin.elapsed().as_nanos() as i128;
-        if after - before <= READ_GAP_MAX_NS {
-            return wall - (before + after) / 2;
+        let after = rec.now_ns();
+        if i128::from(after - before) <= READ_GAP_MAX_NS {
+            let mid = before + (after - before) / 2;
+            return (wall - i128::from(mid), mid);
         }
     }
 }

@@ -46,6 +46,11 @@ impl Recorder {
     pub fn fault(&self, fault: Fault, active: bool) -> u64 {
         self.write(|t| Event::nemesis(t, fault, active))
     }
+    /// A step of the host's wall clock by `step_ns`, after the clocks last
+    /// agreed at `since_ns` (this recorder's time).
+    pub fn host_clock_step(&self, since_ns: u64, step_ns: i64) -> u64 {
+        self.write(|t| Event::host_clock_step(t, since_ns, step_ns))
+    }
 
     pub fn flush(&self) -> anyhow::Result<()> {
         self.out.lock().expect("recorder lock").flush()?;

@@ -153,8 +153,10 @@ async fn begin_answers_the_same_by_either_first_statement() {
     assert_eq!(word(&run(&b, &["IDEM.BEGIN", &taken, "LEASE", "60000"]).await), "started");
     for (round, bare) in [true, false, true].into_iter().enumerate() {
         // Steer the choice well past the switch: fresh keys make the bare
-        // insert the first try, taken ones the CTE.
-        for n in 0..40 {
+        // insert the first try, taken ones the CTE. (120 fresh ones bring the
+        // moving average low enough that the two duplicates below keep it
+        // under an eighth.)
+        for n in 0..120 {
             let k = if bare { format!("bmix:fresh:{tag}:{round}:{n}") } else { taken.clone() };
             let want = if bare { "started" } else { "running" };
             assert_eq!(word(&run(&b, &["IDEM.BEGIN", &k, "LEASE", "60000"]).await), want);
@@ -169,6 +171,19 @@ async fn begin_answers_the_same_by_either_first_statement() {
         let dup = run(&b, &["IDEM.BEGIN", &key, "LEASE", "60000"]).await;
         assert_eq!((word(&dup), fence(&dup)), ("running", fence(&first)), "bare = {bare}");
         assert_eq!(row_state(&c, "idem_records", &key).await, before, "a running duplicate wrote (bare = {bare})");
+        // Another transaction holds the key's fence lock (a caller's own
+        // transaction that began the key, or a key sharing its hash): a
+        // duplicate still answers from the record without waiting for it.
+        let mut holder = connect(&url()).await;
+        let tx = holder.transaction().await.expect("a transaction");
+        tx.execute("SELECT idem_key_lock($1)", &[&key.as_bytes()]).await.expect("the key's fence lock");
+        route(&b);
+        let behind_lock =
+            tokio::time::timeout(std::time::Duration::from_secs(3), run(&b, &["IDEM.BEGIN", &key, "LEASE", "60000"]))
+                .await
+                .unwrap_or_else(|_| panic!("a duplicate waited for the key's fence lock (bare = {bare})"));
+        assert_eq!((word(&behind_lock), fence(&behind_lock)), ("running", fence(&first)), "bare = {bare}");
+        tx.rollback().await.expect("rollback");
         // A lease that runs out: the next BEGIN takes over with a larger fence.
         let short = format!("bmix:short:{round}:{tag}");
         route(&b);

@@ -54,6 +54,12 @@ impl H {
         self.push(Event::nemesis(ms(end), fault, false));
         self
     }
+    /// A step of the host's wall clock by `step_us` (signed), seen at `at`
+    /// ms, after the clocks last agreed at `since` ms.
+    pub fn host_step(&mut self, since: u64, at: u64, step_us: i64) -> &mut Self {
+        self.push(Event::host_clock_step(ms(at), ms(since), step_us * 1_000));
+        self
+    }
     pub fn events(&self) -> Vec<Event> {
         let mut e = self.events.clone();
         e.sort_by_key(|(t, seq, _)| (*t, *seq));
