@@ -90,10 +90,9 @@ impl Event {
     /// A step of the host's wall clock by `step_ns`, seen at `time_ns`,
     /// after the clocks last agreed at `since_ns`.
     pub fn host_clock_step(time_ns: u64, since_ns: u64, step_ns: i64) -> Event {
-        let mut e = Event::nemesis(time_ns, Fault::HostClock, true);
-        e.nemesis =
-            Some(Nemesis { fault: Fault::HostClock, active: true, step_ns: Some(step_ns), since_ns: Some(since_ns) });
-        e
+        let nemesis =
+            Nemesis { fault: Fault::HostClock, active: true, step_ns: Some(step_ns), since_ns: Some(since_ns) };
+        Event { nemesis: Some(nemesis), ..Event::nemesis(time_ns, Fault::HostClock, true) }
     }
 }
 

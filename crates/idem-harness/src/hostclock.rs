@@ -11,7 +11,7 @@
 //! `host_clock` event in the history, so the checker can excuse what
 //! forward steps explain and the report can say that they happened.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,59 +36,64 @@ pub struct Seen {
     pub largest_us: u64,
 }
 
+/// Tries per sample at a bracketed read; a sample that gets none (a CPU
+/// too busy to read three clocks within 50 µs that often) is skipped, and
+/// the next one compares with the last good one.
+const READ_TRIES_MAX: usize = 16;
+
 /// The running watcher; [`HostClockWatch::stop`] ends it.
 pub struct HostClockWatch {
     stop: Arc<AtomicBool>,
-    steps: Arc<AtomicU64>,
-    largest_us: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<Seen>,
 }
 
 impl HostClockWatch {
     /// Starts sampling; steps go into `rec`'s history.
     pub fn start(rec: Arc<Recorder>) -> std::io::Result<HostClockWatch> {
         let stop = Arc::new(AtomicBool::new(false));
-        let steps = Arc::new(AtomicU64::new(0));
-        let largest_us = Arc::new(AtomicU64::new(0));
-        let (s, n, l) = (stop.clone(), steps.clone(), largest_us.clone());
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new().name("host-clock".into()).spawn(move || {
-            let (mut last, mut last_at) = offset(&rec);
-            while !s.load(Ordering::Relaxed) {
-                std::thread::sleep(SAMPLE_EVERY);
-                let (now, at) = offset(&rec);
-                let step = now - last;
-                if step.abs() > STEP_MIN_NS {
-                    rec.host_clock_step(last_at, step as i64);
-                    n.fetch_add(1, Ordering::Relaxed);
-                    l.fetch_max((step.unsigned_abs() / 1_000) as u64, Ordering::Relaxed);
+            let mut seen = Seen::default();
+            let mut last = None;
+            while !stopped.load(Ordering::Relaxed) {
+                let Some((now, at)) = offset(&rec) else {
+                    std::thread::sleep(SAMPLE_EVERY);
+                    continue;
+                };
+                if let Some((before, before_at)) = last {
+                    let step: i128 = now - before;
+                    if step.abs() > STEP_MIN_NS {
+                        rec.host_clock_step(before_at, step as i64);
+                        seen.steps += 1;
+                        seen.largest_us = seen.largest_us.max((step.unsigned_abs() / 1_000) as u64);
+                    }
                 }
-                (last, last_at) = (now, at);
+                last = Some((now, at));
+                std::thread::sleep(SAMPLE_EVERY);
             }
+            seen
         })?;
-        Ok(HostClockWatch { stop, steps, largest_us, thread: Some(thread) })
+        Ok(HostClockWatch { stop, thread })
     }
 
     /// Stops the thread and says what it saw.
-    pub fn stop(mut self) -> Seen {
+    pub fn stop(self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        Seen { steps: self.steps.load(Ordering::Relaxed), largest_us: self.largest_us.load(Ordering::Relaxed) }
+        self.thread.join().unwrap_or_default()
     }
 }
 
 /// The wall clock minus the recorder's monotonic clock, ns, from a
 /// wall-clock read bracketed by two close monotonic reads; and when, by the
-/// recorder's clock.
-fn offset(rec: &Recorder) -> (i128, u64) {
-    loop {
+/// recorder's clock. `None` when no try got a close bracket.
+fn offset(rec: &Recorder) -> Option<(i128, u64)> {
+    (0..READ_TRIES_MAX).find_map(|_| {
         let before = rec.now_ns();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         let after = rec.now_ns();
-        if i128::from(after - before) <= READ_GAP_MAX_NS {
+        (i128::from(after - before) <= READ_GAP_MAX_NS).then(|| {
             let mid = before + (after - before) / 2;
-            return (wall - i128::from(mid), mid);
-        }
-    }
+            (wall - i128::from(mid), mid)
+        })
+    })
 }

@@ -531,12 +531,9 @@ impl Inner {
                     match call(&mut t, cmd).await {
                         Ok(p) => match t.commit().await {
                             Ok(()) => Ok(p),
-                            // The COMMIT was sent and no answer came: it may
+                            // The COMMIT was sent: without an answer it may
                             // have committed.
-                            Err(e) if !matches!(e, mysql_async::Error::Server(_)) => Err(CallError::Reply(
-                                CmdError::unknown(format!("mysql: {e}; the command may or may not have taken effect")),
-                            )),
-                            Err(e) => Err(CallError::Db(e)),
+                            Err(e) => Err(after_sent(e)),
                         },
                         Err(e) => {
                             // Until COMMIT nothing is durable: a transaction
@@ -752,33 +749,33 @@ impl From<CmdError> for CallError {
     }
 }
 
+/// An error from a statement that was sent and commits by itself: the
+/// server's answer is the command's error (retried after a deadlock);
+/// anything else (the connection broke) leaves the outcome unknown.
+fn after_sent(e: mysql_async::Error) -> CallError {
+    match e {
+        mysql_async::Error::Server(_) => CallError::Db(e),
+        e => CallError::Reply(CmdError::unknown(format!("mysql: {e}; the command may or may not have taken effect"))),
+    }
+}
+
 /// Runs one fast-path statement (autocommit) and returns its one row.
 async fn exec_fast(conn: &mut Conn, sql: &str, params: Vec<Value>, what: &str) -> Result<Row, CallError> {
     // Prepared apart from the execution (and cached per connection), so
     // that a connection failing here has sent nothing: `BUSY`.
     let stmt = conn.prep(sql).await?;
-    match conn.exec_first(&stmt, Params::Positional(params)).await {
-        Ok(Some(row)) => Ok(row),
-        Ok(None) => Err(idem_core::outcome::unexpected(ENGINE, format!("{what} returned no row")).into()),
-        Err(e @ mysql_async::Error::Server(_)) => Err(CallError::Db(e)),
-        // The statement was sent and autocommits: it may have taken effect.
-        Err(e) => Err(CallError::Reply(CmdError::unknown(format!(
-            "mysql: {e}; the command may or may not have taken effect"
-        )))),
+    match conn.exec_first(&stmt, Params::Positional(params)).await.map_err(after_sent)? {
+        Some(row) => Ok(row),
+        None => Err(idem_core::outcome::unexpected(ENGINE, format!("{what} returned no row")).into()),
     }
 }
 
 /// [`exec_fast`] for a statement that returns no rows: the rows it
 /// affected.
-async fn exec_affected(conn: &mut Conn, sql: &str, params: Vec<Value>, what: &str) -> Result<u64, CallError> {
+async fn exec_affected(conn: &mut Conn, sql: &str, params: Vec<Value>) -> Result<u64, CallError> {
     let stmt = conn.prep(sql).await?;
-    match conn.exec_drop(&stmt, Params::Positional(params)).await {
-        Ok(()) => Ok(conn.affected_rows()),
-        Err(e @ mysql_async::Error::Server(_)) => Err(CallError::Db(e)),
-        Err(e) => Err(CallError::Reply(CmdError::unknown(format!(
-            "mysql: {what}: {e}; the command may or may not have taken effect"
-        )))),
-    }
+    conn.exec_drop(&stmt, Params::Positional(params)).await.map_err(after_sent)?;
+    Ok(conn.affected_rows())
 }
 
 /// CLAIM in its own autocommit statements: [`CLAIM_INSERT`] first when
@@ -792,16 +789,21 @@ async fn claim_fast(
     owner: &[u8],
     ttl_ms: Option<u64>,
 ) -> Result<(Poll, bool), CallError> {
-    let mut params = vec![bytes(key), bytes(owner)];
-    params.extend(ttl_ms.map(|t| Value::Int(to_i64(t))));
+    // Built per statement: a fresh key on the bare route copies key and
+    // owner once.
+    let params = || {
+        let mut p = vec![bytes(key), bytes(owner)];
+        p.extend(ttl_ms.map(|t| Value::Int(to_i64(t))));
+        p
+    };
     if bare {
         let text = if ttl_ms.is_some() { &sql.claim_insert_ttl } else { &sql.claim_insert_no_ttl };
-        if exec_affected(conn, text, params.clone(), "CLAIM").await? == 1 {
+        if exec_affected(conn, text, params()).await? == 1 {
             return Ok((Poll::Final(Ok(Claimed::Claimed.into_reply())), false));
         }
     }
     let text = if ttl_ms.is_some() { &sql.claim_ttl } else { &sql.claim_no_ttl };
-    let row = exec_fast(conn, text, params, "CLAIM").await?;
+    let row = exec_fast(conn, text, params(), "CLAIM").await?;
     let holder: Vec<u8> =
         MyRow(&row).bytes(0)?.ok_or_else(|| idem_core::outcome::unexpected(ENGINE, "CLAIM returned no owner"))?;
     let outcome = if holder == owner { Claimed::Claimed } else { Claimed::Held { owner: Bytes::from(holder) } };

@@ -101,14 +101,6 @@ const SQL_BEGIN_FAST: &str = "WITH cur AS (
      UNION ALL
      SELECT 'running', live.fence, live.expires_at_ms - live.now, NULL FROM live
      WHERE NOT mismatch AND state = 'running'";
-/// The class of the keys' fence locks ('idem' in ASCII), the first argument
-/// of `idem_key_lock`'s advisory lock in the schema (a unit test keeps the
-/// two equal).
-macro_rules! key_lock_class {
-    () => {
-        "1768187245"
-    };
-}
 /// IDEM.BEGIN's first try while taken keys are rare
 /// ([`idem_sql::InsertFirst::begin`]): the fresh grant of [`SQL_BEGIN_FAST`]
 /// alone, one INSERT carrying the fence and the lease, with no read before
@@ -125,7 +117,7 @@ macro_rules! key_lock_class {
 /// route is taken only while taken keys are under an eighth.
 const SQL_BEGIN_INSERT: &str = concat!(
     "WITH lk AS (SELECT 1 WHERE pg_try_advisory_xact_lock(",
-    key_lock_class!(),
+    schema::key_lock_class!(),
     ", hashtext(encode($1::bytea, 'hex'))))
      INSERT INTO idem_records (key, fingerprint, state, fence, attempt, expires_at_ms)
      SELECT $1::bytea, $2::bytea, 'running', nextval('idem_fence_seq'), 1, idem_now_ms() + $3::bigint FROM lk
@@ -562,7 +554,7 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
     let upgrade = format!(
         "BEGIN;\n{steps}\n{routines}\nINSERT INTO idem_schema_version (id, version) VALUES (1, {version})
          ON CONFLICT (id) DO UPDATE SET version = excluded.version;\nCOMMIT;",
-        routines = idem_core::limits::with_engine_constants(schema::ROUTINES),
+        routines = schema::routines(),
         version = schema::SCHEMA_VERSION,
     );
     if let Err(e) = client.batch_execute(&upgrade).await {
@@ -680,17 +672,7 @@ impl Inner {
             match run_cmd(client, cmd, mark_wait, path).await {
                 Ok(p) => {
                     if let Some(mix) = mix {
-                        // Taken: another owner holds the claim; the record
-                        // exists (running, done or mismatch).
-                        let first = match &p {
-                            Poll::Final(Ok(Reply::Array(v))) => v.first(),
-                            _ => None,
-                        };
-                        let taken = match cmd {
-                            Command::Claim { .. } => matches!(first, Some(Reply::Word("held"))),
-                            _ => !matches!(first, Some(Reply::Word("started"))),
-                        };
-                        mix.note(taken);
+                        mix.note(found_taken(cmd, &p));
                     }
                     return Ok(p);
                 }
@@ -793,6 +775,20 @@ async fn join_in_order<T>(mut futs: Vec<BoxFuture<'_, T>>) -> Vec<T> {
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+/// Whether a CLAIM or IDEM.BEGIN found its key taken, for the
+/// [`idem_sql::InsertFirst`] mixes: another owner holds the claim, or the
+/// record exists (running, done or mismatch).
+fn found_taken(cmd: &Command, reply: &Poll) -> bool {
+    let word = match reply {
+        Poll::Final(Ok(Reply::Array(v))) => v.first(),
+        _ => None,
+    };
+    match cmd {
+        Command::Claim { .. } => matches!(word, Some(Reply::Word("held"))),
+        _ => !matches!(word, Some(Reply::Word("started"))),
+    }
 }
 
 /// Which statement a command with a fast path sends first.
@@ -1076,15 +1072,6 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_begin_insert_tries_the_lock_idem_key_lock_takes() {
-        let lock = concat!("pg_advisory_xact_lock(", key_lock_class!(), ", hashtext(encode(p_key, 'hex')))");
-        assert!(schema::ROUTINES.contains(lock), "idem_key_lock no longer takes {lock}");
-        let try_lock =
-            concat!("pg_try_advisory_xact_lock(", key_lock_class!(), ", hashtext(encode($1::bytea, 'hex')))");
-        assert!(SQL_BEGIN_INSERT.contains(try_lock));
-    }
 
     #[test]
     fn wake_payloads_parse() {

@@ -173,6 +173,21 @@ INSERT INTO idem_cleanup_cursor (id, running_after) VALUES (1, NULL) ON CONFLICT
 
 /// Every function, as `CREATE OR REPLACE`: re-applied whenever the version
 /// moves, so a changed function only needs a new (possibly empty) step.
+/// The class of the keys' fence locks ('idem' in ASCII), the first argument
+/// of every advisory lock on a key: `idem_key_lock` here, and the backend's
+/// insert-first IDEM.BEGIN, which only tries it.
+macro_rules! key_lock_class {
+    () => {
+        "1768187245"
+    };
+}
+pub(crate) use key_lock_class;
+
+/// [`ROUTINES`] with every constant filled in, as installed.
+pub(crate) fn routines() -> String {
+    idem_core::limits::with_engine_constants(ROUTINES).replace("@KEY_LOCK_CLASS@", key_lock_class!())
+}
+
 pub(crate) const ROUTINES: &str = r#"
 -- The database clock in ms since the epoch: real time at the call, even
 -- inside a long transaction (now() would be the transaction's start).
@@ -200,7 +215,7 @@ $fn$;
 -- 'idem' in ASCII, keeps these locks apart from an application's own.
 CREATE OR REPLACE FUNCTION idem_key_lock(p_key bytea) RETURNS void
 LANGUAGE sql VOLATILE AS $fn$
-    SELECT pg_advisory_xact_lock(1768187245, hashtext(encode(p_key, 'hex')))
+    SELECT pg_advisory_xact_lock(@KEY_LOCK_CLASS@, hashtext(encode(p_key, 'hex')))
 $fn$;
 
 -- IDEM.BEGIN. status: 'started' (fence, n = attempt), 'running' (fence,
@@ -927,7 +942,7 @@ mod tests {
 
     #[test]
     fn changed_routines_come_with_a_new_schema_version() {
-        let text = idem_core::limits::with_engine_constants(super::ROUTINES);
+        let text = super::routines();
         assert_eq!(
             (super::SCHEMA_VERSION, idem_sql::routines_digest([text.as_str()])),
             ROUTINES_AT_VERSION,
@@ -937,7 +952,7 @@ mod tests {
 
     #[test]
     fn routines_take_every_constant_from_rust() {
-        let text = idem_core::limits::with_engine_constants(super::ROUTINES);
+        let text = super::routines();
         assert!(!text.contains('@'), "a placeholder is left in the routines");
         let grace = idem_core::limits::RUNNING_RETAIN_MS.to_string();
         assert_eq!(text.matches(&grace).count(), 3, "the running-record grace appears where the routines use it");
