@@ -332,6 +332,163 @@ impl ValueWritten {
     }
 }
 
+/// The answer to an IDEM.COMMIT or IDEM.ABORT that took effect (a stale
+/// fence is the error `STALE`, not an outcome).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended;
+
+impl Ended {
+    /// IDEM.COMMIT's and IDEM.ABORT's reply: `[ok]`.
+    pub fn into_reply(self) -> Reply {
+        Reply::status("ok")
+    }
+}
+
+/// The answer to an IDEM.RENEW that moved the lease (a stale fence is the
+/// error `STALE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdemRenewed {
+    /// The attempt's fence, unchanged.
+    pub fence: u64,
+}
+
+impl IdemRenewed {
+    /// IDEM.RENEW's reply: `[renewed, fence]`.
+    pub fn into_reply(self) -> Reply {
+        Reply::status_with("renewed", [Reply::uint(self.fence)])
+    }
+}
+
+/// The answer to an IDEM.GET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdemGot {
+    /// An attempt holds a live lease.
+    Running {
+        /// Its fence.
+        fence: u64,
+        /// Milliseconds until its lease runs out.
+        left_ms: u64,
+    },
+    /// Completed: the stored result.
+    Done {
+        /// The committed result.
+        result: Bytes,
+    },
+    /// No record, or one whose lease ran out (the key is available).
+    Absent,
+}
+
+impl IdemGot {
+    /// IDEM.GET's reply: `[running, fence, left_ms]`, `[done, result]` or
+    /// `[absent]` (the first two shaped as IDEM.BEGIN's).
+    pub fn into_reply(self) -> Reply {
+        match self {
+            IdemGot::Running { fence, left_ms } => Begin::Running { fence, left_ms }.into_reply(),
+            IdemGot::Done { result } => Begin::Done { result }.into_reply(),
+            IdemGot::Absent => Reply::status("absent"),
+        }
+    }
+}
+
+/// The answer to a lock RENEW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockRenewed {
+    /// The caller still holds the lock; its fence, unchanged.
+    Renewed {
+        /// The lock's fence.
+        fence: u64,
+    },
+    /// The caller no longer holds it.
+    Lost,
+}
+
+impl LockRenewed {
+    /// RENEW's reply: `[renewed, fence]` or `[lost]`.
+    pub fn into_reply(self) -> Reply {
+        match self {
+            LockRenewed::Renewed { fence } => Reply::status_with("renewed", [Reply::uint(fence)]),
+            LockRenewed::Lost => Reply::status("lost"),
+        }
+    }
+}
+
+/// The answer to a LOCK.INFO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockInfo {
+    /// Held by `owner`.
+    Held {
+        /// Who holds it.
+        owner: Bytes,
+        /// The holder's fence.
+        fence: u64,
+        /// Milliseconds until its lease runs out.
+        left_ms: u64,
+        /// Callers parked on it.
+        waiters: u64,
+    },
+    /// Nobody holds it.
+    Free,
+}
+
+impl LockInfo {
+    /// LOCK.INFO's reply: `[held, owner, fence, left_ms, waiters]` or `[free]`.
+    pub fn into_reply(self) -> Reply {
+        match self {
+            LockInfo::Held { owner, fence, left_ms, waiters } => Reply::status_with(
+                "held",
+                [Reply::Bulk(owner), Reply::uint(fence), Reply::uint(left_ms), Reply::uint(waiters)],
+            ),
+            LockInfo::Free => Reply::status("free"),
+        }
+    }
+}
+
+/// The answer to a CLAIM.ALL: all claimed, or every key another owner holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimedAll {
+    /// The caller owns every key now.
+    Claimed,
+    /// Nothing was claimed: (key, owner) of each key held by another owner,
+    /// never empty.
+    Held(Vec<(Bytes, Bytes)>),
+}
+
+impl ClaimedAll {
+    /// CLAIM.ALL's reply: `[claimed]` or `[held, key, owner, key, owner, ...]`.
+    pub fn into_reply(self) -> Reply {
+        match self {
+            ClaimedAll::Claimed => Reply::status("claimed"),
+            ClaimedAll::Held(held) => Reply::status_with(
+                "held",
+                held.into_iter().flat_map(|(key, owner)| [Reply::Bulk(key), Reply::Bulk(owner)]),
+            ),
+        }
+    }
+}
+
+/// The answer to a SLOTS.RESERVE that was not refused as an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserved {
+    /// The caller holds every slot of the range now.
+    Reserved,
+    /// Nothing was reserved: (slot, holder) of each slot another holder has,
+    /// never empty.
+    Conflict(Vec<(u64, Bytes)>),
+}
+
+impl Reserved {
+    /// SLOTS.RESERVE's reply: `[reserved]` or `[conflict, slot, holder, ...]`.
+    pub fn into_reply(self) -> Reply {
+        match self {
+            Reserved::Reserved => Reply::status("reserved"),
+            Reserved::Conflict(held) => Reply::status_with(
+                "conflict",
+                held.into_iter().flat_map(|(slot, holder)| [Reply::uint(slot), Reply::Bulk(holder)]),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

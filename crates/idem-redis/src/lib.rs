@@ -35,6 +35,33 @@ pub const POLL_BACKOFF_MIN: Duration = Duration::from_millis(2);
 /// latency between a key being freed and a parked caller noticing.
 pub const POLL_BACKOFF_MAX: Duration = Duration::from_millis(50);
 
+/// How long a key's fence counter outlives the record (or lock) it serves,
+/// so that a key deleted and made again continues from its last fence
+/// rather than from the clock.
+pub const FENCE_GRACE: Duration = Duration::from_secs(600);
+/// A parked waiter that has not polled for this long is taken for gone by
+/// the scripts (its caller died without cancelling).
+pub const WAITER_STALE: Duration = Duration::from_secs(2);
+/// A waiter queue outlives its last waiter's deadline by this much.
+pub const QUEUE_GRACE: Duration = Duration::from_secs(60);
+// A live waiter polls at least every POLL_BACKOFF_MAX, well within the time
+// after which the scripts drop it as gone.
+const _: () = assert!(POLL_BACKOFF_MAX.as_millis() * 4 <= WAITER_STALE.as_millis());
+
+/// The constants only the Lua scripts use, as (placeholder, value), written
+/// in by [`script_text`] after idem-core's [`idem_core::limits::ENGINE_CONSTANTS`].
+const SCRIPT_CONSTANTS: &[(&str, Duration)] =
+    &[("@FENCE_GRACE_MS@", FENCE_GRACE), ("@WAITER_STALE_MS@", WAITER_STALE), ("@QUEUE_GRACE_MS@", QUEUE_GRACE)];
+
+/// A script's text with every constant written in from Rust.
+fn script_text(text: &str) -> String {
+    let mut out = idem_core::limits::with_engine_constants(text);
+    for (name, value) in SCRIPT_CONSTANTS {
+        out = out.replace(name, &value.as_millis().to_string());
+    }
+    out
+}
+
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 /// The idempotency record's encoding for the `idem` script (`begin_fast`
 /// writes and reads the same layout inline).
@@ -56,10 +83,10 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Self {
-        let s = |body: &str| Script::new(&idem_core::limits::with_engine_constants(&format!("{PRELUDE}\n{body}")));
+        let s = |body: &str| Script::new(&script_text(&format!("{PRELUDE}\n{body}")));
         Scripts {
             idem: s(&format!("{RECORD}\n{}", include_str!("lua/idem.lua"))),
-            begin_fast: Script::new(&idem_core::limits::with_engine_constants(BEGIN_FAST)),
+            begin_fast: Script::new(&script_text(BEGIN_FAST)),
             lock: s(include_str!("lua/lock.lua")),
             claim: s(include_str!("lua/claim.lua")),
             counter: s(include_str!("lua/counter.lua")),
@@ -367,42 +394,38 @@ impl RedisBackend {
             Command::IdemCommit { key, fence, result, keep_ms } => {
                 let args = vec![b"commit".to_vec(), num(fence), result.to_vec(), num(keep_ms)];
                 let v = self.idem_script(&key, args).await?;
-                to_reply(v, NO_INTS)
+                to_reply(v, &IDEM_COMMIT_ABORT)
             }
             Command::IdemAbort { key, fence } => {
                 let v = self.idem_script(&key, vec![b"abort".to_vec(), num(fence)]).await?;
-                to_reply(v, NO_INTS)
+                to_reply(v, &IDEM_COMMIT_ABORT)
             }
             Command::IdemRenew { key, fence, lease_ms } => {
                 let v = self.idem_script(&key, vec![b"renew".to_vec(), num(fence), num(lease_ms)]).await?;
-                to_reply(v, &[("renewed", &[1])])
+                to_reply(v, &IDEM_RENEW)
             }
-            Command::IdemGet { key } => {
-                to_reply(self.idem_script(&key, vec![b"get".to_vec()]).await?, &[("running", &[1, 2])])
-            }
-            Command::IdemDel { key } => to_reply(self.idem_script(&key, vec![b"del".to_vec()]).await?, NO_INTS),
+            Command::IdemGet { key } => to_reply(self.idem_script(&key, vec![b"get".to_vec()]).await?, &IDEM_GET),
+            Command::IdemDel { key } => to_reply(self.idem_script(&key, vec![b"del".to_vec()]).await?, &COUNT),
             Command::Claim { key, owner, ttl_ms } => self.claim(&key, &owner, ttl_ms).await,
             Command::ClaimAll { owner, keys } => self.claim_all(&owner, &keys).await,
             Command::Release { key, owner } => {
                 let args = vec![b"release".to_vec(), owner.to_vec()];
                 let v = self.script(&self.scripts.claim, vec![rkey("claim", &key, None)], args).await?;
-                to_reply(v, NO_INTS)
+                to_reply(v, &COUNT)
             }
             Command::Owner { key } => {
                 let v = self.cmd(redis::cmd("GET").arg(rkey("claim", &key, None))).await?;
-                to_reply(v, NO_INTS)
+                to_reply(v, &PLAIN_GET)
             }
             Command::Lock { name, owner, lease_ms, wait_ms } => self.lock(&name, &owner, lease_ms, wait_ms).await,
             Command::Renew { name, owner, lease_ms } => {
                 let v = self.lock_script(&name, vec![b"renew".to_vec(), owner.to_vec(), num(lease_ms)]).await?;
-                to_reply(v, &[("renewed", &[1])])
+                to_reply(v, &RENEW)
             }
             Command::Unlock { name, owner } => {
-                to_reply(self.lock_script(&name, vec![b"unlock".to_vec(), owner.to_vec()]).await?, NO_INTS)
+                to_reply(self.lock_script(&name, vec![b"unlock".to_vec(), owner.to_vec()]).await?, &COUNT)
             }
-            Command::LockInfo { name } => {
-                to_reply(self.lock_script(&name, vec![b"info".to_vec()]).await?, &[("held", &[2, 3, 4])])
-            }
+            Command::LockInfo { name } => to_reply(self.lock_script(&name, vec![b"info".to_vec()]).await?, &LOCK_INFO),
             Command::TokenNew { scope, ttl_ms } => {
                 let token = new_token();
                 let k = rkey("token", &scope, Some(token.as_bytes()));
@@ -415,7 +438,7 @@ impl RedisBackend {
             }
             Command::TokenUse { scope, token } => {
                 let v = self.cmd(redis::cmd("DEL").arg(rkey("token", &scope, Some(&token)))).await?;
-                to_reply(v, NO_INTS)
+                to_reply(v, &COUNT)
             }
             Command::CounterAdd { key, delta, min, max, op, keep_ms } => {
                 let keys = vec![rkey("counter", &key, None), rkey("counter-op", &key, op.as_deref())];
@@ -423,7 +446,7 @@ impl RedisBackend {
                 let args =
                     vec![delta.to_string().into_bytes(), opt(min), opt(max), flag(op.is_some()), num(px(keep_ms))];
                 let v = self.script(&self.scripts.counter, keys, args).await?;
-                to_reply(v, &[("ok", &[1]), ("refused", &[1]), ("replayed", &[1])])
+                to_reply(v, &COUNTER_ADD)
             }
             Command::CounterGet { key } => {
                 let v = self.cmd(redis::cmd("GET").arg(rkey("counter", &key, None))).await?;
@@ -449,15 +472,15 @@ impl RedisBackend {
             Command::ValueSet { key, value, if_version } => {
                 let args = vec![value.to_vec(), if_version.map(num).unwrap_or_default()];
                 let v = self.script(&self.scripts.value, vec![rkey("value", &key, None)], args).await?;
-                to_reply(v, &[("ok", &[1]), ("conflict", &[1])])
+                to_reply(v, &VALUE_SET)
             }
             Command::FsmMove { key, to, from } => {
                 let mut args = vec![to.to_vec()];
                 args.extend(from.iter().map(|s| s.to_vec()));
-                to_reply(self.script(&self.scripts.fsm, vec![rkey("fsm", &key, None)], args).await?, NO_INTS)
+                to_reply(self.script(&self.scripts.fsm, vec![rkey("fsm", &key, None)], args).await?, &FSM_MOVE)
             }
             Command::FsmGet { key } => {
-                to_reply(self.cmd(redis::cmd("GET").arg(rkey("fsm", &key, None))).await?, NO_INTS)
+                to_reply(self.cmd(redis::cmd("GET").arg(rkey("fsm", &key, None))).await?, &PLAIN_GET)
             }
             Command::SlotsReserve { resource, first, last, holder, size } => {
                 let args = vec![
@@ -469,18 +492,20 @@ impl RedisBackend {
                     num(SLOTS_SIZE_DEFAULT),
                 ];
                 let v = self.script(&self.scripts.slots, vec![rkey("slots", &resource, None)], args).await?;
-                to_reply(v, NO_INTS).map(slot_ints)
+                to_reply(v, &SLOTS_RESERVE)
             }
             Command::SlotsRelease { resource, first, last, holder } => {
                 let args = vec![b"release".to_vec(), num(first), num(last), holder.to_vec()];
-                to_reply(self.script(&self.scripts.slots, vec![rkey("slots", &resource, None)], args).await?, NO_INTS)
+                to_reply(self.script(&self.scripts.slots, vec![rkey("slots", &resource, None)], args).await?, &COUNT)
             }
             Command::SlotsGet { resource } => {
                 let v = self
                     .script(&self.scripts.slots, vec![rkey("slots", &resource, None)], vec![b"get".to_vec()])
                     .await?;
                 match v {
-                    Value::Array(items) => Ok(Reply::Array(items.into_iter().map(plain).collect::<Result<_, _>>()?)),
+                    Value::Array(items) => {
+                        Ok(Reply::Array(items.into_iter().map(bulk_or_nil).collect::<Result<_, _>>()?))
+                    }
                     other => Err(unexpected(&other)),
                 }
             }
@@ -525,7 +550,7 @@ impl RedisBackend {
         if wait_ms == 0 && self.set_nx_get {
             let v = self.begin_fast(key, fp, lease_ms).await?;
             if !is_word(&v, b"slow") {
-                return to_reply(v, BEGIN_SHAPE);
+                return to_reply(v, &IDEM_BEGIN);
             }
         }
         // Boxed: the idem script's path (and a WAIT's parking) holds far more
@@ -576,7 +601,7 @@ impl RedisBackend {
             async move { self.idem_script(key, args).await }
         })
         .await
-        .and_then(|v| to_reply(v, BEGIN_SHAPE))
+        .and_then(|v| to_reply(v, &IDEM_BEGIN))
     }
 
     async fn lock(&self, name: &[u8], owner: &[u8], lease_ms: u64, wait_ms: u64) -> CmdResult {
@@ -602,7 +627,7 @@ impl RedisBackend {
             async move { self.lock_script(name, args).await }
         })
         .await
-        .and_then(|v| to_reply(v, &[("acquired", &[1]), ("busy", &[2])]))
+        .and_then(|v| to_reply(v, &LOCK))
     }
 
     /// Runs `call(mode, wait_left_ms)` until it answers something other than
@@ -682,7 +707,7 @@ impl RedisBackend {
             }
         }
         let args = vec![b"claim".to_vec(), owner.to_vec(), ttl_ms.map(|t| num(px(t))).unwrap_or_default()];
-        to_reply(self.script(&self.scripts.claim, vec![rkey("claim", key, None)], args).await?, NO_INTS)
+        to_reply(self.script(&self.scripts.claim, vec![rkey("claim", key, None)], args).await?, &CLAIM)
     }
 
     async fn claim_all(&self, owner: &Bytes, keys: &[Bytes]) -> CmdResult {
@@ -698,7 +723,7 @@ impl RedisBackend {
         }
         let mut args = vec![b"all".to_vec(), owner.to_vec()];
         args.extend(keys.iter().map(|k| k.to_vec()));
-        to_reply(self.script(&self.scripts.claim, rkeys, args).await?, NO_INTS)
+        to_reply(self.script(&self.scripts.claim, rkeys, args).await?, &CLAIM_ALL)
     }
 }
 
@@ -722,7 +747,7 @@ impl Drop for CancelOnDrop {
             return;
         }
         // Drop cannot await: run the cancel on the runtime, best effort. If
-        // it cannot run, the waiter is dropped after WAITER_STALE_MS without
+        // it cannot run, the waiter is dropped after WAITER_STALE without
         // a poll and an unused grant ends with its lease.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (conn, script) = (self.conn.clone(), self.script.clone());
@@ -731,26 +756,6 @@ impl Drop for CancelOnDrop {
                 let _ = conn.script(&script, &keys, &args).await;
             });
         }
-    }
-}
-
-/// `conflict` lists `slot, holder` pairs: turn every odd position into an integer.
-fn slot_ints(r: Reply) -> Reply {
-    match r {
-        Reply::Array(v) if v.first() == Some(&Reply::Word("conflict")) => Reply::Array(
-            v.into_iter()
-                .enumerate()
-                .map(|(i, x)| match (i % 2, x) {
-                    (1, Reply::Bulk(b)) => std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .map(Reply::Int)
-                        .unwrap_or(Reply::Bulk(b)),
-                    (_, x) => x,
-                })
-                .collect(),
-        ),
-        other => other,
     }
 }
 
@@ -923,68 +928,159 @@ fn redis_error(f: Failure) -> CmdError {
     }
 }
 
-/// The status words scripts answer with, as the `'static` words of [`Reply`].
-const WORDS: &[&str] = &[
-    "started", "running", "done", "ok", "absent", "claimed", "held", "acquired", "busy", "renewed", "lost", "free",
-    "refused", "replayed", "conflict", "moved", "already", "reserved",
-];
+/// What one command may answer (docs: every backend decodes strictly): the
+/// closed set of its status words, each with its reply's [`Form`], and the
+/// non-array answer it gives instead, if any. Besides these, every script may
+/// answer an error, `"!", CODE, message`. Anything else is `UNKNOWN`, never a
+/// plausible reply: a word of another command's, a wrong length, a wrong type.
+/// (`wait` and `slow` are consumed before the reply is decoded: `park`,
+/// `idem_begin`; no spec has them.)
+struct Spec {
+    words: &'static [(&'static str, Form)],
+    bare: Bare,
+}
 
-/// Which positions of a reply are integers, per status word.
-type Shape<'a> = &'a [(&'a str, &'a [usize])];
-const NO_INTS: Shape = &[];
-/// IDEM.BEGIN's: fence and attempt, or fence and lease time left.
-const BEGIN_SHAPE: Shape = &[("started", &[1, 2]), ("running", &[1, 2])];
+/// A status word's reply.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    /// Exactly `len` elements, the word included; the positions `ints` are
+    /// integers (scripts send numbers as decimal strings, because Lua
+    /// numbers round past 2^53), every other one a bulk string.
+    Fixed { len: usize, ints: &'static [usize] },
+    /// The word, then one or more pairs of bulk strings; with `ints_first`,
+    /// every pair's first element is an integer instead.
+    Pairs { ints_first: bool },
+}
 
-/// Converts a script's reply: an array whose first element is a status word
-/// (or `!`, code, message for an error) becomes `Reply::Array` with the
-/// positions `ints` lists for its word parsed as integers (scripts answer numbers as decimal
-/// strings, because Lua numbers round past 2^53); integers and nil pass through.
-fn to_reply(v: Value, ints: Shape) -> CmdResult {
-    match v {
-        Value::Array(items) => {
-            let first = match items.first() {
-                Some(Value::BulkString(b)) => b.as_slice(),
-                _ => return Err(unexpected(&Value::Array(items))),
-            };
-            if first == b"!" {
-                let text = |i: usize| match items.get(i) {
-                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                    _ => String::new(),
-                };
-                let code = match text(1).as_str() {
-                    "STALE" => ErrorCode::Stale,
-                    "MISMATCH" => ErrorCode::Mismatch,
-                    "BUSY" => ErrorCode::Busy,
-                    "LIMIT" => ErrorCode::Limit,
-                    "ERR" => ErrorCode::Err,
-                    other => return Err(unexpected_word("error code", other.as_bytes())),
-                };
-                return Err(CmdError::new(code, text(2)));
-            }
-            let word = WORDS.iter().find(|w| w.as_bytes() == first).ok_or_else(|| unexpected_word("status", first))?;
-            let ints: &[usize] = ints.iter().find(|(w, _)| w == word).map_or(&[], |(_, p)| p);
-            let mut out = Vec::with_capacity(items.len());
-            out.push(Reply::Word(word));
-            for (i, item) in items.into_iter().enumerate().skip(1) {
-                out.push(match item {
-                    Value::BulkString(b) if ints.contains(&i) => Reply::Int(parse_i64(&b)?),
-                    other => plain(other)?,
-                });
-            }
-            Ok(Reply::Array(out))
+impl Form {
+    fn fits(self, len: usize) -> bool {
+        match self {
+            Form::Fixed { len: n, .. } => len == n,
+            Form::Pairs { .. } => len >= 3 && len % 2 == 1,
         }
-        other => plain(other),
+    }
+
+    fn is_int(self, i: usize) -> bool {
+        match self {
+            Form::Fixed { ints, .. } => ints.contains(&i),
+            Form::Pairs { ints_first } => ints_first && i % 2 == 1,
+        }
     }
 }
 
-/// A non-array reply value.
-fn plain(v: Value) -> CmdResult {
+/// The non-array answer a command may give instead of a status word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bare {
+    None,
+    Int,
+    /// A plain `GET`'s.
+    BulkOrNil,
+}
+
+const fn fixed(word: &'static str, len: usize, ints: &'static [usize]) -> (&'static str, Form) {
+    (word, Form::Fixed { len, ints })
+}
+
+/// IDEM.BEGIN (idem.lua `begin`, begin_fast.lua): fence and attempt, fence
+/// and lease time left, or the result.
+const IDEM_BEGIN: Spec = Spec {
+    words: &[fixed("started", 3, &[1, 2]), fixed("running", 3, &[1, 2]), fixed("done", 2, &[])],
+    bare: Bare::None,
+};
+/// IDEM.COMMIT, IDEM.ABORT (idem.lua `commit`, `abort`; else STALE).
+const IDEM_COMMIT_ABORT: Spec = Spec { words: &[fixed("ok", 1, &[])], bare: Bare::None };
+/// IDEM.RENEW (idem.lua `renew`; else STALE): the fence.
+const IDEM_RENEW: Spec = Spec { words: &[fixed("renewed", 2, &[1])], bare: Bare::None };
+/// IDEM.GET (idem.lua `get`).
+const IDEM_GET: Spec =
+    Spec { words: &[fixed("absent", 1, &[]), fixed("done", 2, &[]), fixed("running", 3, &[1, 2])], bare: Bare::None };
+/// IDEM.DEL, RELEASE, UNLOCK, SLOTS.RELEASE (their scripts) and TOKEN.USE
+/// (`DEL`): a count.
+const COUNT: Spec = Spec { words: &[], bare: Bare::Int };
+/// OWNER, FSM.GET: a plain `GET`.
+const PLAIN_GET: Spec = Spec { words: &[], bare: Bare::BulkOrNil };
+/// CLAIM (claim.lua `claim`): the other holder.
+const CLAIM: Spec = Spec { words: &[fixed("claimed", 1, &[]), fixed("held", 2, &[])], bare: Bare::None };
+/// CLAIM.ALL (claim.lua `all`): `key, owner` pairs.
+const CLAIM_ALL: Spec =
+    Spec { words: &[fixed("claimed", 1, &[]), ("held", Form::Pairs { ints_first: false })], bare: Bare::None };
+/// LOCK (lock.lua `lock`): the fence, or the holder and its lease time left.
+const LOCK: Spec = Spec { words: &[fixed("acquired", 2, &[1]), fixed("busy", 3, &[2])], bare: Bare::None };
+/// RENEW (lock.lua `renew`): the fence.
+const RENEW: Spec = Spec { words: &[fixed("lost", 1, &[]), fixed("renewed", 2, &[1])], bare: Bare::None };
+/// LOCK.INFO (lock.lua `info`): owner, fence, lease time left, waiters.
+const LOCK_INFO: Spec = Spec { words: &[fixed("free", 1, &[]), fixed("held", 5, &[2, 3, 4])], bare: Bare::None };
+/// COUNTER.ADD (counter.lua): the value.
+const COUNTER_ADD: Spec =
+    Spec { words: &[fixed("ok", 2, &[1]), fixed("refused", 2, &[1]), fixed("replayed", 2, &[1])], bare: Bare::None };
+/// VALUE.SET (value.lua): the version.
+const VALUE_SET: Spec = Spec { words: &[fixed("ok", 2, &[1]), fixed("conflict", 2, &[1])], bare: Bare::None };
+/// FSM.MOVE (fsm.lua): the state.
+const FSM_MOVE: Spec =
+    Spec { words: &[fixed("already", 2, &[]), fixed("moved", 2, &[]), fixed("refused", 2, &[])], bare: Bare::None };
+/// SLOTS.RESERVE (slots.lua `reserve`): `slot, holder` pairs.
+const SLOTS_RESERVE: Spec =
+    Spec { words: &[fixed("reserved", 1, &[]), ("conflict", Form::Pairs { ints_first: true })], bare: Bare::None };
+
+/// Decodes a reply by `spec`: an array whose first element is one of the
+/// command's status words becomes `Reply::Array`, its integer positions
+/// parsed; `"!", CODE, message` becomes that error; a bare integer, bulk
+/// string or nil passes only where `spec` allows it.
+fn to_reply(v: Value, spec: &Spec) -> CmdResult {
+    let items = match v {
+        Value::Array(items) => items,
+        Value::Int(i) if spec.bare == Bare::Int => return Ok(Reply::Int(i)),
+        v @ (Value::Nil | Value::BulkString(_)) if spec.bare == Bare::BulkOrNil => return bulk_or_nil(v),
+        other => return Err(unexpected(&other)),
+    };
+    let first = match items.first() {
+        Some(Value::BulkString(b)) => b.as_slice(),
+        _ => return Err(unexpected(&Value::Array(items))),
+    };
+    if first == b"!" {
+        return Err(script_error(items));
+    }
+    let Some(&(word, form)) = spec.words.iter().find(|(w, _)| w.as_bytes() == first) else {
+        return Err(unexpected_word("status", first));
+    };
+    if !form.fits(items.len()) {
+        return Err(unexpected(&Value::Array(items)));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    out.push(Reply::Word(word));
+    for (i, item) in items.into_iter().enumerate().skip(1) {
+        out.push(match item {
+            Value::Int(n) if form.is_int(i) => Reply::Int(n),
+            Value::BulkString(b) if form.is_int(i) => Reply::Int(parse_i64(&b)?),
+            Value::BulkString(b) => Reply::Bulk(Bytes::from(b)),
+            other => return Err(unexpected(&other)),
+        });
+    }
+    Ok(Reply::Array(out))
+}
+
+/// A script's error, `"!", CODE, message` (prelude.lua `err`).
+fn script_error(items: Vec<Value>) -> CmdError {
+    let [_, Value::BulkString(code), Value::BulkString(message)] = items.as_slice() else {
+        return unexpected(&Value::Array(items));
+    };
+    let code = match code.as_slice() {
+        b"STALE" => ErrorCode::Stale,
+        b"MISMATCH" => ErrorCode::Mismatch,
+        b"BUSY" => ErrorCode::Busy,
+        b"LIMIT" => ErrorCode::Limit,
+        b"ERR" => ErrorCode::Err,
+        other => return unexpected_word("error code", other),
+    };
+    CmdError::new(code, String::from_utf8_lossy(message).into_owned())
+}
+
+/// A bulk string or nil: a plain `GET`'s answer, or a slot's holder in
+/// SLOTS.GET's (slots.lua `get`).
+fn bulk_or_nil(v: Value) -> CmdResult {
     match v {
         Value::Nil => Ok(Reply::Nil),
-        Value::Int(i) => Ok(Reply::Int(i)),
         Value::BulkString(b) => Ok(Reply::Bulk(Bytes::from(b))),
-        Value::SimpleString(s) => Ok(Reply::Bulk(Bytes::from(s))),
-        Value::Okay => Ok(Reply::Bulk(Bytes::from_static(b"OK"))),
         other => Err(unexpected(&other)),
     }
 }
@@ -993,11 +1089,136 @@ fn plain(v: Value) -> CmdResult {
 mod tests {
     #[test]
     fn the_prelude_takes_every_constant_from_rust() {
-        let text = idem_core::limits::with_engine_constants(super::PRELUDE);
+        let text = super::script_text(super::PRELUDE);
         assert!(!text.contains('@'), "a placeholder is left in the prelude");
         assert!(text.contains(&format!("local RUN_RETAIN_MS = {}\n", idem_core::limits::RUNNING_RETAIN_MS)));
-        let fast = idem_core::limits::with_engine_constants(super::BEGIN_FAST);
+        assert!(text.contains(&format!("local FENCE_GRACE_MS = {}\n", super::FENCE_GRACE.as_millis())));
+        assert!(text.contains(&format!("local WAITER_STALE_MS = {}\n", super::WAITER_STALE.as_millis())));
+        assert!(text.contains(&format!("local QUEUE_GRACE_MS = {}\n", super::QUEUE_GRACE.as_millis())));
+        let fast = super::script_text(super::BEGIN_FAST);
         assert!(!fast.contains('@'), "a placeholder is left in the BEGIN fast path");
         assert!(fast.contains(&format!("local RUN_RETAIN_MS = {}\n", idem_core::limits::RUNNING_RETAIN_MS)));
+    }
+
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn arr(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| bulk(s)).collect())
+    }
+
+    fn word(w: &'static str, rest: Vec<Reply>) -> Reply {
+        Reply::Array(std::iter::once(Reply::Word(w)).chain(rest).collect())
+    }
+
+    fn b(s: &str) -> Reply {
+        Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn unknown(v: Value, spec: &Spec) {
+        let shown = format!("{v:?}");
+        match to_reply(v, spec) {
+            Err(e) => assert_eq!(e.code, ErrorCode::Unknown, "{shown}: {e:?}"),
+            Ok(r) => panic!("{shown} decoded to {r:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_reply_decodes_as_before() {
+        let ok = |v: Value, spec: &Spec| to_reply(v, spec).unwrap();
+        assert_eq!(
+            ok(arr(&["started", "1700000000000001", "1"]), &IDEM_BEGIN),
+            word("started", vec![Reply::Int(1700000000000001), Reply::Int(1)])
+        );
+        assert_eq!(
+            ok(arr(&["running", "7", "250"]), &IDEM_BEGIN),
+            word("running", vec![Reply::Int(7), Reply::Int(250)])
+        );
+        assert_eq!(ok(arr(&["done", "42"]), &IDEM_BEGIN), word("done", vec![b("42")]));
+        assert_eq!(ok(arr(&["absent"]), &IDEM_GET), word("absent", vec![]));
+        assert_eq!(ok(arr(&["ok"]), &IDEM_COMMIT_ABORT), word("ok", vec![]));
+        assert_eq!(ok(arr(&["renewed", "9"]), &RENEW), word("renewed", vec![Reply::Int(9)]));
+        assert_eq!(ok(arr(&["lost"]), &RENEW), word("lost", vec![]));
+        assert_eq!(ok(arr(&["acquired", "3"]), &LOCK), word("acquired", vec![Reply::Int(3)]));
+        assert_eq!(ok(arr(&["busy", "me", "10"]), &LOCK), word("busy", vec![b("me"), Reply::Int(10)]));
+        assert_eq!(
+            ok(arr(&["held", "me", "3", "10", "0"]), &LOCK_INFO),
+            word("held", vec![b("me"), Reply::Int(3), Reply::Int(10), Reply::Int(0)])
+        );
+        assert_eq!(ok(arr(&["held", "7"]), &CLAIM), word("held", vec![b("7")]));
+        assert_eq!(
+            ok(arr(&["held", "k1", "a", "k2", "b"]), &CLAIM_ALL),
+            word("held", vec![b("k1"), b("a"), b("k2"), b("b")])
+        );
+        assert_eq!(
+            ok(arr(&["conflict", "4", "a", "5", "b"]), &SLOTS_RESERVE),
+            word("conflict", vec![Reply::Int(4), b("a"), Reply::Int(5), b("b")])
+        );
+        assert_eq!(ok(arr(&["reserved"]), &SLOTS_RESERVE), word("reserved", vec![]));
+        assert_eq!(
+            ok(arr(&["refused", "-9223372036854775808"]), &COUNTER_ADD),
+            word("refused", vec![Reply::Int(i64::MIN)])
+        );
+        assert_eq!(ok(Value::Array(vec![bulk("ok"), Value::Int(2)]), &VALUE_SET), word("ok", vec![Reply::Int(2)]));
+        assert_eq!(ok(arr(&["refused", "none"]), &FSM_MOVE), word("refused", vec![b("none")]));
+        assert_eq!(ok(Value::Int(1), &COUNT), Reply::Int(1));
+        assert_eq!(ok(Value::Nil, &PLAIN_GET), Reply::Nil);
+        assert_eq!(ok(bulk("me"), &PLAIN_GET), b("me"));
+        let e = to_reply(arr(&["!", "STALE", "fence 1 does not hold this key"]), &IDEM_RENEW).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::Stale, "fence 1 does not hold this key"));
+        let e = to_reply(arr(&["!", "MISMATCH", "m"]), &IDEM_BEGIN).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Mismatch);
+    }
+
+    #[test]
+    fn a_word_of_another_command_is_unknown() {
+        unknown(arr(&["started", "1", "1"]), &CLAIM);
+        unknown(arr(&["absent"]), &IDEM_BEGIN);
+        unknown(arr(&["ok"]), &IDEM_RENEW);
+        unknown(arr(&["lost"]), &IDEM_RENEW);
+        unknown(arr(&["conflict", "1"]), &COUNTER_ADD);
+        unknown(arr(&["reserved"]), &CLAIM_ALL);
+        unknown(arr(&["ok"]), &COUNT);
+        // The internal words are consumed before decoding, never answered.
+        unknown(arr(&["wait", "7", "250"]), &IDEM_BEGIN);
+        unknown(arr(&["slow"]), &IDEM_BEGIN);
+        unknown(arr(&["wait", "me", "250"]), &LOCK);
+    }
+
+    #[test]
+    fn a_wrong_length_is_unknown() {
+        unknown(arr(&["renewed"]), &IDEM_RENEW);
+        unknown(arr(&["ok", "1"]), &IDEM_COMMIT_ABORT);
+        unknown(arr(&["started", "1"]), &IDEM_BEGIN);
+        unknown(arr(&["held", "me", "3", "10"]), &LOCK_INFO);
+        unknown(arr(&["held"]), &CLAIM);
+        unknown(arr(&["held"]), &CLAIM_ALL);
+        unknown(arr(&["held", "k1"]), &CLAIM_ALL);
+        unknown(arr(&["conflict", "4", "a", "5"]), &SLOTS_RESERVE);
+        unknown(arr(&["!", "STALE"]), &IDEM_RENEW);
+        unknown(Value::Array(vec![]), &IDEM_GET);
+    }
+
+    #[test]
+    fn a_wrong_type_is_unknown() {
+        unknown(arr(&["started", "x", "1"]), &IDEM_BEGIN);
+        unknown(arr(&["running", "7", ""]), &IDEM_GET);
+        unknown(Value::Array(vec![bulk("acquired"), Value::Nil]), &LOCK);
+        unknown(arr(&["conflict", "a", "h"]), &SLOTS_RESERVE);
+        unknown(arr(&["ok", "99999999999999999999"]), &COUNTER_ADD);
+        unknown(Value::Array(vec![bulk("held"), Value::Int(7)]), &CLAIM);
+        unknown(Value::Array(vec![Value::Int(1)]), &CLAIM);
+        unknown(arr(&["!", "NOPE", "m"]), &IDEM_BEGIN);
+        // A bare answer where the command has none, or another kind.
+        unknown(Value::Int(1), &CLAIM);
+        unknown(Value::Int(1), &IDEM_BEGIN);
+        unknown(Value::Nil, &IDEM_GET);
+        unknown(Value::Int(1), &PLAIN_GET);
+        unknown(Value::Nil, &COUNT);
+        unknown(bulk("1"), &COUNT);
+        unknown(Value::Okay, &COUNT);
     }
 }

@@ -10,6 +10,7 @@ use super::expiry::{Expiry, Kind};
 use super::{keymap, own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
+use crate::outcome::Claimed;
 use crate::reply::Reply;
 
 /// One claim.
@@ -111,22 +112,22 @@ impl Machine {
         match self.claims.entry(key) {
             keymap::Entry::Occupied(e) => match &e.get().1 {
                 c if c.expires_at_ms.is_some_and(|at| now_ms >= at) => {}
-                c if c.owner != owner => return Ok(Reply::status_with("held", [Reply::Bulk(c.owner.clone())])),
-                c if c.expires_at_ms == expires_at_ms => return Ok(Reply::status("claimed")),
+                c if c.owner != owner => return Ok(Claimed::Held { owner: c.owner.clone() }.into_reply()),
+                c if c.expires_at_ms == expires_at_ms => return Ok(Claimed::Claimed.into_reply()),
                 _ => {}
             },
             keymap::Entry::Vacant(slot) => {
                 // A key without a claim: stored in the slot this probe found.
                 store_new(&mut self.expiry, slot, key, owner, expires_at_ms);
                 effects.changes.push(Change::ClaimPut { key: key.clone(), owner: owner.clone(), expires_at_ms });
-                return Ok(Reply::status("claimed"));
+                return Ok(Claimed::Claimed.into_reply());
             }
         }
         if let Some(holder) = self.claim_conflict(now_ms, key, owner) {
-            return Ok(Reply::status_with("held", [Reply::Bulk(holder)]));
+            return Ok(Claimed::Held { owner: holder }.into_reply());
         }
         self.claim_set(key, owner, expires_at_ms, effects);
-        Ok(Reply::status("claimed"))
+        Ok(Claimed::Claimed.into_reply())
     }
 
     pub(super) fn release(&mut self, now_ms: u64, key: &Bytes, owner: &Bytes, effects: &mut Effects) -> CmdResult {

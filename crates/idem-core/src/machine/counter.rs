@@ -12,9 +12,10 @@ use bytes::Bytes;
 
 use super::expiry::Kind;
 use super::keymap;
-use super::{own, pair_key, split_pair, word_int, Effects, Machine};
+use super::{own, pair_key, split_pair, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
+use crate::outcome::Counted;
 use crate::reply::Reply;
 
 /// An applied op id of a counter.
@@ -77,7 +78,7 @@ impl Machine {
             if let Some(e) = self.counter_ops.find_mut(k) {
                 let op = e.get().1;
                 if now_ms < op.expires_at_ms {
-                    return Ok(word_int("replayed", op.value));
+                    return Ok(Counted::Replayed(op.value).into_reply());
                 }
                 // Expired: forget it (lazy expiry) and apply afresh.
                 e.remove();
@@ -91,10 +92,10 @@ impl Machine {
             keymap::Entry::Vacant(_) => 0,
         };
         let Some(value) = current.checked_add(delta) else {
-            return Ok(word_int("refused", current));
+            return Ok(Counted::Refused(current).into_reply());
         };
         if min.is_some_and(|m| value < m) || max.is_some_and(|m| value > m) {
-            return Ok(word_int("refused", current));
+            return Ok(Counted::Refused(current).into_reply());
         }
         if value != current {
             store_counter(entry, key, value);
@@ -105,7 +106,7 @@ impl Machine {
             self.counter_op_put(k, value, expires_at_ms);
             effects.changes.push(Change::CounterOpPut { key: key.clone(), op: op.clone(), value, expires_at_ms });
         }
-        Ok(word_int("ok", value))
+        Ok(Counted::Ok(value).into_reply())
     }
 
     pub(super) fn counter_get(&mut self, key: &Bytes) -> CmdResult {

@@ -9,6 +9,7 @@ use super::{own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::command::FSM_NONE;
+use crate::outcome::{MoveStatus, Moved};
 use crate::reply::Reply;
 
 impl Machine {
@@ -29,11 +30,11 @@ impl Machine {
             keymap::Entry::Vacant(_) => None,
         };
         if current == Some(to) {
-            return Ok(Reply::status_with("already", [Reply::Bulk(to.clone())]));
+            return Ok(Moved { status: MoveStatus::Already, state: to.clone() }.into_reply());
         }
         let current: &[u8] = current.map_or(FSM_NONE, |s| s.as_ref());
         if !from.iter().any(|f| f.as_ref() == current) {
-            return Ok(Reply::status_with("refused", [Reply::Bulk(Bytes::copy_from_slice(current))]));
+            return Ok(Moved { status: MoveStatus::Refused, state: Bytes::copy_from_slice(current) }.into_reply());
         }
         match slot {
             keymap::Entry::Occupied(mut e) => e.get_mut().1 = own(to),
@@ -42,7 +43,7 @@ impl Machine {
             }
         }
         effects.changes.push(Change::FsmPut { key: key.clone(), state: to.clone() });
-        Ok(Reply::status_with("moved", [Reply::Bulk(to.clone())]))
+        Ok(Moved { status: MoveStatus::Moved, state: to.clone() }.into_reply())
     }
 
     pub(super) fn fsm_get(&mut self, key: &Bytes) -> CmdResult {

@@ -27,18 +27,19 @@ use super::{left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::{Change, IdemRecord, IdemState};
 use crate::error::CmdError;
+use crate::outcome::{Begin, Ended, IdemGot, IdemRenewed};
 use crate::reply::Reply;
 
 fn started(fence: u64, attempt: u32) -> Reply {
-    Reply::status_with("started", [Reply::uint(fence), Reply::Int(i64::from(attempt))])
+    Begin::Started { fence, attempt }.into_reply()
 }
 
 fn running(now_ms: u64, fence: u64, lease_until_ms: u64) -> Reply {
-    Reply::status_with("running", [Reply::uint(fence), left_ms(now_ms, lease_until_ms)])
+    Begin::Running { fence, left_ms: left_ms(now_ms, lease_until_ms) }.into_reply()
 }
 
 fn done(result: Bytes) -> Reply {
-    Reply::status_with("done", [Reply::Bulk(result)])
+    Begin::Done { result }.into_reply()
 }
 
 fn stale() -> CmdError {
@@ -210,7 +211,7 @@ impl Machine {
         for w in self.waiters.take_all(Prim::Idem, key) {
             effects.woken.push((w.id, Ok(done(result.clone()))));
         }
-        Ok(Reply::status("ok"))
+        Ok(Ended.into_reply())
     }
 
     pub(super) fn idem_renew(
@@ -237,7 +238,7 @@ impl Machine {
             let record = IdemRecord { fingerprint, state: IdemState::Running { fence, attempt, lease_until_ms } };
             effects.changes.push(Change::IdemPut { key: key.clone(), record });
         }
-        Ok(Reply::status_with("renewed", [Reply::uint(fence)]))
+        Ok(IdemRenewed { fence }.into_reply())
     }
 
     pub(super) fn idem_abort(
@@ -254,7 +255,7 @@ impl Machine {
         }
         effects.changes.push(Change::IdemDel { key: key.clone() });
         self.idem_start_waiter(now_ms, key, env, effects);
-        Ok(Reply::status("ok"))
+        Ok(Ended.into_reply())
     }
 
     /// After the record of `key` was removed: the first waiter starts a new
@@ -277,15 +278,15 @@ impl Machine {
 
     pub(super) fn idem_get(&mut self, now_ms: u64, key: &Bytes) -> CmdResult {
         let Some(rec) = self.idem.find(now_ms, key, check_no_waiters(&self.waiters)) else {
-            return Ok(Reply::status("absent"));
+            return Ok(IdemGot::Absent.into_reply());
         };
         let rec = rec.rec();
         Ok(match rec.state() {
             EntryState::Running { fence, lease_until_ms, .. } if now_ms < lease_until_ms => {
-                running(now_ms, fence, lease_until_ms)
+                IdemGot::Running { fence, left_ms: left_ms(now_ms, lease_until_ms) }.into_reply()
             }
-            EntryState::Done { .. } => done(Bytes::copy_from_slice(rec.result())),
-            EntryState::Running { .. } => Reply::status("absent"),
+            EntryState::Done { .. } => IdemGot::Done { result: Bytes::copy_from_slice(rec.result()) }.into_reply(),
+            EntryState::Running { .. } => IdemGot::Absent.into_reply(),
         })
     }
 

@@ -16,6 +16,7 @@ use super::waiters::{MachineWaiters, Prim, Waiter};
 use super::{keymap, left_ms, own, Applied, Effects, Env, Machine, WaiterId};
 use crate::backend::CmdResult;
 use crate::change::Change;
+use crate::outcome::{LockInfo, LockRenewed, Locked};
 use crate::reply::Reply;
 
 /// One held lock.
@@ -79,7 +80,7 @@ fn store_new(
 }
 
 fn acquired(fence: u64) -> Reply {
-    Reply::status_with("acquired", [Reply::uint(fence)])
+    Locked::Acquired { fence }.into_reply()
 }
 
 impl Machine {
@@ -210,7 +211,7 @@ impl Machine {
         effects: &mut Effects,
     ) -> CmdResult {
         let Some(l) = self.lock_live(now_ms, name).filter(|l| l.owner == owner) else {
-            return Ok(Reply::status("lost"));
+            return Ok(LockRenewed::Lost.into_reply());
         };
         let (fence, old_until_ms) = (l.fence, l.lease_until_ms);
         let lease_until_ms = lease_end(now_ms, lease_ms);
@@ -218,7 +219,7 @@ impl Machine {
             self.lock_put(name, owner, fence, lease_until_ms);
             effects.changes.push(Change::LockPut { name: name.clone(), owner: owner.clone(), fence, lease_until_ms });
         }
-        Ok(Reply::status_with("renewed", [Reply::uint(fence)]))
+        Ok(LockRenewed::Renewed { fence }.into_reply())
     }
 
     pub(super) fn unlock(
@@ -241,16 +242,14 @@ impl Machine {
     pub(super) fn lock_info(&mut self, now_ms: u64, name: &Bytes) -> CmdResult {
         let waiters = self.waiters.count(Prim::Lock, name);
         Ok(match self.lock_live(now_ms, name) {
-            None => Reply::status("free"),
-            Some(l) => Reply::status_with(
-                "held",
-                [
-                    Reply::Bulk(l.owner.clone()),
-                    Reply::uint(l.fence),
-                    left_ms(now_ms, l.lease_until_ms),
-                    Reply::uint(waiters as u64),
-                ],
-            ),
+            None => LockInfo::Free.into_reply(),
+            Some(l) => LockInfo::Held {
+                owner: l.owner.clone(),
+                fence: l.fence,
+                left_ms: left_ms(now_ms, l.lease_until_ms),
+                waiters: waiters as u64,
+            }
+            .into_reply(),
         })
     }
 
@@ -260,7 +259,7 @@ impl Machine {
             Some(l) => Ok(busy(now_ms, l)),
             None => {
                 debug_assert!(false, "a waiter's lock is held until its WAIT passes");
-                Ok(Reply::status_with("busy", [Reply::Bulk(Bytes::new()), Reply::Int(0)]))
+                Ok(Locked::Busy { holder: Bytes::new(), left_ms: 0 }.into_reply())
             }
         }
     }
@@ -307,7 +306,7 @@ impl Machine {
 }
 
 fn busy(now_ms: u64, l: &LockEntry) -> Reply {
-    Reply::status_with("busy", [Reply::Bulk(l.owner.clone()), left_ms(now_ms, l.lease_until_ms)])
+    Locked::Busy { holder: l.owner.clone(), left_ms: left_ms(now_ms, l.lease_until_ms) }.into_reply()
 }
 
 #[cfg(test)]

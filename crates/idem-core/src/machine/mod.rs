@@ -40,7 +40,7 @@ use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::command::Command;
 use crate::limits::Limits;
-use crate::reply::Reply;
+use crate::outcome::ClaimedAll;
 
 mod claim;
 mod counter;
@@ -373,23 +373,22 @@ pub fn claim_all(
     shard_of: &dyn Fn(&[u8]) -> usize,
     effects: &mut Effects,
 ) -> CmdResult {
-    let mut conflicts: Vec<Reply> = Vec::new();
+    let mut conflicts: Vec<(Bytes, Bytes)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for key in keys {
         if let Some(holder) = shards[shard_of(key)].claim_conflict(now_ms, key, owner) {
             if seen.insert(key.clone()) {
-                conflicts.push(Reply::Bulk(key.clone()));
-                conflicts.push(Reply::Bulk(holder));
+                conflicts.push((key.clone(), holder));
             }
         }
     }
     if !conflicts.is_empty() {
-        return Ok(Reply::status_with("held", conflicts));
+        return Ok(ClaimedAll::Held(conflicts).into_reply());
     }
     for key in keys {
         shards[shard_of(key)].claim_set(key, owner, None, effects);
     }
-    Ok(Reply::status("claimed"))
+    Ok(ClaimedAll::Claimed.into_reply())
 }
 
 /// A copy of `b` in its own allocation. Records outlive requests; keeping a
@@ -414,14 +413,9 @@ fn split_pair(k: &Bytes) -> (Bytes, Bytes) {
     (k.slice(4..4 + n), k.slice(4 + n..))
 }
 
-/// `["word", int]`.
-fn word_int(word: &'static str, v: i64) -> Reply {
-    Reply::status_with(word, [Reply::Int(v)])
-}
-
 /// Milliseconds left until `until_ms`, 0 when passed.
-fn left_ms(now_ms: u64, until_ms: u64) -> Reply {
-    Reply::uint(until_ms.saturating_sub(now_ms))
+fn left_ms(now_ms: u64, until_ms: u64) -> u64 {
+    until_ms.saturating_sub(now_ms)
 }
 
 #[cfg(test)]

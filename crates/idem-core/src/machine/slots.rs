@@ -21,6 +21,7 @@ use crate::backend::CmdResult;
 use crate::change::Change;
 use crate::command::SLOTS_SIZE_DEFAULT;
 use crate::error::CmdError;
+use crate::outcome::Reserved;
 use crate::reply::Reply;
 
 /// One resource's slots.
@@ -180,12 +181,11 @@ impl Machine {
             let mut conflicts = Vec::new();
             for i in first as usize..=last as usize {
                 if let Some(h) = r.holder(i).filter(|h| *h != holder) {
-                    conflicts.push(Reply::Int(i as i64));
-                    conflicts.push(Reply::Bulk(h.clone()));
+                    conflicts.push((i as u64, h.clone()));
                 }
             }
             if !conflicts.is_empty() {
-                return Ok(Reply::status_with("conflict", conflicts));
+                return Ok(Reserved::Conflict(conflicts).into_reply());
             }
         }
         let r = match existing {
@@ -201,7 +201,7 @@ impl Machine {
                 holder: holder.clone(),
             });
         }
-        Ok(Reply::status("reserved"))
+        Ok(Reserved::Reserved.into_reply())
     }
 
     pub(super) fn slots_release(

@@ -8,6 +8,7 @@ use super::keymap;
 use super::{own, Effects, Machine};
 use crate::backend::CmdResult;
 use crate::change::Change;
+use crate::outcome::{ValueSetStatus, ValueWritten};
 use crate::reply::Reply;
 
 /// A value and its version (1 for the first SET).
@@ -59,7 +60,7 @@ impl Machine {
             keymap::Entry::Vacant(_) => 0,
         };
         if if_version.is_some_and(|v| v != current) {
-            return Ok(Reply::status_with("conflict", [Reply::uint(current)]));
+            return Ok(ValueWritten { status: ValueSetStatus::Conflict, version: current }.into_reply());
         }
         let version = current + 1;
         let entry = ValueEntry { value: own(value), version };
@@ -70,7 +71,7 @@ impl Machine {
             }
         }
         effects.changes.push(Change::ValuePut { key: key.clone(), value: value.clone(), version });
-        Ok(Reply::status_with("ok", [Reply::uint(version)]))
+        Ok(ValueWritten { status: ValueSetStatus::Ok, version }.into_reply())
     }
 
     pub(super) fn dump_values(&self, out: &mut dyn FnMut(Change)) {

@@ -9,13 +9,15 @@
 -- so that a takeover still knows the attempt number and the fingerprint
 -- (idem_core::limits::RUNNING_RETAIN_MS, written in by the Rust side).
 local RUN_RETAIN_MS = @RUNNING_RETAIN_MS@
+-- The three below are written in by the Rust side (FENCE_GRACE,
+-- WAITER_STALE and QUEUE_GRACE in idem-redis).
 -- A fence counter outlives the record it serves by this much, so that a
 -- deleted and re-created key continues from it rather than from the clock.
-local FENCE_GRACE_MS = 600000
+local FENCE_GRACE_MS = @FENCE_GRACE_MS@
 -- A parked waiter that has not polled for this long is taken for gone.
-local WAITER_STALE_MS = 2000
+local WAITER_STALE_MS = @WAITER_STALE_MS@
 -- A waiter queue outlives its last waiter's deadline by this much.
-local QUEUE_GRACE_MS = 60000
+local QUEUE_GRACE_MS = @QUEUE_GRACE_MS@
 
 local function fmt(n)
   return string.format('%d', n)
