@@ -179,6 +179,21 @@ status_words! {
     }
 }
 
+status_words! {
+    /// SLOTS.RESERVE's status words as the SQL engines answer them (a
+    /// refusal is a row too there; the reply makes it an error).
+    SlotsReserveStatus {
+        /// Reserved.
+        Reserved = "reserved",
+        /// Another holder has a slot: slot and holder follow.
+        Conflict = "conflict",
+        /// A slot lies outside the resource: its size follows.
+        Outside = "outside",
+        /// SIZE differs from the resource's: its size follows.
+        Size = "size",
+    }
+}
+
 /// The answer to a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claimed {

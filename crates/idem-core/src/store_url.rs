@@ -23,6 +23,15 @@ pub enum BackendError {
 const SCHEMES: &str =
     "postgres://, mysql://, redis://, rediss:// or redis-cluster:// (each when its engine's feature is on)";
 
+/// `value` of the URL setting `name` as a whole number in 1..=`max`; the
+/// error names the setting and its bounds.
+pub fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{name}={value}: expected a whole number from 1 to {max}")),
+    }
+}
+
 /// Removes `name=value` from the query of `url`: (the URL without it, the
 /// value). A `#fragment` is kept.
 pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {

@@ -37,9 +37,12 @@ use bytes::Bytes;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 
+use idem_core::outcome::{unexpected, ClaimStatus, CounterStatus, EndStatus, IdemRenewStatus};
 pub use idem_core::outcome::{Begin, Claimed, Counted};
-use idem_core::outcome::{BeginStatus, ClaimStatus, CounterStatus, EndStatus, IdemRenewStatus};
-use idem_sql::to_i64;
+use idem_core::CmdError;
+use idem_sql::{to_i64, SqlRow};
+
+use super::{PgRow, ENGINE};
 
 /// Why an in-transaction call failed. After [`Error::Db`] the transaction is
 /// aborted (PostgreSQL refuses further statements): roll it back.
@@ -75,10 +78,32 @@ async fn one(tx: &Transaction<'_>, sql: &str, params: &[(&(dyn ToSql + Sync), Ty
     rows.into_iter().next().ok_or(Error::Unexpected("no row".into()))
 }
 
+/// An answer the contract does not allow ([`unexpected`], `UNKNOWN` on the
+/// backend's path) as [`Error::Unexpected`].
+fn unexpected_reply(e: CmdError) -> Error {
+    Error::Unexpected(e.message)
+}
+
 /// The status word `word` as one of a command's closed set; any other is
 /// [`Error::Unexpected`].
-fn status<S>(parse: fn(&str, &str) -> Result<S, idem_core::CmdError>, word: &str) -> Result<S, Error> {
-    parse("postgres", word).map_err(|e| Error::Unexpected(e.message))
+fn status<S>(parse: fn(&str, &str) -> Result<S, CmdError>, word: &str) -> Result<S, Error> {
+    parse(ENGINE, word).map_err(unexpected_reply)
+}
+
+/// RELEASE's count of removed claims: 0 or 1 (one key), nothing else.
+fn released(n: i64) -> Result<bool, Error> {
+    match n {
+        0 => Ok(false),
+        1 => Ok(true),
+        n => Err(unexpected_reply(unexpected(ENGINE, format!("RELEASE removed {n} claims")))),
+    }
+}
+
+/// IDEM.BEGIN's row through the backend's own decoder
+/// ([`idem_sql::decode::begin`]): a negative fence, an attempt beyond `u32`,
+/// an unknown status word or a missing value is [`Error::Unexpected`].
+fn begun<R: SqlRow>(row: &R) -> Result<Begin, Error> {
+    idem_sql::decode::begin(ENGINE, row).map_err(unexpected_reply)?.ok_or(Error::Mismatch)
 }
 
 /// CLAIM inside `tx`: claims `key` for `owner`, until released (`ttl_ms`
@@ -101,7 +126,7 @@ pub async fn claim(tx: &Transaction<'_>, key: &[u8], owner: &[u8], ttl_ms: Optio
 /// RELEASE inside `tx`: true if `owner`'s live claim on `key` was removed.
 pub async fn release(tx: &Transaction<'_>, key: &[u8], owner: &[u8]) -> Result<bool, Error> {
     let row = one(tx, "SELECT idem_release($1, $2)", &[(&key, Type::BYTEA), (&owner, Type::BYTEA)]).await?;
-    Ok(row.try_get::<_, i32>(0)? == 1)
+    released(i64::from(row.try_get::<_, i32>(0)?))
 }
 
 /// OWNER inside `tx`: who holds a live claim on `key`.
@@ -125,16 +150,7 @@ pub async fn idem_begin(
         &[(&key, Type::BYTEA), (&fingerprint, Type::BYTEA), (&lease, Type::INT8), (&wait, Type::BOOL)],
     )
     .await?;
-    let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(match status(BeginStatus::parse, row.try_get::<_, &str>(0)?)? {
-        BeginStatus::Started => Begin::Started {
-            fence: u(row.try_get(1)?),
-            attempt: u32::try_from(row.try_get::<_, i64>(2)?).unwrap_or(u32::MAX),
-        },
-        BeginStatus::Running => Begin::Running { fence: u(row.try_get(1)?), left_ms: u(row.try_get(2)?) },
-        BeginStatus::Done => Begin::Done { result: Bytes::from(row.try_get::<_, Vec<u8>>(3)?) },
-        BeginStatus::Mismatch => return Err(Error::Mismatch),
-    })
+    begun(&PgRow(&row))
 }
 
 /// IDEM.COMMIT inside `tx`: stores `result` for `keep_ms` milliseconds.
@@ -209,4 +225,83 @@ pub async fn counter_add(
     .await?;
     let value: i64 = row.try_get(1)?;
     Ok(Counted::of(status(CounterStatus::parse, row.try_get::<_, &str>(0)?)?, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as plain values (a driver row cannot be built here): `begun`
+    /// reads it through the same `SqlRow` calls as the driver's row.
+    enum V {
+        T(&'static str),
+        I(i64),
+        Null,
+    }
+    struct R(Vec<V>);
+
+    impl SqlRow for R {
+        fn text(&self, i: usize) -> Result<Option<String>, CmdError> {
+            match self.0.get(i) {
+                Some(V::T(t)) => Ok(Some(t.to_string())),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not text"))),
+            }
+        }
+        fn int(&self, i: usize) -> Result<Option<i64>, CmdError> {
+            match self.0.get(i) {
+                Some(V::I(n)) => Ok(Some(*n)),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not an integer"))),
+            }
+        }
+        fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, CmdError> {
+            match self.0.get(i) {
+                Some(V::T(t)) => Ok(Some(t.as_bytes().to_vec())),
+                Some(V::Null) => Ok(None),
+                _ => Err(unexpected("test", format!("column {i} is not bytes"))),
+            }
+        }
+    }
+
+    fn row(status: &'static str, fence: i64, n: i64) -> R {
+        R(vec![V::T(status), V::I(fence), V::I(n), V::Null])
+    }
+
+    #[test]
+    fn begin_rows_the_contract_allows_decode() {
+        assert_eq!(begun(&row("started", 7, 2)).unwrap(), Begin::Started { fence: 7, attempt: 2 });
+        assert_eq!(begun(&row("running", 7, 250)).unwrap(), Begin::Running { fence: 7, left_ms: 250 });
+        let done = R(vec![V::T("done"), V::Null, V::Null, V::T("r")]);
+        assert_eq!(begun(&done).unwrap(), Begin::Done { result: Bytes::from_static(b"r") });
+        assert!(matches!(begun(&R(vec![V::T("mismatch"), V::Null, V::Null, V::Null])), Err(Error::Mismatch)));
+    }
+
+    #[test]
+    fn begin_rows_the_contract_forbids_are_unexpected() {
+        let unexpected = |r: R| matches!(begun(&r), Err(Error::Unexpected(_)));
+        // Was fence 0, attempt u32::MAX: plausible answers to a caller.
+        assert!(unexpected(row("started", -1, 1)), "negative fence");
+        assert!(unexpected(row("running", -1, 250)), "negative fence");
+        assert!(unexpected(row("started", 7, i64::from(u32::MAX) + 1)), "attempt beyond u32");
+        assert!(unexpected(row("started", 7, -1)), "negative attempt");
+        assert!(unexpected(row("begun", 7, 1)), "unknown status word");
+        assert!(unexpected(R(vec![V::T("done"), V::Null, V::Null, V::Null])), "NULL result");
+        assert!(unexpected(R(vec![V::T("started"), V::I(7)])), "missing column");
+    }
+
+    #[test]
+    fn release_counts_other_than_0_or_1_are_unexpected() {
+        assert!(!released(0).unwrap());
+        assert!(released(1).unwrap());
+        assert!(matches!(released(2), Err(Error::Unexpected(_))));
+        assert!(matches!(released(-1), Err(Error::Unexpected(_))));
+    }
+
+    #[test]
+    fn unknown_status_words_are_unexpected() {
+        assert!(matches!(status(EndStatus::parse, "ok"), Ok(EndStatus::Ok)));
+        assert!(matches!(status(EndStatus::parse, "okay"), Err(Error::Unexpected(_))));
+        assert!(matches!(status(CounterStatus::parse, ""), Err(Error::Unexpected(_))));
+    }
 }

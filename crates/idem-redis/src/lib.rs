@@ -117,14 +117,67 @@ struct Single {
     client: redis::Client,
     /// `None` after the connection broke, until a request opens a new one.
     /// A plain lock: a request only clones the handle out of it.
+    settings: RedisSettings,
     conn: std::sync::RwLock<Option<MultiplexedConnection>>,
     /// Held while a fresh connection is opened, so one request opens it.
     reconnect: tokio::sync::Mutex<()>,
 }
 
-/// The longest a request waits for a fresh connection after the last one
-/// broke before it is answered `BUSY` (nothing sent).
-pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a connection may take to open (at start, and for a request
+/// after the last connection broke, which is then answered `BUSY`: nothing
+/// sent), unless the URL's `connect_timeout_ms` says otherwise.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// The longest a request waits for Redis's answer once it was sent, unless
+/// the URL's `response_timeout_ms` says otherwise; then it is answered
+/// `UNKNOWN` (the script may have run) and the connection is replaced.
+pub const RESPONSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Longest `connect_timeout_ms` and `response_timeout_ms` accepted: 10 minutes.
+pub const TIMEOUT_MS_MAX: u64 = 600_000;
+
+/// The connection settings a Redis store URL may carry
+/// (`redis://host:6379/?connect_timeout_ms=500&response_timeout_ms=5000`).
+/// They are taken out of the URL before the redis crate parses it. There is
+/// no pool size: a backend sends every request over one multiplexed
+/// connection (per node on a cluster).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `connect_timeout_ms`, 1..=[`TIMEOUT_MS_MAX`].
+    pub connect_timeout: Duration,
+    /// `response_timeout_ms`, 1..=[`TIMEOUT_MS_MAX`].
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings { connect_timeout: CONNECT_TIMEOUT_DEFAULT, response_timeout: RESPONSE_TIMEOUT_DEFAULT }
+    }
+}
+
+impl RedisSettings {
+    /// Takes the settings out of `url`: (the URL without them, the settings,
+    /// defaults for the absent ones). The error names the setting and its bounds.
+    pub fn take_from(url: &str) -> Result<(String, RedisSettings), BackendError> {
+        let ms = |name: &str, v: &str| {
+            idem_core::store_url::whole_number(name, v, TIMEOUT_MS_MAX).map(Duration::from_millis).map_err(engine_error)
+        };
+        let mut settings = RedisSettings::default();
+        let (url, connect) = idem_core::store_url::take_param(url, "connect_timeout_ms");
+        let (url, response) = idem_core::store_url::take_param(&url, "response_timeout_ms");
+        if let Some(v) = connect {
+            settings.connect_timeout = ms("connect_timeout_ms", &v)?;
+        }
+        if let Some(v) = response {
+            settings.response_timeout = ms("response_timeout_ms", &v)?;
+        }
+        Ok((url, settings))
+    }
+
+    fn connection_config(&self) -> redis::AsyncConnectionConfig {
+        redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.response_timeout)
+    }
+}
 
 /// Why a request to Redis failed.
 enum Failure {
@@ -136,8 +189,19 @@ enum Failure {
 }
 
 impl Single {
-    fn new(client: redis::Client, conn: MultiplexedConnection) -> Self {
-        Single { client, conn: std::sync::RwLock::new(Some(conn)), reconnect: tokio::sync::Mutex::new(()) }
+    fn new(client: redis::Client, settings: RedisSettings, conn: MultiplexedConnection) -> Self {
+        Single { client, settings, conn: std::sync::RwLock::new(Some(conn)), reconnect: tokio::sync::Mutex::new(()) }
+    }
+
+    /// A new connection, within the connect timeout.
+    async fn open(
+        client: &redis::Client,
+        settings: &RedisSettings,
+    ) -> Result<MultiplexedConnection, redis::RedisError> {
+        let config = settings.connection_config();
+        tokio::time::timeout(settings.connect_timeout, client.get_multiplexed_async_connection_with_config(&config))
+            .await
+            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
     }
 
     fn current(&self) -> Option<MultiplexedConnection> {
@@ -164,9 +228,7 @@ impl Single {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let fresh = tokio::time::timeout(RECONNECT_TIMEOUT, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        let fresh = Self::open(&self.client, &self.settings).await?;
         self.set(Some(fresh.clone()));
         Ok(fresh)
     }
@@ -315,10 +377,11 @@ impl RedisBackend {
     /// connection, replaced after it breaks), or over TLS at `rediss://…`
     /// (see [`open_client`]).
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let client = open_client(url)?;
-        let conn = client.get_multiplexed_async_connection().await.map_err(engine_error)?;
+        let (url, settings) = RedisSettings::take_from(url)?;
+        let client = open_client(&url)?;
+        let conn = Single::open(&client, &settings).await.map_err(engine_error)?;
         let backend = RedisBackend {
-            conn: Arc::new(Conn::Single(Box::new(Single::new(client, conn)))),
+            conn: Arc::new(Conn::Single(Box::new(Single::new(client, settings, conn)))),
             cluster: false,
             scripts: Scripts::new(),
             limits: Limits::default(),
@@ -330,6 +393,7 @@ impl RedisBackend {
     /// Connects to a Redis Cluster at `redis-cluster://host:port,host:port,…`
     /// (any reachable subset of the nodes; the rest are discovered).
     pub async fn connect_cluster(url: &str) -> Result<Self, BackendError> {
+        let (url, settings) = RedisSettings::take_from(url)?;
         let rest = url
             .strip_prefix("redis-cluster://")
             .ok_or_else(|| engine_error(format!("'{url}' is not a redis-cluster:// URL")))?;
@@ -338,7 +402,11 @@ impl RedisBackend {
         if nodes.is_empty() {
             return Err(engine_error(format!("'{url}' names no node")));
         }
-        let client = redis::cluster::ClusterClient::new(nodes).map_err(engine_error)?;
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(settings.response_timeout)
+            .build()
+            .map_err(engine_error)?;
         let conn = client.get_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
             conn: Arc::new(Conn::Cluster(conn)),
@@ -1101,6 +1169,28 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn connection_settings_come_out_of_the_url_and_bad_ones_are_named() {
+        let (url, s) =
+            RedisSettings::take_from("rediss://h:6380/0?tls_ca=/ca.pem&response_timeout_ms=250&connect_timeout_ms=40")
+                .unwrap();
+        assert_eq!(url, "rediss://h:6380/0?tls_ca=/ca.pem");
+        assert_eq!(
+            s,
+            RedisSettings { connect_timeout: Duration::from_millis(40), response_timeout: Duration::from_millis(250) }
+        );
+        let (url, s) = RedisSettings::take_from("redis-cluster://a:1,b:2").unwrap();
+        assert_eq!((url.as_str(), s), ("redis-cluster://a:1,b:2", RedisSettings::default()));
+        for (url, name) in [
+            ("redis://h/?connect_timeout_ms=0", "connect_timeout_ms"),
+            ("redis://h/?response_timeout_ms=600001", "response_timeout_ms"),
+            ("redis://h/?response_timeout_ms=soon", "response_timeout_ms"),
+        ] {
+            let e = RedisSettings::take_from(url).unwrap_err().to_string();
+            assert!(e.contains(name), "{url}: {e}");
+        }
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

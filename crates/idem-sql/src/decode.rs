@@ -11,9 +11,9 @@
 
 use bytes::Bytes;
 use idem_core::outcome::{
-    unexpected, Begin, BeginStatus, ClaimStatus, Claimed, Counted, CounterStatus, EndStatus, IdemGetStatus,
-    IdemRenewStatus, LockInfoStatus, LockRenewStatus, LockStatus, Locked, MoveStatus, Moved, ValueSetStatus,
-    ValueWritten,
+    unexpected, Begin, BeginStatus, ClaimStatus, Claimed, ClaimedAll, Counted, CounterStatus, EndStatus, Ended,
+    IdemGetStatus, IdemGot, IdemRenewStatus, IdemRenewed, LockInfo, LockInfoStatus, LockRenewStatus, LockRenewed,
+    LockStatus, Locked, MoveStatus, Moved, Reserved, SlotsReserveStatus, ValueSetStatus, ValueWritten,
 };
 use idem_core::{CmdError, CmdResult, Command, Reply};
 
@@ -84,40 +84,32 @@ pub fn decode<R: SqlRow>(engine: &'static str, cmd: &Command, rows: &[R]) -> Res
         _ => Err(unexpected(engine, format!("{} rows where one was expected", rows.len()))),
     };
     let reply: CmdResult = match cmd {
-        Command::IdemBegin { .. } => {
-            let c = one()?;
-            match c.status(BeginStatus::parse)? {
-                BeginStatus::Started => {
-                    let attempt = c.uint(2)?;
-                    let attempt = u32::try_from(attempt)
-                        .map_err(|_| unexpected(engine, format!("attempt {attempt} is out of range")))?;
-                    Ok(Begin::Started { fence: c.uint(1)?, attempt }.into_reply())
-                }
-                BeginStatus::Running => {
-                    let left_ms = c.left_ms(2)?;
-                    let reply = Begin::Running { fence: c.uint(1)?, left_ms }.into_reply();
-                    return Ok(Poll::Blocked { reply, left_ms });
-                }
-                BeginStatus::Done => Ok(Begin::Done { result: c.bytes(3)? }.into_reply()),
-                BeginStatus::Mismatch => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
+        Command::IdemBegin { .. } => match begin(engine, one()?.row)? {
+            Some(Begin::Running { fence, left_ms }) => {
+                let reply = Begin::Running { fence, left_ms }.into_reply();
+                return Ok(Poll::Blocked { reply, left_ms });
             }
-        }
+            Some(begun) => Ok(begun.into_reply()),
+            None => Err(CmdError::mismatch("this key was begun with a different fingerprint")),
+        },
         Command::IdemCommit { fence, .. } | Command::IdemAbort { fence, .. } => {
             match one()?.status(EndStatus::parse)? {
-                EndStatus::Ok => Ok(Reply::status("ok")),
+                EndStatus::Ok => Ok(Ended.into_reply()),
                 EndStatus::Stale => stale(*fence),
             }
         }
         Command::IdemRenew { fence, .. } => match one()?.status(IdemRenewStatus::parse)? {
-            IdemRenewStatus::Renewed => Ok(Reply::status_with("renewed", [Reply::uint(*fence)])),
+            IdemRenewStatus::Renewed => Ok(IdemRenewed { fence: *fence }.into_reply()),
             IdemRenewStatus::Stale => stale(*fence),
         },
         Command::IdemGet { .. } => {
             let c = one()?;
             match c.status(IdemGetStatus::parse)? {
-                IdemGetStatus::Running => Ok(Begin::Running { fence: c.uint(1)?, left_ms: c.left_ms(2)? }.into_reply()),
-                IdemGetStatus::Done => Ok(Begin::Done { result: c.bytes(3)? }.into_reply()),
-                IdemGetStatus::Absent => Ok(Reply::status("absent")),
+                IdemGetStatus::Running => {
+                    Ok(IdemGot::Running { fence: c.uint(1)?, left_ms: c.left_ms(2)? }.into_reply())
+                }
+                IdemGetStatus::Done => Ok(IdemGot::Done { result: c.bytes(3)? }.into_reply()),
+                IdemGetStatus::Absent => Ok(IdemGot::Absent.into_reply()),
             }
         }
         Command::IdemDel { .. }
@@ -148,8 +140,8 @@ pub fn decode<R: SqlRow>(engine: &'static str, cmd: &Command, rows: &[R]) -> Res
         Command::Renew { .. } => {
             let c = one()?;
             match c.status(LockRenewStatus::parse)? {
-                LockRenewStatus::Renewed => Ok(Reply::status_with("renewed", [Reply::uint(c.uint(1)?)])),
-                LockRenewStatus::Lost => Ok(Reply::status("lost")),
+                LockRenewStatus::Renewed => Ok(LockRenewed::Renewed { fence: c.uint(1)? }.into_reply()),
+                LockRenewStatus::Lost => Ok(LockRenewed::Lost.into_reply()),
             }
         }
         Command::LockInfo { .. } => {
@@ -157,11 +149,11 @@ pub fn decode<R: SqlRow>(engine: &'static str, cmd: &Command, rows: &[R]) -> Res
             match c.status(LockInfoStatus::parse)? {
                 // The waiter count (0 here) is this process's, filled in by
                 // `execute_batch`: the engine does not know it.
-                LockInfoStatus::Held => Ok(Reply::status_with(
-                    "held",
-                    [Reply::Bulk(c.bytes(1)?), Reply::uint(c.uint(2)?), Reply::uint(c.left_ms(3)?), Reply::Int(0)],
-                )),
-                LockInfoStatus::Free => Ok(Reply::status("free")),
+                LockInfoStatus::Held => {
+                    Ok(LockInfo::Held { owner: c.bytes(1)?, fence: c.uint(2)?, left_ms: c.left_ms(3)?, waiters: 0 }
+                        .into_reply())
+                }
+                LockInfoStatus::Free => Ok(LockInfo::Free.into_reply()),
             }
         }
         Command::CounterAdd { .. } => {
@@ -186,26 +178,44 @@ pub fn decode<R: SqlRow>(engine: &'static str, cmd: &Command, rows: &[R]) -> Res
     Ok(Poll::Final(reply))
 }
 
+/// IDEM.BEGIN's row (status, fence, n, result) as its outcome: `None` for
+/// `mismatch` (the key was begun with a different fingerprint). The
+/// backends' [`decode`] and the engine crates' in-transaction `tx::idem_begin`
+/// both read the row through this, so both are equally strict: a negative
+/// fence, an attempt beyond `u32`, an unknown status word or a NULL where a
+/// value belongs is [`unexpected`]. Only a negative `left_ms` of a
+/// `running` row is read as 0 (the engine's clock passed the lease's end).
+pub fn begin<R: SqlRow>(engine: &'static str, row: &R) -> Result<Option<Begin>, CmdError> {
+    let c = Cols { engine, row };
+    Ok(Some(match c.status(BeginStatus::parse)? {
+        BeginStatus::Started => {
+            let attempt = c.uint(2)?;
+            let attempt =
+                u32::try_from(attempt).map_err(|_| unexpected(engine, format!("attempt {attempt} is out of range")))?;
+            Begin::Started { fence: c.uint(1)?, attempt }
+        }
+        BeginStatus::Running => Begin::Running { fence: c.uint(1)?, left_ms: c.left_ms(2)? },
+        BeginStatus::Done => Begin::Done { result: c.bytes(3)? },
+        BeginStatus::Mismatch => return Ok(None),
+    }))
+}
+
 /// CLAIM.ALL: one `claimed` row, or one `held` row (key, owner) per key
 /// another owner holds.
 fn claim_all<R: SqlRow>(engine: &'static str, rows: &[R]) -> CmdResult {
     if rows.is_empty() {
         return Err(unexpected(engine, "CLAIM.ALL returned no row"));
     }
-    let mut out = Vec::with_capacity(1 + 2 * rows.len());
-    out.push(Reply::Word("held"));
+    let mut held = Vec::with_capacity(rows.len());
     for row in rows {
         let c = Cols { engine, row };
         match c.status(ClaimStatus::parse)? {
-            ClaimStatus::Claimed if rows.len() == 1 => return Ok(Claimed::Claimed.into_reply()),
+            ClaimStatus::Claimed if rows.len() == 1 => return Ok(ClaimedAll::Claimed.into_reply()),
             ClaimStatus::Claimed => return Err(unexpected(engine, "CLAIM.ALL mixed 'claimed' with other rows")),
-            ClaimStatus::Held => {
-                out.push(Reply::Bulk(c.bytes(1)?));
-                out.push(Reply::Bulk(c.bytes(2)?));
-            }
+            ClaimStatus::Held => held.push((c.bytes(1)?, c.bytes(2)?)),
         }
     }
-    Ok(Reply::Array(out))
+    Ok(ClaimedAll::Held(held).into_reply())
 }
 
 /// SLOTS.RESERVE: one `reserved`, `outside` (size) or `size` (size) row, or
@@ -214,32 +224,29 @@ fn slots_reserve<R: SqlRow>(engine: &'static str, rows: &[R], last: u32, asked: 
     if rows.is_empty() {
         return Err(unexpected(engine, "SLOTS.RESERVE returned no row"));
     }
-    let mut out = Vec::with_capacity(1 + 2 * rows.len());
-    out.push(Reply::Word("conflict"));
+    let mut conflicts = Vec::with_capacity(rows.len());
     for row in rows {
         let c = Cols { engine, row };
-        let word = c.text(0)?;
-        match word.as_str() {
-            "reserved" => return Ok(Reply::status("reserved")),
-            "outside" => {
+        match c.status(SlotsReserveStatus::parse)? {
+            SlotsReserveStatus::Reserved if rows.len() == 1 => return Ok(Reserved::Reserved.into_reply()),
+            SlotsReserveStatus::Outside => {
                 let size = c.int(1)?;
                 return Err(CmdError::syntax(format!("SLOTS.RESERVE: slot {last} is outside SIZE {size}")));
             }
-            "size" => {
+            SlotsReserveStatus::Size => {
                 let size = c.int(1)?;
                 let asked = asked.map_or(size, i64::from);
                 return Err(CmdError::syntax(format!(
                     "SLOTS.RESERVE: SIZE {asked} differs from the resource's size {size}"
                 )));
             }
-            "conflict" => {
-                out.push(Reply::uint(c.uint(1)?));
-                out.push(Reply::Bulk(c.bytes(2)?));
+            SlotsReserveStatus::Conflict => conflicts.push((c.uint(1)?, c.bytes(2)?)),
+            SlotsReserveStatus::Reserved => {
+                return Err(unexpected(engine, "SLOTS.RESERVE mixed 'reserved' with other rows"))
             }
-            other => return Err(unexpected(engine, format!("SLOTS.RESERVE status {other:?}"))),
         }
     }
-    Ok(Reply::Array(out))
+    Ok(Reserved::Conflict(conflicts).into_reply())
 }
 
 /// SLOTS.GET: rows (size, slot, holder), slot and holder NULL for a
@@ -359,5 +366,29 @@ mod tests {
             code(decode("t", &begin(), &[R(vec![V::T("started"), V::I(-1), V::I(1), V::Null])])),
             ErrorCode::Unknown
         );
+    }
+
+    #[test]
+    fn begin_row_is_strict() {
+        let row = |status, fence, n| R(vec![V::T(status), V::I(fence), V::I(n), V::Null]);
+        let code = |r: Result<Option<Begin>, CmdError>| r.unwrap_err().code;
+        assert_eq!(super::begin("t", &row("started", 7, 2)), Ok(Some(Begin::Started { fence: 7, attempt: 2 })));
+        assert_eq!(super::begin("t", &row("running", 7, 250)), Ok(Some(Begin::Running { fence: 7, left_ms: 250 })));
+        // The lease ended between the engine's read and its answer: none left.
+        assert_eq!(super::begin("t", &row("running", 7, -3)), Ok(Some(Begin::Running { fence: 7, left_ms: 0 })));
+        assert_eq!(super::begin("t", &R(vec![V::T("mismatch"), V::Null, V::Null, V::Null])), Ok(None));
+        assert_eq!(
+            super::begin("t", &R(vec![V::T("done"), V::Null, V::Null, V::B(b"r")])),
+            Ok(Some(Begin::Done { result: Bytes::from_static(b"r") }))
+        );
+        // A negative fence, an attempt beyond u32, a negative attempt, an
+        // unknown word, a NULL result: never 0, u32::MAX or a guess.
+        assert_eq!(code(super::begin("t", &row("started", -1, 1))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &row("running", -1, 250))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &row("started", 7, i64::from(u32::MAX) + 1))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &row("started", 7, -1))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &row("begun", 7, 1))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &R(vec![V::T("done"), V::Null, V::Null, V::Null]))), ErrorCode::Unknown);
+        assert_eq!(code(super::begin("t", &R(vec![V::T("started"), V::I(7)]))), ErrorCode::Unknown);
     }
 }

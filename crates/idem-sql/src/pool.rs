@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use idem_core::store_url::take_param;
+use idem_core::store_url::{take_param, whole_number as number};
 
 /// Connections one backend opens at most, unless `pool_size` says otherwise.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -63,14 +63,6 @@ impl PoolSettings {
         }
         debug_assert!((1..=POOL_SIZE_MAX).contains(&settings.size));
         Ok((url, settings))
-    }
-}
-
-/// `value` as a whole number in 1..=`max`.
-fn number(name: &str, value: &str, max: u64) -> Result<u64, String> {
-    match value.parse::<u64>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{name}={value}: expected a whole number from 1 to {max}")),
     }
 }
 
