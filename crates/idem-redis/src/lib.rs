@@ -499,9 +499,12 @@ impl RedisBackend {
                 let k = rkey("token", &scope, Some(token.as_bytes()));
                 let set = redis::cmd("SET").arg(k).arg("1").arg("PX").arg(px(ttl_ms)).arg("NX").clone();
                 match self.cmd(&set).await? {
-                    Value::Okay | Value::SimpleString(_) => Ok(Reply::Bulk(Bytes::from(token))),
-                    // 128 random bits do not collide; a nil here means the RNG is broken.
-                    other => Err(CmdError::busy(format!("redis: token not stored ({other:?})"))),
+                    Value::Okay => Ok(Reply::Bulk(Bytes::from(token))),
+                    Value::SimpleString(s) if s == "OK" => Ok(Reply::Bulk(Bytes::from(token))),
+                    // 128 random bits do not collide; a nil here means the
+                    // RNG is broken. Nothing was written: BUSY.
+                    Value::Nil => Err(CmdError::busy("redis: token not stored (a 128-bit token collided)")),
+                    other => Err(unexpected(&other)),
                 }
             }
             Command::TokenUse { scope, token } => {
