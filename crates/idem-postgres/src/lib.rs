@@ -108,15 +108,17 @@ const SQL_BEGIN_FAST: &str = "WITH cur AS (
 /// (`pg_try_advisory_xact_lock`, the lock `idem_key_lock` takes): when
 /// another transaction holds it, no row comes out of `lk`, no fence is
 /// drawn, and the statement returns nothing without waiting. Otherwise the
-/// fence is drawn under the lock, as every path that draws one does. No row
-/// back means the key exists or its lock was busy: [`SQL_BEGIN_FAST`] then
-/// answers a live record without waiting (or grants under the lock), and
-/// [`SQL_BEGIN`] decides when that cannot. A duplicate on this route draws
-/// a fence it does not use (a gap in the sequence), and about one draw in
-/// 32 writes the sequence's WAL record, which then waits for a flush: the
-/// route is taken only while taken keys are under an eighth.
+/// fence is drawn under the lock, as every path that draws one does. A key
+/// whose record the statement's snapshot already holds is not inserted at
+/// all (`NOT EXISTS`): no fence is drawn for it, so such a
+/// duplicate writes nothing. No row back means the key
+/// exists or its lock was busy: [`SQL_BEGIN_FAST`] then answers a live
+/// record without waiting (or grants under the lock), and [`SQL_BEGIN`]
+/// decides when that cannot. The route is taken only while taken keys are
+/// under an eighth.
 const SQL_BEGIN_INSERT: &str = concat!(
-    "WITH lk AS (SELECT 1 WHERE pg_try_advisory_xact_lock(",
+    "WITH lk AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM idem_records WHERE key = $1::bytea)
+                  AND pg_try_advisory_xact_lock(",
     schema::key_lock_class!(),
     ", hashtext(encode($1::bytea, 'hex'))))
      INSERT INTO idem_records (key, fingerprint, state, fence, attempt, expires_at_ms)
