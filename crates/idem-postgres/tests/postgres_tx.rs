@@ -185,6 +185,42 @@ async fn idempotency_record_commits_with_the_business_row() {
     products.drop(&c).await;
 }
 
+/// A backend IDEM.BEGIN of a key that a caller's transaction has begun but
+/// not committed waits for it (on the key's fence lock, whichever of the
+/// backend's paths runs); when that transaction rolls back, its grant never
+/// happened, and the backend's starts afresh with a fence above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_begin_after_a_rolled_back_in_tx_grant_gets_a_larger_fence() {
+    postgres::migrate(&url()).await.unwrap();
+    let backend = std::sync::Arc::new(PgBackend::connect(&url()).await.unwrap());
+    let mut c = client().await;
+    let key = format!("{}:rolled-back", prefix());
+    let t = c.transaction().await.unwrap();
+    let Begin::Started { fence: f1, attempt } = tx::idem_begin(&t, key.as_bytes(), None, 30_000).await.unwrap() else {
+        panic!("expected started")
+    };
+    assert_eq!(attempt, 1);
+    let cmd = Command::IdemBegin { key: Bytes::from(key.clone()), fingerprint: None, lease_ms: 30_000, wait_ms: 0 };
+    let waiting = {
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.execute(cmd).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the backend's BEGIN waits for the open transaction");
+    t.rollback().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the backend's BEGIN ends once the transaction rolled back")
+        .unwrap()
+        .unwrap();
+    let Reply::Array(items) = &got else { panic!("{got:?}") };
+    assert_eq!(items.first(), Some(&Reply::Word("started")), "{got:?}");
+    let (Some(Reply::Int(f2)), Some(Reply::Int(attempt))) = (items.get(1), items.get(2)) else { panic!("{got:?}") };
+    assert!(u64::try_from(*f2).unwrap() > f1, "fence {f2} after the rolled-back grant's {f1}");
+    assert_eq!(*attempt, 1, "the rolled-back grant left no attempt behind: {got:?}");
+    backend.shutdown().await;
+}
+
 /// S3: a burst of identical grant requests, each in its own transaction that
 /// outlives any lock: exactly one grant, no duplicate-key error anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
