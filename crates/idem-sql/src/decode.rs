@@ -278,38 +278,7 @@ mod tests {
     use super::*;
     use idem_core::ErrorCode;
 
-    /// A row as plain values: the decoder is a pure function of the rows.
-    enum V {
-        T(&'static str),
-        I(i64),
-        B(&'static [u8]),
-        Null,
-    }
-    struct R(Vec<V>);
-
-    impl SqlRow for R {
-        fn text(&self, i: usize) -> Result<Option<String>, CmdError> {
-            match self.0.get(i) {
-                Some(V::T(t)) => Ok(Some(t.to_string())),
-                Some(V::Null) => Ok(None),
-                _ => Err(unexpected("test", format!("column {i} is not text"))),
-            }
-        }
-        fn int(&self, i: usize) -> Result<Option<i64>, CmdError> {
-            match self.0.get(i) {
-                Some(V::I(n)) => Ok(Some(*n)),
-                Some(V::Null) => Ok(None),
-                _ => Err(unexpected("test", format!("column {i} is not an integer"))),
-            }
-        }
-        fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, CmdError> {
-            match self.0.get(i) {
-                Some(V::B(b)) => Ok(Some(b.to_vec())),
-                Some(V::Null) => Ok(None),
-                _ => Err(unexpected("test", format!("column {i} is not bytes"))),
-            }
-        }
-    }
+    use crate::test_row::{R, V};
 
     fn begin() -> Command {
         Command::IdemBegin { key: Bytes::from_static(b"k"), fingerprint: None, lease_ms: 1000, wait_ms: 0 }

@@ -20,6 +20,7 @@
 pub mod decode;
 pub mod insert_first;
 pub mod pool;
+pub mod test_row;
 
 pub use decode::{decode, SqlRow};
 pub use insert_first::InsertFirst;
