@@ -12,7 +12,11 @@ pub const RUNNING_RETAIN_MS: u64 = crate::command::KEEP_MS_DEFAULT;
 /// (placeholder, value): the routine and script texts name each one by its
 /// placeholder, and [`with_engine_constants`] writes in the value from here,
 /// so a rule is written once, in Rust.
-pub const ENGINE_CONSTANTS: &[(&str, u64)] = &[("@RUNNING_RETAIN_MS@", RUNNING_RETAIN_MS)];
+pub const ENGINE_CONSTANTS: &[(&str, u64)] = &[
+    ("@RUNNING_RETAIN_MS@", RUNNING_RETAIN_MS),
+    // The widest key, owner, name or state a column must hold (MySQL's VARBINARY columns).
+    ("@KEY_BYTES_MAX@", Limits::KEY_BYTES_CONTRACT_MAX as u64),
+];
 
 /// `text` (SQL routines or a Lua script) with every placeholder of
 /// [`ENGINE_CONSTANTS`] replaced by its value. The engine crates test that

@@ -444,7 +444,8 @@ async fn apply_migrations(conn: &mut Conn) -> Result<(), BackendError> {
     let step_err = |what: &str, e: mysql_async::Error| engine_err(format!("migration: {what} failed: {e}"));
     for (_, statements) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         for sql in *statements {
-            conn.query_drop(*sql).await.map_err(|e| step_err(sql.lines().next().unwrap_or(sql), e))?;
+            let sql = schema::statement_text(sql);
+            conn.query_drop(&sql).await.map_err(|e| step_err(sql.lines().next().unwrap_or(&sql), e))?;
         }
     }
     let mariadb = is_mariadb(conn).await?;

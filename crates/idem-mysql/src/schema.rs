@@ -13,7 +13,7 @@
 //! - `idem_cleanup_cursor(id = 1, records_after, claims_after)`: where
 //!   cleanup's key-order sweeps of `idem_records` and `idem_claims` resume
 //!   (since version 6, which dropped their expiry indexes);
-//! - one InnoDB table per primitive, keys `VARBINARY(512)` (binary-safe,
+//! - one InnoDB table per primitive, keys `VARBINARY(@KEY_BYTES_MAX@)` (binary-safe,
 //!   compared byte by byte), results and values `MEDIUMBLOB`;
 //! - times are `BIGINT` milliseconds since the Unix epoch on the DATABASE
 //!   clock, read only inside the procedures through `idem_now_ms()`:
@@ -87,8 +87,8 @@ const V1: &[&str] = &[
     // ran out is remembered (for its attempt number) for
     // idem_core::limits::RUNNING_RETAIN_MS after its lease end.
     "CREATE TABLE IF NOT EXISTS idem_records (
-        `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
-        fingerprint    VARBINARY(512) NULL,
+        `key`          VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
+        fingerprint    VARBINARY(@KEY_BYTES_MAX@) NULL,
         state          VARCHAR(8)     NOT NULL,
         fence          BIGINT         NOT NULL,
         attempt        INT            NOT NULL,
@@ -98,22 +98,22 @@ const V1: &[&str] = &[
     ) ENGINE = InnoDB",
     // Unique claims. expires_at_ms NULL: until released.
     "CREATE TABLE IF NOT EXISTS idem_claims (
-        `key`          VARBINARY(512) NOT NULL PRIMARY KEY,
-        owner          VARBINARY(512) NOT NULL,
+        `key`          VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
+        owner          VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         expires_at_ms  BIGINT         NULL,
         KEY idem_claims_exp (expires_at_ms)  -- dropped by step 6
     ) ENGINE = InnoDB",
     // Leases with fencing. fence 0: a placeholder inside one call.
     "CREATE TABLE IF NOT EXISTS idem_locks (
-        name           VARBINARY(512) NOT NULL PRIMARY KEY,
-        owner          VARBINARY(512) NOT NULL,
+        name           VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
+        owner          VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         fence          BIGINT         NOT NULL,
         expires_at_ms  BIGINT         NOT NULL,
         KEY idem_locks_exp (expires_at_ms)
     ) ENGINE = InnoDB",
     "CREATE TABLE IF NOT EXISTS idem_tokens (
-        scope          VARBINARY(512) NOT NULL,
-        token          VARBINARY(512) NOT NULL,
+        scope          VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
+        token          VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         expires_at_ms  BIGINT         NOT NULL,
         PRIMARY KEY (scope, token),
         KEY idem_tokens_exp (expires_at_ms)
@@ -121,12 +121,12 @@ const V1: &[&str] = &[
     // Counters (0 is not stored: it is what an absent counter reads) and the
     // op ids applied to them.
     "CREATE TABLE IF NOT EXISTS idem_counters (
-        `key`  VARBINARY(512) NOT NULL PRIMARY KEY,
+        `key`  VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
         value  BIGINT         NOT NULL
     ) ENGINE = InnoDB",
     "CREATE TABLE IF NOT EXISTS idem_counter_ops (
-        `key`          VARBINARY(512) NOT NULL,
-        op             VARBINARY(512) NOT NULL,
+        `key`          VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
+        op             VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         value          BIGINT         NOT NULL,
         expires_at_ms  BIGINT         NOT NULL,
         PRIMARY KEY (`key`, op),
@@ -134,25 +134,25 @@ const V1: &[&str] = &[
     ) ENGINE = InnoDB",
     // Versioned values. version 0: a placeholder inside one call.
     "CREATE TABLE IF NOT EXISTS idem_values (
-        `key`    VARBINARY(512) NOT NULL PRIMARY KEY,
+        `key`    VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
         value    MEDIUMBLOB     NOT NULL,
         version  BIGINT         NOT NULL
     ) ENGINE = InnoDB",
     // State machines. state '': a placeholder inside one call.
     "CREATE TABLE IF NOT EXISTS idem_fsm (
-        `key`  VARBINARY(512) NOT NULL PRIMARY KEY,
-        state  VARBINARY(512) NOT NULL
+        `key`  VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
+        state  VARBINARY(@KEY_BYTES_MAX@) NOT NULL
     ) ENGINE = InnoDB",
     // Slot reservations: the resource row (its SIZE; size 0 is a placeholder
     // inside one call) is the lock every reservation of it takes.
     "CREATE TABLE IF NOT EXISTS idem_slot_resources (
-        resource  VARBINARY(512) NOT NULL PRIMARY KEY,
+        resource  VARBINARY(@KEY_BYTES_MAX@) NOT NULL PRIMARY KEY,
         size      INT            NOT NULL
     ) ENGINE = InnoDB",
     "CREATE TABLE IF NOT EXISTS idem_slots (
-        resource  VARBINARY(512) NOT NULL,
+        resource  VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         slot      INT            NOT NULL,
-        holder    VARBINARY(512) NOT NULL,
+        holder    VARBINARY(@KEY_BYTES_MAX@) NOT NULL,
         PRIMARY KEY (resource, slot)
     ) ENGINE = InnoDB",
 ];
@@ -261,8 +261,8 @@ const V6: &[&str] = &[
     DROP_RECORDS_EXP[3],
     "CREATE TABLE IF NOT EXISTS idem_cleanup_cursor (
         id             INT            NOT NULL PRIMARY KEY,
-        records_after  VARBINARY(512) NULL,
-        claims_after   VARBINARY(512) NULL
+        records_after  VARBINARY(@KEY_BYTES_MAX@) NULL,
+        claims_after   VARBINARY(@KEY_BYTES_MAX@) NULL
     ) ENGINE = InnoDB",
     "INSERT IGNORE INTO idem_cleanup_cursor (id, records_after, claims_after) VALUES (1, NULL, NULL)",
 ];
@@ -303,6 +303,17 @@ pub(crate) fn fence_draw(mariadb: bool) -> &'static str {
     }
 }
 
+/// The longest hex text of a key the routines read out of JSON (CLAIM.ALL's
+/// keys, FSM.MOVE's states): room for the widest key's two hex digits a byte.
+pub(crate) const KEY_HEX_CHARS_MAX: usize = 1_100;
+const _: () = assert!(KEY_HEX_CHARS_MAX >= 2 * idem_core::Limits::KEY_BYTES_CONTRACT_MAX);
+
+/// A migration statement as run on this engine: the key widths and every
+/// shared constant written in.
+pub(crate) fn statement_text(sql: &str) -> String {
+    idem_core::limits::with_engine_constants(sql).replace("@KEY_HEX_CHARS_MAX@", &KEY_HEX_CHARS_MAX.to_string())
+}
+
 /// A routine's CREATE statement as installed on this engine: the fence
 /// draw, the grace, the clock and every shared constant written in.
 pub(crate) fn routine_text(create: &str, mariadb: bool) -> String {
@@ -310,7 +321,7 @@ pub(crate) fn routine_text(create: &str, mariadb: bool) -> String {
         .replace("@FENCE_DRAW@", fence_draw(mariadb))
         .replace("@FORGET_GRACE_MS@", &FORGET_GRACE_MS.to_string())
         .replace("@NOW_MS@", NOW_MS_SQL);
-    idem_core::limits::with_engine_constants(&text)
+    statement_text(&text)
 }
 
 /// Every stored routine as `(kind, name, CREATE statement)`. Re-created
@@ -332,11 +343,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_begin",
-        "CREATE PROCEDURE idem_begin(IN p_key VARBINARY(512), IN p_fp VARBINARY(512), IN p_lease_ms BIGINT)
+        "CREATE PROCEDURE idem_begin(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_fp VARBINARY(@KEY_BYTES_MAX@), IN p_lease_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_state VARCHAR(8);
-            DECLARE v_fp VARBINARY(512);
+            DECLARE v_fp VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_fence, v_exp, v_now BIGINT;
             DECLARE v_attempt INT;
             DECLARE v_result MEDIUMBLOB;
@@ -380,7 +391,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_commit",
-        "CREATE PROCEDURE idem_commit(IN p_key VARBINARY(512), IN p_fence BIGINT, IN p_result MEDIUMBLOB,
+        "CREATE PROCEDURE idem_commit(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_fence BIGINT, IN p_result MEDIUMBLOB,
                                       IN p_keep_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
@@ -405,7 +416,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_abort",
-        "CREATE PROCEDURE idem_abort(IN p_key VARBINARY(512), IN p_fence BIGINT)
+        "CREATE PROCEDURE idem_abort(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_fence BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
@@ -431,7 +442,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_record_renew",
-        "CREATE PROCEDURE idem_record_renew(IN p_key VARBINARY(512), IN p_fence BIGINT, IN p_lease_ms BIGINT)
+        "CREATE PROCEDURE idem_record_renew(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_fence BIGINT, IN p_lease_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
@@ -453,7 +464,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_get",
-        "CREATE PROCEDURE idem_get(IN p_key VARBINARY(512))
+        "CREATE PROCEDURE idem_get(IN p_key VARBINARY(@KEY_BYTES_MAX@))
         READS SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
@@ -480,7 +491,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_del",
-        "CREATE PROCEDURE idem_del(IN p_key VARBINARY(512))
+        "CREATE PROCEDURE idem_del(IN p_key VARBINARY(@KEY_BYTES_MAX@))
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_now BIGINT DEFAULT idem_now_ms();
@@ -496,10 +507,10 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_claim",
-        "CREATE PROCEDURE idem_claim(IN p_key VARBINARY(512), IN p_owner VARBINARY(512), IN p_ttl_ms BIGINT)
+        "CREATE PROCEDURE idem_claim(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_owner VARBINARY(@KEY_BYTES_MAX@), IN p_ttl_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
-            DECLARE v_owner VARBINARY(512);
+            DECLARE v_owner VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_exp, v_now BIGINT;
             INSERT INTO idem_claims (`key`, owner, expires_at_ms) VALUES (p_key, p_owner, NULL)
             ON DUPLICATE KEY UPDATE `key` = `key`;
@@ -520,7 +531,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_claim_all",
-        "CREATE PROCEDURE idem_claim_all(IN p_owner VARBINARY(512), IN p_keys LONGTEXT)
+        "CREATE PROCEDURE idem_claim_all(IN p_owner VARBINARY(@KEY_BYTES_MAX@), IN p_keys LONGTEXT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_now BIGINT;
@@ -530,25 +541,25 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             -- CLAIM.ALLs queue instead of deadlocking.
             INSERT INTO idem_claims (`key`, owner, expires_at_ms)
             SELECT UNHEX(j.h), p_owner, NULL
-            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(@KEY_HEX_CHARS_MAX@) PATH '$')) AS j
             ORDER BY UNHEX(j.h)
             ON DUPLICATE KEY UPDATE `key` = idem_claims.`key`;
             SET v_now = idem_now_ms();
             SELECT COUNT(*) INTO v_conflicts
-            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+            FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(@KEY_HEX_CHARS_MAX@) PATH '$')) AS j
             JOIN idem_claims c ON c.`key` = UNHEX(j.h)
             WHERE c.owner <> p_owner AND (c.expires_at_ms IS NULL OR c.expires_at_ms > v_now);
             IF v_conflicts > 0 THEN
                 -- Undo the placeholders; the conflicting rows stay as they are.
                 ROLLBACK TO SAVEPOINT idem_claim_all;
                 SELECT 'held' AS status, c.`key` AS `key`, c.owner AS owner
-                FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (ord FOR ORDINALITY, h VARCHAR(1100) PATH '$')) AS j
+                FROM JSON_TABLE(p_keys, '$[*]' COLUMNS (ord FOR ORDINALITY, h VARCHAR(@KEY_HEX_CHARS_MAX@) PATH '$')) AS j
                 JOIN idem_claims c ON c.`key` = UNHEX(j.h)
                 WHERE c.owner <> p_owner AND (c.expires_at_ms IS NULL OR c.expires_at_ms > v_now)
                 ORDER BY j.ord;
             ELSE
                 UPDATE idem_claims c
-                JOIN JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j ON c.`key` = UNHEX(j.h)
+                JOIN JSON_TABLE(p_keys, '$[*]' COLUMNS (h VARCHAR(@KEY_HEX_CHARS_MAX@) PATH '$')) AS j ON c.`key` = UNHEX(j.h)
                 SET c.owner = p_owner, c.expires_at_ms = NULL;
                 RELEASE SAVEPOINT idem_claim_all;
                 SELECT 'claimed' AS status, NULL AS `key`, NULL AS owner;
@@ -559,7 +570,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_release",
-        "CREATE PROCEDURE idem_release(IN p_key VARBINARY(512), IN p_owner VARBINARY(512))
+        "CREATE PROCEDURE idem_release(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_owner VARBINARY(@KEY_BYTES_MAX@))
         MODIFIES SQL DATA
         BEGIN
             DELETE FROM idem_claims
@@ -571,7 +582,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_owner",
-        "CREATE PROCEDURE idem_owner(IN p_key VARBINARY(512))
+        "CREATE PROCEDURE idem_owner(IN p_key VARBINARY(@KEY_BYTES_MAX@))
         READS SQL DATA
         BEGIN
             SELECT (SELECT owner FROM idem_claims
@@ -584,10 +595,10 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_lock",
-        "CREATE PROCEDURE idem_lock(IN p_name VARBINARY(512), IN p_owner VARBINARY(512), IN p_lease_ms BIGINT)
+        "CREATE PROCEDURE idem_lock(IN p_name VARBINARY(@KEY_BYTES_MAX@), IN p_owner VARBINARY(@KEY_BYTES_MAX@), IN p_lease_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
-            DECLARE v_owner VARBINARY(512);
+            DECLARE v_owner VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_fence, v_exp, v_now BIGINT;
             INSERT INTO idem_locks (name, owner, fence, expires_at_ms) VALUES (p_name, p_owner, 0, 0)
             ON DUPLICATE KEY UPDATE name = name;
@@ -611,11 +622,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_renew",
-        "CREATE PROCEDURE idem_renew(IN p_name VARBINARY(512), IN p_owner VARBINARY(512), IN p_lease_ms BIGINT)
+        "CREATE PROCEDURE idem_renew(IN p_name VARBINARY(@KEY_BYTES_MAX@), IN p_owner VARBINARY(@KEY_BYTES_MAX@), IN p_lease_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
-            DECLARE v_owner VARBINARY(512);
+            DECLARE v_owner VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_fence, v_exp, v_now BIGINT;
             DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
             SELECT owner, fence, expires_at_ms INTO v_owner, v_fence, v_exp
@@ -633,7 +644,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_unlock",
-        "CREATE PROCEDURE idem_unlock(IN p_name VARBINARY(512), IN p_owner VARBINARY(512))
+        "CREATE PROCEDURE idem_unlock(IN p_name VARBINARY(@KEY_BYTES_MAX@), IN p_owner VARBINARY(@KEY_BYTES_MAX@))
         MODIFIES SQL DATA
         BEGIN
             DELETE FROM idem_locks WHERE name = p_name AND owner = p_owner AND expires_at_ms > idem_now_ms();
@@ -644,11 +655,11 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_lock_info",
-        "CREATE PROCEDURE idem_lock_info(IN p_name VARBINARY(512))
+        "CREATE PROCEDURE idem_lock_info(IN p_name VARBINARY(@KEY_BYTES_MAX@))
         READS SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
-            DECLARE v_owner VARBINARY(512);
+            DECLARE v_owner VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_fence, v_exp, v_now BIGINT;
             DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = FALSE;
             SELECT owner, fence, expires_at_ms INTO v_owner, v_fence, v_exp FROM idem_locks WHERE name = p_name;
@@ -664,7 +675,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_token_new",
-        "CREATE PROCEDURE idem_token_new(IN p_scope VARBINARY(512), IN p_token VARBINARY(512), IN p_ttl_ms BIGINT)
+        "CREATE PROCEDURE idem_token_new(IN p_scope VARBINARY(@KEY_BYTES_MAX@), IN p_token VARBINARY(@KEY_BYTES_MAX@), IN p_ttl_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
             INSERT INTO idem_tokens (scope, token, expires_at_ms)
@@ -677,7 +688,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_token_use",
-        "CREATE PROCEDURE idem_token_use(IN p_scope VARBINARY(512), IN p_token VARBINARY(512))
+        "CREATE PROCEDURE idem_token_use(IN p_scope VARBINARY(@KEY_BYTES_MAX@), IN p_token VARBINARY(@KEY_BYTES_MAX@))
         MODIFIES SQL DATA
         BEGIN
             DELETE FROM idem_tokens WHERE scope = p_scope AND token = p_token AND expires_at_ms > idem_now_ms();
@@ -689,8 +700,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_counter_add",
-        "CREATE PROCEDURE idem_counter_add(IN p_key VARBINARY(512), IN p_delta BIGINT, IN p_min BIGINT,
-                                           IN p_max BIGINT, IN p_op VARBINARY(512), IN p_keep_ms BIGINT)
+        "CREATE PROCEDURE idem_counter_add(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_delta BIGINT, IN p_min BIGINT,
+                                           IN p_max BIGINT, IN p_op VARBINARY(@KEY_BYTES_MAX@), IN p_keep_ms BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
@@ -739,7 +750,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_value_set",
-        "CREATE PROCEDURE idem_value_set(IN p_key VARBINARY(512), IN p_value MEDIUMBLOB, IN p_if_version BIGINT)
+        "CREATE PROCEDURE idem_value_set(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_value MEDIUMBLOB, IN p_if_version BIGINT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_ver BIGINT;
@@ -763,10 +774,10 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_fsm_move",
-        "CREATE PROCEDURE idem_fsm_move(IN p_key VARBINARY(512), IN p_to VARBINARY(512), IN p_from LONGTEXT)
+        "CREATE PROCEDURE idem_fsm_move(IN p_key VARBINARY(@KEY_BYTES_MAX@), IN p_to VARBINARY(@KEY_BYTES_MAX@), IN p_from LONGTEXT)
         MODIFIES SQL DATA
         BEGIN
-            DECLARE v_cur VARBINARY(512);
+            DECLARE v_cur VARBINARY(@KEY_BYTES_MAX@);
             DECLARE v_allowed INT;
             INSERT INTO idem_fsm (`key`, state) VALUES (p_key, '') ON DUPLICATE KEY UPDATE `key` = `key`;
             SELECT state INTO v_cur FROM idem_fsm WHERE `key` = p_key FOR UPDATE;
@@ -777,7 +788,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
                     SET v_cur = 'none';
                 END IF;
                 SELECT COUNT(*) INTO v_allowed
-                FROM JSON_TABLE(p_from, '$[*]' COLUMNS (h VARCHAR(1100) PATH '$')) AS j
+                FROM JSON_TABLE(p_from, '$[*]' COLUMNS (h VARCHAR(@KEY_HEX_CHARS_MAX@) PATH '$')) AS j
                 WHERE UNHEX(j.h) = v_cur;
                 IF v_allowed > 0 THEN
                     UPDATE idem_fsm SET state = p_to WHERE `key` = p_key;
@@ -797,8 +808,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_slots_reserve",
-        "CREATE PROCEDURE idem_slots_reserve(IN p_resource VARBINARY(512), IN p_first INT, IN p_last INT,
-                                             IN p_holder VARBINARY(512), IN p_size INT)
+        "CREATE PROCEDURE idem_slots_reserve(IN p_resource VARBINARY(@KEY_BYTES_MAX@), IN p_first INT, IN p_last INT,
+                                             IN p_holder VARBINARY(@KEY_BYTES_MAX@), IN p_size INT)
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_size, v_conflicts, v_i INT;
@@ -843,8 +854,8 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
     (
         "PROCEDURE",
         "idem_slots_release",
-        "CREATE PROCEDURE idem_slots_release(IN p_resource VARBINARY(512), IN p_first INT, IN p_last INT,
-                                             IN p_holder VARBINARY(512))
+        "CREATE PROCEDURE idem_slots_release(IN p_resource VARBINARY(@KEY_BYTES_MAX@), IN p_first INT, IN p_last INT,
+                                             IN p_holder VARBINARY(@KEY_BYTES_MAX@))
         MODIFIES SQL DATA
         BEGIN
             DECLARE v_found BOOLEAN DEFAULT TRUE;
@@ -881,7 +892,7 @@ pub(crate) const ROUTINES: &[(&str, &str, &str)] = &[
             DECLARE v_now BIGINT DEFAULT idem_now_ms();
             DECLARE v_n BIGINT DEFAULT 0;
             DECLARE v_max, v_scanned BIGINT;
-            DECLARE v_after, v_first, v_last VARBINARY(512);
+            DECLARE v_after, v_first, v_last VARBINARY(@KEY_BYTES_MAX@);
             -- Records: the batch of keys after the cursor, first to last.
             SELECT records_after INTO v_after FROM idem_cleanup_cursor WHERE id = 1;
             IF v_after IS NULL THEN
