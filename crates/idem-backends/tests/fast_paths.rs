@@ -166,3 +166,79 @@ async fn mariadb_claim_answers_the_same_by_either_first_statement() {
     run(&b, &["RELEASE", &taken, "o1"]).await;
     b.shutdown().await;
 }
+
+/// MariaDB's IDEM.BEGIN answers the same whichever statement goes first: the
+/// bare insert (while taken keys are rare) or the one-statement upsert that
+/// reads an existing record. Each route gets a fresh grant, a running
+/// duplicate (its fence), a fingerprint mismatch, a replay, a takeover after
+/// the lease ran out and a grant after an ABORT's tombstone, both with a
+/// larger fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_begin_answers_the_same_by_either_first_statement() {
+    let url = env_or("IDEM_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let b = idem_backends::mysql::MySqlBackend::connect(&url).await.expect("mysql backend");
+    if !b.begin_tries_insert_first() {
+        eprintln!("not MariaDB: MySQL runs IDEM.BEGIN through its procedure only");
+        return;
+    }
+    let taken = key("mysql", "bmix-taken");
+    assert_eq!(word(&run(&b, &["IDEM.BEGIN", &taken, "LEASE", "60000"]).await), "started");
+    for bare in [true, false, true] {
+        let k = key("mysql", &format!("bmix-{bare}"));
+        steer(&b, bare, &taken).await;
+        let first = run(&b, &["IDEM.BEGIN", &k, "LEASE", "60000", "FP", "f1"]).await;
+        assert_eq!((word(&first), int(&first, 2)), ("started", 1), "bare = {bare}");
+        let f1 = int(&first, 1);
+        steer(&b, bare, &taken).await;
+        let dup = run(&b, &["IDEM.BEGIN", &k, "LEASE", "60000", "FP", "f1"]).await;
+        assert_eq!((word(&dup), int(&dup, 1)), ("running", f1), "bare = {bare}");
+        steer(&b, bare, &taken).await;
+        let argv: Vec<Bytes> = ["IDEM.BEGIN", &k, "LEASE", "60000", "FP", "f2"]
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let mismatch = b.execute(Command::parse(&argv, &Limits::default()).expect("valid")).await;
+        assert_eq!(mismatch.map_err(|e| e.code), Err(idem_core::ErrorCode::Mismatch), "bare = {bare}");
+        assert_eq!(run(&b, &["IDEM.COMMIT", &k, &f1.to_string(), "r1"]).await, Reply::status("ok"));
+        steer(&b, bare, &taken).await;
+        let replay = run(&b, &["IDEM.BEGIN", &k, "LEASE", "60000"]).await;
+        assert_eq!(replay, Reply::status_with("done", [Reply::Bulk(Bytes::from_static(b"r1"))]), "bare = {bare}");
+        // A lease that runs out: the next BEGIN takes over, attempt 2.
+        let short = key("mysql", &format!("bmix-short-{bare}"));
+        steer(&b, bare, &taken).await;
+        let one = run(&b, &["IDEM.BEGIN", &short, "LEASE", &SHORT_MS.to_string()]).await;
+        assert_eq!(word(&one), "started", "bare = {bare}");
+        tokio::time::sleep(PAST_SHORT).await;
+        steer(&b, bare, &taken).await;
+        let two = run(&b, &["IDEM.BEGIN", &short, "LEASE", "60000"]).await;
+        assert_eq!((word(&two), int(&two, 2)), ("started", 2), "takeover, bare = {bare}");
+        assert!(int(&two, 1) > int(&one, 1), "the takeover's fence grows (bare = {bare})");
+        // An ABORT leaves a tombstone: the next BEGIN starts over, fence larger.
+        assert_eq!(run(&b, &["IDEM.ABORT", &short, &int(&two, 1).to_string()]).await, Reply::status("ok"));
+        steer(&b, bare, &taken).await;
+        let three = run(&b, &["IDEM.BEGIN", &short, "LEASE", "60000"]).await;
+        assert_eq!((word(&three), int(&three, 2)), ("started", 1), "after ABORT, bare = {bare}");
+        assert!(int(&three, 1) > int(&two, 1), "the fence after a tombstone grows (bare = {bare})");
+        for key in [&k, &short] {
+            run(&b, &["IDEM.DEL", key]).await;
+        }
+    }
+    run(&b, &["IDEM.DEL", &taken]).await;
+    b.shutdown().await;
+}
+
+/// Steers MariaDB's choice of IDEM.BEGIN's first statement well past the
+/// switch (an eighth of taken keys): fresh keys make the bare insert the
+/// first try, BEGINs of the taken key the upsert.
+async fn steer(b: &idem_backends::mysql::MySqlBackend, bare: bool, taken: &str) {
+    for n in 0..40 {
+        if bare {
+            let fresh = key("mysql", &format!("bmix-fresh-{n}"));
+            assert_eq!(word(&run(b, &["IDEM.BEGIN", &fresh, "LEASE", "60000"]).await), "started");
+            run(b, &["IDEM.DEL", &fresh]).await;
+        } else {
+            assert_eq!(word(&run(b, &["IDEM.BEGIN", taken, "LEASE", "60000"]).await), "running");
+        }
+    }
+    assert_eq!(b.begin_tries_insert_first(), bare, "the first BEGIN statement did not move");
+}

@@ -46,7 +46,7 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::task::JoinHandle;
 
-use idem_core::outcome::Claimed;
+use idem_core::outcome::{Begin, Claimed};
 use idem_core::BackendError;
 use idem_sql::{to_i64, BackendWaiters, Poll, SqlRow, SqlRunner};
 
@@ -108,6 +108,8 @@ struct Inner {
     /// Picks CLAIM's first statement on MariaDB: [`CLAIM_INSERT`] while
     /// taken keys are rare, [`CLAIM_UPSERT`] otherwise.
     claim_mix: idem_sql::InsertFirst,
+    /// Recent IDEM.BEGINs' share of taken keys: picks BEGIN's first statement.
+    begin_mix: idem_sql::InsertFirst,
 }
 
 /// The one-statement fast paths, their text built once (the prepared
@@ -123,6 +125,8 @@ struct FastSql {
     claim_insert_no_ttl: String,
     /// IDEM.BEGIN ([`BEGIN_FAST`]).
     begin: String,
+    /// IDEM.BEGIN's bare insert ([`BEGIN_INSERT`]).
+    begin_insert: String,
 }
 
 impl FastSql {
@@ -134,6 +138,7 @@ impl FastSql {
             claim_insert_ttl: CLAIM_INSERT.replace("@EXP@", &format!("{now} + ?")),
             claim_insert_no_ttl: CLAIM_INSERT.replace("@EXP@", "NULL"),
             begin: BEGIN_FAST.replace("@NOW_MS@", now),
+            begin_insert: BEGIN_INSERT.replace("@NOW_MS@", now),
         }
     }
 }
@@ -191,6 +196,20 @@ const BEGIN_FAST: &str = "INSERT INTO idem_records (`key`, fingerprint, state, f
        fence,
        CAST(IF(fence = PREVIOUS VALUE FOR idem_fence_seq, 1, expires_at_ms - @NOW_MS@) AS SIGNED) AS n,
        IF(state = 'done', result, NULL) AS result";
+
+/// IDEM.BEGIN's first try while taken keys are rare
+/// ([`idem_sql::InsertFirst::begin`]): [`BEGIN_FAST`]'s insert with none of
+/// its reading of an existing record, so the fresh grant costs what the
+/// bare insert of a fenced lease costs. The fence drawn and the one the row
+/// holds come back: equal, the row is this statement's (`started`, attempt
+/// 1); different, the key existed, `ON DUPLICATE KEY UPDATE` changed nothing
+/// (the drawn fence is a gap), and [`BEGIN_FAST`] answers. The fence rule
+/// is [`BEGIN_FAST`]'s (drawn before the lookup, stored only when the key
+/// has no row). Parameters: key, fingerprint, lease.
+const BEGIN_INSERT: &str = "INSERT INTO idem_records (`key`, fingerprint, state, fence, attempt, expires_at_ms)
+     VALUES (?, ?, 'running', NEXT VALUE FOR idem_fence_seq, 1, @NOW_MS@ + ?)
+     ON DUPLICATE KEY UPDATE `key` = `key`
+     RETURNING fence, PREVIOUS VALUE FOR idem_fence_seq";
 
 fn engine_err(message: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "mysql", message: message.to_string() }
@@ -268,6 +287,13 @@ impl MySqlBackend {
         self.inner.fast.is_some() && self.inner.claim_mix.bare()
     }
 
+    /// Whether the next IDEM.BEGIN tries the bare insert first (MariaDB
+    /// only): for tests that must reach both of BEGIN's first statements.
+    #[doc(hidden)]
+    pub fn begin_tries_insert_first(&self) -> bool {
+        self.inner.fast.is_some() && self.inner.begin_mix.bare()
+    }
+
     /// Connects to the database at `url` (`mysql://user:pass@host:port/db`,
     /// or `mariadb://…`), creating or upgrading idem's schema first when it is
     /// missing or older than this build's, and starts the cleanup task. Must
@@ -340,6 +366,7 @@ impl MySqlBackend {
             waits,
             fast,
             claim_mix: idem_sql::InsertFirst::claim(),
+            begin_mix: idem_sql::InsertFirst::begin(),
             test_clock: test_clock.clone(),
         });
         let cleanup = match test_clock {
@@ -520,7 +547,14 @@ impl Inner {
                 // `None` when the record's lease or retention ran out: the
                 // procedure decides (below).
                 (Some(sql), Command::IdemBegin { key, fingerprint, lease_ms, .. }) => {
-                    begin_fast(conn, sql, cmd, key, fingerprint.as_deref(), *lease_ms).await.transpose()
+                    let bare = self.begin_mix.bare();
+                    match begin_fast(conn, sql, bare, cmd, key, fingerprint.as_deref(), *lease_ms).await {
+                        Ok((poll, taken)) => {
+                            self.begin_mix.note(taken);
+                            poll.map(Ok)
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
                 }
                 _ => None,
             };
@@ -812,23 +846,45 @@ async fn claim_fast(
     Ok((Poll::Final(Ok(outcome.into_reply())), held))
 }
 
-/// IDEM.BEGIN through [`BEGIN_FAST`], in its own autocommit statement:
-/// `None` when the procedure must decide (nothing was written then).
+/// IDEM.BEGIN in its own autocommit statements: [`BEGIN_INSERT`] first when
+/// `bare` (a fresh key ends there), then [`BEGIN_FAST`]. `None` when the
+/// procedure must decide (nothing was written then). Also says whether the
+/// key was taken.
 async fn begin_fast(
     conn: &mut Conn,
     sql: &FastSql,
+    bare: bool,
     cmd: &Command,
     key: &[u8],
     fingerprint: Option<&[u8]>,
     lease_ms: u64,
-) -> Result<Option<Poll>, CallError> {
+) -> Result<(Option<Poll>, bool), CallError> {
     let fp = fingerprint.map_or(Value::NULL, bytes);
+    if bare {
+        let params = vec![bytes(key), fp.clone(), Value::Int(to_i64(lease_ms))];
+        let row = exec_fast(conn, &sql.begin_insert, params, "IDEM.BEGIN").await?;
+        let (fence, drawn) = (begin_fence(&row, 0)?, begin_fence(&row, 1)?);
+        if fence == drawn {
+            let started = Begin::Started { fence, attempt: 1 }.into_reply();
+            return Ok((Some(Poll::Final(Ok(started))), false));
+        }
+    }
     let params = vec![bytes(key), fp.clone(), Value::Int(to_i64(lease_ms)), fp.clone(), fp];
     let row = exec_fast(conn, &sql.begin, params, "IDEM.BEGIN").await?;
-    if MyRow(&row).text(0)?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(idem_sql::decode(ENGINE, cmd, &[MyRow(&row)])?))
+    let Some(status) = MyRow(&row).text(0)? else {
+        return Ok((None, true));
+    };
+    // A grant on this route is an absent key's; anything else found it taken.
+    let taken = status != "started";
+    Ok((Some(idem_sql::decode(ENGINE, cmd, &[MyRow(&row)])?), taken))
+}
+
+/// Column `i` of [`BEGIN_INSERT`]'s row: a fence, which is never NULL or negative.
+fn begin_fence(row: &Row, i: usize) -> Result<u64, CmdError> {
+    let v = MyRow(row)
+        .int(i)?
+        .ok_or_else(|| idem_core::outcome::unexpected(ENGINE, format!("fence column {i} is NULL")))?;
+    u64::try_from(v).map_err(|_| idem_core::outcome::unexpected(ENGINE, format!("fence {v}")))
 }
 
 /// Runs one command as one CALL (or SELECT) on `q`: a connection or a
