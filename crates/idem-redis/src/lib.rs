@@ -25,7 +25,10 @@ use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 
-use idem_core::outcome::Claimed;
+use idem_core::outcome::{
+    Begin, Claimed, ClaimedAll, Counted, CounterStatus, Ended, IdemGot, IdemRenewed, LockInfo, LockRenewed, Locked,
+    MoveStatus, Moved, Reserved, ValueSetStatus, ValueWritten,
+};
 use idem_core::BackendError;
 use keys::{rkey, RKey};
 
@@ -1009,7 +1012,14 @@ fn redis_error(f: Failure) -> CmdError {
 struct Spec {
     words: &'static [(&'static str, Form)],
     bare: Bare,
+    /// Builds the command's typed outcome from a reply whose shape `words`
+    /// checked (the word, then the elements after it) and encodes it with
+    /// that outcome's one encoder (`idem_core::outcome`).
+    typed: Typed,
 }
+
+/// See [`Spec::typed`].
+type Typed = fn(&'static str, Vec<Reply>) -> CmdResult;
 
 /// A status word's reply.
 #[derive(Clone, Copy, Debug)]
@@ -1056,42 +1066,42 @@ const fn fixed(word: &'static str, len: usize, ints: &'static [usize]) -> (&'sta
 /// and lease time left, or the result.
 const IDEM_BEGIN: Spec = Spec {
     words: &[fixed("started", 3, &[1, 2]), fixed("running", 3, &[1, 2]), fixed("done", 2, &[])],
-    bare: Bare::None,
+    bare: Bare::None, typed: begin_outcome,
 };
 /// IDEM.COMMIT, IDEM.ABORT (idem.lua `commit`, `abort`; else STALE).
-const IDEM_COMMIT_ABORT: Spec = Spec { words: &[fixed("ok", 1, &[])], bare: Bare::None };
+const IDEM_COMMIT_ABORT: Spec = Spec { words: &[fixed("ok", 1, &[])], bare: Bare::None, typed: ended };
 /// IDEM.RENEW (idem.lua `renew`; else STALE): the fence.
-const IDEM_RENEW: Spec = Spec { words: &[fixed("renewed", 2, &[1])], bare: Bare::None };
+const IDEM_RENEW: Spec = Spec { words: &[fixed("renewed", 2, &[1])], bare: Bare::None, typed: idem_renewed };
 /// IDEM.GET (idem.lua `get`).
 const IDEM_GET: Spec =
-    Spec { words: &[fixed("absent", 1, &[]), fixed("done", 2, &[]), fixed("running", 3, &[1, 2])], bare: Bare::None };
+    Spec { words: &[fixed("absent", 1, &[]), fixed("done", 2, &[]), fixed("running", 3, &[1, 2])], bare: Bare::None, typed: idem_got };
 /// IDEM.DEL, RELEASE, UNLOCK, SLOTS.RELEASE (their scripts) and TOKEN.USE
 /// (`DEL`): a count.
-const COUNT: Spec = Spec { words: &[], bare: Bare::Int };
+const COUNT: Spec = Spec { words: &[], bare: Bare::Int, typed: no_words };
 /// OWNER, FSM.GET: a plain `GET`.
-const PLAIN_GET: Spec = Spec { words: &[], bare: Bare::BulkOrNil };
+const PLAIN_GET: Spec = Spec { words: &[], bare: Bare::BulkOrNil, typed: no_words };
 /// CLAIM (claim.lua `claim`): the other holder.
-const CLAIM: Spec = Spec { words: &[fixed("claimed", 1, &[]), fixed("held", 2, &[])], bare: Bare::None };
+const CLAIM: Spec = Spec { words: &[fixed("claimed", 1, &[]), fixed("held", 2, &[])], bare: Bare::None, typed: claimed };
 /// CLAIM.ALL (claim.lua `all`): `key, owner` pairs.
 const CLAIM_ALL: Spec =
-    Spec { words: &[fixed("claimed", 1, &[]), ("held", Form::Pairs { ints_first: false })], bare: Bare::None };
+    Spec { words: &[fixed("claimed", 1, &[]), ("held", Form::Pairs { ints_first: false })], bare: Bare::None, typed: claimed_all };
 /// LOCK (lock.lua `lock`): the fence, or the holder and its lease time left.
-const LOCK: Spec = Spec { words: &[fixed("acquired", 2, &[1]), fixed("busy", 3, &[2])], bare: Bare::None };
+const LOCK: Spec = Spec { words: &[fixed("acquired", 2, &[1]), fixed("busy", 3, &[2])], bare: Bare::None, typed: locked };
 /// RENEW (lock.lua `renew`): the fence.
-const RENEW: Spec = Spec { words: &[fixed("lost", 1, &[]), fixed("renewed", 2, &[1])], bare: Bare::None };
+const RENEW: Spec = Spec { words: &[fixed("lost", 1, &[]), fixed("renewed", 2, &[1])], bare: Bare::None, typed: lock_renewed };
 /// LOCK.INFO (lock.lua `info`): owner, fence, lease time left, waiters.
-const LOCK_INFO: Spec = Spec { words: &[fixed("free", 1, &[]), fixed("held", 5, &[2, 3, 4])], bare: Bare::None };
+const LOCK_INFO: Spec = Spec { words: &[fixed("free", 1, &[]), fixed("held", 5, &[2, 3, 4])], bare: Bare::None, typed: lock_info };
 /// COUNTER.ADD (counter.lua): the value.
 const COUNTER_ADD: Spec =
-    Spec { words: &[fixed("ok", 2, &[1]), fixed("refused", 2, &[1]), fixed("replayed", 2, &[1])], bare: Bare::None };
+    Spec { words: &[fixed("ok", 2, &[1]), fixed("refused", 2, &[1]), fixed("replayed", 2, &[1])], bare: Bare::None, typed: counted };
 /// VALUE.SET (value.lua): the version.
-const VALUE_SET: Spec = Spec { words: &[fixed("ok", 2, &[1]), fixed("conflict", 2, &[1])], bare: Bare::None };
+const VALUE_SET: Spec = Spec { words: &[fixed("ok", 2, &[1]), fixed("conflict", 2, &[1])], bare: Bare::None, typed: value_written };
 /// FSM.MOVE (fsm.lua): the state.
 const FSM_MOVE: Spec =
-    Spec { words: &[fixed("already", 2, &[]), fixed("moved", 2, &[]), fixed("refused", 2, &[])], bare: Bare::None };
+    Spec { words: &[fixed("already", 2, &[]), fixed("moved", 2, &[]), fixed("refused", 2, &[])], bare: Bare::None, typed: moved };
 /// SLOTS.RESERVE (slots.lua `reserve`): `slot, holder` pairs.
 const SLOTS_RESERVE: Spec =
-    Spec { words: &[fixed("reserved", 1, &[]), ("conflict", Form::Pairs { ints_first: true })], bare: Bare::None };
+    Spec { words: &[fixed("reserved", 1, &[]), ("conflict", Form::Pairs { ints_first: true })], bare: Bare::None, typed: reserved };
 
 /// Decodes a reply by `spec`: an array whose first element is one of the
 /// command's status words becomes `Reply::Array`, its integer positions
@@ -1117,17 +1127,175 @@ fn to_reply(v: Value, spec: &Spec) -> CmdResult {
     if !form.fits(items.len()) {
         return Err(unexpected(&Value::Array(items)));
     }
-    let mut out = Vec::with_capacity(items.len());
-    out.push(Reply::Word(word));
+    let mut rest = Vec::with_capacity(items.len() - 1);
     for (i, item) in items.into_iter().enumerate().skip(1) {
-        out.push(match item {
+        rest.push(match item {
             Value::Int(n) if form.is_int(i) => Reply::Int(n),
             Value::BulkString(b) if form.is_int(i) => Reply::Int(parse_i64(&b)?),
             Value::BulkString(b) => Reply::Bulk(Bytes::from(b)),
             other => return Err(unexpected(&other)),
         });
     }
-    Ok(Reply::Array(out))
+    (spec.typed)(word, rest)
+}
+
+// The typed outcome of each command's reply, from its word and the elements
+// after it, whose count and types the command's [`Spec`] checked. Fences,
+// versions, slots, counts and attempts must not be negative; a time left
+// below 0 (the lease ended between two reads of the clock) is 0, as the SQL
+// decoder reads it.
+
+fn no_words(word: &'static str, _: Vec<Reply>) -> CmdResult {
+    Err(unexpected_word("status", word.as_bytes()))
+}
+
+fn begin_outcome(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let mut r = rest.into_iter();
+    Ok(match word {
+        "started" => {
+            let fence = uint(r.next())?;
+            let attempt = uint(r.next())?;
+            let attempt = u32::try_from(attempt).map_err(|_| unexpected_what(format!("attempt {attempt}")))?;
+            Begin::Started { fence, attempt }.into_reply()
+        }
+        "running" => Begin::Running { fence: uint(r.next())?, left_ms: left_ms(r.next())? }.into_reply(),
+        "done" => Begin::Done { result: bulk(r.next())? }.into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn ended(_: &'static str, _: Vec<Reply>) -> CmdResult {
+    Ok(Ended.into_reply())
+}
+
+fn idem_renewed(_: &'static str, rest: Vec<Reply>) -> CmdResult {
+    Ok(IdemRenewed { fence: uint(rest.into_iter().next())? }.into_reply())
+}
+
+fn idem_got(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let mut r = rest.into_iter();
+    Ok(match word {
+        "absent" => IdemGot::Absent.into_reply(),
+        "running" => IdemGot::Running { fence: uint(r.next())?, left_ms: left_ms(r.next())? }.into_reply(),
+        "done" => IdemGot::Done { result: bulk(r.next())? }.into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn claimed(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    Ok(match word {
+        "claimed" => Claimed::Claimed.into_reply(),
+        "held" => Claimed::Held { owner: bulk(rest.into_iter().next())? }.into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn claimed_all(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    Ok(match word {
+        "claimed" => ClaimedAll::Claimed.into_reply(),
+        "held" => {
+            let mut held = Vec::with_capacity(rest.len() / 2);
+            let mut r = rest.into_iter();
+            while let Some(key) = r.next() {
+                held.push((bulk(Some(key))?, bulk(r.next())?));
+            }
+            ClaimedAll::Held(held).into_reply()
+        }
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn locked(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let mut r = rest.into_iter();
+    Ok(match word {
+        "acquired" => Locked::Acquired { fence: uint(r.next())? }.into_reply(),
+        "busy" => Locked::Busy { holder: bulk(r.next())?, left_ms: left_ms(r.next())? }.into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn lock_renewed(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    Ok(match word {
+        "lost" => LockRenewed::Lost.into_reply(),
+        "renewed" => LockRenewed::Renewed { fence: uint(rest.into_iter().next())? }.into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn lock_info(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let mut r = rest.into_iter();
+    Ok(match word {
+        "free" => LockInfo::Free.into_reply(),
+        "held" => LockInfo::Held {
+            owner: bulk(r.next())?,
+            fence: uint(r.next())?,
+            left_ms: left_ms(r.next())?,
+            waiters: uint(r.next())?,
+        }
+        .into_reply(),
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn counted(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let value = int(rest.into_iter().next())?;
+    Ok(Counted::of(CounterStatus::parse("redis", word)?, value).into_reply())
+}
+
+fn value_written(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let version = uint(rest.into_iter().next())?;
+    Ok(ValueWritten { status: ValueSetStatus::parse("redis", word)?, version }.into_reply())
+}
+
+fn moved(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    let state = bulk(rest.into_iter().next())?;
+    Ok(Moved { status: MoveStatus::parse("redis", word)?, state }.into_reply())
+}
+
+fn reserved(word: &'static str, rest: Vec<Reply>) -> CmdResult {
+    Ok(match word {
+        "reserved" => Reserved::Reserved.into_reply(),
+        "conflict" => {
+            let mut held = Vec::with_capacity(rest.len() / 2);
+            let mut r = rest.into_iter();
+            while let Some(slot) = r.next() {
+                held.push((uint(Some(slot))?, bulk(r.next())?));
+            }
+            Reserved::Conflict(held).into_reply()
+        }
+        other => return no_words(other, Vec::new()),
+    })
+}
+
+fn unexpected_what(what: String) -> CmdError {
+    idem_core::outcome::unexpected("redis", what)
+}
+
+/// An integer element.
+fn int(r: Option<Reply>) -> Result<i64, CmdError> {
+    match r {
+        Some(Reply::Int(n)) => Ok(n),
+        other => Err(unexpected_what(format!("{other:?} where an integer belongs"))),
+    }
+}
+
+/// An integer element that must not be negative.
+fn uint(r: Option<Reply>) -> Result<u64, CmdError> {
+    let n = int(r)?;
+    u64::try_from(n).map_err(|_| unexpected_what(format!("{n} where a non-negative integer belongs")))
+}
+
+/// A time left, 0 once it ran out.
+fn left_ms(r: Option<Reply>) -> Result<u64, CmdError> {
+    Ok(u64::try_from(int(r)?).unwrap_or(0))
+}
+
+/// A bulk string element.
+fn bulk(r: Option<Reply>) -> Result<Bytes, CmdError> {
+    match r {
+        Some(Reply::Bulk(b)) => Ok(b),
+        other => Err(unexpected_what(format!("{other:?} where a bulk string belongs"))),
+    }
 }
 
 /// A script's error, `"!", CODE, message` (prelude.lua `err`).
@@ -1217,6 +1385,20 @@ mod tests {
             Err(e) => assert_eq!(e.code, ErrorCode::Unknown, "{shown}: {e:?}"),
             Ok(r) => panic!("{shown} decoded to {r:?}"),
         }
+    }
+
+    #[test]
+    fn numbers_the_contract_keeps_non_negative_are_checked() {
+        unknown(arr(&["started", "-1", "1"]), &IDEM_BEGIN);
+        unknown(arr(&["started", "7", "4294967296"]), &IDEM_BEGIN);
+        unknown(arr(&["running", "-7", "250"]), &IDEM_BEGIN);
+        unknown(arr(&["acquired", "-3"]), &LOCK);
+        unknown(arr(&["held", "me", "3", "10", "-1"]), &LOCK_INFO);
+        unknown(arr(&["conflict", "-4", "a"]), &SLOTS_RESERVE);
+        unknown(Value::Array(vec![bulk("ok"), Value::Int(-2)]), &VALUE_SET);
+        // A lease that ended between two clock reads has no time left.
+        let running = to_reply(arr(&["running", "7", "-3"]), &IDEM_BEGIN).unwrap();
+        assert_eq!(running, word("running", vec![Reply::Int(7), Reply::Int(0)]));
     }
 
     #[test]
