@@ -130,10 +130,6 @@ struct Single {
 /// after the last connection broke, which is then answered `BUSY`: nothing
 /// sent), unless the URL's `connect_timeout_ms` says otherwise.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
-/// The longest a request waits for Redis's answer once it was sent, unless
-/// the URL's `response_timeout_ms` says otherwise; then it is answered
-/// `UNKNOWN` (the script may have run) and the connection is replaced.
-pub const RESPONSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Longest `connect_timeout_ms` and `response_timeout_ms` accepted: 10 minutes.
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 
@@ -146,13 +142,18 @@ pub const TIMEOUT_MS_MAX: u64 = 600_000;
 pub struct RedisSettings {
     /// `connect_timeout_ms`, 1..=[`TIMEOUT_MS_MAX`].
     pub connect_timeout: Duration,
-    /// `response_timeout_ms`, 1..=[`TIMEOUT_MS_MAX`].
-    pub response_timeout: Duration,
+    /// `response_timeout_ms`, 1..=[`TIMEOUT_MS_MAX`]: the longest a sent
+    /// request waits for Redis's answer before it is answered `UNKNOWN`
+    /// (the script may have run) and its connection replaced. None by
+    /// default: a request then waits while its connection lives (a broken
+    /// connection ends it at once), because the per-request timer costs
+    /// about a tenth of Redis's request rate (docs/benchmarks-backends.md).
+    pub response_timeout: Option<Duration>,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        RedisSettings { connect_timeout: CONNECT_TIMEOUT_DEFAULT, response_timeout: RESPONSE_TIMEOUT_DEFAULT }
+        RedisSettings { connect_timeout: CONNECT_TIMEOUT_DEFAULT, response_timeout: None }
     }
 }
 
@@ -170,15 +171,17 @@ impl RedisSettings {
             settings.connect_timeout = ms("connect_timeout_ms", &v)?;
         }
         if let Some(v) = response {
-            settings.response_timeout = ms("response_timeout_ms", &v)?;
+            settings.response_timeout = Some(ms("response_timeout_ms", &v)?);
         }
         Ok((url, settings))
     }
 
     fn connection_config(&self) -> redis::AsyncConnectionConfig {
-        redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(self.connect_timeout)
-            .set_response_timeout(self.response_timeout)
+        let config = redis::AsyncConnectionConfig::new().set_connection_timeout(self.connect_timeout);
+        match self.response_timeout {
+            Some(t) => config.set_response_timeout(t),
+            None => config,
+        }
     }
 }
 
@@ -405,11 +408,11 @@ impl RedisBackend {
         if nodes.is_empty() {
             return Err(engine_error(format!("'{url}' names no node")));
         }
-        let client = redis::cluster::ClusterClient::builder(nodes)
-            .connection_timeout(settings.connect_timeout)
-            .response_timeout(settings.response_timeout)
-            .build()
-            .map_err(engine_error)?;
+        let mut builder = redis::cluster::ClusterClient::builder(nodes).connection_timeout(settings.connect_timeout);
+        if let Some(t) = settings.response_timeout {
+            builder = builder.response_timeout(t);
+        }
+        let client = builder.build().map_err(engine_error)?;
         let conn = client.get_async_connection().await.map_err(engine_error)?;
         let backend = RedisBackend {
             conn: Arc::new(Conn::Cluster(conn)),
@@ -1066,42 +1069,63 @@ const fn fixed(word: &'static str, len: usize, ints: &'static [usize]) -> (&'sta
 /// and lease time left, or the result.
 const IDEM_BEGIN: Spec = Spec {
     words: &[fixed("started", 3, &[1, 2]), fixed("running", 3, &[1, 2]), fixed("done", 2, &[])],
-    bare: Bare::None, typed: begin_outcome,
+    bare: Bare::None,
+    typed: begin_outcome,
 };
 /// IDEM.COMMIT, IDEM.ABORT (idem.lua `commit`, `abort`; else STALE).
 const IDEM_COMMIT_ABORT: Spec = Spec { words: &[fixed("ok", 1, &[])], bare: Bare::None, typed: ended };
 /// IDEM.RENEW (idem.lua `renew`; else STALE): the fence.
 const IDEM_RENEW: Spec = Spec { words: &[fixed("renewed", 2, &[1])], bare: Bare::None, typed: idem_renewed };
 /// IDEM.GET (idem.lua `get`).
-const IDEM_GET: Spec =
-    Spec { words: &[fixed("absent", 1, &[]), fixed("done", 2, &[]), fixed("running", 3, &[1, 2])], bare: Bare::None, typed: idem_got };
+const IDEM_GET: Spec = Spec {
+    words: &[fixed("absent", 1, &[]), fixed("done", 2, &[]), fixed("running", 3, &[1, 2])],
+    bare: Bare::None,
+    typed: idem_got,
+};
 /// IDEM.DEL, RELEASE, UNLOCK, SLOTS.RELEASE (their scripts) and TOKEN.USE
 /// (`DEL`): a count.
 const COUNT: Spec = Spec { words: &[], bare: Bare::Int, typed: no_words };
 /// OWNER, FSM.GET: a plain `GET`.
 const PLAIN_GET: Spec = Spec { words: &[], bare: Bare::BulkOrNil, typed: no_words };
 /// CLAIM (claim.lua `claim`): the other holder.
-const CLAIM: Spec = Spec { words: &[fixed("claimed", 1, &[]), fixed("held", 2, &[])], bare: Bare::None, typed: claimed };
+const CLAIM: Spec =
+    Spec { words: &[fixed("claimed", 1, &[]), fixed("held", 2, &[])], bare: Bare::None, typed: claimed };
 /// CLAIM.ALL (claim.lua `all`): `key, owner` pairs.
-const CLAIM_ALL: Spec =
-    Spec { words: &[fixed("claimed", 1, &[]), ("held", Form::Pairs { ints_first: false })], bare: Bare::None, typed: claimed_all };
+const CLAIM_ALL: Spec = Spec {
+    words: &[fixed("claimed", 1, &[]), ("held", Form::Pairs { ints_first: false })],
+    bare: Bare::None,
+    typed: claimed_all,
+};
 /// LOCK (lock.lua `lock`): the fence, or the holder and its lease time left.
-const LOCK: Spec = Spec { words: &[fixed("acquired", 2, &[1]), fixed("busy", 3, &[2])], bare: Bare::None, typed: locked };
+const LOCK: Spec =
+    Spec { words: &[fixed("acquired", 2, &[1]), fixed("busy", 3, &[2])], bare: Bare::None, typed: locked };
 /// RENEW (lock.lua `renew`): the fence.
-const RENEW: Spec = Spec { words: &[fixed("lost", 1, &[]), fixed("renewed", 2, &[1])], bare: Bare::None, typed: lock_renewed };
+const RENEW: Spec =
+    Spec { words: &[fixed("lost", 1, &[]), fixed("renewed", 2, &[1])], bare: Bare::None, typed: lock_renewed };
 /// LOCK.INFO (lock.lua `info`): owner, fence, lease time left, waiters.
-const LOCK_INFO: Spec = Spec { words: &[fixed("free", 1, &[]), fixed("held", 5, &[2, 3, 4])], bare: Bare::None, typed: lock_info };
+const LOCK_INFO: Spec =
+    Spec { words: &[fixed("free", 1, &[]), fixed("held", 5, &[2, 3, 4])], bare: Bare::None, typed: lock_info };
 /// COUNTER.ADD (counter.lua): the value.
-const COUNTER_ADD: Spec =
-    Spec { words: &[fixed("ok", 2, &[1]), fixed("refused", 2, &[1]), fixed("replayed", 2, &[1])], bare: Bare::None, typed: counted };
+const COUNTER_ADD: Spec = Spec {
+    words: &[fixed("ok", 2, &[1]), fixed("refused", 2, &[1]), fixed("replayed", 2, &[1])],
+    bare: Bare::None,
+    typed: counted,
+};
 /// VALUE.SET (value.lua): the version.
-const VALUE_SET: Spec = Spec { words: &[fixed("ok", 2, &[1]), fixed("conflict", 2, &[1])], bare: Bare::None, typed: value_written };
+const VALUE_SET: Spec =
+    Spec { words: &[fixed("ok", 2, &[1]), fixed("conflict", 2, &[1])], bare: Bare::None, typed: value_written };
 /// FSM.MOVE (fsm.lua): the state.
-const FSM_MOVE: Spec =
-    Spec { words: &[fixed("already", 2, &[]), fixed("moved", 2, &[]), fixed("refused", 2, &[])], bare: Bare::None, typed: moved };
+const FSM_MOVE: Spec = Spec {
+    words: &[fixed("already", 2, &[]), fixed("moved", 2, &[]), fixed("refused", 2, &[])],
+    bare: Bare::None,
+    typed: moved,
+};
 /// SLOTS.RESERVE (slots.lua `reserve`): `slot, holder` pairs.
-const SLOTS_RESERVE: Spec =
-    Spec { words: &[fixed("reserved", 1, &[]), ("conflict", Form::Pairs { ints_first: true })], bare: Bare::None, typed: reserved };
+const SLOTS_RESERVE: Spec = Spec {
+    words: &[fixed("reserved", 1, &[]), ("conflict", Form::Pairs { ints_first: true })],
+    bare: Bare::None,
+    typed: reserved,
+};
 
 /// Decodes a reply by `spec`: an array whose first element is one of the
 /// command's status words becomes `Reply::Array`, its integer positions
@@ -1349,7 +1373,10 @@ mod tests {
         assert_eq!(url, "rediss://h:6380/0?tls_ca=/ca.pem");
         assert_eq!(
             s,
-            RedisSettings { connect_timeout: Duration::from_millis(40), response_timeout: Duration::from_millis(250) }
+            RedisSettings {
+                connect_timeout: Duration::from_millis(40),
+                response_timeout: Some(Duration::from_millis(250))
+            }
         );
         let (url, s) = RedisSettings::take_from("redis-cluster://a:1,b:2").unwrap();
         assert_eq!((url.as_str(), s), ("redis-cluster://a:1,b:2", RedisSettings::default()));
