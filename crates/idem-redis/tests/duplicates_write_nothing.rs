@@ -5,36 +5,11 @@
 //! of each bumps it. Against a private redis-server on a free port, so that
 //! no other client's writes are counted.
 
-use bytes::Bytes;
-use idem_core::{Backend, Limits, Reply};
 use idem_redis::RedisBackend;
 use idem_testkit::RedisServer;
 
-async fn run(b: &RedisBackend, argv: &[&str]) -> Reply {
-    let argv: Vec<Bytes> = argv.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-    let cmd = idem_core::Command::parse(&argv, &Limits::default()).expect("a valid command");
-    b.execute(cmd).await.unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
-
-fn word(r: &Reply) -> &'static str {
-    match r {
-        Reply::Array(v) => match v.first() {
-            Some(Reply::Word(w)) => w,
-            _ => panic!("no status word in {r:?}"),
-        },
-        _ => panic!("not an array: {r:?}"),
-    }
-}
-
-fn int_at(r: &Reply, i: usize) -> i64 {
-    match r {
-        Reply::Array(v) => match v.get(i) {
-            Some(Reply::Int(n)) => *n,
-            other => panic!("no integer at {i} of {r:?}: {other:?}"),
-        },
-        _ => panic!("not an array: {r:?}"),
-    }
-}
+mod support;
+use support::{int_at, run, word};
 
 /// The server's writes since its last save.
 async fn writes(c: &mut redis::aio::MultiplexedConnection) -> u64 {
