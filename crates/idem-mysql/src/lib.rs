@@ -875,7 +875,7 @@ async fn begin_fast(
         return Ok((None, true));
     };
     // A grant on this route is an absent key's; anything else found it taken.
-    let taken = status != "started";
+    let taken = status != idem_core::outcome::BeginStatus::Started.word();
     Ok((Some(idem_sql::decode(ENGINE, cmd, &[MyRow(&row)])?), taken))
 }
 

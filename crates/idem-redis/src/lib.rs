@@ -1217,14 +1217,7 @@ fn claimed(word: &'static str, rest: Vec<Reply>) -> CmdResult {
 fn claimed_all(word: &'static str, rest: Vec<Reply>) -> CmdResult {
     Ok(match word {
         "claimed" => ClaimedAll::Claimed.into_reply(),
-        "held" => {
-            let mut held = Vec::with_capacity(rest.len() / 2);
-            let mut r = rest.into_iter();
-            while let Some(key) = r.next() {
-                held.push((bulk(Some(key))?, bulk(r.next())?));
-            }
-            ClaimedAll::Held(held).into_reply()
-        }
+        "held" => ClaimedAll::Held(pairs(rest, bulk)?).into_reply(),
         other => return no_words(other, Vec::new()),
     })
 }
@@ -1279,16 +1272,20 @@ fn moved(word: &'static str, rest: Vec<Reply>) -> CmdResult {
 fn reserved(word: &'static str, rest: Vec<Reply>) -> CmdResult {
     Ok(match word {
         "reserved" => Reserved::Reserved.into_reply(),
-        "conflict" => {
-            let mut held = Vec::with_capacity(rest.len() / 2);
-            let mut r = rest.into_iter();
-            while let Some(slot) = r.next() {
-                held.push((uint(Some(slot))?, bulk(r.next())?));
-            }
-            Reserved::Conflict(held).into_reply()
-        }
+        "conflict" => Reserved::Conflict(pairs(rest, uint)?).into_reply(),
         other => return no_words(other, Vec::new()),
     })
+}
+
+/// The (first, bulk string) pairs after a word (CLAIM.ALL's keys and
+/// owners, SLOTS.RESERVE's slots and holders), the first read by `first`.
+fn pairs<T>(rest: Vec<Reply>, first: fn(Option<Reply>) -> Result<T, CmdError>) -> Result<Vec<(T, Bytes)>, CmdError> {
+    let mut out = Vec::with_capacity(rest.len() / 2);
+    let mut r = rest.into_iter();
+    while let Some(a) = r.next() {
+        out.push((first(Some(a))?, bulk(r.next())?));
+    }
+    Ok(out)
 }
 
 fn unexpected_what(what: String) -> CmdError {
