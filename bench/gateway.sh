@@ -9,6 +9,11 @@
 #                   request (two durable writes each: BEGIN and COMMIT, fsync on)
 #   gateway-replay  wrk -> idem gateway, 64 keys committed beforehand: every
 #                   request is a replay and the upstream is not touched
+#   gateway-unique-shm  as gateway-unique, with the data directory on a RAM
+#                   file system (/dev/shm), where fdatasync returns at once:
+#                   the same code path without the disk's cost, so that the
+#                   difference from gateway-unique is what the syncs cost here.
+#                   A reference only: a RAM file system is not durable.
 # Each round runs the five in turn; the summary gives the median of each
 # figure over the rounds and the ratios against nginx. It also gives the
 # proxy's CPU time per request (user + system, from /proc): the gateway
@@ -52,7 +57,8 @@ fi
 
 work="$(mktemp -d /tmp/idem-gateway-bench.XXXXXX)"
 pids=()
-cleanup() { stop_pids "${pids[@]}"; rm -rf "$work"; }
+shm_data=""
+cleanup() { stop_pids "${pids[@]}"; rm -rf "$work" ${shm_data:+"$shm_data"}; }
 trap cleanup EXIT
 
 up_port="$(free_port)"
@@ -211,6 +217,20 @@ for round in $(seq "$ROUNDS"); do
         if [ -s "$work/last-wakes" ]; then echo "$round $mode $(cat "$work/last-wakes")" >>"$work/wakes.txt"; rm -f "$work/last-wakes"; fi
     done
     stop_pids "$gw_pid"
+    # The same gateway with its log on a RAM file system (not durable): the
+    # disk's share of the unique-key cost. Skipped where /dev/shm is not tmpfs.
+    if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
+        shm_data="$(mktemp -d /dev/shm/idem-gateway-bench.XXXXXX)"
+        RUST_LOG=warn "$IDEM" gateway --listen "127.0.0.1:$gw_port" --upstream "http://127.0.0.1:$up_port" --data "$shm_data" &
+        gw_pid=$!
+        pids+=($gw_pid)
+        wait_port "$gw_port"
+        r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/unique.lua" "s$round")"
+        echo "$round gateway-unique-shm $r" | tee -a "$results" >&2
+        if [ -s "$work/last-wakes" ]; then echo "$round gateway-unique-shm $(cat "$work/last-wakes")" >>"$work/wakes.txt"; rm -f "$work/last-wakes"; fi
+        stop_pids "$gw_pid"
+        rm -rf "$shm_data"
+    fi
 done
 
 echo
@@ -222,8 +242,10 @@ python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 med = {}
-for mode in ["direct", "nginx", "gateway-keyless", "gateway-unique", "gateway-replay"]:
+for mode in ["direct", "nginx", "gateway-keyless", "gateway-unique", "gateway-replay", "gateway-unique-shm"]:
     rs = [r for r in rows if r[1] == mode]
+    if not rs:
+        continue
     med[mode] = tuple(statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4, 6, 7, 8)) + (sum(int(r[5]) for r in rs),)
 n = med["nginx"]
 for mode, (rps, p50, p99, cpu, idle, syncs, err) in med.items():
