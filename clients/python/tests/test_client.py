@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 
 import pytest
 
@@ -198,6 +199,16 @@ def test_unexpected_replies_raise() -> None:
         p.token_new("s", ttl_ms=1).decode(b"XYZ")
     with pytest.raises(UnexpectedReply):
         p.counter_add("k", 1, min=None, max=None, op=None, keep_ms=None).decode([b"ok", True])
+
+
+async def test_the_async_client_builds_its_pools_without_a_warning(idem_url: str, run: str) -> None:
+    # redis-py warns when an asyncio pool is given the synchronous Retry,
+    # and converts it; the client must hand over asyncio's own.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with AsyncClient.from_url(idem_url) as c:
+            assert await c.claim(run + "k", "me") == Claimed()
+    assert [str(w.message) for w in caught] == []
 
 
 async def test_async_client(aclient: AsyncClient, run: str) -> None:

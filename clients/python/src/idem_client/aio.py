@@ -8,6 +8,8 @@ from typing import Any, Literal, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from . import _protocol as p
 from ._bytes import Bin
@@ -17,7 +19,6 @@ from .client import (
     PARKED_CONNECTIONS_MAX,
     PARKED_SOCKET_TIMEOUT_S,
     POOL_TIMEOUT_S,
-    no_retry,
 )
 from .idempotent import Codec, Decorator
 from .lock import AsyncLock
@@ -38,6 +39,13 @@ from .replies import (
 )
 
 R = TypeVar("R")
+
+
+def no_retry() -> AsyncRetry:
+    """No automatic re-sending of a command whose connection broke (as `client.no_retry`)."""
+    # The asyncio pool takes asyncio's Retry; given the synchronous one,
+    # redis-py converts it with a warning on every pool it builds.
+    return AsyncRetry(NoBackoff(), 0)
 
 
 def _pool(url: str, connections_max: int, kwargs: dict[str, Any]) -> redis.asyncio.BlockingConnectionPool:
