@@ -29,7 +29,7 @@ export IDEM_BIN="${IDEM_BIN:-$PWD/target/debug/idem}"
 pytest_allowing_none clients/python/tests
 if [ -d conformance/http ]; then
   # target_asgi adds the Python middleware (idem_client.asgi) to the gateway's targets.
-  IDEM_HTTP_PLUGINS="${IDEM_HTTP_PLUGINS:-target_asgi}" pytest_allowing_none conformance/http
+  IDEM_HTTP_PLUGINS="${IDEM_HTTP_PLUGINS:-target_asgi}" pytest_allowing_none -o asyncio_default_fixture_loop_scope=function conformance/http
 fi
 (cd clients/python && "../../$py/mypy" --strict && "../../$py/ruff" check .)
 
