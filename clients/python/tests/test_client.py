@@ -201,6 +201,22 @@ def test_unexpected_replies_raise() -> None:
         p.counter_add("k", 1, min=None, max=None, op=None, keep_ms=None).decode([b"ok", True])
 
 
+def test_both_clients_bound_every_socket_wait(idem_url: str) -> None:
+    # Set by the client, not left to redis-py (which waited forever before 6.0).
+    from idem_client.client import PARKED_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S
+
+    with Client.from_url(idem_url) as c:
+        sync_pools = [c._conn.connection_pool, c._parking.connection_pool]
+        ordinary, parking = (p.connection_kwargs for p in sync_pools)
+    aclient = AsyncClient.from_url(idem_url)
+    async_pools = [aclient._conn.connection_pool, aclient._parking.connection_pool]
+    a_ordinary, a_parking = (p.connection_kwargs for p in async_pools)
+    read_s = {"ordinary": SOCKET_TIMEOUT_S, "parking": PARKED_SOCKET_TIMEOUT_S}
+    pools = [("ordinary", ordinary), ("ordinary", a_ordinary), ("parking", parking), ("parking", a_parking)]
+    for kind, kw in pools:
+        assert (kw["socket_timeout"], kw["socket_connect_timeout"]) == (read_s[kind], SOCKET_TIMEOUT_S)
+
+
 async def test_the_async_client_builds_its_pools_without_a_warning(idem_url: str, run: str) -> None:
     # redis-py warns when an asyncio pool is given the synchronous Retry,
     # and converts it; the client must hand over asyncio's own.

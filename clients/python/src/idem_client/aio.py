@@ -19,6 +19,7 @@ from .client import (
     PARKED_CONNECTIONS_MAX,
     PARKED_SOCKET_TIMEOUT_S,
     POOL_TIMEOUT_S,
+    socket_timeouts,
 )
 from .idempotent import Codec, Decorator
 from .lock import AsyncLock
@@ -55,7 +56,7 @@ def _pool(url: str, connections_max: int, kwargs: dict[str, Any]) -> redis.async
         timeout=POOL_TIMEOUT_S,
         protocol=2,
         retry=no_retry(),
-        **kwargs,
+        **socket_timeouts(kwargs),
     )
 
 

@@ -47,6 +47,10 @@ PARKED_CONNECTIONS_MAX = 256
 PARKED_SOCKET_TIMEOUT_S = 310.0
 #: How long a caller waits for a free pooled connection before `Unavailable`.
 POOL_TIMEOUT_S = 30.0
+#: Connecting, and reading a reply on the ordinary pool, give up after this
+#: (`Unavailable`). Set here rather than left to redis-py, whose default
+#: before version 6 was to wait forever.
+SOCKET_TIMEOUT_S = 5.0
 
 
 def no_retry() -> Retry:
@@ -57,6 +61,11 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def socket_timeouts(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The bounded socket timeouts, unless the caller's `kwargs` set their own."""
+    return {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S, **kwargs}
+
+
 def _pool(url: str, connections_max: int, kwargs: dict[str, Any]) -> redis.BlockingConnectionPool:
     return redis.BlockingConnectionPool.from_url(
         url,
@@ -64,7 +73,7 @@ def _pool(url: str, connections_max: int, kwargs: dict[str, Any]) -> redis.Block
         timeout=POOL_TIMEOUT_S,
         protocol=2,
         retry=no_retry(),
-        **kwargs,
+        **socket_timeouts(kwargs),
     )
 
 
