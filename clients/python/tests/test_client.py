@@ -215,6 +215,13 @@ def test_both_clients_bound_every_socket_wait(idem_url: str) -> None:
     pools = [("ordinary", ordinary), ("ordinary", a_ordinary), ("parking", parking), ("parking", a_parking)]
     for kind, kw in pools:
         assert (kw["socket_timeout"], kw["socket_connect_timeout"]) == (read_s[kind], SOCKET_TIMEOUT_S)
+    # A caller's shorter read timeout applies to ordinary commands only: a
+    # parked WAIT must still be able to last its five minutes.
+    with Client.from_url(idem_url, socket_timeout=1.0) as c:
+        assert c._conn.connection_pool.connection_kwargs["socket_timeout"] == 1.0
+        assert c._parking.connection_pool.connection_kwargs["socket_timeout"] == PARKED_SOCKET_TIMEOUT_S
+    short = AsyncClient.from_url(idem_url, socket_timeout=1.0)
+    assert short._parking.connection_pool.connection_kwargs["socket_timeout"] == PARKED_SOCKET_TIMEOUT_S
 
 
 async def test_the_async_client_builds_its_pools_without_a_warning(idem_url: str, run: str) -> None:

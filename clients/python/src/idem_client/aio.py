@@ -17,8 +17,8 @@ from ._protocol import Command
 from .client import (
     CONNECTIONS_MAX,
     PARKED_CONNECTIONS_MAX,
-    PARKED_SOCKET_TIMEOUT_S,
     POOL_TIMEOUT_S,
+    parked_kwargs,
     socket_timeouts,
 )
 from .idempotent import Codec, Decorator
@@ -84,10 +84,8 @@ class AsyncClient:
     ) -> AsyncClient:
         """Connects lazily to ``redis://host:port`` (extra keyword arguments go to redis-py's pool)."""
         conn = redis.asyncio.Redis(connection_pool=_pool(url, connections_max, kwargs))
-        # A parked command answers only when its WAIT ends: its socket must
-        # wait that long (redis-py's default read timeout is a few seconds).
-        parked = {"socket_timeout": PARKED_SOCKET_TIMEOUT_S, **kwargs}
-        parking = redis.asyncio.Redis(connection_pool=_pool(url, parked_connections_max, parked))
+        parked = _pool(url, parked_connections_max, parked_kwargs(kwargs))
+        parking = redis.asyncio.Redis(connection_pool=parked)
         return cls(conn, parking=parking)
 
     async def close(self) -> None:

@@ -66,6 +66,14 @@ def socket_timeouts(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S, **kwargs}
 
 
+def parked_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The parking pool's arguments: the caller's, with a read timeout that outlasts the longest WAIT."""
+    # A parked command answers only when its WAIT ends; a shorter read
+    # timeout (the caller's, or redis-py's default of a few seconds) would
+    # turn a long wait into a false `OutcomeUnknown`.
+    return {**kwargs, "socket_timeout": max(PARKED_SOCKET_TIMEOUT_S, kwargs.get("socket_timeout") or 0.0)}
+
+
 def _pool(url: str, connections_max: int, kwargs: dict[str, Any]) -> redis.BlockingConnectionPool:
     return redis.BlockingConnectionPool.from_url(
         url,
@@ -101,10 +109,7 @@ class Client:
     ) -> Client:
         """Connects lazily to ``redis://host:port`` (extra keyword arguments go to redis-py's pool)."""
         conn = redis.Redis(connection_pool=_pool(url, connections_max, kwargs))
-        # A parked command answers only when its WAIT ends: its socket must
-        # wait that long (redis-py's default read timeout is a few seconds).
-        parked = {"socket_timeout": PARKED_SOCKET_TIMEOUT_S, **kwargs}
-        parking = redis.Redis(connection_pool=_pool(url, parked_connections_max, parked))
+        parking = redis.Redis(connection_pool=_pool(url, parked_connections_max, parked_kwargs(kwargs)))
         return cls(conn, parking=parking)
 
     def close(self) -> None:
