@@ -56,6 +56,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::acl::AclUser;
 use crate::http_conn::{self, Drain};
 use crate::metrics::{CommandLabel, Transport};
+use crate::observe::OpenConnection;
 use crate::state::{InfoCounter, ServerState};
 use crate::tls::{Stream, TlsSource};
 use crate::{base64, cmd};
@@ -72,8 +73,8 @@ pub(crate) async fn serve(
 ) {
     let handshake_ms = state.config().tls_handshake_timeout_ms;
     let header_read_timeout = Duration::from_millis(state.config().http_header_read_timeout_ms);
+    let mut listener = BoundedListener { inner: listener, permits, tls, handshake_ms, state: state.clone() };
     let app = router(state);
-    let mut listener = BoundedListener { inner: listener, permits, tls, handshake_ms };
     // hyper directly rather than `axum::serve`, for the head's read timeout
     // (a slow-loris client sending a byte now and then is cut at it; it
     // also bounds how long an idle keep-alive connection is kept).
@@ -110,6 +111,8 @@ struct BoundedListener {
     /// own task, so a slow handshake never holds up the accept loop.
     tls: Option<Arc<TlsSource>>,
     handshake_ms: u64,
+    /// For the open-connection gauge.
+    state: Arc<ServerState>,
 }
 
 impl Listener for BoundedListener {
@@ -126,7 +129,8 @@ impl Listener for BoundedListener {
             None => Stream::Plain(stream),
             Some(tls) => Stream::lazy_tls(tls.acceptor(), stream, self.handshake_ms),
         };
-        (Permitted { stream, _permit: permit }, addr)
+        let open = self.state.observe().http().opened();
+        (Permitted { stream, _permit: permit, _open: open }, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -138,6 +142,7 @@ impl Listener for BoundedListener {
 struct Permitted {
     stream: Stream,
     _permit: Option<OwnedSemaphorePermit>,
+    _open: OpenConnection,
 }
 
 impl AsyncRead for Permitted {

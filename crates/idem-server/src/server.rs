@@ -151,7 +151,6 @@ impl Server {
         // HTTP gets its own pool of the same size: slow HTTP clients (hyper
         // has no header timeout here) must not starve RESP of connections.
         let http_permits = Arc::new(Semaphore::new(state.config().max_connections));
-        state.observe().http().watch_pool(http_permits.clone(), state.config().max_connections);
         let http_task =
             http.map(|(l, _)| tokio::spawn(http::serve(l, None, state.clone(), http_permits.clone(), stop_rx.clone())));
         let https_task = https

@@ -102,9 +102,18 @@ async fn metrics_shows_the_server_and_the_facade_in_one_exposition() {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
 
+    // Two idle HTTP connections, accepted before the scrape's (the accept
+    // loop takes connections in arrival order): the gauge counts them and
+    // the scrape, and not the permit the accept loop holds while it waits.
+    let idle = [
+        tokio::net::TcpStream::connect(srv.http.unwrap()).await.unwrap(),
+        tokio::net::TcpStream::connect(srv.http.unwrap()).await.unwrap(),
+    ];
     let (status, head, body) = http(srv.http.unwrap(), "GET", "/metrics", &[], b"").await;
     let text = String::from_utf8(body).expect("utf-8");
     assert_eq!(status, 200, "{text}");
+    assert!(text.contains("idem_http_connections 3\n"), "{text}");
+    drop(idle);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     let families = check_exposition(&text);
     for name in [

@@ -1,9 +1,7 @@
 //! HTTP requests by status class, and connections open.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-
-use tokio::sync::Semaphore;
+use std::sync::Arc;
 
 /// The status classes counted.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -12,8 +10,18 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Default)]
 pub(crate) struct HttpStats {
     by_class: [AtomicU64; CLASSES.len()],
-    /// The pool of HTTP connection permits and its size.
-    pool: OnceLock<(Arc<Semaphore>, usize)>,
+    /// HTTP connections accepted and not yet closed (both listeners).
+    open: Arc<AtomicU64>,
+}
+
+/// Counts one open HTTP connection for as long as it lives.
+pub(crate) struct OpenConnection(Arc<AtomicU64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let before = self.0.fetch_sub(1, Relaxed);
+        assert!(before > 0, "an open HTTP connection was counted when it opened");
+    }
 }
 
 impl HttpStats {
@@ -23,9 +31,10 @@ impl HttpStats {
         self.by_class[class].fetch_add(1, Relaxed);
     }
 
-    /// Lets the open-connection gauge read the permit pool of `size`.
-    pub(crate) fn watch_pool(&self, pool: Arc<Semaphore>, size: usize) {
-        let _ = self.pool.set((pool, size));
+    /// Counts a connection just accepted, until the returned guard drops.
+    pub(crate) fn opened(&self) -> OpenConnection {
+        self.open.fetch_add(1, Relaxed);
+        OpenConnection(self.open.clone())
     }
 
     /// `(class, responses)` for every class.
@@ -33,8 +42,10 @@ impl HttpStats {
         std::array::from_fn(|i| (CLASSES[i], self.by_class[i].load(Relaxed)))
     }
 
-    /// HTTP connections holding a permit now.
+    /// HTTP connections open now. Counted from the accepts, not from the
+    /// permit pool: the accept loop holds a permit while it waits for the
+    /// next connection, which the pool would count as one more open.
     pub(crate) fn open(&self) -> u64 {
-        self.pool.get().map_or(0, |(p, size)| size.saturating_sub(p.available_permits()) as u64)
+        self.open.load(Relaxed)
     }
 }

@@ -13,7 +13,7 @@ mod outcome;
 mod render;
 mod telemetry;
 
-pub(crate) use http_stats::HttpStats;
+pub(crate) use http_stats::{HttpStats, OpenConnection};
 /// Installs the exporter whose series `/metrics` appends (see
 /// `idem_metrics::exporter`).
 pub use idem_metrics::exporter::install as install_recorder;
