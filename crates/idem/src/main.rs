@@ -276,7 +276,7 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
     idem_server::acl::Acl::build(&users, s.password.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid [[user]]: {e}"))?;
     if !ip.is_loopback() {
-        let open = s.password.is_none() && s.user.is_empty();
+        let open = !s.authenticates();
         tracing::warn!(bind = %ip, "listening beyond loopback, as asked{}", if open { " (no authentication: --insecure-no-auth)" } else { "" });
     }
     let limits = idem_core::Limits {
@@ -346,6 +346,7 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
         tls_bind: (s.tls_port != 0).then(|| SocketAddr::new(ip, s.tls_port)),
         https_bind: (s.https_port != 0).then(|| SocketAddr::new(ip, s.https_port)),
         tls_only: s.tls_only,
+        tls_handshake_timeout_ms: s.tls_handshake_timeout_ms,
         ..Default::default()
     };
     let server = idem_server::Server::bind(config).await.context("binding the listener")?.metrics(metrics);

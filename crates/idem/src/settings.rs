@@ -88,6 +88,9 @@ pub struct Settings {
     pub https_port: u16,
     /// Serve TLS only: `port` and `http_port` are not listened on.
     pub tls_only: bool,
+    /// A TLS client that has not finished its handshake this long after
+    /// connecting is disconnected, ms (at least 1).
+    pub tls_handshake_timeout_ms: u64,
     /// ACL users: `[[user]]` tables in the config file.
     pub user: Vec<UserSettings>,
     /// Serve beyond loopback with no password and no ACL users (protected mode off).
@@ -148,6 +151,7 @@ impl Default for Settings {
             tls_port: 0,
             https_port: 0,
             tls_only: false,
+            tls_handshake_timeout_ms: server.tls_handshake_timeout_ms,
             user: Vec::new(),
             insecure_no_auth: false,
         }
@@ -279,6 +283,9 @@ impl Settings {
         if self.tls_cert.is_some() && !tls_ports {
             anyhow::bail!("tls_cert is set but no TLS port is: set tls_port (RESP) and/or https_port (HTTP)");
         }
+        if self.tls_handshake_timeout_ms == 0 {
+            anyhow::bail!("tls_handshake_timeout_ms must be at least 1");
+        }
         if self.tls_only && self.tls_port == 0 {
             anyhow::bail!("tls_only needs tls_port: RESP must be served somewhere");
         }
@@ -308,13 +315,17 @@ impl Settings {
         parse_tls_client_auth(&self.tls_client_auth)
     }
 
+    /// Whether every client must prove who it is: a password, ACL users, or
+    /// TLS only with client certificates required.
+    pub fn authenticates(&self) -> bool {
+        self.password.is_some() || !self.user.is_empty() || (self.tls_only && self.tls_client_auth == "required")
+    }
+
     /// Protected mode: listening beyond loopback needs a password, ACL
     /// users, or client certificates on a TLS-only server; otherwise an
     /// error that says how to proceed (`--insecure-no-auth` lifts it).
     pub fn check_protected(&self, ip: std::net::IpAddr) -> anyhow::Result<()> {
-        let authenticated =
-            self.password.is_some() || !self.user.is_empty() || (self.tls_only && self.tls_client_auth == "required");
-        if ip.is_loopback() || authenticated || self.insecure_no_auth {
+        if ip.is_loopback() || self.authenticates() || self.insecure_no_auth {
             return Ok(());
         }
         anyhow::bail!(
@@ -359,22 +370,26 @@ mod tests {
         // Both variables are set for this test process only; no other test
         // in this binary reads them.
         std::env::set_var("IDEM_IDLE_TIMEOUT_MS", "1234");
+        std::env::set_var("IDEM_TLS_HANDSHAKE_TIMEOUT_MS", "2500");
         std::env::set_var("IDEM_NOT_A_SETTING", "x");
         let s = load(None, &Overrides::default()).unwrap();
         std::env::remove_var("IDEM_IDLE_TIMEOUT_MS");
+        std::env::remove_var("IDEM_TLS_HANDSHAKE_TIMEOUT_MS");
         std::env::remove_var("IDEM_NOT_A_SETTING");
         assert_eq!(s.idle_timeout_ms, 1234, "IDEM_IDLE_TIMEOUT_MS sets idle_timeout_ms");
+        assert_eq!(s.tls_handshake_timeout_ms, 2500, "IDEM_TLS_HANDSHAKE_TIMEOUT_MS sets tls_handshake_timeout_ms");
     }
 
     #[test]
     fn tls_settings_that_cannot_work_are_refused_with_a_reason() {
         let base = Settings::default();
-        let cases: [(Settings, &str); 5] = [
+        let cases: [(Settings, &str); 6] = [
             (Settings { tls_port: 7400, ..base.clone() }, "need tls_cert"),
             (Settings { tls_cert: Some("c.pem".into()), ..base.clone() }, "go together"),
             (Settings { tls_cert: Some("c.pem".into()), tls_key: Some("k.pem".into()), ..base.clone() }, "no TLS port"),
             (Settings { tls_only: true, ..base.clone() }, "tls_only needs tls_port"),
             (Settings { tls_client_auth: "sometimes".into(), ..base.clone() }, "tls_client_auth"),
+            (Settings { tls_handshake_timeout_ms: 0, ..base.clone() }, "tls_handshake_timeout_ms must be at least 1"),
         ];
         for (s, why) in cases {
             let err = s.validate().expect_err(why).to_string();
@@ -403,8 +418,10 @@ mod tests {
         assert!(Settings { insecure_no_auth: true, ..Settings::default() }.check_protected(any).is_ok());
         let mtls = Settings { tls_only: true, tls_client_auth: "required".into(), ..Settings::default() };
         assert!(mtls.check_protected(any).is_ok(), "client certificates are authentication");
+        assert!(mtls.authenticates(), "so the start-up warning does not call the server open");
         let optional = Settings { tls_only: true, tls_client_auth: "optional".into(), ..Settings::default() };
         assert!(optional.check_protected(any).is_err(), "optional certificates authenticate no one");
+        assert!(!optional.authenticates() && !open.authenticates());
     }
 
     #[test]
