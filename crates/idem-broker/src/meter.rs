@@ -24,6 +24,12 @@ impl Meter {
     /// `idem_metrics::broker::brokers`).
     pub(crate) fn register(broker: &'static str) -> Meter {
         let labels = |o: Outcome| [(names::BROKER, broker), (names::OUTCOME, o.label())];
+        metrics::describe_counter!(names::MESSAGES_TOTAL, "Deliveries settled, by broker and what happened.");
+        metrics::describe_histogram!(names::HANDLE_SECONDS, "Time from a delivery's arrival to its settlement.");
+        metrics::describe_counter!(
+            names::DUPLICATES_ABSORBED_TOTAL,
+            "Redeliveries acknowledged without running the handler again."
+        );
         Meter {
             messages: Outcome::ALL.map(|o| metrics::counter!(names::MESSAGES_TOTAL, &labels(o))),
             seconds: Outcome::ALL.map(|o| metrics::histogram!(names::HANDLE_SECONDS, &labels(o))),

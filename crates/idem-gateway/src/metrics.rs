@@ -96,6 +96,16 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Registers every series with the recorder installed now.
     pub(crate) fn register() -> Metrics {
+        metrics::describe_counter!(names::REQUESTS_TOTAL, "Requests the gateway answered, by what happened.");
+        metrics::describe_histogram!(
+            names::DURATION_SECONDS,
+            "Time from the request to the response head, by outcome."
+        );
+        metrics::describe_counter!(
+            names::DUPLICATES_ABSORBED_TOTAL,
+            "Duplicates answered with the stored response instead of running again."
+        );
+        metrics::describe_histogram!(names::IDEM_CALL_SECONDS, "Time a keyed request spent in store calls.");
         Metrics {
             requests: OUTCOMES.map(|o| metrics::counter!(names::REQUESTS_TOTAL, names::OUTCOME => o.label())),
             durations: OUTCOMES.map(|o| metrics::histogram!(names::DURATION_SECONDS, names::OUTCOME => o.label())),

@@ -54,6 +54,11 @@ impl ClientBuffers {
     /// No client yet, bound `max_bytes`.
     pub(crate) fn new(max_bytes: usize) -> ClientBuffers {
         assert!(max_bytes > 0, "validated at bind");
+        metrics::describe_gauge!("idem_client_buffers_bytes", "Bytes held by every client's buffers together.");
+        metrics::describe_counter!(
+            "idem_clients_evicted_total",
+            "Clients disconnected to keep the buffers under client_buffers_bytes_max."
+        );
         ClientBuffers {
             total: AtomicI64::new(0),
             max_bytes,

@@ -152,6 +152,14 @@ fn a_replay_moves_the_duplicates_absorbed_counter() {
     assert_eq!(hits.load(Ordering::SeqCst), 1, "the upstream ran once");
 
     let after = scrape();
+    for family in [
+        "idem_gateway_requests_total",
+        "idem_gateway_request_duration_seconds",
+        "idem_gateway_duplicates_absorbed_total",
+        "idem_gateway_idem_call_duration_seconds",
+    ] {
+        assert!(after.contains(&format!("# HELP {family} ")), "{family} has no HELP line: {after}");
+    }
     assert_eq!(sample(&after, ABSORBED), Some(1.0), "{after}");
     assert_eq!(sample(&after, REPLAYED), Some(1.0), "{after}");
     assert_eq!(sample(&after, EXECUTED), Some(1.0), "{after}");
