@@ -228,6 +228,9 @@ impl AclUser {
     }
 
     fn apply_prefixed(&mut self, rule: &str) -> Result<(), String> {
+        /// The rules a user may have, for the errors that refuse one.
+        const RULES: &str = "rules are on, off, >password, #sha256, nopass, resetpass, ~pattern, allkeys, \
+                             resetkeys, +@category, -@category, +command, -command, allcommands, nocommands, reset";
         let (first, rest) = rule.split_at(1);
         match first {
             ">" => self.add_password(Sha256::digest(rest.as_bytes()).into()),
@@ -247,6 +250,9 @@ impl AclUser {
                     })?;
                     (c.members)()
                 } else {
+                    if rest.contains('|') {
+                        return Err(format!("subcommand rules such as '{rule}' are not supported; {RULES}"));
+                    }
                     let id = command_id(rest).ok_or_else(|| format!("unknown command '{rest}' in rule '{rule}'"))?;
                     1 << id
                 };
@@ -257,11 +263,7 @@ impl AclUser {
                 }
                 Ok(())
             }
-            _ => Err(format!(
-                "unknown ACL rule '{rule}'; rules are on, off, >password, #sha256, nopass, resetpass, \
-                 ~pattern, allkeys, resetkeys, +@category, -@category, +command, -command, \
-                 allcommands, nocommands, reset"
-            )),
+            _ => Err(format!("unknown ACL rule '{rule}'; {RULES}")),
         }
     }
 
@@ -652,6 +654,11 @@ mod tests {
         for rules in ["+@nope", "+NOPE", "#abc", "~", "bogus"] {
             let u = [UserConfig { name: "u".into(), password_hash: None, rules: rules.into() }];
             assert!(Acl::build(&u, None).is_err(), "{rules}");
+        }
+        for rules in ["+client|id", "%R~x", "&chan", "bogus"] {
+            let u = [UserConfig { name: "u".into(), password_hash: None, rules: rules.into() }];
+            let err = Acl::build(&u, None).expect_err(rules);
+            assert!(err.contains("rules are on, off"), "{rules} is refused with the list of rules: {err}");
         }
         let twice = [UserConfig { name: "default".into(), password_hash: None, rules: "on nopass".into() }];
         assert!(Acl::build(&twice, Some("pw")).is_err());

@@ -349,7 +349,8 @@ async fn serve(s: Settings, metrics: bool) -> anyhow::Result<()> {
         tls_handshake_timeout_ms: s.tls_handshake_timeout_ms,
         ..Default::default()
     };
-    let server = idem_server::Server::bind(config).await.context("binding the listener")?.metrics(metrics);
+    let server =
+        idem_server::Server::bind(config).await.context("starting the server (listeners, TLS)")?.metrics(metrics);
     tracing::info!(addr = %server.local_addr(), "idem is serving RESP");
     if let Some(addr) = server.tls_local_addr() {
         tracing::info!(%addr, "idem is serving RESP over TLS (certificates reload on SIGHUP)");
