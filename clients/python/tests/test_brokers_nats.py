@@ -109,6 +109,10 @@ async def test_duplicates_run_once_and_failures_are_dead_lettered(
     assert calls == Counter({b"a": 1, b"b": 1, b"poison": 2, b"fatal": 1})
     info = await stream.js.stream_info(stream.name, subjects_filter=stream.dlq)
     assert info.state.subjects == {stream.dlq: 3}
+    last = await stream.js.get_last_msg(stream.name, stream.dlq)
+    headers = last.headers or {}
+    assert headers.get("Idem-Original-Subject") == stream.work, headers
+    assert headers.get("Idem-Dead-Letter-Reason"), headers
 
 
 async def test_postgres_inbox_writes_each_effect_once(stream: Stream) -> None:

@@ -1,7 +1,8 @@
 """NATS JetStream (nats-py): a durable pull subscription with explicit acks.
 
 ack → ``+ACK``; redeliver after d → ``-NAK`` with delay d; release → ``-NAK``;
-dead letter → the message (headers kept, plus ``Idem-Dead-Letter-Reason``) is
+dead letter → the message (headers kept, plus ``Idem-Dead-Letter-Reason`` and
+``Idem-Original-Subject``) is
 published to the dead-letter subject and stored by its stream, then ``+TERM``.
 While the handler runs, ``+WPI`` every ``progress_every_ms``.
 """
@@ -32,6 +33,8 @@ from ._core import (
 )
 
 DEAD_LETTER_REASON_HEADER = "Idem-Dead-Letter-Reason"
+#: The subject the dead-lettered message was delivered on (the Rust consumer's header too).
+DEAD_LETTER_SUBJECT_HEADER = "Idem-Original-Subject"
 #: A pull waits this long for messages before asking again (and noticing shutdown).
 FETCH_TIMEOUT_S = 1.0
 
@@ -74,6 +77,7 @@ class _JsDelivery:
             case DeadLetter(reason=reason):
                 headers = dict(self._msg.headers or {})
                 headers[DEAD_LETTER_REASON_HEADER] = reason
+                headers[DEAD_LETTER_SUBJECT_HEADER] = self._msg.subject
                 await self._js.publish(self._dlq, self._msg.data, headers=headers)
                 await self._msg.term()
 
