@@ -64,16 +64,27 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, BackendError> {
     }
 }
 
-/// Creates or upgrades idem's schema in the store a URL names (SQL engines;
-/// a no-op for Redis). Safe to run repeatedly and concurrently.
-pub async fn migrate(url: &str) -> Result<(), BackendError> {
+/// What [`migrate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Migrated {
+    /// The SQL schema is at this build's version (created or upgraded if it was not).
+    Schema,
+    /// Redis keeps no schema; the store answered and its version is supported.
+    NoSchema,
+}
+
+/// Creates or upgrades idem's schema in the store a URL names (SQL
+/// engines); on Redis, which keeps no schema, only connects, so that an
+/// unreachable store or a bad URL still fails. Safe to run repeatedly and
+/// concurrently.
+pub async fn migrate(url: &str) -> Result<Migrated, BackendError> {
     match engine_of(url)? {
         #[cfg(feature = "postgres")]
-        Engine::Postgres => postgres::migrate(url).await,
+        Engine::Postgres => postgres::migrate(url).await.map(|()| Migrated::Schema),
         #[cfg(feature = "mysql")]
-        Engine::MySql => mysql::migrate(url).await,
+        Engine::MySql => mysql::migrate(url).await.map(|()| Migrated::Schema),
         #[cfg(feature = "redis")]
-        Engine::Redis | Engine::RedisCluster => Ok(()),
+        Engine::Redis | Engine::RedisCluster => connect(url).await.map(|_| Migrated::NoSchema),
         #[allow(unreachable_patterns)]
         _ => Err(BackendError::UnsupportedUrl(url.to_string())),
     }

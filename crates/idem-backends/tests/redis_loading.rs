@@ -102,3 +102,16 @@ async fn loading_is_busy_with_nothing_run() {
         "the lock is free for another owner: {lock:?}"
     );
 }
+
+/// `idem migrate` on Redis has no schema to make, but it still connects:
+/// an unreachable store is an error, not "up to date".
+#[tokio::test]
+async fn migrate_on_redis_connects_and_fails_when_nothing_answers() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("redis://127.0.0.1:{port}/?connect_timeout_ms=500");
+    assert!(idem_backends::migrate(&url).await.is_err(), "nothing listens on {url}");
+    let bad = idem_backends::migrate("redis://127.0.0.1:6379/?key_prefix=x").await.unwrap_err().to_string();
+    assert!(bad.contains("unknown setting 'key_prefix'"), "{bad}");
+}

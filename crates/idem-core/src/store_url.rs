@@ -21,7 +21,7 @@ pub enum BackendError {
 }
 
 const SCHEMES: &str =
-    "postgres://, mysql://, redis://, rediss:// or redis-cluster:// (each when its engine's feature is on)";
+    "postgres://, mysql://, mariadb://, redis://, rediss:// or redis-cluster:// (each when its engine's feature is on)";
 
 /// `value` of the URL setting `name` as a whole number in 1..=`max`; the
 /// error names the setting and its bounds.

@@ -315,6 +315,28 @@ fn engine_err(message: impl std::fmt::Display) -> BackendError {
     BackendError::Engine { engine: "postgres", message: message.to_string() }
 }
 
+/// [`engine_err`] with the error's causes: tokio-postgres says only "error
+/// connecting to server" or "db error" and keeps the reason (connection
+/// refused, database "x" does not exist) in its source.
+fn engine_err_of(e: impl std::error::Error + 'static) -> BackendError {
+    engine_err(with_causes(&e))
+}
+
+/// `e` and its sources, each once, joined by ": ".
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
+        }
+        cause = c.source();
+    }
+    message
+}
+
 /// Where and how to connect: the engine's settings, and the TLS connector
 /// built from the URL's `sslmode` and `sslrootcert`.
 #[derive(Clone)]
@@ -337,7 +359,8 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
     let (url, pool) = idem_sql::PoolSettings::take_from(url).map_err(engine_err)?;
     let (rest, mode) = idem_core::store_url::take_param(&url, "sslmode");
     let (rest, root) = idem_core::store_url::take_param(&rest, "sslrootcert");
-    let mut cfg = rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {e}")))?;
+    let mut cfg =
+        rest.parse::<tokio_postgres::Config>().map_err(|e| engine_err(format!("bad URL: {}", with_causes(&e))))?;
     cfg.ssl_mode(match mode.as_deref() {
         None | Some("disable") => SslMode::Disable,
         Some("prefer") => SslMode::Prefer,
@@ -368,7 +391,7 @@ fn parse_config(url: &str) -> Result<Target, BackendError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(engine_err)?
+        .map_err(engine_err_of)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Target { cfg, tls: MakeRustlsConnect::new(tls), pool })
@@ -444,9 +467,9 @@ impl PgBackend {
                 .post_create(Hook::async_fn(move |c, _| set_test_now(c, a.now_ms())))
                 .post_recycle(Hook::async_fn(move |c, _| set_test_now(c, b.now_ms())));
         }
-        let pool = builder.build().map_err(engine_err)?;
+        let pool = builder.build().map_err(engine_err_of)?;
         // Fail now, not on the first command, when the engine is unreachable.
-        drop(pool.get().await.map_err(engine_err)?);
+        drop(pool.get().await.map_err(engine_err_of)?);
         let inner = Arc::new(Inner {
             pool: pool.clone(),
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
@@ -494,7 +517,7 @@ pub async fn migrate(url: &str) -> Result<(), BackendError> {
 }
 
 async fn connect_one(target: &Target) -> Result<tokio_postgres::Client, BackendError> {
-    let (client, conn) = target.cfg.connect(target.tls.clone()).await.map_err(engine_err)?;
+    let (client, conn) = target.cfg.connect(target.tls.clone()).await.map_err(engine_err_of)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgres: migration connection ended");
@@ -509,19 +532,19 @@ async fn schema_version(target: &Target) -> Result<i32, BackendError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('idem_schema_version') IS NOT NULL", &[])
         .await
-        .map_err(engine_err)?
+        .map_err(engine_err_of)?
         .get(0);
     if !exists {
         return Ok(0);
     }
     let row =
-        client.query_opt("SELECT version FROM idem_schema_version WHERE id = 1", &[]).await.map_err(engine_err)?;
+        client.query_opt("SELECT version FROM idem_schema_version WHERE id = 1", &[]).await.map_err(engine_err_of)?;
     Ok(row.map_or(0, |r| r.get(0)))
 }
 
 async fn migrate_config(target: &Target) -> Result<(), BackendError> {
     let client = connect_one(target).await?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await.map_err(engine_err)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK_KEY]).await.map_err(engine_err_of)?;
     let result = apply_migrations(&client).await;
     // The lock also ends with the session; unlocking early lets waiters go.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK_KEY]).await;
@@ -536,11 +559,11 @@ async fn apply_migrations(client: &tokio_postgres::Client) -> Result<(), Backend
                  version integer NOT NULL)",
         )
         .await
-        .map_err(engine_err)?;
+        .map_err(engine_err_of)?;
     let current: i32 = client
         .query_opt("SELECT version FROM idem_schema_version WHERE id = 1", &[])
         .await
-        .map_err(engine_err)?
+        .map_err(engine_err_of)?
         .map_or(0, |r| r.get(0));
     if current > schema::SCHEMA_VERSION {
         return Err(engine_err(format!(

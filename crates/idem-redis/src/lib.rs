@@ -173,6 +173,25 @@ impl RedisSettings {
         if let Some(v) = response {
             settings.response_timeout = Some(ms("response_timeout_ms", &v)?);
         }
+        // Whatever else the query holds is refused, so that a misspelt
+        // setting does not leave its default in force unseen; `tls_ca` is
+        // read later, and only a `rediss://` URL may carry it.
+        let query = url.split('#').next().unwrap_or_default().split_once('?').map_or("", |(_, q)| q);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if name == TLS_CA_PARAM && url.starts_with("rediss://") {
+                continue;
+            }
+            let why = if name == TLS_CA_PARAM {
+                format!("{TLS_CA_PARAM} needs a rediss:// URL (Redis Cluster has no TLS)")
+            } else {
+                format!(
+                    "unknown setting '{name}' in the Redis store URL; the settings are connect_timeout_ms, \
+                     response_timeout_ms and {TLS_CA_PARAM} (rediss:// only)"
+                )
+            };
+            return Err(engine_error(why));
+        }
         Ok((url, settings))
     }
 
@@ -1381,6 +1400,12 @@ mod tests {
             ("redis://h/?connect_timeout_ms=0", "connect_timeout_ms"),
             ("redis://h/?response_timeout_ms=600001", "response_timeout_ms"),
             ("redis://h/?response_timeout_ms=soon", "response_timeout_ms"),
+            ("redis://h/?respone_timeout_ms=5", "unknown setting 'respone_timeout_ms'"),
+            ("redis://h/?connect_timeout_ms=5&key_prefix=p", "unknown setting 'key_prefix'"),
+            ("redis-cluster://a:1,b:2?pool_size=4", "unknown setting 'pool_size'"),
+            ("redis://h/?protocol=resp3", "unknown setting 'protocol'"),
+            ("redis://h/?tls_ca=/ca.pem", "needs a rediss:// URL"),
+            ("redis-cluster://a:1?tls_ca=/ca.pem", "needs a rediss:// URL"),
         ] {
             let e = RedisSettings::take_from(url).unwrap_err().to_string();
             assert!(e.contains(name), "{url}: {e}");

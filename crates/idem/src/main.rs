@@ -180,8 +180,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Migrate { store } => {
             init_tracing("info");
-            runtime.block_on(idem_backends::migrate(&store)).with_context(|| "migration failed")?;
-            println!("schema is up to date in {}", redact(&store));
+            match runtime.block_on(idem_backends::migrate(&store)).with_context(|| "migration failed")? {
+                idem_backends::Migrated::Schema => println!("schema is up to date in {}", redact(&store)),
+                idem_backends::Migrated::NoSchema => {
+                    println!("nothing to migrate: Redis keeps no schema ({} answered)", redact(&store))
+                }
+            }
             Ok(())
         }
         Cmd::Gateway(args) => {
