@@ -469,7 +469,17 @@ impl PgBackend {
         }
         let pool = builder.build().map_err(engine_err_of)?;
         // Fail now, not on the first command, when the engine is unreachable.
-        drop(pool.get().await.map_err(engine_err_of)?);
+        let first = pool.get().await.map_err(|e| match e {
+            // A new connection must be made within the pool wait too: name
+            // the setting, since "Timeout occurred" alone does not.
+            deadpool_postgres::PoolError::Timeout(_) => engine_err(format!(
+                "no connection within pool_wait_ms = {} ms (it bounds making a connection too): {}",
+                settings.wait.as_millis(),
+                with_causes(&e)
+            )),
+            e => engine_err_of(e),
+        })?;
+        drop(first);
         let inner = Arc::new(Inner {
             pool: pool.clone(),
             waits: Arc::new(BackendWaiters::new(Limits::default().waiters_per_key_max)),
