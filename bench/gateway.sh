@@ -193,14 +193,19 @@ measure() { # "pids" url script [args]
                   (total > 0 ? 100 * idle / total : 0), (syncs >= 0 && n > 0 ? syncs / n : -1) }'
 }
 
+# Starts the gateway on its data directory $1 and waits for its port; sets gw_pid.
+start_gateway() {
+    RUST_LOG=warn "$IDEM" gateway --listen "127.0.0.1:$gw_port" --upstream "http://127.0.0.1:$up_port" --data "$1" &
+    gw_pid=$!
+    pids+=($gw_pid)
+    wait_port "$gw_port"
+}
+
 results="$work/results.txt"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
     data="$work/data-$round"
-    RUST_LOG=warn "$IDEM" gateway --listen "127.0.0.1:$gw_port" --upstream "http://127.0.0.1:$up_port" --data "$data" &
-    gw_pid=$!
-    pids+=($gw_pid)
-    wait_port "$gw_port"
+    start_gateway "$data"
     for i in $(seq 0 63); do
         curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -H "Idempotency-Key: replay-$i" \
             --data '{"item":"tea","qty":2}' "http://127.0.0.1:$gw_port/orders"
@@ -221,10 +226,7 @@ for round in $(seq "$ROUNDS"); do
     # disk's share of the unique-key cost. Skipped where /dev/shm is not tmpfs.
     if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
         shm_data="$(mktemp -d /dev/shm/idem-gateway-bench.XXXXXX)"
-        RUST_LOG=warn "$IDEM" gateway --listen "127.0.0.1:$gw_port" --upstream "http://127.0.0.1:$up_port" --data "$shm_data" &
-        gw_pid=$!
-        pids+=($gw_pid)
-        wait_port "$gw_port"
+        start_gateway "$shm_data"
         r="$(measure "$gw_pid" "http://127.0.0.1:$gw_port" "$work/unique.lua" "s$round")"
         echo "$round gateway-unique-shm $r" | tee -a "$results" >&2
         if [ -s "$work/last-wakes" ]; then echo "$round gateway-unique-shm $(cat "$work/last-wakes")" >>"$work/wakes.txt"; rm -f "$work/last-wakes"; fi

@@ -35,11 +35,8 @@ pub fn whole_number(name: &str, value: &str, max: u64) -> Result<u64, String> {
 /// Removes `name=value` from the query of `url`: (the URL without it, the
 /// value). A `#fragment` is kept.
 pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let (head, fragment) = match url.split_once('#') {
-        Some((h, f)) => (h, Some(f)),
-        None => (url, None),
-    };
-    let Some((path, query)) = head.split_once('?') else { return (url.to_string(), None) };
+    let (path, query, fragment) = split(url);
+    let Some(query) = query else { return (url.to_string(), None) };
     let mut value = None;
     let kept: Vec<&str> = query
         .split('&')
@@ -63,9 +60,40 @@ pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     (out, value)
 }
 
+/// The names of the query parameters of `url`, in order (a `#fragment` is
+/// not part of the query): what is left to refuse once every known
+/// setting was taken out with [`take_param`].
+pub fn param_names(url: &str) -> impl Iterator<Item = &str> {
+    split(url)
+        .1
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+}
+
+/// `url` as (everything before the query, the query, the fragment).
+fn split(url: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (head, fragment) = match url.split_once('#') {
+        Some((h, f)) => (h, Some(f)),
+        None => (url, None),
+    };
+    match head.split_once('?') {
+        Some((path, query)) => (path, Some(query), fragment),
+        None => (head, None, fragment),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::take_param;
+    use super::{param_names, take_param};
+
+    #[test]
+    fn names_the_parameters_of_the_query_only() {
+        let names: Vec<&str> = param_names("rediss://h:1/?a=1&flag&&b=2#insecure").collect();
+        assert_eq!(names, ["a", "flag", "b"]);
+        assert_eq!(param_names("redis://h:1/#x=1").count(), 0);
+    }
 
     #[test]
     fn takes_one_parameter_and_keeps_the_rest() {

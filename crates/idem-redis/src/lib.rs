@@ -130,6 +130,10 @@ struct Single {
 /// after the last connection broke, which is then answered `BUSY`: nothing
 /// sent), unless the URL's `connect_timeout_ms` says otherwise.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+/// The URL setting that bounds opening a connection ([`RedisSettings::connect_timeout`]).
+pub const CONNECT_TIMEOUT_PARAM: &str = "connect_timeout_ms";
+/// The URL setting that bounds waiting for an answer ([`RedisSettings::response_timeout`]).
+pub const RESPONSE_TIMEOUT_PARAM: &str = "response_timeout_ms";
 /// Longest `connect_timeout_ms` and `response_timeout_ms` accepted: 10 minutes.
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 
@@ -165,32 +169,27 @@ impl RedisSettings {
             idem_core::store_url::whole_number(name, v, TIMEOUT_MS_MAX).map(Duration::from_millis).map_err(engine_error)
         };
         let mut settings = RedisSettings::default();
-        let (url, connect) = idem_core::store_url::take_param(url, "connect_timeout_ms");
-        let (url, response) = idem_core::store_url::take_param(&url, "response_timeout_ms");
+        let (url, connect) = idem_core::store_url::take_param(url, CONNECT_TIMEOUT_PARAM);
+        let (url, response) = idem_core::store_url::take_param(&url, RESPONSE_TIMEOUT_PARAM);
         if let Some(v) = connect {
-            settings.connect_timeout = ms("connect_timeout_ms", &v)?;
+            settings.connect_timeout = ms(CONNECT_TIMEOUT_PARAM, &v)?;
         }
         if let Some(v) = response {
-            settings.response_timeout = Some(ms("response_timeout_ms", &v)?);
+            settings.response_timeout = Some(ms(RESPONSE_TIMEOUT_PARAM, &v)?);
         }
         // Whatever else the query holds is refused, so that a misspelt
         // setting does not leave its default in force unseen; `tls_ca` is
         // read later, and only a `rediss://` URL may carry it.
-        let query = url.split('#').next().unwrap_or_default().split_once('?').map_or("", |(_, q)| q);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if name == TLS_CA_PARAM && url.starts_with("rediss://") {
-                continue;
-            }
-            let why = if name == TLS_CA_PARAM {
+        let tls = url.starts_with("rediss://");
+        if let Some(name) = idem_core::store_url::param_names(&url).find(|n| !(tls && *n == TLS_CA_PARAM)) {
+            return Err(engine_error(if name == TLS_CA_PARAM {
                 format!("{TLS_CA_PARAM} needs a rediss:// URL (Redis Cluster has no TLS)")
             } else {
                 format!(
-                    "unknown setting '{name}' in the Redis store URL; the settings are connect_timeout_ms, \
-                     response_timeout_ms and {TLS_CA_PARAM} (rediss:// only)"
+                    "unknown setting '{name}' in the Redis store URL; the settings are {CONNECT_TIMEOUT_PARAM}, \
+                     {RESPONSE_TIMEOUT_PARAM} and {TLS_CA_PARAM} (rediss:// only)"
                 )
-            };
-            return Err(engine_error(why));
+            }));
         }
         Ok((url, settings))
     }
